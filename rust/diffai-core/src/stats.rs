@@ -1,0 +1,753 @@
+//! Statistics kernels: one pass over a tensor (or over two tensors of equal shape at once) gives
+//! every per-tensor statistic and every elementwise change metric.
+//!
+//! How the numbers stay exact and the pass stays fast:
+//! - Elements are decoded block by block (`BLOCK` at a time) into an f64 buffer that lives in L1,
+//!   so fp16/bf16/fp8/int conversion happens inside the pass and no tensor-sized copy is made.
+//! - Each block is summed around its own first element (a shift) in independent f64 lanes, then
+//!   folded into the running (count, mean, M2) with Chan's merge. The shift keeps the variance
+//!   accurate when the mean is large against the spread.
+//! - The block loop has no branches; NaN/Inf make the block's sums non-finite, and only such a
+//!   block is redone by a scalar loop that counts and skips them.
+//! - Tensors are cut into `CHUNK`-element pieces processed in parallel (Rayon) and merged in
+//!   order, so results do not depend on the thread count.
+//! - On x86_64 the same code is compiled a second time with AVX2/FMA/F16C enabled and picked at
+//!   run time.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Elements decoded and summed at a time (2 buffers of this size fit in L1).
+const BLOCK: usize = 2048;
+/// Elements per parallel work item; a multiple of `BLOCK`.
+pub const CHUNK: usize = 128 * BLOCK;
+const LANES: usize = 8;
+
+/// Shared with the caller while a run is under way: set `cancel` to stop it, read `bytes_done`
+/// to show progress.
+#[derive(Default, Debug)]
+pub struct Control {
+    pub cancel: AtomicBool,
+    pub bytes_done: AtomicU64,
+}
+
+impl Control {
+    fn check(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(Error::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn advance(&self, bytes: usize) {
+        self.bytes_done.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// Statistics of one tensor. Moments, min and max are over the finite elements.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TensorStats {
+    pub numel: u64,
+    /// Finite elements (what mean/std/min/max are over).
+    pub finite: u64,
+    pub mean: f64,
+    /// Sum of squared deviations from the mean (population variance = m2 / finite).
+    pub m2: f64,
+    pub min: f64,
+    pub max: f64,
+    pub nan_count: u64,
+    pub inf_count: u64,
+    pub zero_count: u64,
+}
+
+impl Default for TensorStats {
+    fn default() -> Self {
+        TensorStats {
+            numel: 0,
+            finite: 0,
+            mean: 0.0,
+            m2: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            nan_count: 0,
+            inf_count: 0,
+            zero_count: 0,
+        }
+    }
+}
+
+impl TensorStats {
+    /// Chan et al.'s pairwise merge of (count, mean, M2), plus the plain counters.
+    fn merge(&mut self, o: &TensorStats) {
+        if o.finite > 0 {
+            let n = self.finite + o.finite;
+            let delta = o.mean - self.mean;
+            let (na, nb, nn) = (self.finite as f64, o.finite as f64, n as f64);
+            self.mean += delta * nb / nn;
+            self.m2 += o.m2 + delta * delta * na * nb / nn;
+            self.finite = n;
+            self.min = self.min.min(o.min);
+            self.max = self.max.max(o.max);
+        }
+        self.numel += o.numel;
+        self.nan_count += o.nan_count;
+        self.inf_count += o.inf_count;
+        self.zero_count += o.zero_count;
+    }
+
+    pub fn mean(&self) -> Option<f64> {
+        (self.finite > 0).then_some(self.mean)
+    }
+
+    /// Population standard deviation (ddof = 0).
+    pub fn std(&self) -> Option<f64> {
+        (self.finite > 0).then(|| (self.m2.max(0.0) / self.finite as f64).sqrt())
+    }
+
+    pub fn min(&self) -> Option<f64> {
+        (self.finite > 0).then_some(self.min)
+    }
+
+    pub fn max(&self) -> Option<f64> {
+        (self.finite > 0).then_some(self.max)
+    }
+
+    /// L2 norm of the finite elements: sqrt(M2 + n·mean²).
+    pub fn l2_norm(&self) -> f64 {
+        (self.m2.max(0.0) + self.finite as f64 * self.mean * self.mean).sqrt()
+    }
+}
+
+/// Elementwise comparison of two tensors of equal shape.
+/// `max_abs_diff`, `sum_abs_diff`, `sum_sq_diff`, `dot`, `sum_sq_a`, `sum_sq_b` are over the
+/// positions where both elements are finite (`compared`); `diff_count` counts every position
+/// whose values differ by more than epsilon, a NaN against a number, or unequal infinities
+/// (NaN against NaN is not a difference).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct PairStats {
+    pub numel: u64,
+    pub compared: u64,
+    pub diff_count: u64,
+    pub max_abs_diff: f64,
+    pub sum_abs_diff: f64,
+    pub sum_sq_diff: f64,
+    pub dot: f64,
+    pub sum_sq_a: f64,
+    pub sum_sq_b: f64,
+}
+
+impl PairStats {
+    fn merge(&mut self, o: &PairStats) {
+        self.numel += o.numel;
+        self.compared += o.compared;
+        self.diff_count += o.diff_count;
+        self.max_abs_diff = self.max_abs_diff.max(o.max_abs_diff);
+        self.sum_abs_diff += o.sum_abs_diff;
+        self.sum_sq_diff += o.sum_sq_diff;
+        self.dot += o.dot;
+        self.sum_sq_a += o.sum_sq_a;
+        self.sum_sq_b += o.sum_sq_b;
+    }
+
+    pub fn mean_abs_diff(&self) -> Option<f64> {
+        (self.compared > 0).then(|| self.sum_abs_diff / self.compared as f64)
+    }
+
+    /// ||b - a|| / ||a||; `None` when ||a|| = 0.
+    pub fn rel_l2(&self) -> Option<f64> {
+        (self.sum_sq_a > 0.0).then(|| (self.sum_sq_diff / self.sum_sq_a).sqrt())
+    }
+
+    /// <a, b> / (||a|| ||b||); `None` when either norm is 0.
+    pub fn cosine(&self) -> Option<f64> {
+        (self.sum_sq_a > 0.0 && self.sum_sq_b > 0.0)
+            .then(|| (self.dot / (self.sum_sq_a.sqrt() * self.sum_sq_b.sqrt())).clamp(-1.0, 1.0))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding: a tensor's logical elements [start, start + out.len()) into f64.
+
+/// A tensor's bytes with what is needed to find element i.
+struct View<'a> {
+    dtype: DType,
+    numel: usize,
+    bytes: &'a [u8],
+    /// `None` when `bytes` holds the elements contiguously in C order.
+    strided: Option<Strided>,
+}
+
+struct Strided {
+    offset: usize,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+}
+
+impl<'a> View<'a> {
+    fn new(t: &'a Tensor) -> Result<View<'a>> {
+        t.check_bounds().map_err(Error::Invalid)?;
+        let numel = t.numel();
+        Ok(match t.contiguous_bytes() {
+            Some(bytes) => View { dtype: t.dtype, numel, bytes, strided: None },
+            None => View {
+                dtype: t.dtype,
+                numel,
+                bytes: t.storage.bytes(),
+                strided: Some(Strided {
+                    offset: t.offset,
+                    shape: t.shape.clone(),
+                    strides: t.strides.clone().unwrap_or_else(|| Tensor::c_strides(&t.shape)),
+                }),
+            },
+        })
+    }
+
+    #[inline(always)]
+    fn decode(&self, start: usize, out: &mut [f64]) {
+        let size = self.dtype.size();
+        match &self.strided {
+            None => decode_contiguous(self.dtype, &self.bytes[start * size..(start + out.len()) * size], out),
+            Some(s) => {
+                // Walk the multi-index in C order from `start`.
+                let nd = s.shape.len();
+                let mut idx = vec![0usize; nd];
+                let mut rem = start;
+                for d in (0..nd).rev() {
+                    idx[d] = rem % s.shape[d];
+                    rem /= s.shape[d];
+                }
+                for o in out.iter_mut() {
+                    let pos = s.offset + idx.iter().zip(&s.strides).map(|(i, st)| i * st).sum::<usize>();
+                    decode_contiguous(self.dtype, &self.bytes[pos * size..(pos + 1) * size], std::slice::from_mut(o));
+                    for d in (0..nd).rev() {
+                        idx[d] += 1;
+                        if idx[d] < s.shape[d] {
+                            break;
+                        }
+                        idx[d] = 0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn decode_contiguous(dtype: DType, bytes: &[u8], out: &mut [f64]) {
+    macro_rules! le {
+        ($t:ty, $n:literal) => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact($n)) {
+                let mut raw = [0u8; $n];
+                raw.copy_from_slice(c);
+                *o = <$t>::from_le_bytes(raw) as f64;
+            }
+        };
+    }
+    match dtype {
+        DType::F64 => le!(f64, 8),
+        DType::F32 => le!(f32, 4),
+        DType::I64 => le!(i64, 8),
+        DType::I32 => le!(i32, 4),
+        DType::I16 => le!(i16, 2),
+        DType::U64 => le!(u64, 8),
+        DType::U32 => le!(u32, 4),
+        DType::U16 => le!(u16, 2),
+        DType::I8 => le!(i8, 1),
+        DType::U8 => le!(u8, 1),
+        DType::Bool => {
+            for (o, &b) in out.iter_mut().zip(bytes) {
+                *o = (b != 0) as u8 as f64;
+            }
+        }
+        DType::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16) as f64;
+            }
+        }
+        DType::F16 => decode_f16(bytes, out),
+        DType::F8E4M3 => {
+            let lut = fp8_table(DType::F8E4M3);
+            for (o, &b) in out.iter_mut().zip(bytes) {
+                *o = lut[b as usize] as f64;
+            }
+        }
+        DType::F8E5M2 => {
+            let lut = fp8_table(DType::F8E5M2);
+            for (o, &b) in out.iter_mut().zip(bytes) {
+                *o = lut[b as usize] as f64;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn decode_f16(bytes: &[u8], out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if cpu_has_avx2() {
+        // SAFETY: the CPU reports F16C (checked together with AVX2).
+        return unsafe { decode_f16_f16c(bytes, out) };
+    }
+    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn decode_f16_f16c(bytes: &[u8], out: &mut [f64]) {
+    use std::arch::x86_64::*;
+    let n = out.len().min(bytes.len() / 2);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n keeps the 16-byte load and the two 4-lane stores in bounds.
+        let halves = _mm_loadu_si128(bytes.as_ptr().add(2 * i) as *const __m128i);
+        let singles = _mm256_cvtph_ps(halves);
+        _mm256_storeu_pd(out.as_mut_ptr().add(i), _mm256_cvtps_pd(_mm256_castps256_ps128(singles)));
+        _mm256_storeu_pd(out.as_mut_ptr().add(i + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(singles, 1)));
+        i += 8;
+    }
+    for j in i..n {
+        out[j] = half::f16::from_bits(u16::from_le_bytes([bytes[2 * j], bytes[2 * j + 1]])).to_f64();
+    }
+}
+
+/// Value of every byte as an 8-bit float: E4M3 "fn" (bias 7, no infinities, S.1111.111 is NaN)
+/// or E5M2 (bias 15, IEEE-style infinities and NaNs), the encodings torch and safetensors use.
+fn fp8_table(dtype: DType) -> &'static [f32; 256] {
+    static E4M3: OnceLock<[f32; 256]> = OnceLock::new();
+    static E5M2: OnceLock<[f32; 256]> = OnceLock::new();
+    let (cell, exp_bits, man_bits, ieee_specials) = match dtype {
+        DType::F8E4M3 => (&E4M3, 4u32, 3u32, false),
+        _ => (&E5M2, 5u32, 2u32, true),
+    };
+    cell.get_or_init(|| {
+        let mut t = [0f32; 256];
+        let bias = (1i32 << (exp_bits - 1)) - 1;
+        let exp_max = (1u32 << exp_bits) - 1;
+        for (b, v) in t.iter_mut().enumerate() {
+            let b = b as u32;
+            let sign = if b & 0x80 != 0 { -1.0f32 } else { 1.0 };
+            let exp = (b >> man_bits) & exp_max;
+            let man = b & ((1 << man_bits) - 1);
+            let frac = man as f32 / (1u32 << man_bits) as f32;
+            *v = if ieee_specials && exp == exp_max {
+                if man == 0 { sign * f32::INFINITY } else { f32::NAN }
+            } else if !ieee_specials && exp == exp_max && man == (1 << man_bits) - 1 {
+                f32::NAN
+            } else if exp == 0 {
+                sign * frac * 2f32.powi(1 - bias)
+            } else {
+                sign * (1.0 + frac) * 2f32.powi(exp as i32 - bias)
+            };
+        }
+        t
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block kernels.
+
+#[inline(always)]
+fn lt(a: f64, b: f64) -> f64 {
+    if a < b { a } else { b }
+}
+
+#[inline(always)]
+fn gt(a: f64, b: f64) -> f64 {
+    if a > b { a } else { b }
+}
+
+/// Statistics of a block; the fast path assumes finite values and reports failure otherwise.
+#[inline(always)]
+fn block_stats(x: &[f64]) -> TensorStats {
+    if let Some(s) = block_stats_finite(x) {
+        return s;
+    }
+    let mut s = TensorStats { numel: x.len() as u64, ..TensorStats::default() };
+    let shift = x.iter().copied().find(|v| v.is_finite()).unwrap_or(0.0);
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &v in x {
+        if v.is_nan() {
+            s.nan_count += 1;
+        } else if v.is_infinite() {
+            s.inf_count += 1;
+        } else {
+            let d = v - shift;
+            s1 += d;
+            s2 += d * d;
+            s.finite += 1;
+            s.min = s.min.min(v);
+            s.max = s.max.max(v);
+            s.zero_count += (v == 0.0) as u64;
+        }
+    }
+    set_moments(&mut s, shift, s1, s2);
+    s
+}
+
+#[inline(always)]
+fn set_moments(s: &mut TensorStats, shift: f64, s1: f64, s2: f64) {
+    if s.finite > 0 {
+        let n = s.finite as f64;
+        s.mean = shift + s1 / n;
+        s.m2 = (s2 - s1 * s1 / n).max(0.0);
+    }
+}
+
+#[inline(always)]
+fn block_stats_finite(x: &[f64]) -> Option<TensorStats> {
+    let shift = *x.first()?;
+    let mut s1 = [0f64; LANES];
+    let mut s2 = [0f64; LANES];
+    let mut mn = [shift; LANES];
+    let mut mx = [shift; LANES];
+    let mut zeros = [0f64; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for l in 0..LANES {
+            let v = c[l];
+            let d = v - shift;
+            s1[l] += d;
+            s2[l] += d * d;
+            mn[l] = lt(mn[l], v);
+            mx[l] = gt(mx[l], v);
+            zeros[l] += if v == 0.0 { 1.0 } else { 0.0 };
+        }
+    }
+    for (l, &v) in chunks.remainder().iter().enumerate() {
+        let d = v - shift;
+        s1[l] += d;
+        s2[l] += d * d;
+        mn[l] = lt(mn[l], v);
+        mx[l] = gt(mx[l], v);
+        zeros[l] += if v == 0.0 { 1.0 } else { 0.0 };
+    }
+    let (t1, t2): (f64, f64) = (s1.iter().sum(), s2.iter().sum());
+    if !(t1.is_finite() && t2.is_finite()) {
+        return None;
+    }
+    let mut s = TensorStats {
+        numel: x.len() as u64,
+        finite: x.len() as u64,
+        min: mn.iter().copied().fold(f64::INFINITY, f64::min),
+        max: mx.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        zero_count: zeros.iter().sum::<f64>() as u64,
+        ..TensorStats::default()
+    };
+    set_moments(&mut s, shift, t1, t2);
+    Some(s)
+}
+
+#[inline(always)]
+fn block_pair(a: &[f64], b: &[f64], eps: f64) -> PairStats {
+    block_pair_finite(a, b, eps).unwrap_or_else(|| {
+        let mut p = PairStats { numel: a.len() as u64, ..PairStats::default() };
+        for (&x, &y) in a.iter().zip(b) {
+            if x.is_finite() && y.is_finite() {
+                let d = (y - x).abs();
+                p.compared += 1;
+                p.max_abs_diff = p.max_abs_diff.max(d);
+                p.sum_abs_diff += d;
+                p.sum_sq_diff += d * d;
+                p.dot += x * y;
+                p.sum_sq_a += x * x;
+                p.sum_sq_b += y * y;
+                p.diff_count += (d > eps) as u64;
+            } else {
+                p.diff_count += !(x == y || (x.is_nan() && y.is_nan())) as u64;
+            }
+        }
+        p
+    })
+}
+
+#[inline(always)]
+fn block_pair_finite(a: &[f64], b: &[f64], eps: f64) -> Option<PairStats> {
+    let mut mx = [0f64; LANES];
+    let mut sa = [0f64; LANES];
+    let mut sd = [0f64; LANES];
+    let mut dot = [0f64; LANES];
+    let mut qa = [0f64; LANES];
+    let mut qb = [0f64; LANES];
+    let mut nd = [0f64; LANES];
+    let mut lane = |l: usize, x: f64, y: f64| {
+        let d = (y - x).abs();
+        mx[l] = gt(mx[l], d);
+        sa[l] += d;
+        sd[l] += d * d;
+        dot[l] += x * y;
+        qa[l] += x * x;
+        qb[l] += y * y;
+        nd[l] += if d > eps { 1.0 } else { 0.0 };
+    };
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..LANES {
+            lane(l, x[l], y[l]);
+        }
+    }
+    for (l, (&x, &y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        lane(l, x, y);
+    }
+    let total = |v: &[f64; LANES]| v.iter().sum::<f64>();
+    let p = PairStats {
+        numel: a.len() as u64,
+        compared: a.len() as u64,
+        diff_count: total(&nd) as u64,
+        max_abs_diff: mx.iter().copied().fold(0.0, f64::max),
+        sum_abs_diff: total(&sa),
+        sum_sq_diff: total(&sd),
+        dot: total(&dot),
+        sum_sq_a: total(&qa),
+        sum_sq_b: total(&qb),
+    };
+    // Any NaN or Inf in either block makes these non-finite (squares of finite f64 from the
+    // supported dtypes cannot overflow).
+    (p.sum_sq_diff.is_finite() && p.sum_sq_a.is_finite() && p.sum_sq_b.is_finite()).then_some(p)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunk drivers, compiled twice (baseline and AVX2) and chosen at run time.
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_avx2() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    })
+}
+
+#[inline(always)]
+fn chunk_stats_body(v: &View, start: usize, end: usize) -> TensorStats {
+    let mut buf = [0f64; BLOCK];
+    let mut acc = TensorStats::default();
+    let mut i = start;
+    while i < end {
+        let n = BLOCK.min(end - i);
+        v.decode(i, &mut buf[..n]);
+        acc.merge(&block_stats(&buf[..n]));
+        i += n;
+    }
+    acc
+}
+
+#[inline(always)]
+fn chunk_pair_body(va: &View, vb: &View, start: usize, end: usize, eps: f64) -> (TensorStats, TensorStats, PairStats) {
+    let mut ba = [0f64; BLOCK];
+    let mut bb = [0f64; BLOCK];
+    let (mut sa, mut sb, mut p) = (TensorStats::default(), TensorStats::default(), PairStats::default());
+    let mut i = start;
+    while i < end {
+        let n = BLOCK.min(end - i);
+        va.decode(i, &mut ba[..n]);
+        vb.decode(i, &mut bb[..n]);
+        sa.merge(&block_stats(&ba[..n]));
+        sb.merge(&block_stats(&bb[..n]));
+        p.merge(&block_pair(&ba[..n], &bb[..n], eps));
+        i += n;
+    }
+    (sa, sb, p)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_stats_avx2(v: &View, start: usize, end: usize) -> TensorStats {
+    chunk_stats_body(v, start, end)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_pair_avx2(va: &View, vb: &View, start: usize, end: usize, eps: f64) -> (TensorStats, TensorStats, PairStats) {
+    chunk_pair_body(va, vb, start, end, eps)
+}
+
+fn chunk_stats(v: &View, start: usize, end: usize) -> TensorStats {
+    #[cfg(target_arch = "x86_64")]
+    if cpu_has_avx2() {
+        // SAFETY: the CPU supports every feature the function was compiled for.
+        return unsafe { chunk_stats_avx2(v, start, end) };
+    }
+    chunk_stats_body(v, start, end)
+}
+
+fn chunk_pair(va: &View, vb: &View, start: usize, end: usize, eps: f64) -> (TensorStats, TensorStats, PairStats) {
+    #[cfg(target_arch = "x86_64")]
+    if cpu_has_avx2() {
+        // SAFETY: the CPU supports every feature the function was compiled for.
+        return unsafe { chunk_pair_avx2(va, vb, start, end, eps) };
+    }
+    chunk_pair_body(va, vb, start, end, eps)
+}
+
+fn chunk_ranges(numel: usize) -> impl IndexedParallelIterator<Item = (usize, usize)> {
+    (0..numel.div_ceil(CHUNK)).into_par_iter().map(move |c| (c * CHUNK, ((c + 1) * CHUNK).min(numel)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public entry points. They run on the current Rayon pool.
+
+/// Statistics of one tensor.
+pub fn tensor_stats(t: &Tensor, ctl: &Control) -> Result<TensorStats> {
+    let v = View::new(t)?;
+    let size = t.dtype.size();
+    let parts: Vec<TensorStats> = chunk_ranges(v.numel)
+        .map(|(s, e)| {
+            ctl.check()?;
+            let r = chunk_stats(&v, s, e);
+            ctl.advance((e - s) * size);
+            Ok(r)
+        })
+        .collect::<Result<_>>()?;
+    let mut total = TensorStats::default();
+    parts.iter().for_each(|p| total.merge(p));
+    Ok(total)
+}
+
+/// Statistics of both tensors and of their elementwise difference, in one pass over both.
+/// The tensors must hold the same number of elements (compared in logical C order).
+pub fn pair_stats(a: &Tensor, b: &Tensor, epsilon: f64, ctl: &Control) -> Result<(TensorStats, TensorStats, PairStats)> {
+    let (va, vb) = (View::new(a)?, View::new(b)?);
+    if va.numel != vb.numel {
+        return Err(Error::Invalid(format!(
+            "cannot compare {} ({} elements) with {} ({} elements)",
+            a.name, va.numel, b.name, vb.numel
+        )));
+    }
+    let size = a.dtype.size() + b.dtype.size();
+    let parts: Vec<_> = chunk_ranges(va.numel)
+        .map(|(s, e)| {
+            ctl.check()?;
+            let r = chunk_pair(&va, &vb, s, e, epsilon);
+            ctl.advance((e - s) * size);
+            Ok(r)
+        })
+        .collect::<Result<_>>()?;
+    let (mut sa, mut sb, mut p) = (TensorStats::default(), TensorStats::default(), PairStats::default());
+    for (x, y, z) in &parts {
+        sa.merge(x);
+        sb.merge(y);
+        p.merge(z);
+    }
+    Ok((sa, sb, p))
+}
+
+/// Counts of finite elements in `bins` equal-width bins over [lo, hi] (values outside are not
+/// counted; the last bin includes `hi`).
+pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Result<Vec<u64>> {
+    if bins == 0 || !(hi >= lo) || !lo.is_finite() || !hi.is_finite() {
+        return Err(Error::Invalid(format!("histogram needs bins > 0 and finite lo <= hi, got {bins}, {lo}, {hi}")));
+    }
+    let v = View::new(t)?;
+    let width = if hi > lo { (hi - lo) / bins as f64 } else { 1.0 };
+    let parts: Vec<Vec<u64>> = chunk_ranges(v.numel)
+        .map(|(s, e)| {
+            ctl.check()?;
+            let mut counts = vec![0u64; bins];
+            let mut buf = [0f64; BLOCK];
+            let mut i = s;
+            while i < e {
+                let n = BLOCK.min(e - i);
+                v.decode(i, &mut buf[..n]);
+                for &x in &buf[..n] {
+                    if x >= lo && x <= hi {
+                        counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
+                    }
+                }
+                i += n;
+            }
+            ctl.advance((e - s) * t.dtype.size());
+            Ok(counts)
+        })
+        .collect::<Result<_>>()?;
+    let mut total = vec![0u64; bins];
+    for p in parts {
+        total.iter_mut().zip(p).for_each(|(t, c)| *t += c);
+    }
+    Ok(total)
+}
+
+/// All elements as f64 in logical C order (for analyses that need the values of small tensors).
+pub fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
+    let v = View::new(t)?;
+    let mut out = vec![0f64; v.numel];
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| v.decode(c * CHUNK, o));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Storage;
+
+    fn f32_tensor(values: &[f32]) -> Tensor {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::contiguous("t".into(), DType::F32, vec![values.len()], Storage::from_vec(bytes))
+    }
+
+    fn reference(values: &[f64]) -> (f64, f64) {
+        let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        let n = finite.len() as f64;
+        let mean = finite.iter().sum::<f64>() / n;
+        let var = finite.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        (mean, var.sqrt())
+    }
+
+    #[test]
+    fn stats_match_two_pass_reference_across_chunks_with_nan_and_inf() {
+        let n = CHUNK * 2 + 777;
+        let mut vals: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 3.0).collect();
+        vals[5] = f32::NAN;
+        vals[CHUNK + 3] = f32::INFINITY;
+        vals[n - 1] = f32::NEG_INFINITY;
+        let s = tensor_stats(&f32_tensor(&vals), &Control::default()).unwrap();
+        let as64: Vec<f64> = vals.iter().map(|&v| v as f64).collect();
+        let (mean, std) = reference(&as64);
+        assert_eq!(s.numel, n as u64);
+        assert_eq!((s.nan_count, s.inf_count), (1, 2));
+        assert!((s.mean().unwrap() - mean).abs() < 1e-12);
+        assert!((s.std().unwrap() - std).abs() / std < 1e-12);
+        assert_eq!(s.min().unwrap(), -3.0);
+        assert_eq!(s.max().unwrap(), as64.iter().copied().filter(|v| v.is_finite()).fold(f64::MIN, f64::max));
+    }
+
+    #[test]
+    fn variance_is_accurate_with_a_large_mean() {
+        let vals: Vec<f32> = (0..100_001).map(|i| 1.0e6 + ((i % 17) as f32 - 8.0) * 0.125).collect();
+        let s = tensor_stats(&f32_tensor(&vals), &Control::default()).unwrap();
+        let (_, std) = reference(&vals.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        assert!((s.std().unwrap() - std).abs() / std < 1e-9, "{} vs {}", s.std().unwrap(), std);
+    }
+
+    #[test]
+    fn pair_metrics_and_permutation_is_a_change() {
+        let a: Vec<f32> = (0..5000).map(|i| i as f32).collect();
+        let mut b = a.clone();
+        b.swap(10, 20);
+        let (sa, sb, p) = pair_stats(&f32_tensor(&a), &f32_tensor(&b), 0.0, &Control::default()).unwrap();
+        assert_eq!(sa.mean, sb.mean);
+        assert_eq!(p.diff_count, 2);
+        assert_eq!(p.max_abs_diff, 10.0);
+        let norm_a: f64 = a.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
+        assert!((p.rel_l2().unwrap() - (200f64).sqrt() / norm_a).abs() < 1e-15);
+    }
+
+    #[test]
+    fn fp8_tables_match_known_values() {
+        let e4 = fp8_table(DType::F8E4M3);
+        assert_eq!(e4[0x38], 1.0);
+        assert_eq!(e4[0x7e], 448.0);
+        assert!(e4[0x7f].is_nan());
+        assert_eq!(e4[0x01], 2f32.powi(-9));
+        let e5 = fp8_table(DType::F8E5M2);
+        assert_eq!(e5[0x3c], 1.0);
+        assert_eq!(e5[0x7b], 57344.0);
+        assert_eq!(e5[0x7c], f32::INFINITY);
+        assert!(e5[0x7d].is_nan());
+    }
+}

@@ -1,0 +1,189 @@
+//! What every reader produces: tensors as typed, shaped views over bytes that stay where they are
+//! (a memory map, a decompressed buffer, or a Python-owned array), plus the non-tensor leaves.
+
+use crate::dtype::DType;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Bytes shared by one or more tensors; cloning is cheap (an `Arc`).
+#[derive(Clone)]
+pub struct Storage {
+    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    range: Range<usize>,
+}
+
+impl Storage {
+    /// `range` must lie inside `owner`; readers check it against the file before calling.
+    pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, range: Range<usize>) -> Self {
+        debug_assert!(range.end <= (*owner).as_ref().len());
+        Storage { owner, range }
+    }
+
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        let len = bytes.len();
+        Storage { owner: Arc::new(bytes), range: 0..len }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &(*self.owner).as_ref()[self.range.clone()]
+    }
+
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Storage({} bytes)", self.len())
+    }
+}
+
+/// A tensor: `shape` elements of `dtype` read from `storage`, little-endian, starting at element
+/// `offset` and stepping by `strides` (in elements; `None` means C-contiguous).
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub storage: Storage,
+    pub offset: usize,
+    pub strides: Option<Vec<usize>>,
+}
+
+impl Tensor {
+    /// A C-contiguous tensor covering `storage` from its start.
+    pub fn contiguous(name: String, dtype: DType, shape: Vec<usize>, storage: Storage) -> Self {
+        Tensor { name, dtype, shape, storage, offset: 0, strides: None }
+    }
+
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn nbytes(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+
+    /// The C-contiguous strides for `shape`.
+    pub fn c_strides(shape: &[usize]) -> Vec<usize> {
+        let mut strides = vec![1; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * shape[i + 1];
+        }
+        strides
+    }
+
+    /// The bytes of the elements when they are one contiguous run in C order, else `None`.
+    pub fn contiguous_bytes(&self) -> Option<&[u8]> {
+        let n = self.numel();
+        let is_c = match &self.strides {
+            None => true,
+            Some(s) => self
+                .shape
+                .iter()
+                .zip(s.iter().zip(Tensor::c_strides(&self.shape)))
+                .all(|(&dim, (&have, want))| dim <= 1 || have == want),
+        };
+        if !is_c {
+            return None;
+        }
+        let size = self.dtype.size();
+        let start = self.offset * size;
+        self.storage.bytes().get(start..start + n * size)
+    }
+
+    /// Checks that every element the view can address lies inside its storage.
+    pub fn check_bounds(&self) -> Result<(), String> {
+        let n = self.numel();
+        if n == 0 {
+            return Ok(());
+        }
+        let strides = self.strides.clone().unwrap_or_else(|| Tensor::c_strides(&self.shape));
+        if strides.len() != self.shape.len() {
+            return Err(format!("{}: {} strides for {} dimensions", self.name, strides.len(), self.shape.len()));
+        }
+        let mut last = self.offset as u128;
+        for (&dim, &stride) in self.shape.iter().zip(&strides) {
+            last += (dim as u128 - 1) * stride as u128;
+        }
+        let need = (last + 1) * self.dtype.size() as u128;
+        if need > self.storage.len() as u128 {
+            return Err(format!(
+                "{}: shape {:?} needs {} bytes but its storage holds {}",
+                self.name,
+                self.shape,
+                need,
+                self.storage.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A non-tensor leaf of a checkpoint (epoch, lr, betas, ...), diffed by value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+/// Something the reader found but does not turn into a tensor or scalar, with the reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Skipped {
+    pub name: String,
+    pub reason: String,
+}
+
+/// The file formats diffai reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Safetensors,
+    PyTorchZip,
+    PyTorchLegacy,
+    Npy,
+    Npz,
+    Mat5,
+    /// MATLAB v7.3 is HDF5; the Python layer reads it (h5py), Rust only recognises it.
+    Mat73,
+    /// Arrays handed over from Python memory.
+    InMemory,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Safetensors => "safetensors",
+            Format::PyTorchZip => "pytorch",
+            Format::PyTorchLegacy => "pytorch-legacy",
+            Format::Npy => "npy",
+            Format::Npz => "npz",
+            Format::Mat5 => "mat",
+            Format::Mat73 => "mat73",
+            Format::InMemory => "memory",
+        }
+    }
+}
+
+/// Everything read from one file.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub format: Format,
+    pub tensors: Vec<Tensor>,
+    pub scalars: Vec<(String, Scalar)>,
+    pub metadata: Vec<(String, String)>,
+    pub skipped: Vec<Skipped>,
+}
+
+impl Model {
+    pub fn new(format: Format) -> Self {
+        Model { format, tensors: Vec::new(), scalars: Vec::new(), metadata: Vec::new(), skipped: Vec::new() }
+    }
+}
