@@ -1,0 +1,118 @@
+"""The public Python API: ``diffai.diff(a, b)`` and ``diffai.inspect(x)``.
+
+``a``, ``b`` and ``x`` are file paths, model folders, or in-memory mappings of name -> array
+(numpy arrays, torch tensors of any dtype including bf16, nested state dicts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import _core
+from .diff import DiffOptions, DiffResult, Progress, diff_inputs
+from .errors import DiffaiError
+from .records import TensorStats
+from .sources import Folder, Input, Source, load, open_file
+
+
+def diff(
+    a: Input,
+    b: Input,
+    *,
+    epsilon: float = 0.0,
+    path: Optional[str] = None,
+    ignore_keys_regex: Optional[str] = None,
+    shape_only: bool = False,
+    sort_by_change_magnitude: bool = False,
+    threads: int = 0,
+    format: Optional[str] = None,
+    progress: Optional[Progress] = None,
+) -> DiffResult:
+    """Compare two models tensor by tensor.
+
+    Returns a :class:`DiffResult` whose ``records`` list what was added, removed, reshaped or
+    changed (with before/after statistics and elementwise change metrics) and whose
+    ``to_json_list()`` matches the CLI's ``--output json``. Raises :class:`DiffaiError` for
+    unreadable input.
+    """
+    opts = DiffOptions(
+        epsilon=epsilon,
+        path=path,
+        ignore_keys_regex=ignore_keys_regex,
+        shape_only=shape_only,
+        sort_by_change_magnitude=sort_by_change_magnitude,
+        threads=threads,
+        format=format,
+        progress=progress,
+    )
+    return diff_inputs(load(a, format, "a"), load(b, format, "b"), opts)
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    stats: TensorStats
+
+
+@dataclass
+class InspectResult:
+    """What one model holds: every tensor with its statistics, the scalars and metadata it
+    carries, and what could not be read (``skipped``)."""
+
+    label: str
+    format: str
+    tensors: List[TensorInfo] = field(default_factory=list)
+    scalars: Dict[str, Any] = field(default_factory=dict)
+    metadata: Dict[str, str] = field(default_factory=dict)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def parameters(self) -> int:
+        return sum(t.stats.numel for t in self.tensors)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.stats.nbytes for t in self.tensors)
+
+    def dtypes(self) -> Dict[str, Dict[str, int]]:
+        """dtype -> {"tensors", "parameters", "bytes"}."""
+        out: Dict[str, Dict[str, int]] = {}
+        for t in self.tensors:
+            d = out.setdefault(t.stats.dtype, {"tensors": 0, "parameters": 0, "bytes": 0})
+            d["tensors"] += 1
+            d["parameters"] += t.stats.numel
+            d["bytes"] += t.stats.nbytes
+        return out
+
+
+def inspect(x: Input, *, shape_only: bool = False, threads: int = 0, format: Optional[str] = None,
+            progress: Optional[Progress] = None) -> List[InspectResult]:
+    """Read a model (or every model file of a folder) and return its tensors with statistics."""
+    src = load(x, format, "<memory>")
+    if isinstance(src, Folder):
+        sources = []
+        for rel, p in src.files.items():
+            try:
+                sources.append((rel, open_file(p, format)))
+            except DiffaiError:
+                continue  # config.json, README, tokenizer files: not models
+        if not sources:
+            raise DiffaiError(f"{src.label}: no model files in this folder")
+    else:
+        sources = [(src.label, src)]
+    return [_inspect_source(label, s, shape_only, threads, progress) for label, s in sources]
+
+
+def _inspect_source(label: str, src: Source, shape_only: bool, threads: int, progress: Optional[Progress]) -> InspectResult:
+    infos = src.tensor_infos()
+    names = list(infos)
+    raw: List[Optional[dict]] = [None] * len(names)
+    if not shape_only:
+        total = sum(v[2] for v in infos.values())
+        cb = (lambda done: progress(done, total)) if progress else None
+        raw = _core.tensor_stats(src.model, names, threads, cb)
+    tensors = [
+        TensorInfo(n, TensorStats.from_core(infos[n][1], infos[n][0], infos[n][2], r)) for n, r in zip(names, raw)
+    ]
+    return InspectResult(label=label, format=src.format, tensors=tensors, scalars=dict(src.scalars),
+                         metadata=dict(src.metadata), skipped=list(src.skipped))

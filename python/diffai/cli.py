@@ -1,0 +1,161 @@
+"""The ``diffai`` command.
+
+    diffai A B [options]        compare two models (files or folders)
+    diffai --check FILE         validate a file and summarise what it holds
+    diffai inspect FILE         list every tensor with its statistics
+
+Exit status, as with ``git diff``: 0 on success (differences or not), 1 with ``--exit-code``
+when the inputs differ, 2 on any error (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
+
+import click
+
+from . import __version__
+from .api import diff as run_diff
+from .api import inspect as run_inspect
+from .errors import DiffaiError
+from .output import check_text, inspect_json, inspect_text, to_json, to_text, to_yaml
+
+_COMMON = [
+    click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                 help="Worker threads (0: every core)."),
+    click.option("--format", "fmt", type=click.Choice(["safetensors", "pytorch", "npy", "npz", "mat"]),
+                 help="Override format detection."),
+    click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    click.option("--no-color", is_flag=True, help="Never colour the output."),
+]
+
+
+def _common(f):
+    for opt in reversed(_COMMON):
+        f = opt(f)
+    return f
+
+
+def _style(no_color: bool):
+    if no_color or not sys.stdout.isatty():
+        return lambda text, _color: text
+    return lambda text, color: click.style(text, fg=None if color == "bold" else color, bold=color == "bold")
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Optional[object]]:
+    """A tqdm bar on stderr for runs longer than about a second; nothing when piped or quiet."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        yield None
+        return
+    bar = tqdm(total=0, unit="B", unit_scale=True, delay=1.0, leave=False, file=sys.stderr, desc="diffai")
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _fail(message: str) -> None:
+    click.echo(f"diffai: error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=True))
+@click.option("--check", "check", is_flag=True, help="Validate each input and summarise what it holds.")
+@click.option("--output", "-o", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True)
+@click.option("--epsilon", type=float, default=0.0, help="Element differences up to this size are not changes.")
+@click.option("--path", "path_filter", help="Only names containing this text.")
+@click.option("--ignore-keys-regex", help="Skip names matching this regular expression.")
+@click.option("--shape-only", is_flag=True, help="Read headers only: shapes and dtypes, no statistics.")
+@click.option("--sort-by-change-magnitude", is_flag=True, help="Largest changes first.")
+@click.option("--exit-code", is_flag=True, help="Exit with 1 when the inputs differ.")
+@click.option("--stats", is_flag=True, hidden=True, help="Accepted for compatibility; statistics are always shown.")
+@_common
+@click.version_option(__version__, "--version", "-V")
+def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, path_filter: Optional[str],
+                 ignore_keys_regex: Optional[str], shape_only: bool, sort_by_change_magnitude: bool,
+                 exit_code: bool, stats: bool, threads: int, fmt: Optional[str], quiet: bool, no_color: bool) -> None:
+    """Compare ML model files (safetensors, PyTorch, NumPy, MATLAB) tensor by tensor."""
+    if check:
+        if not inputs:
+            _fail("--check needs at least one file")
+        with _progress(quiet) as progress:
+            results = [r for x in inputs for r in run_inspect(x, threads=threads, format=fmt, progress=progress)]
+        click.echo(json.dumps(inspect_json(results), indent=2) if output == "json" else check_text(results), nl=False)
+        return
+    if len(inputs) != 2:
+        _fail(f"expected two inputs to compare, got {len(inputs)} (see diffai --help)")
+    with _progress(quiet) as progress:
+        result = run_diff(inputs[0], inputs[1], epsilon=epsilon, path=path_filter,
+                          ignore_keys_regex=ignore_keys_regex, shape_only=shape_only,
+                          sort_by_change_magnitude=sort_by_change_magnitude, threads=threads, format=fmt,
+                          progress=progress)
+    if output == "json":
+        click.echo(to_json(result))
+    elif output == "yaml":
+        click.echo(to_yaml(result), nl=False)
+    else:
+        click.echo(to_text(result, _style(no_color)), nl=False)
+    if exit_code and result.has_differences:
+        sys.exit(1)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("--output", "-o", type=click.Choice(["text", "json", "yaml"]), default="text", show_default=True)
+@click.option("--shape-only", is_flag=True, help="Read headers only.")
+@_common
+def inspect_command(inputs: List[str], output: str, shape_only: bool, threads: int, fmt: Optional[str],
+                    quiet: bool, no_color: bool) -> None:
+    """List every tensor of a model with its statistics."""
+    with _progress(quiet) as progress:
+        results = [r for x in inputs
+                   for r in run_inspect(x, shape_only=shape_only, threads=threads, format=fmt, progress=progress)]
+    if output == "json":
+        click.echo(json.dumps(inspect_json(results), indent=2))
+    elif output == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump(inspect_json(results), sort_keys=False), nl=False)
+    else:
+        click.echo(inspect_text(results, _style(no_color)), nl=False)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = inspect_command if args[:1] == ["inspect"] else diff_command
+    if command is inspect_command:
+        args = args[1:]
+    try:
+        code = command.main(args=args, prog_name="diffai inspect" if command is inspect_command else "diffai",
+                            standalone_mode=False)
+        if isinstance(code, int):  # --help / --version return their exit code here
+            sys.exit(code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        _fail(e.format_message())
+    except click.Abort:
+        _fail("aborted")
+    except DiffaiError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        click.echo("diffai: interrupted", err=True)
+        sys.exit(130)
+    except (OSError, ValueError, MemoryError) as e:
+        _fail(f"{type(e).__name__}: {e}")

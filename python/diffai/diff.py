@@ -1,0 +1,255 @@
+"""Pairing two models tensor by tensor and turning the Rust statistics into diff records."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+from . import _core
+from .errors import DiffaiError
+from .records import (
+    ChangeMetrics,
+    EntrySkipped,
+    FileChanged,
+    MetadataChanged,
+    Record,
+    ScalarChanged,
+    Summary,
+    TensorAdded,
+    TensorComparison,
+    TensorRemoved,
+    TensorShapeChanged,
+    TensorStats,
+    TensorStatsChanged,
+)
+from .sources import Folder, Source, open_file
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class DiffOptions:
+    """What to compare and how. ``epsilon``: element (and scalar) differences up to this size do
+    not count as changes. ``path``: keep only names containing it. ``ignore_keys_regex``: drop
+    names matching it. ``shape_only``: read headers only. ``threads``: 0 uses every core."""
+
+    epsilon: float = 0.0
+    path: Optional[str] = None
+    ignore_keys_regex: Optional[str] = None
+    shape_only: bool = False
+    sort_by_change_magnitude: bool = False
+    threads: int = 0
+    format: Optional[str] = None
+    progress: Optional[Progress] = None
+
+    def __post_init__(self) -> None:
+        if self.epsilon is None:
+            self.epsilon = 0.0
+        if not (self.epsilon >= 0 and math.isfinite(self.epsilon)):
+            raise DiffaiError(f"epsilon must be a finite number >= 0, got {self.epsilon}")
+        if self.threads < 0:
+            raise DiffaiError(f"threads must be >= 0, got {self.threads}")
+        try:
+            self._ignore = re.compile(self.ignore_keys_regex) if self.ignore_keys_regex else None
+        except re.error as e:
+            raise DiffaiError(f"invalid --ignore-keys-regex {self.ignore_keys_regex!r}: {e}") from None
+
+    def keeps(self, name: str) -> bool:
+        if self.path is not None and self.path not in name:
+            return False
+        return not (self._ignore is not None and self._ignore.search(name))
+
+
+@dataclass
+class DiffResult:
+    """The outcome of one comparison. ``records`` are what differs; ``comparisons`` hold every
+    tensor (unchanged ones too) for the analyses; ``analyses`` are filled by
+    :mod:`diffai.analyses`."""
+
+    a_label: str
+    b_label: str
+    records: List[Record] = field(default_factory=list)
+    comparisons: List[TensorComparison] = field(default_factory=list)
+    summary: Summary = field(default_factory=Summary)
+    sources: List[Tuple[str, Optional[Source], Optional[Source]]] = field(default_factory=list)
+    analyses: List[Any] = field(default_factory=list)
+    options: DiffOptions = field(default_factory=DiffOptions)
+
+    @property
+    def has_differences(self) -> bool:
+        return bool(self.records)
+
+    def to_json_list(self) -> List[Dict[str, Any]]:
+        from .output import json_records
+
+        return json_records(self)
+
+
+def diff_inputs(a: Union[Source, Folder], b: Union[Source, Folder], opts: DiffOptions) -> DiffResult:
+    result = DiffResult(a_label=a.label, b_label=b.label, options=opts)
+    if isinstance(a, Folder) != isinstance(b, Folder):
+        raise DiffaiError(f"cannot compare a folder with a file: {a.label} vs {b.label}")
+    if isinstance(a, Folder):
+        _diff_folders(a, b, opts, result)
+    else:
+        _diff_sources(a, b, opts, result, prefix="")
+    if opts.sort_by_change_magnitude:
+        result.records.sort(key=_magnitude, reverse=True)
+    return result
+
+
+def _magnitude(r: Record) -> float:
+    """Sort key: structural changes first, then value changes by relative L2 change."""
+    if isinstance(r, (TensorAdded, TensorRemoved, TensorShapeChanged)):
+        return math.inf
+    if isinstance(r, TensorStatsChanged):
+        c = r.change
+        if c is None:
+            return 0.0
+        if c.rel_l2 is not None:
+            return c.rel_l2
+        return math.inf if (c.max_abs_diff or c.changed_elements) else 0.0
+    return -1.0
+
+
+def _diff_folders(a: Folder, b: Folder, opts: DiffOptions, result: DiffResult) -> None:
+    for rel in sorted(set(a.files) | set(b.files)):
+        if not opts.keeps(rel) and opts.path is None:
+            continue
+        pa, pb = a.files.get(rel), b.files.get(rel)
+        if pa is None or pb is None:
+            result.records.append(FileChanged(rel, "present" if pa else None, "present" if pb else None))
+            continue
+        if _is_model_file(pa) and _is_model_file(pb):
+            _diff_sources(open_file(pa, opts.format), open_file(pb, opts.format), opts, result, prefix=f"{rel}::")
+        elif pa.read_bytes() != pb.read_bytes():
+            result.records.append(FileChanged(rel, "present", "present"))
+
+
+def _is_model_file(path) -> bool:
+    try:
+        _core.detect(str(path))
+        return True
+    except DiffaiError:
+        return False
+
+
+def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
+    result.sources.append((prefix, a, b))
+    ia = {n: v for n, v in a.tensor_infos().items() if opts.keeps(prefix + n)}
+    ib = {n: v for n, v in b.tensor_infos().items() if opts.keeps(prefix + n)}
+    same_shape = [n for n in ia if n in ib and ia[n][1] == ib[n][1]]
+    only_a = [n for n in ia if n not in ib or ia[n][1] != ib[n][1]]
+    only_b = [n for n in ib if n not in ia or ia[n][1] != ib[n][1]]
+
+    single_a: Dict[str, Optional[dict]] = {n: None for n in only_a}
+    single_b: Dict[str, Optional[dict]] = {n: None for n in only_b}
+    pairs: Dict[str, Tuple[Optional[dict], Optional[dict], Optional[dict]]] = {n: (None, None, None) for n in same_shape}
+    if not opts.shape_only:
+        work = _Work(opts.progress, [ia[n][2] for n in only_a] + [ib[n][2] for n in only_b]
+                     + [ia[n][2] + ib[n][2] for n in same_shape])
+        single_a = dict(zip(only_a, _core.tensor_stats(a.model, only_a, opts.threads, work.callback())))
+        work.finish_call()
+        single_b = dict(zip(only_b, _core.tensor_stats(b.model, only_b, opts.threads, work.callback())))
+        work.finish_call()
+        raw = _core.pair_stats(a.model, b.model, [(n, n) for n in same_shape], opts.epsilon, opts.threads,
+                               work.callback())
+        pairs = dict(zip(same_shape, raw))
+
+    def stats(info, raw) -> TensorStats:
+        dtype, shape, nbytes = info
+        return TensorStats.from_core(shape, dtype, nbytes, raw)
+
+    s = result.summary
+    s.params_a += sum(_numel(v[1]) for v in ia.values())
+    s.params_b += sum(_numel(v[1]) for v in ib.values())
+    for n in ia:
+        name = prefix + n
+        if n not in ib:
+            st = stats(ia[n], single_a[n])
+            result.records.append(TensorRemoved(name, st))
+            result.comparisons.append(TensorComparison(name, "removed", st, None))
+            s.removed += 1
+        elif n in single_a:
+            sa, sb = stats(ia[n], single_a[n]), stats(ib[n], single_b[n])
+            result.records.append(TensorShapeChanged(name, sa, sb))
+            result.comparisons.append(TensorComparison(name, "reshaped", sa, sb))
+            s.reshaped += 1
+        else:
+            ra, rb, rp = pairs[n]
+            sa, sb = stats(ia[n], ra), stats(ib[n], rb)
+            change = ChangeMetrics.from_core(rp) if rp is not None else None
+            changed = sa.dtype != sb.dtype or (change is not None and change.changed_elements > 0)
+            if changed:
+                result.records.append(TensorStatsChanged(name, sa, sb, change))
+                s.changed += 1
+            else:
+                s.unchanged += 1
+            result.comparisons.append(TensorComparison(name, "changed" if changed else "unchanged", sa, sb, change))
+    for n in ib:
+        if n not in ia:
+            st = stats(ib[n], single_b[n])
+            result.records.append(TensorAdded(prefix + n, st))
+            result.comparisons.append(TensorComparison(prefix + n, "added", None, st))
+            s.added += 1
+
+    for key in _union(a.scalars, b.scalars):
+        name = prefix + key
+        va, vb = a.scalars.get(key), b.scalars.get(key)
+        if opts.keeps(name) and not _scalar_equal(va, vb, key in a.scalars, key in b.scalars, opts.epsilon):
+            result.records.append(ScalarChanged(name, va, vb))
+    for key in _union(a.metadata, b.metadata):
+        name = prefix + key
+        if opts.keeps(name) and a.metadata.get(key) != b.metadata.get(key):
+            result.records.append(MetadataChanged(name, a.metadata.get(key), b.metadata.get(key)))
+    for side, src in (("a", a), ("b", b)):
+        for name, reason in src.skipped:
+            if opts.keeps(prefix + name):
+                result.records.append(EntrySkipped(prefix + name, side, reason))
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _union(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
+    return list(a) + [k for k in b if k not in a]
+
+
+def _scalar_equal(va: Any, vb: Any, in_a: bool, in_b: bool, eps: float) -> bool:
+    if in_a != in_b:
+        return False
+    if isinstance(va, float) and isinstance(vb, float):
+        if math.isnan(va) and math.isnan(vb):
+            return True
+        return abs(va - vb) <= eps if eps else va == vb
+    return type(va) is type(vb) and va == vb
+
+
+class _Work:
+    """Turns the per-call byte counters of the Rust calls into one running total."""
+
+    def __init__(self, progress: Optional[Progress], sizes: List[int]) -> None:
+        self.progress = progress
+        self.total = sum(sizes)
+        self.base = 0
+        self.last = 0
+
+    def callback(self):
+        if self.progress is None:
+            return None
+
+        def cb(done: int) -> None:
+            self.last = done
+            self.progress(self.base + done, self.total)
+
+        return cb
+
+    def finish_call(self) -> None:
+        self.base += self.last
+        self.last = 0

@@ -1,0 +1,190 @@
+"""Rendering results: text (the default, like a diff tool), JSON and YAML (a stable list of
+single-key records), and inspect listings."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable, Dict, List, Optional
+
+import yaml
+
+from .records import (
+    EntrySkipped,
+    FileChanged,
+    MetadataChanged,
+    Record,
+    ScalarChanged,
+    TensorAdded,
+    TensorRemoved,
+    TensorShapeChanged,
+    TensorStats,
+    TensorStatsChanged,
+)
+
+Style = Callable[[str, str], str]
+
+
+def plain(text: str, _color: str) -> str:
+    return text
+
+
+def num(x: Optional[float]) -> str:
+    """Four decimals where that is readable, otherwise four significant digits."""
+    if x is None:
+        return "n/a"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    if isinstance(x, int) or (float(x).is_integer() and abs(x) < 1e12):
+        return str(int(x))
+    if 1e-3 <= abs(x) < 1e5:
+        return f"{x:.4f}"
+    return f"{x:.4g}"
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no NaN/Infinity: such floats become the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def json_records(result) -> List[Dict[str, Any]]:
+    """The machine-readable form: analyses first (``{"QuantizationAnalysis": {...}}``), then one
+    single-key record per difference."""
+    out: List[Dict[str, Any]] = [a.to_json() for a in result.analyses]
+    out.extend(r.to_json() for r in result.records)
+    return _json_safe(out)
+
+
+def to_json(result) -> str:
+    return json.dumps(json_records(result), indent=2)
+
+
+def to_yaml(result) -> str:
+    return yaml.safe_dump(json_records(result), sort_keys=False, allow_unicode=True)
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _brief(st: TensorStats) -> str:
+    return f"shape={_shape(st.shape)}, dtype={st.dtype}, params={st.numel}"
+
+
+def _stats_change(before: TensorStats, after: TensorStats) -> List[str]:
+    parts = []
+    if before.dtype != after.dtype:
+        parts.append(f"dtype={before.dtype}->{after.dtype}")
+    for key in ("mean", "std"):
+        parts.append(f"{key}={num(getattr(before, key))}->{num(getattr(after, key))}")
+    return parts
+
+
+def record_line(r: Record, style: Style = plain) -> str:
+    if isinstance(r, TensorStatsChanged):
+        parts = _stats_change(r.before, r.after)
+        c = r.change
+        if c is not None:
+            parts += [f"max_abs_diff={num(c.max_abs_diff)}", f"rel_l2={num(c.rel_l2)}",
+                      f"cosine={num(c.cosine)}", f"changed={c.changed_elements}/{r.before.numel}"]
+        for key in ("nan_count", "inf_count"):
+            va, vb = getattr(r.before, key), getattr(r.after, key)
+            if va != vb:
+                parts.append(f"{key.split('_')[0]}={va}->{vb}")
+        return style(f"  ~ {r.name}: " + ", ".join(parts), "yellow")
+    if isinstance(r, TensorShapeChanged):
+        text = f"  ~ {r.name}: shape={_shape(r.before.shape)} -> {_shape(r.after.shape)}"
+        if r.before.dtype != r.after.dtype:
+            text += f", dtype={r.before.dtype}->{r.after.dtype}"
+        return style(text, "yellow")
+    if isinstance(r, TensorAdded):
+        return style(f"  + {r.name}: {_brief(r.stats)}", "green")
+    if isinstance(r, TensorRemoved):
+        return style(f"  - {r.name}: {_brief(r.stats)}", "red")
+    if isinstance(r, (ScalarChanged, MetadataChanged)):
+        what = "metadata" if isinstance(r, MetadataChanged) else "value"
+        if r.before is None and r.after is not None:
+            return style(f"  + {r.name}: {what}={r.after!r}", "green")
+        if r.after is None and r.before is not None:
+            return style(f"  - {r.name}: {what}={r.before!r}", "red")
+        return style(f"  ~ {r.name}: {what}={r.before!r}->{r.after!r}", "yellow")
+    if isinstance(r, FileChanged):
+        sign = "+" if r.before is None else "-" if r.after is None else "~"
+        color = {"+": "green", "-": "red", "~": "yellow"}[sign]
+        return style(f"  {sign} {r.name}: file " + {"+": "added", "-": "removed", "~": "content differs"}[sign], color)
+    if isinstance(r, EntrySkipped):
+        return style(f"  ! {r.name}: skipped in {r.side}: {r.reason}", "magenta")
+    raise TypeError(f"no text form for {type(r).__name__}")
+
+
+def summary_line(result) -> str:
+    s = result.summary
+    delta = s.params_b - s.params_a
+    return (f"tensors: {s.added} added, {s.removed} removed, {s.reshaped} reshaped, {s.changed} changed, "
+            f"{s.unchanged} unchanged; parameters: {s.params_a} -> {s.params_b} ({delta:+d})")
+
+
+def to_text(result, style: Style = plain, summary: bool = True) -> str:
+    lines = [a.text_line() for a in result.analyses]
+    lines += [record_line(r, style) for r in result.records]
+    if summary:
+        lines.append(summary_line(result))
+    return "\n".join(lines) + "\n"
+
+
+def inspect_text(results, style: Style = plain) -> str:
+    lines: List[str] = []
+    for res in results:
+        lines.append(style(f"{res.label} ({res.format}): {len(res.tensors)} tensors, {res.parameters} parameters, "
+                           f"{res.nbytes} bytes", "bold"))
+        for t in res.tensors:
+            st = t.stats
+            text = f"  {t.name}: {_brief(st)}"
+            if st.nan_count is not None:
+                text += (f", mean={num(st.mean)}, std={num(st.std)}, min={num(st.min)}, max={num(st.max)}"
+                         f", nan={st.nan_count}, inf={st.inf_count}")
+            lines.append(text)
+        for name, value in res.scalars.items():
+            lines.append(f"  {name} = {value!r}")
+        for key, value in res.metadata.items():
+            lines.append(f"  [metadata] {key} = {value!r}")
+        for name, reason in res.skipped:
+            lines.append(style(f"  ! {name}: skipped: {reason}", "magenta"))
+    return "\n".join(lines) + "\n"
+
+
+def check_text(results) -> str:
+    lines = []
+    for res in results:
+        dtypes = ", ".join(f"{d}: {v['tensors']} tensors / {v['parameters']} params / {v['bytes']} bytes"
+                           for d, v in res.dtypes().items())
+        lines.append(f"OK {res.label}: format={res.format}, tensors={len(res.tensors)}, params={res.parameters}, "
+                     f"bytes={res.nbytes}" + (f", dtypes=[{dtypes}]" if dtypes else "")
+                     + (f", scalars={len(res.scalars)}" if res.scalars else "")
+                     + (f", skipped={len(res.skipped)}" if res.skipped else ""))
+    return "\n".join(lines) + "\n"
+
+
+def inspect_json(results) -> List[Dict[str, Any]]:
+    return _json_safe([
+        {
+            "file": res.label,
+            "format": res.format,
+            "parameters": res.parameters,
+            "bytes": res.nbytes,
+            "dtypes": res.dtypes(),
+            "tensors": [{"name": t.name, **t.stats.to_dict()} for t in res.tensors],
+            "scalars": res.scalars,
+            "metadata": res.metadata,
+            "skipped": [{"name": n, "reason": r} for n, r in res.skipped],
+        }
+        for res in results
+    ])

@@ -1,0 +1,183 @@
+"""Turning what the user hands us (a file, a folder, an in-memory state dict) into models the Rust
+core can read. Files stay memory-mapped; arrays are passed by buffer, never copied to lists."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from .errors import DiffaiError
+
+Input = Union[str, "os.PathLike[str]", Mapping[str, Any]]
+
+# NumPy dtype -> diffai dtype name. bfloat16 / float8 come from torch (or ml_dtypes) by name.
+_NUMPY_DTYPES = {
+    "float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16",
+    "float8_e4m3fn": "f8_e4m3", "float8_e5m2": "f8_e5m2",
+    "int64": "i64", "int32": "i32", "int16": "i16", "int8": "i8",
+    "uint64": "u64", "uint32": "u32", "uint16": "u16", "uint8": "u8", "bool": "bool",
+}
+
+
+@dataclass
+class Source:
+    """One model: tensors in the Rust core, plus the non-tensor leaves it carried."""
+
+    label: str
+    model: Any  # _core.Model
+    scalars: Dict[str, Any] = field(default_factory=dict)
+    metadata: Dict[str, str] = field(default_factory=dict)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    path: Optional[Path] = None
+
+    @property
+    def format(self) -> str:
+        return self.model.format
+
+    def tensor_infos(self) -> Dict[str, Tuple[str, Tuple[int, ...], int]]:
+        """name -> (dtype, shape, nbytes), in file order."""
+        return {name: (dtype, tuple(shape), nbytes) for name, dtype, shape, nbytes in self.model.tensors}
+
+
+@dataclass
+class Folder:
+    """A model folder: every file by its path relative to the folder."""
+
+    label: str
+    root: Path
+    files: Dict[str, Path]
+
+
+def load(x: Any, format: Optional[str] = None, label: Optional[str] = None) -> Union[Source, Folder]:
+    if isinstance(x, Source):
+        return x
+    if isinstance(x, (str, os.PathLike)):
+        path = Path(x)
+        if path.is_dir():
+            files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
+            return Folder(label=str(path), root=path, files=files)
+        return open_file(path, format)
+    if isinstance(x, Mapping):
+        return from_mapping(x, label or "<memory>")
+    raise DiffaiError(f"cannot diff a {type(x).__name__}: pass a path or a mapping of name -> array")
+
+
+def open_file(path: Path, format: Optional[str] = None) -> Source:
+    if not path.exists():
+        raise DiffaiError(f"{path}: no such file")
+    if format is None and _core.detect(str(path)) == "mat73":
+        return _open_mat73(path)
+    model = _core.open(str(path), format)
+    return Source(
+        label=str(path),
+        model=model,
+        scalars=dict(model.scalars),
+        metadata=dict(model.metadata),
+        skipped=list(model.skipped),
+        path=path,
+    )
+
+
+def from_mapping(mapping: Mapping[str, Any], label: str = "<memory>") -> Source:
+    """A state dict (any nesting of mappings/lists of numpy arrays, torch tensors and scalars)."""
+    arrays: List[Tuple[str, str, List[int], Any]] = []
+    scalars: Dict[str, Any] = {}
+    skipped: List[Tuple[str, str]] = []
+
+    def visit(name: str, value: Any, depth: int) -> None:
+        if depth > 64:
+            raise DiffaiError(f"{label}: nesting deeper than 64 levels at {name}")
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                visit(f"{name}.{k}" if name else str(k), v, depth + 1)
+        elif isinstance(value, (list, tuple)) and not _is_array(value):
+            for i, v in enumerate(value):
+                visit(f"{name}.{i}" if name else str(i), v, depth + 1)
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            scalars[name] = value
+        elif isinstance(value, np.generic):
+            scalars[name] = value.item()
+        elif _is_array(value):
+            entry = _array_entry(name, value)
+            if isinstance(entry, str):
+                skipped.append((name, entry))
+            else:
+                arrays.append(entry)
+        else:
+            skipped.append((name, f"a {type(value).__name__} is neither an array nor a scalar"))
+
+    visit("", mapping, 0)
+    return Source(label=label, model=_core.from_buffers(arrays), scalars=scalars, skipped=skipped)
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, np.ndarray) or type(value).__module__.split(".")[0] == "torch"
+
+
+def _array_entry(name: str, value: Any):
+    """(name, dtype, shape, byte buffer) without copying when the data is already contiguous,
+    or a reason string when the array cannot be diffed."""
+    if type(value).__module__.split(".")[0] == "torch":
+        return _torch_entry(name, value)
+    arr = np.asarray(value)
+    dtype = _NUMPY_DTYPES.get(arr.dtype.name)
+    if dtype is None:
+        return f"numpy dtype {arr.dtype} is not numeric"
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    arr = np.ascontiguousarray(arr)
+    return (name, dtype, list(arr.shape), arr.reshape(-1).view(np.uint8))
+
+
+def _torch_entry(name: str, t: Any):
+    import torch  # present, since the caller handed us a torch tensor
+
+    if not isinstance(t, torch.Tensor):
+        return f"a {type(t).__name__} is not a tensor"
+    dtype = _NUMPY_DTYPES.get(str(t.dtype).replace("torch.", ""))
+    if dtype is None:
+        return f"torch dtype {t.dtype} is not supported"
+    t = t.detach().cpu().contiguous()
+    # Reinterpret as bytes so bf16/fp8 (which NumPy lacks) cross without conversion.
+    raw = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else np.zeros(0, np.uint8)
+    return (name, dtype, list(t.shape), raw)
+
+
+def _open_mat73(path: Path) -> Source:
+    """MATLAB v7.3 is HDF5: read numeric datasets with h5py, transposed back to MATLAB's shape."""
+    try:
+        import h5py
+    except ImportError:
+        raise DiffaiError(f"{path}: MATLAB v7.3 (HDF5) files need h5py: pip install 'diffai[mat73]'") from None
+    arrays: Dict[str, Any] = {}
+    skipped: List[Tuple[str, str]] = []
+
+    def visit(prefix: str, group: Any) -> None:
+        for key, item in group.items():
+            if key.startswith("#"):  # MATLAB's #refs# / #subsystem# internals
+                continue
+            name = f"{prefix}.{key}" if prefix else key
+            cls = item.attrs.get("MATLAB_class", b"")
+            cls = cls.decode() if isinstance(cls, bytes) else str(cls)
+            if isinstance(item, h5py.Group):
+                visit(name, item)
+            elif cls in ("char", "cell", "function_handle") or item.dtype.kind not in "biuf":
+                skipped.append((name, f"MATLAB class {cls or item.dtype} is not numeric"))
+            else:
+                data = item[()]
+                arrays[name] = np.asarray(data).T.astype(bool) if cls == "logical" else np.asarray(data).T
+
+    try:
+        with h5py.File(path, "r") as f:
+            visit("", f)
+    except (OSError, ValueError) as e:
+        raise DiffaiError(f"{path}: invalid MATLAB v7.3 (HDF5) file: {e}") from None
+    src = from_mapping(arrays, str(path))
+    src.skipped.extend(skipped)
+    src.path = path
+    return src

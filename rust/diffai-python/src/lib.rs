@@ -1,0 +1,341 @@
+//! `diffai._core`: the Python face of diffai-core. Opening files, statistics and histograms run
+//! with the GIL released on a worker thread; the calling thread wakes every 100 ms to report
+//! progress and to notice Ctrl-C. Every error, and any panic, becomes `DiffaiError`.
+
+use diffai_core::stats::{self, Control, PairStats, TensorStats};
+use diffai_core::{DType, Error, Format, Model as CoreModel, Scalar, Storage, Tensor};
+use pyo3::buffer::PyBuffer;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyKeyboardInterrupt};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+create_exception!(_core, DiffaiError, PyException, "A model file could not be read, or a request did not fit it.");
+
+fn to_py_err(e: Error) -> PyErr {
+    match e {
+        Error::Interrupted => PyKeyboardInterrupt::new_err("interrupted"),
+        other => DiffaiError::new_err(other.to_string()),
+    }
+}
+
+/// A loaded model: its tensors stay in the file's memory map (or the caller's arrays).
+#[pyclass(frozen, module = "diffai._core")]
+struct Model {
+    inner: Arc<CoreModel>,
+    index: HashMap<String, usize>,
+}
+
+impl Model {
+    fn wrap(inner: CoreModel) -> Model {
+        let index = inner.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
+        Model { inner: Arc::new(inner), index }
+    }
+
+    fn tensor(&self, name: &str) -> PyResult<Tensor> {
+        self.index
+            .get(name)
+            .map(|&i| self.inner.tensors[i].clone())
+            .ok_or_else(|| DiffaiError::new_err(format!("no tensor named {name:?}")))
+    }
+}
+
+#[pymethods]
+impl Model {
+    #[getter]
+    fn format(&self) -> &'static str {
+        self.inner.format.name()
+    }
+
+    /// `(name, dtype, shape, nbytes)` for every tensor, in file order.
+    #[getter]
+    fn tensors(&self) -> Vec<(String, &'static str, Vec<usize>, usize)> {
+        self.inner.tensors.iter().map(|t| (t.name.clone(), t.dtype.name(), t.shape.clone(), t.nbytes())).collect()
+    }
+
+    #[getter]
+    fn scalars<'py>(&self, py: Python<'py>) -> PyResult<Vec<(String, PyObject)>> {
+        self.inner
+            .scalars
+            .iter()
+            .map(|(name, value)| {
+                let v: PyObject = match value {
+                    Scalar::None => py.None(),
+                    Scalar::Bool(b) => b.into_pyobject(py)?.to_owned().into_any().unbind(),
+                    Scalar::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
+                    Scalar::Float(f) => f.into_pyobject(py)?.into_any().unbind(),
+                    Scalar::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
+                };
+                Ok((name.clone(), v))
+            })
+            .collect()
+    }
+
+    #[getter]
+    fn metadata(&self) -> Vec<(String, String)> {
+        self.inner.metadata.clone()
+    }
+
+    /// `(name, reason)` for entries found but not read as tensors or scalars.
+    #[getter]
+    fn skipped(&self) -> Vec<(String, String)> {
+        self.inner.skipped.iter().map(|s| (s.name.clone(), s.reason.clone())).collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.tensors.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<diffai._core.Model {} with {} tensors>", self.inner.format.name(), self.inner.tensors.len())
+    }
+}
+
+/// Caller-owned bytes (a NumPy array's buffer) kept alive while Rust reads them.
+struct PyBytesOwner(PyBuffer<u8>);
+
+impl AsRef<[u8]> for PyBytesOwner {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `from_buffers` accepts only C-contiguous buffers; the PyBuffer holds a
+        // reference that keeps the memory alive and unmoved for as long as this owner exists.
+        unsafe { std::slice::from_raw_parts(self.0.buf_ptr() as *const u8, self.0.len_bytes()) }
+    }
+}
+
+/// Runs `job` on a worker thread inside a Rayon pool of `threads` threads (0: all cores) with
+/// the GIL released, while this thread reports progress and watches for Ctrl-C.
+fn run<T: Send + 'static>(
+    py: Python<'_>,
+    threads: usize,
+    progress: Option<&Bound<'_, PyAny>>,
+    job: impl FnOnce(&Control) -> diffai_core::Result<T> + Send + 'static,
+) -> PyResult<T> {
+    let ctl = Arc::new(Control::default());
+    let pool = pool(threads)?;
+    let (tx, rx) = mpsc::channel();
+    let worker_ctl = ctl.clone();
+    std::thread::spawn(move || {
+        let out = catch_unwind(AssertUnwindSafe(|| pool.install(|| job(&worker_ctl))));
+        let _ = tx.send(out);
+    });
+    let mut reported = 0u64;
+    let mut rx = Some(rx);
+    loop {
+        // The receiver is moved in and out because it cannot be shared across threads.
+        let (waited, back) = py.allow_threads(|| {
+            let r = rx.take().expect("receiver is put back after every wait");
+            (r.recv_timeout(Duration::from_millis(100)), r)
+        });
+        rx = Some(back);
+        let done = ctl.bytes_done.load(Ordering::Relaxed);
+        if let (Some(cb), true) = (progress, done != reported) {
+            cb.call1((done,))?;
+            reported = done;
+        }
+        match waited {
+            Ok(Ok(result)) => return result.map_err(to_py_err),
+            Ok(Err(panic)) => {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(DiffaiError::new_err(format!("internal error in diffai's Rust core (please report): {msg}")));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = py.check_signals() {
+                    ctl.cancel.store(true, Ordering::Relaxed);
+                    // Wait for the worker to stop touching the mapped data before returning.
+                    let r = rx.take().expect("receiver is present between waits");
+                    let _ = py.allow_threads(move || r.recv());
+                    return Err(e);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(DiffaiError::new_err("internal error: worker thread vanished"));
+            }
+        }
+    }
+}
+
+fn pool(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = pools.get(&threads) {
+        return Ok(p.clone());
+    }
+    let p = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("diffai-{i}"))
+        .build()
+        .map_err(|e| DiffaiError::new_err(format!("cannot start {threads} threads: {e}")))?;
+    let p = Arc::new(p);
+    pools.insert(threads, p.clone());
+    Ok(p)
+}
+
+fn format_arg(format: Option<&str>) -> PyResult<Option<Format>> {
+    format
+        .map(|f| {
+            diffai_core::model::format_from_name(f).ok_or_else(|| {
+                DiffaiError::new_err(format!(
+                    "unknown format {f:?} (expected safetensors, pytorch, npy, npz or mat)"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Reads a model file; `format` overrides detection from the file's bytes.
+#[pyfunction]
+#[pyo3(signature = (path, format=None))]
+fn open(py: Python<'_>, path: PathBuf, format: Option<&str>) -> PyResult<Model> {
+    let format = format_arg(format)?;
+    run(py, 1, None, move |_| diffai_core::open(&path, format)).map(Model::wrap)
+}
+
+/// The format name detected from a file's bytes (`mat73` for MATLAB v7.3/HDF5).
+#[pyfunction]
+fn detect(py: Python<'_>, path: PathBuf) -> PyResult<&'static str> {
+    run(py, 1, None, move |_| diffai_core::detect(&path)).map(Format::name)
+}
+
+/// A model over caller-owned arrays: `(name, dtype, shape, buffer)` per tensor, where buffer is a
+/// C-contiguous byte buffer (e.g. `array.reshape(-1).view(numpy.uint8)`), little-endian.
+#[pyfunction]
+fn from_buffers(items: Vec<(String, String, Vec<usize>, Bound<'_, PyAny>)>) -> PyResult<Model> {
+    let mut model = CoreModel::new(Format::InMemory);
+    for (name, dtype, shape, obj) in items {
+        let dt = DType::from_name(&dtype)
+            .ok_or_else(|| DiffaiError::new_err(format!("{name}: unsupported dtype {dtype:?}")))?;
+        let buf = PyBuffer::<u8>::get(&obj)
+            .map_err(|e| DiffaiError::new_err(format!("{name}: not a byte buffer: {e}")))?;
+        if !buf.is_c_contiguous() {
+            return Err(DiffaiError::new_err(format!("{name}: buffer is not C-contiguous")));
+        }
+        let len = buf.len_bytes();
+        let t = Tensor::contiguous(name, dt, shape, Storage::new(Arc::new(PyBytesOwner(buf)), 0..len));
+        if t.nbytes() != len {
+            return Err(DiffaiError::new_err(format!(
+                "{}: shape {:?} of {} needs {} bytes, buffer has {len}",
+                t.name,
+                t.shape,
+                dt,
+                t.nbytes()
+            )));
+        }
+        model.tensors.push(t);
+    }
+    Ok(Model::wrap(model))
+}
+
+fn stats_dict<'py>(py: Python<'py>, s: &TensorStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("numel", s.numel)?;
+    d.set_item("finite", s.finite)?;
+    d.set_item("mean", s.mean())?;
+    d.set_item("std", s.std())?;
+    d.set_item("min", s.min())?;
+    d.set_item("max", s.max())?;
+    d.set_item("nan_count", s.nan_count)?;
+    d.set_item("inf_count", s.inf_count)?;
+    d.set_item("zero_count", s.zero_count)?;
+    d.set_item("l2_norm", s.l2_norm())?;
+    Ok(d)
+}
+
+fn pair_dict<'py>(py: Python<'py>, p: &PairStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("compared", p.compared)?;
+    d.set_item("diff_count", p.diff_count)?;
+    d.set_item("max_abs_diff", (p.compared > 0).then_some(p.max_abs_diff))?;
+    d.set_item("mean_abs_diff", p.mean_abs_diff())?;
+    d.set_item("rel_l2", p.rel_l2())?;
+    d.set_item("cosine", p.cosine())?;
+    d.set_item("l2_diff", p.sum_sq_diff.sqrt())?;
+    d.set_item("l2_a", p.sum_sq_a.sqrt())?;
+    d.set_item("l2_b", p.sum_sq_b.sqrt())?;
+    d.set_item("dot", p.dot)?;
+    Ok(d)
+}
+
+/// Statistics of the named tensors, computed in parallel. `progress(bytes_done)` is called
+/// from this thread while the work runs.
+#[pyfunction]
+#[pyo3(signature = (model, names, threads=0, progress=None))]
+fn tensor_stats<'py>(
+    py: Python<'py>,
+    model: &Model,
+    names: Vec<String>,
+    threads: usize,
+    progress: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let tensors = names.iter().map(|n| model.tensor(n)).collect::<PyResult<Vec<_>>>()?;
+    let out = run(py, threads, progress, move |ctl| {
+        use rayon::prelude::*;
+        tensors.par_iter().map(|t| stats::tensor_stats(t, ctl)).collect::<diffai_core::Result<Vec<_>>>()
+    })?;
+    out.iter().map(|s| stats_dict(py, s)).collect()
+}
+
+/// For each `(name_a, name_b)`: the statistics of both tensors and of their elementwise change,
+/// from one pass over both. The tensors of a pair must have the same number of elements.
+#[pyfunction]
+#[pyo3(signature = (a, b, pairs, epsilon=0.0, threads=0, progress=None))]
+fn pair_stats<'py>(
+    py: Python<'py>,
+    a: &Model,
+    b: &Model,
+    pairs: Vec<(String, String)>,
+    epsilon: f64,
+    threads: usize,
+    progress: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Vec<(Bound<'py, PyDict>, Bound<'py, PyDict>, Bound<'py, PyDict>)>> {
+    let work = pairs
+        .iter()
+        .map(|(x, y)| Ok((a.tensor(x)?, b.tensor(y)?)))
+        .collect::<PyResult<Vec<_>>>()?;
+    let out = run(py, threads, progress, move |ctl| {
+        use rayon::prelude::*;
+        work.par_iter().map(|(x, y)| stats::pair_stats(x, y, epsilon, ctl)).collect::<diffai_core::Result<Vec<_>>>()
+    })?;
+    out.iter().map(|(x, y, p)| Ok((stats_dict(py, x)?, stats_dict(py, y)?, pair_dict(py, p)?))).collect()
+}
+
+/// Counts of the finite elements of a tensor in `bins` equal bins over [lo, hi].
+#[pyfunction]
+#[pyo3(signature = (model, name, bins, lo, hi, threads=0))]
+fn histogram(py: Python<'_>, model: &Model, name: &str, bins: usize, lo: f64, hi: f64, threads: usize) -> PyResult<Vec<u64>> {
+    let t = model.tensor(name)?;
+    run(py, threads, None, move |ctl| stats::histogram(&t, bins, lo, hi, ctl))
+}
+
+/// A tensor's elements as little-endian f64 bytes in C order (for `numpy.frombuffer`).
+#[pyfunction]
+fn values<'py>(py: Python<'py>, model: &Model, name: &str) -> PyResult<Bound<'py, PyBytes>> {
+    let t = model.tensor(name)?;
+    let vals = run(py, 0, None, move |_| stats::to_f64(&t))?;
+    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    Ok(PyBytes::new(py, &bytes))
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("DiffaiError", m.py().get_type::<DiffaiError>())?;
+    m.add("CHUNK_ELEMENTS", stats::CHUNK)?;
+    m.add_class::<Model>()?;
+    m.add_function(wrap_pyfunction!(open, m)?)?;
+    m.add_function(wrap_pyfunction!(detect, m)?)?;
+    m.add_function(wrap_pyfunction!(from_buffers, m)?)?;
+    m.add_function(wrap_pyfunction!(tensor_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(pair_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(histogram, m)?)?;
+    m.add_function(wrap_pyfunction!(values, m)?)?;
+    Ok(())
+}
