@@ -81,10 +81,26 @@ class DiffResult:
     def has_differences(self) -> bool:
         return bool(self.records)
 
+    # The same renderings as the CLI's --output text/json/yaml (output imports records, not us).
     def to_json_list(self) -> List[Dict[str, Any]]:
         from .output import json_records
 
         return json_records(self)
+
+    def to_json(self) -> str:
+        from .output import to_json
+
+        return to_json(self)
+
+    def to_yaml(self) -> str:
+        from .output import to_yaml
+
+        return to_yaml(self)
+
+    def to_text(self) -> str:
+        from .output import to_text
+
+        return to_text(self)
 
 
 def diff_inputs(a: Union[Source, Folder], b: Union[Source, Folder], opts: DiffOptions) -> DiffResult:
