@@ -130,7 +130,8 @@ def _array_entry(name: str, value: Any):
         return f"numpy dtype {arr.dtype} is not numeric"
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    arr = np.ascontiguousarray(arr)
+    if not arr.flags.c_contiguous:
+        arr = arr.copy(order="C")  # not np.ascontiguousarray: it turns 0-d arrays into shape (1,)
     return (name, dtype, list(arr.shape), arr.reshape(-1).view(np.uint8))
 
 
