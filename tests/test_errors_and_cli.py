@@ -1,0 +1,107 @@
+"""Bad input gives a clear error naming the file (exit 2 from the CLI, one stderr line), never a
+crash; hostile pickles are never executed. CLI exit codes, outputs and flags."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import diffai
+from conftest import FIXTURES
+
+BAD = sorted((FIXTURES / "bad").iterdir())
+GOOD_A = FIXTURES / "safetensors" / "pair_a.safetensors"
+GOOD_B = FIXTURES / "safetensors" / "pair_b.safetensors"
+PWNED = Path("/tmp/diffai_pwned")
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "diffai", *map(str, args)], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.name for p in BAD])
+def test_bad_file_raises_diffai_error_naming_the_file(path):
+    PWNED.unlink(missing_ok=True)
+    with pytest.raises(diffai.DiffaiError) as err:
+        diffai.inspect(path)
+    assert path.name in str(err.value)
+    assert not PWNED.exists()
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.name for p in BAD])
+def test_bad_file_cli_exit_2_one_line(path):
+    PWNED.unlink(missing_ok=True)
+    for args in ((path, GOOD_A), ("--check", path)):
+        proc = cli(*args)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("diffai: error: ") and path.name in lines[0]
+        assert proc.stdout == ""
+    assert not PWNED.exists()
+
+
+def test_hostile_pickle_names_the_callable():
+    with pytest.raises(diffai.DiffaiError, match="system"):
+        diffai.inspect(FIXTURES / "bad" / "evil_os.pt")
+
+
+def test_missing_file_and_bad_arguments():
+    assert cli("nope.safetensors", GOOD_A).returncode == 2
+    assert cli(GOOD_A).returncode == 2
+    assert cli(GOOD_A, GOOD_B, "--output", "xml").returncode == 2
+    assert cli(GOOD_A, GOOD_B, "--ignore-keys-regex", "(").returncode == 2
+    assert cli(GOOD_A, FIXTURES / "dirs" / "model_a").returncode == 2
+
+
+def test_exit_codes_like_git_diff():
+    assert cli(GOOD_A, GOOD_B).returncode == 0
+    assert cli(GOOD_A, GOOD_B, "--exit-code").returncode == 1
+    assert cli(GOOD_A, GOOD_A, "--exit-code").returncode == 0
+
+
+def test_text_output_lines_and_no_color_when_piped():
+    out = cli(GOOD_A, GOOD_B).stdout
+    assert "\x1b[" not in out
+    lines = out.splitlines()
+    assert "  ~ classifier.weight: shape=[10, 16] -> [12, 16]" in lines
+    assert "  - removed.weight: shape=[3, 3], dtype=f32, params=9" in lines
+    assert "  + added.weight: shape=[3, 3], dtype=f32, params=9" in lines
+    retyped = next(l for l in lines if l.startswith("  ~ retyped.weight:"))
+    assert "dtype=f32->f16" in retyped and "rel_l2=" in retyped
+    assert lines[-1].startswith("tensors: 1 added, 1 removed, 2 reshaped, 3 changed, 1 unchanged; parameters: ")
+
+
+def test_json_and_yaml_outputs_agree_with_the_api():
+    api = diffai.diff(GOOD_A, GOOD_B).to_json_list()
+    as_json = json.loads(cli(GOOD_A, GOOD_B, "--output", "json", "--no-analysis").stdout)
+    as_yaml = yaml.safe_load(cli(GOOD_A, GOOD_B, "-o", "yaml", "--no-analysis").stdout)
+    assert as_json == as_yaml == api
+    # The guide's jq filters: select shape changes of "classifier", and count them.
+    hits = [r for r in as_json if "TensorShapeChanged" in r and "classifier" in r["TensorShapeChanged"][0]]
+    assert len(hits) == 1 and len([r for r in as_json if "TensorShapeChanged" in r]) == 2
+
+
+def test_check_and_inspect_commands():
+    proc = cli("--check", FIXTURES / "safetensors" / "all_dtypes.safetensors")
+    assert proc.returncode == 0
+    assert "format=safetensors, tensors=12" in proc.stdout and "bf16: 1 tensors" in proc.stdout
+    (info,) = diffai.inspect(GOOD_A)
+    listing = cli("inspect", GOOD_A, "-o", "json")
+    (doc,) = json.loads(listing.stdout)
+    assert doc["parameters"] == info.parameters and doc["bytes"] == info.nbytes
+    assert [t["name"] for t in doc["tensors"]] == [t.name for t in info.tensors]
+    text = cli("inspect", GOOD_A).stdout
+    assert f"{len(info.tensors)} tensors, {info.parameters} parameters" in text
+
+
+def test_shape_only_reads_no_values():
+    out = json.loads(cli(GOOD_A, GOOD_B, "--shape-only", "-o", "json", "--no-analysis").stdout)
+    kinds = sorted(next(iter(r)) for r in out)
+    assert "TensorShapeChanged" in kinds and all(
+        r[k][1]["mean"] is None for r in out for k in r if k.startswith("Tensor"))
