@@ -1,0 +1,117 @@
+//! Helpers shared by the reader tests: read every element of a tensor straight from its
+//! storage bytes (through offset and strides) and compare with the values a generator
+//! script recorded in an expected.json.
+
+#![allow(dead_code)] // each test binary uses a subset
+
+use diffai_core::{DType, Model, Scalar, Tensor};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+pub fn data_dir(kind: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(kind)
+}
+
+pub fn expected(kind: &str) -> serde_json::Map<String, Value> {
+    let text = std::fs::read_to_string(data_dir(kind).join("expected.json")).expect("expected.json");
+    serde_json::from_str::<Value>(&text).unwrap().as_object().unwrap().clone()
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum V {
+    I(i128),
+    F(f64),
+}
+
+pub fn read_at(t: &Tensor, element: usize) -> V {
+    let size = t.dtype.size();
+    let b = &t.storage.bytes()[element * size..(element + 1) * size];
+    match t.dtype {
+        DType::F64 => V::F(f64::from_le_bytes(b.try_into().unwrap())),
+        DType::F32 => V::F(f32::from_le_bytes(b.try_into().unwrap()) as f64),
+        DType::F16 => V::F(half::f16::from_le_bytes(b.try_into().unwrap()).to_f64()),
+        DType::BF16 => V::F(half::bf16::from_le_bytes(b.try_into().unwrap()).to_f64()),
+        DType::I64 => V::I(i64::from_le_bytes(b.try_into().unwrap()) as i128),
+        DType::I32 => V::I(i32::from_le_bytes(b.try_into().unwrap()) as i128),
+        DType::I16 => V::I(i16::from_le_bytes(b.try_into().unwrap()) as i128),
+        DType::I8 => V::I(b[0] as i8 as i128),
+        DType::U64 => V::I(u64::from_le_bytes(b.try_into().unwrap()) as i128),
+        DType::U32 => V::I(u32::from_le_bytes(b.try_into().unwrap()) as i128),
+        DType::U16 => V::I(u16::from_le_bytes(b.try_into().unwrap()) as i128),
+        DType::U8 => V::I(b[0] as i128),
+        DType::Bool => V::I(b[0] as i128),
+        other => panic!("{}: unexpected dtype {other}", t.name),
+    }
+}
+
+/// Every element in logical C order, read through offset and strides.
+pub fn values(t: &Tensor) -> Vec<V> {
+    let strides = t.strides.clone().unwrap_or_else(|| Tensor::c_strides(&t.shape));
+    assert_eq!(strides.len(), t.shape.len(), "{}", t.name);
+    let n = t.numel();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; t.shape.len()];
+    for _ in 0..n {
+        let pos = t.offset + idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>();
+        out.push(read_at(t, pos));
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < t.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
+}
+
+pub fn same(got: V, want: &Value) -> bool {
+    match (got, want) {
+        (V::I(g), Value::Number(n)) => {
+            n.as_i64().map(|w| w as i128 == g).or(n.as_u64().map(|w| w as i128 == g)).unwrap_or(false)
+        }
+        // serde_json's float parsing (without `float_roundtrip`) may be one ulp off.
+        (V::F(g), Value::Number(n)) => n.as_f64().is_some_and(|w| (g.to_bits() as i64 - w.to_bits() as i64).abs() <= 1),
+        (V::F(g), Value::String(s)) => match s.as_str() {
+            "nan" => g.is_nan(),
+            "inf" => g == f64::INFINITY,
+            "-inf" => g == f64::NEG_INFINITY,
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+pub fn check_model(file: &str, model: &Model, want: &Value) {
+    let tensors = want["tensors"].as_array().unwrap();
+    let got_names: Vec<&str> = model.tensors.iter().map(|t| t.name.as_str()).collect();
+    let want_names: Vec<&str> = tensors.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(got_names, want_names, "{file}: tensor names");
+    for (t, w) in model.tensors.iter().zip(tensors) {
+        let what = format!("{file}: {}", t.name);
+        t.check_bounds().unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(t.dtype.name(), w["dtype"].as_str().unwrap(), "{what}: dtype");
+        let shape: Vec<usize> = w["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        assert_eq!(t.shape, shape, "{what}: shape");
+        let want_values = w["values"].as_array().unwrap();
+        let got = values(t);
+        assert_eq!(got.len(), want_values.len(), "{what}: element count");
+        for (i, (g, v)) in got.iter().zip(want_values).enumerate() {
+            assert!(same(*g, v), "{what}: element {i} is {g:?}, expected {v}");
+        }
+    }
+    let mut skipped: Vec<&str> = model.skipped.iter().map(|s| s.name.as_str()).collect();
+    let mut want_skipped: Vec<&str> = want["skipped"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    skipped.sort();
+    want_skipped.sort();
+    assert_eq!(skipped, want_skipped, "{file}: skipped");
+    for s in &model.skipped {
+        assert!(!s.reason.is_empty(), "{file}: {} skipped without a reason", s.name);
+    }
+    let scalars = want["scalars"].as_object().unwrap();
+    assert_eq!(model.scalars.len(), scalars.len(), "{file}: scalars {:?}", model.scalars);
+    for (name, value) in &model.scalars {
+        let w = scalars.get(name).unwrap_or_else(|| panic!("{file}: unexpected scalar {name}"));
+        assert_eq!(value, &Scalar::Str(w.as_str().unwrap().to_string()), "{file}: scalar {name}");
+    }
+}
