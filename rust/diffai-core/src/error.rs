@@ -26,10 +26,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn format(path: &Path, reason: impl Into<String>) -> Self {
-        Error::Format { path: path.to_path_buf(), reason: reason.into() }
+        Error::Format {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
     }
 
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io { path: path.to_path_buf(), source }
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

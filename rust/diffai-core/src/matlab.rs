@@ -69,7 +69,10 @@ pub fn load(path: &Path) -> Result<Model> {
     let map = map_file(path)?;
     let bytes: &[u8] = (*map).as_ref();
     if bytes.len() < 128 {
-        return Err(Error::format(path, "file is shorter than the 128-byte MAT-file header"));
+        return Err(Error::format(
+            path,
+            "file is shorter than the 128-byte MAT-file header",
+        ));
     }
     let big = match &bytes[126..128] {
         b"IM" => false,
@@ -84,17 +87,26 @@ pub fn load(path: &Path) -> Result<Model> {
             ))
         }
     };
-    let version =
-        if big { u16::from_be_bytes([bytes[124], bytes[125]]) } else { u16::from_le_bytes([bytes[124], bytes[125]]) };
+    let version = if big {
+        u16::from_be_bytes([bytes[124], bytes[125]])
+    } else {
+        u16::from_le_bytes([bytes[124], bytes[125]])
+    };
     if version != 0x0100 {
         return Err(Error::format(
             path,
-            format!("MAT-file version 0x{version:04x} is not level 5 (0x0100); v7.3 files are HDF5"),
+            format!(
+                "MAT-file version 0x{version:04x} is not level 5 (0x0100); v7.3 files are HDF5"
+            ),
         ));
     }
     let subsys = {
         let raw: [u8; 8] = bytes[116..124].try_into().expect("8 bytes");
-        let v = if big { u64::from_be_bytes(raw) } else { u64::from_le_bytes(raw) };
+        let v = if big {
+            u64::from_be_bytes(raw)
+        } else {
+            u64::from_le_bytes(raw)
+        };
         // Writers that have no subsystem data leave zeros or spaces.
         if v == 0 || raw == [b' '; 8] {
             None
@@ -103,15 +115,22 @@ pub fn load(path: &Path) -> Result<Model> {
         }
     };
 
-    let mut reader = Reader { model: Model::new(Format::Mat5), big };
+    let mut reader = Reader {
+        model: Model::new(Format::Mat5),
+        big,
+    };
     let file = Buf { owner: map.clone() };
     let mut pos = 128usize;
     while bytes.len() - pos >= 8 {
         let element_pos = pos;
-        let el =
-            read_tag(bytes, pos, bytes.len(), big).map_err(|e| Error::format(path, format!("at byte {pos}: {e}")))?;
+        let el = read_tag(bytes, pos, bytes.len(), big)
+            .map_err(|e| Error::format(path, format!("at byte {pos}: {e}")))?;
         // Compressed data is not padded to 8 bytes (matrices are multiples of 8 anyway).
-        pos = if el.ty == MI_COMPRESSED { el.data.end } else { el.next };
+        pos = if el.ty == MI_COMPRESSED {
+            el.data.end
+        } else {
+            el.next
+        };
         if Some(element_pos as u64) == subsys {
             continue;
         }
@@ -120,7 +139,12 @@ pub fn load(path: &Path) -> Result<Model> {
                 .top_matrix(&file, el.data.clone())
                 .map_err(|e| Error::format(path, format!("variable at byte {element_pos}: {e}")))?,
             MI_COMPRESSED => {
-                let fail = |e: String| Error::format(path, format!("compressed variable at byte {element_pos}: {e}"));
+                let fail = |e: String| {
+                    Error::format(
+                        path,
+                        format!("compressed variable at byte {element_pos}: {e}"),
+                    )
+                };
                 let (inflated, damage) = inflate(&bytes[el.data.clone()]).map_err(fail)?;
                 // When the stream was damaged, say so next to whatever the partial data breaks.
                 let fail = |e: String| match &damage {
@@ -128,7 +152,9 @@ pub fn load(path: &Path) -> Result<Model> {
                     None => fail(e),
                 };
                 let len = inflated.len();
-                let inner = Buf { owner: Arc::new(inflated) };
+                let inner = Buf {
+                    owner: Arc::new(inflated),
+                };
                 let data: &[u8] = (*inner.owner).as_ref();
                 let mut ipos = 0usize;
                 while len - ipos >= 8 {
@@ -139,7 +165,10 @@ pub fn load(path: &Path) -> Result<Model> {
                     } else {
                         reader.model.skipped.push(Skipped {
                             name: format!("<element at byte {element_pos}>"),
-                            reason: format!("compressed data element of type {} is not a variable", iel.ty),
+                            reason: format!(
+                                "compressed data element of type {} is not a variable",
+                                iel.ty
+                            ),
                         });
                     }
                 }
@@ -158,7 +187,9 @@ pub fn load(path: &Path) -> Result<Model> {
 /// then decides whether that is enough.
 fn inflate(src: &[u8]) -> Res<(Vec<u8>, Option<String>)> {
     let mut out = Vec::new();
-    let result = flate2::read::ZlibDecoder::new(src).take(MAX_INFLATED + 1).read_to_end(&mut out);
+    let result = flate2::read::ZlibDecoder::new(src)
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut out);
     if out.len() as u64 > MAX_INFLATED {
         return Err(format!("decompresses to more than {MAX_INFLATED} bytes"));
     }
@@ -208,19 +239,30 @@ fn read_tag(b: &[u8], pos: usize, end: usize, big: bool) -> Res<Element> {
         // Small data element: size in the upper 16 bits, up to 4 bytes of data in the tag.
         let n = (first >> 16) as usize;
         if n > 4 {
-            return Err(format!("small data element claims {n} bytes (at most 4 fit)"));
+            return Err(format!(
+                "small data element claims {n} bytes (at most 4 fit)"
+            ));
         }
-        return Ok(Element { ty: first & 0xffff, data: pos + 4..pos + 4 + n, next: pos + 8 });
+        return Ok(Element {
+            ty: first & 0xffff,
+            data: pos + 4..pos + 4 + n,
+            next: pos + 8,
+        });
     }
     let n = u32_at(b, pos + 4, big) as usize;
     let start = pos + 8;
-    let stop = start
-        .checked_add(n)
-        .filter(|&s| s <= end)
-        .ok_or_else(|| format!("data element of {n} bytes runs past the end of its container (truncated?)"))?;
+    let stop = start.checked_add(n).filter(|&s| s <= end).ok_or_else(|| {
+        format!("data element of {n} bytes runs past the end of its container (truncated?)")
+    })?;
     // Elements are padded to 8 bytes; tolerate a missing pad at the very end.
-    let next = stop.checked_add((8 - n % 8) % 8).map_or(end, |p| p.min(end));
-    Ok(Element { ty: first, data: start..stop, next })
+    let next = stop
+        .checked_add((8 - n % 8) % 8)
+        .map_or(end, |p| p.min(end));
+    Ok(Element {
+        ty: first,
+        data: start..stop,
+        next,
+    })
 }
 
 /// Bytes per element of a numeric data type.
@@ -438,13 +480,29 @@ impl Reader {
         let raw = &b[name_el.data.clone()];
         let raw = &raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())];
         let name = String::from_utf8_lossy(raw).into_owned();
-        Ok(MatrixHead { flags, class, dims, numel, name, rest: name_el.next })
+        Ok(MatrixHead {
+            flags,
+            class,
+            dims,
+            numel,
+            name,
+            rest: name_el.next,
+        })
     }
 
     /// Turns one matrix into tensors / scalars / skipped entries named `name`.
-    fn matrix_body(&mut self, buf: &Buf, range: Range<usize>, head: MatrixHead, name: String, depth: usize) -> Res<()> {
+    fn matrix_body(
+        &mut self,
+        buf: &Buf,
+        range: Range<usize>,
+        head: MatrixHead,
+        name: String,
+        depth: usize,
+    ) -> Res<()> {
         if depth > MAX_DEPTH {
-            return Err(format!("{name}: structs nested more than {MAX_DEPTH} levels deep"));
+            return Err(format!(
+                "{name}: structs nested more than {MAX_DEPTH} levels deep"
+            ));
         }
         let b = buf.bytes();
         let big = self.big;
@@ -453,13 +511,23 @@ impl Reader {
         let shape_text = dims_text(&head.dims);
         if let Some((class_dtype, native, _)) = class_dtype(class) {
             if head.flags & FLAG_COMPLEX != 0 {
-                self.skip(name, format!("complex {} ({shape_text}) is not read", class_name(class)));
+                self.skip(
+                    name,
+                    format!("complex {} ({shape_text}) is not read", class_name(class)),
+                );
                 return Ok(());
             }
-            let dtype = if head.flags & FLAG_LOGICAL != 0 { DType::Bool } else { class_dtype };
+            let dtype = if head.flags & FLAG_LOGICAL != 0 {
+                DType::Bool
+            } else {
+                class_dtype
+            };
             let real = read_tag(b, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
             let Some(size) = mi_size(real.ty) else {
-                return Err(format!("{name}: values stored as {}, not a numeric type", mi_name(real.ty)));
+                return Err(format!(
+                    "{name}: values stored as {}, not a numeric type",
+                    mi_name(real.ty)
+                ));
             };
             let count = real.data.len() / size;
             if real.data.len() % size != 0 || count != head.numel {
@@ -499,11 +567,17 @@ impl Reader {
             }
             MX_STRUCT => self.structure(buf, range, head, name, depth)?,
             MX_OBJECT => {
-                let class_el = read_tag(b, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
+                let class_el =
+                    read_tag(b, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
                 let raw = &b[class_el.data.clone()];
-                let cls =
-                    String::from_utf8_lossy(&raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())]).into_owned();
-                self.skip(name, format!("MATLAB object of class {cls:?} ({shape_text}) is not read"));
+                let cls = String::from_utf8_lossy(
+                    &raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())],
+                )
+                .into_owned();
+                self.skip(
+                    name,
+                    format!("MATLAB object of class {cls:?} ({shape_text}) is not read"),
+                );
             }
             MX_CELL | MX_SPARSE | MX_FUNCTION | MX_OPAQUE => {
                 let what = if class == MX_OPAQUE {
@@ -518,18 +592,30 @@ impl Reader {
         Ok(())
     }
 
-    fn structure(&mut self, buf: &Buf, range: Range<usize>, head: MatrixHead, name: String, depth: usize) -> Res<()> {
+    fn structure(
+        &mut self,
+        buf: &Buf,
+        range: Range<usize>,
+        head: MatrixHead,
+        name: String,
+        depth: usize,
+    ) -> Res<()> {
         let b = buf.bytes();
         let big = self.big;
         let end = range.end;
         let len_el = read_tag(b, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
         if len_el.ty != MI_INT32 || len_el.data.len() != 4 {
-            return Err(format!("{name}: struct field name length is not one miINT32"));
+            return Err(format!(
+                "{name}: struct field name length is not one miINT32"
+            ));
         }
         let field_len = u32_at(b, len_el.data.start, big) as usize;
         let names_el = read_tag(b, len_el.next, end, big).map_err(|e| format!("{name}: {e}"))?;
         if !matches!(names_el.ty, MI_INT8 | MI_UINT8 | MI_UTF8) {
-            return Err(format!("{name}: struct field names are {}, not miINT8", mi_name(names_el.ty)));
+            return Err(format!(
+                "{name}: struct field names are {}, not miINT8",
+                mi_name(names_el.ty)
+            ));
         }
         let names_raw = &b[names_el.data.clone()];
         let fields: Vec<String> = if names_raw.is_empty() {
@@ -543,31 +629,52 @@ impl Reader {
             }
             names_raw
                 .chunks_exact(field_len)
-                .map(|c| String::from_utf8_lossy(&c[..c.iter().position(|&x| x == 0).unwrap_or(c.len())]).into_owned())
+                .map(|c| {
+                    String::from_utf8_lossy(&c[..c.iter().position(|&x| x == 0).unwrap_or(c.len())])
+                        .into_owned()
+                })
                 .collect()
         };
         if head.numel == 0 || fields.is_empty() {
-            let what = if head.numel == 0 { "empty struct array" } else { "struct array without fields" };
+            let what = if head.numel == 0 {
+                "empty struct array"
+            } else {
+                "struct array without fields"
+            };
             self.skip(name, format!("{what} ({})", dims_text(&head.dims)));
             return Ok(());
         }
         let mut pos = names_el.next;
         for index in 0..head.numel {
-            let prefix = if head.numel == 1 { name.clone() } else { format!("{name}({})", index + 1) };
+            let prefix = if head.numel == 1 {
+                name.clone()
+            } else {
+                format!("{name}({})", index + 1)
+            };
             for field in &fields {
                 let full = format!("{prefix}.{field}");
                 let el = read_tag(b, pos, end, big).map_err(|e| format!("{full}: {e}"))?;
                 pos = el.next;
                 if el.ty != MI_MATRIX {
-                    return Err(format!("{full}: struct field is {}, not miMATRIX", mi_name(el.ty)));
+                    return Err(format!(
+                        "{full}: struct field is {}, not miMATRIX",
+                        mi_name(el.ty)
+                    ));
                 }
                 if el.data.is_empty() {
                     // MATLAB writes `[]` fields as empty elements: a 0x0 double.
-                    let t = Tensor::contiguous(full, DType::F64, vec![0, 0], Storage::from_vec(Vec::new()));
+                    let t = Tensor::contiguous(
+                        full,
+                        DType::F64,
+                        vec![0, 0],
+                        Storage::from_vec(Vec::new()),
+                    );
                     self.model.tensors.push(t);
                     continue;
                 }
-                let field_head = self.head(buf, el.data.clone()).map_err(|e| format!("{full}: {e}"))?;
+                let field_head = self
+                    .head(buf, el.data.clone())
+                    .map_err(|e| format!("{full}: {e}"))?;
                 self.matrix_body(buf, el.data, field_head, full, depth + 1)?;
             }
         }
@@ -580,7 +687,10 @@ impl Reader {
 }
 
 fn dims_text(dims: &[usize]) -> String {
-    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")
+    dims.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
 }
 
 /// Decodes a char array; a multi-row char matrix (stored column by column) becomes its rows
@@ -591,7 +701,13 @@ fn decode_chars(b: &[u8], ty: u32, big: bool, dims: &[usize], numel: usize) -> O
         MI_UINT16 | MI_UTF16 | MI_INT16 => {
             let units: Vec<u16> = b
                 .chunks_exact(2)
-                .map(|c| if big { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_le_bytes([c[0], c[1]]) })
+                .map(|c| {
+                    if big {
+                        u16::from_be_bytes([c[0], c[1]])
+                    } else {
+                        u16::from_le_bytes([c[0], c[1]])
+                    }
+                })
                 .collect();
             String::from_utf16_lossy(&units).chars().collect()
         }
@@ -606,6 +722,8 @@ fn decode_chars(b: &[u8], ty: u32, big: bool, dims: &[usize], numel: usize) -> O
         return Some(chars.into_iter().collect());
     }
     let cols = chars.len() / rows;
-    let lines: Vec<String> = (0..rows).map(|r| (0..cols).map(|c| chars[r + c * rows]).collect()).collect();
+    let lines: Vec<String> = (0..rows)
+        .map(|r| (0..cols).map(|c| chars[r + c * rows]).collect())
+        .collect();
     Some(lines.join("\n"))
 }

@@ -49,24 +49,36 @@ pub fn detect(path: &Path) -> Result<Format> {
         return zip_kind(path);
     }
     if head.starts_with(b"MATLAB") {
-        return Ok(if head.len() >= 520 && &head[512..520] == b"\x89HDF\r\n\x1a\n" {
-            Format::Mat73
-        } else {
-            Format::Mat5
-        });
+        return Ok(
+            if head.len() >= 520 && &head[512..520] == b"\x89HDF\r\n\x1a\n" {
+                Format::Mat73
+            } else {
+                Format::Mat5
+            },
+        );
     }
-    if head[0] == 0x80 {
+    // Legacy torch.save starts with its pickled magic number: PROTO (0x80) for protocol 2+,
+    // the text LONG `L119547037146038801333356L` (0x1950a86a20f9469cfc6c) for protocols 0/1.
+    if head[0] == 0x80 || head.starts_with(b"L119547037146038801333356L") {
         return Ok(Format::PyTorchLegacy);
     }
     if n >= 9 && head[8] == b'{' {
         return Ok(Format::Safetensors);
     }
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     Err(Error::format(
         path,
         format!(
             "not a recognised model file (no safetensors, PyTorch, NumPy or MATLAB signature{})",
-            if ext.is_empty() { String::new() } else { format!("; extension .{ext}") }
+            if ext.is_empty() {
+                String::new()
+            } else {
+                format!("; extension .{ext}")
+            }
         ),
     ))
 }
@@ -76,8 +88,14 @@ fn zip_kind(path: &Path) -> Result<Format> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let archive = zip::ZipArchive::new(file)
         .map_err(|e| Error::format(path, format!("damaged zip archive: {e}")))?;
-    let is_torch = archive.file_names().any(|n| n == "data.pkl" || n.ends_with("/data.pkl"));
-    Ok(if is_torch { Format::PyTorchZip } else { Format::Npz })
+    let is_torch = archive
+        .file_names()
+        .any(|n| n == "data.pkl" || n.ends_with("/data.pkl"));
+    Ok(if is_torch {
+        Format::PyTorchZip
+    } else {
+        Format::Npz
+    })
 }
 
 /// Parses a `--format` value.
@@ -98,7 +116,10 @@ pub fn format_from_name(name: &str) -> Option<Format> {
 pub fn open(path: &Path, format: Option<Format>) -> Result<Model> {
     let detected = detect(path);
     let format = match (format, detected) {
-        (Some(Format::PyTorchZip | Format::PyTorchLegacy), Ok(d @ (Format::PyTorchZip | Format::PyTorchLegacy))) => d,
+        (
+            Some(Format::PyTorchZip | Format::PyTorchLegacy),
+            Ok(d @ (Format::PyTorchZip | Format::PyTorchLegacy)),
+        ) => d,
         (Some(Format::Mat5), Ok(Format::Mat73)) => Format::Mat73,
         (Some(f), _) => f,
         (None, d) => d?,
@@ -114,6 +135,8 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Model> {
             path,
             "MATLAB v7.3 is HDF5; it is read through the Python package (h5py)",
         )),
-        Format::InMemory => Err(Error::Invalid("in-memory models are not opened from files".into())),
+        Format::InMemory => Err(Error::Invalid(
+            "in-memory models are not opened from files".into(),
+        )),
     }
 }

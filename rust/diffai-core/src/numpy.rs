@@ -30,9 +30,13 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 pub fn load_npy(path: &Path) -> Result<Model> {
     let map = map_file(path)?;
     let bytes: &[u8] = (*map).as_ref();
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let header = parse_header(bytes).map_err(|p| Error::format(path, p.message()))?;
-    let tensor = build_tensor(name, &map, 0, bytes.len(), &header).map_err(|p| Error::format(path, p.message()))?;
+    let tensor = build_tensor(name, &map, 0, bytes.len(), &header)
+        .map_err(|p| Error::format(path, p.message()))?;
     let mut model = Model::new(Format::Npy);
     model.tensors.push(tensor);
     Ok(model)
@@ -47,9 +51,9 @@ pub fn load_npz(path: &Path) -> Result<Model> {
     let mut model = Model::new(Format::Npz);
     for index in 0..archive.len() {
         let (entry_name, method, encrypted, is_dir, data_start, compressed, size) = {
-            let entry = archive
-                .by_index_raw(index)
-                .map_err(|e| Error::format(path, format!("damaged zip archive (entry {index}): {e}")))?;
+            let entry = archive.by_index_raw(index).map_err(|e| {
+                Error::format(path, format!("damaged zip archive (entry {index}): {e}"))
+            })?;
             (
                 entry.name().to_string(),
                 entry.compression(),
@@ -64,21 +68,32 @@ pub fn load_npz(path: &Path) -> Result<Model> {
             continue;
         }
         let Some(key) = entry_name.strip_suffix(".npy") else {
-            model.skipped.push(Skipped { name: entry_name, reason: "not a .npy array".into() });
+            model.skipped.push(Skipped {
+                name: entry_name,
+                reason: "not a .npy array".into(),
+            });
             continue;
         };
         let key = key.to_string();
         if encrypted {
-            model.skipped.push(Skipped { name: key, reason: "encrypted zip entry".into() });
+            model.skipped.push(Skipped {
+                name: key,
+                reason: "encrypted zip entry".into(),
+            });
             continue;
         }
-        let entry_err = |p: Problem| Error::format(path, format!("entry {entry_name}: {}", p.message()));
+        let entry_err =
+            |p: Problem| Error::format(path, format!("entry {entry_name}: {}", p.message()));
         let outcome = match method {
             zip::CompressionMethod::Stored => {
                 let start = usize::try_from(data_start).ok();
                 let len = usize::try_from(compressed).ok();
                 let range = match (start, len) {
-                    (Some(s), Some(l)) if s.checked_add(l).is_some_and(|end| end <= bytes.len()) => s..s + l,
+                    (Some(s), Some(l))
+                        if s.checked_add(l).is_some_and(|end| end <= bytes.len()) =>
+                    {
+                        s..s + l
+                    }
                     _ => {
                         return Err(entry_err(Problem::Bad(
                             "entry data runs past the end of the archive (truncated?)".into(),
@@ -89,12 +104,16 @@ pub fn load_npz(path: &Path) -> Result<Model> {
                     .and_then(|h| build_tensor(key.clone(), &map, range.start, range.len(), &h))
             }
             zip::CompressionMethod::Deflated => {
-                let data = inflate(&mut archive, index, size).map_err(|e| entry_err(Problem::Bad(e)))?;
+                let data =
+                    inflate(&mut archive, index, size).map_err(|e| entry_err(Problem::Bad(e)))?;
                 let len = data.len();
                 let owner: Owner = Arc::new(data);
-                parse_header((*owner).as_ref()).and_then(|h| build_tensor(key.clone(), &owner, 0, len, &h))
+                parse_header((*owner).as_ref())
+                    .and_then(|h| build_tensor(key.clone(), &owner, 0, len, &h))
             }
-            other => Err(Problem::Unsupported(format!("zip compression method {other} is not supported"))),
+            other => Err(Problem::Unsupported(format!(
+                "zip compression method {other} is not supported"
+            ))),
         };
         match outcome {
             Ok(tensor) => model.tensors.push(tensor),
@@ -111,12 +130,20 @@ fn inflate(
     index: usize,
     size: u64,
 ) -> std::result::Result<Vec<u8>, String> {
-    let entry = archive.by_index(index).map_err(|e| format!("cannot read entry: {e}"))?;
+    let entry = archive
+        .by_index(index)
+        .map_err(|e| format!("cannot read entry: {e}"))?;
     // Never trust the declared size for more than a first allocation.
     let mut data = Vec::with_capacity(size.min(1 << 26) as usize);
-    entry.take(size.saturating_add(1)).read_to_end(&mut data).map_err(|e| format!("cannot decompress entry: {e}"))?;
+    entry
+        .take(size.saturating_add(1))
+        .read_to_end(&mut data)
+        .map_err(|e| format!("cannot decompress entry: {e}"))?;
     if data.len() as u64 != size {
-        return Err(format!("entry decompresses to {} bytes, its header says {size}", data.len()));
+        return Err(format!(
+            "entry decompresses to {} bytes, its header says {size}",
+            data.len()
+        ));
     }
     Ok(data)
 }
@@ -159,25 +186,44 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, Problem> {
     let (header_len, prefix) = match major {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 => {
-            let raw = bytes.get(8..12).ok_or_else(|| Problem::Bad("file ends inside the header length".into()))?;
-            (u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize, 12)
+            let raw = bytes
+                .get(8..12)
+                .ok_or_else(|| Problem::Bad("file ends inside the header length".into()))?;
+            (
+                u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]) as usize,
+                12,
+            )
         }
-        _ => return Err(Problem::Bad(format!("unknown format version {major}.{minor}"))),
+        _ => {
+            return Err(Problem::Bad(format!(
+                "unknown format version {major}.{minor}"
+            )))
+        }
     };
     let data_start = prefix + header_len;
     let raw = bytes.get(prefix..data_start).ok_or_else(|| {
-        Problem::Bad(format!("header says it is {header_len} bytes long but the file ends first (truncated?)"))
+        Problem::Bad(format!(
+            "header says it is {header_len} bytes long but the file ends first (truncated?)"
+        ))
     })?;
     let text: String = if major == 3 {
-        std::str::from_utf8(raw).map_err(|_| Problem::Bad("version 3.0 header is not UTF-8".into()))?.to_string()
+        std::str::from_utf8(raw)
+            .map_err(|_| Problem::Bad("version 3.0 header is not UTF-8".into()))?
+            .to_string()
     } else {
         // Versions 1.0 and 2.0 are latin-1.
         raw.iter().map(|&b| b as char).collect()
     };
-    let dict = parse_dict(&text).map_err(|e| Problem::Bad(format!("header {:?}: {e}", shorten(&text))))?;
-    let get = |key: &str| dict.iter().find(|(k, _, _)| k == key).map(|(_, v, raw)| (v, raw.as_str()));
+    let dict =
+        parse_dict(&text).map_err(|e| Problem::Bad(format!("header {:?}: {e}", shorten(&text))))?;
+    let get = |key: &str| {
+        dict.iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, v, raw)| (v, raw.as_str()))
+    };
 
-    let (descr, descr_raw) = get("descr").ok_or_else(|| Problem::Bad("header has no 'descr'".into()))?;
+    let (descr, descr_raw) =
+        get("descr").ok_or_else(|| Problem::Bad("header has no 'descr'".into()))?;
     let (dtype, big_endian) = match descr {
         Lit::Str(s) => parse_descr(s)?,
         Lit::List(_) | Lit::Tuple(_) => {
@@ -190,7 +236,11 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, Problem> {
     };
     let fortran = match get("fortran_order") {
         Some((Lit::Bool(b), _)) => *b,
-        Some((_, raw)) => return Err(Problem::Bad(format!("'fortran_order' is {raw}, not True/False"))),
+        Some((_, raw)) => {
+            return Err(Problem::Bad(format!(
+                "'fortran_order' is {raw}, not True/False"
+            )))
+        }
         None => return Err(Problem::Bad("header has no 'fortran_order'".into())),
     };
     let shape = match get("shape") {
@@ -198,7 +248,9 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, Problem> {
             .iter()
             .map(|d| match d {
                 Lit::Int(n) if *n >= 0 && *n <= usize::MAX as i128 => Ok(*n as usize),
-                _ => Err(Problem::Bad(format!("'shape' {raw} is not a tuple of non-negative integers"))),
+                _ => Err(Problem::Bad(format!(
+                    "'shape' {raw} is not a tuple of non-negative integers"
+                ))),
             })
             .collect::<std::result::Result<Vec<_>, _>>()?,
         Some((_, raw)) => return Err(Problem::Bad(format!("'shape' is {raw}, not a tuple"))),
@@ -208,7 +260,14 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, Problem> {
         .iter()
         .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| Problem::Bad(format!("shape {shape:?} is too large")))?;
-    Ok(Header { dtype, big_endian, fortran, shape, data_start, nbytes })
+    Ok(Header {
+        dtype,
+        big_endian,
+        fortran,
+        shape,
+        data_start,
+        nbytes,
+    })
 }
 
 /// `'<f4'` -> (F32, little-endian); unsupported kinds are named in the error.
@@ -241,7 +300,10 @@ fn parse_descr(descr: &str) -> std::result::Result<(DType, bool), Problem> {
                 Some('M' | 'm') => "datetime/timedelta arrays are not read",
                 _ => "unknown dtype",
             };
-            return Err(Problem::Unsupported(format!("unsupported dtype '{}' ({what})", shorten(descr))));
+            return Err(Problem::Unsupported(format!(
+                "unsupported dtype '{}' ({what})",
+                shorten(descr)
+            )));
         }
     };
     Ok((dtype, big))
@@ -319,7 +381,11 @@ const MAX_DEPTH: usize = 32;
 
 /// Parses `{'key': value, ...}` into (key, value, value's source text).
 fn parse_dict(text: &str) -> std::result::Result<Vec<(String, Lit, String)>, String> {
-    let mut p = LitParser { s: text.as_bytes(), text, pos: 0 };
+    let mut p = LitParser {
+        s: text.as_bytes(),
+        text,
+        pos: 0,
+    };
     p.skip_ws();
     p.expect(b'{')?;
     let mut out = Vec::new();
@@ -366,7 +432,10 @@ impl LitParser<'_> {
     }
 
     fn skip_ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'\x00')) {
+        while matches!(
+            self.peek(),
+            Some(b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' | b'\x00')
+        ) {
             self.pos += 1;
         }
     }
@@ -453,7 +522,11 @@ impl LitParser<'_> {
     }
 
     /// Items up to `close`; also says whether the last item was followed by a comma.
-    fn sequence(&mut self, close: u8, depth: usize) -> std::result::Result<(Vec<Lit>, bool), String> {
+    fn sequence(
+        &mut self,
+        close: u8,
+        depth: usize,
+    ) -> std::result::Result<(Vec<Lit>, bool), String> {
         let mut items = Vec::new();
         let mut trailing_comma = false;
         loop {
@@ -490,10 +563,13 @@ impl LitParser<'_> {
         if matches!(self.peek(), Some(b'L' | b'l')) {
             self.pos += 1;
         }
-        if matches!(self.peek(), Some(c) if c == b'.' || c == b'e' || c == b'E' || c.is_ascii_alphanumeric()) {
+        if matches!(self.peek(), Some(c) if c == b'.' || c == b'e' || c == b'E' || c.is_ascii_alphanumeric())
+        {
             return Err(format!("malformed integer at byte {start}"));
         }
-        let n: i128 = digits.parse().map_err(|_| format!("integer too large at byte {start}"))?;
+        let n: i128 = digits
+            .parse()
+            .map_err(|_| format!("integer too large at byte {start}"))?;
         Ok(Lit::Int(if negative { -n } else { n }))
     }
 
@@ -535,12 +611,14 @@ mod tests {
 
     #[test]
     fn header_dict_parses() {
-        let d = parse_dict("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }        \n").unwrap();
+        let d = parse_dict("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }        \n")
+            .unwrap();
         assert_eq!(d[0].0, "descr");
         assert_eq!(d[0].1, Lit::Str("<f4".into()));
         assert_eq!(d[1].1, Lit::Bool(false));
         assert_eq!(d[2].1, Lit::Tuple(vec![Lit::Int(3), Lit::Int(4)]));
-        let d = parse_dict("{\"shape\": (5L,), \"descr\": [('a', '<i4'), ('b', '<f8', (2,))]}").unwrap();
+        let d = parse_dict("{\"shape\": (5L,), \"descr\": [('a', '<i4'), ('b', '<f8', (2,))]}")
+            .unwrap();
         assert_eq!(d[0].1, Lit::Tuple(vec![Lit::Int(5)]));
         assert!(matches!(d[1].1, Lit::List(_)));
         let d = parse_dict("{'shape': ()}").unwrap();
@@ -553,7 +631,17 @@ mod tests {
         for cut in 0..=base.len() {
             let _ = parse_dict(&base[..cut]);
         }
-        for bad in ["", "{", "{'a'", "{'a':", "{1: 2}", "{'a': (((((", "{'a': 'x\\", "{'a': é}", "{'shape': (-)}"] {
+        for bad in [
+            "",
+            "{",
+            "{'a'",
+            "{'a':",
+            "{1: 2}",
+            "{'a': (((((",
+            "{'a': 'x\\",
+            "{'a': é}",
+            "{'shape': (-)}",
+        ] {
             assert!(parse_dict(bad).is_err(), "{bad}");
         }
         let deep = format!("{{'a': {}{}}}", "(".repeat(1000), ")".repeat(1000));
@@ -565,7 +653,12 @@ mod tests {
         assert_eq!(parse_descr("<f2").unwrap(), (DType::F16, false));
         assert_eq!(parse_descr(">i8").unwrap(), (DType::I64, true));
         assert_eq!(parse_descr("|b1").unwrap(), (DType::Bool, false));
-        for (d, word) in [("<c8", "complex"), ("|O", "object"), ("<U5", "string"), ("<f16", "extended")] {
+        for (d, word) in [
+            ("<c8", "complex"),
+            ("|O", "object"),
+            ("<U5", "string"),
+            ("<f16", "extended"),
+        ] {
             match parse_descr(d) {
                 Err(Problem::Unsupported(m)) => assert!(m.contains(d) && m.contains(word), "{m}"),
                 other => panic!("{d}: {other:?}"),

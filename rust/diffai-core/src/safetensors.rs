@@ -22,12 +22,17 @@ pub fn load(path: &Path) -> Result<Model> {
         .ok_or_else(|| bad("file is shorter than the 8-byte header length".into()))?;
     let header_len = u64::from_le_bytes(len_field);
     if header_len > MAX_HEADER {
-        return Err(bad(format!("header length field says {header_len} bytes, over the format's 100 MB limit")));
+        return Err(bad(format!(
+            "header length field says {header_len} bytes, over the format's 100 MB limit"
+        )));
     }
     let data_start = 8 + header_len as usize;
-    let header = bytes
-        .get(8..data_start)
-        .ok_or_else(|| bad(format!("header of {header_len} bytes runs past the end of the {}-byte file (truncated?)", bytes.len())))?;
+    let header = bytes.get(8..data_start).ok_or_else(|| {
+        bad(format!(
+            "header of {header_len} bytes runs past the end of the {}-byte file (truncated?)",
+            bytes.len()
+        ))
+    })?;
     let header: serde_json::Map<String, Value> = serde_json::from_slice(header)
         .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
     let data_len = bytes.len() - data_start;
@@ -36,10 +41,19 @@ pub fn load(path: &Path) -> Result<Model> {
     let mut entries = Vec::new();
     for (name, info) in header {
         if name == "__metadata__" {
-            let meta = info.as_object().ok_or_else(|| bad("__metadata__ is not an object".into()))?;
+            let meta = info
+                .as_object()
+                .ok_or_else(|| bad("__metadata__ is not an object".into()))?;
             model.metadata = meta
                 .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
                 .collect();
             continue;
         }
@@ -75,7 +89,10 @@ pub fn load(path: &Path) -> Result<Model> {
                 }
                 model.tensors.push(t);
             }
-            Err(other) => model.skipped.push(Skipped { name, reason: format!("dtype {other} is not supported") }),
+            Err(other) => model.skipped.push(Skipped {
+                name,
+                reason: format!("dtype {other} is not supported"),
+            }),
         }
     }
     model.metadata.sort();
@@ -91,24 +108,46 @@ struct Entry {
 
 impl Entry {
     fn parse(info: &Value) -> std::result::Result<Entry, String> {
-        let dtype = info.get("dtype").and_then(Value::as_str).ok_or("no dtype")?;
+        let dtype = info
+            .get("dtype")
+            .and_then(Value::as_str)
+            .ok_or("no dtype")?;
         let shape = info
             .get("shape")
             .and_then(Value::as_array)
             .ok_or("no shape")?
             .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()).ok_or("shape holds a non-integer"))
+            .map(|d| {
+                d.as_u64()
+                    .and_then(|d| usize::try_from(d).ok())
+                    .ok_or("shape holds a non-integer")
+            })
             .collect::<std::result::Result<Vec<usize>, _>>()?;
-        let offsets = info.get("data_offsets").and_then(Value::as_array).ok_or("no data_offsets")?;
+        let offsets = info
+            .get("data_offsets")
+            .and_then(Value::as_array)
+            .ok_or("no data_offsets")?;
         let offset = |i: usize| {
-            offsets.get(i).and_then(Value::as_u64).and_then(|v| usize::try_from(v).ok()).ok_or("data_offsets are not two integers")
+            offsets
+                .get(i)
+                .and_then(Value::as_u64)
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or("data_offsets are not two integers")
         };
         let (begin, end) = (offset(0)?, offset(1)?);
         if offsets.len() != 2 || end < begin {
             return Err("data_offsets are not an ordered pair".into());
         }
-        shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or("shape overflows")?;
-        Ok(Entry { dtype: dtype_of(dtype).ok_or_else(|| dtype.to_string()), shape, begin, end })
+        shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or("shape overflows")?;
+        Ok(Entry {
+            dtype: dtype_of(dtype).ok_or_else(|| dtype.to_string()),
+            shape,
+            begin,
+            end,
+        })
     }
 }
 

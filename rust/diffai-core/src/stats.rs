@@ -193,7 +193,12 @@ impl<'a> View<'a> {
         t.check_bounds().map_err(Error::Invalid)?;
         let numel = t.numel();
         Ok(match t.contiguous_bytes() {
-            Some(bytes) => View { dtype: t.dtype, numel, bytes, strided: None },
+            Some(bytes) => View {
+                dtype: t.dtype,
+                numel,
+                bytes,
+                strided: None,
+            },
             None => View {
                 dtype: t.dtype,
                 numel,
@@ -201,7 +206,10 @@ impl<'a> View<'a> {
                 strided: Some(Strided {
                     offset: t.offset,
                     shape: t.shape.clone(),
-                    strides: t.strides.clone().unwrap_or_else(|| Tensor::c_strides(&t.shape)),
+                    strides: t
+                        .strides
+                        .clone()
+                        .unwrap_or_else(|| Tensor::c_strides(&t.shape)),
                 }),
             },
         })
@@ -211,7 +219,11 @@ impl<'a> View<'a> {
     fn decode(&self, start: usize, out: &mut [f64]) {
         let size = self.dtype.size();
         match &self.strided {
-            None => decode_contiguous(self.dtype, &self.bytes[start * size..(start + out.len()) * size], out),
+            None => decode_contiguous(
+                self.dtype,
+                &self.bytes[start * size..(start + out.len()) * size],
+                out,
+            ),
             Some(s) => {
                 // Walk the multi-index in C order from `start`.
                 let nd = s.shape.len();
@@ -222,8 +234,17 @@ impl<'a> View<'a> {
                     rem /= s.shape[d];
                 }
                 for o in out.iter_mut() {
-                    let pos = s.offset + idx.iter().zip(&s.strides).map(|(i, st)| i * st).sum::<usize>();
-                    decode_contiguous(self.dtype, &self.bytes[pos * size..(pos + 1) * size], std::slice::from_mut(o));
+                    let pos = s.offset
+                        + idx
+                            .iter()
+                            .zip(&s.strides)
+                            .map(|(i, st)| i * st)
+                            .sum::<usize>();
+                    decode_contiguous(
+                        self.dtype,
+                        &self.bytes[pos * size..(pos + 1) * size],
+                        std::slice::from_mut(o),
+                    );
                     for d in (0..nd).rev() {
                         idx[d] += 1;
                         if idx[d] < s.shape[d] {
@@ -307,12 +328,19 @@ unsafe fn decode_f16_f16c(bytes: &[u8], out: &mut [f64]) {
         // SAFETY: i + 8 <= n keeps the 16-byte load and the two 4-lane stores in bounds.
         let halves = _mm_loadu_si128(bytes.as_ptr().add(2 * i) as *const __m128i);
         let singles = _mm256_cvtph_ps(halves);
-        _mm256_storeu_pd(out.as_mut_ptr().add(i), _mm256_cvtps_pd(_mm256_castps256_ps128(singles)));
-        _mm256_storeu_pd(out.as_mut_ptr().add(i + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(singles, 1)));
+        _mm256_storeu_pd(
+            out.as_mut_ptr().add(i),
+            _mm256_cvtps_pd(_mm256_castps256_ps128(singles)),
+        );
+        _mm256_storeu_pd(
+            out.as_mut_ptr().add(i + 4),
+            _mm256_cvtps_pd(_mm256_extractf128_ps(singles, 1)),
+        );
         i += 8;
     }
     for j in i..n {
-        out[j] = half::f16::from_bits(u16::from_le_bytes([bytes[2 * j], bytes[2 * j + 1]])).to_f64();
+        out[j] =
+            half::f16::from_bits(u16::from_le_bytes([bytes[2 * j], bytes[2 * j + 1]])).to_f64();
     }
 }
 
@@ -336,7 +364,11 @@ fn fp8_table(dtype: DType) -> &'static [f32; 256] {
             let man = b & ((1 << man_bits) - 1);
             let frac = man as f32 / (1u32 << man_bits) as f32;
             *v = if ieee_specials && exp == exp_max {
-                if man == 0 { sign * f32::INFINITY } else { f32::NAN }
+                if man == 0 {
+                    sign * f32::INFINITY
+                } else {
+                    f32::NAN
+                }
             } else if !ieee_specials && exp == exp_max && man == (1 << man_bits) - 1 {
                 f32::NAN
             } else if exp == 0 {
@@ -354,12 +386,20 @@ fn fp8_table(dtype: DType) -> &'static [f32; 256] {
 
 #[inline(always)]
 fn lt(a: f64, b: f64) -> f64 {
-    if a < b { a } else { b }
+    if a < b {
+        a
+    } else {
+        b
+    }
 }
 
 #[inline(always)]
 fn gt(a: f64, b: f64) -> f64 {
-    if a > b { a } else { b }
+    if a > b {
+        a
+    } else {
+        b
+    }
 }
 
 /// Statistics of a block; the fast path assumes finite values and reports failure otherwise.
@@ -368,7 +408,10 @@ fn block_stats(x: &[f64]) -> TensorStats {
     if let Some(s) = block_stats_finite(x) {
         return s;
     }
-    let mut s = TensorStats { numel: x.len() as u64, ..TensorStats::default() };
+    let mut s = TensorStats {
+        numel: x.len() as u64,
+        ..TensorStats::default()
+    };
     let shift = x.iter().copied().find(|v| v.is_finite()).unwrap_or(0.0);
     let (mut s1, mut s2) = (0.0, 0.0);
     for &v in x {
@@ -446,7 +489,10 @@ fn block_stats_finite(x: &[f64]) -> Option<TensorStats> {
 #[inline(always)]
 fn block_pair(a: &[f64], b: &[f64], eps: f64) -> PairStats {
     block_pair_finite(a, b, eps).unwrap_or_else(|| {
-        let mut p = PairStats { numel: a.len() as u64, ..PairStats::default() };
+        let mut p = PairStats {
+            numel: a.len() as u64,
+            ..PairStats::default()
+        };
         for (&x, &y) in a.iter().zip(b) {
             if x.is_finite() && y.is_finite() {
                 let d = (y - x).abs();
@@ -519,7 +565,9 @@ fn block_pair_finite(a: &[f64], b: &[f64], eps: f64) -> Option<PairStats> {
 fn cpu_has_avx2() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     })
 }
 
@@ -538,10 +586,20 @@ fn chunk_stats_body(v: &View, start: usize, end: usize) -> TensorStats {
 }
 
 #[inline(always)]
-fn chunk_pair_body(va: &View, vb: &View, start: usize, end: usize, eps: f64) -> (TensorStats, TensorStats, PairStats) {
+fn chunk_pair_body(
+    va: &View,
+    vb: &View,
+    start: usize,
+    end: usize,
+    eps: f64,
+) -> (TensorStats, TensorStats, PairStats) {
     let mut ba = [0f64; BLOCK];
     let mut bb = [0f64; BLOCK];
-    let (mut sa, mut sb, mut p) = (TensorStats::default(), TensorStats::default(), PairStats::default());
+    let (mut sa, mut sb, mut p) = (
+        TensorStats::default(),
+        TensorStats::default(),
+        PairStats::default(),
+    );
     let mut i = start;
     while i < end {
         let n = BLOCK.min(end - i);
@@ -563,7 +621,13 @@ unsafe fn chunk_stats_avx2(v: &View, start: usize, end: usize) -> TensorStats {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn chunk_pair_avx2(va: &View, vb: &View, start: usize, end: usize, eps: f64) -> (TensorStats, TensorStats, PairStats) {
+unsafe fn chunk_pair_avx2(
+    va: &View,
+    vb: &View,
+    start: usize,
+    end: usize,
+    eps: f64,
+) -> (TensorStats, TensorStats, PairStats) {
     chunk_pair_body(va, vb, start, end, eps)
 }
 
@@ -576,7 +640,13 @@ fn chunk_stats(v: &View, start: usize, end: usize) -> TensorStats {
     chunk_stats_body(v, start, end)
 }
 
-fn chunk_pair(va: &View, vb: &View, start: usize, end: usize, eps: f64) -> (TensorStats, TensorStats, PairStats) {
+fn chunk_pair(
+    va: &View,
+    vb: &View,
+    start: usize,
+    end: usize,
+    eps: f64,
+) -> (TensorStats, TensorStats, PairStats) {
     #[cfg(target_arch = "x86_64")]
     if cpu_has_avx2() {
         // SAFETY: the CPU supports every feature the function was compiled for.
@@ -586,7 +656,9 @@ fn chunk_pair(va: &View, vb: &View, start: usize, end: usize, eps: f64) -> (Tens
 }
 
 fn chunk_ranges(numel: usize) -> impl IndexedParallelIterator<Item = (usize, usize)> {
-    (0..numel.div_ceil(CHUNK)).into_par_iter().map(move |c| (c * CHUNK, ((c + 1) * CHUNK).min(numel)))
+    (0..numel.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(move |c| (c * CHUNK, ((c + 1) * CHUNK).min(numel)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -611,7 +683,12 @@ pub fn tensor_stats(t: &Tensor, ctl: &Control) -> Result<TensorStats> {
 
 /// Statistics of both tensors and of their elementwise difference, in one pass over both.
 /// The tensors must hold the same number of elements (compared in logical C order).
-pub fn pair_stats(a: &Tensor, b: &Tensor, epsilon: f64, ctl: &Control) -> Result<(TensorStats, TensorStats, PairStats)> {
+pub fn pair_stats(
+    a: &Tensor,
+    b: &Tensor,
+    epsilon: f64,
+    ctl: &Control,
+) -> Result<(TensorStats, TensorStats, PairStats)> {
     let (va, vb) = (View::new(a)?, View::new(b)?);
     if va.numel != vb.numel {
         return Err(Error::Invalid(format!(
@@ -628,7 +705,11 @@ pub fn pair_stats(a: &Tensor, b: &Tensor, epsilon: f64, ctl: &Control) -> Result
             Ok(r)
         })
         .collect::<Result<_>>()?;
-    let (mut sa, mut sb, mut p) = (TensorStats::default(), TensorStats::default(), PairStats::default());
+    let (mut sa, mut sb, mut p) = (
+        TensorStats::default(),
+        TensorStats::default(),
+        PairStats::default(),
+    );
     for (x, y, z) in &parts {
         sa.merge(x);
         sb.merge(y);
@@ -641,10 +722,16 @@ pub fn pair_stats(a: &Tensor, b: &Tensor, epsilon: f64, ctl: &Control) -> Result
 /// counted; the last bin includes `hi`).
 pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Result<Vec<u64>> {
     if bins == 0 || !(hi >= lo) || !lo.is_finite() || !hi.is_finite() {
-        return Err(Error::Invalid(format!("histogram needs bins > 0 and finite lo <= hi, got {bins}, {lo}, {hi}")));
+        return Err(Error::Invalid(format!(
+            "histogram needs bins > 0 and finite lo <= hi, got {bins}, {lo}, {hi}"
+        )));
     }
     let v = View::new(t)?;
-    let width = if hi > lo { (hi - lo) / bins as f64 } else { 1.0 };
+    let width = if hi > lo {
+        (hi - lo) / bins as f64
+    } else {
+        1.0
+    };
     let parts: Vec<Vec<u64>> = chunk_ranges(v.numel)
         .map(|(s, e)| {
             ctl.check()?;
@@ -676,7 +763,9 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
 pub fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
     let v = View::new(t)?;
     let mut out = vec![0f64; v.numel];
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| v.decode(c * CHUNK, o));
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, o)| v.decode(c * CHUNK, o));
     Ok(out)
 }
 
@@ -687,7 +776,12 @@ mod tests {
 
     fn f32_tensor(values: &[f32]) -> Tensor {
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Tensor::contiguous("t".into(), DType::F32, vec![values.len()], Storage::from_vec(bytes))
+        Tensor::contiguous(
+            "t".into(),
+            DType::F32,
+            vec![values.len()],
+            Storage::from_vec(bytes),
+        )
     }
 
     fn reference(values: &[f64]) -> (f64, f64) {
@@ -701,7 +795,9 @@ mod tests {
     #[test]
     fn stats_match_two_pass_reference_across_chunks_with_nan_and_inf() {
         let n = CHUNK * 2 + 777;
-        let mut vals: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 3.0).collect();
+        let mut vals: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 3.0)
+            .collect();
         vals[5] = f32::NAN;
         vals[CHUNK + 3] = f32::INFINITY;
         vals[n - 1] = f32::NEG_INFINITY;
@@ -713,15 +809,28 @@ mod tests {
         assert!((s.mean().unwrap() - mean).abs() < 1e-12);
         assert!((s.std().unwrap() - std).abs() / std < 1e-12);
         assert_eq!(s.min().unwrap(), -3.0);
-        assert_eq!(s.max().unwrap(), as64.iter().copied().filter(|v| v.is_finite()).fold(f64::MIN, f64::max));
+        assert_eq!(
+            s.max().unwrap(),
+            as64.iter()
+                .copied()
+                .filter(|v| v.is_finite())
+                .fold(f64::MIN, f64::max)
+        );
     }
 
     #[test]
     fn variance_is_accurate_with_a_large_mean() {
-        let vals: Vec<f32> = (0..100_001).map(|i| 1.0e6 + ((i % 17) as f32 - 8.0) * 0.125).collect();
+        let vals: Vec<f32> = (0..100_001)
+            .map(|i| 1.0e6 + ((i % 17) as f32 - 8.0) * 0.125)
+            .collect();
         let s = tensor_stats(&f32_tensor(&vals), &Control::default()).unwrap();
         let (_, std) = reference(&vals.iter().map(|&v| v as f64).collect::<Vec<_>>());
-        assert!((s.std().unwrap() - std).abs() / std < 1e-9, "{} vs {}", s.std().unwrap(), std);
+        assert!(
+            (s.std().unwrap() - std).abs() / std < 1e-9,
+            "{} vs {}",
+            s.std().unwrap(),
+            std
+        );
     }
 
     #[test]
@@ -729,11 +838,16 @@ mod tests {
         let a: Vec<f32> = (0..5000).map(|i| i as f32).collect();
         let mut b = a.clone();
         b.swap(10, 20);
-        let (sa, sb, p) = pair_stats(&f32_tensor(&a), &f32_tensor(&b), 0.0, &Control::default()).unwrap();
+        let (sa, sb, p) =
+            pair_stats(&f32_tensor(&a), &f32_tensor(&b), 0.0, &Control::default()).unwrap();
         assert_eq!(sa.mean, sb.mean);
         assert_eq!(p.diff_count, 2);
         assert_eq!(p.max_abs_diff, 10.0);
-        let norm_a: f64 = a.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
+        let norm_a: f64 = a
+            .iter()
+            .map(|&v| (v as f64) * (v as f64))
+            .sum::<f64>()
+            .sqrt();
         assert!((p.rel_l2().unwrap() - (200f64).sqrt() / norm_a).abs() < 1e-15);
     }
 

@@ -21,7 +21,10 @@ impl Storage {
 
     pub fn from_vec(bytes: Vec<u8>) -> Self {
         let len = bytes.len();
-        Storage { owner: Arc::new(bytes), range: 0..len }
+        Storage {
+            owner: Arc::new(bytes),
+            range: 0..len,
+        }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -58,7 +61,14 @@ pub struct Tensor {
 impl Tensor {
     /// A C-contiguous tensor covering `storage` from its start.
     pub fn contiguous(name: String, dtype: DType, shape: Vec<usize>, storage: Storage) -> Self {
-        Tensor { name, dtype, shape, storage, offset: 0, strides: None }
+        Tensor {
+            name,
+            dtype,
+            shape,
+            storage,
+            offset: 0,
+            strides: None,
+        }
     }
 
     pub fn numel(&self) -> usize {
@@ -103,9 +113,17 @@ impl Tensor {
         if n == 0 {
             return Ok(());
         }
-        let strides = self.strides.clone().unwrap_or_else(|| Tensor::c_strides(&self.shape));
+        let strides = self
+            .strides
+            .clone()
+            .unwrap_or_else(|| Tensor::c_strides(&self.shape));
         if strides.len() != self.shape.len() {
-            return Err(format!("{}: {} strides for {} dimensions", self.name, strides.len(), self.shape.len()));
+            return Err(format!(
+                "{}: {} strides for {} dimensions",
+                self.name,
+                strides.len(),
+                self.shape.len()
+            ));
         }
         let mut last = self.offset as u128;
         for (&dim, &stride) in self.shape.iter().zip(&strides) {
@@ -184,6 +202,12 @@ pub struct Model {
 
 impl Model {
     pub fn new(format: Format) -> Self {
-        Model { format, tensors: Vec::new(), scalars: Vec::new(), metadata: Vec::new(), skipped: Vec::new() }
+        Model {
+            format,
+            tensors: Vec::new(),
+            scalars: Vec::new(),
+            metadata: Vec::new(),
+            skipped: Vec::new(),
+        }
     }
 }

@@ -6,7 +6,6 @@ mod common;
 
 use common::{check_model, data_dir, expected, values};
 
-
 #[test]
 fn matlab_every_file_matches_expected() {
     let expected = expected("matlab");
@@ -21,7 +20,10 @@ fn matlab_every_file_matches_expected() {
                 Err(e) => {
                     let msg = e.to_string();
                     eprintln!("{msg}");
-                    assert!(msg.contains(err_text), "{file}: error {msg:?} does not contain {err_text:?}");
+                    assert!(
+                        msg.contains(err_text),
+                        "{file}: error {msg:?} does not contain {err_text:?}"
+                    );
                 }
             }
             continue;
@@ -55,11 +57,21 @@ fn matlab_layout_and_reasons() {
     assert_eq!((row.shape.clone(), row.strides.clone()), (vec![1, 5], None));
     let cube = m.tensors.iter().find(|t| t.name == "cube").unwrap();
     assert_eq!(cube.strides, Some(vec![1, 2, 6]));
-    let reason = |name: &str| m.skipped.iter().find(|s| s.name == name).unwrap().reason.clone();
+    let reason = |name: &str| {
+        m.skipped
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .reason
+            .clone()
+    };
     assert!(reason("z").contains("complex"), "{}", reason("z"));
     assert!(reason("cel").contains("cell"), "{}", reason("cel"));
     assert!(reason("sp").contains("sparse"), "{}", reason("sp"));
-    assert_eq!(m.tensors.iter().find(|t| t.name == "mask").unwrap().dtype, DType::Bool);
+    assert_eq!(
+        m.tensors.iter().find(|t| t.name == "mask").unwrap().dtype,
+        DType::Bool
+    );
 }
 
 /// A little-endian MAT-file builder for structures the Python generator cannot easily make.
@@ -77,7 +89,12 @@ fn head(class: u32, dims: &[i32], name: &str) -> Vec<u8> {
     flags.extend_from_slice(&class.to_le_bytes());
     flags.extend_from_slice(&0u32.to_le_bytes());
     let dims: Vec<u8> = dims.iter().flat_map(|d| d.to_le_bytes()).collect();
-    [element(6, &flags), element(5, &dims), element(1, name.as_bytes())].concat()
+    [
+        element(6, &flags),
+        element(5, &dims),
+        element(1, name.as_bytes()),
+    ]
+    .concat()
 }
 
 /// `depth` structs nested in field `f`, the innermost holding a 1x1 double 42 in field `f`.
@@ -88,8 +105,13 @@ fn nested(depth: usize, name: &str) -> Vec<u8> {
     }
     let mut fname = b"f".to_vec();
     fname.resize(8, 0);
-    let body =
-        [head(2, &[1, 1], name), element(5, &8i32.to_le_bytes()), element(1, &fname), nested(depth - 1, "")].concat();
+    let body = [
+        head(2, &[1, 1], name),
+        element(5, &8i32.to_le_bytes()),
+        element(1, &fname),
+        nested(depth - 1, ""),
+    ]
+    .concat();
     element(14, &body)
 }
 
@@ -129,8 +151,20 @@ fn matlab_garbage_never_panics() {
             e.extend_from_slice(&u32::MAX.to_le_bytes());
             e
         },
-        ((7u32 << 16) | 2).to_le_bytes().iter().chain(&[0u8; 4]).copied().collect(),
-        element(14, &[head(6, &[i32::MAX, i32::MAX, i32::MAX], "x"), element(9, &[0; 8])].concat()),
+        ((7u32 << 16) | 2)
+            .to_le_bytes()
+            .iter()
+            .chain(&[0u8; 4])
+            .copied()
+            .collect(),
+        element(
+            14,
+            &[
+                head(6, &[i32::MAX, i32::MAX, i32::MAX], "x"),
+                element(9, &[0; 8]),
+            ]
+            .concat(),
+        ),
         element(14, &[head(6, &[-1, 2], "x"), element(9, &[0; 8])].concat()),
         element(14, &[head(6, &[2, 2], "x"), element(9, &[0; 8])].concat()),
         element(15, b"not zlib at all"),

@@ -28,14 +28,27 @@ fn numpy_every_file_matches_expected() {
                 Err(e) => {
                     let msg = e.to_string();
                     eprintln!("{msg}");
-                    assert!(msg.contains(err_text), "{file}: error {msg:?} does not contain {err_text:?}");
-                    assert!(msg.contains(file.as_str()), "{file}: error {msg:?} does not name the file");
+                    assert!(
+                        msg.contains(err_text),
+                        "{file}: error {msg:?} does not contain {err_text:?}"
+                    );
+                    assert!(
+                        msg.contains(file.as_str()),
+                        "{file}: error {msg:?} does not name the file"
+                    );
                 }
             }
             continue;
         }
         let model = result.unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert_eq!(model.format, if file.ends_with(".npz") { Format::Npz } else { Format::Npy });
+        assert_eq!(
+            model.format,
+            if file.ends_with(".npz") {
+                Format::Npz
+            } else {
+                Format::Npy
+            }
+        );
         check_model(file, &model, want);
     }
 }
@@ -85,7 +98,11 @@ fn numpy_little_endian_data_is_not_copied() {
 fn numpy_skipped_entries_say_why() {
     let m = numpy::load_npz(&data_dir("numpy").join("stored.npz")).unwrap();
     let z = m.skipped.iter().find(|s| s.name == "z").unwrap();
-    assert!(z.reason.contains("<c16") && z.reason.contains("complex"), "{}", z.reason);
+    assert!(
+        z.reason.contains("<c16") && z.reason.contains("complex"),
+        "{}",
+        z.reason
+    );
     let o = m.skipped.iter().find(|s| s.name == "obj").unwrap();
     assert!(o.reason.contains("|O"), "{}", o.reason);
     let m = numpy::load_npz(&data_dir("numpy").join("mixed.npz")).unwrap();

@@ -16,7 +16,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-create_exception!(_core, DiffaiError, PyException, "A model file could not be read, or a request did not fit it.");
+create_exception!(
+    _core,
+    DiffaiError,
+    PyException,
+    "A model file could not be read, or a request did not fit it."
+);
 
 fn to_py_err(e: Error) -> PyErr {
     match e {
@@ -34,8 +39,16 @@ struct Model {
 
 impl Model {
     fn wrap(inner: CoreModel) -> Model {
-        let index = inner.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
-        Model { inner: Arc::new(inner), index }
+        let index = inner
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Model {
+            inner: Arc::new(inner),
+            index,
+        }
     }
 
     fn tensor(&self, name: &str) -> PyResult<Tensor> {
@@ -56,7 +69,11 @@ impl Model {
     /// `(name, dtype, shape, nbytes)` for every tensor, in file order.
     #[getter]
     fn tensors(&self) -> Vec<(String, &'static str, Vec<usize>, usize)> {
-        self.inner.tensors.iter().map(|t| (t.name.clone(), t.dtype.name(), t.shape.clone(), t.nbytes())).collect()
+        self.inner
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), t.dtype.name(), t.shape.clone(), t.nbytes()))
+            .collect()
     }
 
     #[getter]
@@ -85,7 +102,11 @@ impl Model {
     /// `(name, reason)` for entries found but not read as tensors or scalars.
     #[getter]
     fn skipped(&self) -> Vec<(String, String)> {
-        self.inner.skipped.iter().map(|s| (s.name.clone(), s.reason.clone())).collect()
+        self.inner
+            .skipped
+            .iter()
+            .map(|s| (s.name.clone(), s.reason.clone()))
+            .collect()
     }
 
     fn __len__(&self) -> usize {
@@ -93,7 +114,11 @@ impl Model {
     }
 
     fn __repr__(&self) -> String {
-        format!("<diffai._core.Model {} with {} tensors>", self.inner.format.name(), self.inner.tensors.len())
+        format!(
+            "<diffai._core.Model {} with {} tensors>",
+            self.inner.format.name(),
+            self.inner.tensors.len()
+        )
     }
 }
 
@@ -146,7 +171,9 @@ fn run<T: Send + 'static>(
                     .map(|s| s.to_string())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
-                return Err(DiffaiError::new_err(format!("internal error in diffai's Rust core (please report): {msg}")));
+                return Err(DiffaiError::new_err(format!(
+                    "internal error in diffai's Rust core (please report): {msg}"
+                )));
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Err(e) = py.check_signals() {
@@ -158,7 +185,9 @@ fn run<T: Send + 'static>(
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(DiffaiError::new_err("internal error: worker thread vanished"));
+                return Err(DiffaiError::new_err(
+                    "internal error: worker thread vanished",
+                ));
             }
         }
     }
@@ -166,7 +195,10 @@ fn run<T: Send + 'static>(
 
 fn pool(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(p) = pools.get(&threads) {
         return Ok(p.clone());
     }
@@ -217,10 +249,17 @@ fn from_buffers(items: Vec<(String, String, Vec<usize>, Bound<'_, PyAny>)>) -> P
         let buf = PyBuffer::<u8>::get(&obj)
             .map_err(|e| DiffaiError::new_err(format!("{name}: not a byte buffer: {e}")))?;
         if !buf.is_c_contiguous() {
-            return Err(DiffaiError::new_err(format!("{name}: buffer is not C-contiguous")));
+            return Err(DiffaiError::new_err(format!(
+                "{name}: buffer is not C-contiguous"
+            )));
         }
         let len = buf.len_bytes();
-        let t = Tensor::contiguous(name, dt, shape, Storage::new(Arc::new(PyBytesOwner(buf)), 0..len));
+        let t = Tensor::contiguous(
+            name,
+            dt,
+            shape,
+            Storage::new(Arc::new(PyBytesOwner(buf)), 0..len),
+        );
         if t.nbytes() != len {
             return Err(DiffaiError::new_err(format!(
                 "{}: shape {:?} of {} needs {} bytes, buffer has {len}",
@@ -276,10 +315,16 @@ fn tensor_stats<'py>(
     threads: usize,
     progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Vec<Bound<'py, PyDict>>> {
-    let tensors = names.iter().map(|n| model.tensor(n)).collect::<PyResult<Vec<_>>>()?;
+    let tensors = names
+        .iter()
+        .map(|n| model.tensor(n))
+        .collect::<PyResult<Vec<_>>>()?;
     let out = run(py, threads, progress, move |ctl| {
         use rayon::prelude::*;
-        tensors.par_iter().map(|t| stats::tensor_stats(t, ctl)).collect::<diffai_core::Result<Vec<_>>>()
+        tensors
+            .par_iter()
+            .map(|t| stats::tensor_stats(t, ctl))
+            .collect::<diffai_core::Result<Vec<_>>>()
     })?;
     out.iter().map(|s| stats_dict(py, s)).collect()
 }
@@ -303,17 +348,31 @@ fn pair_stats<'py>(
         .collect::<PyResult<Vec<_>>>()?;
     let out = run(py, threads, progress, move |ctl| {
         use rayon::prelude::*;
-        work.par_iter().map(|(x, y)| stats::pair_stats(x, y, epsilon, ctl)).collect::<diffai_core::Result<Vec<_>>>()
+        work.par_iter()
+            .map(|(x, y)| stats::pair_stats(x, y, epsilon, ctl))
+            .collect::<diffai_core::Result<Vec<_>>>()
     })?;
-    out.iter().map(|(x, y, p)| Ok((stats_dict(py, x)?, stats_dict(py, y)?, pair_dict(py, p)?))).collect()
+    out.iter()
+        .map(|(x, y, p)| Ok((stats_dict(py, x)?, stats_dict(py, y)?, pair_dict(py, p)?)))
+        .collect()
 }
 
 /// Counts of the finite elements of a tensor in `bins` equal bins over [lo, hi].
 #[pyfunction]
 #[pyo3(signature = (model, name, bins, lo, hi, threads=0))]
-fn histogram(py: Python<'_>, model: &Model, name: &str, bins: usize, lo: f64, hi: f64, threads: usize) -> PyResult<Vec<u64>> {
+fn histogram(
+    py: Python<'_>,
+    model: &Model,
+    name: &str,
+    bins: usize,
+    lo: f64,
+    hi: f64,
+    threads: usize,
+) -> PyResult<Vec<u64>> {
     let t = model.tensor(name)?;
-    run(py, threads, None, move |ctl| stats::histogram(&t, bins, lo, hi, ctl))
+    run(py, threads, None, move |ctl| {
+        stats::histogram(&t, bins, lo, hi, ctl)
+    })
 }
 
 /// A tensor's elements as little-endian f64 bytes in C order (for `numpy.frombuffer`).

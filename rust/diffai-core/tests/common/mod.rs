@@ -9,12 +9,19 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 pub fn data_dir(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(kind)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(kind)
 }
 
 pub fn expected(kind: &str) -> serde_json::Map<String, Value> {
-    let text = std::fs::read_to_string(data_dir(kind).join("expected.json")).expect("expected.json");
-    serde_json::from_str::<Value>(&text).unwrap().as_object().unwrap().clone()
+    let text =
+        std::fs::read_to_string(data_dir(kind).join("expected.json")).expect("expected.json");
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +53,10 @@ pub fn read_at(t: &Tensor, element: usize) -> V {
 
 /// Every element in logical C order, read through offset and strides.
 pub fn values(t: &Tensor) -> Vec<V> {
-    let strides = t.strides.clone().unwrap_or_else(|| Tensor::c_strides(&t.shape));
+    let strides = t
+        .strides
+        .clone()
+        .unwrap_or_else(|| Tensor::c_strides(&t.shape));
     assert_eq!(strides.len(), t.shape.len(), "{}", t.name);
     let n = t.numel();
     let mut out = Vec::with_capacity(n);
@@ -67,11 +77,15 @@ pub fn values(t: &Tensor) -> Vec<V> {
 
 pub fn same(got: V, want: &Value) -> bool {
     match (got, want) {
-        (V::I(g), Value::Number(n)) => {
-            n.as_i64().map(|w| w as i128 == g).or(n.as_u64().map(|w| w as i128 == g)).unwrap_or(false)
-        }
+        (V::I(g), Value::Number(n)) => n
+            .as_i64()
+            .map(|w| w as i128 == g)
+            .or(n.as_u64().map(|w| w as i128 == g))
+            .unwrap_or(false),
         // serde_json's float parsing (without `float_roundtrip`) may be one ulp off.
-        (V::F(g), Value::Number(n)) => n.as_f64().is_some_and(|w| (g.to_bits() as i64 - w.to_bits() as i64).abs() <= 1),
+        (V::F(g), Value::Number(n)) => n
+            .as_f64()
+            .is_some_and(|w| (g.to_bits() as i64 - w.to_bits() as i64).abs() <= 1),
         (V::F(g), Value::String(s)) => match s.as_str() {
             "nan" => g.is_nan(),
             "inf" => g == f64::INFINITY,
@@ -85,13 +99,25 @@ pub fn same(got: V, want: &Value) -> bool {
 pub fn check_model(file: &str, model: &Model, want: &Value) {
     let tensors = want["tensors"].as_array().unwrap();
     let got_names: Vec<&str> = model.tensors.iter().map(|t| t.name.as_str()).collect();
-    let want_names: Vec<&str> = tensors.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let want_names: Vec<&str> = tensors
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert_eq!(got_names, want_names, "{file}: tensor names");
     for (t, w) in model.tensors.iter().zip(tensors) {
         let what = format!("{file}: {}", t.name);
         t.check_bounds().unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(t.dtype.name(), w["dtype"].as_str().unwrap(), "{what}: dtype");
-        let shape: Vec<usize> = w["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        assert_eq!(
+            t.dtype.name(),
+            w["dtype"].as_str().unwrap(),
+            "{what}: dtype"
+        );
+        let shape: Vec<usize> = w["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
         assert_eq!(t.shape, shape, "{what}: shape");
         let want_values = w["values"].as_array().unwrap();
         let got = values(t);
@@ -101,17 +127,37 @@ pub fn check_model(file: &str, model: &Model, want: &Value) {
         }
     }
     let mut skipped: Vec<&str> = model.skipped.iter().map(|s| s.name.as_str()).collect();
-    let mut want_skipped: Vec<&str> = want["skipped"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let mut want_skipped: Vec<&str> = want["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     skipped.sort();
     want_skipped.sort();
     assert_eq!(skipped, want_skipped, "{file}: skipped");
     for s in &model.skipped {
-        assert!(!s.reason.is_empty(), "{file}: {} skipped without a reason", s.name);
+        assert!(
+            !s.reason.is_empty(),
+            "{file}: {} skipped without a reason",
+            s.name
+        );
     }
     let scalars = want["scalars"].as_object().unwrap();
-    assert_eq!(model.scalars.len(), scalars.len(), "{file}: scalars {:?}", model.scalars);
+    assert_eq!(
+        model.scalars.len(),
+        scalars.len(),
+        "{file}: scalars {:?}",
+        model.scalars
+    );
     for (name, value) in &model.scalars {
-        let w = scalars.get(name).unwrap_or_else(|| panic!("{file}: unexpected scalar {name}"));
-        assert_eq!(value, &Scalar::Str(w.as_str().unwrap().to_string()), "{file}: scalar {name}");
+        let w = scalars
+            .get(name)
+            .unwrap_or_else(|| panic!("{file}: unexpected scalar {name}"));
+        assert_eq!(
+            value,
+            &Scalar::Str(w.as_str().unwrap().to_string()),
+            "{file}: scalar {name}"
+        );
     }
 }
