@@ -173,3 +173,19 @@ def test_in_memory_mappings_nested_and_scalars():
     f = np.asfortranarray(w)
     assert diffai.diff({"w": w}, {"w": f}).records == []
     assert diffai.diff({"w": w.astype(">f4")}, {"w": w}).records == []
+
+
+def test_in_memory_torch_tensors_of_every_float_dtype():
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(64, 33, generator=gen)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        a = base.to(dtype)
+        b = (base * 1.5).to(dtype)
+        (rec,) = diffai.diff({"w": a}, {"w": b}).records
+        assert rec.before.dtype == {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16",
+                                    torch.float64: "f64"}[dtype]
+        assert_stats(rec.before, a.double().numpy())
+        assert_change(rec.change, a.double().numpy(), b.double().numpy())
+    # A transposed (non-contiguous) tensor compares by logical element.
+    assert diffai.diff({"w": base.t()}, {"w": base.t().contiguous()}).records == []
