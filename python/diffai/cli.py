@@ -4,24 +4,34 @@
     diffai --check FILE         validate a file and summarise what it holds
     diffai inspect FILE         list every tensor with its statistics
 
+    diffai C1 C2 C3 ... [options]   a checkpoint series (or a quoted glob): consecutive pairs plus
+                                    trajectory analyses
+
 Exit status, as with ``git diff``: 0 on success (differences or not), 1 with ``--exit-code``
-when the inputs differ, 2 on any error (one line on stderr).
+when the inputs differ or with ``--regression-test`` / ``--alert-on-degradation`` when a check
+fails, 2 on any error (one line on stderr).
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import re
 import sys
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from dataclasses import fields
+from typing import Any, Dict, Iterator, List, Optional
 
 import click
 
 from . import __version__
+from .analyses import REGISTRY, AnalysisConfig, diff_series, failed_checks, run_analyses
 from .api import diff as run_diff
 from .api import inspect as run_inspect
 from .errors import DiffaiError
 from .output import check_text, inspect_json, inspect_text, to_json, to_text, to_yaml
+from .report import markdown, write_report
 
 _COMMON = [
     click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
@@ -37,6 +47,44 @@ def _common(f):
     for opt in reversed(_COMMON):
         f = opt(f)
     return f
+
+
+# Analysis flags, then the thresholds of AnalysisConfig as --option-name VALUE.
+_ANALYSIS_FLAGS = [click.option(f"--{flag}", f"an_{flag.replace('-', '_')}", is_flag=True,
+                                help=f"Run the {flag.replace('-', ' ')} analysis (docs/analyses.md).")
+                   for flag in REGISTRY]
+_THRESHOLDS = [click.option(f"--{f.name.replace('_', '-')}", f"cfg_{f.name}",
+                            type=str if f.name == "protected_shapes" else int if f.type in ("int", "Optional[int]")
+                            else float, default=None,
+                            help=f"Analysis threshold (default {f.default}).")
+               for f in fields(AnalysisConfig)]
+
+_GLOB = re.compile(r"[*?\[]")
+FAILING_FLAGS = ("regression-test", "alert-on-degradation")
+
+
+def _analysis_options(f):
+    for opt in reversed(_ANALYSIS_FLAGS + _THRESHOLDS):
+        f = opt(f)
+    return f
+
+
+def _natural(path: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path)]
+
+
+def _expand(inputs: List[str]) -> List[str]:
+    """Quoted globs (``'ckpts/*.pt'``) expand here, in natural order (ckpt_2 before ckpt_10)."""
+    out: List[str] = []
+    for x in inputs:
+        if not _GLOB.search(x) or os.path.exists(x):
+            out.append(x)
+            continue
+        matches = sorted(glob.glob(x), key=_natural)
+        if not matches:
+            raise DiffaiError(f"{x}: no file matches this pattern")
+        out.extend(matches)
+    return out
 
 
 def _style(no_color: bool):
@@ -85,12 +133,24 @@ def _fail(message: str) -> None:
 @click.option("--sort-by-change-magnitude", is_flag=True, help="Largest changes first.")
 @click.option("--exit-code", is_flag=True, help="Exit with 1 when the inputs differ.")
 @click.option("--stats", is_flag=True, hidden=True, help="Accepted for compatibility; statistics are always shown.")
+@click.option("--no-analysis", is_flag=True, help="Tensor lines only: run no analysis.")
+@click.option("--markdown-output", is_flag=True, help="Print Markdown tables instead of text.")
+@click.option("--generate-report", "report_path", type=click.Path(dir_okay=False),
+              help="Write a report to FILE: self-contained HTML, or Markdown when FILE ends in .md.")
+@click.option("--include-charts", is_flag=True, help="Put SVG charts in the HTML report.")
+@_analysis_options
 @_common
 @click.version_option(__version__, "--version", "-V")
 def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, path_filter: Optional[str],
                  ignore_keys_regex: Optional[str], shape_only: bool, sort_by_change_magnitude: bool,
-                 exit_code: bool, stats: bool, threads: int, fmt: Optional[str], quiet: bool, no_color: bool) -> None:
-    """Compare ML model files (safetensors, PyTorch, NumPy, MATLAB) tensor by tensor."""
+                 exit_code: bool, stats: bool, no_analysis: bool, markdown_output: bool, report_path: Optional[str],
+                 include_charts: bool, threads: int, fmt: Optional[str], quiet: bool, no_color: bool,
+                 **analysis_options: Any) -> None:
+    """Compare ML model files (safetensors, PyTorch, NumPy, MATLAB) tensor by tensor.
+
+    With no analysis flag every analysis that applies runs (summary lines first); analysis flags
+    select just those; --no-analysis prints tensor lines only. Three or more inputs (or a quoted
+    glob) are compared as a checkpoint series."""
     if check:
         if not inputs:
             _fail("--check needs at least one file")
@@ -98,20 +158,46 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
             results = [r for x in inputs for r in run_inspect(x, threads=threads, format=fmt, progress=progress)]
         click.echo(json.dumps(inspect_json(results), indent=2) if output == "json" else check_text(results), nl=False)
         return
-    if len(inputs) != 2:
+    inputs = _expand(list(inputs))
+    if len(inputs) < 2:
         _fail(f"expected two inputs to compare, got {len(inputs)} (see diffai --help)")
+    selected = [flag for flag in REGISTRY if analysis_options[f"an_{flag.replace('-', '_')}"]] or None
+    if no_analysis and selected:
+        _fail("--no-analysis cannot be combined with analysis flags")
+    config = AnalysisConfig(**{f.name: analysis_options[f"cfg_{f.name}"] for f in fields(AnalysisConfig)
+                               if analysis_options[f"cfg_{f.name}"] is not None})
+    diff_args: Dict[str, Any] = dict(epsilon=epsilon, path=path_filter, ignore_keys_regex=ignore_keys_regex,
+                                     shape_only=shape_only, sort_by_change_magnitude=sort_by_change_magnitude,
+                                     threads=threads, format=fmt)
     with _progress(quiet) as progress:
-        result = run_diff(inputs[0], inputs[1], epsilon=epsilon, path=path_filter,
-                          ignore_keys_regex=ignore_keys_regex, shape_only=shape_only,
-                          sort_by_change_magnitude=sort_by_change_magnitude, threads=threads, format=fmt,
-                          progress=progress)
-    if output == "json":
-        click.echo(to_json(result))
+        if len(inputs) == 2:
+            result = run_diff(inputs[0], inputs[1], progress=progress, **diff_args)
+            if not no_analysis:
+                run_analyses(result, selected, config)
+        else:
+            result = diff_series(inputs, selected, config, analyse=not no_analysis, progress=progress, **diff_args)
+    series = len(inputs) > 2
+    if markdown_output:
+        click.echo(markdown(result), nl=False)
+    elif output == "json":
+        click.echo(json.dumps(result.to_json_obj(), indent=2) if series else to_json(result))
     elif output == "yaml":
-        click.echo(to_yaml(result), nl=False)
+        if series:
+            import yaml
+
+            click.echo(yaml.safe_dump(result.to_json_obj(), sort_keys=False), nl=False)
+        else:
+            click.echo(to_yaml(result), nl=False)
     else:
-        click.echo(to_text(result, _style(no_color)), nl=False)
-    if exit_code and result.has_differences:
+        style = _style(no_color)
+        click.echo(result.to_text(style) if series else to_text(result, style), nl=False)
+    if report_path:
+        write_report(report_path, result, include_charts, config)
+    gating = selected is not None and any(f in selected for f in FAILING_FLAGS)
+    failed = failed_checks(result.analyses) if gating else []
+    if failed:
+        click.echo(f"diffai: {len(failed)} check(s) failed: " + "; ".join(failed), err=True)
+    if failed or (exit_code and result.has_differences):
         sys.exit(1)
 
 

@@ -1,0 +1,193 @@
+"""What the models are built from and what they cost: layer families, parameter budgets,
+memory, and FLOPs/bandwidth estimates derived from the weight shapes."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any, Dict, List
+
+from .common import Analysis, Context, Table, families, layer_group, safe_div
+
+MIB = 2 ** 20
+
+
+def _side(ctx: Context, side: str):
+    return [(c.name, getattr(c, side)) for c in ctx.model if getattr(c, side) is not None]
+
+
+def _family_params(ctx: Context, side: str) -> Dict[str, int]:
+    tensors = _side(ctx, side)
+    fam = families({n: st.shape for n, st in tensors})
+    out: Counter = Counter()
+    for n, st in tensors:
+        out[fam[n]] += st.numel
+    return dict(out)
+
+
+def _depth(names: List[str]) -> Dict[str, int]:
+    """Repeated blocks: container (text before a numeric component) -> distinct indices."""
+    blocks: Dict[str, set] = {}
+    for n in names:
+        m = re.match(r"^(.*?)\.(\d+)(\.|$)", n)
+        if m:
+            blocks.setdefault(m[1], set()).add(int(m[2]))
+    return {k: len(v) for k, v in blocks.items() if len(v) > 1}
+
+
+def _widths(ctx: Context, side: str) -> List[int]:
+    tensors = _side(ctx, side)
+    fam = families({n: st.shape for n, st in tensors})
+    return sorted({st.shape[0] for n, st in tensors if len(st.shape) == 2 and fam[n] in ("linear", "attention")})
+
+
+def architecture_comparison(ctx: Context) -> Analysis:
+    fa, fb = _family_params(ctx, "a"), _family_params(ctx, "b")
+    da, db = _depth([n for n, _ in _side(ctx, "a")]), _depth([n for n, _ in _side(ctx, "b")])
+    added = [c.name for c in ctx.model if c.status == "added"]
+    removed = [c.name for c in ctx.model if c.status == "removed"]
+    reshaped = [f"{c.name} {list(c.a.shape)}->{list(c.b.shape)}" for c in ctx.model if c.status == "reshaped"]
+    fams = sorted(set(fa) | set(fb))
+    return Analysis(
+        "ArchitectureComparison",
+        summary={
+            "families_inferred": {f: fb.get(f, 0) for f in fams},
+            "depth_a": da, "depth_b": db,
+            "widths_b": _widths(ctx, "b"),
+            "added": len(added), "removed": len(removed), "reshaped": len(reshaped),
+            "same_architecture": not (added or removed or reshaped),
+        },
+        details={"params_per_family_a": fa, "params_per_family_b": fb, "widths_a": _widths(ctx, "a"),
+                 "added_tensors": added, "removed_tensors": removed, "reshaped_tensors": reshaped,
+                 "note": "families are inferred from tensor names and shapes"},
+        tables=[Table("Parameters per layer family (inferred from names and shapes)", ["family", "a", "b", "delta"],
+                      [[f, fa.get(f, 0), fb.get(f, 0), fb.get(f, 0) - fa.get(f, 0)] for f in fams]),
+                Table("Structural changes", ["change", "tensor"],
+                      [["added", n] for n in added] + [["removed", n] for n in removed]
+                      + [["reshaped", n] for n in reshaped])],
+    )
+
+
+def param_efficiency(ctx: Context) -> Analysis:
+    fb = _family_params(ctx, "b")
+    per_dtype: Dict[str, Dict[str, int]] = {}
+    for _, st in _side(ctx, "b"):
+        d = per_dtype.setdefault(st.dtype, {"params": 0, "bytes": 0})
+        d["params"] += st.numel
+        d["bytes"] += st.nbytes
+    per_mb = {dt: safe_div(v["params"], v["bytes"] / MIB) for dt, v in per_dtype.items()}
+    summary: Dict[str, Any] = {"params_b": sum(fb.values()), "params_per_family_b": fb, "params_per_mib": per_mb}
+    tables = [Table("Parameters per MiB by dtype (b)", ["dtype", "params", "bytes", "params per MiB"],
+                    [[dt, v["params"], v["bytes"], per_mb[dt]] for dt, v in per_dtype.items()])]
+    if ctx.has_stats:
+        tensors = _side(ctx, "b")
+        zeros = sum(st.zero_count or 0 for _, st in tensors)
+        total = sum(st.numel for _, st in tensors)
+        summary["sparsity_b"] = safe_div(zeros, total)
+        paired = ctx.paired
+        changed = sum(c.change.changed_elements for c in paired)
+        summary["changed_share"] = safe_div(changed, sum(c.a.numel for c in paired))
+        groups: Dict[str, Dict[str, int]] = {}
+        for c in paired:
+            g = groups.setdefault(layer_group(c.name), {"params": 0, "changed": 0, "zeros": 0})
+            g["params"] += c.b.numel
+            g["changed"] += c.change.changed_elements
+            g["zeros"] += c.b.zero_count or 0
+        tables.append(Table("Per layer group (b)", ["layer", "params", "changed share", "zero fraction"],
+                            [[k, v["params"], safe_div(v["changed"], v["params"]), safe_div(v["zeros"], v["params"])]
+                             for k, v in groups.items()]))
+    return Analysis("ParamEfficiency", summary=summary, details={"dtypes_b": per_dtype}, tables=tables)
+
+
+def _bytes_per_dtype(ctx: Context, side: str, tensors) -> Dict[str, int]:
+    out: Counter = Counter()
+    for c in tensors:
+        st = getattr(c, side)
+        if st is not None:
+            out[st.dtype] += st.nbytes
+    return dict(out)
+
+
+def memory_estimates(ctx: Context, side: str) -> Dict[str, Any]:
+    """Exact weight bytes and the training estimate: weights + grads (weight dtype) + Adam m and v
+    in fp32 (8 B/param) + an fp32 master copy (4 B/param) for floating weights stored below fp32."""
+    weights = sum(getattr(c, side).nbytes for c in ctx.model if getattr(c, side) is not None)
+    params = sum(getattr(c, side).numel for c in ctx.model if getattr(c, side) is not None)
+    low = sum(getattr(c, side).numel for c in ctx.model if getattr(c, side) is not None
+              and getattr(c, side).dtype in ("f16", "bf16", "f8_e4m3", "f8_e5m2"))
+    return {"weights": weights, "params": params, "low_precision_params": low,
+            "training": weights + weights + 8 * params + 4 * low}
+
+
+def memory(ctx: Context) -> Analysis:
+    ma, mb = memory_estimates(ctx, "a"), memory_estimates(ctx, "b")
+    ba, bb = _bytes_per_dtype(ctx, "a", ctx.model), _bytes_per_dtype(ctx, "b", ctx.model)
+    oa, ob = (sum(getattr(c, s).nbytes for c in ctx.optimizer if getattr(c, s) is not None) for s in ("a", "b"))
+    formula = "training ~= 2 * weight_bytes + 8 * params + 4 * params_below_fp32 (grads, Adam m+v fp32, master copy)"
+    return Analysis(
+        "MemoryAnalysis",
+        summary={
+            "weights_a_bytes": ma["weights"], "weights_b_bytes": mb["weights"],
+            "delta_bytes": mb["weights"] - ma["weights"],
+            "inference_estimate_b_mib": mb["weights"] / MIB,
+            "training_estimate_b_mib": mb["training"] / MIB,
+            "optimizer_state_bytes": [oa, ob],
+        },
+        details={"bytes_per_dtype_a": ba, "bytes_per_dtype_b": bb,
+                 "training_estimate_a_bytes": ma["training"], "training_estimate_b_bytes": mb["training"],
+                 "formula": formula,
+                 "not_included": "activations, KV cache and framework overhead (depend on batch and sequence)"},
+        tables=[Table("Bytes per dtype (exact, model tensors)", ["dtype", "a", "b", "delta"],
+                      [[d, ba.get(d, 0), bb.get(d, 0), bb.get(d, 0) - ba.get(d, 0)] for d in sorted(set(ba) | set(bb))]),
+                Table("Estimates (" + formula + ")", ["side", "inference MiB (weights)", "training MiB"],
+                      [["a", ma["weights"] / MIB, ma["training"] / MIB], ["b", mb["weights"] / MIB, mb["training"] / MIB]])],
+    )
+
+
+def compute_cost(ctx: Context, side: str) -> Dict[str, Any]:
+    """FLOPs per token from linear/attention projections (2*out*in per 2-D weight; embeddings are
+    lookups) and per output position of each conv (2*out*in_per_group*prod(kernel)); bytes read
+    per forward pass at batch 1 = every weight once."""
+    tensors = _side(ctx, side)
+    fam = families({n: st.shape for n, st in tensors})
+    linear = sum(2 * st.numel for n, st in tensors
+                 if len(st.shape) == 2 and n.endswith("weight") and fam[n] in ("linear", "attention", "recurrent"))
+    conv = sum(2 * st.numel for n, st in tensors if len(st.shape) >= 3 and fam[n] == "conv")
+    return {"linear_flops_per_token": linear, "conv_flops_per_output_position": conv,
+            "bytes_per_forward": sum(st.nbytes for _, st in tensors)}
+
+
+def inference_speed(ctx: Context) -> Analysis:
+    ca, cb = compute_cost(ctx, "a"), compute_cost(ctx, "b")
+    if not (ca["linear_flops_per_token"] or ca["conv_flops_per_output_position"]
+            or cb["linear_flops_per_token"] or cb["conv_flops_per_output_position"]):
+        return Analysis.na("InferenceSpeedEstimate", "no linear or conv weight matrices to count FLOPs from")
+    return Analysis(
+        "InferenceSpeedEstimate",
+        summary={"estimate": True,
+                 "flops_per_token_a": ca["linear_flops_per_token"], "flops_per_token_b": cb["linear_flops_per_token"],
+                 "conv_flops_per_position_b": cb["conv_flops_per_output_position"],
+                 "bytes_per_forward_b": cb["bytes_per_forward"],
+                 "memory_bound_latency_ratio": safe_div(cb["bytes_per_forward"], ca["bytes_per_forward"])},
+        details={"a": ca, "b": cb, "formula": "FLOPs/token = sum 2*out*in over 2-D weights; conv per output position "
+                                              "= 2*numel(weight); latency ratio (memory-bound, batch 1) = bytes_b/bytes_a",
+                 "not_included": "attention score FLOPs (depend on sequence length), conv output sizes, kernels"},
+    )
+
+
+def performance_impact(ctx: Context) -> Analysis:
+    ca, cb = compute_cost(ctx, "a"), compute_cost(ctx, "b")
+    flops_a = ca["linear_flops_per_token"] + ca["conv_flops_per_output_position"]
+    flops_b = cb["linear_flops_per_token"] + cb["conv_flops_per_output_position"]
+    mem_ratio = safe_div(cb["bytes_per_forward"], ca["bytes_per_forward"])
+    flop_ratio = safe_div(flops_b, flops_a)
+    return Analysis(
+        "PerformanceImpactEstimate",
+        summary={"estimate": True, "compute_ratio": flop_ratio, "memory_bound_latency_ratio": mem_ratio,
+                 "bytes_delta": cb["bytes_per_forward"] - ca["bytes_per_forward"],
+                 "verdict": None if mem_ratio is None else
+                 "faster" if mem_ratio < 0.95 else "slower" if mem_ratio > 1.05 else "similar"},
+        details={"formula": "compute_ratio = FLOPs_b/FLOPs_a; memory_bound_latency_ratio = bytes_b/bytes_a; "
+                            "verdict on the memory-bound ratio (+-5%)",
+                 "not_included": "hardware support for the dtype (e.g. int8 kernels), batch size, sequence length"},
+    )

@@ -1,0 +1,247 @@
+"""What every analysis shares: the result object, the thresholds, and access to the compared
+tensors (statistics from Rust, values on demand)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+
+from .. import _core
+from ..output import num
+from ..records import TensorComparison
+
+
+@dataclass
+class AnalysisConfig:
+    """Every threshold the analyses use (CLI: ``--<name-with-dashes>``; docs/analyses.md)."""
+
+    converged_below: float = 1e-4  # global ||delta||/||W|| below this: converged
+    large_jump_above: float = 0.1  # relative update above this (global or per tensor): large jump
+    explode_abs: float = 1e3  # max |x| above this: exploding
+    outlier_factor: float = 100.0  # max |x| this many times the median max |x| of the other tensors
+    std_factor: float = 10.0  # std grown or shrunk by more than this factor
+    num_heads: Optional[int] = None  # attention heads when no config.json / metadata says
+    top_k: int = 5  # rows of "worst" / "most changed" lists
+    cluster_max_rows: int = 1024  # clustering only on matrices with at most this many rows
+    cluster_max_k: int = 8  # k is chosen by silhouette in 2..this
+    cluster_max_layers: int = 16  # the most-changed layers that get clustered
+    seed: int = 0  # k-means initialisation
+    similarity_max_tensors: int = 24  # size limit of the layer-by-layer similarity matrix
+    max_relative_change: Optional[float] = None  # regression check: no tensor's rel change above
+    memory_budget_mb: Optional[float] = None  # regression check: weights of b fit this budget
+    protected_shapes: Optional[str] = None  # regression check: names (regex) that keep their shape
+    histogram_bins: int = 40  # report charts
+
+
+@dataclass
+class Table:
+    title: str
+    columns: List[str]
+    rows: List[List[Any]]
+
+
+@dataclass
+class Analysis:
+    """One analysis outcome. ``summary`` is the text line (and the head of the JSON record),
+    ``details`` are JSON-only lists, ``tables`` feed the Markdown/HTML report, ``failed`` lists
+    checks that make the exit status 1 (regression test, degradation alert)."""
+
+    name: str
+    summary: Dict[str, Any] = field(default_factory=dict)
+    details: Dict[str, Any] = field(default_factory=dict)
+    tables: List[Table] = field(default_factory=list)
+    failed: List[str] = field(default_factory=list)
+    not_applicable: Optional[str] = None
+
+    @classmethod
+    def na(cls, name: str, reason: str) -> "Analysis":
+        return cls(name, not_applicable=reason)
+
+    @property
+    def key(self) -> str:
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", self.name).lower()
+
+    def text_line(self) -> str:
+        if self.not_applicable is not None:
+            return f"{self.key}: n/a ({self.not_applicable})"
+        return f"{self.key}: " + ", ".join(f"{k}={fmt(v)}" for k, v in self.summary.items())
+
+    def to_json(self) -> Dict[str, Any]:
+        if self.not_applicable is not None:
+            return {self.name: {"status": "n/a", "reason": self.not_applicable}}
+        return {self.name: {**self.summary, **self.details}}
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return "n/a" if v is None else str(v).lower()
+    if isinstance(v, (int, float)):
+        return num(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + " ".join(fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + " ".join(f"{k}:{fmt(x)}" for k, x in v.items()) + "}"
+    return str(v)
+
+
+def safe_div(a: float, b: float) -> Optional[float]:
+    return a / b if b else None
+
+
+def is_float(dtype: str) -> bool:
+    return dtype.startswith(("f", "bf"))
+
+
+_OPTIMIZER = re.compile(r"(^|\.)(optimizer|optimizer_states|lr_scheduler|lr_schedulers)(\.|$)")
+
+
+def is_optimizer_state(name: str) -> bool:
+    return bool(_OPTIMIZER.search(name))
+
+
+def layer_group(name: str) -> str:
+    """The layer a tensor belongs to: up to the first numeric component (``encoder.layer.3``),
+    otherwise its module (the name without the last component)."""
+    parts = name.split(".")
+    for i, p in enumerate(parts):
+        if p.isdigit():
+            return ".".join(parts[: i + 1])
+    return ".".join(parts[:-1]) or name
+
+
+_FAMILY_PATTERNS = [
+    ("recurrent", re.compile(r"lstm|gru|rnn|weight_[ih]h|bias_[ih]h")),
+    ("attention", re.compile(r"(^|[._])([qkvo]|qkv)_?proj|query|key(?!_)|value|in_proj|out_proj|c_attn|self_attn"
+                             r"|(^|[._])attn|attention")),
+    ("embedding", re.compile(r"embed|(^|[._])wte|(^|[._])wpe|tok_emb|word_emb|position_emb|lm_head_emb")),
+    ("norm", re.compile(r"norm|(^|[._])ln(_?\w)?([._]|$)|(^|[._])bn\d*([._]|$)|running_(mean|var)|num_batches")),
+    ("conv", re.compile(r"conv")),
+]
+
+
+def families(shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, str]:
+    """Inferred layer family of every tensor, decided per module (name minus its last part) from
+    name patterns, then from the module weight's rank (4-D/3-D: conv, 2-D: linear)."""
+    modules: Dict[str, List[str]] = {}
+    for name in shapes:
+        modules.setdefault(name.rsplit(".", 1)[0] if "." in name else name, []).append(name)
+    out: Dict[str, str] = {}
+    for module, names in modules.items():
+        fam = next((f for f, pat in _FAMILY_PATTERNS if pat.search(module.lower())), None)
+        if fam is None:
+            ranks = [len(shapes[n]) for n in names if n.endswith("weight")] or [len(shapes[n]) for n in names]
+            rank = max(ranks)
+            fam = "conv" if rank >= 3 else "linear" if rank == 2 else "other"
+        for n in names:
+            out[n] = fam
+    return out
+
+
+class Context:
+    """The diff result seen by the analyses: model tensors (optimizer state apart), values read
+    on demand from the sources, and the configuration."""
+
+    def __init__(self, result, config: AnalysisConfig) -> None:
+        self.result = result
+        self.config = config
+        self.all = list(result.comparisons)
+        self.model = [c for c in self.all if not is_optimizer_state(c.name)]
+        self.optimizer = [c for c in self.all if is_optimizer_state(c.name)]
+        self._where: Dict[str, Tuple[str, Any, Any]] = {}
+        for prefix, a, b in result.sources:
+            for side in (a, b):
+                if side is None:
+                    continue
+                for n in side.tensor_infos():
+                    self._where.setdefault(prefix + n, (prefix, a, b))
+        self._cache: Dict[Tuple[str, str], np.ndarray] = {}
+
+    @property
+    def has_stats(self) -> bool:
+        return not self.result.options.shape_only
+
+    @property
+    def paired(self) -> List[TensorComparison]:
+        """Model tensors present on both sides with the same shape and a change measurement.
+        A float tensor stored as integer codes on the other side (quantized) is left to the
+        quantization analysis: its raw values are not comparable."""
+        return [c for c in self.model if c.status in ("changed", "unchanged") and c.change is not None
+                and is_float(c.a.dtype) == is_float(c.b.dtype)]
+
+    def source(self, name: str, side: str):
+        prefix, a, b = self._where[name]
+        return (a if side == "a" else b), name[len(prefix):]
+
+    def sources(self, side: str):
+        return [(prefix, a if side == "a" else b) for prefix, a, b in self.result.sources]
+
+    def has(self, name: str, side: str) -> bool:
+        if name not in self._where:
+            return False
+        src, local = self.source(name, side)
+        return local in src.tensor_infos()
+
+    def values(self, name: str, side: str) -> np.ndarray:
+        """The tensor as float64 with its shape (read once, then cached)."""
+        key = (name, side)
+        if key not in self._cache:
+            src, local = self.source(name, side)
+            shape = src.tensor_infos()[local][1]
+            self._cache[key] = np.frombuffer(_core.values(src.model, local), dtype=np.float64).reshape(shape)
+        return self._cache[key]
+
+    def scalars(self, side: str) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for prefix, src in self.sources(side):
+            out.update({prefix + k: v for k, v in src.scalars.items()})
+        return out
+
+    def metadata(self, side: str) -> Dict[str, str]:
+        out: Dict[str, str] = {}
+        for prefix, src in self.sources(side):
+            out.update({prefix + k: v for k, v in src.metadata.items()})
+        return out
+
+
+def global_update(comparisons: Iterable[TensorComparison]) -> Tuple[float, float]:
+    """(||delta||, ||W_a||) over the given pairs: the square root of the summed squared norms."""
+    d2 = w2 = 0.0
+    for c in comparisons:
+        d2 += c.change.l2_diff ** 2
+        w2 += c.change.l2_a ** 2
+    return math.sqrt(d2), math.sqrt(w2)
+
+
+def per_group_update(comparisons: Iterable[TensorComparison]) -> Dict[str, Dict[str, float]]:
+    """layer group -> {delta2, weight2, params, changed}: summed squared norms and counts."""
+    groups: Dict[str, Dict[str, float]] = {}
+    for c in comparisons:
+        g = groups.setdefault(layer_group(c.name), {"delta2": 0.0, "weight2": 0.0, "params": 0, "changed": 0})
+        g["delta2"] += c.change.l2_diff ** 2
+        g["weight2"] += c.change.l2_a ** 2
+        g["params"] += c.a.numel
+        g["changed"] += c.change.changed_elements
+    return groups
+
+
+def ranked_groups(comparisons: List[TensorComparison]) -> List[Dict[str, Any]]:
+    """Layer groups by their share of the squared update, largest first."""
+    groups = per_group_update(comparisons)
+    total = sum(g["delta2"] for g in groups.values())
+    rows = [
+        {
+            "layer": name,
+            "rel_update": safe_div(math.sqrt(g["delta2"]), math.sqrt(g["weight2"])),
+            "update_norm": math.sqrt(g["delta2"]),
+            "share": safe_div(g["delta2"], total) or 0.0,
+            "changed_fraction": safe_div(g["changed"], g["params"]),
+            "params": int(g["params"]),
+        }
+        for name, g in groups.items()
+    ]
+    rows.sort(key=lambda r: r["update_norm"], reverse=True)
+    return rows

@@ -1,0 +1,62 @@
+"""Where the change is: counts by record type, change per layer group, and a plain-language
+summary for a pull request."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import List
+
+from .common import Analysis, Context, Table, global_update, ranked_groups, safe_div
+from .health import assess_risk
+from .training import NO_STATS, convergence_verdict
+
+
+def change_summary(ctx: Context) -> Analysis:
+    kinds = Counter(r.kind for r in ctx.result.records)
+    s = ctx.result.summary
+    return Analysis("ChangeSummary",
+                    summary={**{k: kinds[k] for k in sorted(kinds)}, "unchanged_tensors": s.unchanged,
+                             "params_a": s.params_a, "params_b": s.params_b},
+                    tables=[Table("Records by type", ["record", "count"], [[k, v] for k, v in sorted(kinds.items())])])
+
+
+def layer_impact(ctx: Context) -> Analysis:
+    if not ctx.has_stats:
+        return Analysis.na("LayerImpact", NO_STATS)
+    if not ctx.paired:
+        return Analysis.na("LayerImpact", "no tensor is present with the same shape in both files")
+    groups = ranked_groups(ctx.paired)
+    moved = [g for g in groups if g["update_norm"] > 0]
+    return Analysis(
+        "LayerImpact",
+        summary={"layers": len(groups), "changed_layers": len(moved),
+                 "ranking": [f"{g['layer']}:{g['share']:.3f}" for g in moved[: ctx.config.top_k]]},
+        details={"layers": groups, "formula": "share = ||delta_layer||^2 / sum over layers of ||delta||^2"},
+        tables=[Table("Layer impact (share of the squared update, largest first)",
+                      ["layer", "share", "rel update", "update norm", "changed fraction"],
+                      [[g["layer"], g["share"], g["rel_update"], g["update_norm"], g["changed_fraction"]]
+                       for g in groups])],
+    )
+
+
+def review_friendly(ctx: Context) -> Analysis:
+    s = ctx.result.summary
+    sentences: List[str] = []
+    structure = [f"{n} {what}" for n, what in ((s.added, "added"), (s.removed, "removed"), (s.reshaped, "reshaped"))
+                 if n]
+    sentences.append(f"{s.changed} of {s.changed + s.unchanged + s.reshaped + s.removed} tensors changed values"
+                     + (f"; {', '.join(structure)}" if structure else "; no structural change") + ".")
+    if ctx.has_stats and ctx.paired:
+        delta, weight = global_update(ctx.paired)
+        rel = safe_div(delta, weight)
+        groups = [g for g in ranked_groups(ctx.paired) if g["update_norm"] > 0]
+        if groups:
+            top = groups[0]
+            sentences.append(f"Overall relative change {rel:.3g} ({convergence_verdict(rel, ctx)}); "
+                             f"{top['share']:.0%} of it is in {top['layer']}.")
+    risk = assess_risk(ctx)
+    sentences.append(f"Risk {risk['level']}" + (": look at " + "; ".join(risk["reasons"][:3]) if risk["reasons"]
+                                                 else ": nothing unusual found") + ".")
+    text = " ".join(sentences)
+    return Analysis("ReviewFriendly", summary={"summary": text}, details={"risk_reasons": risk["reasons"]},
+                    tables=[Table("Review summary", ["summary"], [[text]])])

@@ -1,0 +1,101 @@
+"""Precision changes: which tensors changed dtype, the real size saving, and the error measured
+elementwise against the higher-precision side (integer tensors dequantized with their scale)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .common import Analysis, Context, Table, safe_div
+from .training import NO_STATS
+
+_FLOAT_BITS = {"f64": 64, "f32": 32, "f16": 16, "bf16": 16, "f8_e4m3": 8, "f8_e5m2": 8}
+
+
+def _precision(dtype: str) -> int:
+    """Ordering of precision: floats by width, any integer below every float."""
+    return _FLOAT_BITS.get(dtype, 0)
+
+
+def _scale_suffix(ctx: Context, side: str) -> str:
+    return ctx.metadata(side).get("scale_suffix", ".scale")
+
+
+def _dequantized(ctx: Context, name: str, side: str) -> Optional[np.ndarray]:
+    """q * scale when the file stores ``<name><suffix>`` beside an integer tensor (per tensor, or
+    per output channel when the scale has one value per row)."""
+    scale_name = name + _scale_suffix(ctx, side)
+    if not ctx.has(scale_name, side):
+        return None
+    q, scale = ctx.values(name, side), ctx.values(scale_name, side)
+    if scale.size == 1:
+        return q * scale.reshape(())
+    if scale.size == q.shape[0]:
+        return q * scale.reshape((-1,) + (1,) * (q.ndim - 1))
+    return None
+
+
+def _error(ref: np.ndarray, approx: np.ndarray) -> Dict[str, Optional[float]]:
+    finite = np.isfinite(ref) & np.isfinite(approx)
+    r, d = ref[finite], approx[finite] - ref[finite]
+    e2, r2 = float((d * d).sum()), float((r * r).sum())
+    return {"err2": e2, "ref2": r2, "rel_l2_error": math.sqrt(e2 / r2) if r2 else None,
+            "max_abs_error": float(np.abs(d).max()) if d.size else None,
+            "snr_db": _snr(r2, e2)}
+
+
+def _snr(signal2: float, noise2: float) -> Optional[float]:
+    if noise2 == 0:
+        return math.inf if signal2 else None
+    return 10 * math.log10(signal2 / noise2) if signal2 else None
+
+
+def quantization(ctx: Context) -> Analysis:
+    retyped = [c for c in ctx.model if c.a is not None and c.b is not None and c.a.dtype != c.b.dtype]
+    if not retyped:
+        return Analysis.na("QuantizationAnalysis", "no tensor changed dtype")
+    if not ctx.has_stats:
+        return Analysis.na("QuantizationAnalysis", NO_STATS)
+    transitions = Counter(f"{c.a.dtype}->{c.b.dtype}" for c in retyped)
+    bytes_a = sum(c.a.nbytes for c in ctx.model if c.a is not None)
+    bytes_b = sum(c.b.nbytes for c in ctx.model if c.b is not None)
+    rows: List[Dict[str, Any]] = []
+    skipped: List[str] = []
+    for c in retyped:
+        hi, lo = ("a", "b") if _precision(c.a.dtype) >= _precision(c.b.dtype) else ("b", "a")
+        lo_dtype = getattr(c, lo).dtype
+        if lo_dtype in _FLOAT_BITS:
+            err = _error(ctx.values(c.name, hi), ctx.values(c.name, lo))
+        else:
+            approx = _dequantized(ctx, c.name, lo)
+            if approx is None:
+                skipped.append(f"{c.name}: {lo_dtype} without a usable '{_scale_suffix(ctx, lo)}' scale tensor")
+                continue
+            err = _error(ctx.values(c.name, hi), approx)
+        rows.append({"name": c.name, "transition": f"{c.a.dtype}->{c.b.dtype}", **err})
+    e2 = sum(r["err2"] for r in rows)
+    r2 = sum(r["ref2"] for r in rows)
+    rows.sort(key=lambda r: r["rel_l2_error"] or 0.0, reverse=True)
+    for r in rows:
+        del r["err2"], r["ref2"]
+    return Analysis(
+        "QuantizationAnalysis",
+        summary={
+            "transitions": dict(transitions),
+            "compression_ratio": safe_div(bytes_a, bytes_b),
+            "bytes_a": bytes_a, "bytes_b": bytes_b,
+            "rel_l2_error": math.sqrt(e2 / r2) if r2 else None,
+            "max_abs_error": max((r["max_abs_error"] or 0.0 for r in rows), default=None),
+            "snr_db": _snr(r2, e2),
+            "worst_layers": [r["name"] for r in rows[: ctx.config.top_k]],
+            "measured_tensors": len(rows),
+        },
+        details={"tensors": rows, "not_measured": skipped},
+        tables=[Table("Precision loss per tensor (against the higher-precision side, worst first)",
+                      ["tensor", "transition", "rel L2 error", "max abs error", "SNR dB"],
+                      [[r["name"], r["transition"], r["rel_l2_error"], r["max_abs_error"], r["snr_db"]]
+                       for r in rows])],
+    )

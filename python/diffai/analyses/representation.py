@@ -1,0 +1,360 @@
+"""What the weights represent: embedding rows, tensor-to-tensor similarity, neuron clusters and
+attention heads. These read tensor values (float64) from the sources."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .common import Analysis, Context, Table, families, safe_div
+from .training import NO_STATS
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=1) / (na * nb)
+
+
+# --- embeddings -------------------------------------------------------------------------------
+
+def embedding(ctx: Context) -> Analysis:
+    fam = families({c.name: (c.a or c.b).shape for c in ctx.model})
+    mats = [c for c in ctx.model if fam[c.name] == "embedding" and c.a is not None and c.b is not None
+            and len(c.a.shape) == 2 and len(c.b.shape) == 2 and c.a.shape[1] == c.b.shape[1]]
+    if not mats:
+        return Analysis.na("EmbeddingAnalysis", "no 2-D embedding matrix (name with embed/wte/wpe) on both sides "
+                                                "with the same width")
+    if not ctx.has_stats:
+        return Analysis.na("EmbeddingAnalysis", NO_STATS)
+    k = ctx.config.top_k
+    per_matrix = []
+    for c in mats:
+        a, b = ctx.values(c.name, "a"), ctx.values(c.name, "b")
+        n = min(len(a), len(b))
+        drift = 1.0 - _row_cosines(a[:n], b[:n])
+        norm_a, norm_b = np.linalg.norm(a[:n], axis=1), np.linalg.norm(b[:n], axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            norm_change = np.abs(norm_b - norm_a) / norm_a
+        order = np.argsort(-np.nan_to_num(drift, nan=-np.inf), kind="stable")[:k]
+        per_matrix.append({
+            "name": c.name,
+            "rows_a": len(a), "rows_b": len(b), "rows_added": max(len(b) - len(a), 0),
+            "rows_removed": max(len(a) - len(b), 0),
+            "drift_mean": float(np.nanmean(drift)), "drift_median": float(np.nanmedian(drift)),
+            "drift_p95": float(np.nanpercentile(drift, 95)), "drift_max": float(np.nanmax(drift)),
+            "most_drifted_rows": [int(i) for i in order],
+            "most_drifted_values": [float(drift[i]) for i in order],
+            "norm_change_mean": float(np.nanmean(norm_change)),
+        })
+    main = max(per_matrix, key=lambda m: m["rows_a"] * m["rows_b"])
+    return Analysis(
+        "EmbeddingAnalysis",
+        summary={k2: main[k2] for k2 in ("name", "rows_added", "drift_mean", "drift_median", "drift_p95",
+                                         "drift_max", "most_drifted_rows", "norm_change_mean")},
+        details={"matrices": per_matrix, "formula": "drift = 1 - cos(row_a, row_b) over the rows both sides have"},
+        tables=[Table(f"Embedding drift ({m['name']})", ["row", "drift 1-cos"],
+                      [[r, v] for r, v in zip(m["most_drifted_rows"], m["most_drifted_values"])]) for m in per_matrix],
+    )
+
+
+# --- similarity -------------------------------------------------------------------------------
+
+def similarity_matrix(ctx: Context) -> Analysis:
+    if not ctx.has_stats:
+        return Analysis.na("SimilarityMatrix", NO_STATS)
+    pairs = [c for c in ctx.paired if c.change.cosine is not None]
+    if not pairs:
+        return Analysis.na("SimilarityMatrix", "no common tensor with nonzero norms on both sides")
+    cos = {c.name: c.change.cosine for c in pairs}
+    lowest = sorted(cos, key=cos.get)[: ctx.config.top_k]
+    by_shape: Dict[Tuple[int, ...], List[str]] = {}
+    for c in pairs:
+        by_shape.setdefault(c.a.shape, []).append(c.name)
+    shape, names = max(by_shape.items(), key=lambda kv: len(kv[1]))
+    names = names[: ctx.config.similarity_max_tensors]
+    matrix = None
+    if len(names) > 1:
+        va = np.stack([ctx.values(n, "a").ravel() for n in names])
+        vb = np.stack([ctx.values(n, "b").ravel() for n in names])
+        va = va / np.linalg.norm(va, axis=1, keepdims=True)
+        vb = vb / np.linalg.norm(vb, axis=1, keepdims=True)
+        matrix = (va @ vb.T).tolist()
+    summary: Dict[str, Any] = {"mean_cosine": float(np.mean(list(cos.values()))), "min_cosine": cos[lowest[0]],
+                               "least_similar": lowest}
+    if matrix is not None:
+        m = np.asarray(matrix)
+        summary["matrix_shape"] = list(shape)
+        summary["matrix_size"] = len(names)
+        summary["diagonal_dominant"] = float(np.mean(np.argmax(m, axis=1) == np.arange(len(names))))
+    return Analysis(
+        "SimilarityMatrix", summary=summary,
+        details={"cosine": cos, "matrix": {"tensors": names, "cosine_a_rows_b_cols": matrix}},
+        tables=[Table("Cosine similarity a vs b per tensor (lowest first)", ["tensor", "cosine"],
+                      [[n, cos[n]] for n in sorted(cos, key=cos.get)])],
+    )
+
+
+# --- clustering -------------------------------------------------------------------------------
+
+def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100) -> np.ndarray:
+    """Lloyd's k-means with k-means++ seeding from a fixed seed; returns labels."""
+    rng = np.random.default_rng(seed)
+    centres = [x[rng.integers(len(x))]]
+    for _ in range(1, k):
+        d2 = np.min(((x[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
+        total = d2.sum()
+        centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
+    c = np.asarray(centres)
+    labels = np.zeros(len(x), dtype=int)
+    for i in range(iters):
+        new = np.argmin(((x[:, None, :] - c[None]) ** 2).sum(-1), axis=1)
+        if i and np.array_equal(new, labels):
+            break
+        labels = new
+        c = np.asarray([x[labels == j].mean(0) if np.any(labels == j) else c[j] for j in range(k)])
+    return labels
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+    d = np.sqrt(np.maximum(((x[:, None, :] - x[None]) ** 2).sum(-1), 0))
+    ks = np.unique(labels)
+    if len(ks) < 2:
+        return -1.0
+    scores = []
+    for i in range(len(x)):
+        own = labels == labels[i]
+        a = d[i, own].sum() / max(own.sum() - 1, 1)
+        b = min(d[i, labels == j].mean() for j in ks if j != labels[i])
+        scores.append(0.0 if own.sum() == 1 else (b - a) / max(a, b))
+    return float(np.mean(scores))
+
+
+def adjusted_rand_index(x: np.ndarray, y: np.ndarray) -> float:
+    _, xi = np.unique(x, return_inverse=True)
+    _, yi = np.unique(y, return_inverse=True)
+    table = np.zeros((xi.max() + 1, yi.max() + 1))
+    np.add.at(table, (xi, yi), 1)
+    comb = lambda v: v * (v - 1) / 2  # noqa: E731 - pairs among v items
+    index = comb(table).sum()
+    rows, cols, total = comb(table.sum(1)).sum(), comb(table.sum(0)).sum(), comb(len(x))
+    expected = rows * cols / total
+    best = (rows + cols) / 2
+    return 1.0 if best == expected else float((index - expected) / (best - expected))
+
+
+def clustering_change(ctx: Context) -> Analysis:
+    if not ctx.has_stats:
+        return Analysis.na("ClusteringChange", NO_STATS)
+    cfg = ctx.config
+    mats = [c for c in ctx.paired if len(c.a.shape) == 2 and c.change.changed_elements > 0 and c.a.shape[0] >= 4]
+    small = [c for c in mats if c.a.shape[0] <= cfg.cluster_max_rows]
+    if not small:
+        return Analysis.na("ClusteringChange", "no changed 2-D weight with 4.." f"{cfg.cluster_max_rows} rows"
+                                               " (--cluster-max-rows)")
+    small.sort(key=lambda c: c.change.rel_l2 or 0.0, reverse=True)
+    rows = []
+    for c in small[: cfg.cluster_max_layers]:
+        a, b = ctx.values(c.name, "a"), ctx.values(c.name, "b")
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            continue
+        ks = range(2, min(cfg.cluster_max_k, len(a) - 1) + 1)
+        scored = [(silhouette(a, kmeans(a, k, cfg.seed)), k) for k in ks]
+        score, k = max(scored)
+        la, lb = kmeans(a, k, cfg.seed), kmeans(b, k, cfg.seed)
+        rows.append({"name": c.name, "rows": len(a), "k": k, "silhouette_a": score,
+                     "ari": adjusted_rand_index(la, lb)})
+    if not rows:
+        return Analysis.na("ClusteringChange", "every candidate matrix holds NaN/Inf")
+    worst = min(rows, key=lambda r: r["ari"])
+    return Analysis(
+        "ClusteringChange",
+        summary={"layers": len(rows), "min_ari": worst["ari"], "min_ari_layer": worst["name"],
+                 "mean_ari": float(np.mean([r["ari"] for r in rows])),
+                 "skipped_over_size_limit": len(mats) - len(small)},
+        details={"layers": rows, "method": "rows clustered by k-means (k-means++ seed "
+                                           f"{cfg.seed}), k by best silhouette on a in 2..{cfg.cluster_max_k}; "
+                                           "ARI between the groupings of a and b"},
+        tables=[Table("Row clustering a vs b", ["tensor", "rows", "k", "silhouette a", "ARI"],
+                      [[r["name"], r["rows"], r["k"], r["silhouette_a"], r["ari"]] for r in rows])],
+    )
+
+
+# --- attention --------------------------------------------------------------------------------
+
+_SEPARATE = re.compile(r"^(?P<layer>.*?)[._](?P<proj>q_proj|k_proj|v_proj|o_proj|query|key|value|out_proj|"
+                       r"output\.dense|wq|wk|wv|wo)\.weight$")
+_FUSED = re.compile(r"^(?P<layer>.*?)[._](in_proj_weight|qkv\.weight|c_attn\.weight|query_key_value\.weight|Wqkv\.weight)$")
+_ROLE = {"q_proj": "q", "query": "q", "wq": "q", "k_proj": "k", "key": "k", "wk": "k", "v_proj": "v", "value": "v",
+         "wv": "v", "o_proj": "o", "out_proj": "o", "output.dense": "o", "wo": "o"}
+_HEAD_KEYS = ("num_attention_heads", "n_head", "num_heads", "nhead", "n_heads")
+
+
+def attention_layers(ctx: Context, side: str) -> Dict[str, Dict[str, str]]:
+    """layer -> {q,k,v,o: tensor name} (or {qkv: fused name, o: ...}) found by name."""
+    layers: Dict[str, Dict[str, str]] = {}
+    for c in ctx.model:
+        st = getattr(c, side)
+        if st is None or len(st.shape) != 2:
+            continue
+        m = _FUSED.match(c.name)
+        if m and (st.shape[0] == 3 * st.shape[1] or st.shape[1] == 3 * st.shape[0]):
+            layers.setdefault(m["layer"], {})["qkv"] = c.name
+            continue
+        m = _SEPARATE.match(c.name)
+        if m:
+            layer = m["layer"].removesuffix(".self")  # BERT: attention.self.query vs attention.output.dense
+            layers.setdefault(layer, {})[_ROLE[m["proj"]]] = c.name
+    return {k: v for k, v in layers.items() if "qkv" in v or {"q", "k"} <= set(v)}
+
+
+def head_count(ctx: Context) -> Tuple[Optional[int], str]:
+    if ctx.config.num_heads:
+        return ctx.config.num_heads, "--num-heads"
+    for side in ("b", "a"):
+        for key, value in ctx.metadata(side).items():
+            if key.rsplit(".", 1)[-1] in _HEAD_KEYS and str(value).isdigit():
+                return int(value), f"metadata {key}"
+        for key, value in ctx.scalars(side).items():
+            if key.rsplit(".", 1)[-1] in _HEAD_KEYS and isinstance(value, int):
+                return value, f"checkpoint {key}"
+        for _, src in ctx.sources(side):
+            if src is not None and src.path is not None and (src.path.parent / "config.json").is_file():
+                cfg = json.loads((src.path.parent / "config.json").read_text())
+                for key in _HEAD_KEYS:
+                    if isinstance(cfg.get(key), int):
+                        return cfg[key], f"{src.path.parent / 'config.json'}"
+    return None, "no head count: give --num-heads, or put a config.json (num_attention_heads) beside the file"
+
+
+def _projections(ctx: Context, parts: Dict[str, str], side: str) -> Dict[str, np.ndarray]:
+    """q, k, v as [out, in] and o as [d_model, d_model] (torch Linear layout)."""
+    if "qkv" in parts:
+        w = ctx.values(parts["qkv"], side)
+        if w.shape[0] != 3 * w.shape[1]:
+            w = w.T  # GPT-2 Conv1D stores [in, 3*out]
+        d = w.shape[0] // 3
+        out = {"q": w[:d], "k": w[d:2 * d], "v": w[2 * d:]}
+    else:
+        out = {r: ctx.values(parts[r], side) for r in ("q", "k", "v") if r in parts}
+    if "o" in parts:
+        out["o"] = ctx.values(parts["o"], side)
+    return out
+
+
+def head_table(ctx: Context) -> Tuple[Optional[List[Dict[str, Any]]], str]:
+    """Per (layer, head): weight norms in a and b, relative weight change, and the relative change
+    of the QK circuit W_Q,h^T W_K,h (the bilinear form that produces the attention logits)."""
+    if not ctx.has_stats:
+        return None, NO_STATS
+    layers = attention_layers(ctx, "a")
+    common = {k: v for k, v in layers.items() if attention_layers(ctx, "b").get(k) == v}
+    if not common:
+        return None, "no attention projections (q/k/v/o or fused in_proj/qkv) with the same names on both sides"
+    heads, origin = head_count(ctx)
+    if heads is None:
+        return None, origin
+    rows = []
+    for layer, parts in common.items():
+        pa, pb = _projections(ctx, parts, "a"), _projections(ctx, parts, "b")
+        if pa["q"].shape != pb["q"].shape:
+            continue
+        d = pa["q"].shape[0]
+        if d % heads:
+            return None, f"{layer}: width {d} is not divisible by {heads} heads ({origin})"
+        dh = d // heads
+        for h in range(heads):
+            sl = slice(h * dh, (h + 1) * dh)
+
+            def blocks(p):
+                out = [p[r][sl] for r in ("q", "k", "v") if r in p]
+                return out + ([p["o"][:, sl]] if "o" in p else [])
+
+            ba, bb = blocks(pa), blocks(pb)
+            norm_a = math.sqrt(sum(float((x * x).sum()) for x in ba))
+            norm_b = math.sqrt(sum(float((x * x).sum()) for x in bb))
+            diff = math.sqrt(sum(float(((y - x) ** 2).sum()) for x, y in zip(ba, bb)))
+            qk_a = pa["q"][sl].T @ pa["k"][sl]
+            qk_b = pb["q"][sl].T @ pb["k"][sl]
+            rows.append({"layer": layer, "head": h, "norm_a": norm_a, "norm_b": norm_b,
+                         "rel_change": safe_div(diff, norm_a),
+                         "qk_rel_change": safe_div(float(np.linalg.norm(qk_b - qk_a)), float(np.linalg.norm(qk_a)))})
+    return rows, origin
+
+
+def attention_analysis(ctx: Context) -> Analysis:
+    layers = attention_layers(ctx, "b") or attention_layers(ctx, "a")
+    if not layers:
+        return Analysis.na("AttentionAnalysis", "no attention projections found by name (q_proj/k_proj/v_proj, "
+                                                "query/key/value, in_proj_weight, qkv, c_attn)")
+    heads, origin = head_count(ctx)
+    summary: Dict[str, Any] = {"attention_layers": len(layers),
+                               "fused_qkv": sum(1 for p in layers.values() if "qkv" in p),
+                               "heads": heads, "heads_from": origin if heads else None}
+    details: Dict[str, Any] = {"layers": layers}
+    tables = []
+    if heads is None:
+        summary["per_head"] = f"n/a ({origin})"
+    else:
+        rows, why = head_table(ctx)
+        if rows is None:
+            summary["per_head"] = f"n/a ({why})"
+        else:
+            per_layer: Dict[str, float] = {}
+            for r in rows:
+                per_layer[r["layer"]] = max(per_layer.get(r["layer"], 0.0), r["rel_change"] or 0.0)
+            changed = [f"{r['layer']}#{r['head']}" for r in rows if r["rel_change"]]
+            summary.update({"heads_changed": len(changed), "changed_heads": changed[: ctx.config.top_k]})
+            details["max_head_change_per_layer"] = per_layer
+            tables.append(Table("Attention layers", ["layer", "projections", "max head rel change"],
+                                [[k, ", ".join(f"{r}={n}" for r, n in v.items()), per_layer.get(k)]
+                                 for k, v in layers.items()]))
+    return Analysis("AttentionAnalysis", summary=summary, details=details, tables=tables)
+
+
+def _head_rows_or_na(ctx: Context, name: str):
+    if not (attention_layers(ctx, "a") or attention_layers(ctx, "b")):
+        return None, Analysis.na(name, "no attention projections found by name")
+    rows, why = head_table(ctx)
+    return (rows, None) if rows is not None else (None, Analysis.na(name, why))
+
+
+def head_importance(ctx: Context) -> Analysis:
+    rows, na = _head_rows_or_na(ctx, "HeadImportance")
+    if na:
+        return na
+    ranked = sorted(rows, key=lambda r: r["norm_b"], reverse=True)
+    return Analysis(
+        "HeadImportance",
+        summary={"heads": len(rows), "strongest": [f"{r['layer']}#{r['head']}" for r in ranked[: ctx.config.top_k]],
+                 "weakest": f"{ranked[-1]['layer']}#{ranked[-1]['head']}",
+                 "most_changed": max(rows, key=lambda r: r["rel_change"] or 0.0)["layer"] + "#"
+                 + str(max(rows, key=lambda r: r["rel_change"] or 0.0)["head"])},
+        details={"heads": rows, "formula": "importance proxy = ||[W_Q,h; W_K,h; W_V,h; W_O[:,h]]||_F (weights only)"},
+        tables=[Table("Per-head weight norm (weights-only importance proxy)",
+                      ["layer", "head", "norm a", "norm b", "rel change"],
+                      [[r["layer"], r["head"], r["norm_a"], r["norm_b"], r["rel_change"]] for r in ranked])],
+    )
+
+
+def attention_pattern_diff(ctx: Context) -> Analysis:
+    rows, na = _head_rows_or_na(ctx, "AttentionPatternDiff")
+    if na:
+        return na
+    ranked = sorted(rows, key=lambda r: r["qk_rel_change"] or 0.0, reverse=True)
+    changed = [f"{r['layer']}#{r['head']}" for r in ranked if r["qk_rel_change"]]
+    return Analysis(
+        "AttentionPatternDiff",
+        summary={"heads_with_qk_change": len(changed), "max_qk_rel_change": ranked[0]["qk_rel_change"],
+                 "most_changed": changed[: ctx.config.top_k]},
+        details={"heads": [{k: r[k] for k in ("layer", "head", "qk_rel_change")} for r in ranked],
+                 "formula": "||W_Q,h^T W_K,h (b) - (a)||_F / ||(a)||_F, a weights-only proxy: biases and the "
+                            "input distribution are not seen"},
+        tables=[Table("QK-circuit change per head (weights-only proxy for attention-pattern change)",
+                      ["layer", "head", "rel change of W_Q^T W_K"],
+                      [[r["layer"], r["head"], r["qk_rel_change"]] for r in ranked])],
+    )

@@ -1,0 +1,260 @@
+"""Training signals between two checkpoints: how much was learned and where, whether training
+has settled, update-to-weight ratios and Adam moments, hyperparameters and learning rates."""
+
+from __future__ import annotations
+
+import math
+import re
+from statistics import median
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from .common import Analysis, Context, Table, global_update, ranked_groups, safe_div
+
+NO_STATS = "only headers were read (--shape-only)"
+NO_PAIRS = "no tensor is present with the same shape in both files"
+
+
+def _pairs_or_reason(ctx: Context) -> Optional[str]:
+    if not ctx.has_stats:
+        return NO_STATS
+    return None if ctx.paired else NO_PAIRS
+
+
+def learning_progress(ctx: Context) -> Analysis:
+    reason = _pairs_or_reason(ctx)
+    if reason:
+        return Analysis.na("LearningProgress", reason)
+    pairs = ctx.paired
+    delta, weight = global_update(pairs)
+    changed = sum(c.change.changed_elements for c in pairs)
+    params = sum(c.a.numel for c in pairs)
+    groups = ranked_groups(pairs)
+    top = [g["layer"] for g in groups[: ctx.config.top_k] if g["update_norm"] > 0]
+    top_share = sum(g["share"] for g in groups[: len(top)])
+    return Analysis(
+        "LearningProgress",
+        summary={
+            "rel_update": safe_div(delta, weight),
+            "update_norm": delta,
+            "params_changed": changed,
+            "changed_fraction": safe_div(changed, params),
+            "top_layers": top,
+            "top_layers_share": top_share,
+        },
+        details={"layers": groups},
+        tables=[Table("Update per layer group (largest first)",
+                      ["layer", "rel_update", "update_norm", "share of ||delta||^2", "changed fraction", "params"],
+                      [[g["layer"], g["rel_update"], g["update_norm"], g["share"], g["changed_fraction"], g["params"]]
+                       for g in groups])],
+    )
+
+
+def convergence_verdict(rel: Optional[float], ctx: Context) -> str:
+    cfg = ctx.config
+    if rel is None:
+        return "n/a"
+    if rel < cfg.converged_below:
+        return "converged"
+    return "large_jump" if rel > cfg.large_jump_above else "still_moving"
+
+
+def convergence(ctx: Context) -> Analysis:
+    reason = _pairs_or_reason(ctx)
+    if reason:
+        return Analysis.na("ConvergenceAnalysis", reason)
+    delta, weight = global_update(ctx.paired)
+    rel = safe_div(delta, weight)
+    ratios = [c.change.rel_l2 for c in ctx.paired if c.change.rel_l2 is not None]
+    jumping = [c.name for c in ctx.paired if (c.change.rel_l2 or 0) > ctx.config.large_jump_above]
+    return Analysis(
+        "ConvergenceAnalysis",
+        summary={
+            "verdict": convergence_verdict(rel, ctx),
+            "rel_update": rel,
+            "converged_below": ctx.config.converged_below,
+            "large_jump_above": ctx.config.large_jump_above,
+            "max_tensor_rel_update": max(ratios) if ratios else None,
+            "tensors_jumping": len(jumping),
+        },
+        details={"jumping": jumping,
+                 "note": "two checkpoints give one update; trend and oscillation need 3+ checkpoints"},
+    )
+
+
+# --- Adam state -------------------------------------------------------------------------------
+
+_STATE = re.compile(r"^(?P<opt>.*?optimizer)\.state\.(?P<idx>\d+)\.(?P<key>exp_avg_sq|exp_avg|step)$")
+
+
+def adam_state(ctx: Context, side: str) -> Dict[str, Dict[str, Any]]:
+    """Parameter name -> {exp_avg, exp_avg_sq, step, lr, betas.0, betas.1, eps} from a checkpoint's
+    Adam state. State index i is mapped to the i-th model tensor of the file, accepted only where
+    the shapes agree (torch keys the state by position in ``model.parameters()``, not by name)."""
+    states: Dict[int, Dict[str, Any]] = {}
+    prefix = None
+    for c in ctx.optimizer:
+        m = _STATE.match(c.name)
+        if m and getattr(c, side) is not None:
+            prefix = m["opt"]
+            value = ctx.values(c.name, side)
+            states.setdefault(int(m["idx"]), {})[m["key"]] = float(value.reshape(-1)[0]) if m["key"] == "step" else value
+    if prefix is None:
+        return {}
+    scalars = ctx.scalars(side)
+    group_of: Dict[int, int] = {}
+    for key, value in scalars.items():
+        m = re.fullmatch(re.escape(prefix) + r"\.param_groups\.(\d+)\.params\.\d+", key)
+        if m:
+            group_of[int(value)] = int(m[1])
+        m = re.fullmatch(re.escape(prefix) + r"\.state\.(\d+)\.step", key)
+        if m:
+            states.setdefault(int(m[1]), {})["step"] = float(value)
+    params = [c for c in ctx.model if getattr(c, side) is not None]
+    out: Dict[str, Dict[str, Any]] = {}
+    for idx, st in sorted(states.items()):
+        if "exp_avg" not in st or "exp_avg_sq" not in st:
+            continue
+        if idx >= len(params) or getattr(params[idx], side).shape != st["exp_avg"].shape:
+            return {}  # the order does not line up: refuse to guess
+        group = f"{prefix}.param_groups.{group_of.get(idx, 0)}"
+        hyper = {k: scalars.get(f"{group}.{k}") for k in ("lr", "betas.0", "betas.1", "eps")}
+        out[params[idx].name] = {**st, **hyper}
+    return out
+
+
+def _bias_corrected(st: Dict[str, Any]):
+    """Adam's m_hat, v_hat (bias-corrected with the step count when the file has it)."""
+    m, v, t = st["exp_avg"], st["exp_avg_sq"], st.get("step")
+    b1, b2 = st.get("betas.0"), st.get("betas.1")
+    if t and b1 is not None and b2 is not None:
+        return m / (1 - b1 ** t), v / (1 - b2 ** t), True
+    return m, v, False
+
+
+def gradient(ctx: Context) -> Analysis:
+    reason = _pairs_or_reason(ctx)
+    if reason:
+        return Analysis.na("GradientAnalysis", reason)
+    cfg = ctx.config
+    rows = [{"name": c.name, "update_ratio": c.change.rel_l2, "changed": c.change.changed_elements}
+            for c in ctx.paired]
+    ratios = [r["update_ratio"] for r in rows if r["update_ratio"] is not None]
+    frozen = [r["name"] for r in rows if r["changed"] == 0]
+    jumping = [r["name"] for r in rows if (r["update_ratio"] or 0) > cfg.large_jump_above]
+    worst = max(rows, key=lambda r: r["update_ratio"] or 0.0)
+    summary: Dict[str, Any] = {
+        "median_update_ratio": median(ratios) if ratios else None,
+        "max_update_ratio": worst["update_ratio"],
+        "max_ratio_tensor": worst["name"] if worst["update_ratio"] else None,
+        "frozen": len(frozen),
+        "jumping": len(jumping),
+    }
+    tables = [Table("Update-to-weight ratio ||delta||/||W|| per tensor",
+                    ["tensor", "ratio", "changed elements"],
+                    [[r["name"], r["update_ratio"], r["changed"]] for r in rows])]
+    moments = []
+    for name, st in adam_state(ctx, "b").items():
+        m_hat, v_hat, corrected = _bias_corrected(st)
+        moments.append({
+            "name": name,
+            "grad_rms": float(np.sqrt(v_hat.mean())),
+            "grad_mean_abs": float(np.abs(m_hat).mean()),
+            "signal_to_noise": float((np.abs(m_hat) / (np.sqrt(v_hat) + 1e-30)).mean()),
+            "step": st.get("step"),
+            "bias_corrected": corrected,
+        })
+    if moments:
+        summary["adam_grad_rms"] = math.sqrt(sum(m["grad_rms"] ** 2 for m in moments) / len(moments))
+        tables.append(Table("Gradient moments from Adam state (checkpoint b)",
+                            ["parameter", "sqrt(mean v_hat)", "mean |m_hat|", "mean |m_hat|/sqrt(v_hat)", "step"],
+                            [[m["name"], m["grad_rms"], m["grad_mean_abs"], m["signal_to_noise"], m["step"]]
+                             for m in moments]))
+    else:
+        summary["adam_state"] = "n/a (no Adam exp_avg/exp_avg_sq in checkpoint b)"
+    return Analysis("GradientAnalysis", summary=summary,
+                    details={"tensors": rows, "frozen_tensors": frozen, "jumping_tensors": jumping,
+                             "adam_moments": moments},
+                    tables=tables)
+
+
+# --- hyperparameters --------------------------------------------------------------------------
+
+_HYPER = re.compile(
+    r"(optimizer\.param_groups\.\d+\.(lr|initial_lr|betas\.\d|weight_decay|eps|momentum|dampening|nesterov|amsgrad)"
+    r"|(^|\.)(lr|learning_rate|epoch|step|global_step|batch_size)"
+    r"|(^|\.)(hyper_parameters|hparams)\.[^.]+(\.[^.]+)*)$")
+
+
+def _hyperparameters(ctx: Context, side: str) -> Dict[str, Any]:
+    found = {k: v for k, v in ctx.scalars(side).items() if _HYPER.search(k)}
+    # safetensors metadata other than the writer's "format" tag: free-form training notes
+    found.update({f"metadata.{k}": v for k, v in ctx.metadata(side).items() if k != "format"})
+    return found
+
+
+def hyperparameter_impact(ctx: Context) -> Analysis:
+    ha, hb = _hyperparameters(ctx, "a"), _hyperparameters(ctx, "b")
+    if not ha and not hb:
+        return Analysis.na("HyperparameterImpact", "neither file carries optimizer param_groups, epoch/step, "
+                                                   "hyper_parameters or metadata")
+    keys = list(ha) + [k for k in hb if k not in ha]
+    rows = [[k, ha.get(k), hb.get(k), ha.get(k) != hb.get(k)] for k in keys]
+    changed = [r[0] for r in rows if r[3]]
+    summary: Dict[str, Any] = {"hyperparameters": len(keys), "changed": changed}
+    if ctx.has_stats and ctx.paired:
+        delta, weight = global_update(ctx.paired)
+        summary["rel_update"] = safe_div(delta, weight)
+    return Analysis("HyperparameterImpact", summary=summary,
+                    details={"values": {r[0]: {"a": r[1], "b": r[2]} for r in rows}},
+                    tables=[Table("Hyperparameters carried by the files", ["key", "a", "b", "changed"], rows)])
+
+
+def _learning_rate(ctx: Context, side: str) -> Optional[float]:
+    scalars = ctx.scalars(side)
+    for pattern in (r"optimizer\.param_groups\.0\.lr$", r"(^|\.)(lr|learning_rate)$"):
+        hit = next((v for k, v in scalars.items() if re.search(pattern, k) and isinstance(v, (int, float))), None)
+        if hit is not None:
+            return float(hit)
+    return None
+
+
+def learning_rate(ctx: Context) -> Analysis:
+    lr_a, lr_b = _learning_rate(ctx, "a"), _learning_rate(ctx, "b")
+    if lr_a is None and lr_b is None:
+        return Analysis.na("LearningRateAnalysis", "no learning rate in either file "
+                                                   "(optimizer param_groups lr, lr or learning_rate)")
+    summary: Dict[str, Any] = {"lr_a": lr_a, "lr_b": lr_b,
+                               "lr_ratio": safe_div(lr_b, lr_a) if lr_a is not None and lr_b is not None else None}
+    state_a, state_b = adam_state(ctx, "a"), adam_state(ctx, "b")
+    rows = []
+    by_name = {c.name: c for c in ctx.paired} if ctx.has_stats else {}
+    for name, st in state_b.items():
+        if st.get("lr") is None or name not in by_name:
+            continue
+        m_hat, v_hat, _ = _bias_corrected(st)
+        eps = st.get("eps") or 0.0
+        step = st["lr"] * m_hat / (np.sqrt(v_hat) + eps)  # what Adam's next update would be
+        c = by_name[name]
+        steps = (st.get("step") or 0) - (state_a.get(name, {}).get("step") or 0)
+        measured = c.change.l2_diff / math.sqrt(c.a.numel)
+        rows.append({
+            "name": name,
+            "effective_step_rms": float(np.sqrt((step ** 2).mean())),
+            "measured_update_rms": measured,
+            "optimizer_steps": steps if name in state_a else None,
+            "measured_per_step_rms": measured / steps if name in state_a and steps > 0 else None,
+        })
+    if rows:
+        summary["effective_step_rms"] = math.sqrt(sum(r["effective_step_rms"] ** 2 for r in rows) / len(rows))
+        per_step = [r["measured_per_step_rms"] for r in rows if r["measured_per_step_rms"] is not None]
+        summary["measured_per_step_rms"] = math.sqrt(sum(x * x for x in per_step) / len(per_step)) if per_step else None
+    else:
+        summary["effective_step"] = "n/a (no Adam state with lr in checkpoint b)"
+    return Analysis("LearningRateAnalysis", summary=summary, details={"layers": rows},
+                    tables=[Table("Adam effective step (estimate: lr * m_hat / (sqrt(v_hat) + eps), from b's state)",
+                                  ["parameter", "effective step RMS", "measured update RMS", "optimizer steps",
+                                   "measured RMS per step"],
+                                  [[r["name"], r["effective_step_rms"], r["measured_update_rms"],
+                                    r["optimizer_steps"], r["measured_per_step_rms"]] for r in rows])] if rows else [])
