@@ -236,11 +236,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(e.exit_code)
     except click.ClickException as e:
         _fail(e.format_message())
-    except click.Abort:
-        _fail("aborted")
     except DiffaiError as e:
         _fail(str(e))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.Abort):  # click reports Ctrl-C as Abort; diffai never prompts
         click.echo("diffai: interrupted", err=True)
         sys.exit(130)
     except (OSError, ValueError, MemoryError) as e:
