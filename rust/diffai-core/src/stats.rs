@@ -13,6 +13,8 @@
 //!   order, so results do not depend on the thread count.
 //! - On x86_64 the same code is compiled a second time with AVX2/FMA/F16C enabled and picked at
 //!   run time.
+//! - There, contiguous f32/bf16 skip the buffer: fused blocks convert straight into AVX2
+//!   registers (same blocks, shifts and merge; NaN/Inf blocks and odd tails take the path above).
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -559,6 +561,205 @@ fn block_pair_finite(a: &[f64], b: &[f64], eps: f64) -> Option<PairStats> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fused AVX2 blocks for contiguous f32/bf16: convert straight into registers instead of going
+// through the f64 buffer, whose store and reload dominated the pass. Same blocks, shift and
+// merge as the generic path; a block with NaN/Inf (or not a multiple of 4 long) returns `None`
+// and is redone by the generic path.
+
+#[cfg(target_arch = "x86_64")]
+mod fused {
+    use super::{PairStats, TensorStats};
+    use std::arch::x86_64::*;
+
+    /// Four consecutive elements of a dtype as f64 lanes.
+    pub(super) trait Load {
+        const SIZE: usize;
+        /// # Safety
+        /// `p` must point at 4 readable elements; AVX2 must be available.
+        unsafe fn load4(p: *const u8) -> __m256d;
+    }
+
+    pub(super) struct F32;
+    pub(super) struct Bf16;
+
+    impl Load for F32 {
+        const SIZE: usize = 4;
+        #[inline(always)]
+        unsafe fn load4(p: *const u8) -> __m256d {
+            _mm256_cvtps_pd(_mm_loadu_ps(p as *const f32))
+        }
+    }
+
+    impl Load for Bf16 {
+        const SIZE: usize = 2;
+        #[inline(always)]
+        unsafe fn load4(p: *const u8) -> __m256d {
+            // bf16 is the high half of an f32.
+            let w = _mm_slli_epi32(_mm_cvtepu16_epi32(_mm_loadl_epi64(p as *const __m128i)), 16);
+            _mm256_cvtps_pd(_mm_castsi128_ps(w))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn lanes(v: __m256d) -> [f64; 4] {
+        let mut t = [0f64; 4];
+        _mm256_storeu_pd(t.as_mut_ptr(), v);
+        t
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256d) -> f64 {
+        let t = lanes(v);
+        (t[0] + t[1]) + (t[2] + t[3])
+    }
+
+    /// Adds 1 per lane where `mask` is set (a true compare lane is all ones, i.e. -1).
+    #[inline(always)]
+    unsafe fn count(acc: __m256i, mask: __m256d) -> __m256i {
+        _mm256_sub_epi64(acc, _mm256_castpd_si256(mask))
+    }
+
+    #[inline(always)]
+    unsafe fn hcount(v: __m256i) -> u64 {
+        let mut t = [0i64; 4];
+        _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, v);
+        t.iter().sum::<i64>() as u64
+    }
+
+    /// Per-lane accumulators of one tensor's block, as in `block_stats_finite`.
+    struct Moments {
+        shift: __m256d,
+        s1: __m256d,
+        s2: __m256d,
+        mn: __m256d,
+        mx: __m256d,
+        zeros: __m256i,
+    }
+
+    impl Moments {
+        /// Shifted by the block's first element, like the generic path.
+        #[inline(always)]
+        unsafe fn new(first4: __m256d) -> Moments {
+            let shift = _mm256_set1_pd(_mm256_cvtsd_f64(first4));
+            Moments {
+                shift,
+                s1: _mm256_setzero_pd(),
+                s2: _mm256_setzero_pd(),
+                mn: shift,
+                mx: shift,
+                zeros: _mm256_setzero_si256(),
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn add(&mut self, x: __m256d) {
+            let d = _mm256_sub_pd(x, self.shift);
+            self.s1 = _mm256_add_pd(self.s1, d);
+            self.s2 = _mm256_fmadd_pd(d, d, self.s2);
+            // min/max(acc, x) keep `lt`/`gt` semantics; NaN is caught by the sums below.
+            self.mn = _mm256_min_pd(self.mn, x);
+            self.mx = _mm256_max_pd(self.mx, x);
+            let zero = _mm256_cmp_pd::<_CMP_EQ_OQ>(x, _mm256_setzero_pd());
+            self.zeros = count(self.zeros, zero);
+        }
+
+        #[inline(always)]
+        unsafe fn finish(&self, n: usize) -> Option<TensorStats> {
+            let (t1, t2) = (hsum(self.s1), hsum(self.s2));
+            if !(t1.is_finite() && t2.is_finite()) {
+                return None;
+            }
+            let mut s = TensorStats {
+                numel: n as u64,
+                finite: n as u64,
+                min: lanes(self.mn).into_iter().fold(f64::INFINITY, f64::min),
+                max: lanes(self.mx).into_iter().fold(f64::NEG_INFINITY, f64::max),
+                zero_count: hcount(self.zeros),
+                ..TensorStats::default()
+            };
+            super::set_moments(&mut s, _mm256_cvtsd_f64(self.shift), t1, t2);
+            Some(s)
+        }
+    }
+
+    /// Elements [i, i + n) of a contiguous tensor's bytes, or `None` if they cannot be fused.
+    #[inline(always)]
+    fn span<A: Load>(bytes: &[u8], i: usize, n: usize) -> Option<&[u8]> {
+        (n > 0 && n.is_multiple_of(4)).then(|| &bytes[i * A::SIZE..(i + n) * A::SIZE])
+    }
+
+    /// Statistics of elements [i, i + n) of a contiguous tensor.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block_stats<A: Load>(
+        bytes: &[u8],
+        i: usize,
+        n: usize,
+    ) -> Option<TensorStats> {
+        let x = span::<A>(bytes, i, n)?;
+        let p = x.as_ptr();
+        // SAFETY (all loads): `x` holds n elements, n is a multiple of 4 and k < n.
+        let mut m = Moments::new(A::load4(p));
+        let mut k = 0;
+        while k < n {
+            m.add(A::load4(p.add(k * A::SIZE)));
+            k += 4;
+        }
+        m.finish(n)
+    }
+
+    /// Statistics of both tensors and of their difference over elements [i, i + n).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block_pair<A: Load, B: Load>(
+        a: &[u8],
+        b: &[u8],
+        i: usize,
+        n: usize,
+        eps: f64,
+    ) -> Option<(TensorStats, TensorStats, PairStats)> {
+        let (pa, pb) = (span::<A>(a, i, n)?.as_ptr(), span::<B>(b, i, n)?.as_ptr());
+        // SAFETY (all loads): both spans hold n elements, n is a multiple of 4 and k < n.
+        let (mut ma, mut mb) = (Moments::new(A::load4(pa)), Moments::new(B::load4(pb)));
+        let z = _mm256_setzero_pd();
+        let abs_mask = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
+        let epsv = _mm256_set1_pd(eps);
+        let (mut mxd, mut sad, mut sdd, mut dot, mut qa, mut qb) = (z, z, z, z, z, z);
+        let mut nd = _mm256_setzero_si256();
+        let mut k = 0;
+        while k < n {
+            let (x, y) = (A::load4(pa.add(k * A::SIZE)), B::load4(pb.add(k * B::SIZE)));
+            ma.add(x);
+            mb.add(y);
+            let d = _mm256_sub_pd(y, x);
+            let ad = _mm256_and_pd(d, abs_mask);
+            mxd = _mm256_max_pd(mxd, ad);
+            sad = _mm256_add_pd(sad, ad);
+            sdd = _mm256_fmadd_pd(d, d, sdd);
+            dot = _mm256_fmadd_pd(x, y, dot);
+            qa = _mm256_fmadd_pd(x, x, qa);
+            qb = _mm256_fmadd_pd(y, y, qb);
+            nd = count(nd, _mm256_cmp_pd::<_CMP_GT_OQ>(ad, epsv));
+            k += 4;
+        }
+        let p = PairStats {
+            numel: n as u64,
+            compared: n as u64,
+            diff_count: hcount(nd),
+            max_abs_diff: lanes(mxd).into_iter().fold(0.0, f64::max),
+            sum_abs_diff: hsum(sad),
+            sum_sq_diff: hsum(sdd),
+            dot: hsum(dot),
+            sum_sq_a: hsum(qa),
+            sum_sq_b: hsum(qb),
+        };
+        // Same finiteness test as `block_pair_finite`.
+        if !(p.sum_sq_diff.is_finite() && p.sum_sq_a.is_finite() && p.sum_sq_b.is_finite()) {
+            return None;
+        }
+        Some((ma.finish(n)?, mb.finish(n)?, p))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Chunk drivers, compiled twice (baseline and AVX2) and chosen at run time.
 
 #[cfg(target_arch = "x86_64")]
@@ -571,15 +772,25 @@ fn cpu_has_avx2() -> bool {
     })
 }
 
+/// `fast(i, n)` may compute block [i, i + n) directly; when it returns `None` the block is
+/// decoded and summed by the generic kernels.
 #[inline(always)]
-fn chunk_stats_body(v: &View, start: usize, end: usize) -> TensorStats {
+fn chunk_stats_body(
+    v: &View,
+    start: usize,
+    end: usize,
+    fast: impl Fn(usize, usize) -> Option<TensorStats>,
+) -> TensorStats {
     let mut buf = [0f64; BLOCK];
     let mut acc = TensorStats::default();
     let mut i = start;
     while i < end {
         let n = BLOCK.min(end - i);
-        v.decode(i, &mut buf[..n]);
-        acc.merge(&block_stats(&buf[..n]));
+        let s = fast(i, n).unwrap_or_else(|| {
+            v.decode(i, &mut buf[..n]);
+            block_stats(&buf[..n])
+        });
+        acc.merge(&s);
         i += n;
     }
     acc
@@ -592,6 +803,7 @@ fn chunk_pair_body(
     start: usize,
     end: usize,
     eps: f64,
+    fast: impl Fn(usize, usize) -> Option<(TensorStats, TensorStats, PairStats)>,
 ) -> (TensorStats, TensorStats, PairStats) {
     let mut ba = [0f64; BLOCK];
     let mut bb = [0f64; BLOCK];
@@ -603,11 +815,18 @@ fn chunk_pair_body(
     let mut i = start;
     while i < end {
         let n = BLOCK.min(end - i);
-        va.decode(i, &mut ba[..n]);
-        vb.decode(i, &mut bb[..n]);
-        sa.merge(&block_stats(&ba[..n]));
-        sb.merge(&block_stats(&bb[..n]));
-        p.merge(&block_pair(&ba[..n], &bb[..n], eps));
+        let (x, y, z) = fast(i, n).unwrap_or_else(|| {
+            va.decode(i, &mut ba[..n]);
+            vb.decode(i, &mut bb[..n]);
+            (
+                block_stats(&ba[..n]),
+                block_stats(&bb[..n]),
+                block_pair(&ba[..n], &bb[..n], eps),
+            )
+        });
+        sa.merge(&x);
+        sb.merge(&y);
+        p.merge(&z);
         i += n;
     }
     (sa, sb, p)
@@ -616,7 +835,16 @@ fn chunk_pair_body(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn chunk_stats_avx2(v: &View, start: usize, end: usize) -> TensorStats {
-    chunk_stats_body(v, start, end)
+    chunk_stats_body(v, start, end, |_, _| None)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_stats_fused<A: fused::Load>(v: &View, start: usize, end: usize) -> TensorStats {
+    // SAFETY: the caller checked AVX2/FMA; `v` is contiguous and of dtype `A`.
+    chunk_stats_body(v, start, end, |i, n| unsafe {
+        fused::block_stats::<A>(v.bytes, i, n)
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -628,16 +856,38 @@ unsafe fn chunk_pair_avx2(
     end: usize,
     eps: f64,
 ) -> (TensorStats, TensorStats, PairStats) {
-    chunk_pair_body(va, vb, start, end, eps)
+    chunk_pair_body(va, vb, start, end, eps, |_, _| None)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_pair_fused<A: fused::Load, B: fused::Load>(
+    va: &View,
+    vb: &View,
+    start: usize,
+    end: usize,
+    eps: f64,
+) -> (TensorStats, TensorStats, PairStats) {
+    // SAFETY: the caller checked AVX2/FMA; `va`/`vb` are contiguous and of dtypes `A`/`B`.
+    chunk_pair_body(va, vb, start, end, eps, |i, n| unsafe {
+        fused::block_pair::<A, B>(va.bytes, vb.bytes, i, n, eps)
+    })
 }
 
 fn chunk_stats(v: &View, start: usize, end: usize) -> TensorStats {
     #[cfg(target_arch = "x86_64")]
     if cpu_has_avx2() {
-        // SAFETY: the CPU supports every feature the function was compiled for.
-        return unsafe { chunk_stats_avx2(v, start, end) };
+        // SAFETY: the CPU supports every feature the functions were compiled for, and the fused
+        // kernels get only contiguous views of their dtype.
+        return unsafe {
+            match fused_kind(v) {
+                Some(DType::F32) => chunk_stats_fused::<fused::F32>(v, start, end),
+                Some(DType::BF16) => chunk_stats_fused::<fused::Bf16>(v, start, end),
+                _ => chunk_stats_avx2(v, start, end),
+            }
+        };
     }
-    chunk_stats_body(v, start, end)
+    chunk_stats_body(v, start, end, |_, _| None)
 }
 
 fn chunk_pair(
@@ -649,10 +899,33 @@ fn chunk_pair(
 ) -> (TensorStats, TensorStats, PairStats) {
     #[cfg(target_arch = "x86_64")]
     if cpu_has_avx2() {
-        // SAFETY: the CPU supports every feature the function was compiled for.
-        return unsafe { chunk_pair_avx2(va, vb, start, end, eps) };
+        use fused::{Bf16, F32};
+        // SAFETY: as in `chunk_stats`.
+        return unsafe {
+            match (fused_kind(va), fused_kind(vb)) {
+                (Some(DType::F32), Some(DType::F32)) => {
+                    chunk_pair_fused::<F32, F32>(va, vb, start, end, eps)
+                }
+                (Some(DType::F32), Some(DType::BF16)) => {
+                    chunk_pair_fused::<F32, Bf16>(va, vb, start, end, eps)
+                }
+                (Some(DType::BF16), Some(DType::F32)) => {
+                    chunk_pair_fused::<Bf16, F32>(va, vb, start, end, eps)
+                }
+                (Some(DType::BF16), Some(DType::BF16)) => {
+                    chunk_pair_fused::<Bf16, Bf16>(va, vb, start, end, eps)
+                }
+                _ => chunk_pair_avx2(va, vb, start, end, eps),
+            }
+        };
     }
-    chunk_pair_body(va, vb, start, end, eps)
+    chunk_pair_body(va, vb, start, end, eps, |_, _| None)
+}
+
+/// The dtype of a view the fused kernels handle (contiguous f32 or bf16).
+#[cfg(target_arch = "x86_64")]
+fn fused_kind(v: &View) -> Option<DType> {
+    (v.strided.is_none() && matches!(v.dtype, DType::F32 | DType::BF16)).then_some(v.dtype)
 }
 
 fn chunk_ranges(numel: usize) -> impl IndexedParallelIterator<Item = (usize, usize)> {
