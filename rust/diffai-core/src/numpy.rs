@@ -50,7 +50,7 @@ pub fn load_npz(path: &Path) -> Result<Model> {
         .map_err(|e| Error::format(path, format!("damaged zip archive: {e}")))?;
     let mut model = Model::new(Format::Npz);
     for index in 0..archive.len() {
-        let (entry_name, method, encrypted, is_dir, data_start, compressed, size) = {
+        let (entry_name, method, encrypted, is_dir, data_start, compressed, size, crc) = {
             let entry = archive.by_index_raw(index).map_err(|e| {
                 Error::format(path, format!("damaged zip archive (entry {index}): {e}"))
             })?;
@@ -62,6 +62,7 @@ pub fn load_npz(path: &Path) -> Result<Model> {
                 entry.data_start(),
                 entry.compressed_size(),
                 entry.size(),
+                entry.crc32(),
             )
         };
         if is_dir {
@@ -84,32 +85,26 @@ pub fn load_npz(path: &Path) -> Result<Model> {
         }
         let entry_err =
             |p: Problem| Error::format(path, format!("entry {entry_name}: {}", p.message()));
-        let outcome = match method {
-            zip::CompressionMethod::Stored => {
-                let start = usize::try_from(data_start).ok();
-                let len = usize::try_from(compressed).ok();
-                let range = match (start, len) {
-                    (Some(s), Some(l))
-                        if s.checked_add(l).is_some_and(|end| end <= bytes.len()) =>
-                    {
-                        s..s + l
-                    }
-                    _ => {
-                        return Err(entry_err(Problem::Bad(
-                            "entry data runs past the end of the archive (truncated?)".into(),
-                        )))
-                    }
-                };
-                parse_header(&bytes[range.clone()])
-                    .and_then(|h| build_tensor(key.clone(), &map, range.start, range.len(), &h))
+        // The entry's bytes in the file (compressed or not).
+        let range = match (usize::try_from(data_start), usize::try_from(compressed)) {
+            (Ok(s), Ok(l)) if s.checked_add(l).is_some_and(|end| end <= bytes.len()) => s..s + l,
+            _ => {
+                return Err(entry_err(Problem::Bad(
+                    "entry data runs past the end of the archive (truncated?)".into(),
+                )))
             }
+        };
+        let outcome = match method {
+            zip::CompressionMethod::Stored => parse_header(&bytes[range.clone()])
+                .and_then(|h| build_tensor(key.clone(), &map, range.start, range.len(), &h)),
             zip::CompressionMethod::Deflated => {
-                let data =
-                    inflate(&mut archive, index, size).map_err(|e| entry_err(Problem::Bad(e)))?;
-                let len = data.len();
-                let owner: Owner = Arc::new(data);
-                parse_header((*owner).as_ref())
-                    .and_then(|h| build_tensor(key.clone(), &owner, 0, len, &h))
+                let entry = Deflated {
+                    index,
+                    range,
+                    size,
+                    crc,
+                };
+                deferred_entry(path, &map, &mut archive, entry, &key)
             }
             other => Err(Problem::Unsupported(format!(
                 "zip compression method {other} is not supported"
@@ -124,28 +119,91 @@ pub fn load_npz(path: &Path) -> Result<Model> {
     Ok(model)
 }
 
-/// Decompresses one deflated entry (the zip crate checks its CRC at the end of the stream).
-fn inflate(
-    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+/// Where a deflated entry sits in the archive and what it must inflate to.
+struct Deflated {
     index: usize,
+    range: std::ops::Range<usize>,
     size: u64,
-) -> std::result::Result<Vec<u8>, String> {
-    let entry = archive
-        .by_index(index)
-        .map_err(|e| format!("cannot read entry: {e}"))?;
-    // Never trust the declared size for more than a first allocation.
-    let mut data = Vec::with_capacity(size.min(1 << 26) as usize);
-    entry
-        .take(size.saturating_add(1))
-        .read_to_end(&mut data)
-        .map_err(|e| format!("cannot decompress entry: {e}"))?;
-    if data.len() as u64 != size {
-        return Err(format!(
-            "entry decompresses to {} bytes, its header says {size}",
-            data.len()
-        ));
+    crc: u32,
+}
+
+/// A deflated entry: only its `.npy` header is inflated now; the array is inflated each time
+/// it is used and dropped afterwards, so an archive is never held in memory whole.
+fn deferred_entry(
+    path: &Path,
+    map: &Owner,
+    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    entry: Deflated,
+    key: &str,
+) -> std::result::Result<Tensor, Problem> {
+    let Deflated {
+        index,
+        range: compressed,
+        size,
+        crc,
+    } = entry;
+    // Headers are small; read a growing prefix until one parses (pathological ones up to 16 MiB).
+    let mut want = 4096u64;
+    let h = loop {
+        let mut prefix = Vec::new();
+        let entry = archive
+            .by_index(index)
+            .map_err(|e| Problem::Bad(format!("cannot read entry: {e}")))?;
+        entry
+            .take(want.min(size))
+            .read_to_end(&mut prefix)
+            .map_err(|e| Problem::Bad(format!("cannot decompress entry: {e}")))?;
+        match parse_header(&prefix) {
+            Ok(h) => break h,
+            Err(Problem::Bad(_)) if want < size && want < (1 << 24) => want *= 16,
+            Err(e) => return Err(e),
+        }
+    };
+    let available = usize::try_from(size)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(h.data_start);
+    if available < h.nbytes {
+        return Err(Problem::Bad(format!(
+            "shape {:?} of {} needs {} data bytes but only {available} follow the header (truncated file)",
+            h.shape, h.dtype, h.nbytes
+        )));
     }
-    Ok(data)
+    let (map, path, name) = (map.clone(), path.to_path_buf(), key.to_string());
+    let (data_start, nbytes, swap) = (
+        h.data_start,
+        h.nbytes,
+        if h.big_endian { h.dtype.size() } else { 1 },
+    );
+    let produce = move || -> Result<Vec<u8>> {
+        let fail = |why: String| Error::format(&path, format!("entry {name}.npy: {why}"));
+        let mut out = Vec::with_capacity(size.min(1 << 30) as usize);
+        flate2::read::DeflateDecoder::new(&(*map).as_ref()[compressed.clone()])
+            .take(size.saturating_add(1))
+            .read_to_end(&mut out)
+            .map_err(|e| fail(format!("cannot decompress: {e}")))?;
+        if out.len() as u64 != size || crc32fast::hash(&out) != crc {
+            return Err(fail(
+                "decompressed data does not match the entry's size and CRC (damaged archive)"
+                    .into(),
+            ));
+        }
+        out.truncate(data_start + nbytes);
+        out.drain(..data_start);
+        if swap > 1 {
+            out.chunks_exact_mut(swap).for_each(|c| c.reverse());
+        }
+        Ok(out)
+    };
+    let mut tensor = Tensor::contiguous(
+        key.to_string(),
+        h.dtype,
+        h.shape.clone(),
+        Storage::deferred(nbytes, Arc::new(produce)),
+    );
+    if h.fortran && h.shape.len() >= 2 {
+        tensor.strides = Some(fortran_strides(&h.shape));
+    }
+    Ok(tensor)
 }
 
 /// Why an array could not be read: a dtype diffai does not handle (an `.npz` skips the entry) or

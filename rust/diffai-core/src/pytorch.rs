@@ -148,10 +148,12 @@ pub fn load_legacy(path: &Path) -> Result<Model> {
     );
     match vm.run().map_err(fail)? {
         Value::Int(LEGACY_PROTOCOL_VERSION) => {}
-        other => return Err(fail(format!(
+        other => {
+            return Err(fail(format!(
             "unsupported legacy PyTorch protocol version {} (expected {LEGACY_PROTOCOL_VERSION})",
             describe_value(&vm.nodes, &other)
-        ))),
+        )))
+        }
     }
     let mut vm = Vm::new(bytes, vm.pos, "legacy pickle 3 (system info)", Pids::None);
     let sys_info = vm.run().map_err(fail)?;
@@ -265,11 +267,13 @@ pub fn load_legacy(path: &Path) -> Result<Model> {
                     .map_err(|e| fail(format!("storage view of {}: {e}", s.key)))?;
                 match off.checked_add(len).filter(|&end| end <= root.len()) {
                     Some(end) => root.start + off..root.start + end,
-                    None => return Err(fail(format!(
+                    None => {
+                        return Err(fail(format!(
                         "a view of storage {} ({len} bytes from byte {off}) runs past its {} bytes",
                         s.key,
                         root.len()
-                    ))),
+                    )))
+                    }
                 }
             }
         };

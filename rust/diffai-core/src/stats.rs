@@ -20,6 +20,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -179,8 +180,11 @@ impl PairStats {
 struct View<'a> {
     dtype: DType,
     numel: usize,
-    bytes: &'a [u8],
-    /// `None` when `bytes` holds the elements contiguously in C order.
+    /// The storage's bytes, borrowed from the map or produced for this use (deferred storage).
+    data: Cow<'a, [u8]>,
+    /// Where the elements start in `data` when they are one C-order run.
+    start: usize,
+    /// `None` when the elements are one contiguous run in C order.
     strided: Option<Strided>,
 }
 
@@ -193,19 +197,12 @@ struct Strided {
 impl<'a> View<'a> {
     fn new(t: &'a Tensor) -> Result<View<'a>> {
         t.check_bounds().map_err(Error::Invalid)?;
-        let numel = t.numel();
-        Ok(match t.contiguous_bytes() {
-            Some(bytes) => View {
-                dtype: t.dtype,
-                numel,
-                bytes,
-                strided: None,
-            },
-            None => View {
-                dtype: t.dtype,
-                numel,
-                bytes: t.storage.bytes(),
-                strided: Some(Strided {
+        let data = t.storage.load()?;
+        let (start, strided) = match t.contiguous_range() {
+            Some(range) => (range.start, None),
+            None => (
+                0,
+                Some(Strided {
                     offset: t.offset,
                     shape: t.shape.clone(),
                     strides: t
@@ -213,8 +210,20 @@ impl<'a> View<'a> {
                         .clone()
                         .unwrap_or_else(|| Tensor::c_strides(&t.shape)),
                 }),
-            },
+            ),
+        };
+        Ok(View {
+            dtype: t.dtype,
+            numel: t.numel(),
+            data,
+            start,
+            strided,
         })
+    }
+
+    /// The bytes from the first element on (for contiguous views).
+    fn bytes(&self) -> &[u8] {
+        &self.data[self.start..]
     }
 
     #[inline(always)]
@@ -223,7 +232,7 @@ impl<'a> View<'a> {
         match &self.strided {
             None => decode_contiguous(
                 self.dtype,
-                &self.bytes[start * size..(start + out.len()) * size],
+                &self.bytes()[start * size..(start + out.len()) * size],
                 out,
             ),
             Some(s) => {
@@ -244,7 +253,7 @@ impl<'a> View<'a> {
                             .sum::<usize>();
                     decode_contiguous(
                         self.dtype,
-                        &self.bytes[pos * size..(pos + 1) * size],
+                        &self.data[pos * size..(pos + 1) * size],
                         std::slice::from_mut(o),
                     );
                     for d in (0..nd).rev() {
@@ -843,7 +852,7 @@ unsafe fn chunk_stats_avx2(v: &View, start: usize, end: usize) -> TensorStats {
 unsafe fn chunk_stats_fused<A: fused::Load>(v: &View, start: usize, end: usize) -> TensorStats {
     // SAFETY: the caller checked AVX2/FMA; `v` is contiguous and of dtype `A`.
     chunk_stats_body(v, start, end, |i, n| unsafe {
-        fused::block_stats::<A>(v.bytes, i, n)
+        fused::block_stats::<A>(v.bytes(), i, n)
     })
 }
 
@@ -870,7 +879,7 @@ unsafe fn chunk_pair_fused<A: fused::Load, B: fused::Load>(
 ) -> (TensorStats, TensorStats, PairStats) {
     // SAFETY: the caller checked AVX2/FMA; `va`/`vb` are contiguous and of dtypes `A`/`B`.
     chunk_pair_body(va, vb, start, end, eps, |i, n| unsafe {
-        fused::block_pair::<A, B>(va.bytes, vb.bytes, i, n, eps)
+        fused::block_pair::<A, B>(va.bytes(), vb.bytes(), i, n, eps)
     })
 }
 

@@ -2,41 +2,92 @@
 //! (a memory map, a decompressed buffer, or a Python-owned array), plus the non-tensor leaves.
 
 use crate::dtype::DType;
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
+
+/// Produces a deferred storage's bytes (e.g. inflates a compressed archive entry).
+pub type Produce = dyn Fn() -> crate::Result<Vec<u8>> + Send + Sync;
 
 /// Bytes shared by one or more tensors; cloning is cheap (an `Arc`).
 #[derive(Clone)]
 pub struct Storage {
-    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
-    range: Range<usize>,
+    backing: Backing,
+    len: usize,
+}
+
+#[derive(Clone)]
+enum Backing {
+    /// In memory or mapped: `owner[start..start + len]`.
+    Resident {
+        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        start: usize,
+    },
+    /// Made on each use and dropped after it, so a compressed archive is never held in memory
+    /// whole: at most the tensors being computed on are.
+    Deferred(Arc<Produce>),
 }
 
 impl Storage {
     /// `range` must lie inside `owner`; readers check it against the file before calling.
     pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, range: Range<usize>) -> Self {
         debug_assert!(range.end <= (*owner).as_ref().len());
-        Storage { owner, range }
+        Storage {
+            len: range.len(),
+            backing: Backing::Resident {
+                owner,
+                start: range.start,
+            },
+        }
     }
 
     pub fn from_vec(bytes: Vec<u8>) -> Self {
         let len = bytes.len();
+        Storage::new(Arc::new(bytes), 0..len)
+    }
+
+    /// A storage of `len` bytes that `produce` makes when it is used.
+    pub fn deferred(len: usize, produce: Arc<Produce>) -> Self {
         Storage {
-            owner: Arc::new(bytes),
-            range: 0..len,
+            len,
+            backing: Backing::Deferred(produce),
         }
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &(*self.owner).as_ref()[self.range.clone()]
+    /// The bytes when they are already in memory or mapped; `None` for a deferred storage.
+    pub fn resident(&self) -> Option<&[u8]> {
+        match &self.backing {
+            Backing::Resident { owner, start } => {
+                Some(&(**owner).as_ref()[*start..*start + self.len])
+            }
+            Backing::Deferred(_) => None,
+        }
+    }
+
+    /// The bytes, borrowed when resident, produced (and checked for length) when deferred.
+    pub fn load(&self) -> crate::Result<Cow<'_, [u8]>> {
+        match &self.backing {
+            Backing::Resident { .. } => Ok(Cow::Borrowed(self.resident().unwrap_or_default())),
+            Backing::Deferred(produce) => {
+                let bytes = produce()?;
+                if bytes.len() != self.len {
+                    return Err(crate::Error::Invalid(format!(
+                        "deferred storage produced {} bytes, expected {}",
+                        bytes.len(),
+                        self.len
+                    )));
+                }
+                Ok(Cow::Owned(bytes))
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.range.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.range.is_empty()
+        self.len == 0
     }
 }
 
@@ -88,23 +139,29 @@ impl Tensor {
         strides
     }
 
-    /// The bytes of the elements when they are one contiguous run in C order, else `None`.
-    pub fn contiguous_bytes(&self) -> Option<&[u8]> {
-        let n = self.numel();
-        let is_c = match &self.strides {
+    /// Whether the elements are one run in C order (size-1 dimensions' strides do not matter).
+    pub fn is_c_contiguous(&self) -> bool {
+        match &self.strides {
             None => true,
             Some(s) => self
                 .shape
                 .iter()
                 .zip(s.iter().zip(Tensor::c_strides(&self.shape)))
                 .all(|(&dim, (&have, want))| dim <= 1 || have == want),
-        };
-        if !is_c {
-            return None;
         }
+    }
+
+    /// The byte range of the elements inside the storage when they are one C-order run.
+    pub fn contiguous_range(&self) -> Option<Range<usize>> {
         let size = self.dtype.size();
         let start = self.offset * size;
-        self.storage.bytes().get(start..start + n * size)
+        let end = start + self.numel() * size;
+        (self.is_c_contiguous() && end <= self.storage.len()).then_some(start..end)
+    }
+
+    /// The bytes of the elements when they are resident and one C-order run, else `None`.
+    pub fn contiguous_bytes(&self) -> Option<&[u8]> {
+        self.storage.resident()?.get(self.contiguous_range()?)
     }
 
     /// Checks that every element the view can address lies inside its storage.

@@ -75,7 +75,7 @@ fn f8_e5m2(b: u8) -> f64 {
 /// Element `index` (in elements from the storage start) as f64.
 fn element(t: &Tensor, index: usize) -> f64 {
     let size = t.dtype.size();
-    let b = &t.storage.bytes()[index * size..(index + 1) * size];
+    let b = &t.storage.resident().unwrap()[index * size..(index + 1) * size];
     match t.dtype {
         DType::F64 => f64::from_le_bytes(b.try_into().unwrap()),
         DType::F32 => f32::from_le_bytes(b.try_into().unwrap()) as f64,
@@ -266,8 +266,8 @@ fn pytorch_views_share_one_storage_with_offsets_and_strides() {
         assert_eq!(grid.strides, None);
         for t in &m.tensors {
             assert_eq!(
-                t.storage.bytes().as_ptr(),
-                grid.storage.bytes().as_ptr(),
+                t.storage.resident().unwrap().as_ptr(),
+                grid.storage.resident().unwrap().as_ptr(),
                 "{file}: {} shares grid's storage",
                 t.name
             );
@@ -308,9 +308,9 @@ fn pytorch_shared_storage_tied_weights_scalars_and_empty_tensors() {
     );
     assert_eq!((a.offset, b.offset, t1.offset), (2, 5, 0));
     for t in [b, t1, t2] {
-        assert_eq!(t.storage.bytes().as_ptr(), a.storage.bytes().as_ptr());
+        assert_eq!(t.storage.resident().unwrap().as_ptr(), a.storage.resident().unwrap().as_ptr());
     }
-    assert_eq!(a.contiguous_bytes().unwrap(), &t1.storage.bytes()[16..40]);
+    assert_eq!(a.contiguous_bytes().unwrap(), &t1.storage.resident().unwrap()[16..40]);
     let zero_d = tensor(&m, "zero_d");
     assert!(zero_d.shape.is_empty());
     assert_eq!(zero_d.numel(), 1);

@@ -30,9 +30,9 @@ pub enum V {
     F(f64),
 }
 
-pub fn read_at(t: &Tensor, element: usize) -> V {
+pub fn read_at(t: &Tensor, data: &[u8], element: usize) -> V {
     let size = t.dtype.size();
-    let b = &t.storage.bytes()[element * size..(element + 1) * size];
+    let b = &data[element * size..(element + 1) * size];
     match t.dtype {
         DType::F64 => V::F(f64::from_le_bytes(b.try_into().unwrap())),
         DType::F32 => V::F(f32::from_le_bytes(b.try_into().unwrap()) as f64),
@@ -59,11 +59,13 @@ pub fn values(t: &Tensor) -> Vec<V> {
         .unwrap_or_else(|| Tensor::c_strides(&t.shape));
     assert_eq!(strides.len(), t.shape.len(), "{}", t.name);
     let n = t.numel();
+    // Deferred (deflated) storages are produced once here, like the stats kernels do.
+    let data = t.storage.load().unwrap();
     let mut out = Vec::with_capacity(n);
     let mut idx = vec![0usize; t.shape.len()];
     for _ in 0..n {
         let pos = t.offset + idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>();
-        out.push(read_at(t, pos));
+        out.push(read_at(t, &data, pos));
         for d in (0..idx.len()).rev() {
             idx[d] += 1;
             if idx[d] < t.shape[d] {
