@@ -308,9 +308,15 @@ fn pytorch_shared_storage_tied_weights_scalars_and_empty_tensors() {
     );
     assert_eq!((a.offset, b.offset, t1.offset), (2, 5, 0));
     for t in [b, t1, t2] {
-        assert_eq!(t.storage.resident().unwrap().as_ptr(), a.storage.resident().unwrap().as_ptr());
+        assert_eq!(
+            t.storage.resident().unwrap().as_ptr(),
+            a.storage.resident().unwrap().as_ptr()
+        );
     }
-    assert_eq!(a.contiguous_bytes().unwrap(), &t1.storage.resident().unwrap()[16..40]);
+    assert_eq!(
+        a.contiguous_bytes().unwrap(),
+        &t1.storage.resident().unwrap()[16..40]
+    );
     let zero_d = tensor(&m, "zero_d");
     assert!(zero_d.shape.is_empty());
     assert_eq!(zero_d.numel(), 1);

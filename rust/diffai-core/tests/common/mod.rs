@@ -163,3 +163,65 @@ pub fn check_model(file: &str, model: &Model, want: &Value) {
         );
     }
 }
+
+/// Small deterministic generator for the corruption tests.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// How a corruption test damages each file of a format's test data.
+pub struct Damage {
+    pub seed: u64,
+    /// Truncation points step by this for a file of the given length.
+    pub cut_step: fn(usize) -> usize,
+    /// Copies with 1-4 random bytes overwritten, per file.
+    pub rounds: usize,
+    /// Bytes at the start left intact by the overwrites (e.g. a fixed text header).
+    pub keep: usize,
+}
+
+/// Truncated and corrupted copies of every file never panic, and whatever loads stays in
+/// bounds; deferred (compressed) data is produced too, where damage may surface as an error.
+pub fn damaged_files_never_panic(
+    kind: &str,
+    how: Damage,
+    load: impl Fn(&Path) -> diffai_core::Result<Model>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = XorShift(how.seed);
+    let mut files: Vec<String> = expected(kind).keys().cloned().collect();
+    files.sort();
+    for file in files {
+        let bytes = std::fs::read(data_dir(kind).join(&file)).unwrap();
+        let target = dir.path().join(&file);
+        let try_load = |data: &[u8]| {
+            std::fs::write(&target, data).unwrap();
+            if let Ok(m) = load(&target) {
+                for t in &m.tensors {
+                    t.check_bounds().unwrap();
+                    if t.storage.load().is_ok() {
+                        let _ = values(t);
+                    }
+                }
+            }
+        };
+        for cut in (0..bytes.len()).step_by((how.cut_step)(bytes.len())) {
+            try_load(&bytes[..cut]);
+        }
+        for _ in 0..how.rounds {
+            let mut data = bytes.clone();
+            for _ in 0..1 + rng.next() % 4 {
+                let at = how.keep + (rng.next() % (data.len() - how.keep) as u64) as usize;
+                data[at] = rng.next() as u8;
+            }
+            try_load(&data);
+        }
+    }
+}
