@@ -6,6 +6,7 @@ list that starts with the name: ``{"TensorStatsChanged": [name, before, after, c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -13,7 +14,7 @@ Number = Optional[float]
 ScalarValue = Union[None, bool, int, float, str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TensorStats:
     """Statistics of one tensor. mean/std/min/max are over its finite elements, accumulated in
     float64; std is the population std (ddof=0). They are None for an empty or all-NaN tensor,
@@ -35,26 +36,12 @@ class TensorStats:
 
     @classmethod
     def from_core(cls, shape, dtype: str, nbytes: int, raw: Optional[Dict[str, Any]]) -> "TensorStats":
-        shape = tuple(int(d) for d in shape)
-        numel = 1
-        for d in shape:
-            numel *= d
+        shape = tuple(shape)
+        numel = math.prod(shape)
         if raw is None:
-            return cls(shape=shape, dtype=dtype, numel=numel, nbytes=nbytes)
-        return cls(
-            shape=shape,
-            dtype=dtype,
-            numel=numel,
-            mean=raw["mean"],
-            std=raw["std"],
-            min=raw["min"],
-            max=raw["max"],
-            nan_count=raw["nan_count"],
-            inf_count=raw["inf_count"],
-            zero_count=raw["zero_count"],
-            l2_norm=raw["l2_norm"],
-            nbytes=nbytes,
-        )
+            return cls(shape, dtype, numel, nbytes=nbytes)
+        return cls(shape, dtype, numel, raw["mean"], raw["std"], raw["min"], raw["max"], raw["nan_count"],
+                   raw["inf_count"], raw["zero_count"], raw["l2_norm"], nbytes)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -70,7 +57,7 @@ class TensorStats:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ChangeMetrics:
     """Elementwise change between two tensors of the same shape. Differences, norms and the
     cosine are over positions where both elements are finite; ``changed_elements`` counts every
@@ -115,6 +102,7 @@ class ChangeMetrics:
 class Record:
     """Base of every diff record: ``kind`` names it in JSON/YAML and in ``--output`` filters."""
 
+    __slots__ = ()
     kind: str = ""
     name: str
 
@@ -125,7 +113,7 @@ class Record:
         return {self.kind: [self.name, *self.values()]}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TensorAdded(Record):
     name: str
     stats: TensorStats
@@ -135,7 +123,7 @@ class TensorAdded(Record):
         return [self.stats.to_dict()]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TensorRemoved(Record):
     name: str
     stats: TensorStats
@@ -145,7 +133,7 @@ class TensorRemoved(Record):
         return [self.stats.to_dict()]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TensorShapeChanged(Record):
     name: str
     before: TensorStats
@@ -156,7 +144,7 @@ class TensorShapeChanged(Record):
         return [self.before.to_dict(), self.after.to_dict()]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TensorStatsChanged(Record):
     """Values changed (or the dtype changed). ``change`` is None when only headers were read."""
 
@@ -170,7 +158,7 @@ class TensorStatsChanged(Record):
         return [self.before.to_dict(), self.after.to_dict(), self.change.to_dict() if self.change else None]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ScalarChanged(Record):
     """A non-tensor leaf of a checkpoint (epoch, lr, ...) whose value differs; a side that lacks
     it has None."""
@@ -184,7 +172,7 @@ class ScalarChanged(Record):
         return [self.before, self.after]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MetadataChanged(Record):
     """A file-level metadata entry (safetensors ``__metadata__``) that differs; missing is None."""
 
@@ -197,7 +185,7 @@ class MetadataChanged(Record):
         return [self.before, self.after]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EntrySkipped(Record):
     """Something in a file that is neither a tensor nor a scalar diffai understands."""
 
@@ -210,7 +198,7 @@ class EntrySkipped(Record):
         return [self.side, self.reason]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FileChanged(Record):
     """In a folder diff: a non-model file whose bytes differ, or a file on one side only
     (``before``/``after`` say "present" or None)."""
@@ -224,7 +212,7 @@ class FileChanged(Record):
         return [self.before, self.after]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TensorComparison:
     """One tensor name across the two sides, whatever happened to it (kept for analyses)."""
 
