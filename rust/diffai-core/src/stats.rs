@@ -13,8 +13,9 @@
 //!   order, so results do not depend on the thread count.
 //! - On x86_64 the same code is compiled a second time with AVX2/FMA/F16C enabled and picked at
 //!   run time.
-//! - There, contiguous f32/bf16 skip the buffer: fused blocks convert straight into AVX2
-//!   registers (same blocks, shifts and merge; NaN/Inf blocks and odd tails take the path above).
+//! - There, contiguous f32/bf16 skip the buffer: fused blocks convert straight into AVX-512 (8
+//!   lanes) or AVX2 (4 lanes) registers, one kernel generic over both (same blocks, shifts and
+//!   merge; NaN/Inf blocks and tails not a multiple of the lane count take the path above).
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -570,195 +571,385 @@ fn block_pair_finite(a: &[f64], b: &[f64], eps: f64) -> Option<PairStats> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fused AVX2 blocks for contiguous f32/bf16: convert straight into registers instead of going
+// Fused blocks for contiguous f32/bf16: convert straight into registers instead of going
 // through the f64 buffer, whose store and reload dominated the pass. Same blocks, shift and
-// merge as the generic path; a block with NaN/Inf (or not a multiple of 4 long) returns `None`
-// and is redone by the generic path.
+// merge as the generic path; a block with NaN/Inf (or not a multiple of the lane count long)
+// returns `None` and is redone by the generic path. The kernels are written once against the
+// `Lanes` trait and instantiated for AVX2 (4 f64 lanes) and AVX-512 (8 f64 lanes).
 
 #[cfg(target_arch = "x86_64")]
 mod fused {
     use super::{PairStats, TensorStats};
     use std::arch::x86_64::*;
 
-    /// Four consecutive elements of a dtype as f64 lanes.
-    pub(super) trait Load {
-        const SIZE: usize;
-        /// # Safety
-        /// `p` must point at 4 readable elements; AVX2 must be available.
-        unsafe fn load4(p: *const u8) -> __m256d;
+    /// A vector of f64 lanes and the operations the kernels need. Every method is
+    /// `#[inline(always)]` and only meant to be inlined into a function compiled with the ISA's
+    /// target features.
+    ///
+    /// # Safety
+    /// Callers of any method must run on a CPU with the implementation's features.
+    pub(super) trait Lanes {
+        /// `N` f64 lanes.
+        type V: Copy;
+        /// `N` integer lane counters.
+        type C: Copy;
+        const N: usize;
+        unsafe fn splat(x: f64) -> Self::V;
+        unsafe fn first(v: Self::V) -> f64;
+        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+        unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+        /// a * b + c.
+        unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        /// Per lane `a < b ? a : b` (as `lt`; returns `b` when unordered).
+        unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
+        /// Per lane `a > b ? a : b` (as `gt`; returns `b` when unordered).
+        unsafe fn max(a: Self::V, b: Self::V) -> Self::V;
+        unsafe fn abs(a: Self::V) -> Self::V;
+        unsafe fn count_zero() -> Self::C;
+        /// Adds 1 to each counter whose lane of `x` equals 0.
+        unsafe fn count_eq_zero(acc: Self::C, x: Self::V) -> Self::C;
+        /// Adds 1 to each counter whose lane of `x` is greater than (ordered) that of `y`.
+        unsafe fn count_gt(acc: Self::C, x: Self::V, y: Self::V) -> Self::C;
+        unsafe fn hcount(acc: Self::C) -> u64;
+        /// Stores the `N` lanes into `out[..N]`.
+        unsafe fn store(v: Self::V, out: &mut [f64; 8]);
+
+        /// Pairwise sum of the lanes ((t0 + t1) + (t2 + t3)) + ...
+        #[inline(always)]
+        unsafe fn hsum(v: Self::V) -> f64 {
+            let mut t = [0f64; 8];
+            Self::store(v, &mut t);
+            let mut w = Self::N;
+            while w > 1 {
+                w /= 2;
+                for j in 0..w {
+                    t[j] = t[2 * j] + t[2 * j + 1];
+                }
+            }
+            t[0]
+        }
+
+        #[inline(always)]
+        unsafe fn hfold(v: Self::V, init: f64, f: fn(f64, f64) -> f64) -> f64 {
+            let mut t = [0f64; 8];
+            Self::store(v, &mut t);
+            t[..Self::N].iter().copied().fold(init, f)
+        }
     }
 
+    /// `L::N` consecutive elements of a dtype as f64 lanes.
+    pub(super) trait Load<L: Lanes> {
+        const SIZE: usize;
+        /// # Safety
+        /// `p` must point at `L::N` readable elements; the CPU must have `L`'s features.
+        unsafe fn load(p: *const u8) -> L::V;
+    }
+
+    pub(super) struct Avx2;
+    pub(super) struct Avx512;
     pub(super) struct F32;
     pub(super) struct Bf16;
 
-    impl Load for F32 {
+    // SAFETY (whole impl): callers guarantee AVX2 and FMA.
+    impl Lanes for Avx2 {
+        type V = __m256d;
+        type C = __m256i;
+        const N: usize = 4;
+        #[inline(always)]
+        unsafe fn splat(x: f64) -> __m256d {
+            _mm256_set1_pd(x)
+        }
+        #[inline(always)]
+        unsafe fn first(v: __m256d) -> f64 {
+            _mm256_cvtsd_f64(v)
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256d, b: __m256d) -> __m256d {
+            _mm256_add_pd(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(a: __m256d, b: __m256d) -> __m256d {
+            _mm256_sub_pd(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m256d, b: __m256d, c: __m256d) -> __m256d {
+            _mm256_fmadd_pd(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn min(a: __m256d, b: __m256d) -> __m256d {
+            _mm256_min_pd(a, b)
+        }
+        #[inline(always)]
+        unsafe fn max(a: __m256d, b: __m256d) -> __m256d {
+            _mm256_max_pd(a, b)
+        }
+        #[inline(always)]
+        unsafe fn abs(a: __m256d) -> __m256d {
+            _mm256_and_pd(a, _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX)))
+        }
+        #[inline(always)]
+        unsafe fn count_zero() -> __m256i {
+            _mm256_setzero_si256()
+        }
+        /// A true compare lane is all ones (-1), so subtracting it adds 1.
+        #[inline(always)]
+        unsafe fn count_eq_zero(acc: __m256i, x: __m256d) -> __m256i {
+            let m = _mm256_cmp_pd::<_CMP_EQ_OQ>(x, _mm256_setzero_pd());
+            _mm256_sub_epi64(acc, _mm256_castpd_si256(m))
+        }
+        #[inline(always)]
+        unsafe fn count_gt(acc: __m256i, x: __m256d, y: __m256d) -> __m256i {
+            let m = _mm256_cmp_pd::<_CMP_GT_OQ>(x, y);
+            _mm256_sub_epi64(acc, _mm256_castpd_si256(m))
+        }
+        #[inline(always)]
+        unsafe fn hcount(acc: __m256i) -> u64 {
+            let mut t = [0i64; 4];
+            _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, acc);
+            t.iter().sum::<i64>() as u64
+        }
+        #[inline(always)]
+        unsafe fn store(v: __m256d, out: &mut [f64; 8]) {
+            _mm256_storeu_pd(out.as_mut_ptr(), v);
+        }
+    }
+
+    // SAFETY (whole impl): callers guarantee AVX-512F/DQ (plus AVX2 for the bf16 load).
+    impl Lanes for Avx512 {
+        type V = __m512d;
+        type C = __m512i;
+        const N: usize = 8;
+        #[inline(always)]
+        unsafe fn splat(x: f64) -> __m512d {
+            _mm512_set1_pd(x)
+        }
+        #[inline(always)]
+        unsafe fn first(v: __m512d) -> f64 {
+            _mm_cvtsd_f64(_mm512_castpd512_pd128(v))
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512d, b: __m512d) -> __m512d {
+            _mm512_add_pd(a, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(a: __m512d, b: __m512d) -> __m512d {
+            _mm512_sub_pd(a, b)
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m512d, b: __m512d, c: __m512d) -> __m512d {
+            _mm512_fmadd_pd(a, b, c)
+        }
+        #[inline(always)]
+        unsafe fn min(a: __m512d, b: __m512d) -> __m512d {
+            _mm512_min_pd(a, b)
+        }
+        #[inline(always)]
+        unsafe fn max(a: __m512d, b: __m512d) -> __m512d {
+            _mm512_max_pd(a, b)
+        }
+        #[inline(always)]
+        /// VRANGEPD "max of |a|, |a|, sign cleared": no constant register needed.
+        unsafe fn abs(a: __m512d) -> __m512d {
+            _mm512_range_pd::<0b1011>(a, a)
+        }
+        #[inline(always)]
+        unsafe fn count_zero() -> __m512i {
+            _mm512_setzero_si512()
+        }
+        /// Classify +0/-0 into a mask register (as `x == 0.0`), then a masked add of 1.
+        #[inline(always)]
+        unsafe fn count_eq_zero(acc: __m512i, x: __m512d) -> __m512i {
+            let m = _mm512_fpclass_pd_mask::<0x06>(x);
+            _mm512_mask_add_epi64(acc, m, acc, _mm512_set1_epi64(1))
+        }
+        #[inline(always)]
+        unsafe fn count_gt(acc: __m512i, x: __m512d, y: __m512d) -> __m512i {
+            let m = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(x, y);
+            _mm512_mask_add_epi64(acc, m, acc, _mm512_set1_epi64(1))
+        }
+        #[inline(always)]
+        unsafe fn hcount(acc: __m512i) -> u64 {
+            let mut t = [0i64; 8];
+            _mm512_storeu_si512(t.as_mut_ptr() as *mut __m512i, acc);
+            t.iter().sum::<i64>() as u64
+        }
+        #[inline(always)]
+        unsafe fn store(v: __m512d, out: &mut [f64; 8]) {
+            _mm512_storeu_pd(out.as_mut_ptr(), v);
+        }
+    }
+
+    impl Load<Avx2> for F32 {
         const SIZE: usize = 4;
         #[inline(always)]
-        unsafe fn load4(p: *const u8) -> __m256d {
+        unsafe fn load(p: *const u8) -> __m256d {
             _mm256_cvtps_pd(_mm_loadu_ps(p as *const f32))
         }
     }
 
-    impl Load for Bf16 {
+    impl Load<Avx2> for Bf16 {
         const SIZE: usize = 2;
         #[inline(always)]
-        unsafe fn load4(p: *const u8) -> __m256d {
+        unsafe fn load(p: *const u8) -> __m256d {
             // bf16 is the high half of an f32.
             let w = _mm_slli_epi32(_mm_cvtepu16_epi32(_mm_loadl_epi64(p as *const __m128i)), 16);
             _mm256_cvtps_pd(_mm_castsi128_ps(w))
         }
     }
 
-    #[inline(always)]
-    unsafe fn lanes(v: __m256d) -> [f64; 4] {
-        let mut t = [0f64; 4];
-        _mm256_storeu_pd(t.as_mut_ptr(), v);
-        t
+    impl Load<Avx512> for F32 {
+        const SIZE: usize = 4;
+        #[inline(always)]
+        unsafe fn load(p: *const u8) -> __m512d {
+            _mm512_cvtps_pd(_mm256_loadu_ps(p as *const f32))
+        }
     }
 
-    #[inline(always)]
-    unsafe fn hsum(v: __m256d) -> f64 {
-        let t = lanes(v);
-        (t[0] + t[1]) + (t[2] + t[3])
-    }
-
-    /// Adds 1 per lane where `mask` is set (a true compare lane is all ones, i.e. -1).
-    #[inline(always)]
-    unsafe fn count(acc: __m256i, mask: __m256d) -> __m256i {
-        _mm256_sub_epi64(acc, _mm256_castpd_si256(mask))
-    }
-
-    #[inline(always)]
-    unsafe fn hcount(v: __m256i) -> u64 {
-        let mut t = [0i64; 4];
-        _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, v);
-        t.iter().sum::<i64>() as u64
+    impl Load<Avx512> for Bf16 {
+        const SIZE: usize = 2;
+        #[inline(always)]
+        unsafe fn load(p: *const u8) -> __m512d {
+            let w = _mm256_slli_epi32(
+                _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)),
+                16,
+            );
+            _mm512_cvtps_pd(_mm256_castsi256_ps(w))
+        }
     }
 
     /// Per-lane accumulators of one tensor's block, as in `block_stats_finite`.
-    struct Moments {
-        shift: __m256d,
-        s1: __m256d,
-        s2: __m256d,
-        mn: __m256d,
-        mx: __m256d,
-        zeros: __m256i,
+    struct Moments<L: Lanes> {
+        shift: L::V,
+        s1: L::V,
+        s2: L::V,
+        mn: L::V,
+        mx: L::V,
+        zeros: L::C,
     }
 
-    impl Moments {
+    impl<L: Lanes> Moments<L> {
         /// Shifted by the block's first element, like the generic path.
         #[inline(always)]
-        unsafe fn new(first4: __m256d) -> Moments {
-            let shift = _mm256_set1_pd(_mm256_cvtsd_f64(first4));
+        unsafe fn new(first: L::V) -> Self {
+            let shift = L::splat(L::first(first));
+            let z = L::splat(0.0);
             Moments {
                 shift,
-                s1: _mm256_setzero_pd(),
-                s2: _mm256_setzero_pd(),
+                s1: z,
+                s2: z,
                 mn: shift,
                 mx: shift,
-                zeros: _mm256_setzero_si256(),
+                zeros: L::count_zero(),
             }
         }
 
         #[inline(always)]
-        unsafe fn add(&mut self, x: __m256d) {
-            let d = _mm256_sub_pd(x, self.shift);
-            self.s1 = _mm256_add_pd(self.s1, d);
-            self.s2 = _mm256_fmadd_pd(d, d, self.s2);
+        unsafe fn add(&mut self, x: L::V) {
+            let d = L::sub(x, self.shift);
+            self.s1 = L::add(self.s1, d);
+            self.s2 = L::fmadd(d, d, self.s2);
             // min/max(acc, x) keep `lt`/`gt` semantics; NaN is caught by the sums below.
-            self.mn = _mm256_min_pd(self.mn, x);
-            self.mx = _mm256_max_pd(self.mx, x);
-            let zero = _mm256_cmp_pd::<_CMP_EQ_OQ>(x, _mm256_setzero_pd());
-            self.zeros = count(self.zeros, zero);
+            self.mn = L::min(self.mn, x);
+            self.mx = L::max(self.mx, x);
+            self.zeros = L::count_eq_zero(self.zeros, x);
         }
 
         #[inline(always)]
         unsafe fn finish(&self, n: usize) -> Option<TensorStats> {
-            let (t1, t2) = (hsum(self.s1), hsum(self.s2));
+            let (t1, t2) = (L::hsum(self.s1), L::hsum(self.s2));
             if !(t1.is_finite() && t2.is_finite()) {
                 return None;
             }
             let mut s = TensorStats {
                 numel: n as u64,
                 finite: n as u64,
-                min: lanes(self.mn).into_iter().fold(f64::INFINITY, f64::min),
-                max: lanes(self.mx).into_iter().fold(f64::NEG_INFINITY, f64::max),
-                zero_count: hcount(self.zeros),
+                min: L::hfold(self.mn, f64::INFINITY, f64::min),
+                max: L::hfold(self.mx, f64::NEG_INFINITY, f64::max),
+                zero_count: L::hcount(self.zeros),
                 ..TensorStats::default()
             };
-            super::set_moments(&mut s, _mm256_cvtsd_f64(self.shift), t1, t2);
+            super::set_moments(&mut s, L::first(self.shift), t1, t2);
             Some(s)
         }
     }
 
     /// Elements [i, i + n) of a contiguous tensor's bytes, or `None` if they cannot be fused.
     #[inline(always)]
-    fn span<A: Load>(bytes: &[u8], i: usize, n: usize) -> Option<&[u8]> {
-        (n > 0 && n.is_multiple_of(4)).then(|| &bytes[i * A::SIZE..(i + n) * A::SIZE])
+    fn span<L: Lanes, A: Load<L>>(bytes: &[u8], i: usize, n: usize) -> Option<&[u8]> {
+        (n > 0 && n.is_multiple_of(L::N)).then(|| &bytes[i * A::SIZE..(i + n) * A::SIZE])
     }
 
     /// Statistics of elements [i, i + n) of a contiguous tensor.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn block_stats<A: Load>(
+    ///
+    /// # Safety
+    /// The CPU must have `L`'s features; only inline into a function compiled with them.
+    #[inline(always)]
+    pub(super) unsafe fn block_stats<L: Lanes, A: Load<L>>(
         bytes: &[u8],
         i: usize,
         n: usize,
     ) -> Option<TensorStats> {
-        let x = span::<A>(bytes, i, n)?;
+        let x = span::<L, A>(bytes, i, n)?;
         let p = x.as_ptr();
-        // SAFETY (all loads): `x` holds n elements, n is a multiple of 4 and k < n.
-        let mut m = Moments::new(A::load4(p));
+        // SAFETY (all loads): `x` holds n elements, n is a multiple of L::N and k < n.
+        let mut m = Moments::<L>::new(A::load(p));
         let mut k = 0;
         while k < n {
-            m.add(A::load4(p.add(k * A::SIZE)));
-            k += 4;
+            m.add(A::load(p.add(k * A::SIZE)));
+            k += L::N;
         }
         m.finish(n)
     }
 
     /// Statistics of both tensors and of their difference over elements [i, i + n).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn block_pair<A: Load, B: Load>(
+    ///
+    /// # Safety
+    /// As `block_stats`.
+    #[inline(always)]
+    pub(super) unsafe fn block_pair<L: Lanes, A: Load<L>, B: Load<L>>(
         a: &[u8],
         b: &[u8],
         i: usize,
         n: usize,
         eps: f64,
     ) -> Option<(TensorStats, TensorStats, PairStats)> {
-        let (pa, pb) = (span::<A>(a, i, n)?.as_ptr(), span::<B>(b, i, n)?.as_ptr());
-        // SAFETY (all loads): both spans hold n elements, n is a multiple of 4 and k < n.
-        let (mut ma, mut mb) = (Moments::new(A::load4(pa)), Moments::new(B::load4(pb)));
-        let z = _mm256_setzero_pd();
-        let abs_mask = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
-        let epsv = _mm256_set1_pd(eps);
+        let pa = span::<L, A>(a, i, n)?.as_ptr();
+        let pb = span::<L, B>(b, i, n)?.as_ptr();
+        // SAFETY (all loads): both spans hold n elements, n is a multiple of L::N and k < n.
+        let (mut ma, mut mb) = (
+            Moments::<L>::new(A::load(pa)),
+            Moments::<L>::new(B::load(pb)),
+        );
+        let z = L::splat(0.0);
+        let epsv = L::splat(eps);
         let (mut mxd, mut sad, mut sdd, mut dot, mut qa, mut qb) = (z, z, z, z, z, z);
-        let mut nd = _mm256_setzero_si256();
+        let mut nd = L::count_zero();
         let mut k = 0;
         while k < n {
-            let (x, y) = (A::load4(pa.add(k * A::SIZE)), B::load4(pb.add(k * B::SIZE)));
+            let (x, y) = (A::load(pa.add(k * A::SIZE)), B::load(pb.add(k * B::SIZE)));
             ma.add(x);
             mb.add(y);
-            let d = _mm256_sub_pd(y, x);
-            let ad = _mm256_and_pd(d, abs_mask);
-            mxd = _mm256_max_pd(mxd, ad);
-            sad = _mm256_add_pd(sad, ad);
-            sdd = _mm256_fmadd_pd(d, d, sdd);
-            dot = _mm256_fmadd_pd(x, y, dot);
-            qa = _mm256_fmadd_pd(x, x, qa);
-            qb = _mm256_fmadd_pd(y, y, qb);
-            nd = count(nd, _mm256_cmp_pd::<_CMP_GT_OQ>(ad, epsv));
-            k += 4;
+            let d = L::sub(y, x);
+            let ad = L::abs(d);
+            mxd = L::max(mxd, ad);
+            sad = L::add(sad, ad);
+            sdd = L::fmadd(d, d, sdd);
+            dot = L::fmadd(x, y, dot);
+            qa = L::fmadd(x, x, qa);
+            qb = L::fmadd(y, y, qb);
+            nd = L::count_gt(nd, ad, epsv);
+            k += L::N;
         }
         let p = PairStats {
             numel: n as u64,
             compared: n as u64,
-            diff_count: hcount(nd),
-            max_abs_diff: lanes(mxd).into_iter().fold(0.0, f64::max),
-            sum_abs_diff: hsum(sad),
-            sum_sq_diff: hsum(sdd),
-            dot: hsum(dot),
-            sum_sq_a: hsum(qa),
-            sum_sq_b: hsum(qb),
+            diff_count: L::hcount(nd),
+            max_abs_diff: L::hfold(mxd, 0.0, f64::max),
+            sum_abs_diff: L::hsum(sad),
+            sum_sq_diff: L::hsum(sdd),
+            dot: L::hsum(dot),
+            sum_sq_a: L::hsum(qa),
+            sum_sq_b: L::hsum(qb),
         };
         // Same finiteness test as `block_pair_finite`.
         if !(p.sum_sq_diff.is_finite() && p.sum_sq_a.is_finite() && p.sum_sq_b.is_finite()) {
@@ -769,7 +960,7 @@ mod fused {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Chunk drivers, compiled twice (baseline and AVX2) and chosen at run time.
+// Chunk drivers, compiled for the baseline, AVX2 and AVX-512, and chosen at run time.
 
 #[cfg(target_arch = "x86_64")]
 fn cpu_has_avx2() -> bool {
@@ -778,6 +969,17 @@ fn cpu_has_avx2() -> bool {
         is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
+    })
+}
+
+/// AVX-512F/DQ on top of everything `cpu_has_avx2` checks (the fused AVX-512 drivers use both).
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_avx512() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        cpu_has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512dq")
     })
 }
 
@@ -849,15 +1051,6 @@ unsafe fn chunk_stats_avx2(v: &View, start: usize, end: usize) -> TensorStats {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn chunk_stats_fused<A: fused::Load>(v: &View, start: usize, end: usize) -> TensorStats {
-    // SAFETY: the caller checked AVX2/FMA; `v` is contiguous and of dtype `A`.
-    chunk_stats_body(v, start, end, |i, n| unsafe {
-        fused::block_stats::<A>(v.bytes(), i, n)
-    })
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn chunk_pair_avx2(
     va: &View,
     vb: &View,
@@ -868,33 +1061,137 @@ unsafe fn chunk_pair_avx2(
     chunk_pair_body(va, vb, start, end, eps, |_, _| None)
 }
 
+/// Per ISA, a module of chunk drivers compiled with its target features around the fused
+/// kernels instantiated for its `Lanes`. The closures are written inside the `target_feature`
+/// functions so they inherit the features, and the `#[inline(always)]` kernels inline into them.
+/// `chunk_stats`/`chunk_pair` return `None` when a view is not contiguous f32/bf16.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn chunk_pair_fused<A: fused::Load, B: fused::Load>(
-    va: &View,
-    vb: &View,
-    start: usize,
-    end: usize,
-    eps: f64,
-) -> (TensorStats, TensorStats, PairStats) {
-    // SAFETY: the caller checked AVX2/FMA; `va`/`vb` are contiguous and of dtypes `A`/`B`.
-    chunk_pair_body(va, vb, start, end, eps, |i, n| unsafe {
-        fused::block_pair::<A, B>(va.bytes(), vb.bytes(), i, n, eps)
-    })
+macro_rules! fused_drivers {
+    ($m:ident, $lanes:ty, $features:literal) => {
+        mod $m {
+            use super::fused::{block_pair, block_stats, Bf16, Load, F32};
+            use super::{chunk_pair_body, chunk_stats_body, fused_kind, DType};
+            use super::{PairStats, TensorStats, View};
+
+            type L = $lanes;
+
+            // The block kernels get functions of their own (not inlined into the chunk loop) so
+            // their accumulators stay in registers instead of competing with the decode path.
+
+            /// # Safety
+            /// As `fused::block_stats`, with the module's features.
+            #[target_feature(enable = $features)]
+            #[inline(never)]
+            unsafe fn block_s<A: Load<L>>(x: &[u8], i: usize, n: usize) -> Option<TensorStats> {
+                // SAFETY: as this function's contract.
+                unsafe { block_stats::<L, A>(x, i, n) }
+            }
+
+            /// # Safety
+            /// As `fused::block_pair`, with the module's features.
+            #[target_feature(enable = $features)]
+            #[inline(never)]
+            unsafe fn block_p<A: Load<L>, B: Load<L>>(
+                a: &[u8],
+                b: &[u8],
+                i: usize,
+                n: usize,
+                eps: f64,
+            ) -> Option<(TensorStats, TensorStats, PairStats)> {
+                // SAFETY: as this function's contract.
+                unsafe { block_pair::<L, A, B>(a, b, i, n, eps) }
+            }
+
+            /// # Safety
+            /// The CPU must have the module's features; `v` is contiguous and of dtype `A`.
+            #[target_feature(enable = $features)]
+            unsafe fn stats<A: Load<L>>(v: &View, start: usize, end: usize) -> TensorStats {
+                // SAFETY: as this function's contract.
+                chunk_stats_body(v, start, end, |i, n| unsafe {
+                    block_s::<A>(v.bytes(), i, n)
+                })
+            }
+
+            /// # Safety
+            /// The CPU must have the module's features; `va`/`vb` are contiguous and of dtypes
+            /// `A`/`B`.
+            #[target_feature(enable = $features)]
+            unsafe fn pair<A: Load<L>, B: Load<L>>(
+                va: &View,
+                vb: &View,
+                start: usize,
+                end: usize,
+                eps: f64,
+            ) -> (TensorStats, TensorStats, PairStats) {
+                // SAFETY: as this function's contract.
+                chunk_pair_body(va, vb, start, end, eps, |i, n| unsafe {
+                    block_p::<A, B>(va.bytes(), vb.bytes(), i, n, eps)
+                })
+            }
+
+            /// # Safety
+            /// The CPU must have the module's features.
+            pub(super) unsafe fn chunk_stats(
+                v: &View,
+                start: usize,
+                end: usize,
+            ) -> Option<TensorStats> {
+                // SAFETY: the caller checked the features; the views' kinds are matched here.
+                unsafe {
+                    match fused_kind(v)? {
+                        DType::F32 => Some(stats::<F32>(v, start, end)),
+                        _ => Some(stats::<Bf16>(v, start, end)),
+                    }
+                }
+            }
+
+            /// # Safety
+            /// The CPU must have the module's features.
+            pub(super) unsafe fn chunk_pair(
+                va: &View,
+                vb: &View,
+                start: usize,
+                end: usize,
+                eps: f64,
+            ) -> Option<(TensorStats, TensorStats, PairStats)> {
+                // SAFETY: the caller checked the features; the views' kinds are matched here.
+                unsafe {
+                    Some(match (fused_kind(va)?, fused_kind(vb)?) {
+                        (DType::F32, DType::F32) => pair::<F32, F32>(va, vb, start, end, eps),
+                        (DType::F32, _) => pair::<F32, Bf16>(va, vb, start, end, eps),
+                        (_, DType::F32) => pair::<Bf16, F32>(va, vb, start, end, eps),
+                        _ => pair::<Bf16, Bf16>(va, vb, start, end, eps),
+                    })
+                }
+            }
+        }
+    };
 }
+
+#[cfg(target_arch = "x86_64")]
+fused_drivers!(fused_avx2, super::fused::Avx2, "avx2,fma,f16c");
+#[cfg(target_arch = "x86_64")]
+fused_drivers!(
+    fused_avx512,
+    super::fused::Avx512,
+    "avx512f,avx512dq,avx2,fma,f16c"
+);
 
 fn chunk_stats(v: &View, start: usize, end: usize) -> TensorStats {
     #[cfg(target_arch = "x86_64")]
-    if cpu_has_avx2() {
-        // SAFETY: the CPU supports every feature the functions were compiled for, and the fused
-        // kernels get only contiguous views of their dtype.
-        return unsafe {
-            match fused_kind(v) {
-                Some(DType::F32) => chunk_stats_fused::<fused::F32>(v, start, end),
-                Some(DType::BF16) => chunk_stats_fused::<fused::Bf16>(v, start, end),
-                _ => chunk_stats_avx2(v, start, end),
+    {
+        // SAFETY (all calls): the CPU supports every feature the functions were compiled for.
+        if cpu_has_avx512() {
+            if let Some(s) = unsafe { fused_avx512::chunk_stats(v, start, end) } {
+                return s;
             }
-        };
+        }
+        if cpu_has_avx2() {
+            return unsafe {
+                fused_avx2::chunk_stats(v, start, end)
+                    .unwrap_or_else(|| chunk_stats_avx2(v, start, end))
+            };
+        }
     }
     chunk_stats_body(v, start, end, |_, _| None)
 }
@@ -907,26 +1204,19 @@ fn chunk_pair(
     eps: f64,
 ) -> (TensorStats, TensorStats, PairStats) {
     #[cfg(target_arch = "x86_64")]
-    if cpu_has_avx2() {
-        use fused::{Bf16, F32};
-        // SAFETY: as in `chunk_stats`.
-        return unsafe {
-            match (fused_kind(va), fused_kind(vb)) {
-                (Some(DType::F32), Some(DType::F32)) => {
-                    chunk_pair_fused::<F32, F32>(va, vb, start, end, eps)
-                }
-                (Some(DType::F32), Some(DType::BF16)) => {
-                    chunk_pair_fused::<F32, Bf16>(va, vb, start, end, eps)
-                }
-                (Some(DType::BF16), Some(DType::F32)) => {
-                    chunk_pair_fused::<Bf16, F32>(va, vb, start, end, eps)
-                }
-                (Some(DType::BF16), Some(DType::BF16)) => {
-                    chunk_pair_fused::<Bf16, Bf16>(va, vb, start, end, eps)
-                }
-                _ => chunk_pair_avx2(va, vb, start, end, eps),
+    {
+        // SAFETY (all calls): as in `chunk_stats`.
+        if cpu_has_avx512() {
+            if let Some(r) = unsafe { fused_avx512::chunk_pair(va, vb, start, end, eps) } {
+                return r;
             }
-        };
+        }
+        if cpu_has_avx2() {
+            return unsafe {
+                fused_avx2::chunk_pair(va, vb, start, end, eps)
+                    .unwrap_or_else(|| chunk_pair_avx2(va, vb, start, end, eps))
+            };
+        }
     }
     chunk_pair_body(va, vb, start, end, eps, |_, _| None)
 }
@@ -1131,6 +1421,110 @@ mod tests {
             .sum::<f64>()
             .sqrt();
         assert!((p.rel_l2().unwrap() - (200f64).sqrt() / norm_a).abs() < 1e-15);
+    }
+
+    fn close(x: f64, y: f64) -> bool {
+        x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs())
+    }
+
+    fn assert_same_stats(r: &TensorStats, s: &TensorStats, what: &str) {
+        let counts = |t: &TensorStats| (t.numel, t.finite, t.nan_count, t.inf_count, t.zero_count);
+        assert_eq!(counts(r), counts(s), "{what}");
+        assert_eq!((r.min, r.max), (s.min, s.max), "{what}");
+        assert!(
+            close(r.mean, s.mean) && close(r.m2, s.m2),
+            "{what}: {r:?} vs {s:?}"
+        );
+    }
+
+    fn assert_same_pair(r: &PairStats, p: &PairStats, what: &str) {
+        let exact = |q: &PairStats| (q.numel, q.compared, q.diff_count, q.max_abs_diff);
+        assert_eq!(exact(r), exact(p), "{what}");
+        let sums = |q: &PairStats| [q.sum_abs_diff, q.sum_sq_diff, q.dot, q.sum_sq_a, q.sum_sq_b];
+        let ok = sums(r).iter().zip(sums(p)).all(|(&x, y)| close(x, y));
+        assert!(ok, "{what}: {r:?} vs {p:?}");
+    }
+
+    /// The same f32/bf16 data through the generic path and every fused path this CPU has.
+    #[test]
+    fn fused_paths_match_the_generic_path() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let bf16 = |v: &[f32]| {
+            let bytes = v
+                .iter()
+                .flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
+                .collect();
+            Tensor::contiguous(
+                "t".into(),
+                DType::BF16,
+                vec![v.len()],
+                Storage::from_vec(bytes),
+            )
+        };
+        // Last block 1028 long (a multiple of 4, not of 8) or 1027 long (neither).
+        for len in [7 * BLOCK + 1028, 5 * BLOCK + 1027] {
+            for special in [false, true] {
+                let mut a: Vec<f32> = (0..len).map(|_| (100.0 + 4.0 * rnd()) as f32).collect();
+                let mut b: Vec<f32> = a.iter().map(|&x| x + (0.02 * rnd()) as f32).collect();
+                for k in (0..len).step_by(97) {
+                    a[k] = 0.0;
+                }
+                for k in (0..len).step_by(89) {
+                    b[k] = a[k];
+                }
+                if special {
+                    a[2 * BLOCK + 5] = f32::NAN;
+                    b[2 * BLOCK + 5] = f32::NAN;
+                    b[4 * BLOCK + 9] = f32::NEG_INFINITY;
+                }
+                let (fa, fb, ba, bb) = (f32_tensor(&a), f32_tensor(&b), bf16(&a), bf16(&b));
+                for (ta, tb) in [(&fa, &fb), (&ba, &bb), (&fa, &bb), (&ba, &fb)] {
+                    let (va, vb) = (View::new(ta).unwrap(), View::new(tb).unwrap());
+                    let eps = 0.01;
+                    let rs = chunk_stats_body(&va, 0, len, |_, _| None);
+                    let rp = chunk_pair_body(&va, &vb, 0, len, eps, |_, _| None);
+                    assert_eq!(rs.nan_count, special as u64);
+                    assert!(rp.2.diff_count > 0 && rp.2.diff_count < len as u64);
+                    #[allow(unused_mut)]
+                    let mut fused: Vec<(
+                        &str,
+                        TensorStats,
+                        (TensorStats, TensorStats, PairStats),
+                    )> = Vec::new();
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: each path runs only when the CPU has its features.
+                    unsafe {
+                        if cpu_has_avx2() {
+                            fused.push((
+                                "avx2",
+                                fused_avx2::chunk_stats(&va, 0, len).unwrap(),
+                                fused_avx2::chunk_pair(&va, &vb, 0, len, eps).unwrap(),
+                            ));
+                        }
+                        if cpu_has_avx512() {
+                            fused.push((
+                                "avx512",
+                                fused_avx512::chunk_stats(&va, 0, len).unwrap(),
+                                fused_avx512::chunk_pair(&va, &vb, 0, len, eps).unwrap(),
+                            ));
+                        }
+                    }
+                    for (path, s, (pa, pb, p)) in &fused {
+                        let what = format!("{path} {:?}/{:?} len {len}", ta.dtype, tb.dtype);
+                        assert_same_stats(&rs, s, &what);
+                        assert_same_stats(&rp.0, pa, &what);
+                        assert_same_stats(&rp.1, pb, &what);
+                        assert_same_pair(&rp.2, p, &what);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

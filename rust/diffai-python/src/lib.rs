@@ -6,6 +6,7 @@ use diffai_core::stats::{self, Control, PairStats, TensorStats};
 use diffai_core::{DType, Error, Format, Model as CoreModel, Scalar, Storage, Tensor};
 use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
+use pyo3::intern;
 use pyo3::exceptions::{PyException, PyKeyboardInterrupt};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -276,31 +277,31 @@ fn from_buffers(items: Vec<(String, String, Vec<usize>, Bound<'_, PyAny>)>) -> P
 
 fn stats_dict<'py>(py: Python<'py>, s: &TensorStats) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("numel", s.numel)?;
-    d.set_item("finite", s.finite)?;
-    d.set_item("mean", s.mean())?;
-    d.set_item("std", s.std())?;
-    d.set_item("min", s.min())?;
-    d.set_item("max", s.max())?;
-    d.set_item("nan_count", s.nan_count)?;
-    d.set_item("inf_count", s.inf_count)?;
-    d.set_item("zero_count", s.zero_count)?;
-    d.set_item("l2_norm", s.l2_norm())?;
+    d.set_item(intern!(py, "numel"), s.numel)?;
+    d.set_item(intern!(py, "finite"), s.finite)?;
+    d.set_item(intern!(py, "mean"), s.mean())?;
+    d.set_item(intern!(py, "std"), s.std())?;
+    d.set_item(intern!(py, "min"), s.min())?;
+    d.set_item(intern!(py, "max"), s.max())?;
+    d.set_item(intern!(py, "nan_count"), s.nan_count)?;
+    d.set_item(intern!(py, "inf_count"), s.inf_count)?;
+    d.set_item(intern!(py, "zero_count"), s.zero_count)?;
+    d.set_item(intern!(py, "l2_norm"), s.l2_norm())?;
     Ok(d)
 }
 
 fn pair_dict<'py>(py: Python<'py>, p: &PairStats) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    d.set_item("compared", p.compared)?;
-    d.set_item("diff_count", p.diff_count)?;
-    d.set_item("max_abs_diff", (p.compared > 0).then_some(p.max_abs_diff))?;
-    d.set_item("mean_abs_diff", p.mean_abs_diff())?;
-    d.set_item("rel_l2", p.rel_l2())?;
-    d.set_item("cosine", p.cosine())?;
-    d.set_item("l2_diff", p.sum_sq_diff.sqrt())?;
-    d.set_item("l2_a", p.sum_sq_a.sqrt())?;
-    d.set_item("l2_b", p.sum_sq_b.sqrt())?;
-    d.set_item("dot", p.dot)?;
+    d.set_item(intern!(py, "compared"), p.compared)?;
+    d.set_item(intern!(py, "diff_count"), p.diff_count)?;
+    d.set_item(intern!(py, "max_abs_diff"), (p.compared > 0).then_some(p.max_abs_diff))?;
+    d.set_item(intern!(py, "mean_abs_diff"), p.mean_abs_diff())?;
+    d.set_item(intern!(py, "rel_l2"), p.rel_l2())?;
+    d.set_item(intern!(py, "cosine"), p.cosine())?;
+    d.set_item(intern!(py, "l2_diff"), p.sum_sq_diff.sqrt())?;
+    d.set_item(intern!(py, "l2_a"), p.sum_sq_a.sqrt())?;
+    d.set_item(intern!(py, "l2_b"), p.sum_sq_b.sqrt())?;
+    d.set_item(intern!(py, "dot"), p.dot)?;
     Ok(d)
 }
 
