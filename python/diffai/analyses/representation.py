@@ -88,8 +88,8 @@ def similarity_matrix(ctx: Context) -> Analysis:
                                "least_similar": lowest}
     if matrix is not None:
         m = np.asarray(matrix)
-        summary["matrix_shape"] = list(shape)
-        summary["matrix_size"] = len(names)
+        summary["matrix_tensor_shape"] = list(shape)  # the tensors in the matrix share it
+        summary["matrix_tensors"] = len(names)
         summary["diagonal_dominant"] = float(np.mean(np.argmax(m, axis=1) == np.arange(len(names))))
     return Analysis(
         "SimilarityMatrix", summary=summary,
