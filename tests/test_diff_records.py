@@ -189,3 +189,24 @@ def test_in_memory_torch_tensors_of_every_float_dtype():
         assert_change(rec.change, a.double().numpy(), b.double().numpy())
     # A transposed (non-contiguous) tensor compares by logical element.
     assert diffai.diff({"w": base.t()}, {"w": base.t().contiguous()}).records == []
+
+
+def test_progress_reports_reach_the_bytes_of_both_inputs(pair):
+    calls = []
+    f = ST / "pair_a.safetensors", ST / "pair_b.safetensors"
+    diffai.diff(*f, progress=lambda done, total: calls.append((done, total)))
+    a, b, _ = pair
+    total = sum(t.stats.nbytes for t in diffai.inspect(f[0])[0].tensors) + \
+        sum(t.stats.nbytes for t in diffai.inspect(f[1])[0].tensors)
+    assert calls and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_an_exception_in_the_progress_callback_stops_the_run():
+    big = np.zeros(3 * diffai._core.CHUNK_ELEMENTS, np.float32)
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        diffai.diff({"x": big}, {"x": big}, threads=1, progress=stop)

@@ -150,18 +150,23 @@ fn run<T: Send + 'static>(
         let out = catch_unwind(AssertUnwindSafe(|| pool.install(|| job(&worker_ctl))));
         let _ = tx.send(out);
     });
+    // Stops the worker and waits until it no longer touches the data, then returns `err`.
+    let cancel = |rx: mpsc::Receiver<_>, err: PyErr| -> PyResult<T> {
+        ctl.cancel.store(true, Ordering::Relaxed);
+        let _ = py.allow_threads(move || rx.recv());
+        Err(err)
+    };
     let mut reported = 0u64;
-    let mut rx = Some(rx);
+    let mut rx = rx;
     loop {
-        // The receiver is moved in and out because it cannot be shared across threads.
-        let (waited, back) = py.allow_threads(|| {
-            let r = rx.take().expect("receiver is put back after every wait");
-            (r.recv_timeout(Duration::from_millis(100)), r)
-        });
-        rx = Some(back);
+        // The receiver moves into the GIL-free wait and back: it cannot be shared across threads.
+        let (waited, back) = py.allow_threads(move || (rx.recv_timeout(Duration::from_millis(100)), rx));
+        rx = back;
         let done = ctl.bytes_done.load(Ordering::Relaxed);
         if let (Some(cb), true) = (progress, done != reported) {
-            cb.call1((done,))?;
+            if let Err(e) = cb.call1((done,)) {
+                return cancel(rx, e);
+            }
             reported = done;
         }
         match waited {
@@ -178,11 +183,7 @@ fn run<T: Send + 'static>(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Err(e) = py.check_signals() {
-                    ctl.cancel.store(true, Ordering::Relaxed);
-                    // Wait for the worker to stop touching the mapped data before returning.
-                    let r = rx.take().expect("receiver is present between waits");
-                    let _ = py.allow_threads(move || r.recv());
-                    return Err(e);
+                    return cancel(rx, e);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
