@@ -139,39 +139,23 @@ pub fn load(path: &Path) -> Result<Model> {
                 .top_matrix(&file, el.data.clone())
                 .map_err(|e| Error::format(path, format!("variable at byte {element_pos}: {e}")))?,
             MI_COMPRESSED => {
-                let fail = |e: String| {
-                    Error::format(
-                        path,
-                        format!("compressed variable at byte {element_pos}: {e}"),
-                    )
-                };
-                let (inflated, damage) = inflate(&bytes[el.data.clone()]).map_err(fail)?;
-                // When the stream was damaged, say so next to whatever the partial data breaks.
-                let fail = |e: String| match &damage {
-                    Some(z) => fail(format!("{e} (its zlib stream is damaged: {z})")),
-                    None => fail(e),
-                };
-                let len = inflated.len();
-                let inner = Buf {
-                    owner: Arc::new(inflated),
-                };
-                let data: &[u8] = (*inner.owner).as_ref();
-                let mut ipos = 0usize;
-                while len - ipos >= 8 {
-                    let iel = read_tag(data, ipos, len, big).map_err(fail)?;
-                    ipos = iel.next;
-                    if iel.ty == MI_MATRIX {
-                        reader.top_matrix(&inner, iel.data.clone()).map_err(fail)?;
-                    } else {
-                        reader.model.skipped.push(Skipped {
-                            name: format!("<element at byte {element_pos}>"),
-                            reason: format!(
-                                "compressed data element of type {} is not a variable",
-                                iel.ty
-                            ),
-                        });
-                    }
-                }
+                let first = reader.model.tensors.len();
+                reader
+                    .compressed(&bytes[el.data.clone()], element_pos)
+                    .map_err(|e| {
+                        Error::format(
+                            path,
+                            format!("compressed variable at byte {element_pos}: {e}"),
+                        )
+                    })?;
+                defer(
+                    &mut reader.model.tensors[first..],
+                    &map,
+                    el.data.clone(),
+                    element_pos,
+                    big,
+                    path,
+                );
             }
             ty => reader.model.skipped.push(Skipped {
                 name: format!("<element at byte {element_pos}>"),
@@ -180,6 +164,40 @@ pub fn load(path: &Path) -> Result<Model> {
         }
     }
     Ok(reader.model)
+}
+
+/// The tensors of a compressed variable keep no inflated bytes: each use inflates and parses that
+/// one element again, so a compressed MAT-file is never held in memory whole.
+fn defer(
+    tensors: &mut [Tensor],
+    map: &Owner,
+    element: Range<usize>,
+    element_pos: usize,
+    big: bool,
+    path: &Path,
+) {
+    for t in tensors {
+        let (map, element, name, path) = (
+            map.clone(),
+            element.clone(),
+            t.name.clone(),
+            path.to_path_buf(),
+        );
+        let produce = move || -> Result<Vec<u8>> {
+            let fail = |e: String| Error::format(&path, format!("variable {name}: {e}"));
+            let mut again = Reader {
+                model: Model::new(Format::Mat5),
+                big,
+            };
+            again
+                .compressed(&(*map).as_ref()[element.clone()], element_pos)
+                .map_err(fail)?;
+            let t = again.model.tensors.into_iter().find(|t| t.name == name);
+            let t = t.ok_or_else(|| fail("not found when the element was read again".into()))?;
+            Ok(t.storage.load()?.into_owned())
+        };
+        t.storage = Storage::deferred(t.storage.len(), Arc::new(produce));
+    }
 }
 
 /// Inflates one `miCOMPRESSED` element. A stream whose end is damaged still yields what inflated
@@ -421,6 +439,38 @@ struct Reader {
 }
 
 impl Reader {
+    /// Reads the variables of one `miCOMPRESSED` element (`src` is its zlib stream).
+    fn compressed(&mut self, src: &[u8], element_pos: usize) -> Res<()> {
+        let (inflated, damage) = inflate(src)?;
+        // When the stream was damaged, say so next to whatever the partial data breaks.
+        let fail = |e: String| match &damage {
+            Some(z) => format!("{e} (its zlib stream is damaged: {z})"),
+            None => e,
+        };
+        let len = inflated.len();
+        let inner = Buf {
+            owner: Arc::new(inflated),
+        };
+        let data: &[u8] = (*inner.owner).as_ref();
+        let mut ipos = 0usize;
+        while len - ipos >= 8 {
+            let iel = read_tag(data, ipos, len, self.big).map_err(fail)?;
+            ipos = iel.next;
+            if iel.ty == MI_MATRIX {
+                self.top_matrix(&inner, iel.data.clone()).map_err(fail)?;
+            } else {
+                self.model.skipped.push(Skipped {
+                    name: format!("<element at byte {element_pos}>"),
+                    reason: format!(
+                        "compressed data element of type {} is not a variable",
+                        iel.ty
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn top_matrix(&mut self, buf: &Buf, range: Range<usize>) -> Res<()> {
         if range.is_empty() {
             return Ok(());
