@@ -3,6 +3,9 @@
 //! Python.
 
 use diffai_core::{open, pytorch, DType, Error, Format, Model, Scalar, Tensor};
+mod common;
+
+use common::values_f64;
 use serde_json::Value as Json;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -42,83 +45,10 @@ fn tensor<'m>(m: &'m Model, name: &str) -> &'m Tensor {
         .unwrap_or_else(|| panic!("no tensor {name}"))
 }
 
-fn f8_e4m3(b: u8) -> f64 {
-    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
-    let (e, m) = ((b >> 3) & 0xf, b & 7);
-    if e == 0xf && m == 7 {
-        return f64::NAN;
-    }
-    sign * if e == 0 {
-        m as f64 / 8.0 * 2f64.powi(-6)
-    } else {
-        (1.0 + m as f64 / 8.0) * 2f64.powi(e as i32 - 7)
-    }
-}
-
-fn f8_e5m2(b: u8) -> f64 {
-    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
-    let (e, m) = ((b >> 2) & 0x1f, b & 3);
-    if e == 0x1f {
-        return if m == 0 {
-            sign * f64::INFINITY
-        } else {
-            f64::NAN
-        };
-    }
-    sign * if e == 0 {
-        m as f64 / 4.0 * 2f64.powi(-14)
-    } else {
-        (1.0 + m as f64 / 4.0) * 2f64.powi(e as i32 - 15)
-    }
-}
-
-/// Element `index` (in elements from the storage start) as f64.
-fn element(t: &Tensor, index: usize) -> f64 {
-    let size = t.dtype.size();
-    let b = &t.storage.resident().unwrap()[index * size..(index + 1) * size];
-    match t.dtype {
-        DType::F64 => f64::from_le_bytes(b.try_into().unwrap()),
-        DType::F32 => f32::from_le_bytes(b.try_into().unwrap()) as f64,
-        DType::F16 => half::f16::from_le_bytes(b.try_into().unwrap()).to_f64(),
-        DType::BF16 => half::bf16::from_le_bytes(b.try_into().unwrap()).to_f64(),
-        DType::F8E4M3 => f8_e4m3(b[0]),
-        DType::F8E5M2 => f8_e5m2(b[0]),
-        DType::I64 => i64::from_le_bytes(b.try_into().unwrap()) as f64,
-        DType::I32 => i32::from_le_bytes(b.try_into().unwrap()) as f64,
-        DType::I16 => i16::from_le_bytes(b.try_into().unwrap()) as f64,
-        DType::I8 => b[0] as i8 as f64,
-        DType::U64 => u64::from_le_bytes(b.try_into().unwrap()) as f64,
-        DType::U32 => u32::from_le_bytes(b.try_into().unwrap()) as f64,
-        DType::U16 => u16::from_le_bytes(b.try_into().unwrap()) as f64,
-        DType::U8 => b[0] as f64,
-        DType::Bool => (b[0] != 0) as u8 as f64,
-    }
-}
-
 fn strides(t: &Tensor) -> Vec<usize> {
     t.strides
         .clone()
         .unwrap_or_else(|| Tensor::c_strides(&t.shape))
-}
-
-/// The tensor's elements in logical C order, read through offset and strides.
-fn values(t: &Tensor) -> Vec<f64> {
-    let n = t.numel();
-    let st = strides(t);
-    let mut idx = vec![0usize; t.shape.len()];
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let at = t.offset + idx.iter().zip(&st).map(|(i, s)| i * s).sum::<usize>();
-        out.push(element(t, at));
-        for d in (0..idx.len()).rev() {
-            idx[d] += 1;
-            if idx[d] < t.shape[d] {
-                break;
-            }
-            idx[d] = 0;
-        }
-    }
-    out
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -161,7 +91,7 @@ fn check_model(file: &str, m: &Model, exp: &Json) {
             );
         }
         t.check_bounds().unwrap();
-        let got = values(t);
+        let got = values_f64(t);
         let want_values: Vec<f64> = w["values"]
             .as_array()
             .unwrap()
@@ -569,7 +499,7 @@ fn pytorch_views_are_checked_against_their_storage() {
     )]));
     write_zip(&path, &ok, &[("0", data.clone())]);
     let m = pytorch::load_zip(&path).unwrap();
-    assert_eq!(values(&m.tensors[0]), [1.0, 2.0, 2.0, 3.0]);
+    assert_eq!(values_f64(&m.tensors[0]), [1.0, 2.0, 2.0, 3.0]);
 
     // One element past the end.
     let past = pickle(dict(&[(
@@ -683,7 +613,7 @@ fn pytorch_rebuild_v3_untyped_storage_and_parameters() {
             (t.dtype, t.offset, t.shape.clone()),
             (DType::BF16, 1, vec![2])
         );
-        assert_eq!(values(t), [2.0, 3.0]);
+        assert_eq!(values_f64(t), [2.0, 3.0]);
     }
 }
 
@@ -716,9 +646,9 @@ fn pytorch_legacy_storage_views() {
     std::fs::write(&path, &file).unwrap();
     let m = open(&path, None).unwrap();
     assert_eq!(m.format, Format::PyTorchLegacy);
-    assert_eq!(values(&m.tensors[0]), [3.0, 4.0]);
+    assert_eq!(values_f64(&m.tensors[0]), [3.0, 4.0]);
     assert_eq!(m.tensors[0].storage.len(), 12);
-    assert_eq!(values(&m.tensors[1]), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(values_f64(&m.tensors[1]), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
 
     // The same with the last storage cut short.
     std::fs::write(&path, &file[..file.len() - 4]).unwrap();

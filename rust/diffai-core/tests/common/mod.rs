@@ -47,7 +47,51 @@ pub fn read_at(t: &Tensor, data: &[u8], element: usize) -> V {
         DType::U16 => V::I(u16::from_le_bytes(b.try_into().unwrap()) as i128),
         DType::U8 => V::I(b[0] as i128),
         DType::Bool => V::I(b[0] as i128),
-        other => panic!("{}: unexpected dtype {other}", t.name),
+        DType::F8E4M3 => V::F(f8_e4m3(b[0])),
+        DType::F8E5M2 => V::F(f8_e5m2(b[0])),
+    }
+}
+
+/// Every element as f64, in logical C order.
+pub fn values_f64(t: &Tensor) -> Vec<f64> {
+    values(t)
+        .into_iter()
+        .map(|v| match v {
+            V::I(i) => i as f64,
+            V::F(f) => f,
+        })
+        .collect()
+}
+
+/// fp8 E4M3 "fn" by its definition (bias 7, no infinities, S.1111.111 is NaN).
+fn f8_e4m3(b: u8) -> f64 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let (e, m) = ((b >> 3) & 0xf, b & 7);
+    if e == 0xf && m == 7 {
+        return f64::NAN;
+    }
+    sign * if e == 0 {
+        m as f64 / 8.0 * 2f64.powi(-6)
+    } else {
+        (1.0 + m as f64 / 8.0) * 2f64.powi(e as i32 - 7)
+    }
+}
+
+/// fp8 E5M2 by its definition (bias 15, IEEE-style infinities and NaNs).
+fn f8_e5m2(b: u8) -> f64 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let (e, m) = ((b >> 2) & 0x1f, b & 3);
+    if e == 0x1f {
+        return if m == 0 {
+            sign * f64::INFINITY
+        } else {
+            f64::NAN
+        };
+    }
+    sign * if e == 0 {
+        m as f64 / 4.0 * 2f64.powi(-14)
+    } else {
+        (1.0 + m as f64 / 4.0) * 2f64.powi(e as i32 - 15)
     }
 }
 
