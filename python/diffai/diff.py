@@ -217,9 +217,14 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
             if changed:
                 result.records.append(TensorStatsChanged(name, sa, sb, change))
                 s.changed += 1
+                status = "changed"
+            elif change is None:  # --shape-only: values were not read, so not known to be equal
+                s.not_compared += 1
+                status = "not_compared"
             else:
                 s.unchanged += 1
-            result.comparisons.append(TensorComparison(name, "changed" if changed else "unchanged", sa, sb, change))
+                status = "unchanged"
+            result.comparisons.append(TensorComparison(name, status, sa, sb, change))
     for n in ib:
         if n not in ia:
             st = stats(ib[n], single_b[n])

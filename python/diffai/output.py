@@ -128,8 +128,9 @@ def record_line(r: Record, style: Style = plain) -> str:
 def summary_line(result) -> str:
     s = result.summary
     delta = s.params_b - s.params_a
+    same = f"{s.not_compared} not compared (headers only)" if s.not_compared else f"{s.unchanged} unchanged"
     return (f"tensors: {s.added} added, {s.removed} removed, {s.reshaped} reshaped, {s.changed} changed, "
-            f"{s.unchanged} unchanged; parameters: {s.params_a} -> {s.params_b} ({delta:+d})")
+            f"{same}; parameters: {s.params_a} -> {s.params_b} ({delta:+d})")
 
 
 def to_text(result, style: Style = plain, summary: bool = True) -> str:

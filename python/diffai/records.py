@@ -217,7 +217,7 @@ class TensorComparison:
     """One tensor name across the two sides, whatever happened to it (kept for analyses)."""
 
     name: str
-    status: str  # added | removed | reshaped | changed | unchanged
+    status: str  # added | removed | reshaped | changed | unchanged | not_compared (--shape-only)
     a: Optional[TensorStats]
     b: Optional[TensorStats]
     change: Optional[ChangeMetrics] = None
@@ -230,6 +230,7 @@ class Summary:
     reshaped: int = 0
     changed: int = 0
     unchanged: int = 0
+    not_compared: int = 0  # same shape and dtype, values not read (--shape-only)
     params_a: int = 0
     params_b: int = 0
 

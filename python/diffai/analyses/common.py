@@ -166,11 +166,12 @@ class Context:
 
     @property
     def paired(self) -> List[TensorComparison]:
-        """Model tensors present on both sides with the same shape and a change measurement.
-        A float tensor stored as integer codes on the other side (quantized) is left to the
-        quantization analysis: its raw values are not comparable."""
+        """Float model tensors present on both sides with the same shape and a change measurement.
+        Integer tensors (step counters such as BatchNorm's num_batches_tracked, ids) are not
+        weights: their jumps would swamp the update norms. A float tensor stored as integer codes
+        on the other side (quantized) is left to the quantization analysis."""
         return [c for c in self.model if c.status in ("changed", "unchanged") and c.change is not None
-                and is_float(c.a.dtype) == is_float(c.b.dtype)]
+                and is_float(c.a.dtype) and is_float(c.b.dtype)]
 
     def source(self, name: str, side: str):
         prefix, a, b = self._where[name]

@@ -158,6 +158,8 @@ def assess_risk(ctx: Context) -> Dict[str, Any]:
 
 
 def risk_assessment(ctx: Context) -> Analysis:
+    if not ctx.has_stats:
+        return Analysis.na("RiskAssessment", NO_STATS)
     risk = assess_risk(ctx)
     return Analysis("RiskAssessment", summary={"risk": risk["level"], "reasons": len(risk["reasons"])},
                     details={"reasons": risk["reasons"]},
@@ -166,6 +168,8 @@ def risk_assessment(ctx: Context) -> Analysis:
 
 def deployment_readiness(ctx: Context) -> Analysis:
     """blocked when a regression check fails, review when the risk is medium or high, else ready."""
+    if not ctx.has_stats:
+        return Analysis.na("DeploymentReadiness", NO_STATS)
     failed = [f"{c['check']}: {c['detail']}" for c in regression_checks(ctx) if not c["passed"]]
     risk = assess_risk(ctx)
     verdict = "blocked" if failed else "review" if risk["level"] != "low" else "ready"

@@ -40,6 +40,8 @@ def layer_impact(ctx: Context) -> Analysis:
 
 
 def review_friendly(ctx: Context) -> Analysis:
+    if not ctx.has_stats:
+        return Analysis.na("ReviewFriendly", NO_STATS)
     s = ctx.result.summary
     sentences: List[str] = []
     structure = [f"{n} {what}" for n, what in ((s.added, "added"), (s.removed, "removed"), (s.reshaped, "reshaped"))

@@ -101,18 +101,24 @@ def similarity_matrix(ctx: Context) -> Analysis:
 
 # --- clustering -------------------------------------------------------------------------------
 
+def _sq_dists(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Squared distances between the rows of x and of c from the Gram form, so memory is n*k
+    (never n*k*d: a 1024x3072 layer would need 24 GiB)."""
+    return np.maximum((x * x).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T), 0.0)
+
+
 def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100) -> np.ndarray:
     """Lloyd's k-means with k-means++ seeding from a fixed seed; returns labels."""
     rng = np.random.default_rng(seed)
     centres = [x[rng.integers(len(x))]]
     for _ in range(1, k):
-        d2 = np.min(((x[:, None, :] - np.asarray(centres)[None]) ** 2).sum(-1), axis=1)
+        d2 = _sq_dists(x, np.asarray(centres)).min(axis=1)
         total = d2.sum()
         centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
     c = np.asarray(centres)
     labels = np.zeros(len(x), dtype=int)
     for i in range(iters):
-        new = np.argmin(((x[:, None, :] - c[None]) ** 2).sum(-1), axis=1)
+        new = np.argmin(_sq_dists(x, c), axis=1)
         if i and np.array_equal(new, labels):
             break
         labels = new
@@ -121,7 +127,7 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100) -> np.ndarray:
 
 
 def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
-    d = np.sqrt(np.maximum(((x[:, None, :] - x[None]) ** 2).sum(-1), 0))
+    d = np.sqrt(_sq_dists(x, x))
     ks = np.unique(labels)
     if len(ks) < 2:
         return -1.0

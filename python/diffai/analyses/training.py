@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from .common import Analysis, Context, Table, global_update, ranked_groups, safe_div
+from .common import Analysis, Context, Table, global_update, is_float, ranked_groups, safe_div
 
 NO_STATS = "only headers were read (--shape-only)"
 NO_PAIRS = "no tensor is present with the same shape in both files"
@@ -85,6 +85,7 @@ def convergence(ctx: Context) -> Analysis:
 
 # --- Adam state -------------------------------------------------------------------------------
 
+_BUFFERS = {"running_mean", "running_var", "num_batches_tracked"}
 _STATE = re.compile(r"^(?P<opt>.*?optimizer)\.state\.(?P<idx>\d+)\.(?P<key>exp_avg_sq|exp_avg|step)$")
 
 
@@ -111,7 +112,10 @@ def adam_state(ctx: Context, side: str) -> Dict[str, Dict[str, Any]]:
         m = re.fullmatch(re.escape(prefix) + r"\.state\.(\d+)\.step", key)
         if m:
             states.setdefault(int(m[1]), {})["step"] = float(value)
-    params = [c for c in ctx.model if getattr(c, side) is not None]
+    # model.parameters() order: buffers (BatchNorm running stats and counters, integer tensors)
+    # are not parameters and hold no optimizer state.
+    params = [c for c in ctx.model if getattr(c, side) is not None and is_float(getattr(c, side).dtype)
+              and c.name.rsplit(".", 1)[-1] not in _BUFFERS]
     out: Dict[str, Dict[str, Any]] = {}
     for idx, st in sorted(states.items()):
         if "exp_avg" not in st or "exp_avg_sq" not in st:
@@ -172,7 +176,9 @@ def gradient(ctx: Context) -> Analysis:
                             [[m["name"], m["grad_rms"], m["grad_mean_abs"], m["signal_to_noise"], m["step"]]
                              for m in moments]))
     else:
-        summary["adam_state"] = "n/a (no Adam exp_avg/exp_avg_sq in checkpoint b)"
+        summary["adam_state"] = ("n/a (checkpoint b has Adam state, but its order does not line up with the "
+                                 "model's parameters by shape)" if any(_STATE.match(c.name) for c in ctx.optimizer)
+                                 else "n/a (no Adam exp_avg/exp_avg_sq in checkpoint b)")
     return Analysis("GradientAnalysis", summary=summary,
                     details={"tensors": rows, "frozen_tensors": frozen, "jumping_tensors": jumping,
                              "adam_moments": moments},
