@@ -159,3 +159,16 @@ def test_mat_v73_against_h5py():
     assert_stats(got["x"], x)
     assert_stats(got["s.a"], sa)
     np.testing.assert_allclose(x[1, 2], 1 * 4 + 2 + 0.25)
+
+
+def test_two_npy_files_compare_their_arrays_whatever_their_names(tmp_path):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((60, 8)).astype(np.float32)
+    np.save(tmp_path / "before.npy", x)
+    np.save(tmp_path / "after.npy", x * 1.1)
+    (rec,) = diffai.diff(tmp_path / "before.npy", tmp_path / "after.npy").records
+    assert (rec.kind, rec.name) == ("TensorStatsChanged", "before")
+    assert_stats(rec.after, x * 1.1)
+    from diffai.analyses import run_analyses  # the analyses read b's values under its own name
+    (clusters,) = run_analyses(diffai.diff(tmp_path / "before.npy", tmp_path / "after.npy"), ["clustering-change"])
+    assert clusters.not_applicable is None

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _core
-from .diff import DiffOptions, DiffResult, Progress, diff_inputs
+from .diff import DiffOptions, DiffResult, Progress, diff_inputs, is_model_file
 from .errors import DiffaiError
 from .records import TensorStats
 from .sources import Folder, Input, Source, load, open_file
@@ -90,12 +90,8 @@ def inspect(x: Input, *, shape_only: bool = False, threads: int = 0, format: Opt
     """Read a model (or every model file of a folder) and return its tensors with statistics."""
     src = load(x, format, "<memory>")
     if isinstance(src, Folder):
-        sources = []
-        for rel, p in src.files.items():
-            try:
-                sources.append((rel, open_file(p, format)))
-            except DiffaiError:
-                continue  # config.json, README, tokenizer files: not models
+        # config.json, README, tokenizers are skipped; a model file that fails to read is an error.
+        sources = [(rel, open_file(p, format)) for rel, p in src.files.items() if is_model_file(p)]
         if not sources:
             raise DiffaiError(f"{src.label}: no model files in this folder")
     else:

@@ -34,7 +34,7 @@ from .output import check_text, inspect_json, inspect_text, to_json, to_text, to
 from .report import markdown, write_report
 
 _COMMON = [
-    click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+    click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
                  help="Worker threads (0: every core)."),
     click.option("--format", "fmt", type=click.Choice(["safetensors", "pytorch", "npy", "npz", "mat"]),
                  help="Override format detection."),
@@ -53,9 +53,16 @@ def _common(f):
 _ANALYSIS_FLAGS = [click.option(f"--{flag}", f"an_{flag.replace('-', '_')}", is_flag=True,
                                 help=f"Run the {flag.replace('-', ' ')} analysis (docs/analyses.md).")
                    for flag in REGISTRY]
-_THRESHOLDS = [click.option(f"--{f.name.replace('_', '-')}", f"cfg_{f.name}",
-                            type=str if f.name == "protected_shapes" else int if f.type in ("int", "Optional[int]")
-                            else float, default=None,
+def _threshold_type(f):
+    """Counts are >= 1 (the seed >= 0), thresholds >= 0, the protected-shapes pattern a string."""
+    if f.name == "protected_shapes":
+        return str
+    if f.type in ("int", "Optional[int]"):
+        return click.IntRange(min=0 if f.name == "seed" else 1)
+    return click.FloatRange(min=0)
+
+
+_THRESHOLDS = [click.option(f"--{f.name.replace('_', '-')}", f"cfg_{f.name}", type=_threshold_type(f), default=None,
                             help=f"Analysis threshold (default {f.default}).")
                for f in fields(AnalysisConfig)]
 
@@ -243,3 +250,5 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(130)
     except (OSError, ValueError, MemoryError) as e:
         _fail(f"{type(e).__name__}: {e}")
+    except Exception as e:  # a bug in diffai: still one line and exit 2, never a traceback
+        _fail(f"internal error ({type(e).__name__}): {e}")

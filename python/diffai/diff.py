@@ -76,6 +76,8 @@ class DiffResult:
     comparisons: List[TensorComparison] = field(default_factory=list)
     summary: Summary = field(default_factory=Summary)
     sources: List[Tuple[str, Optional[Source], Optional[Source]]] = field(default_factory=list)
+    # Name compared -> b's own tensor name, where they differ (two single-array .npy files).
+    b_names: Dict[str, str] = field(default_factory=dict)
     analyses: List[Any] = field(default_factory=list)
     options: DiffOptions = field(default_factory=DiffOptions)
 
@@ -154,13 +156,14 @@ def _diff_folders(a: Folder, b: Folder, opts: DiffOptions, result: DiffResult) -
         if pa is None or pb is None:
             result.records.append(FileChanged(rel, "present" if pa else None, "present" if pb else None))
             continue
-        if _is_model_file(pa) and _is_model_file(pb):
+        if is_model_file(pa) and is_model_file(pb):
             _diff_sources(open_file(pa, opts.format), open_file(pb, opts.format), opts, result, prefix=f"{rel}::")
         elif pa.read_bytes() != pb.read_bytes():
             result.records.append(FileChanged(rel, "present", "present"))
 
 
-def _is_model_file(path) -> bool:
+def is_model_file(path) -> bool:
+    """Whether a file's bytes carry a model format's signature (it may still fail to read)."""
     try:
         _core.detect(str(path))
         return True
@@ -172,6 +175,13 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     result.sources.append((prefix, a, b))
     ia = {n: v for n, v in a.tensor_infos().items() if opts.keeps(prefix + n)}
     ib = {n: v for n, v in b.tensor_infos().items() if opts.keeps(prefix + n)}
+    # b's tensor under each name used here: a .npy holds one unnamed array (named by its file stem),
+    # so two .npy files compare their arrays whatever the files are called.
+    b_name = {n: n for n in ib}
+    if a.format == b.format == "npy" and len(ia) == len(ib) == 1 and ia.keys() != ib.keys():
+        (na, _), (nb, info) = next(iter(ia.items())), next(iter(ib.items()))
+        ib, b_name = {na: info}, {na: nb}
+        result.b_names[prefix + na] = nb
     same_shape = [n for n in ia if n in ib and ia[n][1] == ib[n][1]]
     only_a = [n for n in ia if n not in ib or ia[n][1] != ib[n][1]]
     only_b = [n for n in ib if n not in ia or ia[n][1] != ib[n][1]]
@@ -184,9 +194,10 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
                      + [ia[n][2] + ib[n][2] for n in same_shape])
         single_a = dict(zip(only_a, _core.tensor_stats(a.model, only_a, opts.threads, work.callback())))
         work.finish_call()
-        single_b = dict(zip(only_b, _core.tensor_stats(b.model, only_b, opts.threads, work.callback())))
+        single_b = dict(zip(only_b, _core.tensor_stats(b.model, [b_name[n] for n in only_b], opts.threads,
+                                                         work.callback())))
         work.finish_call()
-        raw = _core.pair_stats(a.model, b.model, [(n, n) for n in same_shape], opts.epsilon, opts.threads,
+        raw = _core.pair_stats(a.model, b.model, [(n, b_name[n]) for n in same_shape], opts.epsilon, opts.threads,
                                work.callback())
         pairs = dict(zip(same_shape, raw))
 

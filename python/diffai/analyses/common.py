@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import numpy as np
 
 from .. import _core
+from ..errors import DiffaiError
 from ..output import num
 from ..records import TensorComparison
 
@@ -35,6 +36,13 @@ class AnalysisConfig:
     memory_budget_mb: Optional[float] = None  # regression check: weights of b fit this budget
     protected_shapes: Optional[str] = None  # regression check: names (regex) that keep their shape
     histogram_bins: int = 40  # report charts
+
+    def __post_init__(self) -> None:
+        if self.protected_shapes:
+            try:
+                re.compile(self.protected_shapes)
+            except re.error as e:
+                raise DiffaiError(f"invalid --protected-shapes pattern {self.protected_shapes!r}: {e}") from None
 
 
 @dataclass
@@ -175,7 +183,9 @@ class Context:
 
     def source(self, name: str, side: str):
         prefix, a, b = self._where[name]
-        return (a if side == "a" else b), name[len(prefix):]
+        if side == "b":
+            return b, self.result.b_names.get(name, name[len(prefix):])
+        return a, name[len(prefix):]
 
     def sources(self, side: str):
         return [(prefix, a if side == "a" else b) for prefix, a, b in self.result.sources]
