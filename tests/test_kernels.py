@@ -113,3 +113,16 @@ def test_values_round_trip_strided_order():
     model = _core.from_buffers([("v", "f32", [5, 7], arr.reshape(-1).view(np.uint8))])
     back = np.frombuffer(_core.values(model, "v"), np.float64).reshape(5, 7)
     np.testing.assert_array_equal(back, arr.astype(np.float64))
+
+
+@pytest.mark.parametrize("dtype", ["int64", "uint64"])
+def test_64_bit_integers_beyond_2_pow_53_are_compared_exactly(dtype):
+    a = np.array([2**53, 2**53 + 2, 7, 2**62], dtype=dtype)
+    b = np.array([2**53 + 1, 2**53 + 2, 7, 2**62 + 1], dtype=dtype)
+    (rec,) = diffai.diff({"ids": a}, {"ids": b}).records
+    assert rec.change.changed_elements == 2
+    assert diffai.diff({"ids": a}, {"ids": a.copy()}).records == []
+    # Larger and transposed: every element is compared, not just the first few.
+    grid_a, grid_b = np.tile(a, (3, 1)), np.tile(b, (3, 1))
+    (rec,) = diffai.diff({"g": grid_a.T}, {"g": grid_b.T}).records
+    assert rec.change.changed_elements == 6
