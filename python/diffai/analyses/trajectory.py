@@ -74,11 +74,33 @@ def diff_series(inputs: List[Any], selected: Optional[List[str]], config: Option
         return series
     for p in pairs:
         run_analyses(p, selected, config)
-    if selected is None or TRAJECTORY_FLAGS & set(selected):
-        series.trajectory.append(trajectory(pairs, config))
-    if selected is None or "similarity-matrix" in selected:
-        series.trajectory.append(checkpoint_similarity(pairs, config))
+    wanted = [(f, flags) for f, flags in ((trajectory, TRAJECTORY_FLAGS), (checkpoint_similarity, {"similarity-matrix"}))
+              if selected is None or flags & set(selected)]
+    if wanted:
+        products = _series_products(pairs, config)  # every tensor of every checkpoint: read once
+        series.trajectory.extend(f(pairs, products) for f, _ in wanted)
     return series
+
+
+@dataclass
+class _Products:
+    """What both series analyses are computed from (see ``_gram``)."""
+
+    contexts: List[Context]
+    names: List[str]
+    gram: np.ndarray
+    updates: np.ndarray
+
+
+def _series_products(pairs, config: AnalysisConfig):
+    """The series' Contexts, common tensors and inner products, or why there are none."""
+    if pairs[0].options.shape_only:
+        return "only headers were read (--shape-only)"
+    contexts = [Context(p, config) for p in pairs]
+    names = _common_names(contexts)
+    if not names:
+        return "no tensor with the same shape in every checkpoint"
+    return _Products(contexts, names, *_gram(contexts, names))
 
 
 def _common_names(contexts: List[Context]) -> List[str]:
@@ -107,14 +129,10 @@ def _gram(contexts: List[Context], names: List[str]):
     return gram, upd
 
 
-def trajectory(pairs, config: AnalysisConfig) -> Analysis:
-    if pairs[0].options.shape_only:
-        return Analysis.na("TrajectoryAnalysis", "only headers were read (--shape-only)")
-    contexts = [Context(p, config) for p in pairs]
-    names = _common_names(contexts)
-    if not names:
-        return Analysis.na("TrajectoryAnalysis", "no tensor with the same shape in every checkpoint")
-    g, u = _gram(contexts, names)
+def trajectory(pairs, products) -> Analysis:
+    if isinstance(products, str):
+        return Analysis.na("TrajectoryAnalysis", products)
+    contexts, names, g, u = products.contexts, products.names, products.gram, products.updates
     k = len(pairs)
     norms = [math.sqrt(u[i, i]) for i in range(k)]
     cosines = [safe_div(u[i, i + 1], norms[i] * norms[i + 1]) for i in range(k - 1)]
@@ -148,14 +166,10 @@ def trajectory(pairs, config: AnalysisConfig) -> Analysis:
     )
 
 
-def checkpoint_similarity(pairs, config: AnalysisConfig) -> Analysis:
-    if pairs[0].options.shape_only:
-        return Analysis.na("CheckpointSimilarity", "only headers were read (--shape-only)")
-    contexts = [Context(p, config) for p in pairs]
-    names = _common_names(contexts)
-    if not names:
-        return Analysis.na("CheckpointSimilarity", "no tensor with the same shape in every checkpoint")
-    g, _ = _gram(contexts, names)
+def checkpoint_similarity(pairs, products) -> Analysis:
+    if isinstance(products, str):
+        return Analysis.na("CheckpointSimilarity", products)
+    g = products.gram
     d = np.sqrt(np.diag(g))
     with np.errstate(invalid="ignore", divide="ignore"):
         m = g / np.outer(d, d)
