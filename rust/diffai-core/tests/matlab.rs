@@ -4,34 +4,11 @@
 use diffai_core::{matlab, DType, Format};
 mod common;
 
-use common::{check_model, damaged_files_never_panic, data_dir, expected, Damage};
+use common::{damaged_files_never_panic, data_dir, every_file_matches_expected, Damage};
 
 #[test]
 fn matlab_every_file_matches_expected() {
-    let expected = expected("matlab");
-    assert!(expected.len() >= 6);
-    for (file, want) in &expected {
-        let path = data_dir("matlab").join(file);
-        let result = matlab::load(&path);
-        if let Some(err) = want.get("error") {
-            let err_text = err.as_str().unwrap();
-            match result {
-                Ok(_) => panic!("{file}: loaded, expected an error containing {err_text:?}"),
-                Err(e) => {
-                    let msg = e.to_string();
-                    eprintln!("{msg}");
-                    assert!(
-                        msg.contains(err_text),
-                        "{file}: error {msg:?} does not contain {err_text:?}"
-                    );
-                }
-            }
-            continue;
-        }
-        let model = result.unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert_eq!(model.format, Format::Mat5);
-        check_model(file, &model, want);
-    }
+    every_file_matches_expected("matlab", 6, matlab::load, |_| Format::Mat5);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use diffai_core::{numpy, Format, Model};
 mod common;
 
-use common::{check_model, damaged_files_never_panic, data_dir, expected, Damage};
+use common::{damaged_files_never_panic, data_dir, every_file_matches_expected, Damage};
 use std::path::Path;
 
 fn load(path: &Path) -> diffai_core::Result<Model> {
@@ -16,41 +16,14 @@ fn load(path: &Path) -> diffai_core::Result<Model> {
 
 #[test]
 fn numpy_every_file_matches_expected() {
-    let expected = expected("numpy");
-    assert!(expected.len() > 40);
-    for (file, want) in &expected {
-        let path = data_dir("numpy").join(file);
-        let result = load(&path);
-        if let Some(err) = want.get("error") {
-            let err_text = err.as_str().unwrap();
-            match result {
-                Ok(_) => panic!("{file}: loaded, expected an error containing {err_text:?}"),
-                Err(e) => {
-                    let msg = e.to_string();
-                    eprintln!("{msg}");
-                    assert!(
-                        msg.contains(err_text),
-                        "{file}: error {msg:?} does not contain {err_text:?}"
-                    );
-                    assert!(
-                        msg.contains(file.as_str()),
-                        "{file}: error {msg:?} does not name the file"
-                    );
-                }
-            }
-            continue;
+    let format = |file: &str| {
+        if file.ends_with(".npz") {
+            Format::Npz
+        } else {
+            Format::Npy
         }
-        let model = result.unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert_eq!(
-            model.format,
-            if file.ends_with(".npz") {
-                Format::Npz
-            } else {
-                Format::Npy
-            }
-        );
-        check_model(file, &model, want);
-    }
+    };
+    every_file_matches_expected("numpy", 41, load, format);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a subset
 
-use diffai_core::{DType, Model, Scalar, Tensor};
+use diffai_core::{DType, Format, Model, Scalar, Tensor};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -267,5 +267,46 @@ pub fn damaged_files_never_panic(
             }
             try_load(&data);
         }
+    }
+}
+
+/// Every file a generator script listed in `kind`'s expected.json: either it fails with an error
+/// that contains the recorded text and names the file, or it loads as `format(file)` with exactly
+/// the recorded tensors, values, skipped entries and scalars.
+pub fn every_file_matches_expected(
+    kind: &str,
+    min_files: usize,
+    load: impl Fn(&Path) -> diffai_core::Result<Model>,
+    format: impl Fn(&str) -> Format,
+) {
+    let expected = expected(kind);
+    assert!(
+        expected.len() >= min_files,
+        "{kind}: only {} files in expected.json",
+        expected.len()
+    );
+    for (file, want) in &expected {
+        let result = load(&data_dir(kind).join(file));
+        if let Some(err) = want.get("error") {
+            let err_text = err.as_str().unwrap();
+            match result {
+                Ok(_) => panic!("{file}: loaded, expected an error containing {err_text:?}"),
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(err_text),
+                        "{file}: error {msg:?} does not contain {err_text:?}"
+                    );
+                    assert!(
+                        msg.contains(file.as_str()),
+                        "{file}: error {msg:?} does not name the file"
+                    );
+                }
+            }
+            continue;
+        }
+        let model = result.unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(model.format, format(file), "{file}: format");
+        check_model(file, &model, want);
     }
 }
