@@ -31,7 +31,6 @@ class TensorStats:
     inf_count: Optional[int] = None
     # Kept for the analyses; not part of the serialised schema.
     zero_count: Optional[int] = field(default=None, compare=False)
-    l2_norm: Number = field(default=None, compare=False)
     nbytes: int = field(default=0, compare=False)
 
     @classmethod
@@ -41,7 +40,7 @@ class TensorStats:
         if raw is None:
             return cls(shape, dtype, numel, nbytes=nbytes)
         return cls(shape, dtype, numel, raw["mean"], raw["std"], raw["min"], raw["max"], raw["nan_count"],
-                   raw["inf_count"], raw["zero_count"], raw["l2_norm"], nbytes)
+                   raw["inf_count"], raw["zero_count"], nbytes)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -72,7 +71,6 @@ class ChangeMetrics:
     # Kept for the analyses; not part of the serialised schema.
     l2_diff: float = field(default=0.0, compare=False)
     l2_a: float = field(default=0.0, compare=False)
-    l2_b: float = field(default=0.0, compare=False)
 
     @classmethod
     def from_core(cls, raw: Dict[str, Any]) -> "ChangeMetrics":
@@ -85,7 +83,6 @@ class ChangeMetrics:
             compared=raw["compared"],
             l2_diff=raw["l2_diff"],
             l2_a=raw["l2_a"],
-            l2_b=raw["l2_b"],
         )
 
     def to_dict(self) -> Dict[str, Any]:

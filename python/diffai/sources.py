@@ -49,7 +49,6 @@ class Folder:
     """A model folder: every file by its path relative to the folder."""
 
     label: str
-    root: Path
     files: Dict[str, Path]
 
 
@@ -60,7 +59,7 @@ def load(x: Any, format: Optional[str] = None, label: Optional[str] = None) -> U
         path = Path(x)
         if path.is_dir():
             files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
-            return Folder(label=str(path), root=path, files=files)
+            return Folder(label=str(path), files=files)
         return open_file(path, format)
     if isinstance(x, Mapping):
         return from_mapping(x, label or "<memory>")

@@ -120,11 +120,6 @@ impl TensorStats {
     pub fn max(&self) -> Option<f64> {
         (self.finite > 0).then_some(self.max)
     }
-
-    /// L2 norm of the finite elements: sqrt(M2 + n·mean²).
-    pub fn l2_norm(&self) -> f64 {
-        (self.m2.max(0.0) + self.finite as f64 * self.mean * self.mean).sqrt()
-    }
 }
 
 /// Elementwise comparison of two tensors of equal shape.

@@ -6,8 +6,8 @@ use diffai_core::stats::{self, Control, PairStats, TensorStats};
 use diffai_core::{DType, Error, Format, Model as CoreModel, Scalar, Storage, Tensor};
 use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
-use pyo3::intern;
 use pyo3::exceptions::{PyException, PyKeyboardInterrupt};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use std::collections::HashMap;
@@ -160,7 +160,8 @@ fn run<T: Send + 'static>(
     let mut rx = rx;
     loop {
         // The receiver moves into the GIL-free wait and back: it cannot be shared across threads.
-        let (waited, back) = py.allow_threads(move || (rx.recv_timeout(Duration::from_millis(100)), rx));
+        let (waited, back) =
+            py.allow_threads(move || (rx.recv_timeout(Duration::from_millis(100)), rx));
         rx = back;
         let done = ctl.bytes_done.load(Ordering::Relaxed);
         if let (Some(cb), true) = (progress, done != reported) {
@@ -287,7 +288,6 @@ fn stats_dict<'py>(py: Python<'py>, s: &TensorStats) -> PyResult<Bound<'py, PyDi
     d.set_item(intern!(py, "nan_count"), s.nan_count)?;
     d.set_item(intern!(py, "inf_count"), s.inf_count)?;
     d.set_item(intern!(py, "zero_count"), s.zero_count)?;
-    d.set_item(intern!(py, "l2_norm"), s.l2_norm())?;
     Ok(d)
 }
 
@@ -295,14 +295,15 @@ fn pair_dict<'py>(py: Python<'py>, p: &PairStats) -> PyResult<Bound<'py, PyDict>
     let d = PyDict::new(py);
     d.set_item(intern!(py, "compared"), p.compared)?;
     d.set_item(intern!(py, "diff_count"), p.diff_count)?;
-    d.set_item(intern!(py, "max_abs_diff"), (p.compared > 0).then_some(p.max_abs_diff))?;
+    d.set_item(
+        intern!(py, "max_abs_diff"),
+        (p.compared > 0).then_some(p.max_abs_diff),
+    )?;
     d.set_item(intern!(py, "mean_abs_diff"), p.mean_abs_diff())?;
     d.set_item(intern!(py, "rel_l2"), p.rel_l2())?;
     d.set_item(intern!(py, "cosine"), p.cosine())?;
     d.set_item(intern!(py, "l2_diff"), p.sum_sq_diff.sqrt())?;
     d.set_item(intern!(py, "l2_a"), p.sum_sq_a.sqrt())?;
-    d.set_item(intern!(py, "l2_b"), p.sum_sq_b.sqrt())?;
-    d.set_item(intern!(py, "dot"), p.dot)?;
     Ok(d)
 }
 
