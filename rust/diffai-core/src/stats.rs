@@ -1327,7 +1327,7 @@ fn exact_int_diff_count(va: &View, vb: &View, epsilon: f64) -> u64 {
 /// Counts of finite elements in `bins` equal-width bins over [lo, hi] (values outside are not
 /// counted; the last bin includes `hi`).
 pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Result<Vec<u64>> {
-    if bins == 0 || !(hi >= lo) || !lo.is_finite() || !hi.is_finite() {
+    if bins == 0 || !lo.is_finite() || !hi.is_finite() || hi < lo {
         return Err(Error::Invalid(format!(
             "histogram needs bins > 0 and finite lo <= hi, got {bins}, {lo}, {hi}"
         )));

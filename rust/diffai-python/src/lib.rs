@@ -291,6 +291,9 @@ fn stats_dict<'py>(py: Python<'py>, s: &TensorStats) -> PyResult<Bound<'py, PyDi
     Ok(d)
 }
 
+/// Statistics of a, of b, and of their elementwise change.
+type PairDicts<'py> = (Bound<'py, PyDict>, Bound<'py, PyDict>, Bound<'py, PyDict>);
+
 fn pair_dict<'py>(py: Python<'py>, p: &PairStats) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item(intern!(py, "compared"), p.compared)?;
@@ -344,7 +347,7 @@ fn pair_stats<'py>(
     epsilon: f64,
     threads: usize,
     progress: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Vec<(Bound<'py, PyDict>, Bound<'py, PyDict>, Bound<'py, PyDict>)>> {
+) -> PyResult<Vec<PairDicts<'py>>> {
     let work = pairs
         .iter()
         .map(|(x, y)| Ok((a.tensor(x)?, b.tensor(y)?)))
