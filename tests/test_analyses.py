@@ -97,7 +97,10 @@ def test_anomalies_and_regression_gate(capsys):
     ex = _run("base.safetensors", "exploded.safetensors")[1]["AnomalyDetection"].details["anomalies"]
     w = read_safetensors_f64(AN / "exploded.safetensors")["encoder.layer.1.mlp.fc2.weight"]
     assert [x["name"] for x in ex] == ["encoder.layer.1.mlp.fc2.weight"]
-    assert f"max|x|={np.abs(w).max():.4g}" in ex[0]["issues"][0]
+    others = [np.abs(v[np.isfinite(v)]).max() for n, v in read_safetensors_f64(AN / "exploded.safetensors").items()
+              if n != "encoder.layer.1.mlp.fc2.weight" and np.isfinite(v).any()]
+    assert ex[0]["issues"][0] == (f"exploding max|x|={np.abs(w).max():.4g} "
+                                  f"(median of the other tensors {np.median([o for o in others if o]):.4g})")
     co = _run("base.safetensors", "collapsed.safetensors")[1]
     assert co["AnomalyDetection"].details["anomalies"][0]["issues"] == ["collapsed to zero"]
     assert co["AlertOnDegradation"].summary["degraded_tensors"] == ["encoder.layer.0.attention.v_proj.weight"]
@@ -115,6 +118,21 @@ def test_anomalies_and_regression_gate(capsys):
         main([str(AN / "base.safetensors"), str(AN / "head_finetune.safetensors"), "--regression-test",
               "--max-relative-change", "0.1"])
     assert e.value.code == 1 and "classifier.bias" in capsys.readouterr().err
+
+
+def test_median_of_the_others_matches_a_brute_force_median():
+    from statistics import median
+
+    from diffai.analyses.health import _median_without
+
+    rng = np.random.default_rng(5)
+    for n in range(1, 40):
+        values = sorted(rng.integers(1, 8, n).astype(float).tolist())  # with repeats
+        for v in set(values) | {0.5, 9.0}:  # present, and absent (nothing taken out)
+            rest = list(values)
+            if v in rest:
+                rest.remove(v)
+            assert _median_without(values, v) == (median(rest) if rest else None)
 
 
 def test_embedding_vocab_growth():

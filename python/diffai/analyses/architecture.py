@@ -13,12 +13,18 @@ MIB = 2 ** 20
 
 
 def _side(ctx: Context, side: str):
-    return [(c.name, getattr(c, side)) for c in ctx.model if getattr(c, side) is not None]
+    """(name, stats) of the model tensors on one side (computed once per context)."""
+    return ctx.memo(f"side {side}", lambda: [(c.name, getattr(c, side)) for c in ctx.model
+                                             if getattr(c, side) is not None])
+
+
+def _families(ctx: Context, side: str) -> Dict[str, str]:
+    return ctx.memo(f"families {side}", lambda: families({n: st.shape for n, st in _side(ctx, side)}))
 
 
 def _family_params(ctx: Context, side: str) -> Dict[str, int]:
     tensors = _side(ctx, side)
-    fam = families({n: st.shape for n, st in tensors})
+    fam = _families(ctx, side)
     out: Counter = Counter()
     for n, st in tensors:
         out[fam[n]] += st.numel
@@ -37,7 +43,7 @@ def _depth(names: List[str]) -> Dict[str, int]:
 
 def _widths(ctx: Context, side: str) -> List[int]:
     tensors = _side(ctx, side)
-    fam = families({n: st.shape for n, st in tensors})
+    fam = _families(ctx, side)
     return sorted({st.shape[0] for n, st in tensors if len(st.shape) == 2 and fam[n] in ("linear", "attention")})
 
 
@@ -149,7 +155,7 @@ def compute_cost(ctx: Context, side: str) -> Dict[str, Any]:
     lookups) and per output position of each conv (2*out*in_per_group*prod(kernel)); bytes read
     per forward pass at batch 1 = every weight once."""
     tensors = _side(ctx, side)
-    fam = families({n: st.shape for n, st in tensors})
+    fam = _families(ctx, side)
     linear = sum(2 * st.numel for n, st in tensors
                  if len(st.shape) == 2 and n.endswith("weight") and fam[n] in ("linear", "attention", "recurrent"))
     conv = sum(2 * st.numel for n, st in tensors if len(st.shape) >= 3 and fam[n] == "conv")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import re
+from functools import cached_property
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -167,12 +168,19 @@ class Context:
                 for n in side.tensor_infos():
                     self._where.setdefault(prefix + n, (prefix, a, b))
         self._cache: Dict[Tuple[str, str], np.ndarray] = {}
+        self._memo: Dict[str, Any] = {}
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """`compute()` once per context: for results several analyses share."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     @property
     def has_stats(self) -> bool:
         return not self.result.options.shape_only
 
-    @property
+    @cached_property
     def paired(self) -> List[TensorComparison]:
         """Float model tensors present on both sides with the same shape and a change measurement.
         Integer tensors (step counters such as BatchNorm's num_batches_tracked, ids) are not

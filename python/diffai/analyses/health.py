@@ -4,6 +4,7 @@ derived from them."""
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from statistics import median
 from typing import Any, Dict, List, Optional
 
@@ -20,18 +21,45 @@ def _max_abs(st) -> Optional[float]:
     return max(abs(st.min), abs(st.max))
 
 
+def _median_without(ordered: List[float], value: float) -> Optional[float]:
+    """The median of `ordered` (sorted) with one occurrence of `value` taken out, without copying:
+    each tensor is compared with the median of the others in O(log n), not O(n log n)."""
+    k = bisect_left(ordered, value)
+    n = len(ordered) - (k < len(ordered) and ordered[k] == value)
+    if n == 0:
+        return None
+    skip = k if n < len(ordered) else len(ordered)
+
+    def at(j: int) -> float:
+        return ordered[j] if j < skip else ordered[j + 1]
+
+    return at(n // 2) if n % 2 else (at(n // 2 - 1) + at(n // 2)) / 2
+
+
 def find_anomalies(ctx: Context) -> List[Dict[str, Any]]:
-    """One entry per model tensor of b with something wrong: {name, severity, issues, new}."""
+    """One entry per model tensor of b with something wrong: {name, severity, issues, new}.
+    Several analyses ask; it is computed once per context."""
+    return ctx.memo("anomalies", lambda: _find_anomalies(ctx))
+
+
+def _find_anomalies(ctx: Context) -> List[Dict[str, Any]]:
     cfg = ctx.config
     tensors = [c for c in ctx.model if c.b is not None]
     peaks = {side: {c.name: _max_abs(getattr(c, side)) for c in ctx.model if getattr(c, side) is not None}
              for side in ("a", "b")}
+    # The median of the other tensors' nonzero peaks, per side.
+    ordered = {side: sorted(v for v in peaks[side].values() if v) for side in ("a", "b")}
+
+    def median_of_others(name: str, side: str) -> Optional[float]:
+        peak = peaks[side].get(name)
+        return _median_without(ordered[side], peak) if peak else median(ordered[side]) if ordered[side] else None
 
     def exploding(name: str, side: str) -> bool:
         peak = peaks[side].get(name)
-        others = [v for n, v in peaks[side].items() if n != name and v]
-        return peak is not None and (peak > cfg.explode_abs
-                                     or bool(others) and peak > cfg.outlier_factor * median(others))
+        if peak is None:
+            return False
+        others = median_of_others(name, side)
+        return peak > cfg.explode_abs or (others is not None and peak > cfg.outlier_factor * others)
 
     out = []
     for c in tensors:
@@ -44,9 +72,9 @@ def find_anomalies(ctx: Context) -> List[Dict[str, Any]]:
             severity = 3
             new = a is None or (b.nan_count, b.inf_count) != (a.nan_count, a.inf_count)
         if exploding(c.name, "b"):
-            others = [v for n, v in peaks["b"].items() if n != c.name and v]
+            others = median_of_others(c.name, "b")
             issues.append(f"exploding max|x|={peaks['b'][c.name]:.4g}"
-                          + (f" (median of the other tensors {median(others):.4g})" if others else ""))
+                          + (f" (median of the other tensors {others:.4g})" if others is not None else ""))
             severity = max(severity, 2)
             new = new or not exploding(c.name, "a")
         if b.numel > 1 and b.std == 0 and not (a is not None and a.std == 0):
