@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -85,6 +86,18 @@ def test_json_and_yaml_outputs_agree_with_the_api():
     # The guide's jq filters: select shape changes of "classifier", and count them.
     hits = [r for r in as_json if "TensorShapeChanged" in r and "classifier" in r["TensorShapeChanged"][0]]
     assert len(hits) == 1 and len([r for r in as_json if "TensorShapeChanged" in r]) == 2
+
+
+def test_json_layout_and_non_finite_values():
+    w = np.arange(6, dtype=np.float32).reshape(2, 3)
+    result = diffai.diff({"w": w, "lr": float("nan"), "scale": float("inf")}, {"w": w * 2, "lr": 0.1, "scale": 1.0})
+    records = result.to_json_list()
+    assert {"ScalarChanged": ["lr", "nan", 0.1]} in records and {"ScalarChanged": ["scale", "inf", 1.0]} in records
+    text = result.to_json()
+    assert json.loads(text) == records
+    # One line per record, so that grep finds a tensor's whole record.
+    (line,) = [l for l in text.splitlines() if '"TensorStatsChanged"' in l]
+    assert json.loads(line.strip().rstrip(",")) == records[0]
 
 
 def test_check_and_inspect_commands():

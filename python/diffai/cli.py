@@ -15,7 +15,6 @@ fails, 2 on any error (one line on stderr).
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 import sys
@@ -30,7 +29,7 @@ from .analyses import REGISTRY, AnalysisConfig, diff_series, failed_checks, run_
 from .api import diff as run_diff
 from .api import inspect as run_inspect
 from .errors import DiffaiError
-from .output import check_text, inspect_json, inspect_text, to_json, to_text, to_yaml
+from .output import check_text, dump_yaml, dumps, inspect_json, inspect_text, to_json, to_text, to_yaml
 from .report import markdown, write_report
 
 _COMMON = [
@@ -163,7 +162,7 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
             _fail("--check needs at least one file")
         with _progress(quiet) as progress:
             results = [r for x in inputs for r in run_inspect(x, threads=threads, format=fmt, progress=progress)]
-        click.echo(json.dumps(inspect_json(results), indent=2) if output == "json" else check_text(results), nl=False)
+        click.echo(dumps(inspect_json(results)) + "\n" if output == "json" else check_text(results), nl=False)
         return
     inputs = _expand(list(inputs))
     if len(inputs) < 2:
@@ -187,12 +186,10 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
     if markdown_output:
         click.echo(markdown(result), nl=False)
     elif output == "json":
-        click.echo(json.dumps(result.to_json_obj(), indent=2) if series else to_json(result))
+        click.echo(dumps(result.to_json_obj()) if series else to_json(result))
     elif output == "yaml":
         if series:
-            import yaml
-
-            click.echo(yaml.safe_dump(result.to_json_obj(), sort_keys=False), nl=False)
+            click.echo(dump_yaml(result.to_json_obj()), nl=False)
         else:
             click.echo(to_yaml(result), nl=False)
     else:
@@ -220,11 +217,9 @@ def inspect_command(inputs: List[str], output: str, shape_only: bool, threads: i
         results = [r for x in inputs
                    for r in run_inspect(x, shape_only=shape_only, threads=threads, format=fmt, progress=progress)]
     if output == "json":
-        click.echo(json.dumps(inspect_json(results), indent=2))
+        click.echo(dumps(inspect_json(results)))
     elif output == "yaml":
-        import yaml
-
-        click.echo(yaml.safe_dump(inspect_json(results), sort_keys=False), nl=False)
+        click.echo(dump_yaml(inspect_json(results)), nl=False)
     else:
         click.echo(inspect_text(results, _style(no_color)), nl=False)
 
