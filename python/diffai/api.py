@@ -102,13 +102,13 @@ def inspect(x: Input, *, shape_only: bool = False, threads: int = 0, format: Opt
 def _inspect_source(label: str, src: Source, shape_only: bool, threads: int, progress: Optional[Progress]) -> InspectResult:
     infos = src.tensor_infos()
     names = list(infos)
-    raw: List[Optional[dict]] = [None] * len(names)
+    raw: List[Optional[tuple]] = [None] * len(names)
     if not shape_only:
         total = sum(v[2] for v in infos.values())
         cb = (lambda done: progress(done, total)) if progress else None
         raw = _core.tensor_stats(src.model, names, threads, cb)
     tensors = [
-        TensorInfo(n, TensorStats.from_core(infos[n][1], infos[n][0], infos[n][2], r)) for n, r in zip(names, raw)
+        TensorInfo(n, TensorStats.from_core(infos[n], r)) for n, r in zip(names, raw)
     ]
     return InspectResult(label=label, format=src.format, tensors=tensors, scalars=dict(src.scalars),
                          metadata=dict(src.metadata), skipped=list(src.skipped))

@@ -58,6 +58,10 @@ class DiffOptions:
         except re.error as e:
             raise DiffaiError(f"invalid --ignore-keys-regex {self.ignore_keys_regex!r}: {e}") from None
 
+    @property
+    def filters(self) -> bool:
+        return self.path is not None or self._ignore is not None
+
     def keeps(self, name: str) -> bool:
         if self.path is not None and self.path not in name:
             return False
@@ -173,60 +177,62 @@ def is_model_file(path) -> bool:
 
 def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
     result.sources.append((prefix, a, b))
-    ia = {n: v for n, v in a.tensor_infos().items() if opts.keeps(prefix + n)}
-    ib = {n: v for n, v in b.tensor_infos().items() if opts.keeps(prefix + n)}
-    # b's tensor under each name used here: a .npy holds one unnamed array (named by its file stem),
-    # so two .npy files compare their arrays whatever the files are called.
-    b_name = {n: n for n in ib}
+    ia, ib = a.tensor_infos(), b.tensor_infos()
+    if opts.filters:
+        ia = {n: v for n, v in ia.items() if opts.keeps(prefix + n)}
+        ib = {n: v for n, v in ib.items() if opts.keeps(prefix + n)}
+    # b's own name of a tensor compared under another name: a .npy holds one unnamed array (named
+    # by its file stem), so two .npy files compare their arrays whatever the files are called.
+    renamed: Dict[str, str] = {}
     if a.format == b.format == "npy" and len(ia) == len(ib) == 1 and ia.keys() != ib.keys():
         (na, _), (nb, info) = next(iter(ia.items())), next(iter(ib.items()))
-        ib, b_name = {na: info}, {na: nb}
+        ib, renamed = {na: info}, {na: nb}
         result.b_names[prefix + na] = nb
-    same_shape = [n for n in ia if n in ib and ia[n][1] == ib[n][1]]
-    only_a = [n for n in ia if n not in ib or ia[n][1] != ib[n][1]]
-    only_b = [n for n in ib if n not in ia or ia[n][1] != ib[n][1]]
+    same_shape = [n for n, v in ia.items() if n in ib and ib[n][1] == v[1]]
+    only_a = [n for n, v in ia.items() if n not in ib or ib[n][1] != v[1]]
+    only_b = [n for n, v in ib.items() if n not in ia or ia[n][1] != v[1]]
 
-    single_a: Dict[str, Optional[dict]] = {n: None for n in only_a}
-    single_b: Dict[str, Optional[dict]] = {n: None for n in only_b}
-    pairs: Dict[str, Tuple[Optional[dict], Optional[dict], Optional[dict]]] = {n: (None, None, None) for n in same_shape}
+    single_a: Dict[str, Optional[tuple]] = dict.fromkeys(only_a)
+    single_b: Dict[str, Optional[tuple]] = dict.fromkeys(only_b)
+    pairs: Dict[str, Tuple[Optional[tuple], Optional[tuple], Optional[tuple]]] = dict.fromkeys(
+        same_shape, (None, None, None))
     if not opts.shape_only:
         work = _Work(opts.progress, [ia[n][2] for n in only_a] + [ib[n][2] for n in only_b]
                      + [ia[n][2] + ib[n][2] for n in same_shape])
         single_a = dict(zip(only_a, _core.tensor_stats(a.model, only_a, opts.threads, work.callback())))
         work.finish_call()
-        single_b = dict(zip(only_b, _core.tensor_stats(b.model, [b_name[n] for n in only_b], opts.threads,
+        single_b = dict(zip(only_b, _core.tensor_stats(b.model, [renamed.get(n, n) for n in only_b], opts.threads,
                                                          work.callback())))
         work.finish_call()
-        raw = _core.pair_stats(a.model, b.model, [(n, b_name[n]) for n in same_shape], opts.epsilon, opts.threads,
-                               work.callback())
+        raw = _core.pair_stats(a.model, b.model, [(n, renamed.get(n, n)) for n in same_shape], opts.epsilon,
+                               opts.threads, work.callback())
         pairs = dict(zip(same_shape, raw))
 
-    def stats(info, raw) -> TensorStats:
-        dtype, shape, nbytes = info
-        return TensorStats.from_core(shape, dtype, nbytes, raw)
-
+    # The loop below runs once per tensor (tens of thousands on some models): plain local names.
+    stats = TensorStats.from_core
+    records, comparisons = result.records, result.comparisons
     s = result.summary
-    s.params_a += sum(_numel(v[1]) for v in ia.values())
-    s.params_b += sum(_numel(v[1]) for v in ib.values())
-    for n in ia:
+    s.params_a += sum(math.prod(v[1]) for v in ia.values())
+    s.params_b += sum(math.prod(v[1]) for v in ib.values())
+    for n, info_a in ia.items():
         name = prefix + n
-        if n not in ib:
-            st = stats(ia[n], single_a[n])
-            result.records.append(TensorRemoved(name, st))
-            result.comparisons.append(TensorComparison(name, "removed", st, None))
+        info_b = ib.get(n)
+        if info_b is None:
+            st = stats(info_a, single_a[n])
+            records.append(TensorRemoved(name, st))
+            comparisons.append(TensorComparison(name, "removed", st, None))
             s.removed += 1
         elif n in single_a:
-            sa, sb = stats(ia[n], single_a[n]), stats(ib[n], single_b[n])
-            result.records.append(TensorShapeChanged(name, sa, sb))
-            result.comparisons.append(TensorComparison(name, "reshaped", sa, sb))
+            sa, sb = stats(info_a, single_a[n]), stats(info_b, single_b[n])
+            records.append(TensorShapeChanged(name, sa, sb))
+            comparisons.append(TensorComparison(name, "reshaped", sa, sb))
             s.reshaped += 1
         else:
             ra, rb, rp = pairs[n]
-            sa, sb = stats(ia[n], ra), stats(ib[n], rb)
-            change = ChangeMetrics.from_core(rp) if rp is not None else None
-            changed = sa.dtype != sb.dtype or (change is not None and change.changed_elements > 0)
-            if changed:
-                result.records.append(TensorStatsChanged(name, sa, sb, change))
+            sa, sb = stats(info_a, ra), stats(info_b, rb)
+            change = ChangeMetrics(*rp) if rp is not None else None
+            if sa.dtype != sb.dtype or (change is not None and change.changed_elements > 0):
+                records.append(TensorStatsChanged(name, sa, sb, change))
                 s.changed += 1
                 status = "changed"
             elif change is None:  # --shape-only: values were not read, so not known to be equal
@@ -235,12 +241,12 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
             else:
                 s.unchanged += 1
                 status = "unchanged"
-            result.comparisons.append(TensorComparison(name, status, sa, sb, change))
-    for n in ib:
+            comparisons.append(TensorComparison(name, status, sa, sb, change))
+    for n, info_b in ib.items():
         if n not in ia:
-            st = stats(ib[n], single_b[n])
-            result.records.append(TensorAdded(prefix + n, st))
-            result.comparisons.append(TensorComparison(prefix + n, "added", None, st))
+            st = stats(info_b, single_b[n])
+            records.append(TensorAdded(prefix + n, st))
+            comparisons.append(TensorComparison(prefix + n, "added", None, st))
             s.added += 1
 
     for key in _union(a.scalars, b.scalars):
@@ -256,13 +262,6 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         for name, reason in src.skipped:
             if opts.keeps(prefix + name):
                 result.records.append(EntrySkipped(prefix + name, side, reason))
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def _union(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:

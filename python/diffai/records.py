@@ -34,13 +34,13 @@ class TensorStats:
     nbytes: int = field(default=0, compare=False)
 
     @classmethod
-    def from_core(cls, shape, dtype: str, nbytes: int, raw: Optional[Dict[str, Any]]) -> "TensorStats":
-        shape = tuple(shape)
-        numel = math.prod(shape)
+    def from_core(cls, info: Tuple[str, Tuple[int, ...], int], raw: Optional[tuple]) -> "TensorStats":
+        """From a tensor's ``(dtype, shape, nbytes)`` and the Rust core's statistics (a tuple in
+        ``_core.STATS_FIELDS`` order), or None when only headers were read."""
+        dtype, shape, nbytes = info
         if raw is None:
-            return cls(shape, dtype, numel, nbytes=nbytes)
-        return cls(shape, dtype, numel, raw["mean"], raw["std"], raw["min"], raw["max"], raw["nan_count"],
-                   raw["inf_count"], raw["zero_count"], nbytes)
+            return cls(shape, dtype, math.prod(shape), nbytes=nbytes)
+        return cls(shape, dtype, math.prod(shape), *raw, nbytes)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -60,7 +60,8 @@ class TensorStats:
 class ChangeMetrics:
     """Elementwise change between two tensors of the same shape. Differences, norms and the
     cosine are over positions where both elements are finite; ``changed_elements`` counts every
-    position that differs (by more than epsilon; NaN against NaN is equal)."""
+    position that differs (by more than epsilon; NaN against NaN is equal). The fields are in the
+    order of the Rust core's change tuples (``_core.CHANGE_FIELDS``)."""
 
     max_abs_diff: Number
     mean_abs_diff: Number
@@ -71,19 +72,6 @@ class ChangeMetrics:
     # Kept for the analyses; not part of the serialised schema.
     l2_diff: float = field(default=0.0, compare=False)
     l2_a: float = field(default=0.0, compare=False)
-
-    @classmethod
-    def from_core(cls, raw: Dict[str, Any]) -> "ChangeMetrics":
-        return cls(
-            max_abs_diff=raw["max_abs_diff"],
-            mean_abs_diff=raw["mean_abs_diff"],
-            rel_l2=raw["rel_l2"],
-            cosine=raw["cosine"],
-            changed_elements=raw["diff_count"],
-            compared=raw["compared"],
-            l2_diff=raw["l2_diff"],
-            l2_a=raw["l2_a"],
-        )
 
     def to_dict(self) -> Dict[str, Any]:
         return {

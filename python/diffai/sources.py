@@ -34,14 +34,17 @@ class Source:
     metadata: Dict[str, str] = field(default_factory=dict)
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     path: Optional[Path] = None
+    _infos: Optional[Dict[str, Tuple[str, Tuple[int, ...], int]]] = field(default=None, init=False, repr=False)
 
     @property
     def format(self) -> str:
         return self.model.format
 
     def tensor_infos(self) -> Dict[str, Tuple[str, Tuple[int, ...], int]]:
-        """name -> (dtype, shape, nbytes), in file order."""
-        return {name: (dtype, tuple(shape), nbytes) for name, dtype, shape, nbytes in self.model.tensors}
+        """name -> (dtype, shape, nbytes), in file order (read from the model once)."""
+        if self._infos is None:
+            self._infos = self.model.tensors
+        return self._infos
 
 
 @dataclass

@@ -1004,12 +1004,15 @@ fn chunk_stats_body(
     end: usize,
     fast: impl Fn(usize, usize) -> Option<TensorStats>,
 ) -> TensorStats {
-    let mut buf = [0f64; BLOCK];
+    // Decode scratch for the generic path only: zeroing it for every small tensor the fused
+    // path handles cost more than the tensor's own statistics.
+    let mut buf = Vec::new();
     let mut acc = TensorStats::default();
     let mut i = start;
     while i < end {
         let n = BLOCK.min(end - i);
         let s = fast(i, n).unwrap_or_else(|| {
+            buf.resize(BLOCK, 0f64);
             v.decode(i, &mut buf[..n]);
             block_stats(&buf[..n])
         });
@@ -1028,8 +1031,7 @@ fn chunk_pair_body(
     eps: f64,
     fast: impl Fn(usize, usize) -> Option<(TensorStats, TensorStats, PairStats)>,
 ) -> (TensorStats, TensorStats, PairStats) {
-    let mut ba = [0f64; BLOCK];
-    let mut bb = [0f64; BLOCK];
+    let (mut ba, mut bb) = (Vec::new(), Vec::new()); // as in chunk_stats_body
     let (mut sa, mut sb, mut p) = (
         TensorStats::default(),
         TensorStats::default(),
@@ -1039,6 +1041,8 @@ fn chunk_pair_body(
     while i < end {
         let n = BLOCK.min(end - i);
         let (x, y, z) = fast(i, n).unwrap_or_else(|| {
+            ba.resize(BLOCK, 0f64);
+            bb.resize(BLOCK, 0f64);
             va.decode(i, &mut ba[..n]);
             vb.decode(i, &mut bb[..n]);
             (
@@ -1239,10 +1243,38 @@ fn fused_kind(v: &View) -> Option<DType> {
     (v.strided.is_none() && matches!(v.dtype, DType::F32 | DType::BF16)).then_some(v.dtype)
 }
 
-fn chunk_ranges(numel: usize) -> impl IndexedParallelIterator<Item = (usize, usize)> {
-    (0..numel.div_ceil(CHUNK))
-        .into_par_iter()
-        .map(move |c| (c * CHUNK, ((c + 1) * CHUNK).min(numel)))
+/// Computes `part` over each fixed chunk of `0..numel` (in parallel when there are several) and
+/// merges the parts into `total` in chunk order, so results do not depend on the thread count.
+/// Cancellation is checked and progress reported per chunk.
+fn fold_chunks<T: Send>(
+    numel: usize,
+    elem_size: usize,
+    ctl: &Control,
+    mut total: T,
+    part: impl Fn(usize, usize) -> T + Sync,
+    merge: impl Fn(&mut T, T),
+) -> Result<T> {
+    let run = |c: usize| -> Result<T> {
+        ctl.check()?;
+        let (s, e) = (c * CHUNK, ((c + 1) * CHUNK).min(numel));
+        let r = part(s, e);
+        ctl.advance((e - s) * elem_size);
+        Ok(r)
+    };
+    match numel.div_ceil(CHUNK) {
+        0 => {}
+        // Most tensors of a model: a parallel iterator and a Vec each would cost more than
+        // their statistics.
+        1 => merge(&mut total, run(0)?),
+        chunks => {
+            let parts: Vec<T> = (0..chunks)
+                .into_par_iter()
+                .map(run)
+                .collect::<Result<_>>()?;
+            parts.into_iter().for_each(|p| merge(&mut total, p));
+        }
+    }
+    Ok(total)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1251,18 +1283,14 @@ fn chunk_ranges(numel: usize) -> impl IndexedParallelIterator<Item = (usize, usi
 /// Statistics of one tensor.
 pub fn tensor_stats(t: &Tensor, ctl: &Control) -> Result<TensorStats> {
     let v = View::new(t)?;
-    let size = t.dtype.size();
-    let parts: Vec<TensorStats> = chunk_ranges(v.numel)
-        .map(|(s, e)| {
-            ctl.check()?;
-            let r = chunk_stats(&v, s, e);
-            ctl.advance((e - s) * size);
-            Ok(r)
-        })
-        .collect::<Result<_>>()?;
-    let mut total = TensorStats::default();
-    parts.iter().for_each(|p| total.merge(p));
-    Ok(total)
+    fold_chunks(
+        v.numel,
+        t.dtype.size(),
+        ctl,
+        TensorStats::default(),
+        |s, e| chunk_stats(&v, s, e),
+        |total, p| total.merge(&p),
+    )
 }
 
 /// Statistics of both tensors and of their elementwise difference, in one pass over both.
@@ -1280,25 +1308,18 @@ pub fn pair_stats(
             a.name, va.numel, b.name, vb.numel
         )));
     }
-    let size = a.dtype.size() + b.dtype.size();
-    let parts: Vec<_> = chunk_ranges(va.numel)
-        .map(|(s, e)| {
-            ctl.check()?;
-            let r = chunk_pair(&va, &vb, s, e, epsilon);
-            ctl.advance((e - s) * size);
-            Ok(r)
-        })
-        .collect::<Result<_>>()?;
-    let (mut sa, mut sb, mut p) = (
-        TensorStats::default(),
-        TensorStats::default(),
-        PairStats::default(),
-    );
-    for (x, y, z) in &parts {
-        sa.merge(x);
-        sb.merge(y);
-        p.merge(z);
-    }
+    let (sa, sb, mut p) = fold_chunks(
+        va.numel,
+        a.dtype.size() + b.dtype.size(),
+        ctl,
+        Default::default(),
+        |s, e| chunk_pair(&va, &vb, s, e, epsilon),
+        |(sa, sb, p), (x, y, z)| {
+            sa.merge(&x);
+            sb.merge(&y);
+            p.merge(&z);
+        },
+    )?;
     if a.dtype == b.dtype && matches!(a.dtype, DType::I64 | DType::U64) {
         p.diff_count = exact_int_diff_count(&va, &vb, epsilon);
     }
@@ -1338,9 +1359,12 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
     } else {
         1.0
     };
-    let parts: Vec<Vec<u64>> = chunk_ranges(v.numel)
-        .map(|(s, e)| {
-            ctl.check()?;
+    fold_chunks(
+        v.numel,
+        t.dtype.size(),
+        ctl,
+        vec![0u64; bins],
+        |s, e| {
             let mut counts = vec![0u64; bins];
             let mut buf = [0f64; BLOCK];
             let mut i = s;
@@ -1354,15 +1378,10 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
                 }
                 i += n;
             }
-            ctl.advance((e - s) * t.dtype.size());
-            Ok(counts)
-        })
-        .collect::<Result<_>>()?;
-    let mut total = vec![0u64; bins];
-    for p in parts {
-        total.iter_mut().zip(p).for_each(|(t, c)| *t += c);
-    }
-    Ok(total)
+            counts
+        },
+        |total, p| total.iter_mut().zip(p).for_each(|(t, c)| *t += c),
+    )
 }
 
 /// All elements as f64 in logical C order (for analyses that need the values of small tensors).

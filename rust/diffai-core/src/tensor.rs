@@ -170,22 +170,25 @@ impl Tensor {
         if n == 0 {
             return Ok(());
         }
-        let strides = self
-            .strides
-            .clone()
-            .unwrap_or_else(|| Tensor::c_strides(&self.shape));
-        if strides.len() != self.shape.len() {
-            return Err(format!(
-                "{}: {} strides for {} dimensions",
-                self.name,
-                strides.len(),
-                self.shape.len()
-            ));
-        }
-        let mut last = self.offset as u128;
-        for (&dim, &stride) in self.shape.iter().zip(&strides) {
-            last += (dim as u128 - 1) * stride as u128;
-        }
+        let last = match &self.strides {
+            // C order: the last element is numel - 1 past the offset.
+            None => self.offset as u128 + n as u128 - 1,
+            Some(strides) if strides.len() != self.shape.len() => {
+                return Err(format!(
+                    "{}: {} strides for {} dimensions",
+                    self.name,
+                    strides.len(),
+                    self.shape.len()
+                ))
+            }
+            Some(strides) => self
+                .shape
+                .iter()
+                .zip(strides)
+                .fold(self.offset as u128, |last, (&dim, &stride)| {
+                    last + (dim as u128 - 1) * stride as u128
+                }),
+        };
         let need = (last + 1) * self.dtype.size() as u128;
         if need > self.storage.len() as u128 {
             return Err(format!(
