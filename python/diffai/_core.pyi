@@ -3,13 +3,63 @@
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 CHUNK_ELEMENTS: int
-# Field names of the statistics and change tuples below, in order.
-STATS_FIELDS: List[str]
-CHANGE_FIELDS: List[str]
-Stats = Tuple[Optional[float], Optional[float], Optional[float], Optional[float], int, int, int]
-Change = Tuple[Optional[float], Optional[float], Optional[float], Optional[float], int, int, float, float]
-
 class DiffaiError(Exception): ...
+
+class TensorStats:
+    """Statistics of one tensor (see the class docstring at runtime)."""
+
+    shape: Tuple[int, ...]
+    dtype: str
+    numel: int
+    mean: Optional[float]
+    std: Optional[float]
+    min: Optional[float]
+    max: Optional[float]
+    nan_count: Optional[int]
+    inf_count: Optional[int]
+    zero_count: Optional[int]
+    nbytes: int
+    def __init__(
+        self,
+        shape: Sequence[int],
+        dtype: str,
+        numel: int,
+        mean: Optional[float] = None,
+        std: Optional[float] = None,
+        min: Optional[float] = None,
+        max: Optional[float] = None,
+        nan_count: Optional[int] = None,
+        inf_count: Optional[int] = None,
+        zero_count: Optional[int] = None,
+        nbytes: int = 0,
+    ) -> None: ...
+    @staticmethod
+    def from_header(info: Tuple[str, Sequence[int], int]) -> TensorStats: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+
+class ChangeMetrics:
+    """Elementwise change between two tensors of the same shape."""
+
+    max_abs_diff: Optional[float]
+    mean_abs_diff: Optional[float]
+    rel_l2: Optional[float]
+    cosine: Optional[float]
+    changed_elements: int
+    compared: int
+    l2_diff: float
+    l2_a: float
+    def __init__(
+        self,
+        max_abs_diff: Optional[float],
+        mean_abs_diff: Optional[float],
+        rel_l2: Optional[float],
+        cosine: Optional[float],
+        changed_elements: int,
+        compared: int,
+        l2_diff: float = 0.0,
+        l2_a: float = 0.0,
+    ) -> None: ...
+    def to_dict(self) -> Dict[str, Any]: ...
 
 class Model:
     @property
@@ -29,7 +79,7 @@ def detect(path: str) -> str: ...
 def from_buffers(items: Sequence[Tuple[str, str, Sequence[int], Any]]) -> Model: ...
 def tensor_stats(
     model: Model, names: Sequence[str], threads: int = 0, progress: Optional[Callable[[int], None]] = None
-) -> List[Stats]: ...
+) -> List[TensorStats]: ...
 def pair_stats(
     a: Model,
     b: Model,
@@ -37,6 +87,6 @@ def pair_stats(
     epsilon: float = 0.0,
     threads: int = 0,
     progress: Optional[Callable[[int], None]] = None,
-) -> List[Tuple[Stats, Stats, Change]]: ...
+) -> List[Tuple[TensorStats, TensorStats, ChangeMetrics]]: ...
 def histogram(model: Model, name: str, bins: int, lo: float, hi: float, threads: int = 0) -> List[int]: ...
 def values(model: Model, name: str) -> bytes: ...

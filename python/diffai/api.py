@@ -101,14 +101,12 @@ def inspect(x: Input, *, shape_only: bool = False, threads: int = 0, format: Opt
 
 def _inspect_source(label: str, src: Source, shape_only: bool, threads: int, progress: Optional[Progress]) -> InspectResult:
     infos = src.tensor_infos()
-    names = list(infos)
-    raw: List[Optional[tuple]] = [None] * len(names)
-    if not shape_only:
+    if shape_only:
+        stats = [TensorStats.from_header(info) for info in infos.values()]
+    else:
         total = sum(v[2] for v in infos.values())
         cb = (lambda done: progress(done, total)) if progress else None
-        raw = _core.tensor_stats(src.model, names, threads, cb)
-    tensors = [
-        TensorInfo(n, TensorStats.from_core(infos[n], r)) for n, r in zip(names, raw)
-    ]
+        stats = _core.tensor_stats(src.model, list(infos), threads, cb)
+    tensors = [TensorInfo(n, st) for n, st in zip(infos, stats)]
     return InspectResult(label=label, format=src.format, tensors=tensors, scalars=dict(src.scalars),
                          metadata=dict(src.metadata), skipped=list(src.skipped))

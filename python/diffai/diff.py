@@ -12,7 +12,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from . import _core
 from .errors import DiffaiError
 from .records import (
-    ChangeMetrics,
     EntrySkipped,
     FileChanged,
     MetadataChanged,
@@ -192,62 +191,69 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     only_a = [n for n, v in ia.items() if n not in ib or ib[n][1] != v[1]]
     only_b = [n for n, v in ib.items() if n not in ia or ia[n][1] != v[1]]
 
-    single_a: Dict[str, Optional[tuple]] = dict.fromkeys(only_a)
-    single_b: Dict[str, Optional[tuple]] = dict.fromkeys(only_b)
-    pairs: Dict[str, Tuple[Optional[tuple], Optional[tuple], Optional[tuple]]] = dict.fromkeys(
-        same_shape, (None, None, None))
-    if not opts.shape_only:
+    if opts.shape_only:
+        header = TensorStats.from_header
+        single_a = {n: header(ia[n]) for n in only_a}
+        single_b = {n: header(ib[n]) for n in only_b}
+        pairs = {n: (header(ia[n]), header(ib[n]), None) for n in same_shape}
+    else:
         work = _Work(opts.progress, [ia[n][2] for n in only_a] + [ib[n][2] for n in only_b]
                      + [ia[n][2] + ib[n][2] for n in same_shape])
-        single_a = dict(zip(only_a, _core.tensor_stats(a.model, only_a, opts.threads, work.callback())))
+        raw_a = _core.tensor_stats(a.model, only_a, opts.threads, work.callback())
         work.finish_call()
-        single_b = dict(zip(only_b, _core.tensor_stats(b.model, [renamed.get(n, n) for n in only_b], opts.threads,
-                                                         work.callback())))
+        raw_b = _core.tensor_stats(b.model, [renamed.get(n, n) for n in only_b], opts.threads, work.callback())
         work.finish_call()
         raw = _core.pair_stats(a.model, b.model, [(n, renamed.get(n, n)) for n in same_shape], opts.epsilon,
                                opts.threads, work.callback())
+        single_a = dict(zip(only_a, raw_a))
+        single_b = dict(zip(only_b, raw_b))
         pairs = dict(zip(same_shape, raw))
 
-    # The loop below runs once per tensor (tens of thousands on some models): plain local names.
-    stats = TensorStats.from_core
-    records, comparisons = result.records, result.comparisons
+    # Runs once per tensor (tens of thousands on some models): local names, counts kept in locals.
+    add_record, add_comparison = result.records.append, result.comparisons.append
+    removed = reshaped = changed = unchanged = not_compared = 0
+    for n in ia:
+        name = prefix + n if prefix else n
+        if n in pairs:
+            sa, sb, change = pairs[n]
+            if change is None:  # --shape-only: values were not read, so not known to be equal
+                status = "changed" if sa.dtype != sb.dtype else "not_compared"
+            else:
+                status = "changed" if change.changed_elements or sa.dtype != sb.dtype else "unchanged"
+            if status == "changed":
+                add_record(TensorStatsChanged(name, sa, sb, change))
+                changed += 1
+            elif status == "unchanged":
+                unchanged += 1
+            else:
+                not_compared += 1
+            add_comparison(TensorComparison(name, status, sa, sb, change))
+        elif n in ib:
+            sa, sb = single_a[n], single_b[n]
+            add_record(TensorShapeChanged(name, sa, sb))
+            add_comparison(TensorComparison(name, "reshaped", sa, sb))
+            reshaped += 1
+        else:
+            st = single_a[n]
+            add_record(TensorRemoved(name, st))
+            add_comparison(TensorComparison(name, "removed", st, None))
+            removed += 1
+    added = 0
+    for n in ib:
+        if n not in ia:
+            st = single_b[n]
+            add_record(TensorAdded(prefix + n, st))
+            add_comparison(TensorComparison(prefix + n, "added", None, st))
+            added += 1
     s = result.summary
+    s.added += added
+    s.removed += removed
+    s.reshaped += reshaped
+    s.changed += changed
+    s.unchanged += unchanged
+    s.not_compared += not_compared
     s.params_a += sum(math.prod(v[1]) for v in ia.values())
     s.params_b += sum(math.prod(v[1]) for v in ib.values())
-    for n, info_a in ia.items():
-        name = prefix + n
-        info_b = ib.get(n)
-        if info_b is None:
-            st = stats(info_a, single_a[n])
-            records.append(TensorRemoved(name, st))
-            comparisons.append(TensorComparison(name, "removed", st, None))
-            s.removed += 1
-        elif n in single_a:
-            sa, sb = stats(info_a, single_a[n]), stats(info_b, single_b[n])
-            records.append(TensorShapeChanged(name, sa, sb))
-            comparisons.append(TensorComparison(name, "reshaped", sa, sb))
-            s.reshaped += 1
-        else:
-            ra, rb, rp = pairs[n]
-            sa, sb = stats(info_a, ra), stats(info_b, rb)
-            change = ChangeMetrics(*rp) if rp is not None else None
-            if sa.dtype != sb.dtype or (change is not None and change.changed_elements > 0):
-                records.append(TensorStatsChanged(name, sa, sb, change))
-                s.changed += 1
-                status = "changed"
-            elif change is None:  # --shape-only: values were not read, so not known to be equal
-                s.not_compared += 1
-                status = "not_compared"
-            else:
-                s.unchanged += 1
-                status = "unchanged"
-            comparisons.append(TensorComparison(name, status, sa, sb, change))
-    for n, info_b in ib.items():
-        if n not in ia:
-            st = stats(info_b, single_b[n])
-            records.append(TensorAdded(prefix + n, st))
-            comparisons.append(TensorComparison(prefix + n, "added", None, st))
-            s.added += 1
 
     for key in _union(a.scalars, b.scalars):
         name = prefix + key

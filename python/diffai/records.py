@@ -1,4 +1,4 @@
-"""Typed results: per-tensor statistics, change metrics, and the diff records built from them.
+"""Typed results: the diff records built from per-tensor statistics and change metrics.
 
 Every record serialises to one JSON object with a single key, the record type, whose value is a
 list that starts with the name: ``{"TensorStatsChanged": [name, before, after, change]}``.
@@ -6,82 +6,14 @@ list that starts with the name: ``{"TensorStatsChanged": [name, before, after, c
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Union
+
+# Per-tensor statistics and change metrics are made by the Rust core, one object per tensor.
+from ._core import ChangeMetrics, TensorStats
 
 Number = Optional[float]
 ScalarValue = Union[None, bool, int, float, str]
-
-
-@dataclass(slots=True)
-class TensorStats:
-    """Statistics of one tensor. mean/std/min/max are over its finite elements, accumulated in
-    float64; std is the population std (ddof=0). They are None for an empty or all-NaN tensor,
-    and for every tensor when only headers were read (``shape_only``)."""
-
-    shape: Tuple[int, ...]
-    dtype: str
-    numel: int
-    mean: Number = None
-    std: Number = None
-    min: Number = None
-    max: Number = None
-    nan_count: Optional[int] = None
-    inf_count: Optional[int] = None
-    # Kept for the analyses; not part of the serialised schema.
-    zero_count: Optional[int] = field(default=None, compare=False)
-    nbytes: int = field(default=0, compare=False)
-
-    @classmethod
-    def from_core(cls, info: Tuple[str, Tuple[int, ...], int], raw: Optional[tuple]) -> "TensorStats":
-        """From a tensor's ``(dtype, shape, nbytes)`` and the Rust core's statistics (a tuple in
-        ``_core.STATS_FIELDS`` order), or None when only headers were read."""
-        dtype, shape, nbytes = info
-        if raw is None:
-            return cls(shape, dtype, math.prod(shape), nbytes=nbytes)
-        return cls(shape, dtype, math.prod(shape), *raw, nbytes)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "mean": self.mean,
-            "std": self.std,
-            "min": self.min,
-            "max": self.max,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "numel": self.numel,
-            "nan_count": self.nan_count,
-            "inf_count": self.inf_count,
-        }
-
-
-@dataclass(slots=True)
-class ChangeMetrics:
-    """Elementwise change between two tensors of the same shape. Differences, norms and the
-    cosine are over positions where both elements are finite; ``changed_elements`` counts every
-    position that differs (by more than epsilon; NaN against NaN is equal). The fields are in the
-    order of the Rust core's change tuples (``_core.CHANGE_FIELDS``)."""
-
-    max_abs_diff: Number
-    mean_abs_diff: Number
-    rel_l2: Number  # ||b - a|| / ||a||
-    cosine: Number  # <a, b> / (||a|| ||b||)
-    changed_elements: int
-    compared: int
-    # Kept for the analyses; not part of the serialised schema.
-    l2_diff: float = field(default=0.0, compare=False)
-    l2_a: float = field(default=0.0, compare=False)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "max_abs_diff": self.max_abs_diff,
-            "mean_abs_diff": self.mean_abs_diff,
-            "rel_l2": self.rel_l2,
-            "cosine": self.cosine,
-            "changed_elements": self.changed_elements,
-            "compared": self.compared,
-        }
 
 
 class Record:

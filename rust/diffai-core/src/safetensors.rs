@@ -6,11 +6,11 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::map_file;
 use crate::tensor::{Format, Model, Skipped, Storage, Tensor};
+use rustc_hash::FxHashSet;
 use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
@@ -102,8 +102,8 @@ struct Entry {
 struct RawEntry<'a> {
     #[serde(borrow)]
     dtype: Cow<'a, str>,
-    shape: Vec<u64>,
-    data_offsets: Vec<u64>,
+    shape: Vec<usize>,
+    data_offsets: [usize; 2],
 }
 
 impl<'de> Deserialize<'de> for Header {
@@ -124,11 +124,7 @@ impl<'de> Deserialize<'de> for Header {
                     entries: Vec::with_capacity(map.size_hint().unwrap_or(0)),
                     metadata: Vec::new(),
                 };
-                let mut seen = HashSet::new();
                 while let Some(name) = map.next_key::<String>()? {
-                    if !seen.insert(name.clone()) {
-                        return Err(A::Error::custom(format!("{name} appears twice")));
-                    }
                     if name == "__metadata__" {
                         let meta: serde_json::Map<String, Value> = map.next_value()?;
                         header.metadata = meta
@@ -147,6 +143,10 @@ impl<'de> Deserialize<'de> for Header {
                         .map_err(|why| A::Error::custom(format!("tensor {name}: {why}")))?;
                     header.entries.push((name, entry));
                 }
+                let mut seen = FxHashSet::default();
+                if let Some((name, _)) = header.entries.iter().find(|(n, _)| !seen.insert(n)) {
+                    return Err(A::Error::custom(format!("{name} appears twice")));
+                }
                 Ok(header)
             }
         }
@@ -156,26 +156,17 @@ impl<'de> Deserialize<'de> for Header {
 
 impl Entry {
     fn parse(raw: RawEntry) -> std::result::Result<Entry, String> {
-        let usize_of = |v: u64| usize::try_from(v).map_err(|_| format!("{v} is too large"));
-        let shape = raw
-            .shape
-            .into_iter()
-            .map(usize_of)
-            .collect::<std::result::Result<Vec<usize>, _>>()?;
-        let [begin, end] = raw.data_offsets[..] else {
-            return Err("data_offsets are not two integers".into());
-        };
-        let (begin, end) = (usize_of(begin)?, usize_of(end)?);
+        let [begin, end] = raw.data_offsets;
         if end < begin {
             return Err("data_offsets are not an ordered pair".into());
         }
-        shape
+        raw.shape
             .iter()
             .try_fold(1usize, |n, &d| n.checked_mul(d))
             .ok_or("shape overflows")?;
         Ok(Entry {
             dtype: dtype_of(&raw.dtype).ok_or_else(|| raw.dtype.into_owned()),
-            shape,
+            shape: raw.shape,
             begin,
             end,
         })

@@ -2,19 +2,25 @@
 //! with the GIL released on a worker thread; the calling thread wakes every 100 ms to report
 //! progress and to notice Ctrl-C. Every error, and any panic, becomes `DiffaiError`.
 
-use diffai_core::stats::{self, Control, PairStats, TensorStats};
+use diffai_core::stats::{self, Control};
 use diffai_core::{DType, Error, Format, Model as CoreModel, Scalar, Storage, Tensor};
 use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyboardInterrupt};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::pybacked::PyBackedStr;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+mod results;
+use results::{ChangeMetrics, TensorStats};
 
 create_exception!(
     _core,
@@ -34,8 +40,13 @@ fn to_py_err(e: Error) -> PyErr {
 #[pyclass(frozen, module = "diffai._core")]
 struct Model {
     inner: Arc<CoreModel>,
-    index: HashMap<String, usize>,
+    index: FxHashMap<String, usize>,
+    /// Each tensor's dtype name and shape as Python objects, made once and shared by `tensors`
+    /// and every statistics object (a model can hold tens of thousands of tensors).
+    py_infos: GILOnceCell<Vec<PyInfo>>,
 }
+
+type PyInfo = (Py<PyString>, Py<PyTuple>);
 
 impl Model {
     fn wrap(inner: CoreModel) -> Model {
@@ -48,14 +59,34 @@ impl Model {
         Model {
             inner: Arc::new(inner),
             index,
+            py_infos: GILOnceCell::new(),
         }
     }
 
-    fn tensor(&self, name: &str) -> PyResult<Tensor> {
+    fn py_infos(&self, py: Python<'_>) -> PyResult<&[PyInfo]> {
+        self.py_infos
+            .get_or_try_init(py, || {
+                self.inner
+                    .tensors
+                    .iter()
+                    .map(|t| {
+                        let dtype = PyString::intern(py, t.dtype.name()).unbind();
+                        Ok((dtype, PyTuple::new(py, &t.shape)?.unbind()))
+                    })
+                    .collect()
+            })
+            .map(Vec::as_slice)
+    }
+
+    fn position(&self, name: &str) -> PyResult<usize> {
         self.index
             .get(name)
-            .map(|&i| self.inner.tensors[i].clone())
+            .copied()
             .ok_or_else(|| DiffaiError::new_err(format!("no tensor named {name:?}")))
+    }
+
+    fn tensor(&self, name: &str) -> PyResult<Tensor> {
+        Ok(self.inner.tensors[self.position(name)?].clone())
     }
 }
 
@@ -70,11 +101,8 @@ impl Model {
     #[getter]
     fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for t in &self.inner.tensors {
-            d.set_item(
-                &t.name,
-                (t.dtype.name(), PyTuple::new(py, &t.shape)?, t.nbytes()),
-            )?;
+        for (t, (dtype, shape)) in self.inner.tensors.iter().zip(self.py_infos(py)?) {
+            d.set_item(&t.name, (dtype, shape, t.nbytes()))?;
         }
         Ok(d)
     }
@@ -279,74 +307,6 @@ fn from_buffers(items: Vec<(String, String, Vec<usize>, Bound<'_, PyAny>)>) -> P
     Ok(Model::wrap(model))
 }
 
-// Results cross as tuples in the order of the Python records' fields (named by STATS_FIELDS and
-// CHANGE_FIELDS, which a test holds against records.py): a model of 20,000 small tensors made
-// dicts of them cost more than computing them.
-const STATS_FIELDS: [&str; 7] = [
-    "mean",
-    "std",
-    "min",
-    "max",
-    "nan_count",
-    "inf_count",
-    "zero_count",
-];
-type StatsTuple = (
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    u64,
-    u64,
-    u64,
-);
-
-fn stats_tuple(s: &TensorStats) -> StatsTuple {
-    (
-        s.mean(),
-        s.std(),
-        s.min(),
-        s.max(),
-        s.nan_count,
-        s.inf_count,
-        s.zero_count,
-    )
-}
-
-const CHANGE_FIELDS: [&str; 8] = [
-    "max_abs_diff",
-    "mean_abs_diff",
-    "rel_l2",
-    "cosine",
-    "changed_elements",
-    "compared",
-    "l2_diff",
-    "l2_a",
-];
-type ChangeTuple = (
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    Option<f64>,
-    u64,
-    u64,
-    f64,
-    f64,
-);
-
-fn change_tuple(p: &PairStats) -> ChangeTuple {
-    (
-        (p.compared > 0).then_some(p.max_abs_diff),
-        p.mean_abs_diff(),
-        p.rel_l2(),
-        p.cosine(),
-        p.diff_count,
-        p.compared,
-        p.sum_sq_diff.sqrt(),
-        p.sum_sq_a.sqrt(),
-    )
-}
-
 /// Statistics of the named tensors, computed in parallel. `progress(bytes_done)` is called
 /// from this thread while the work runs.
 #[pyfunction]
@@ -354,22 +314,26 @@ fn change_tuple(p: &PairStats) -> ChangeTuple {
 fn tensor_stats<'py>(
     py: Python<'py>,
     model: &Model,
-    names: Vec<String>,
+    names: Vec<PyBackedStr>,
     threads: usize,
     progress: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Vec<StatsTuple>> {
-    let tensors = names
+) -> PyResult<Vec<Py<TensorStats>>> {
+    // Positions into the shared model, not clones: a model can hold tens of thousands of tensors.
+    let at = names
         .iter()
-        .map(|n| model.tensor(n))
+        .map(|n| model.position(n))
         .collect::<PyResult<Vec<_>>>()?;
+    let inner = model.inner.clone();
     let out = run(py, threads, progress, move |ctl| {
         use rayon::prelude::*;
-        tensors
-            .par_iter()
-            .map(|t| stats::tensor_stats(t, ctl))
+        at.par_iter()
+            .map(|&i| Ok((i, stats::tensor_stats(&inner.tensors[i], ctl)?)))
             .collect::<diffai_core::Result<Vec<_>>>()
     })?;
-    Ok(out.iter().map(stats_tuple).collect())
+    let infos = model.py_infos(py)?;
+    out.iter()
+        .map(|(i, st)| TensorStats::computed(py, &model.inner.tensors[*i], &infos[*i], st))
+        .collect()
 }
 
 /// For each `(name_a, name_b)`: the statistics of both tensors and of their elementwise change,
@@ -380,25 +344,35 @@ fn pair_stats<'py>(
     py: Python<'py>,
     a: &Model,
     b: &Model,
-    pairs: Vec<(String, String)>,
+    pairs: Vec<(PyBackedStr, PyBackedStr)>,
     epsilon: f64,
     threads: usize,
     progress: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Vec<(StatsTuple, StatsTuple, ChangeTuple)>> {
-    let work = pairs
+) -> PyResult<Vec<(Py<TensorStats>, Py<TensorStats>, Py<ChangeMetrics>)>> {
+    let at = pairs
         .iter()
-        .map(|(x, y)| Ok((a.tensor(x)?, b.tensor(y)?)))
+        .map(|(x, y)| Ok((a.position(x)?, b.position(y)?)))
         .collect::<PyResult<Vec<_>>>()?;
+    let (ma, mb) = (a.inner.clone(), b.inner.clone());
     let out = run(py, threads, progress, move |ctl| {
         use rayon::prelude::*;
-        work.par_iter()
-            .map(|(x, y)| stats::pair_stats(x, y, epsilon, ctl))
+        at.par_iter()
+            .map(|&(i, j)| {
+                let stats = stats::pair_stats(&ma.tensors[i], &mb.tensors[j], epsilon, ctl)?;
+                Ok(((i, j), stats))
+            })
             .collect::<diffai_core::Result<Vec<_>>>()
     })?;
-    Ok(out
-        .iter()
-        .map(|(x, y, p)| (stats_tuple(x), stats_tuple(y), change_tuple(p)))
-        .collect())
+    let (infos_a, infos_b) = (a.py_infos(py)?, b.py_infos(py)?);
+    out.iter()
+        .map(|((i, j), (x, y, p))| {
+            Ok((
+                TensorStats::computed(py, &a.inner.tensors[*i], &infos_a[*i], x)?,
+                TensorStats::computed(py, &b.inner.tensors[*j], &infos_b[*j], y)?,
+                ChangeMetrics::computed(py, p)?,
+            ))
+        })
+        .collect()
 }
 
 /// Counts of the finite elements of a tensor in `bins` equal bins over [lo, hi].
@@ -432,9 +406,9 @@ fn values<'py>(py: Python<'py>, model: &Model, name: &str) -> PyResult<Bound<'py
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DiffaiError", m.py().get_type::<DiffaiError>())?;
     m.add("CHUNK_ELEMENTS", stats::CHUNK)?;
-    m.add("STATS_FIELDS", STATS_FIELDS)?;
-    m.add("CHANGE_FIELDS", CHANGE_FIELDS)?;
     m.add_class::<Model>()?;
+    m.add_class::<TensorStats>()?;
+    m.add_class::<ChangeMetrics>()?;
     m.add_function(wrap_pyfunction!(open, m)?)?;
     m.add_function(wrap_pyfunction!(detect, m)?)?;
     m.add_function(wrap_pyfunction!(from_buffers, m)?)?;

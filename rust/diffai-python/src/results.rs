@@ -1,0 +1,324 @@
+//! What the core computes, as the Python classes `TensorStats` and `ChangeMetrics`: made here in
+//! one step per tensor (a model of 20,000 small tensors spent longer turning dicts into Python
+//! dataclasses than computing the statistics) and read from Python as plain attributes.
+
+use diffai_core::stats::{PairStats, TensorStats as CoreStats};
+use diffai_core::Tensor;
+use pyo3::basic::CompareOp;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::IntoPyObjectExt;
+
+/// Statistics of one tensor. mean/std/min/max are over its finite elements, accumulated in
+/// float64; std is the population std (ddof=0). They are None for an empty or all-NaN tensor,
+/// and for every tensor when only headers were read (``shape_only``). ``zero_count`` and
+/// ``nbytes`` serve the analyses: they are neither serialised nor compared by ``==``.
+#[pyclass(frozen, module = "diffai._core", get_all)]
+pub struct TensorStats {
+    shape: Py<PyTuple>,
+    dtype: Py<PyString>,
+    numel: u64,
+    mean: Option<f64>,
+    std: Option<f64>,
+    min: Option<f64>,
+    max: Option<f64>,
+    nan_count: Option<u64>,
+    inf_count: Option<u64>,
+    zero_count: Option<u64>,
+    nbytes: u64,
+}
+
+impl TensorStats {
+    /// `info`: the tensor's dtype name and shape, already Python objects (shared, not copied).
+    pub fn computed(
+        py: Python<'_>,
+        t: &Tensor,
+        info: &(Py<PyString>, Py<PyTuple>),
+        s: &CoreStats,
+    ) -> PyResult<Py<TensorStats>> {
+        Py::new(
+            py,
+            TensorStats {
+                shape: info.1.clone_ref(py),
+                dtype: info.0.clone_ref(py),
+                numel: t.numel() as u64,
+                mean: s.mean(),
+                std: s.std(),
+                min: s.min(),
+                max: s.max(),
+                nan_count: Some(s.nan_count),
+                inf_count: Some(s.inf_count),
+                zero_count: Some(s.zero_count),
+                nbytes: t.nbytes() as u64,
+            },
+        )
+    }
+
+    /// The compared fields, as Python objects (shape and dtype compare as Python values).
+    fn key<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(
+            py,
+            [
+                self.shape.clone_ref(py).into_any(),
+                self.dtype.clone_ref(py).into_any(),
+                self.numel.into_py_any(py)?,
+                self.mean.into_py_any(py)?,
+                self.std.into_py_any(py)?,
+                self.min.into_py_any(py)?,
+                self.max.into_py_any(py)?,
+                self.nan_count.into_py_any(py)?,
+                self.inf_count.into_py_any(py)?,
+            ],
+        )
+    }
+}
+
+#[pymethods]
+impl TensorStats {
+    #[new]
+    #[pyo3(signature = (shape, dtype, numel, mean=None, std=None, min=None, max=None,
+                        nan_count=None, inf_count=None, zero_count=None, nbytes=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        shape: Vec<u64>,
+        dtype: &str,
+        numel: u64,
+        mean: Option<f64>,
+        std: Option<f64>,
+        min: Option<f64>,
+        max: Option<f64>,
+        nan_count: Option<u64>,
+        inf_count: Option<u64>,
+        zero_count: Option<u64>,
+        nbytes: u64,
+    ) -> PyResult<Self> {
+        Ok(TensorStats {
+            shape: PyTuple::new(py, shape)?.unbind(),
+            dtype: PyString::intern(py, dtype).unbind(),
+            numel,
+            mean,
+            std,
+            min,
+            max,
+            nan_count,
+            inf_count,
+            zero_count,
+            nbytes,
+        })
+    }
+
+    /// A tensor known from its header only: ``(dtype, shape, nbytes)`` as in ``Model.tensors``.
+    #[staticmethod]
+    fn from_header(py: Python<'_>, info: (String, Vec<u64>, u64)) -> PyResult<Self> {
+        let (dtype, shape, nbytes) = info;
+        let numel = shape.iter().product();
+        Self::new(
+            py, shape, &dtype, numel, None, None, None, None, None, None, None, nbytes,
+        )
+    }
+
+    /// The serialised form (JSON/YAML), in the schema's key order.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("mean", self.mean)?;
+        d.set_item("std", self.std)?;
+        d.set_item("min", self.min)?;
+        d.set_item("max", self.max)?;
+        d.set_item("shape", self.shape.bind(py).to_list())?;
+        d.set_item("dtype", &self.dtype)?;
+        d.set_item("numel", self.numel)?;
+        d.set_item("nan_count", self.nan_count)?;
+        d.set_item("inf_count", self.inf_count)?;
+        Ok(d)
+    }
+
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<PyObject> {
+        let py = other.py();
+        let Ok(other) = other.downcast::<TensorStats>() else {
+            return Ok(py.NotImplemented());
+        };
+        let equal = self.key(py)?.eq(other.get().key(py)?)?;
+        Ok(match op {
+            CompareOp::Eq => equal.into_py_any(py)?,
+            CompareOp::Ne => (!equal).into_py_any(py)?,
+            _ => py.NotImplemented(),
+        })
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "TensorStats(shape={}, dtype={}, numel={}, mean={}, std={}, min={}, max={}, \
+             nan_count={}, inf_count={}, zero_count={}, nbytes={})",
+            self.shape.bind(py).repr()?,
+            self.dtype.bind(py).repr()?,
+            self.numel,
+            repr(py, self.mean)?,
+            repr(py, self.std)?,
+            repr(py, self.min)?,
+            repr(py, self.max)?,
+            repr(py, self.nan_count)?,
+            repr(py, self.inf_count)?,
+            repr(py, self.zero_count)?,
+            self.nbytes
+        ))
+    }
+
+    /// Pickling (results cross process pools): the class and its constructor's arguments.
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, PyObject)> {
+        let py = slf.py();
+        let s = slf.get();
+        let args = (
+            s.shape.clone_ref(py),
+            s.dtype.clone_ref(py),
+            s.numel,
+            s.mean,
+            s.std,
+            s.min,
+            s.max,
+            s.nan_count,
+            s.inf_count,
+            s.zero_count,
+            s.nbytes,
+        );
+        Ok((slf.get_type().into_any(), args.into_py_any(py)?))
+    }
+}
+
+/// Elementwise change between two tensors of the same shape. Differences, norms and the
+/// cosine are over positions where both elements are finite; ``changed_elements`` counts every
+/// position that differs (by more than epsilon; NaN against NaN is equal). ``l2_diff`` and
+/// ``l2_a`` (||b - a||, ||a||) serve the analyses: they are neither serialised nor compared.
+#[pyclass(frozen, module = "diffai._core", get_all)]
+pub struct ChangeMetrics {
+    max_abs_diff: Option<f64>,
+    mean_abs_diff: Option<f64>,
+    /// ||b - a|| / ||a||
+    rel_l2: Option<f64>,
+    /// <a, b> / (||a|| ||b||)
+    cosine: Option<f64>,
+    changed_elements: u64,
+    compared: u64,
+    l2_diff: f64,
+    l2_a: f64,
+}
+
+impl ChangeMetrics {
+    pub fn computed(py: Python<'_>, p: &PairStats) -> PyResult<Py<ChangeMetrics>> {
+        Py::new(
+            py,
+            ChangeMetrics {
+                max_abs_diff: (p.compared > 0).then_some(p.max_abs_diff),
+                mean_abs_diff: p.mean_abs_diff(),
+                rel_l2: p.rel_l2(),
+                cosine: p.cosine(),
+                changed_elements: p.diff_count,
+                compared: p.compared,
+                l2_diff: p.sum_sq_diff.sqrt(),
+                l2_a: p.sum_sq_a.sqrt(),
+            },
+        )
+    }
+
+    fn key(&self) -> (Option<f64>, Option<f64>, Option<f64>, Option<f64>, u64, u64) {
+        (
+            self.max_abs_diff,
+            self.mean_abs_diff,
+            self.rel_l2,
+            self.cosine,
+            self.changed_elements,
+            self.compared,
+        )
+    }
+}
+
+#[pymethods]
+impl ChangeMetrics {
+    #[new]
+    #[pyo3(signature = (max_abs_diff, mean_abs_diff, rel_l2, cosine, changed_elements, compared,
+                        l2_diff=0.0, l2_a=0.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        max_abs_diff: Option<f64>,
+        mean_abs_diff: Option<f64>,
+        rel_l2: Option<f64>,
+        cosine: Option<f64>,
+        changed_elements: u64,
+        compared: u64,
+        l2_diff: f64,
+        l2_a: f64,
+    ) -> Self {
+        ChangeMetrics {
+            max_abs_diff,
+            mean_abs_diff,
+            rel_l2,
+            cosine,
+            changed_elements,
+            compared,
+            l2_diff,
+            l2_a,
+        }
+    }
+
+    /// The serialised form (JSON/YAML), in the schema's key order.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("max_abs_diff", self.max_abs_diff)?;
+        d.set_item("mean_abs_diff", self.mean_abs_diff)?;
+        d.set_item("rel_l2", self.rel_l2)?;
+        d.set_item("cosine", self.cosine)?;
+        d.set_item("changed_elements", self.changed_elements)?;
+        d.set_item("compared", self.compared)?;
+        Ok(d)
+    }
+
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<PyObject> {
+        let py = other.py();
+        let Ok(other) = other.downcast::<ChangeMetrics>() else {
+            return Ok(py.NotImplemented());
+        };
+        // As Python's == on the values: NaN differs from itself (the metrics are never NaN).
+        let equal = self.key() == other.get().key();
+        Ok(match op {
+            CompareOp::Eq => equal.into_py_any(py)?,
+            CompareOp::Ne => (!equal).into_py_any(py)?,
+            _ => py.NotImplemented(),
+        })
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "ChangeMetrics(max_abs_diff={}, mean_abs_diff={}, rel_l2={}, cosine={}, \
+             changed_elements={}, compared={}, l2_diff={}, l2_a={})",
+            repr(py, self.max_abs_diff)?,
+            repr(py, self.mean_abs_diff)?,
+            repr(py, self.rel_l2)?,
+            repr(py, self.cosine)?,
+            self.changed_elements,
+            self.compared,
+            repr(py, self.l2_diff)?,
+            repr(py, self.l2_a)?
+        ))
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, PyObject)> {
+        let py = slf.py();
+        let c = slf.get();
+        let args = (
+            c.max_abs_diff,
+            c.mean_abs_diff,
+            c.rel_l2,
+            c.cosine,
+            c.changed_elements,
+            c.compared,
+            c.l2_diff,
+            c.l2_a,
+        );
+        Ok((slf.get_type().into_any(), args.into_py_any(py)?))
+    }
+}
+
+/// Python's repr of a value (`None`, `0.5`, `1e-05`).
+fn repr<'py, T: IntoPyObject<'py>>(py: Python<'py>, v: T) -> PyResult<String> {
+    Ok(v.into_bound_py_any(py)?.repr()?.to_string())
+}
