@@ -126,3 +126,25 @@ def test_64_bit_integers_beyond_2_pow_53_are_compared_exactly(dtype):
     grid_a, grid_b = np.tile(a, (3, 1)), np.tile(b, (3, 1))
     (rec,) = diffai.diff({"g": grid_a.T}, {"g": grid_b.T}).records
     assert rec.change.changed_elements == 6
+
+
+def test_result_objects_compare_copy_and_pickle_as_values():
+    import copy
+    import pickle
+
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    (rec,) = diffai.diff({"w": a}, {"w": a + 1}).records
+    before, change = rec.before, rec.change
+    assert (before.shape, before.dtype, before.numel, before.nbytes) == ((3, 4), "f32", 12, 48)
+    for obj in (before, change):
+        clone = pickle.loads(pickle.dumps(obj))
+        assert clone == obj and copy.deepcopy(obj) == obj and repr(clone) == repr(obj)
+    # zero_count and nbytes serve the analyses: == leaves them out, as the schema does.
+    same = diffai.records.TensorStats(before.shape, before.dtype, 12, before.mean, before.std, before.min, before.max,
+                                      0, 0, zero_count=None, nbytes=0)
+    assert same == before and same != rec.after
+    assert list(before.to_dict()) == ["mean", "std", "min", "max", "shape", "dtype", "numel", "nan_count", "inf_count"]
+    assert repr(before).startswith("TensorStats(shape=(3, 4), dtype='f32', numel=12, mean=5.5, ")
+    assert change.to_dict() == {"max_abs_diff": 1.0, "mean_abs_diff": 1.0, "rel_l2": pytest.approx(np.sqrt(12 / (a.astype(np.float64) ** 2).sum())),
+                                "cosine": pytest.approx(float(np.dot(a.ravel(), a.ravel() + 1) / np.linalg.norm(a) / np.linalg.norm(a + 1))),
+                                "changed_elements": 12, "compared": 12}

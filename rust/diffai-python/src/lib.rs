@@ -48,6 +48,9 @@ struct Model {
 
 type PyInfo = (Py<PyString>, Py<PyTuple>);
 
+/// Statistics of a, of b, and of their elementwise change.
+type PairResult = (Py<TensorStats>, Py<TensorStats>, Py<ChangeMetrics>);
+
 impl Model {
     fn wrap(inner: CoreModel) -> Model {
         let index = inner
@@ -348,7 +351,7 @@ fn pair_stats<'py>(
     epsilon: f64,
     threads: usize,
     progress: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Vec<(Py<TensorStats>, Py<TensorStats>, Py<ChangeMetrics>)>> {
+) -> PyResult<Vec<PairResult>> {
     let at = pairs
         .iter()
         .map(|(x, y)| Ok((a.position(x)?, b.position(y)?)))
