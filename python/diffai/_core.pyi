@@ -83,10 +83,11 @@ def tensor_stats(
 def pair_stats(
     a: Model,
     b: Model,
-    pairs: Sequence[Tuple[str, str]],
+    names: Sequence[str],
     epsilon: float = 0.0,
     threads: int = 0,
     progress: Optional[Callable[[int], None]] = None,
+    b_names: Optional[Sequence[str]] = None,
 ) -> List[Tuple[TensorStats, TensorStats, ChangeMetrics]]: ...
 def histogram(model: Model, name: str, bins: int, lo: float, hi: float, threads: int = 0) -> List[int]: ...
 def values(model: Model, name: str) -> bytes: ...

@@ -12,7 +12,7 @@ from . import _core
 from .diff import DiffOptions, DiffResult, Progress, diff_inputs, is_model_file
 from .errors import DiffaiError
 from .records import TensorStats
-from .sources import Folder, Input, Source, load, open_file
+from .sources import Folder, Input, Source, load, load_pair, open_file
 
 
 def diff(
@@ -45,7 +45,7 @@ def diff(
         format=format,
         progress=progress,
     )
-    return diff_inputs(load(a, format, "a"), load(b, format, "b"), opts)
+    return diff_inputs(*load_pair(a, b, format), opts)
 
 
 @dataclass

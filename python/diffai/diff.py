@@ -25,7 +25,7 @@ from .records import (
     TensorStats,
     TensorStatsChanged,
 )
-from .sources import Folder, Source, open_file
+from .sources import Folder, Source, load_pair
 
 Progress = Callable[[int, int], None]
 
@@ -160,7 +160,7 @@ def _diff_folders(a: Folder, b: Folder, opts: DiffOptions, result: DiffResult) -
             result.records.append(FileChanged(rel, "present" if pa else None, "present" if pb else None))
             continue
         if is_model_file(pa) and is_model_file(pb):
-            _diff_sources(open_file(pa, opts.format), open_file(pb, opts.format), opts, result, prefix=f"{rel}::")
+            _diff_sources(*load_pair(pa, pb, opts.format), opts, result, prefix=f"{rel}::")
         elif pa.read_bytes() != pb.read_bytes():
             result.records.append(FileChanged(rel, "present", "present"))
 
@@ -188,8 +188,11 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         ib, renamed = {na: info}, {na: nb}
         result.b_names[prefix + na] = nb
     same_shape = [n for n, v in ia.items() if n in ib and ib[n][1] == v[1]]
-    only_a = [n for n, v in ia.items() if n not in ib or ib[n][1] != v[1]]
-    only_b = [n for n, v in ib.items() if n not in ia or ia[n][1] != v[1]]
+    only_a: List[str] = []
+    only_b: List[str] = []
+    if not len(same_shape) == len(ia) == len(ib):
+        only_a = [n for n, v in ia.items() if n not in ib or ib[n][1] != v[1]]
+        only_b = [n for n, v in ib.items() if n not in ia or ia[n][1] != v[1]]
 
     if opts.shape_only:
         header = TensorStats.from_header
@@ -197,25 +200,26 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         single_b = {n: header(ib[n]) for n in only_b}
         pairs = {n: (header(ia[n]), header(ib[n]), None) for n in same_shape}
     else:
-        work = _Work(opts.progress, [ia[n][2] for n in only_a] + [ib[n][2] for n in only_b]
-                     + [ia[n][2] + ib[n][2] for n in same_shape])
+        work = _Work(opts.progress, lambda: sum(v[2] for v in ia.values()) + sum(v[2] for v in ib.values()))
         raw_a = _core.tensor_stats(a.model, only_a, opts.threads, work.callback())
         work.finish_call()
         raw_b = _core.tensor_stats(b.model, [renamed.get(n, n) for n in only_b], opts.threads, work.callback())
         work.finish_call()
-        raw = _core.pair_stats(a.model, b.model, [(n, renamed.get(n, n)) for n in same_shape], opts.epsilon,
-                               opts.threads, work.callback())
+        raw = _core.pair_stats(a.model, b.model, same_shape, opts.epsilon, opts.threads, work.callback(),
+                               b_names=[renamed.get(n, n) for n in same_shape] if renamed else None)
         single_a = dict(zip(only_a, raw_a))
         single_b = dict(zip(only_b, raw_b))
         pairs = dict(zip(same_shape, raw))
 
     # Runs once per tensor (tens of thousands on some models): local names, counts kept in locals.
     add_record, add_comparison = result.records.append, result.comparisons.append
-    removed = reshaped = changed = unchanged = not_compared = 0
+    removed = reshaped = changed = unchanged = not_compared = params_a = params_b = 0
     for n in ia:
         name = prefix + n if prefix else n
         if n in pairs:
             sa, sb, change = pairs[n]
+            params_a += sa.numel
+            params_b += sb.numel
             if change is None:  # --shape-only: values were not read, so not known to be equal
                 status = "changed" if sa.dtype != sb.dtype else "not_compared"
             else:
@@ -230,11 +234,14 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
             add_comparison(TensorComparison(name, status, sa, sb, change))
         elif n in ib:
             sa, sb = single_a[n], single_b[n]
+            params_a += sa.numel
+            params_b += sb.numel
             add_record(TensorShapeChanged(name, sa, sb))
             add_comparison(TensorComparison(name, "reshaped", sa, sb))
             reshaped += 1
         else:
             st = single_a[n]
+            params_a += st.numel
             add_record(TensorRemoved(name, st))
             add_comparison(TensorComparison(name, "removed", st, None))
             removed += 1
@@ -242,6 +249,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     for n in ib:
         if n not in ia:
             st = single_b[n]
+            params_b += st.numel
             add_record(TensorAdded(prefix + n, st))
             add_comparison(TensorComparison(prefix + n, "added", None, st))
             added += 1
@@ -252,8 +260,8 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     s.changed += changed
     s.unchanged += unchanged
     s.not_compared += not_compared
-    s.params_a += sum(math.prod(v[1]) for v in ia.values())
-    s.params_b += sum(math.prod(v[1]) for v in ib.values())
+    s.params_a += params_a
+    s.params_b += params_b
 
     for key in _union(a.scalars, b.scalars):
         name = prefix + key
@@ -287,9 +295,9 @@ def _scalar_equal(va: Any, vb: Any, in_a: bool, in_b: bool, eps: float) -> bool:
 class _Work:
     """Turns the per-call byte counters of the Rust calls into one running total."""
 
-    def __init__(self, progress: Optional[Progress], sizes: List[int]) -> None:
+    def __init__(self, progress: Optional[Progress], total: Callable[[], int]) -> None:
         self.progress = progress
-        self.total = sum(sizes)
+        self.total = total() if progress else 0
         self.base = 0
         self.last = 0
 

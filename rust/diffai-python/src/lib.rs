@@ -339,21 +339,33 @@ fn tensor_stats<'py>(
         .collect()
 }
 
-/// For each `(name_a, name_b)`: the statistics of both tensors and of their elementwise change,
-/// from one pass over both. The tensors of a pair must have the same number of elements.
+/// For each name: the statistics of a's tensor, of b's tensor of that name (or of the name at
+/// the same place in `b_names`) and of their elementwise change, from one pass over both. The
+/// tensors of a pair must have the same number of elements.
 #[pyfunction]
-#[pyo3(signature = (a, b, pairs, epsilon=0.0, threads=0, progress=None))]
+#[pyo3(signature = (a, b, names, epsilon=0.0, threads=0, progress=None, b_names=None))]
+#[allow(clippy::too_many_arguments)]
 fn pair_stats<'py>(
     py: Python<'py>,
     a: &Model,
     b: &Model,
-    pairs: Vec<(PyBackedStr, PyBackedStr)>,
+    names: Vec<PyBackedStr>,
     epsilon: f64,
     threads: usize,
     progress: Option<&Bound<'py, PyAny>>,
+    b_names: Option<Vec<PyBackedStr>>,
 ) -> PyResult<Vec<PairResult>> {
-    let at = pairs
+    let b_names = b_names.as_ref().unwrap_or(&names);
+    if b_names.len() != names.len() {
+        return Err(DiffaiError::new_err(format!(
+            "{} names for a but {} for b",
+            names.len(),
+            b_names.len()
+        )));
+    }
+    let at = names
         .iter()
+        .zip(b_names)
         .map(|(x, y)| Ok((a.position(x)?, b.position(y)?)))
         .collect::<PyResult<Vec<_>>>()?;
     let (ma, mb) = (a.inner.clone(), b.inner.clone());
