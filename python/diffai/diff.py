@@ -176,34 +176,38 @@ def is_model_file(path) -> bool:
 
 def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
     result.sources.append((prefix, a, b))
-    ia, ib = a.tensor_infos(), b.tensor_infos()
-    if opts.filters:
-        ia = {n: v for n, v in ia.items() if opts.keeps(prefix + n)}
-        ib = {n: v for n, v in ib.items() if opts.keeps(prefix + n)}
+    a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
     # b's own name of a tensor compared under another name: a .npy holds one unnamed array (named
     # by its file stem), so two .npy files compare their arrays whatever the files are called.
     renamed: Dict[str, str] = {}
-    if a.format == b.format == "npy" and len(ia) == len(ib) == 1 and ia.keys() != ib.keys():
-        (na, _), (nb, info) = next(iter(ia.items())), next(iter(ib.items()))
-        ib, renamed = {na: info}, {na: nb}
+    if a.format == b.format == "npy" and len(a_names) == len(added) == 1:
+        (na,), (nb,) = a_names, added
+        renamed, added = {na: nb}, []
+        same = a.tensor_infos()[na][1] == b.tensor_infos()[nb][1]
+        same_shape, reshaped = ([na], []) if same else ([], [na])
         result.b_names[prefix + na] = nb
-    same_shape = [n for n, v in ia.items() if n in ib and ib[n][1] == v[1]]
+    if opts.filters:
+        a_names, same_shape, reshaped, added = ([n for n in names if opts.keeps(prefix + n)]
+                                                for names in (a_names, same_shape, reshaped, added))
+    # Tensors read on one side only: reshaped ones (both sides) and those a or b alone holds.
     only_a: List[str] = []
-    only_b: List[str] = []
-    if not len(same_shape) == len(ia) == len(ib):
-        only_a = [n for n, v in ia.items() if n not in ib or ib[n][1] != v[1]]
-        only_b = [n for n, v in ib.items() if n not in ia or ia[n][1] != v[1]]
+    if len(same_shape) != len(a_names):
+        paired = set(same_shape)
+        only_a = [n for n in a_names if n not in paired]
+    only_b = reshaped + added
 
     if opts.shape_only:
-        header = TensorStats.from_header
-        single_a = {n: header(ia[n]) for n in only_a}
-        single_b = {n: header(ib[n]) for n in only_b}
-        pairs = {n: (header(ia[n]), header(ib[n]), None) for n in same_shape}
+        header_a, header_b = a.tensor_infos(), b.tensor_infos()
+        single_a = {n: TensorStats.from_header(header_a[n]) for n in only_a}
+        single_b = {n: TensorStats.from_header(header_b[renamed.get(n, n)]) for n in only_b}
+        pairs = {n: (TensorStats.from_header(header_a[n]), TensorStats.from_header(header_b[renamed.get(n, n)]), None)
+                 for n in same_shape}
     else:
-        work = _Work(opts.progress, lambda: sum(v[2] for v in ia.values()) + sum(v[2] for v in ib.values()))
-        raw_a = _core.tensor_stats(a.model, only_a, opts.threads, work.callback())
+        work = _Work(opts.progress, lambda: _nbytes(a, only_a + same_shape) + _nbytes(b, only_b + same_shape, renamed))
+        raw_a = _core.tensor_stats(a.model, only_a, opts.threads, work.callback()) if only_a else []
         work.finish_call()
-        raw_b = _core.tensor_stats(b.model, [renamed.get(n, n) for n in only_b], opts.threads, work.callback())
+        raw_b = (_core.tensor_stats(b.model, [renamed.get(n, n) for n in only_b], opts.threads, work.callback())
+                 if only_b else [])
         work.finish_call()
         raw = _core.pair_stats(a.model, b.model, same_shape, opts.epsilon, opts.threads, work.callback(),
                                b_names=[renamed.get(n, n) for n in same_shape] if renamed else None)
@@ -213,8 +217,9 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
 
     # Runs once per tensor (tens of thousands on some models): local names, counts kept in locals.
     add_record, add_comparison = result.records.append, result.comparisons.append
-    removed = reshaped = changed = unchanged = not_compared = params_a = params_b = 0
-    for n in ia:
+    count = dict.fromkeys(("removed", "reshaped", "changed", "unchanged", "not_compared", "added"), 0)
+    params_a = params_b = 0
+    for n in a_names:
         name = prefix + n if prefix else n
         if n in pairs:
             sa, sb, change = pairs[n]
@@ -226,40 +231,30 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
                 status = "changed" if change.changed_elements or sa.dtype != sb.dtype else "unchanged"
             if status == "changed":
                 add_record(TensorStatsChanged(name, sa, sb, change))
-                changed += 1
-            elif status == "unchanged":
-                unchanged += 1
-            else:
-                not_compared += 1
             add_comparison(TensorComparison(name, status, sa, sb, change))
-        elif n in ib:
+        elif n in single_b:
             sa, sb = single_a[n], single_b[n]
             params_a += sa.numel
             params_b += sb.numel
             add_record(TensorShapeChanged(name, sa, sb))
             add_comparison(TensorComparison(name, "reshaped", sa, sb))
-            reshaped += 1
+            status = "reshaped"
         else:
             st = single_a[n]
             params_a += st.numel
             add_record(TensorRemoved(name, st))
             add_comparison(TensorComparison(name, "removed", st, None))
-            removed += 1
-    added = 0
-    for n in ib:
-        if n not in ia:
-            st = single_b[n]
-            params_b += st.numel
-            add_record(TensorAdded(prefix + n, st))
-            add_comparison(TensorComparison(prefix + n, "added", None, st))
-            added += 1
+            status = "removed"
+        count[status] += 1
+    for n in added:
+        st = single_b[n]
+        params_b += st.numel
+        add_record(TensorAdded(prefix + n, st))
+        add_comparison(TensorComparison(prefix + n, "added", None, st))
+    count["added"] = len(added)
     s = result.summary
-    s.added += added
-    s.removed += removed
-    s.reshaped += reshaped
-    s.changed += changed
-    s.unchanged += unchanged
-    s.not_compared += not_compared
+    for key, value in count.items():
+        setattr(s, key, getattr(s, key) + value)
     s.params_a += params_a
     s.params_b += params_b
 
@@ -276,6 +271,11 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         for name, reason in src.skipped:
             if opts.keeps(prefix + name):
                 result.records.append(EntrySkipped(prefix + name, side, reason))
+
+
+def _nbytes(src: Source, names: List[str], renamed: Optional[Dict[str, str]] = None) -> int:
+    infos = src.tensor_infos()
+    return sum(infos[renamed.get(n, n) if renamed else n][2] for n in names)
 
 
 def _union(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:

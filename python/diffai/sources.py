@@ -76,7 +76,7 @@ def load_pair(a: Any, b: Any, format: Optional[str] = None) -> Tuple[Union[Sourc
     def read(x: Any, label: str) -> Union[Source, Folder]:
         src = load(x, format, label)
         if isinstance(src, Source):
-            src.tensor_infos()  # while the other side is still parsing without the GIL
+            src.model.names  # noqa: B018 (makes the name objects while the other side still parses)
         return src
 
     with ThreadPoolExecutor(2) as pool:

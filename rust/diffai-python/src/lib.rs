@@ -41,12 +41,16 @@ fn to_py_err(e: Error) -> PyErr {
 struct Model {
     inner: Arc<CoreModel>,
     index: FxHashMap<String, usize>,
-    /// Each tensor's dtype name and shape as Python objects, made once and shared by `tensors`
-    /// and every statistics object (a model can hold tens of thousands of tensors).
+    /// Each tensor's name, dtype name and shape as Python objects, made once and shared by
+    /// `tensors`, `align` and every statistics object (a model can hold tens of thousands).
     py_infos: GILOnceCell<Vec<PyInfo>>,
 }
 
-type PyInfo = (Py<PyString>, Py<PyTuple>);
+struct PyInfo {
+    name: Py<PyString>,
+    dtype: Py<PyString>,
+    shape: Py<PyTuple>,
+}
 
 /// Statistics of a, of b, and of their elementwise change.
 type PairResult = (Py<TensorStats>, Py<TensorStats>, Py<ChangeMetrics>);
@@ -69,12 +73,19 @@ impl Model {
     fn py_infos(&self, py: Python<'_>) -> PyResult<&[PyInfo]> {
         self.py_infos
             .get_or_try_init(py, || {
+                let mut dtypes = FxHashMap::default();
                 self.inner
                     .tensors
                     .iter()
                     .map(|t| {
-                        let dtype = PyString::intern(py, t.dtype.name()).unbind();
-                        Ok((dtype, PyTuple::new(py, &t.shape)?.unbind()))
+                        let dtype = dtypes
+                            .entry(t.dtype)
+                            .or_insert_with(|| PyString::intern(py, t.dtype.name()).unbind());
+                        Ok(PyInfo {
+                            name: PyString::new(py, &t.name).unbind(),
+                            dtype: dtype.clone_ref(py),
+                            shape: PyTuple::new(py, &t.shape)?.unbind(),
+                        })
                     })
                     .collect()
             })
@@ -104,10 +115,20 @@ impl Model {
     #[getter]
     fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        for (t, (dtype, shape)) in self.inner.tensors.iter().zip(self.py_infos(py)?) {
-            d.set_item(&t.name, (dtype, shape, t.nbytes()))?;
+        for (t, i) in self.inner.tensors.iter().zip(self.py_infos(py)?) {
+            d.set_item(&i.name, (&i.dtype, &i.shape, t.nbytes()))?;
         }
         Ok(d)
+    }
+
+    /// Every tensor's name, in file order.
+    #[getter]
+    fn names(&self, py: Python<'_>) -> PyResult<Vec<Py<PyString>>> {
+        Ok(self
+            .py_infos(py)?
+            .iter()
+            .map(|i| i.name.clone_ref(py))
+            .collect())
     }
 
     #[getter]
@@ -310,6 +331,38 @@ fn from_buffers(items: Vec<(String, String, Vec<usize>, Bound<'_, PyAny>)>) -> P
     Ok(Model::wrap(model))
 }
 
+/// Names as Python strings.
+type Names = Vec<Py<PyString>>;
+
+/// How the tensors of a and b line up by name: `(a_names, same, reshaped, added)`: a's names in
+/// file order; those b also holds with the same shape; those b holds with another shape; and
+/// b's names that a lacks, in b's order. A name that appears twice counts once (its last
+/// tensor, as in `Model.tensors`).
+#[pyfunction]
+fn align(py: Python<'_>, a: &Model, b: &Model) -> PyResult<(Names, Names, Names, Names)> {
+    let (infos_a, infos_b) = (a.py_infos(py)?, b.py_infos(py)?);
+    let name = |i: &PyInfo| i.name.clone_ref(py);
+    let (mut a_names, mut same, mut reshaped) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (t, info)) in a.inner.tensors.iter().zip(infos_a).enumerate() {
+        if a.index[&t.name] != i {
+            continue;
+        }
+        a_names.push(name(info));
+        if let Some(&j) = b.index.get(&t.name) {
+            if b.inner.tensors[j].shape == t.shape {
+                same.push(name(info));
+            } else {
+                reshaped.push(name(info));
+            }
+        }
+    }
+    let added = (b.inner.tensors.iter().zip(infos_b).enumerate())
+        .filter(|(j, (t, _))| b.index[&t.name] == *j && !a.index.contains_key(&t.name))
+        .map(|(_, (_, info))| name(info))
+        .collect();
+    Ok((a_names, same, reshaped, added))
+}
+
 /// Statistics of the named tensors, computed in parallel. `progress(bytes_done)` is called
 /// from this thread while the work runs.
 #[pyfunction]
@@ -335,7 +388,15 @@ fn tensor_stats<'py>(
     })?;
     let infos = model.py_infos(py)?;
     out.iter()
-        .map(|(i, st)| TensorStats::computed(py, &model.inner.tensors[*i], &infos[*i], st))
+        .map(|(i, st)| {
+            TensorStats::computed(
+                py,
+                &model.inner.tensors[*i],
+                &infos[*i].dtype,
+                &infos[*i].shape,
+                st,
+            )
+        })
         .collect()
 }
 
@@ -382,8 +443,20 @@ fn pair_stats<'py>(
     out.iter()
         .map(|((i, j), (x, y, p))| {
             Ok((
-                TensorStats::computed(py, &a.inner.tensors[*i], &infos_a[*i], x)?,
-                TensorStats::computed(py, &b.inner.tensors[*j], &infos_b[*j], y)?,
+                TensorStats::computed(
+                    py,
+                    &a.inner.tensors[*i],
+                    &infos_a[*i].dtype,
+                    &infos_a[*i].shape,
+                    x,
+                )?,
+                TensorStats::computed(
+                    py,
+                    &b.inner.tensors[*j],
+                    &infos_b[*j].dtype,
+                    &infos_b[*j].shape,
+                    y,
+                )?,
                 ChangeMetrics::computed(py, p)?,
             ))
         })
@@ -427,6 +500,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open, m)?)?;
     m.add_function(wrap_pyfunction!(detect, m)?)?;
     m.add_function(wrap_pyfunction!(from_buffers, m)?)?;
+    m.add_function(wrap_pyfunction!(align, m)?)?;
     m.add_function(wrap_pyfunction!(tensor_stats, m)?)?;
     m.add_function(wrap_pyfunction!(pair_stats, m)?)?;
     m.add_function(wrap_pyfunction!(histogram, m)?)?;

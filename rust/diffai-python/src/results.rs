@@ -29,18 +29,19 @@ pub struct TensorStats {
 }
 
 impl TensorStats {
-    /// `info`: the tensor's dtype name and shape, already Python objects (shared, not copied).
+    /// `dtype` and `shape`: the tensor's, already Python objects (shared, not copied).
     pub fn computed(
         py: Python<'_>,
         t: &Tensor,
-        info: &(Py<PyString>, Py<PyTuple>),
+        dtype: &Py<PyString>,
+        shape: &Py<PyTuple>,
         s: &CoreStats,
     ) -> PyResult<Py<TensorStats>> {
         Py::new(
             py,
             TensorStats {
-                shape: info.1.clone_ref(py),
-                dtype: info.0.clone_ref(py),
+                shape: shape.clone_ref(py),
+                dtype: dtype.clone_ref(py),
                 numel: t.numel() as u64,
                 mean: s.mean(),
                 std: s.std(),
