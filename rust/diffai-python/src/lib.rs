@@ -286,13 +286,15 @@ fn format_arg(format: Option<&str>) -> PyResult<Option<Format>> {
 #[pyo3(signature = (path, format=None))]
 fn open(py: Python<'_>, path: PathBuf, format: Option<&str>) -> PyResult<Model> {
     let format = format_arg(format)?;
-    run(py, 1, None, move |_| diffai_core::open(&path, format)).map(Model::wrap)
+    // On the shared pool, not a one-thread one: both sides of a diff are opened from two Python
+    // threads, and their headers parse (and index) at the same time.
+    run(py, 0, None, move |_| diffai_core::open(&path, format).map(Model::wrap))
 }
 
 /// The format name detected from a file's bytes (`mat73` for MATLAB v7.3/HDF5).
 #[pyfunction]
 fn detect(py: Python<'_>, path: PathBuf) -> PyResult<&'static str> {
-    run(py, 1, None, move |_| diffai_core::detect(&path)).map(Format::name)
+    run(py, 0, None, move |_| diffai_core::detect(&path)).map(Format::name)
 }
 
 /// A model over caller-owned arrays: `(name, dtype, shape, buffer)` per tensor, where buffer is a
