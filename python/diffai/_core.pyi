@@ -61,6 +61,23 @@ class ChangeMetrics:
     ) -> None: ...
     def to_dict(self) -> Dict[str, Any]: ...
 
+class TensorComparison:
+    """One tensor name across the two sides."""
+
+    name: str
+    status: str  # added | removed | reshaped | changed | unchanged | not_compared
+    a: Optional[TensorStats]
+    b: Optional[TensorStats]
+    change: Optional[ChangeMetrics]
+    def __init__(
+        self,
+        name: str,
+        status: str,
+        a: Optional[TensorStats],
+        b: Optional[TensorStats],
+        change: Optional[ChangeMetrics] = None,
+    ) -> None: ...
+
 class Model:
     @property
     def format(self) -> str: ...
@@ -91,6 +108,7 @@ def pair_stats(
     threads: int = 0,
     progress: Optional[Callable[[int], None]] = None,
     b_names: Optional[Sequence[str]] = None,
-) -> List[Tuple[TensorStats, TensorStats, ChangeMetrics]]: ...
+    prefix: str = "",
+) -> List[TensorComparison]: ...
 def histogram(model: Model, name: str, bins: int, lo: float, hi: float, threads: int = 0) -> List[int]: ...
 def values(model: Model, name: str) -> bytes: ...

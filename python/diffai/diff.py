@@ -200,8 +200,8 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         header_a, header_b = a.tensor_infos(), b.tensor_infos()
         single_a = {n: TensorStats.from_header(header_a[n]) for n in only_a}
         single_b = {n: TensorStats.from_header(header_b[renamed.get(n, n)]) for n in only_b}
-        pairs = {n: (TensorStats.from_header(header_a[n]), TensorStats.from_header(header_b[renamed.get(n, n)]), None)
-                 for n in same_shape}
+        pairs = {n: _not_compared(prefix + n, TensorStats.from_header(header_a[n]),
+                                  TensorStats.from_header(header_b[renamed.get(n, n)])) for n in same_shape}
     else:
         work = _Work(opts.progress, lambda: _nbytes(a, only_a + same_shape) + _nbytes(b, only_b + same_shape, renamed))
         raw_a = _core.tensor_stats(a.model, only_a, opts.threads, work.callback()) if only_a else []
@@ -210,7 +210,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
                  if only_b else [])
         work.finish_call()
         raw = _core.pair_stats(a.model, b.model, same_shape, opts.epsilon, opts.threads, work.callback(),
-                               b_names=[renamed.get(n, n) for n in same_shape] if renamed else None)
+                               b_names=[renamed.get(n, n) for n in same_shape] if renamed else None, prefix=prefix)
         single_a = dict(zip(only_a, raw_a))
         single_b = dict(zip(only_b, raw_b))
         pairs = dict(zip(same_shape, raw))
@@ -222,16 +222,14 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     for n in a_names:
         name = prefix + n if prefix else n
         if n in pairs:
-            sa, sb, change = pairs[n]
+            c = pairs[n]
+            sa, sb = c.a, c.b
             params_a += sa.numel
             params_b += sb.numel
-            if change is None:  # --shape-only: values were not read, so not known to be equal
-                status = "changed" if sa.dtype != sb.dtype else "not_compared"
-            else:
-                status = "changed" if change.changed_elements or sa.dtype != sb.dtype else "unchanged"
+            status = c.status
             if status == "changed":
-                add_record(TensorStatsChanged(name, sa, sb, change))
-            add_comparison(TensorComparison(name, status, sa, sb, change))
+                add_record(TensorStatsChanged(name, sa, sb, c.change))
+            add_comparison(c)
         elif n in single_b:
             sa, sb = single_a[n], single_b[n]
             params_a += sa.numel
@@ -271,6 +269,12 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         for name, reason in src.skipped:
             if opts.keeps(prefix + name):
                 result.records.append(EntrySkipped(prefix + name, side, reason))
+
+
+def _not_compared(name: str, sa: TensorStats, sb: TensorStats) -> TensorComparison:
+    """A same-shape pair known from headers only (--shape-only): changed when the dtype differs,
+    otherwise not known to be equal."""
+    return TensorComparison(name, "changed" if sa.dtype != sb.dtype else "not_compared", sa, sb)
 
 
 def _nbytes(src: Source, names: List[str], renamed: Optional[Dict[str, str]] = None) -> int:

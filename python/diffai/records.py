@@ -6,11 +6,16 @@ list that starts with the name: ``{"TensorStatsChanged": [name, before, after, c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Union
 
-# Per-tensor statistics and change metrics are made by the Rust core, one object per tensor.
-from ._core import ChangeMetrics, TensorStats
+# Per-tensor statistics, change metrics and comparisons are made by the Rust core.
+from ._core import ChangeMetrics, TensorComparison, TensorStats
+
+__all__ = [
+    "ChangeMetrics", "EntrySkipped", "FileChanged", "MetadataChanged", "Record", "ScalarChanged", "Summary",
+    "TensorAdded", "TensorComparison", "TensorRemoved", "TensorShapeChanged", "TensorStats", "TensorStatsChanged",
+]
 
 Number = Optional[float]
 ScalarValue = Union[None, bool, int, float, str]
@@ -127,17 +132,6 @@ class FileChanged(Record):
 
     def values(self):
         return [self.before, self.after]
-
-
-@dataclass(slots=True)
-class TensorComparison:
-    """One tensor name across the two sides, whatever happened to it (kept for analyses)."""
-
-    name: str
-    status: str  # added | removed | reshaped | changed | unchanged | not_compared (--shape-only)
-    a: Optional[TensorStats]
-    b: Optional[TensorStats]
-    change: Optional[ChangeMetrics] = None
 
 
 @dataclass

@@ -20,7 +20,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 mod results;
-use results::{ChangeMetrics, TensorStats};
+use results::{ChangeMetrics, TensorComparison, TensorStats};
 
 create_exception!(
     _core,
@@ -51,9 +51,6 @@ struct PyInfo {
     dtype: Py<PyString>,
     shape: Py<PyTuple>,
 }
-
-/// Statistics of a, of b, and of their elementwise change.
-type PairResult = (Py<TensorStats>, Py<TensorStats>, Py<ChangeMetrics>);
 
 impl Model {
     fn wrap(inner: CoreModel) -> Model {
@@ -264,7 +261,12 @@ fn pool(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
         .thread_name(|i| format!("diffai-{i}"))
         .build()
         .map_err(|e| DiffaiError::new_err(format!("cannot start {threads} threads: {e}")))?;
-    let p = Arc::new(p);
+    // 0 (all cores) and the same count asked by number share one pool: starting a second pool
+    // of cold threads inside a call cost ~15 ms on a 20k-tensor diff.
+    let p = pools
+        .entry(p.current_num_threads())
+        .or_insert_with(|| Arc::new(p))
+        .clone();
     pools.insert(threads, p.clone());
     Ok(p)
 }
@@ -288,7 +290,9 @@ fn open(py: Python<'_>, path: PathBuf, format: Option<&str>) -> PyResult<Model> 
     let format = format_arg(format)?;
     // On the shared pool, not a one-thread one: both sides of a diff are opened from two Python
     // threads, and their headers parse (and index) at the same time.
-    run(py, 0, None, move |_| diffai_core::open(&path, format).map(Model::wrap))
+    run(py, 0, None, move |_| {
+        diffai_core::open(&path, format).map(Model::wrap)
+    })
 }
 
 /// The format name detected from a file's bytes (`mat73` for MATLAB v7.3/HDF5).
@@ -402,11 +406,12 @@ fn tensor_stats<'py>(
         .collect()
 }
 
-/// For each name: the statistics of a's tensor, of b's tensor of that name (or of the name at
-/// the same place in `b_names`) and of their elementwise change, from one pass over both. The
-/// tensors of a pair must have the same number of elements.
+/// For each name: the comparison of a's tensor with b's tensor of that name (or of the name at
+/// the same place in `b_names`): the statistics of both and of their elementwise change, from one
+/// pass over both, named `prefix + name`. The tensors of a pair must have the same number of
+/// elements.
 #[pyfunction]
-#[pyo3(signature = (a, b, names, epsilon=0.0, threads=0, progress=None, b_names=None))]
+#[pyo3(signature = (a, b, names, epsilon=0.0, threads=0, progress=None, b_names=None, prefix=""))]
 #[allow(clippy::too_many_arguments)]
 fn pair_stats<'py>(
     py: Python<'py>,
@@ -417,7 +422,8 @@ fn pair_stats<'py>(
     threads: usize,
     progress: Option<&Bound<'py, PyAny>>,
     b_names: Option<Vec<PyBackedStr>>,
-) -> PyResult<Vec<PairResult>> {
+    prefix: &str,
+) -> PyResult<Vec<Py<TensorComparison>>> {
     let b_names = b_names.as_ref().unwrap_or(&names);
     if b_names.len() != names.len() {
         return Err(DiffaiError::new_err(format!(
@@ -444,23 +450,19 @@ fn pair_stats<'py>(
     let (infos_a, infos_b) = (a.py_infos(py)?, b.py_infos(py)?);
     out.iter()
         .map(|((i, j), (x, y, p))| {
-            Ok((
-                TensorStats::computed(
-                    py,
-                    &a.inner.tensors[*i],
-                    &infos_a[*i].dtype,
-                    &infos_a[*i].shape,
-                    x,
-                )?,
-                TensorStats::computed(
-                    py,
-                    &b.inner.tensors[*j],
-                    &infos_b[*j].dtype,
-                    &infos_b[*j].shape,
-                    y,
-                )?,
+            let (ia, ib) = (&infos_a[*i], &infos_b[*j]);
+            let name = if prefix.is_empty() {
+                ia.name.clone_ref(py)
+            } else {
+                PyString::new(py, &format!("{prefix}{}", a.inner.tensors[*i].name)).unbind()
+            };
+            TensorComparison::compared(
+                py,
+                name,
+                TensorStats::computed(py, &a.inner.tensors[*i], &ia.dtype, &ia.shape, x)?,
+                TensorStats::computed(py, &b.inner.tensors[*j], &ib.dtype, &ib.shape, y)?,
                 ChangeMetrics::computed(py, p)?,
-            ))
+            )
         })
         .collect()
 }
@@ -499,6 +501,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
     m.add_class::<TensorStats>()?;
     m.add_class::<ChangeMetrics>()?;
+    m.add_class::<TensorComparison>()?;
     m.add_function(wrap_pyfunction!(open, m)?)?;
     m.add_function(wrap_pyfunction!(detect, m)?)?;
     m.add_function(wrap_pyfunction!(from_buffers, m)?)?;

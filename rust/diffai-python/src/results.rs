@@ -1,10 +1,11 @@
-//! What the core computes, as the Python classes `TensorStats` and `ChangeMetrics`: made here in
-//! one step per tensor (a model of 20,000 small tensors spent longer turning dicts into Python
+//! What the core computes, as the Python classes `TensorStats`, `ChangeMetrics` and
+//! `TensorComparison`: made here in one step per tensor (a model of 20,000 small tensors spent longer turning dicts into Python
 //! dataclasses than computing the statistics) and read from Python as plain attributes.
 
 use diffai_core::stats::{PairStats, TensorStats as CoreStats};
 use diffai_core::Tensor;
 use pyo3::basic::CompareOp;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
@@ -136,15 +137,7 @@ impl TensorStats {
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<PyObject> {
         let py = other.py();
-        let Ok(other) = other.downcast::<TensorStats>() else {
-            return Ok(py.NotImplemented());
-        };
-        let equal = self.key(py)?.eq(other.get().key(py)?)?;
-        Ok(match op {
-            CompareOp::Eq => equal.into_py_any(py)?,
-            CompareOp::Ne => (!equal).into_py_any(py)?,
-            _ => py.NotImplemented(),
-        })
+        richcmp(self, other, op, |x, y| x.key(py)?.eq(y.key(py)?))
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -274,17 +267,8 @@ impl ChangeMetrics {
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<PyObject> {
-        let py = other.py();
-        let Ok(other) = other.downcast::<ChangeMetrics>() else {
-            return Ok(py.NotImplemented());
-        };
         // As Python's == on the values: NaN differs from itself (the metrics are never NaN).
-        let equal = self.key() == other.get().key();
-        Ok(match op {
-            CompareOp::Eq => equal.into_py_any(py)?,
-            CompareOp::Ne => (!equal).into_py_any(py)?,
-            _ => py.NotImplemented(),
-        })
+        richcmp(self, other, op, |x, y| Ok(x.key() == y.key()))
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
@@ -319,7 +303,135 @@ impl ChangeMetrics {
     }
 }
 
+/// `==` and `!=` between two objects of one class, by `equal`; other comparisons and other
+/// types are NotImplemented.
+fn richcmp<T>(
+    this: &T,
+    other: &Bound<'_, PyAny>,
+    op: CompareOp,
+    equal: impl Fn(&T, &T) -> PyResult<bool>,
+) -> PyResult<PyObject>
+where
+    T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync,
+{
+    let py = other.py();
+    let Ok(other) = other.downcast::<T>() else {
+        return Ok(py.NotImplemented());
+    };
+    let equal = equal(this, other.get())?;
+    match op {
+        CompareOp::Eq => equal.into_py_any(py),
+        CompareOp::Ne => (!equal).into_py_any(py),
+        _ => Ok(py.NotImplemented()),
+    }
+}
+
 /// Python's repr of a value (`None`, `0.5`, `1e-05`).
 fn repr<'py, T: IntoPyObject<'py>>(py: Python<'py>, v: T) -> PyResult<String> {
     Ok(v.into_bound_py_any(py)?.repr()?.to_string())
+}
+
+/// One tensor name across the two sides, whatever happened to it: ``status`` is added, removed,
+/// reshaped, changed, unchanged or not_compared (``--shape-only``: values not read). The
+/// analyses read these; the diff records are the ones that differ.
+#[pyclass(frozen, module = "diffai._core", get_all)]
+pub struct TensorComparison {
+    name: Py<PyString>,
+    status: Py<PyString>,
+    a: Option<Py<TensorStats>>,
+    b: Option<Py<TensorStats>>,
+    change: Option<Py<ChangeMetrics>>,
+}
+
+impl TensorComparison {
+    /// A same-shape pair whose values were compared: changed when any element or the dtype
+    /// differs, else unchanged.
+    pub fn compared(
+        py: Python<'_>,
+        name: Py<PyString>,
+        a: Py<TensorStats>,
+        b: Py<TensorStats>,
+        change: Py<ChangeMetrics>,
+    ) -> PyResult<Py<TensorComparison>> {
+        let (dtype_a, dtype_b) = (a.get().dtype.bind(py), b.get().dtype.bind(py));
+        let changed = change.get().changed_elements > 0 || dtype_a.to_str()? != dtype_b.to_str()?;
+        let status = if changed {
+            intern!(py, "changed")
+        } else {
+            intern!(py, "unchanged")
+        };
+        Py::new(
+            py,
+            TensorComparison {
+                name,
+                status: status.clone().unbind(),
+                a: Some(a),
+                b: Some(b),
+                change: Some(change),
+            },
+        )
+    }
+
+    fn key<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(
+            py,
+            [
+                self.name.clone_ref(py).into_any(),
+                self.status.clone_ref(py).into_any(),
+                self.a.as_ref().map(|x| x.clone_ref(py)).into_py_any(py)?,
+                self.b.as_ref().map(|x| x.clone_ref(py)).into_py_any(py)?,
+                self.change
+                    .as_ref()
+                    .map(|x| x.clone_ref(py))
+                    .into_py_any(py)?,
+            ],
+        )
+    }
+}
+
+#[pymethods]
+impl TensorComparison {
+    #[new]
+    #[pyo3(signature = (name, status, a, b, change=None))]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        status: &str,
+        a: Option<Py<TensorStats>>,
+        b: Option<Py<TensorStats>>,
+        change: Option<Py<ChangeMetrics>>,
+    ) -> Self {
+        TensorComparison {
+            name: PyString::new(py, name).unbind(),
+            status: PyString::intern(py, status).unbind(),
+            a,
+            b,
+            change,
+        }
+    }
+
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<PyObject> {
+        let py = other.py();
+        richcmp(self, other, op, |x, y| x.key(py)?.eq(y.key(py)?))
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let k = self.key(py)?;
+        Ok(format!(
+            "TensorComparison(name={}, status={}, a={}, b={}, change={})",
+            k.get_item(0)?.repr()?,
+            k.get_item(1)?.repr()?,
+            k.get_item(2)?.repr()?,
+            k.get_item(3)?.repr()?,
+            k.get_item(4)?.repr()?
+        ))
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, PyObject)> {
+        let py = slf.py();
+        Ok((
+            slf.get_type().into_any(),
+            slf.get().key(py)?.into_py_any(py)?,
+        ))
+    }
 }
