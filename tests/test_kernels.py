@@ -136,7 +136,11 @@ def test_result_objects_compare_copy_and_pickle_as_values():
     (rec,) = diffai.diff({"w": a}, {"w": a + 1}).records
     before, change = rec.before, rec.change
     assert (before.shape, before.dtype, before.numel, before.nbytes) == ((3, 4), "f32", 12, 48)
-    for obj in (before, change):
+    (comparison,) = diffai.diff({"w": a}, {"w": a + 1}).comparisons
+    assert (comparison.name, comparison.status, comparison.a, comparison.b, comparison.change) == \
+        ("w", "changed", before, rec.after, change)
+    assert repr(comparison).startswith("TensorComparison(name='w', status='changed', a=TensorStats(shape=(3, 4)")
+    for obj in (before, change, comparison):
         clone = pickle.loads(pickle.dumps(obj))
         assert clone == obj and copy.deepcopy(obj) == obj and repr(clone) == repr(obj)
     # zero_count and nbytes serve the analyses: == leaves them out, as the schema does.
