@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 import diffai
+from diffai.analyses import run_analyses
 from conftest import FIXTURES
 
 BAD = sorted((FIXTURES / "bad").iterdir())
@@ -98,6 +99,20 @@ def test_json_layout_and_non_finite_values():
     # One line per record, so that grep finds a tensor's whole record.
     (line,) = [l for l in text.splitlines() if '"TensorStatsChanged"' in l]
     assert json.loads(line.strip().rstrip(",")) == records[0]
+
+
+def test_yaml_reads_back_as_the_json_records():
+    w = np.arange(6, dtype=np.float32)
+    a = {"w": w, "tiny": np.array([1e-5, 2e-7], np.float32), "caf\u00e9.\U0001F600": w, "lr": 1e-05, "big": 1e16,
+         "note": 'q"uo\\te\u2028x\x85y', "text": "1e-05", "nan": float("nan")}
+    b = {"w": w * 2, "tiny": np.array([1e-5, 3e-7], np.float32), "caf\u00e9.\U0001F600": w + 1, "lr": 2e-05,
+         "big": 2e16, "note": "other", "text": "x", "nan": 1.0}
+    result = diffai.diff(a, b)
+    text = result.to_yaml()
+    assert "- {\"ScalarChanged\": [\"lr\", 1.0e-05, 2.0e-05]}" in text.splitlines()  # a float to YAML 1.1
+    assert yaml.safe_load(text) == result.to_json_list()
+    run_analyses(result, None, None)
+    assert yaml.safe_load(result.to_yaml()) == result.to_json_list()
 
 
 def test_check_and_inspect_commands():
