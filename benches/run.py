@@ -868,7 +868,7 @@ class Bench:
 
     def case_scaling(self):
         sizes = ([int(float(x) * (1 << 30)) for x in self.args.scale_gb.split(",")] if self.args.scale_gb
-                 else [self.size // 4, self.size // 2, self.size])
+                 else [self.size // 2, self.size, self.size * 2])
         self.log(f"[scaling] f32 pairs of {', '.join(fmt_bytes(s) for s in sizes)} per file")
         for s in sizes:
             p = self.st_pair("F32", s)
@@ -925,7 +925,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="smoke run: 128 MB per file, 1 repeat")
     ap.add_argument("--cases", default=",".join(ALL_CASES), help=f"comma list of {','.join(ALL_CASES)}")
     ap.add_argument("--scale-gb", default=None,
-                    help="file sizes (GiB, comma list) for the scaling case; default size/4,size/2,size")
+                    help="file sizes (GiB, comma list) for the scaling case; default size/2,size,2*size")
     ap.add_argument("--repeats", type=int, default=None,
                     help="fresh-process runs per diffai and read-limit row, best is shown (default 3, --quick 1)")
     ap.add_argument("--baseline-repeats", type=int, default=1)
