@@ -79,9 +79,12 @@ def load_pair(a: Any, b: Any, format: Optional[str] = None) -> Tuple[Union[Sourc
             src.model.names  # noqa: B018 (makes the name objects while the other side still parses)
         return src
 
-    with ThreadPoolExecutor(2) as pool:
+    pool = ThreadPoolExecutor(2)
+    try:
         fa, fb = pool.submit(read, a, "a"), pool.submit(read, b, "b")
         return fa.result(), fb.result()
+    finally:  # on an error or Ctrl-C, return now rather than wait for the other side
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def open_file(path: Path, format: Optional[str] = None) -> Source:
