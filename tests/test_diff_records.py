@@ -210,3 +210,10 @@ def test_an_exception_in_the_progress_callback_stops_the_run():
 
     with pytest.raises(KeyboardInterrupt):
         diffai.diff({"x": big}, {"x": big}, threads=1, progress=stop)
+
+
+def test_a_name_given_twice_counts_once_at_its_first_place_with_its_last_value():
+    x, y, z = (np.full(3, v, np.float32) for v in (1, 2, 3))
+    # "a.b" flat and "a" -> "b" nested flatten to the same name.
+    result = diffai.diff({"a.b": x, "c": z, "a": {"b": y}}, {"a.b": y, "c": z})
+    assert [(c.name, c.status) for c in result.comparisons] == [("a.b", "unchanged"), ("c", "unchanged")]

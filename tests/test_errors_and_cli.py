@@ -4,6 +4,7 @@ crash; hostile pickles are never executed. CLI exit codes, outputs and flags."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,13 @@ def test_yaml_reads_back_as_the_json_records():
     assert yaml.safe_load(text) == result.to_json_list()
     run_analyses(result, None, None)
     assert yaml.safe_load(result.to_yaml()) == result.to_json_list()
+
+
+def test_yaml_of_a_file_name_that_is_not_utf8(tmp_path):
+    path = os.fsdecode(os.fsencode(str(tmp_path)) + b"/\xffw.npy")
+    np.save(path, np.arange(3, dtype=np.float32))
+    proc = cli("inspect", path, "-o", "yaml")
+    assert proc.returncode == 0 and yaml.safe_load(proc.stdout)[0]["tensors"][0]["numel"] == 3
 
 
 def test_check_and_inspect_commands():

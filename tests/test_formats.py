@@ -172,3 +172,11 @@ def test_two_npy_files_compare_their_arrays_whatever_their_names(tmp_path):
     from diffai.analyses import run_analyses  # the analyses read b's values under its own name
     (clusters,) = run_analyses(diffai.diff(tmp_path / "before.npy", tmp_path / "after.npy"), ["clustering-change"])
     assert clusters.not_applicable is None
+    # A name filter applies to each side's own name, before the arrays are paired.
+    only_b = diffai.diff(tmp_path / "before.npy", tmp_path / "after.npy", path="after")
+    assert [(r.kind, r.name) for r in only_b.records] == [("TensorAdded", "after")] and not only_b.b_names
+    only_a = diffai.diff(tmp_path / "before.npy", tmp_path / "after.npy", path="before")
+    assert [(r.kind, r.name) for r in only_a.records] == [("TensorRemoved", "before")]
+    np.save(tmp_path / "wider.npy", np.zeros((60, 9), np.float32))
+    (rec,) = diffai.diff(tmp_path / "before.npy", tmp_path / "wider.npy").records
+    assert (rec.kind, rec.name, rec.after.shape) == ("TensorShapeChanged", "before", (60, 9))

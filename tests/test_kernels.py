@@ -3,6 +3,8 @@ several parallel chunks, NaN/Inf inside chunks, large means, thread counts."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -152,3 +154,12 @@ def test_result_objects_compare_copy_and_pickle_as_values():
     assert change.to_dict() == {"max_abs_diff": 1.0, "mean_abs_diff": 1.0, "rel_l2": pytest.approx(np.sqrt(12 / (a.astype(np.float64) ** 2).sum())),
                                 "cosine": pytest.approx(float(np.dot(a.ravel(), a.ravel() + 1) / np.linalg.norm(a) / np.linalg.norm(a + 1))),
                                 "changed_elements": 12, "compared": 12}
+
+
+def test_overflowing_squares_give_unknown_not_zero():
+    huge = np.array([1e200, 2e200, 3e200])  # deviations squared overflow f64
+    stats = _stats(huge)
+    assert stats["std"] is None and stats["mean"] == pytest.approx(2e200) and stats["max"] == 3e200
+    (c,) = diffai.diff({"w": huge}, {"w": huge * 2}).comparisons
+    assert c == c and c.change == c.change  # an object equals itself, NaN metrics and all
+    assert math.isnan(c.change.rel_l2)

@@ -177,6 +177,9 @@ def is_model_file(path) -> bool:
 def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
     result.sources.append((prefix, a, b))
     a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
+    if opts.filters:
+        a_names, same_shape, reshaped, added = ([n for n in names if opts.keeps(prefix + n)]
+                                                for names in (a_names, same_shape, reshaped, added))
     # b's own name of a tensor compared under another name: a .npy holds one unnamed array (named
     # by its file stem), so two .npy files compare their arrays whatever the files are called.
     renamed: Dict[str, str] = {}
@@ -186,9 +189,6 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         same = a.tensor_infos()[na][1] == b.tensor_infos()[nb][1]
         same_shape, reshaped = ([na], []) if same else ([], [na])
         result.b_names[prefix + na] = nb
-    if opts.filters:
-        a_names, same_shape, reshaped, added = ([n for n in names if opts.keeps(prefix + n)]
-                                                for names in (a_names, same_shape, reshaped, added))
     # Tensors read on one side only: reshaped ones (both sides) and those a or b alone holds.
     only_a: List[str] = []
     if len(same_shape) != len(a_names):

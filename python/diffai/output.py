@@ -133,9 +133,13 @@ def _yaml_line(record: Dict[str, Any]) -> str:
 
 
 def dump_yaml(value: Any) -> str:
-    """YAML through libyaml when PyYAML has it (the pure-Python emitter is ~10x slower)."""
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml.dump(value, Dumper=dumper, sort_keys=False, allow_unicode=True)
+    """YAML through libyaml when PyYAML has it (the pure-Python emitter is ~10x slower); libyaml
+    cannot encode a name that is not valid UTF-8 (a file name's lone surrogate), PyYAML escapes it."""
+    try:
+        return yaml.dump(value, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
+                         allow_unicode=True)
+    except UnicodeEncodeError:
+        return yaml.dump(value, Dumper=yaml.SafeDumper, sort_keys=False, allow_unicode=True)
 
 
 def _shape(shape) -> str:

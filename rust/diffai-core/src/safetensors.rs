@@ -46,7 +46,7 @@ pub fn load(path: &Path) -> Result<Model> {
     model.metadata = header.metadata;
     let mut entries = header.entries;
     // File order; the byte ranges must tile the data section exactly, as the format requires.
-    entries.sort_by_key(|(_, e)| e.begin);
+    entries.sort_by_key(|(_, e)| (e.begin, e.end)); // an empty tensor before one it starts with
     let mut expected = 0usize;
     for (name, e) in &entries {
         if e.begin != expected {
@@ -160,12 +160,15 @@ impl Entry {
         if end < begin {
             return Err("data_offsets are not an ordered pair".into());
         }
+        let dtype = dtype_of(&raw.dtype).ok_or_else(|| raw.dtype.into_owned());
+        // Elements and their bytes must both fit: a wrapped byte count could match any range.
+        let item = dtype.as_ref().map_or(1, |d| d.size());
         raw.shape
             .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .try_fold(item, |n, &d| n.checked_mul(d))
             .ok_or("shape overflows")?;
         Ok(Entry {
-            dtype: dtype_of(&raw.dtype).ok_or_else(|| raw.dtype.into_owned()),
+            dtype,
             shape: raw.shape,
             begin,
             end,
@@ -239,6 +242,17 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_tensor_may_share_its_start_with_the_next() {
+        let a = r#""a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]}"#;
+        let z = r#""z":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}"#;
+        for header in [format!("{{{a},{z}}}"), format!("{{{z},{a}}}")] {
+            let m = load(file(&header, 4).path()).unwrap();
+            let names: Vec<_> = m.tensors.iter().map(|t| t.name.as_str()).collect();
+            assert_eq!(names, ["z", "a"]);
+        }
+    }
+
+    #[test]
     fn lying_headers_are_refused_with_the_reason() {
         let t = |name: &str, begin: usize, end: usize| {
             format!(
@@ -272,6 +286,12 @@ mod tests {
                 r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[4,0]}}"#.to_string(),
                 4,
                 "ordered pair",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}"#
+                    .to_string(),
+                0,
+                "shape overflows",
             ),
         ];
         for (header, data_len, why) in cases {

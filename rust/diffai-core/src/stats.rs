@@ -109,8 +109,11 @@ impl TensorStats {
     }
 
     /// Population standard deviation (ddof = 0).
+    /// None also when the squared deviations overflowed f64 (values beyond ~1e154 apart): the
+    /// std is then unknown here, not zero.
     pub fn std(&self) -> Option<f64> {
-        (self.finite > 0).then(|| (self.m2.max(0.0) / self.finite as f64).sqrt())
+        (self.finite > 0 && self.m2.is_finite())
+            .then(|| (self.m2.max(0.0) / self.finite as f64).sqrt())
     }
 
     pub fn min(&self) -> Option<f64> {

@@ -166,13 +166,22 @@ impl Tensor {
 
     /// Checks that every element the view can address lies inside its storage.
     pub fn check_bounds(&self) -> Result<(), String> {
-        let n = self.numel();
+        // Counted in u128 with overflow checks: `numel()` would wrap on a hostile shape.
+        let n = self
+            .shape
+            .iter()
+            .try_fold(1u128, |n, &d| n.checked_mul(d as u128))
+            .filter(|&n| {
+                n.checked_mul(self.dtype.size() as u128)
+                    .is_some_and(|bytes| bytes <= usize::MAX as u128)
+            })
+            .ok_or_else(|| format!("{}: shape {:?} overflows", self.name, self.shape))?;
         if n == 0 {
             return Ok(());
         }
         let last = match &self.strides {
             // C order: the last element is numel - 1 past the offset.
-            None => self.offset as u128 + n as u128 - 1,
+            None => self.offset as u128 + n - 1,
             Some(strides) if strides.len() != self.shape.len() => {
                 return Err(format!(
                     "{}: {} strides for {} dimensions",

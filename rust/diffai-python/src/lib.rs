@@ -323,6 +323,7 @@ fn from_buffers(items: Vec<(String, String, Vec<usize>, Bound<'_, PyAny>)>) -> P
             shape,
             Storage::new(Arc::new(PyBytesOwner(buf)), 0..len),
         );
+        t.check_bounds().map_err(DiffaiError::new_err)?; // a shape whose size overflows
         if t.nbytes() != len {
             return Err(DiffaiError::new_err(format!(
                 "{}: shape {:?} of {} needs {} bytes, buffer has {len}",
@@ -342,29 +343,31 @@ type Names = Vec<Py<PyString>>;
 
 /// How the tensors of a and b line up by name: `(a_names, same, reshaped, added)`: a's names in
 /// file order; those b also holds with the same shape; those b holds with another shape; and
-/// b's names that a lacks, in b's order. A name that appears twice counts once (its last
-/// tensor, as in `Model.tensors`).
+/// b's names that a lacks, in b's order. A name that appears twice counts once, at its first
+/// place and with its last tensor (as in `Model.tensors`).
 #[pyfunction]
 fn align(py: Python<'_>, a: &Model, b: &Model) -> PyResult<(Names, Names, Names, Names)> {
     let (infos_a, infos_b) = (a.py_infos(py)?, b.py_infos(py)?);
-    let name = |i: &PyInfo| i.name.clone_ref(py);
     let (mut a_names, mut same, mut reshaped) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, (t, info)) in a.inner.tensors.iter().zip(infos_a).enumerate() {
-        if a.index[&t.name] != i {
+    let mut seen = rustc_hash::FxHashSet::default();
+    for (t, info) in a.inner.tensors.iter().zip(infos_a) {
+        if !seen.insert(t.name.as_str()) {
             continue;
         }
-        a_names.push(name(info));
+        a_names.push(info.name.clone_ref(py));
         if let Some(&j) = b.index.get(&t.name) {
-            if b.inner.tensors[j].shape == t.shape {
-                same.push(name(info));
+            let shape_a = &a.inner.tensors[a.index[&t.name]].shape;
+            if &b.inner.tensors[j].shape == shape_a {
+                same.push(info.name.clone_ref(py));
             } else {
-                reshaped.push(name(info));
+                reshaped.push(info.name.clone_ref(py));
             }
         }
     }
-    let added = (b.inner.tensors.iter().zip(infos_b).enumerate())
-        .filter(|(j, (t, _))| b.index[&t.name] == *j && !a.index.contains_key(&t.name))
-        .map(|(_, (_, info))| name(info))
+    seen.clear();
+    let added = (b.inner.tensors.iter().zip(infos_b))
+        .filter(|(t, _)| seen.insert(t.name.as_str()) && !a.index.contains_key(&t.name))
+        .map(|(_, info)| info.name.clone_ref(py))
         .collect();
     Ok((a_names, same, reshaped, added))
 }

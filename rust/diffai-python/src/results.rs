@@ -267,7 +267,7 @@ impl ChangeMetrics {
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<PyObject> {
-        // As Python's == on the values: NaN differs from itself (the metrics are never NaN).
+        // As Python's == on the values: a NaN metric (squares overflowing f64) differs from another.
         richcmp(self, other, op, |x, y| Ok(x.key() == y.key()))
     }
 
@@ -318,7 +318,8 @@ where
     let Ok(other) = other.downcast::<T>() else {
         return Ok(py.NotImplemented());
     };
-    let equal = equal(this, other.get())?;
+    // An object equals itself even with a NaN field, as a dataclass's field tuple does.
+    let equal = std::ptr::eq(this, other.get()) || equal(this, other.get())?;
     match op {
         CompareOp::Eq => equal.into_py_any(py),
         CompareOp::Ne => (!equal).into_py_any(py),
