@@ -221,8 +221,8 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     params_a = params_b = 0
     for n in a_names:
         name = prefix + n if prefix else n
-        if n in pairs:
-            c = pairs[n]
+        c = pairs.get(n)
+        if c is not None:
             sa, sb = c.a, c.b
             params_a += sa.numel
             params_b += sb.numel

@@ -45,6 +45,7 @@ pub fn load(path: &Path) -> Result<Model> {
     let mut model = Model::new(Format::Safetensors);
     model.metadata = header.metadata;
     let mut entries = header.entries;
+    model.tensors.reserve(entries.len());
     // File order; the byte ranges must tile the data section exactly, as the format requires.
     entries.sort_by_key(|(_, e)| (e.begin, e.end)); // an empty tensor before one it starts with
     let mut expected = 0usize;

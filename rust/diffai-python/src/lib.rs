@@ -349,9 +349,11 @@ type Names = Vec<Py<PyString>>;
 fn align(py: Python<'_>, a: &Model, b: &Model) -> PyResult<(Names, Names, Names, Names)> {
     let (infos_a, infos_b) = (a.py_infos(py)?, b.py_infos(py)?);
     let (mut a_names, mut same, mut reshaped) = (Vec::new(), Vec::new(), Vec::new());
+    // Names are unique unless the index holds fewer entries than there are tensors.
+    let unique = |m: &Model| m.index.len() == m.inner.tensors.len();
     let mut seen = rustc_hash::FxHashSet::default();
     for (t, info) in a.inner.tensors.iter().zip(infos_a) {
-        if !seen.insert(t.name.as_str()) {
+        if !unique(a) && !seen.insert(t.name.as_str()) {
             continue;
         }
         a_names.push(info.name.clone_ref(py));
@@ -366,7 +368,9 @@ fn align(py: Python<'_>, a: &Model, b: &Model) -> PyResult<(Names, Names, Names,
     }
     seen.clear();
     let added = (b.inner.tensors.iter().zip(infos_b))
-        .filter(|(t, _)| seen.insert(t.name.as_str()) && !a.index.contains_key(&t.name))
+        .filter(|(t, _)| {
+            (unique(b) || seen.insert(t.name.as_str())) && !a.index.contains_key(&t.name)
+        })
         .map(|(_, info)| info.name.clone_ref(py))
         .collect();
     Ok((a_names, same, reshaped, added))

@@ -355,7 +355,8 @@ impl TensorComparison {
         change: Py<ChangeMetrics>,
     ) -> PyResult<Py<TensorComparison>> {
         let (dtype_a, dtype_b) = (a.get().dtype.bind(py), b.get().dtype.bind(py));
-        let changed = change.get().changed_elements > 0 || dtype_a.to_str()? != dtype_b.to_str()?;
+        let changed = change.get().changed_elements > 0
+            || !dtype_a.is(dtype_b) && dtype_a.to_str()? != dtype_b.to_str()?; // interned: usually one object
         let status = if changed {
             intern!(py, "changed")
         } else {
