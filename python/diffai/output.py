@@ -67,9 +67,13 @@ def to_json(result) -> str:
     """A JSON list: each analysis laid out over lines, then one line per record (so a grep for a
     tensor's name finds its whole record). Records go straight to the C encoder: json's
     ``indent=`` switches to its pure-Python encoder, which took seconds on a 20,000-tensor diff."""
-    parts = [_layout(a, "  ") for a in _json_safe([a.to_json() for a in result.analyses])]
+    parts = [_layout(a, "  ") for a in _analyses_json(result)]
     parts.extend(_line(r.to_json()) for r in result.records)
     return "[\n" + ",\n".join("  " + p for p in parts) + "\n]" if parts else "[]"
+
+
+def _analyses_json(result) -> List[Dict[str, Any]]:
+    return _json_safe([a.to_json() for a in result.analyses])
 
 
 def _line(value: Any, ensure_ascii: bool = True) -> str:
@@ -111,7 +115,7 @@ def _layout(v: Any, pad: str) -> str:
 def to_yaml(result) -> str:
     """The JSON records as YAML: analyses as block YAML, then one flow-style line per record.
     PyYAML represents values in Python even with libyaml's emitter: 10 s for a 20,000-tensor diff."""
-    head = dump_yaml(_json_safe([a.to_json() for a in result.analyses])) if result.analyses else ""
+    head = dump_yaml(_analyses_json(result)) if result.analyses else ""
     return head + "".join(_yaml_line(r.to_json()) for r in result.records) or "[]\n"
 
 

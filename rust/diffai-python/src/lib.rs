@@ -351,14 +351,19 @@ fn align(py: Python<'_>, a: &Model, b: &Model) -> PyResult<(Names, Names, Names,
     let (mut a_names, mut same, mut reshaped) = (Vec::new(), Vec::new(), Vec::new());
     // Names are unique unless the index holds fewer entries than there are tensors.
     let unique = |m: &Model| m.index.len() == m.inner.tensors.len();
+    let (unique_a, unique_b) = (unique(a), unique(b));
     let mut seen = rustc_hash::FxHashSet::default();
     for (t, info) in a.inner.tensors.iter().zip(infos_a) {
-        if !unique(a) && !seen.insert(t.name.as_str()) {
+        if !unique_a && !seen.insert(t.name.as_str()) {
             continue;
         }
         a_names.push(info.name.clone_ref(py));
         if let Some(&j) = b.index.get(&t.name) {
-            let shape_a = &a.inner.tensors[a.index[&t.name]].shape;
+            let shape_a = if unique_a {
+                &t.shape
+            } else {
+                &a.inner.tensors[a.index[&t.name]].shape // the name's last tensor
+            };
             if &b.inner.tensors[j].shape == shape_a {
                 same.push(info.name.clone_ref(py));
             } else {
@@ -369,7 +374,7 @@ fn align(py: Python<'_>, a: &Model, b: &Model) -> PyResult<(Names, Names, Names,
     seen.clear();
     let added = (b.inner.tensors.iter().zip(infos_b))
         .filter(|(t, _)| {
-            (unique(b) || seen.insert(t.name.as_str())) && !a.index.contains_key(&t.name)
+            (unique_b || seen.insert(t.name.as_str())) && !a.index.contains_key(&t.name)
         })
         .map(|(_, info)| info.name.clone_ref(py))
         .collect();
