@@ -75,8 +75,10 @@ def load_pair(a: Any, b: Any, format: Optional[str] = None) -> Tuple[Union[Sourc
     big headers (20,000 safetensors entries, a long pickle) take about the time of one."""
     def read(x: Any, label: str) -> Union[Source, Folder]:
         src = load(x, format, label)
-        if isinstance(src, Source):
-            src.model.names  # noqa: B018 (makes the name objects while the other side still parses)
+        if label == "a" and isinstance(src, Source):
+            # a's name objects head every record; made here, while b may still parse (b's are
+            # made only if asked for).
+            src.model.names  # noqa: B018
         return src
 
     pool = ThreadPoolExecutor(2)

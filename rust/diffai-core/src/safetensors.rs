@@ -38,8 +38,15 @@ pub fn load(path: &Path) -> Result<Model> {
             bytes.len()
         ))
     })?;
-    let header: Header = serde_json::from_slice(header)
-        .map_err(|e| bad(format!("header is not a valid JSON object: {e}")))?;
+    let header = match fast::header(header) {
+        Some(h) => h,
+        None => serde_json::from_slice::<Header>(header)
+            .map_err(|e| bad(format!("header is not a valid JSON object: {e}")))?,
+    };
+    let mut seen = FxHashSet::with_capacity_and_hasher(header.entries.len(), Default::default());
+    if let Some((name, _)) = header.entries.iter().find(|(n, _)| !seen.insert(n)) {
+        return Err(bad(format!("{name} appears twice")));
+    }
     let data_len = bytes.len() - data_start;
 
     let mut model = Model::new(Format::Safetensors);
@@ -87,11 +94,13 @@ pub fn load(path: &Path) -> Result<Model> {
 
 /// The header, read in one typed pass (a generic JSON tree of a 20,000-tensor header took
 /// several times longer than the statistics of its tensors).
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Header {
     entries: Vec<(String, Entry)>,
     metadata: Vec<(String, String)>,
 }
 
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Entry {
     dtype: std::result::Result<DType, String>,
     shape: Vec<usize>,
@@ -127,14 +136,7 @@ impl<'de> Deserialize<'de> for Header {
                 };
                 while let Some(name) = map.next_key::<String>()? {
                     if name == "__metadata__" {
-                        let meta: serde_json::Map<String, Value> = map.next_value()?;
-                        header.metadata = meta
-                            .into_iter()
-                            .map(|(k, v)| match v {
-                                Value::String(s) => (k, s),
-                                other => (k, other.to_string()),
-                            })
-                            .collect();
+                        header.metadata = metadata_strings(map.next_value()?);
                         continue;
                     }
                     let raw: RawEntry = map
@@ -144,14 +146,146 @@ impl<'de> Deserialize<'de> for Header {
                         .map_err(|why| A::Error::custom(format!("tensor {name}: {why}")))?;
                     header.entries.push((name, entry));
                 }
-                let mut seen = FxHashSet::default();
-                if let Some((name, _)) = header.entries.iter().find(|(n, _)| !seen.insert(n)) {
-                    return Err(A::Error::custom(format!("{name} appears twice")));
-                }
                 Ok(header)
             }
         }
         d.deserialize_map(Fields)
+    }
+}
+
+/// `__metadata__` is meant to map strings to strings; other values are kept as their JSON text.
+fn metadata_strings(meta: serde_json::Map<String, Value>) -> Vec<(String, String)> {
+    meta.into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
+}
+
+/// The header as nearly every writer lays it out (names without escapes, entries holding exactly
+/// `dtype`, `shape` and `data_offsets`, unsigned integers), read by hand: serde took longer than
+/// the statistics on a header of 20,000 small tensors. Anything else, malformed input included,
+/// gives `None` and is read by the serde path, which also words the errors.
+mod fast {
+    use super::{metadata_strings, Entry, Header, RawEntry};
+    use std::borrow::Cow;
+
+    pub(super) fn header(json: &[u8]) -> Option<Header> {
+        let mut c = Cursor { b: json, i: 0 };
+        let mut header = Header {
+            entries: Vec::new(),
+            metadata: Vec::new(),
+        };
+        c.eat(b'{')?;
+        if c.eat(b'}').is_none() {
+            loop {
+                let name = c.string()?;
+                c.eat(b':')?;
+                if name == "__metadata__" {
+                    let mut values = serde_json::Deserializer::from_slice(&json[c.i..]).into_iter();
+                    header.metadata = metadata_strings(values.next()?.ok()?);
+                    c.i += values.byte_offset();
+                } else {
+                    header.entries.push((name.to_owned(), c.entry()?));
+                }
+                if c.eat(b',').is_none() {
+                    c.eat(b'}')?;
+                    break;
+                }
+            }
+        }
+        c.ws();
+        (c.i == json.len()).then_some(header)
+    }
+
+    struct Cursor<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl<'a> Cursor<'a> {
+        fn ws(&mut self) {
+            while matches!(self.b.get(self.i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+                self.i += 1;
+            }
+        }
+
+        fn eat(&mut self, c: u8) -> Option<()> {
+            self.ws();
+            (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
+        }
+
+        /// A string without escapes or control characters.
+        fn string(&mut self) -> Option<&'a str> {
+            self.eat(b'"')?;
+            let rest = &self.b[self.i..];
+            let len = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            if rest[len] != b'"' {
+                return None;
+            }
+            self.i += len + 1;
+            std::str::from_utf8(&rest[..len]).ok()
+        }
+
+        /// An unsigned integer in JSON's spelling (no leading zeros, no fraction or exponent).
+        fn uint(&mut self) -> Option<usize> {
+            self.ws();
+            let digits = self.b[self.i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let text = &self.b[self.i..self.i + digits];
+            self.i += digits;
+            if digits == 0
+                || (digits > 1 && text[0] == b'0')
+                || matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E'))
+            {
+                return None;
+            }
+            text.iter()
+                .try_fold(0usize, |n, &d| n.checked_mul(10)?.checked_add((d - b'0') as usize))
+        }
+
+        fn uints(&mut self) -> Option<Vec<usize>> {
+            self.eat(b'[')?;
+            let mut out = Vec::new();
+            if self.eat(b']').is_some() {
+                return Some(out);
+            }
+            loop {
+                out.push(self.uint()?);
+                if self.eat(b',').is_none() {
+                    self.eat(b']')?;
+                    return Some(out);
+                }
+            }
+        }
+
+        fn entry(&mut self) -> Option<Entry> {
+            self.eat(b'{')?;
+            let (mut dtype, mut shape, mut offsets) = (None, None, None);
+            loop {
+                let key = self.string()?;
+                self.eat(b':')?;
+                let fresh = match key {
+                    "dtype" => dtype.replace(self.string()?).is_none(),
+                    "shape" => shape.replace(self.uints()?).is_none(),
+                    "data_offsets" => offsets.replace(self.uints()?.try_into().ok()?).is_none(),
+                    _ => false,
+                };
+                if !fresh {
+                    return None;
+                }
+                if self.eat(b',').is_none() {
+                    self.eat(b'}')?;
+                    break;
+                }
+            }
+            Entry::parse(RawEntry {
+                dtype: Cow::Borrowed(dtype?),
+                shape: shape?,
+                data_offsets: offsets?,
+            })
+            .ok()
+        }
     }
 }
 
@@ -240,6 +374,54 @@ mod tests {
             m.metadata,
             [("format".into(), "pt".into()), ("n".into(), "1".into())]
         );
+    }
+
+    /// The hand-written reader must read exactly what serde reads, or decline.
+    #[test]
+    fn fast_header_agrees_with_serde_or_declines() {
+        let serde = |h: &[u8]| serde_json::from_slice::<Header>(h).ok();
+        let read = [
+            "{}",
+            " { } ",
+            r#"{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}"#,
+            r#"{"__metadata__":{"format":"pt","n":1},"a":{"data_offsets":[0,0],"shape":[],"dtype":"U8"}}"#,
+            "{ \"a\" :\n{ \"shape\" : [ 0 ] ,\t\"dtype\":\"C64\", \"data_offsets\":[7,7] } ,\r\n\
+             \"__metadata__\" : { } }        ",
+        ];
+        for h in read {
+            let fast = fast::header(h.as_bytes());
+            assert!(fast.is_some(), "declined {h}");
+            assert_eq!(fast, serde(h.as_bytes()), "{h}");
+        }
+        let declined = [
+            r#"{"a\"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1}}"#,
+            r#"{"a":{"dtype":"F32","shape":[1.0],"data_offsets":[0,4]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[01],"data_offsets":[0,4]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[1],"dtype":"F32","data_offsets":[0,4]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[99999999999999999999],"data_offsets":[0,4]}}"#,
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}} x"#,
+        ];
+        for h in declined {
+            assert_eq!(fast::header(h.as_bytes()), None, "{h}");
+        }
+        // Every strict prefix and every one-byte change of a valid header: whenever the fast
+        // reader answers, serde gives the same answer.
+        let h = r#"{"__metadata__":{"k":"v"},"b.w":{"dtype":"BF16","shape":[2,10],"data_offsets":[0,40]},"c":{"dtype":"I64","shape":[],"data_offsets":[40,48]}}"#;
+        let h = h.as_bytes();
+        for n in 0..h.len() {
+            assert_eq!(fast::header(&h[..n]), None);
+        }
+        for i in 0..h.len() {
+            for c in *b" \"\\{}[],:0159aE.-\x00\xff" {
+                let mut m = h.to_vec();
+                m[i] = c;
+                if let Some(f) = fast::header(&m) {
+                    assert_eq!(Some(f), serde(&m), "{}", String::from_utf8_lossy(&m));
+                }
+            }
+        }
     }
 
     #[test]

@@ -41,15 +41,28 @@ fn to_py_err(e: Error) -> PyErr {
 struct Model {
     inner: Arc<CoreModel>,
     index: FxHashMap<String, usize>,
-    /// Each tensor's name, dtype name and shape as Python objects, made once and shared by
-    /// `tensors`, `align` and every statistics object (a model can hold tens of thousands).
+    /// Each tensor's name and shape as Python objects, made once (when first asked for) and
+    /// shared by `tensors`, `align` and every statistics object (a model can hold tens of
+    /// thousands).
     py_infos: GILOnceCell<Vec<PyInfo>>,
 }
 
 struct PyInfo {
     name: Py<PyString>,
-    dtype: Py<PyString>,
     shape: Py<PyTuple>,
+}
+
+/// A dtype's name as one interned Python string per process.
+fn py_dtype(py: Python<'_>, dtype: DType) -> &Py<PyString> {
+    static NAMES: GILOnceCell<Vec<Py<PyString>>> = GILOnceCell::new();
+    let names = NAMES.get_or_init(py, || {
+        let mut names: Vec<_> = DType::ALL.iter().map(|_| None).collect();
+        for d in DType::ALL {
+            names[d as usize] = Some(PyString::intern(py, d.name()).unbind());
+        }
+        names.into_iter().flatten().collect()
+    });
+    &names[dtype as usize]
 }
 
 impl Model {
@@ -70,17 +83,12 @@ impl Model {
     fn py_infos(&self, py: Python<'_>) -> PyResult<&[PyInfo]> {
         self.py_infos
             .get_or_try_init(py, || {
-                let mut dtypes = FxHashMap::default();
                 self.inner
                     .tensors
                     .iter()
                     .map(|t| {
-                        let dtype = dtypes
-                            .entry(t.dtype)
-                            .or_insert_with(|| PyString::intern(py, t.dtype.name()).unbind());
                         Ok(PyInfo {
                             name: PyString::new(py, &t.name).unbind(),
-                            dtype: dtype.clone_ref(py),
                             shape: PyTuple::new(py, &t.shape)?.unbind(),
                         })
                     })
@@ -113,7 +121,7 @@ impl Model {
     fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for (t, i) in self.inner.tensors.iter().zip(self.py_infos(py)?) {
-            d.set_item(&i.name, (&i.dtype, &i.shape, t.nbytes()))?;
+            d.set_item(&i.name, (py_dtype(py, t.dtype), &i.shape, t.nbytes()))?;
         }
         Ok(d)
     }
@@ -347,7 +355,7 @@ type Names = Vec<Py<PyString>>;
 /// place and with its last tensor (as in `Model.tensors`).
 #[pyfunction]
 fn align(py: Python<'_>, a: &Model, b: &Model) -> PyResult<(Names, Names, Names, Names)> {
-    let (infos_a, infos_b) = (a.py_infos(py)?, b.py_infos(py)?);
+    let infos_a = a.py_infos(py)?;
     let (mut a_names, mut same, mut reshaped) = (Vec::new(), Vec::new(), Vec::new());
     // Names are unique unless the index holds fewer entries than there are tensors.
     let unique = |m: &Model| m.index.len() == m.inner.tensors.len();
@@ -372,11 +380,10 @@ fn align(py: Python<'_>, a: &Model, b: &Model) -> PyResult<(Names, Names, Names,
         }
     }
     seen.clear();
-    let added = (b.inner.tensors.iter().zip(infos_b))
-        .filter(|(t, _)| {
-            (unique_b || seen.insert(t.name.as_str())) && !a.index.contains_key(&t.name)
-        })
-        .map(|(_, info)| info.name.clone_ref(py))
+    // b's own name objects are not made for this: a diff needs only the few b adds.
+    let added = (b.inner.tensors.iter())
+        .filter(|t| (unique_b || seen.insert(t.name.as_str())) && !a.index.contains_key(&t.name))
+        .map(|t| PyString::new(py, &t.name).unbind())
         .collect();
     Ok((a_names, same, reshaped, added))
 }
@@ -407,13 +414,8 @@ fn tensor_stats<'py>(
     let infos = model.py_infos(py)?;
     out.iter()
         .map(|(i, st)| {
-            TensorStats::computed(
-                py,
-                &model.inner.tensors[*i],
-                &infos[*i].dtype,
-                &infos[*i].shape,
-                st,
-            )
+            let t = &model.inner.tensors[*i];
+            TensorStats::computed(py, t, py_dtype(py, t.dtype), &infos[*i].shape, st)
         })
         .collect()
 }
@@ -459,20 +461,26 @@ fn pair_stats<'py>(
             })
             .collect::<diffai_core::Result<Vec<_>>>()
     })?;
-    let (infos_a, infos_b) = (a.py_infos(py)?, b.py_infos(py)?);
+    let infos_a = a.py_infos(py)?;
     out.iter()
         .map(|((i, j), (x, y, p))| {
-            let (ia, ib) = (&infos_a[*i], &infos_b[*j]);
+            let (ia, ta, tb) = (&infos_a[*i], &a.inner.tensors[*i], &b.inner.tensors[*j]);
             let name = if prefix.is_empty() {
                 ia.name.clone_ref(py)
             } else {
-                PyString::new(py, &format!("{prefix}{}", a.inner.tensors[*i].name)).unbind()
+                PyString::new(py, &format!("{prefix}{}", ta.name)).unbind()
+            };
+            // b's shape object is a's when they are equal (always, for pairs from `align`).
+            let shape_b = if tb.shape == ta.shape {
+                ia.shape.clone_ref(py)
+            } else {
+                PyTuple::new(py, &tb.shape)?.unbind()
             };
             TensorComparison::compared(
                 py,
                 name,
-                TensorStats::computed(py, &a.inner.tensors[*i], &ia.dtype, &ia.shape, x)?,
-                TensorStats::computed(py, &b.inner.tensors[*j], &ib.dtype, &ib.shape, y)?,
+                TensorStats::computed(py, ta, py_dtype(py, ta.dtype), &ia.shape, x)?,
+                TensorStats::computed(py, tb, py_dtype(py, tb.dtype), &shape_b, y)?,
                 ChangeMetrics::computed(py, p)?,
             )
         })
