@@ -217,3 +217,32 @@ def test_a_name_given_twice_counts_once_at_its_first_place_with_its_last_value()
     # "a.b" flat and "a" -> "b" nested flatten to the same name.
     result = diffai.diff({"a.b": x, "c": z, "a": {"b": y}}, {"a.b": y, "c": z})
     assert [(c.name, c.status) for c in result.comparisons] == [("a.b", "unchanged"), ("c", "unchanged")]
+
+
+def test_large_models_freed_in_the_background_are_safe_to_rewrite_and_exit_on(tmp_path):
+    """A model of >= 1024 tensors read from a file is unmapped on a thread of its own: the file
+    can be rewritten right after and reads back new, and an interpreter exiting meanwhile (with
+    an in-memory model of as many arrays, whose buffers stay with Python) exits cleanly."""
+    script = f"""
+import gc, sys
+import numpy as np
+from safetensors.numpy import save_file
+import diffai
+path = {str(tmp_path / "many.safetensors")!r}
+arrays = {{f"t{{i}}": np.full(4, i, np.float32) for i in range(1500)}}
+save_file(arrays, path)
+r = diffai.diff(path, arrays)
+assert r.summary.unchanged == 1500, r.summary
+del r; gc.collect()
+save_file({{k: v + 1 for k, v in arrays.items()}}, path)
+r = diffai.diff(path, arrays)
+t7 = next(c for c in r.comparisons if c.name == "t7")
+assert r.summary.changed == 1500 and t7.a.mean == 8.0, (r.summary, t7)
+print("ok")
+"""
+    import subprocess
+    import sys
+
+    for _ in range(3):  # exits while the drop threads may still run
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")

@@ -109,6 +109,29 @@ impl Model {
     }
 }
 
+/// Unmapping a multi-GB file and freeing tens of thousands of tensor entries takes milliseconds
+/// the caller need not wait for: on Unix, where a mapped file can be replaced or deleted at once,
+/// a large model read from a file is dropped on a thread of its own. (In-memory models hold
+/// Python buffers, which are released here, with the GIL.)
+impl Drop for Model {
+    fn drop(&mut self) {
+        let tensors = &self.inner.tensors;
+        let large = || {
+            tensors.len() >= 1024 || tensors.iter().map(Tensor::nbytes).sum::<usize>() >= 1 << 28
+        };
+        if cfg!(unix) && self.inner.format != Format::InMemory && large() {
+            // Python objects first, on this thread: freeing them while the other thread holds
+            // the address-space lock to unmap would wait for it.
+            drop(self.py_infos.take());
+            let inner = std::mem::replace(&mut self.inner, Arc::new(CoreModel::new(Format::InMemory)));
+            let index = std::mem::take(&mut self.index);
+            let _ = std::thread::Builder::new()
+                .name("diffai-drop".into())
+                .spawn(move || drop((inner, index)));
+        }
+    }
+}
+
 #[pymethods]
 impl Model {
     #[getter]
