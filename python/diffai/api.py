@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _core
-from .diff import DiffOptions, DiffResult, Progress, diff_inputs, is_model_file
+from .diff import DiffOptions, DiffResult, Progress, diff_inputs, gc_paused, is_model_file
 from .errors import DiffaiError
 from .records import TensorStats
 from .sources import Folder, Input, Source, load, load_pair, open_file
@@ -45,7 +45,8 @@ def diff(
         format=format,
         progress=progress,
     )
-    return diff_inputs(*load_pair(a, b, format), opts)
+    with gc_paused():
+        return diff_inputs(*load_pair(a, b, format), opts)
 
 
 @dataclass
@@ -88,6 +89,12 @@ class InspectResult:
 def inspect(x: Input, *, shape_only: bool = False, threads: int = 0, format: Optional[str] = None,
             progress: Optional[Progress] = None) -> List[InspectResult]:
     """Read a model (or every model file of a folder) and return its tensors with statistics."""
+    with gc_paused():
+        return _inspect(x, shape_only, threads, format, progress)
+
+
+def _inspect(x: Input, shape_only: bool, threads: int, format: Optional[str],
+             progress: Optional[Progress]) -> List[InspectResult]:
     src = load(x, format, "<memory>")
     if isinstance(src, Folder):
         # config.json, README, tokenizers are skipped; a model file that fails to read is an error.
