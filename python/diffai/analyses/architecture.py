@@ -23,12 +23,14 @@ def _families(ctx: Context, side: str) -> Dict[str, str]:
 
 
 def _family_params(ctx: Context, side: str) -> Dict[str, int]:
-    tensors = _side(ctx, side)
-    fam = _families(ctx, side)
-    out: Counter = Counter()
-    for n, st in tensors:
-        out[fam[n]] += st.numel
-    return dict(out)
+    def count() -> Dict[str, int]:
+        fam = _families(ctx, side)
+        out: Counter = Counter()
+        for n, st in _side(ctx, side):
+            out[fam[n]] += st.numel
+        return dict(out)
+
+    return ctx.memo(f"family params {side}", count)
 
 
 def _depth(names: List[str]) -> Dict[str, int]:

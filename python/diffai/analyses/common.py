@@ -181,6 +181,11 @@ class Context:
         return not self.result.options.shape_only
 
     @cached_property
+    def paired_groups(self) -> List[Dict[str, Any]]:
+        """`ranked_groups` of the paired tensors, which several analyses report."""
+        return ranked_groups(self.paired)
+
+    @cached_property
     def paired(self) -> List[TensorComparison]:
         """Float model tensors present on both sides with the same shape and a change measurement.
         Integer tensors (step counters such as BatchNorm's num_batches_tracked, ids) are not

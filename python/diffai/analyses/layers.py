@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import List
 
-from .common import Analysis, Context, Table, global_update, ranked_groups, safe_div
+from .common import Analysis, Context, Table, global_update, safe_div
 from .health import assess_risk
 from .training import NO_STATS, convergence_verdict
 
@@ -25,7 +25,7 @@ def layer_impact(ctx: Context) -> Analysis:
         return Analysis.na("LayerImpact", NO_STATS)
     if not ctx.paired:
         return Analysis.na("LayerImpact", "no tensor is present with the same shape in both files")
-    groups = ranked_groups(ctx.paired)
+    groups = ctx.paired_groups
     moved = [g for g in groups if g["update_norm"] > 0]
     return Analysis(
         "LayerImpact",
@@ -51,7 +51,7 @@ def review_friendly(ctx: Context) -> Analysis:
     if ctx.has_stats and ctx.paired:
         delta, weight = global_update(ctx.paired)
         rel = safe_div(delta, weight)
-        groups = [g for g in ranked_groups(ctx.paired) if g["update_norm"] > 0]
+        groups = [g for g in ctx.paired_groups if g["update_norm"] > 0]
         if groups:
             top = groups[0]
             sentences.append(f"Overall relative change {rel:.3g} ({convergence_verdict(rel, ctx)}); "

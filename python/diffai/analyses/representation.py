@@ -202,6 +202,10 @@ _HEAD_KEYS = ("num_attention_heads", "n_head", "num_heads", "nhead", "n_heads")
 
 def attention_layers(ctx: Context, side: str) -> Dict[str, Dict[str, str]]:
     """layer -> {q,k,v,o: tensor name} (or {qkv: fused name, o: ...}) found by name."""
+    return ctx.memo(f"attention layers {side}", lambda: _attention_layers(ctx, side))
+
+
+def _attention_layers(ctx: Context, side: str) -> Dict[str, Dict[str, str]]:
     layers: Dict[str, Dict[str, str]] = {}
     for c in ctx.model:
         st = getattr(c, side)

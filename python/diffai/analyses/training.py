@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from .common import Analysis, Context, Table, global_update, is_float, ranked_groups, safe_div
+from .common import Analysis, Context, Table, global_update, is_float, safe_div
 
 NO_STATS = "only headers were read (--shape-only)"
 NO_PAIRS = "no tensor is present with the same shape in both files"
@@ -30,7 +30,7 @@ def learning_progress(ctx: Context) -> Analysis:
     delta, weight = global_update(pairs)
     changed = sum(c.change.changed_elements for c in pairs)
     params = sum(c.a.numel for c in pairs)
-    groups = ranked_groups(pairs)
+    groups = ctx.paired_groups
     top = [g["layer"] for g in groups[: ctx.config.top_k] if g["update_norm"] > 0]
     top_share = sum(g["share"] for g in groups[: len(top)])
     return Analysis(
