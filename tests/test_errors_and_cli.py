@@ -15,7 +15,9 @@ import yaml
 
 import diffai
 from diffai.analyses import run_analyses
-from conftest import FIXTURES
+from diffai import ScalarChanged, TensorAdded, TensorRemoved, TensorShapeChanged, TensorStatsChanged
+from diffai.records import json_safe
+from conftest import FIXTURES, read_safetensors_f64
 
 BAD = sorted((FIXTURES / "bad").iterdir())
 GOOD_A = FIXTURES / "safetensors" / "pair_a.safetensors"
@@ -100,6 +102,29 @@ def test_json_layout_and_non_finite_values():
     # One line per record, so that grep finds a tensor's whole record.
     (line,) = [l for l in text.splitlines() if '"TensorStatsChanged"' in l]
     assert json.loads(line.strip().rstrip(",")) == records[0]
+
+
+def test_json_lines_written_by_rust_are_json_dumps_of_the_records_byte_for_byte():
+    """Records' statistics are written as JSON by the Rust core, floats in Python's repr."""
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 2**64, 20000, dtype=np.uint64).view(np.float64)
+    edges = [0.0, -0.0, 1e-4, 9.999999999999999e-05, 1e-5, 1e15, 1e16, 9999999999999998.0, 123.0, 0.1, 5e-324,
+             2.2250738585072014e-308, 1.7976931308424e308, 2.0**53, 1 / 3, float("nan"), float("inf"), -float("inf")]
+    for x in [*bits.tolist(), *edges, *(rng.standard_normal(2000) * 10.0 ** rng.integers(-30, 30, 2000)).tolist()]:
+        st = diffai.TensorStats((2, 3), "f32", 6, mean=x, std=None, min=-x, max=x)
+        assert st.to_json() == json.dumps(json_safe(st.to_dict())), x
+    odd = diffai.TensorStats((1,), 'f\u00e9"\\\n\x7f\x00\U0001F600', 1, nan_count=0)
+    change = diffai.ChangeMetrics(float("inf"), 0.5, None, float("nan"), 3, 4)
+    assert odd.to_json() == json.dumps(json_safe(odd.to_dict()))
+    assert change.to_json() == json.dumps(json_safe(change.to_dict()))
+    special = FIXTURES / "safetensors" / "special_values.safetensors"
+    result = diffai.diff(special, {k: v * 2 for k, v in read_safetensors_f64(special).items()})
+    assert {TensorStatsChanged, TensorRemoved, ScalarChanged} <= {type(r) for r in result.records}
+    records = [*result.records, TensorStatsChanged("caf\u00e9", odd, odd, change), TensorAdded("x", odd),
+               TensorRemoved("y", odd), TensorShapeChanged("z", odd, odd), ScalarChanged("s", float("nan"), "\u00e9")]
+    for r in records:
+        for ascii_only in (True, False):
+            assert r.json_line(ascii_only) == json.dumps(json_safe(r.to_json()), ensure_ascii=ascii_only)
 
 
 def test_yaml_reads_back_as_the_json_records():

@@ -21,6 +21,7 @@ from .records import (
     TensorShapeChanged,
     TensorStats,
     TensorStatsChanged,
+    json_safe,
 )
 
 Style = Callable[[str, str], str]
@@ -45,22 +46,12 @@ def num(x: Optional[float]) -> str:
     return f"{x:.4g}"
 
 
-_NON_FINITE = {"NaN": "nan", "Infinity": "inf", "-Infinity": "-inf"}.__getitem__
-
-
-def _json_safe(value: Any) -> Any:
-    """The value as JSON carries it: non-finite floats become the strings "nan", "inf", "-inf" (JSON
-    has no such numbers), tuples become lists and keys strings. A round trip through the C encoder
-    and decoder: walking the values in Python took longer than the diff on a 20,000-tensor model."""
-    return json.loads(json.dumps(value), parse_constant=_NON_FINITE)
-
-
 def json_records(result) -> List[Dict[str, Any]]:
     """The machine-readable form: analyses first (``{"QuantizationAnalysis": {...}}``), then one
     single-key record per difference."""
     out: List[Dict[str, Any]] = [a.to_json() for a in result.analyses]
     out.extend(r.to_json() for r in result.records)
-    return _json_safe(out)
+    return json_safe(out)
 
 
 def to_json(result) -> str:
@@ -68,26 +59,18 @@ def to_json(result) -> str:
     tensor's name finds its whole record). Records go straight to the C encoder: json's
     ``indent=`` switches to its pure-Python encoder, which took seconds on a 20,000-tensor diff."""
     parts = [_layout(a, "  ") for a in _analyses_json(result)]
-    parts.extend(_line(r.to_json()) for r in result.records)
+    parts.extend(r.json_line() for r in result.records)
     return "[\n" + ",\n".join("  " + p for p in parts) + "\n]" if parts else "[]"
 
 
 def _analyses_json(result) -> List[Dict[str, Any]]:
-    return _json_safe([a.to_json() for a in result.analyses])
-
-
-def _line(value: Any, ensure_ascii: bool = True) -> str:
-    """One line of JSON. Non-finite floats are rare, so the C encoder's refusal is what finds them."""
-    try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=ensure_ascii)
-    except ValueError:
-        return json.dumps(_json_safe(value), ensure_ascii=ensure_ascii)
+    return json_safe([a.to_json() for a in result.analyses])
 
 
 def dumps(value: Any) -> str:
     """JSON laid out for reading: containers one item per line, and a container of plain values
     (a tensor's statistics, a shape, a summary) on one line through the C encoder. ``value`` must
-    be JSON-safe already (see ``_json_safe``)."""
+    be JSON-safe already (see ``json_safe``)."""
     return _layout(value, "")
 
 
@@ -116,7 +99,7 @@ def to_yaml(result) -> str:
     """The JSON records as YAML: analyses as block YAML, then one flow-style line per record.
     PyYAML represents values in Python even with libyaml's emitter: 10 s for a 20,000-tensor diff."""
     head = dump_yaml(_analyses_json(result)) if result.analyses else ""
-    return head + "".join(_yaml_line(r.to_json()) for r in result.records) or "[]\n"
+    return head + "".join(_yaml_line(r) for r in result.records) or "[]\n"
 
 
 # A record's JSON is YAML flow syntax, except that YAML 1.1 (PyYAML) reads a float without a
@@ -127,10 +110,10 @@ _FLOAT_WITHOUT_POINT = re.compile(r'("(?:[^"\\]|\\.)*")|(?<![\d.])(-?\d+)([eE][-
 _NOT_YAML_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def _yaml_line(record: Dict[str, Any]) -> str:
-    text = _line(record, ensure_ascii=False)
+def _yaml_line(record: Record) -> str:
+    text = record.json_line(ensure_ascii=False)
     if "\x7f" in text or not text.isascii() and _NOT_YAML_PRINTABLE.search(text):
-        return dump_yaml([_json_safe(record)])  # rare: let PyYAML escape it
+        return dump_yaml([json_safe(record.to_json())])  # rare: let PyYAML escape it
     if _MAYBE_FLOAT_WITHOUT_POINT.search(text):  # rare (1e-05 itself): then tell strings apart
         text = _FLOAT_WITHOUT_POINT.sub(lambda m: m[1] or f"{m[2]}.0{m[3]}", text)
     return "- " + text + "\n"
@@ -250,7 +233,7 @@ def check_text(results) -> str:
 
 
 def inspect_json(results) -> List[Dict[str, Any]]:
-    return _json_safe([
+    return json_safe([
         {
             "file": res.label,
             "format": res.format,

@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from .. import _core
-from ..output import _json_safe, json_records, to_text
+from ..output import json_records, to_text
+from ..records import json_safe
 from .common import Analysis, AnalysisConfig, Context, Table, fmt, ranked_groups, safe_div
 
 TRAJECTORY_FLAGS = {"learning-progress", "convergence-analysis", "gradient-analysis"}
@@ -35,7 +36,7 @@ class SeriesResult:
         return [a for p in self.pairs for a in p.analyses] + self.trajectory
 
     def to_json_obj(self) -> Dict[str, Any]:
-        return _json_safe({
+        return json_safe({
             "checkpoints": self.checkpoints,
             "pairs": [{"a": p.a_label, "b": p.b_label, "records": json_records(p)} for p in self.pairs],
             "trajectory": [a.to_json() for a in self.trajectory],

@@ -56,6 +56,20 @@ impl TensorStats {
         )
     }
 
+    fn fields(&self) -> [(&'static str, Field<'_>); 9] {
+        [
+            ("mean", Field::Float(self.mean)),
+            ("std", Field::Float(self.std)),
+            ("min", Field::Float(self.min)),
+            ("max", Field::Float(self.max)),
+            ("shape", Field::Shape(&self.shape)),
+            ("dtype", Field::Text(&self.dtype)),
+            ("numel", Field::Count(Some(self.numel))),
+            ("nan_count", Field::Count(self.nan_count)),
+            ("inf_count", Field::Count(self.inf_count)),
+        ]
+    }
+
     /// The compared fields, as Python objects (shape and dtype compare as Python values).
     fn key<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         PyTuple::new(
@@ -122,17 +136,15 @@ impl TensorStats {
 
     /// The serialised form (JSON/YAML), in the schema's key order.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        d.set_item("mean", self.mean)?;
-        d.set_item("std", self.std)?;
-        d.set_item("min", self.min)?;
-        d.set_item("max", self.max)?;
-        d.set_item("shape", self.shape.bind(py).to_list())?;
-        d.set_item("dtype", &self.dtype)?;
-        d.set_item("numel", self.numel)?;
-        d.set_item("nan_count", self.nan_count)?;
-        d.set_item("inf_count", self.inf_count)?;
-        Ok(d)
+        fields_dict(py, &self.fields())
+    }
+
+    /// `to_dict()` as JSON text, written as `json.dumps` writes it once non-finite floats are
+    /// the strings "nan"/"inf"/"-inf" (Python's float formatting took most of the time of
+    /// `--output json` on a 20,000-tensor diff).
+    #[pyo3(signature = (ensure_ascii=true))]
+    fn to_json(&self, py: Python<'_>, ensure_ascii: bool) -> PyResult<String> {
+        fields_json(py, &self.fields(), ensure_ascii)
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<PyObject> {
@@ -214,6 +226,17 @@ impl ChangeMetrics {
         )
     }
 
+    fn fields(&self) -> [(&'static str, Field<'_>); 6] {
+        [
+            ("max_abs_diff", Field::Float(self.max_abs_diff)),
+            ("mean_abs_diff", Field::Float(self.mean_abs_diff)),
+            ("rel_l2", Field::Float(self.rel_l2)),
+            ("cosine", Field::Float(self.cosine)),
+            ("changed_elements", Field::Count(Some(self.changed_elements))),
+            ("compared", Field::Count(Some(self.compared))),
+        ]
+    }
+
     fn key(&self) -> (Option<f64>, Option<f64>, Option<f64>, Option<f64>, u64, u64) {
         (
             self.max_abs_diff,
@@ -256,14 +279,13 @@ impl ChangeMetrics {
 
     /// The serialised form (JSON/YAML), in the schema's key order.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        d.set_item("max_abs_diff", self.max_abs_diff)?;
-        d.set_item("mean_abs_diff", self.mean_abs_diff)?;
-        d.set_item("rel_l2", self.rel_l2)?;
-        d.set_item("cosine", self.cosine)?;
-        d.set_item("changed_elements", self.changed_elements)?;
-        d.set_item("compared", self.compared)?;
-        Ok(d)
+        fields_dict(py, &self.fields())
+    }
+
+    /// `to_dict()` as JSON text (see `TensorStats.to_json`).
+    #[pyo3(signature = (ensure_ascii=true))]
+    fn to_json(&self, py: Python<'_>, ensure_ascii: bool) -> PyResult<String> {
+        fields_json(py, &self.fields(), ensure_ascii)
     }
 
     fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyResult<PyObject> {
@@ -305,6 +327,148 @@ impl ChangeMetrics {
 
 /// `==` and `!=` between two objects of one class, by `equal`; other comparisons and other
 /// types are NotImplemented.
+/// One serialised value: `to_dict` and `to_json` read the same list of fields.
+enum Field<'a> {
+    Float(Option<f64>),
+    Count(Option<u64>),
+    Shape(&'a Py<PyTuple>),
+    Text(&'a Py<PyString>),
+}
+
+fn fields_dict<'py>(py: Python<'py>, fields: &[(&str, Field)]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (key, value) in fields {
+        match value {
+            Field::Float(x) => d.set_item(key, x)?,
+            Field::Count(n) => d.set_item(key, n)?,
+            Field::Shape(s) => d.set_item(key, s.bind(py).to_list())?,
+            Field::Text(t) => d.set_item(key, t)?,
+        }
+    }
+    Ok(d)
+}
+
+/// JSON as `json.dumps` writes it (", " and ": " separators), with non-finite floats as the
+/// strings "nan", "inf" and "-inf" (JSON has no such numbers).
+fn fields_json(py: Python<'_>, fields: &[(&str, Field)], ensure_ascii: bool) -> PyResult<String> {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(256);
+    out.push('{');
+    for (i, (key, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        push_json_str(&mut out, key, ensure_ascii);
+        out.push_str(": ");
+        match value {
+            Field::Float(None) | Field::Count(None) => out.push_str("null"),
+            Field::Float(Some(x)) if x.is_nan() => out.push_str("\"nan\""),
+            Field::Float(Some(x)) if x.is_infinite() => {
+                out.push_str(if *x > 0.0 { "\"inf\"" } else { "\"-inf\"" })
+            }
+            Field::Float(Some(x)) => push_float_repr(&mut out, *x),
+            Field::Count(Some(n)) => {
+                let _ = write!(out, "{n}");
+            }
+            Field::Shape(s) => {
+                out.push('[');
+                for (j, d) in s.bind(py).iter().enumerate() {
+                    if j > 0 {
+                        out.push_str(", ");
+                    }
+                    let _ = write!(out, "{}", d.extract::<u64>()?);
+                }
+                out.push(']');
+            }
+            Field::Text(t) => push_json_str(&mut out, &t.bind(py).to_cow()?, ensure_ascii),
+        }
+    }
+    out.push('}');
+    Ok(out)
+}
+
+/// A JSON string with `json.dumps`' escapes (`ensure_ascii`: everything past ASCII as \uXXXX).
+fn push_json_str(out: &mut String, s: &str, ensure_ascii: bool) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            '\u{7f}'.. if !ensure_ascii => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    let _ = write!(out, "\\u{u:04x}");
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// A finite float as Python's `repr` writes it: the fewest digits that read back as `x` (of
+/// those, the closest to `x`, ties to even), positional when 1e-4 <= |x| < 1e16 (with ".0" if
+/// whole), else one digit, the rest after a point, and a signed exponent of at least two digits.
+fn push_float_repr(out: &mut String, x: f64) {
+    // The same digits from zmij (shortest, closest), whose layout ("0.001", "1.5e16") differs.
+    let mut buffer = zmij::Buffer::new();
+    let text = buffer.format_finite(x.abs());
+    let (mantissa, exp) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = whole.bytes().chain(fraction.bytes());
+    let leading = all.clone().take_while(|&b| b == b'0').count();
+    let digits: Vec<u8> = all.skip(leading).collect();
+    let digits = match digits.iter().rposition(|&b| b != b'0') {
+        Some(last) => &digits[..=last],
+        None => b"0".as_slice(), // zero
+    };
+    // The value is 0.d1d2... x 10^point.
+    let point = if digits == b"0" {
+        1
+    } else {
+        (whole.len() - leading) as i32 + exp.parse::<i32>().unwrap_or(0)
+    };
+    let digits = std::str::from_utf8(digits).unwrap_or("0");
+    if x.is_sign_negative() {
+        out.push('-');
+    }
+    let n = digits.len() as i32;
+    if -4 < point && point <= 16 {
+        if point <= 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-point) as usize));
+            out.push_str(digits);
+        } else if point >= n {
+            out.push_str(digits);
+            out.extend(std::iter::repeat_n('0', (point - n) as usize));
+            out.push_str(".0");
+        } else {
+            out.push_str(&digits[..point as usize]);
+            out.push('.');
+            out.push_str(&digits[point as usize..]);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if n > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let e = point - 1;
+        out.push_str(if e < 0 { "e-" } else { "e+" });
+        if e.abs() < 10 {
+            out.push('0');
+        }
+        out.push_str(&e.abs().to_string());
+    }
+}
+
 fn richcmp<T>(
     this: &T,
     other: &Bound<'_, PyAny>,
