@@ -141,6 +141,20 @@ def test_yaml_reads_back_as_the_json_records():
     assert yaml.safe_load(result.to_yaml()) == result.to_json_list()
 
 
+def test_yaml_layout_reads_back_as_the_value():
+    from diffai.output import dump_yaml
+
+    rows = [{"name": f"n{i}", "v": [1e-05, 1e16, -0.0, 7], "ok": i % 2 == 0, "none": None} for i in range(3)]
+    value = [{"Analysis": {"summary": {"a": 1, "b": "1e-05", "c": [], "d": {}}, "rows": rows,
+                           "nested": [[{"x": 1}], [[1, 2], []], {}], "quote\"d:\nkey #": {"k": [{"z": "x\u2028y"}]},
+                           "caf\u00e9 \U0001F600": "\x85 \x7f \t", "empty": [], "deep": {"e": {"f": {}}}}}]
+    for v in (value, rows, {"only": "plain"}, [], "text", 1e-05, {"k" * 1100: {"x": [1]}}, ["\udcff", {"a": [{}]}]):
+        text = dump_yaml(v)
+        assert yaml.safe_load(text) == v, text
+    # Laid out like the JSON: a container of plain values is one flow line.
+    assert '  - {"name": "n0", "v": [1.0e-05, 1.0e+16, -0.0, 7], "ok": true, "none": null}' in dump_yaml(value)
+
+
 def test_yaml_of_a_file_name_that_is_not_utf8(tmp_path):
     path = os.fsdecode(os.fsencode(str(tmp_path)) + b"/\xffw.npy")
     np.save(path, np.arange(3, dtype=np.float32))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import yaml
 
@@ -78,55 +78,101 @@ def _plain(v: Any) -> bool:
     return not isinstance(v, (dict, list)) or (isinstance(v, list) and not any(isinstance(x, (dict, list)) for x in v))
 
 
+def _one_line(v: Any) -> bool:
+    """A value, or a container of plain values (a dict may hold lists of them), fits one line."""
+    return _plain(v) or isinstance(v, dict) and all(_plain(x) for x in v.values())
+
+
 def _layout(v: Any, pad: str) -> str:
-    if isinstance(v, dict):
-        if all(_plain(x) for x in v.values()):
-            return json.dumps(v)
-        inner = pad + "  "
-        items = (f"{inner}{json.dumps(k)}: {_layout(x, inner)}" for k, x in v.items())
-    elif isinstance(v, list):
-        if _plain(v):
-            return json.dumps(v)
-        inner = pad + "  "
-        items = (inner + _layout(x, inner) for x in v)
-    else:
+    if _one_line(v):
         return json.dumps(v)
-    brackets = "{}" if isinstance(v, dict) else "[]"
-    return brackets[0] + "\n" + ",\n".join(items) + "\n" + pad + brackets[1]
+    inner = pad + "  "
+    if isinstance(v, dict):
+        items = (f"{inner}{json.dumps(k)}: {_layout(x, inner)}" for k, x in v.items())
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    return "[\n" + ",\n".join(inner + _layout(x, inner) for x in v) + "\n" + pad + "]"
 
 
 def to_yaml(result) -> str:
-    """The JSON records as YAML: analyses as block YAML, then one flow-style line per record.
+    """The JSON records as YAML: analyses laid out as in JSON, then one flow-style line per record.
     PyYAML represents values in Python even with libyaml's emitter: 10 s for a 20,000-tensor diff."""
     head = dump_yaml(_analyses_json(result)) if result.analyses else ""
-    return head + "".join(_yaml_line(r) for r in result.records) or "[]\n"
+    return head + "".join(_yaml_record(r) for r in result.records) or "[]\n"
 
 
-# A record's JSON is YAML flow syntax, except that YAML 1.1 (PyYAML) reads a float without a
-# decimal point (1e-05) as a string: such numbers outside strings get ".0" (1.0e-05).
+# JSON is YAML flow syntax, except that YAML 1.1 (PyYAML) reads a float without a decimal point
+# (1e-05) as a string: such numbers outside strings get ".0" (1.0e-05).
 _MAYBE_FLOAT_WITHOUT_POINT = re.compile(r"(?<![\d.])\d+[eE][-+]?\d")
 _FLOAT_WITHOUT_POINT = re.compile(r'("(?:[^"\\]|\\.)*")|(?<![\d.])(-?\d+)([eE][-+]?\d+)')
 # Characters YAML does not allow raw (or reads as line breaks) inside a double-quoted scalar.
 _NOT_YAML_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-def _yaml_line(record: Record) -> str:
-    text = record.json_line(ensure_ascii=False)
+def _yaml_flow(value: Any) -> str:
+    """A JSON-safe value as one line of YAML."""
+    return _yaml_flow_text(json.dumps(value, ensure_ascii=False), lambda: value)
+
+
+def _yaml_flow_text(text: str, value: Callable[[], Any]) -> str:
+    """JSON text (``ensure_ascii=False``) as one line of YAML; ``value()`` gives what it encodes."""
     if "\x7f" in text or not text.isascii() and _NOT_YAML_PRINTABLE.search(text):
-        return dump_yaml([json_safe(record.to_json())])  # rare: let PyYAML escape it
+        # Rare: PyYAML escapes what YAML would not take raw (or would read as a line break).
+        return _pyyaml(value(), flow=True).removesuffix("\n...\n").rstrip("\n")
     if _MAYBE_FLOAT_WITHOUT_POINT.search(text):  # rare (1e-05 itself): then tell strings apart
         text = _FLOAT_WITHOUT_POINT.sub(lambda m: m[1] or f"{m[2]}.0{m[3]}", text)
-    return "- " + text + "\n"
+    return text
+
+
+def _yaml_record(record: Record) -> str:
+    text = record.json_line(ensure_ascii=False)
+    return f"- {_yaml_flow_text(text, lambda: json_safe(record.to_json()))}\n"
 
 
 def dump_yaml(value: Any) -> str:
-    """YAML through libyaml when PyYAML has it (the pure-Python emitter is ~10x slower); libyaml
-    cannot encode a name that is not valid UTF-8 (a file name's lone surrogate), PyYAML escapes it."""
+    """YAML for a JSON-safe value, laid out as ``dumps`` lays out JSON: containers of containers
+    as block YAML, other values as one flow line each (their JSON)."""
+    if _one_line(value):
+        return _yaml_flow(value) + "\n"
     try:
-        return yaml.dump(value, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False,
-                         allow_unicode=True)
+        return "".join(line + "\n" for line in _yaml_block(value, ""))
+    except _KeyTooLong:
+        return _pyyaml(value)
+
+
+class _KeyTooLong(Exception):
+    """Over YAML's 1024 characters for a key written in place (PyYAML writes it another way)."""
+
+
+def _yaml_block(v: Any, pad: str) -> Iterator[str]:
+    if isinstance(v, dict):
+        for k, x in v.items():
+            key = _yaml_flow(k)
+            if len(key) > 1000:
+                raise _KeyTooLong
+            if _one_line(x):
+                yield f"{pad}{key}: {_yaml_flow(x)}"
+            else:
+                yield f"{pad}{key}:"
+                yield from _yaml_block(x, pad + "  ")
+    else:
+        for x in v:
+            if _one_line(x):
+                yield f"{pad}- {_yaml_flow(x)}"
+            else:  # "- " then the item's first line, its other lines below it
+                lines = _yaml_block(x, pad + "  ")
+                yield pad + "- " + next(lines)[len(pad) + 2:]
+                yield from lines
+
+
+def _pyyaml(value: Any, flow: bool = False) -> str:
+    """Through libyaml when PyYAML has it (the pure-Python emitter is ~10x slower); libyaml cannot
+    encode a name that is not valid UTF-8 (a file name's lone surrogate), PyYAML escapes it."""
+    options = dict(sort_keys=False, allow_unicode=True, default_flow_style=True if flow else False,
+                   width=1 << 30 if flow else 80)
+    try:
+        return yaml.dump(value, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), **options)
     except UnicodeEncodeError:
-        return yaml.dump(value, Dumper=yaml.SafeDumper, sort_keys=False, allow_unicode=True)
+        return yaml.dump(value, Dumper=yaml.SafeDumper, **options)
 
 
 def _shape(shape) -> str:
