@@ -32,9 +32,12 @@ def plain(text: str, _color: str) -> str:
 
 
 def num(x: Optional[float]) -> str:
-    """Four decimals where that is readable, otherwise four significant digits."""
+    """Four decimals where that is readable, otherwise four significant digits; whole numbers
+    (below 1e12) as integers."""
     if x is None:
         return "n/a"
+    if type(x) is float and 1e-3 <= abs(x) < 1e5 and not x.is_integer():
+        return f"{x:.4f}"  # most numbers of a diff, first (this runs ~7 times per tensor line)
     if isinstance(x, float) and not math.isfinite(x):
         return str(x)
     if x == 0:
