@@ -267,3 +267,56 @@ def test_series_cli_glob_and_json(capsys):
     assert [p.rsplit("/", 1)[1] for p in out["checkpoints"]] == [f"ckpt_{i}.pt" for i in range(1, 5)]
     assert len(out["pairs"]) == 3 and list(out["pairs"][0]["records"][0]) == ["ConvergenceAnalysis"]
     assert list(out["trajectory"][0]) == ["TrajectoryAnalysis"]
+
+
+def test_analyses_read_tensors_block_by_block_with_the_same_numbers(monkeypatch):
+    """Embedding rows, quantization error and the similarity matrix are summed a block at a time
+    (a float64 copy of a large embedding would take GBs): with blocks of 25 values every tensor
+    spans many blocks, and the numbers match one-block runs and numpy."""
+    from diffai.analyses import quantization, representation
+
+    cases = [("base.safetensors", "int8.safetensors", "quantization-analysis", "QuantizationAnalysis"),
+             ("vocab_base.safetensors", "vocab_grown.safetensors", "embedding-analysis", "EmbeddingAnalysis"),
+             ("base.safetensors", "head_finetune.safetensors", "similarity-matrix", "SimilarityMatrix")]
+
+    def outputs():
+        return [json.loads(json.dumps(_run(a, b, [flag])[1][name].to_json())) for a, b, flag, name in cases]
+
+    whole = outputs()
+    for module in (quantization, representation):
+        monkeypatch.setattr(module, "BLOCK_BYTES", 200)
+    assert _close(outputs(), whole)
+    sim = whole[2]["SimilarityMatrix"]["matrix"]
+    a, b = read_safetensors_f64(AN / "base.safetensors"), read_safetensors_f64(AN / "head_finetune.safetensors")
+    va = np.stack([a[n].ravel() / np.linalg.norm(a[n]) for n in sim["tensors"]])
+    vb = np.stack([b[n].ravel() / np.linalg.norm(b[n]) for n in sim["tensors"]])
+    assert len(sim["tensors"]) > 1
+    np.testing.assert_allclose(sim["cosine_a_rows_b_cols"], va @ vb.T, rtol=1e-12)
+
+
+def _close(got, want) -> bool:
+    if isinstance(want, dict):
+        return got.keys() == want.keys() and all(_close(got[k], want[k]) for k in want)
+    if isinstance(want, list):
+        return len(got) == len(want) and all(_close(g, w) for g, w in zip(got, want))
+    if isinstance(want, float):
+        return got == pytest.approx(want, rel=1e-12, abs=1e-15)
+    return got == want
+
+
+def test_grouped_query_attention_heads():
+    """4 query heads sharing 2 key/value heads (Llama-style GQA): each head's QK circuit change
+    matches the d_model x d_model matrices computed directly."""
+    rng = np.random.default_rng(3)
+    d, heads, dh = 16, 4, 4
+    shapes = {"q": (d, d), "k": (2 * dh, d), "v": (2 * dh, d), "o": (d, d)}
+    a = {f"layers.0.self_attn.{r}_proj.weight": rng.standard_normal(s) for r, s in shapes.items()}
+    b = {k: v + 0.01 * rng.standard_normal(v.shape) * (k.endswith("k_proj.weight")) for k, v in a.items()}
+    result = diffai.diff(a, b)
+    run_analyses(result, ["head-importance"], AnalysisConfig(num_heads=heads))
+    rows = sorted(result.analyses[0].details["heads"], key=lambda r: r["head"])
+    q = lambda m, h: m["layers.0.self_attn.q_proj.weight"][h * dh:(h + 1) * dh]  # noqa: E731
+    k = lambda m, h: m["layers.0.self_attn.k_proj.weight"][(h // 2) * dh:(h // 2 + 1) * dh]  # noqa: E731
+    for h in range(heads):
+        qk_a, qk_b = q(a, h).T @ k(a, h), q(b, h).T @ k(b, h)
+        assert rows[h]["qk_rel_change"] == pytest.approx(np.linalg.norm(qk_b - qk_a) / np.linalg.norm(qk_a), rel=1e-9)

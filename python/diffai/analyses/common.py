@@ -7,7 +7,7 @@ import math
 import re
 from functools import cached_property
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -150,6 +150,11 @@ def families(shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, str]:
     return out
 
 
+# Memory the analyses hold as float64 values: a few blocks of large tensors, and recent tensors.
+BLOCK_BYTES = 32 << 20
+CACHE_BYTES = 256 << 20
+
+
 class Context:
     """The diff result seen by the analyses: model tensors (optimizer state apart), values read
     on demand from the sources, and the configuration."""
@@ -167,7 +172,7 @@ class Context:
                     continue
                 for n in side.tensor_infos():
                     self._where.setdefault(prefix + n, (prefix, a, b))
-        self._cache: Dict[Tuple[str, str], np.ndarray] = {}
+        self._cache: Dict[Tuple[str, str], np.ndarray] = {}  # oldest first
         self._memo: Dict[str, Any] = {}
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -210,13 +215,27 @@ class Context:
         return local in src.tensor_infos()
 
     def values(self, name: str, side: str) -> np.ndarray:
-        """The tensor as float64 with its shape (read once, then cached)."""
+        """The tensor as float64 with its shape. The most recent ones stay cached up to
+        ``CACHE_BYTES`` together; analyses of tensors larger than ``BLOCK_BYTES`` read them
+        ``blocks()`` at a time instead (a float64 copy of an embedding can take GBs)."""
         key = (name, side)
-        if key not in self._cache:
-            src, local = self.source(name, side)
-            shape = src.tensor_infos()[local][1]
-            self._cache[key] = np.frombuffer(_core.values(src.model, local), dtype=np.float64).reshape(shape)
-        return self._cache[key]
+        if key in self._cache:
+            self._cache[key] = self._cache.pop(key)  # now the most recent
+            return self._cache[key]
+        src, local = self.source(name, side)
+        shape = src.tensor_infos()[local][1]
+        out = np.frombuffer(_core.values(src.model, local), dtype=np.float64).reshape(shape)
+        self._cache[key] = out
+        while sum(v.nbytes for v in self._cache.values()) > CACHE_BYTES and len(self._cache) > 1:
+            del self._cache[next(iter(self._cache))]
+        return out
+
+    def blocks(self, name: str, side: str, elements: int) -> Iterator[np.ndarray]:
+        """The tensor's elements as float64 in C order, ``elements`` at a time (the last block may
+        be shorter): how analyses read tensors too large for ``values()``."""
+        src, local = self.source(name, side)
+        for raw in _core.value_blocks(src.model, local, max(elements, 1)):
+            yield np.frombuffer(raw, dtype=np.float64)
 
     def scalars(self, side: str) -> Dict[str, Any]:
         out: Dict[str, Any] = {}

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .common import Analysis, Context, Table, safe_div
+from .common import BLOCK_BYTES, Analysis, Context, Table, safe_div
 from .training import NO_STATS
 
 _FLOAT_BITS = {"f64": 64, "f32": 32, "f16": 16, "bf16": 16, "f8_e4m3": 8, "f8_e5m2": 8}
@@ -24,27 +24,40 @@ def _scale_suffix(ctx: Context, side: str) -> str:
     return ctx.metadata(side).get("scale_suffix", ".scale")
 
 
-def _dequantized(ctx: Context, name: str, side: str) -> Optional[np.ndarray]:
-    """q * scale when the file stores ``<name><suffix>`` beside an integer tensor (per tensor, or
-    per output channel when the scale has one value per row)."""
+def _row_scales(ctx: Context, name: str, side: str, rows: int) -> Optional[np.ndarray]:
+    """The scale of each row of an integer tensor, when the file stores ``<name><suffix>`` beside
+    it (one value for the tensor, or one per output channel, i.e. per row)."""
     scale_name = name + _scale_suffix(ctx, side)
     if not ctx.has(scale_name, side):
         return None
-    q, scale = ctx.values(name, side), ctx.values(scale_name, side)
+    scale = ctx.values(scale_name, side).ravel()
     if scale.size == 1:
-        return q * scale.reshape(())
-    if scale.size == q.shape[0]:
-        return q * scale.reshape((-1,) + (1,) * (q.ndim - 1))
-    return None
+        return np.full(rows, scale[0])
+    return scale if scale.size == rows else None
 
 
-def _error(ref: np.ndarray, approx: np.ndarray) -> Dict[str, Optional[float]]:
-    finite = np.isfinite(ref) & np.isfinite(approx)
-    r, d = ref[finite], approx[finite] - ref[finite]
-    e2, r2 = float((d * d).sum()), float((r * r).sum())
+def _error(ctx: Context, name: str, hi: str, lo: str, shape: Tuple[int, ...],
+           scales: Optional[np.ndarray]) -> Dict[str, Optional[float]]:
+    """The error of side ``lo`` (times its row ``scales``, if given) against side ``hi`` over the
+    elements finite on both, read a block of rows at a time."""
+    width = math.prod(shape[1:]) if shape else 1
+    per = max(BLOCK_BYTES // 8 // max(width, 1), 1) * width
+    e2 = r2 = 0.0
+    worst: Optional[float] = None
+    row = 0
+    for ref, approx in zip(ctx.blocks(name, hi, per), ctx.blocks(name, lo, per)):
+        if scales is not None:
+            k = len(approx) // width
+            approx = (approx.reshape(k, width) * scales[row:row + k, None]).ravel()
+            row += k
+        finite = np.isfinite(ref) & np.isfinite(approx)
+        r, d = ref[finite], approx[finite] - ref[finite]
+        e2 += float((d * d).sum())
+        r2 += float((r * r).sum())
+        if d.size:
+            worst = max(worst or 0.0, float(np.abs(d).max()))
     return {"err2": e2, "ref2": r2, "rel_l2_error": math.sqrt(e2 / r2) if r2 else None,
-            "max_abs_error": float(np.abs(d).max()) if d.size else None,
-            "snr_db": _snr(r2, e2)}
+            "max_abs_error": worst, "snr_db": _snr(r2, e2)}
 
 
 def _snr(signal2: float, noise2: float) -> Optional[float]:
@@ -67,14 +80,16 @@ def quantization(ctx: Context) -> Analysis:
     for c in retyped:
         hi, lo = ("a", "b") if _precision(c.a.dtype) >= _precision(c.b.dtype) else ("b", "a")
         lo_dtype = getattr(c, lo).dtype
-        if lo_dtype in _FLOAT_BITS:
-            err = _error(ctx.values(c.name, hi), ctx.values(c.name, lo))
-        else:
-            approx = _dequantized(ctx, c.name, lo)
-            if approx is None:
+        if c.a.shape != c.b.shape:
+            skipped.append(f"{c.name}: shape changed too, {list(c.a.shape)} -> {list(c.b.shape)}")
+            continue
+        scales = None
+        if lo_dtype not in _FLOAT_BITS:
+            scales = _row_scales(ctx, c.name, lo, c.a.shape[0] if c.a.shape else 1)
+            if scales is None:
                 skipped.append(f"{c.name}: {lo_dtype} without a usable '{_scale_suffix(ctx, lo)}' scale tensor")
                 continue
-            err = _error(ctx.values(c.name, hi), approx)
+        err = _error(ctx, c.name, hi, lo, c.a.shape, scales)
         rows.append({"name": c.name, "transition": f"{c.a.dtype}->{c.b.dtype}", **err})
     e2 = sum(r["err2"] for r in rows)
     r2 = sum(r["ref2"] for r in rows)

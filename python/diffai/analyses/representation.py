@@ -10,14 +10,29 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .common import Analysis, Context, Table, families, safe_div
+from .common import BLOCK_BYTES, Analysis, Context, Table, families, safe_div
 from .training import NO_STATS
 
 
-def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+def _row_norms_and_cosines(ctx: Context, name: str, rows: int, width: int) -> Tuple[np.ndarray, ...]:
+    """||a_i||, ||b_i|| and cos(a_i, b_i) for the first ``rows`` rows of a 2-D tensor on both
+    sides, read a block of rows at a time."""
+    dot, na2, nb2 = (np.zeros(rows) for _ in range(3))
+    done = 0
+    per = max(BLOCK_BYTES // 8 // max(width, 1), 1) * width
+    for a, b in zip(ctx.blocks(name, "a", per), ctx.blocks(name, "b", per)):
+        a, b = a.reshape(-1, width), b.reshape(-1, width)
+        n = min(len(a), len(b), rows - done)
+        a, b = a[:n], b[:n]
+        dot[done:done + n] = np.einsum("ij,ij->i", a, b)
+        na2[done:done + n] = np.einsum("ij,ij->i", a, a)
+        nb2[done:done + n] = np.einsum("ij,ij->i", b, b)
+        done += n
+        if done == rows:
+            break
+    na, nb = np.sqrt(na2), np.sqrt(nb2)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (a * b).sum(axis=1) / (na * nb)
+        return na, nb, dot / (na * nb)
 
 
 # --- embeddings -------------------------------------------------------------------------------
@@ -34,17 +49,16 @@ def embedding(ctx: Context) -> Analysis:
     k = ctx.config.top_k
     per_matrix = []
     for c in mats:
-        a, b = ctx.values(c.name, "a"), ctx.values(c.name, "b")
-        n = min(len(a), len(b))
-        drift = 1.0 - _row_cosines(a[:n], b[:n])
-        norm_a, norm_b = np.linalg.norm(a[:n], axis=1), np.linalg.norm(b[:n], axis=1)
+        rows_a, rows_b = c.a.shape[0], c.b.shape[0]
+        norm_a, norm_b, cosine = _row_norms_and_cosines(ctx, c.name, min(rows_a, rows_b), c.a.shape[1])
+        drift = 1.0 - cosine
         with np.errstate(invalid="ignore", divide="ignore"):
             norm_change = np.abs(norm_b - norm_a) / norm_a
         order = np.argsort(-np.nan_to_num(drift, nan=-np.inf), kind="stable")[:k]
         per_matrix.append({
             "name": c.name,
-            "rows_a": len(a), "rows_b": len(b), "rows_added": max(len(b) - len(a), 0),
-            "rows_removed": max(len(a) - len(b), 0),
+            "rows_a": rows_a, "rows_b": rows_b, "rows_added": max(rows_b - rows_a, 0),
+            "rows_removed": max(rows_a - rows_b, 0),
             "drift_mean": float(np.nanmean(drift)), "drift_median": float(np.nanmedian(drift)),
             "drift_p95": float(np.nanpercentile(drift, 95)), "drift_max": float(np.nanmax(drift)),
             "most_drifted_rows": [int(i) for i in order],
@@ -77,13 +91,7 @@ def similarity_matrix(ctx: Context) -> Analysis:
         by_shape.setdefault(c.a.shape, []).append(c.name)
     shape, names = max(by_shape.items(), key=lambda kv: len(kv[1]))
     names = names[: ctx.config.similarity_max_tensors]
-    matrix = None
-    if len(names) > 1:
-        va = np.stack([ctx.values(n, "a").ravel() for n in names])
-        vb = np.stack([ctx.values(n, "b").ravel() for n in names])
-        va = va / np.linalg.norm(va, axis=1, keepdims=True)
-        vb = vb / np.linalg.norm(vb, axis=1, keepdims=True)
-        matrix = (va @ vb.T).tolist()
+    matrix = _cross_cosines(ctx, names) if len(names) > 1 else None
     summary: Dict[str, Any] = {"mean_cosine": float(np.mean(list(cos.values()))), "min_cosine": cos[lowest[0]],
                                "least_similar": lowest}
     if matrix is not None:
@@ -97,6 +105,22 @@ def similarity_matrix(ctx: Context) -> Analysis:
         tables=[Table("Cosine similarity a vs b per tensor (lowest first)", ["tensor", "cosine"],
                       [[n, cos[n]] for n in sorted(cos, key=cos.get)])],
     )
+
+
+def _cross_cosines(ctx: Context, names: List[str]) -> List[List[float]]:
+    """cos(a_i, b_j) for every pair of the named same-shape tensors, the dot products summed a
+    block at a time (one block of each tensor in memory, not all of them as float64)."""
+    per = BLOCK_BYTES // 8 // (2 * len(names))
+    gram = np.zeros((len(names), len(names)))
+    na2, nb2 = np.zeros(len(names)), np.zeros(len(names))
+    readers = [ctx.blocks(n, side, per) for side in ("a", "b") for n in names]
+    for blocks in zip(*readers):
+        va, vb = np.stack(blocks[:len(names)]), np.stack(blocks[len(names):])
+        gram += va @ vb.T
+        na2 += np.einsum("ij,ij->i", va, va)
+        nb2 += np.einsum("ij,ij->i", vb, vb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (gram / np.sqrt(na2)[:, None] / np.sqrt(nb2)[None, :]).tolist()
 
 
 # --- clustering -------------------------------------------------------------------------------
@@ -158,10 +182,10 @@ def clustering_change(ctx: Context) -> Analysis:
         return Analysis.na("ClusteringChange", NO_STATS)
     cfg = ctx.config
     mats = [c for c in ctx.paired if len(c.a.shape) == 2 and c.change.changed_elements > 0 and c.a.shape[0] >= 4]
-    small = [c for c in mats if c.a.shape[0] <= cfg.cluster_max_rows]
+    small = [c for c in mats if c.a.shape[0] <= cfg.cluster_max_rows and c.a.numel * 8 <= BLOCK_BYTES]
     if not small:
         return Analysis.na("ClusteringChange", "no changed 2-D weight with 4.." f"{cfg.cluster_max_rows} rows"
-                                               " (--cluster-max-rows)")
+                                               f" (--cluster-max-rows) and at most {BLOCK_BYTES // 8} values")
     small.sort(key=lambda c: c.change.rel_l2 or 0.0, reverse=True)
     rows = []
     for c in small[: cfg.cluster_max_layers]:
@@ -256,6 +280,17 @@ def _projections(ctx: Context, parts: Dict[str, str], side: str) -> Dict[str, np
     return out
 
 
+def _qk_rel_change(qa: np.ndarray, ka: np.ndarray, qb: np.ndarray, kb: np.ndarray) -> Optional[float]:
+    """||Qb^T Kb - Qa^T Ka|| / ||Qa^T Ka|| (Frobenius) for one head's [head_dim, d_model] rows,
+    from head_dim x head_dim products: ||Q^T K||^2 = sum((Q Q'^T) * (K K'^T)) summed over the
+    pairs, instead of two d_model x d_model matrices per head."""
+    def inner(q1, k1, q2, k2):
+        return float(((q1 @ q2.T) * (k1 @ k2.T)).sum())
+
+    aa, bb, ab = inner(qa, ka, qa, ka), inner(qb, kb, qb, kb), inner(qa, ka, qb, kb)
+    return safe_div(math.sqrt(max(aa + bb - 2 * ab, 0.0)), math.sqrt(aa))
+
+
 def head_table(ctx: Context) -> Tuple[Optional[List[Dict[str, Any]]], str]:
     """Per (layer, head): weight norms in a and b, relative weight change, and the relative change
     of the QK circuit W_Q,h^T W_K,h (the bilinear form that produces the attention logits)."""
@@ -271,28 +306,33 @@ def head_table(ctx: Context) -> Tuple[Optional[List[Dict[str, Any]]], str]:
     rows = []
     for layer, parts in common.items():
         pa, pb = _projections(ctx, parts, "a"), _projections(ctx, parts, "b")
-        if pa["q"].shape != pb["q"].shape:
+        if any(pa[r].shape != pb[r].shape for r in pa):
             continue
         d = pa["q"].shape[0]
         if d % heads:
             return None, f"{layer}: width {d} is not divisible by {heads} heads ({origin})"
         dh = d // heads
+        # Grouped-query attention: fewer key/value heads, each shared by a group of query heads.
+        kv_heads = pa["k"].shape[0] // dh if "k" in pa else heads
+        if not kv_heads or heads % kv_heads or ("k" in pa and pa["k"].shape[0] % dh):
+            return None, f"{layer}: {pa['k'].shape[0]} key rows do not make whole heads of {dh} ({origin})"
         for h in range(heads):
             sl = slice(h * dh, (h + 1) * dh)
+            g = h // (heads // kv_heads)
+            kv = slice(g * dh, (g + 1) * dh)
 
             def blocks(p):
-                out = [p[r][sl] for r in ("q", "k", "v") if r in p]
+                out = [p[r][sl if r == "q" else kv] for r in ("q", "k", "v") if r in p]
                 return out + ([p["o"][:, sl]] if "o" in p else [])
 
             ba, bb = blocks(pa), blocks(pb)
             norm_a = math.sqrt(sum(float((x * x).sum()) for x in ba))
             norm_b = math.sqrt(sum(float((x * x).sum()) for x in bb))
             diff = math.sqrt(sum(float(((y - x) ** 2).sum()) for x, y in zip(ba, bb)))
-            qk_a = pa["q"][sl].T @ pa["k"][sl]
-            qk_b = pb["q"][sl].T @ pb["k"][sl]
+            qa, ka, qb, kb = pa["q"][sl], pa["k"][kv], pb["q"][sl], pb["k"][kv]
             rows.append({"layer": layer, "head": h, "norm_a": norm_a, "norm_b": norm_b,
                          "rel_change": safe_div(diff, norm_a),
-                         "qk_rel_change": safe_div(float(np.linalg.norm(qk_b - qk_a)), float(np.linalg.norm(qk_a)))})
+                         "qk_rel_change": _qk_rel_change(qa, ka, qb, kb)})
     return rows, origin
 
 

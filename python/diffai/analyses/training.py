@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 import re
 from statistics import median
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from .common import Analysis, Context, Table, global_update, is_float, safe_div
+from .common import BLOCK_BYTES, Analysis, Context, Table, global_update, is_float, safe_div
 
 NO_STATS = "only headers were read (--shape-only)"
 NO_PAIRS = "no tensor is present with the same shape in both files"
@@ -90,17 +90,23 @@ _STATE = re.compile(r"^(?P<opt>.*?optimizer)\.state\.(?P<idx>\d+)\.(?P<key>exp_a
 
 
 def adam_state(ctx: Context, side: str) -> Dict[str, Dict[str, Any]]:
-    """Parameter name -> {exp_avg, exp_avg_sq, step, lr, betas.0, betas.1, eps} from a checkpoint's
-    Adam state. State index i is mapped to the i-th model tensor of the file, accepted only where
-    the shapes agree (torch keys the state by position in ``model.parameters()``, not by name)."""
+    """Parameter name -> {exp_avg, exp_avg_sq (the names of those tensors), step, lr, betas.0,
+    betas.1, eps} from a checkpoint's Adam state. State index i is mapped to the i-th model tensor
+    of the file, accepted only where the shapes agree (torch keys the state by position in
+    ``model.parameters()``, not by name)."""
     states: Dict[int, Dict[str, Any]] = {}
+    shapes: Dict[int, Tuple[int, ...]] = {}
     prefix = None
     for c in ctx.optimizer:
         m = _STATE.match(c.name)
         if m and getattr(c, side) is not None:
             prefix = m["opt"]
-            value = ctx.values(c.name, side)
-            states.setdefault(int(m["idx"]), {})[m["key"]] = float(value.reshape(-1)[0]) if m["key"] == "step" else value
+            idx = int(m["idx"])
+            if m["key"] == "step":
+                states.setdefault(idx, {})["step"] = float(ctx.values(c.name, side).reshape(-1)[0])
+            else:
+                states.setdefault(idx, {})[m["key"]] = c.name
+                shapes[idx] = getattr(c, side).shape
     if prefix is None:
         return {}
     scalars = ctx.scalars(side)
@@ -120,7 +126,7 @@ def adam_state(ctx: Context, side: str) -> Dict[str, Dict[str, Any]]:
     for idx, st in sorted(states.items()):
         if "exp_avg" not in st or "exp_avg_sq" not in st:
             continue
-        if idx >= len(params) or getattr(params[idx], side).shape != st["exp_avg"].shape:
+        if idx >= len(params) or getattr(params[idx], side).shape != shapes[idx]:
             return {}  # the order does not line up: refuse to guess
         group = f"{prefix}.param_groups.{group_of.get(idx, 0)}"
         hyper = {k: scalars.get(f"{group}.{k}") for k in ("lr", "betas.0", "betas.1", "eps")}
@@ -128,13 +134,32 @@ def adam_state(ctx: Context, side: str) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def _bias_corrected(st: Dict[str, Any]):
-    """Adam's m_hat, v_hat (bias-corrected with the step count when the file has it)."""
-    m, v, t = st["exp_avg"], st["exp_avg_sq"], st.get("step")
-    b1, b2 = st.get("betas.0"), st.get("betas.1")
-    if t and b1 is not None and b2 is not None:
-        return m / (1 - b1 ** t), v / (1 - b2 ** t), True
-    return m, v, False
+def adam_means(ctx: Context, side: str, st: Dict[str, Any]) -> Dict[str, Any]:
+    """Means over one parameter's Adam moments, read a block at a time: ``v_hat``, ``|m_hat|``,
+    ``|m_hat| / sqrt(v_hat)`` and, with the group's lr, ``step2`` = (lr m_hat / (sqrt(v_hat) +
+    eps))^2, what Adam's next update would be. m_hat, v_hat are bias-corrected with the step
+    count when the file has it (``bias_corrected``)."""
+    def compute() -> Dict[str, Any]:
+        t, b1, b2 = st.get("step"), st.get("betas.0"), st.get("betas.1")
+        corrected = bool(t and b1 is not None and b2 is not None)
+        c1, c2 = (1 - b1 ** t, 1 - b2 ** t) if corrected else (1.0, 1.0)
+        lr, eps = st.get("lr"), st.get("eps") or 0.0
+        sums = dict.fromkeys(("v_hat", "abs_m_hat", "snr", "step2"), 0.0)
+        n = 0
+        for m, v in zip(ctx.blocks(st["exp_avg"], side, BLOCK_BYTES // 16),
+                        ctx.blocks(st["exp_avg_sq"], side, BLOCK_BYTES // 16)):
+            m_hat, v_hat = m / c1, v / c2
+            root = np.sqrt(v_hat)
+            sums["v_hat"] += float(v_hat.sum())
+            sums["abs_m_hat"] += float(np.abs(m_hat).sum())
+            sums["snr"] += float((np.abs(m_hat) / (root + 1e-30)).sum())
+            if lr is not None:
+                sums["step2"] += float(((lr * m_hat / (root + eps)) ** 2).sum())
+            n += len(m)
+        means = {k: v / n if n else math.nan for k, v in sums.items()}
+        return {**means, "step2": means["step2"] if lr is not None else None, "bias_corrected": corrected}
+
+    return ctx.memo(f"adam means {side} {st['exp_avg']}", compute)
 
 
 def gradient(ctx: Context) -> Analysis:
@@ -160,14 +185,14 @@ def gradient(ctx: Context) -> Analysis:
                     [[r["name"], r["update_ratio"], r["changed"]] for r in rows])]
     moments = []
     for name, st in adam_state(ctx, "b").items():
-        m_hat, v_hat, corrected = _bias_corrected(st)
+        means = adam_means(ctx, "b", st)
         moments.append({
             "name": name,
-            "grad_rms": float(np.sqrt(v_hat.mean())),
-            "grad_mean_abs": float(np.abs(m_hat).mean()),
-            "signal_to_noise": float((np.abs(m_hat) / (np.sqrt(v_hat) + 1e-30)).mean()),
+            "grad_rms": math.sqrt(means["v_hat"]),
+            "grad_mean_abs": means["abs_m_hat"],
+            "signal_to_noise": means["snr"],
             "step": st.get("step"),
-            "bias_corrected": corrected,
+            "bias_corrected": means["bias_corrected"],
         })
     if moments:
         summary["adam_grad_rms"] = math.sqrt(sum(m["grad_rms"] ** 2 for m in moments) / len(moments))
@@ -239,15 +264,12 @@ def learning_rate(ctx: Context) -> Analysis:
     for name, st in state_b.items():
         if st.get("lr") is None or name not in by_name:
             continue
-        m_hat, v_hat, _ = _bias_corrected(st)
-        eps = st.get("eps") or 0.0
-        step = st["lr"] * m_hat / (np.sqrt(v_hat) + eps)  # what Adam's next update would be
         c = by_name[name]
         steps = (st.get("step") or 0) - (state_a.get(name, {}).get("step") or 0)
         measured = c.change.l2_diff / math.sqrt(c.a.numel)
         rows.append({
             "name": name,
-            "effective_step_rms": float(np.sqrt((step ** 2).mean())),
+            "effective_step_rms": math.sqrt(adam_means(ctx, "b", st)["step2"]),
             "measured_update_rms": measured,
             "optimizer_steps": steps if name in state_a else None,
             "measured_per_step_rms": measured / steps if name in state_a and steps > 0 else None,

@@ -1387,13 +1387,26 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
     )
 }
 
-/// All elements as f64 in logical C order (for analyses that need the values of small tensors).
-pub fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
+/// Elements [start, start + count) (to the end when `count` is None) as f64, in logical C order:
+/// for analyses that need values, a block at a time on large tensors.
+pub fn to_f64(t: &Tensor, start: usize, count: Option<usize>) -> Result<Vec<f64>> {
     let v = View::new(t)?;
-    let mut out = vec![0f64; v.numel];
+    let end = match count {
+        None => Some(v.numel),
+        Some(n) => start.checked_add(n),
+    };
+    let end = end.filter(|&e| start <= e && e <= v.numel).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{}: elements {start}..{} are outside its {} elements",
+            t.name,
+            end.map_or("overflow".into(), |e| e.to_string()),
+            v.numel
+        ))
+    })?;
+    let mut out = vec![0f64; end - start];
     out.par_chunks_mut(CHUNK)
         .enumerate()
-        .for_each(|(c, o)| v.decode(c * CHUNK, o));
+        .for_each(|(c, o)| v.decode(start + c * CHUNK, o));
     Ok(out)
 }
 

@@ -528,13 +528,75 @@ fn histogram(
     })
 }
 
-/// A tensor's elements as little-endian f64 bytes in C order (for `numpy.frombuffer`).
+/// A tensor's elements (or `count` of them from `start`) as native f64 bytes in C order, for
+/// `numpy.frombuffer`.
 #[pyfunction]
-fn values<'py>(py: Python<'py>, model: &Model, name: &str) -> PyResult<Bound<'py, PyBytes>> {
+#[pyo3(signature = (model, name, start=0, count=None))]
+fn values<'py>(
+    py: Python<'py>,
+    model: &Model,
+    name: &str,
+    start: usize,
+    count: Option<usize>,
+) -> PyResult<Bound<'py, PyBytes>> {
     let t = model.tensor(name)?;
-    let vals = run(py, 0, None, move |_| stats::to_f64(&t))?;
-    let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
-    Ok(PyBytes::new(py, &bytes))
+    let vals = run(py, 0, None, move |_| stats::to_f64(&t, start, count))?;
+    f64_bytes(py, &vals)
+}
+
+fn f64_bytes<'py>(py: Python<'py>, vals: &[f64]) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, vals.len() * 8, |out| {
+        for (o, v) in out.chunks_exact_mut(8).zip(vals) {
+            o.copy_from_slice(&v.to_ne_bytes());
+        }
+        Ok(())
+    })
+}
+
+/// A tensor's elements as f64, `block` at a time (native bytes, C order): what analyses of
+/// large tensors read, so that memory holds one block, not a float64 copy of the tensor. A
+/// compressed tensor is inflated once, here, not once per block.
+#[pyclass(module = "diffai._core")]
+struct ValueBlocks {
+    tensor: Tensor,
+    next: usize,
+    block: usize,
+}
+
+#[pymethods]
+impl ValueBlocks {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let numel = self.tensor.numel();
+        if self.next >= numel {
+            return Ok(None);
+        }
+        let (t, start, count) = (self.tensor.clone(), self.next, self.block.min(numel - self.next));
+        let vals = run(py, 0, None, move |_| stats::to_f64(&t, start, Some(count)))?;
+        self.next += count;
+        f64_bytes(py, &vals).map(Some)
+    }
+}
+
+#[pyfunction]
+fn value_blocks(py: Python<'_>, model: &Model, name: &str, block: usize) -> PyResult<ValueBlocks> {
+    if block == 0 {
+        return Err(DiffaiError::new_err("block must be at least one element"));
+    }
+    let mut tensor = model.tensor(name)?;
+    if tensor.storage.resident().is_none() {
+        let t = tensor.clone();
+        let bytes = run(py, 0, None, move |_| Ok(t.storage.load()?.into_owned()))?;
+        tensor.storage = Storage::from_vec(bytes);
+    }
+    Ok(ValueBlocks {
+        tensor,
+        next: 0,
+        block,
+    })
 }
 
 #[pymodule]
@@ -553,5 +615,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pair_stats, m)?)?;
     m.add_function(wrap_pyfunction!(histogram, m)?)?;
     m.add_function(wrap_pyfunction!(values, m)?)?;
+    m.add_function(wrap_pyfunction!(value_blocks, m)?)?;
+    m.add_class::<ValueBlocks>()?;
     Ok(())
 }
