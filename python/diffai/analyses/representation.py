@@ -10,26 +10,17 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .. import _core
 from .common import BLOCK_BYTES, Analysis, Context, Table, families, safe_div
 from .training import NO_STATS
 
 
 def _row_norms_and_cosines(ctx: Context, name: str, rows: int, width: int) -> Tuple[np.ndarray, ...]:
     """||a_i||, ||b_i|| and cos(a_i, b_i) for the first ``rows`` rows of a 2-D tensor on both
-    sides, read a block of rows at a time."""
-    dot, na2, nb2 = (np.zeros(rows) for _ in range(3))
-    done = 0
-    per = max(BLOCK_BYTES // 8 // max(width, 1), 1) * width
-    for a, b in zip(ctx.blocks(name, "a", per), ctx.blocks(name, "b", per)):
-        a, b = a.reshape(-1, width), b.reshape(-1, width)
-        n = min(len(a), len(b), rows - done)
-        a, b = a[:n], b[:n]
-        dot[done:done + n] = np.einsum("ij,ij->i", a, b)
-        na2[done:done + n] = np.einsum("ij,ij->i", a, a)
-        nb2[done:done + n] = np.einsum("ij,ij->i", b, b)
-        done += n
-        if done == rows:
-            break
+    sides (summed by the core, row by row: no float64 copy of either matrix)."""
+    (src_a, name_a), (src_b, name_b) = ctx.source(name, "a"), ctx.source(name, "b")
+    raw = _core.row_products(src_a.model, name_a, src_b.model, name_b, rows, width)
+    dot, na2, nb2 = np.frombuffer(raw, dtype=np.float64).reshape(rows, 3).T
     na, nb = np.sqrt(na2), np.sqrt(nb2)
     with np.errstate(invalid="ignore", divide="ignore"):
         return na, nb, dot / (na * nb)

@@ -1387,6 +1387,52 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
     )
 }
 
+/// For each of the first `rows` rows of two tensors read as [_, width] in C order: a.b, a.a and
+/// b.b over the row (the embedding analysis: each row's cosine and norms, without a float64
+/// copy of either matrix).
+pub fn row_products(
+    a: &Tensor,
+    b: &Tensor,
+    rows: usize,
+    width: usize,
+    ctl: &Control,
+) -> Result<Vec<[f64; 3]>> {
+    let (va, vb) = (View::new(a)?, View::new(b)?);
+    let need = rows.saturating_mul(width);
+    if need > va.numel || need > vb.numel {
+        return Err(Error::Invalid(format!(
+            "{} rows of {width} exceed {} ({} elements) or {} ({} elements)",
+            rows, a.name, va.numel, b.name, vb.numel
+        )));
+    }
+    let per_task = (CHUNK / width.max(1)).max(1);
+    let mut out = vec![[0f64; 3]; rows];
+    out.par_chunks_mut(per_task)
+        .enumerate()
+        .try_for_each(|(task, sums)| {
+            ctl.check()?;
+            let (mut x, mut y) = (vec![0f64; BLOCK], vec![0f64; BLOCK]);
+            for (r, s) in sums.iter_mut().enumerate() {
+                let row = (task * per_task + r) * width;
+                let mut i = 0;
+                while i < width {
+                    let n = BLOCK.min(width - i);
+                    va.decode(row + i, &mut x[..n]);
+                    vb.decode(row + i, &mut y[..n]);
+                    for (p, q) in x[..n].iter().zip(&y[..n]) {
+                        s[0] += p * q;
+                        s[1] += p * p;
+                        s[2] += q * q;
+                    }
+                    i += n;
+                }
+            }
+            ctl.advance(sums.len() * width * (a.dtype.size() + b.dtype.size()));
+            Ok(())
+        })?;
+    Ok(out)
+}
+
 /// Elements [start, start + count) (to the end when `count` is None) as f64, in logical C order:
 /// for analyses that need values, a block at a time on large tensors.
 pub fn to_f64(t: &Tensor, start: usize, count: Option<usize>) -> Result<Vec<f64>> {
@@ -1457,6 +1503,16 @@ mod tests {
                 .filter(|v| v.is_finite())
                 .fold(f64::MIN, f64::max)
         );
+    }
+
+    #[test]
+    fn row_products_over_the_first_rows() {
+        let a = f32_tensor(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        let b = f32_tensor(&[2.0, 0.0, -1.0, 1.0, 1.0, 1.0]);
+        let ctl = Control::default();
+        let got = row_products(&a, &b, 2, 3, &ctl).unwrap();
+        assert_eq!(got, [[-1.0, 14.0, 5.0], [15.0, 77.0, 3.0]]);
+        assert!(row_products(&a, &b, 3, 3, &ctl).is_err()); // b has two rows
     }
 
     #[test]

@@ -553,6 +553,23 @@ fn f64_bytes<'py>(py: Python<'py>, vals: &[f64]) -> PyResult<Bound<'py, PyBytes>
     })
 }
 
+/// For each of the first `rows` rows of a's tensor `name_a` and b's `name_b`, read as
+/// [_, width]: a.b, a.a and b.b, as native f64 bytes (3 per row).
+#[pyfunction]
+fn row_products<'py>(
+    py: Python<'py>,
+    a: &Model,
+    name_a: &str,
+    b: &Model,
+    name_b: &str,
+    rows: usize,
+    width: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let (ta, tb) = (a.tensor(name_a)?, b.tensor(name_b)?);
+    let sums = run(py, 0, None, move |ctl| stats::row_products(&ta, &tb, rows, width, ctl))?;
+    f64_bytes(py, sums.as_flattened())
+}
+
 /// A tensor's elements as f64, `block` at a time (native bytes, C order): what analyses of
 /// large tensors read, so that memory holds one block, not a float64 copy of the tensor. A
 /// compressed tensor is inflated once, here, not once per block.
@@ -616,6 +633,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(histogram, m)?)?;
     m.add_function(wrap_pyfunction!(values, m)?)?;
     m.add_function(wrap_pyfunction!(value_blocks, m)?)?;
+    m.add_function(wrap_pyfunction!(row_products, m)?)?;
     m.add_class::<ValueBlocks>()?;
     Ok(())
 }
