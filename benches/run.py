@@ -50,7 +50,7 @@ ROOT = HERE.parent
 GEN_VERSION = 2
 READ_WINDOW = 64 << 20
 GB = 1e9  # throughput unit: 10^9 bytes per second
-ALL_CASES = ["f32", "bf16", "pt", "legacy", "npz", "small", "inspect", "threads", "scaling"]
+ALL_CASES = ["f32", "bf16", "pt", "legacy", "npz", "small", "inspect", "cli", "threads", "scaling"]
 
 
 # =============================================================================================
@@ -112,6 +112,7 @@ class _Task:
 
         if kind.startswith("diffai"):
             import diffai  # noqa: F401
+            import diffai.cli  # noqa: F401
         if "torch" in kind or self.spec.get("needs_torch"):
             import torch  # noqa: F401
         if "safetensors" in kind:
@@ -127,6 +128,22 @@ class _Task:
         r = diffai.diff(a, b, threads=threads)
         mad = [c.change.max_abs_diff for c in r.comparisons if c.change is not None and c.change.max_abs_diff is not None]
         return {"tensors": len(r.comparisons), "max_abs_diff": max(mad) if mad else None, "records": len(r.records)}
+
+    def _diffai_cli(self, a, b):
+        """The command line as a user first runs it: every analysis that applies, text output
+        (to /dev/null)."""
+        import contextlib
+        from diffai.cli import main
+
+        with open(os.devnull, "w") as out, contextlib.redirect_stdout(out):
+            try:
+                main([a, b])
+                code = 0
+            except SystemExit as e:
+                code = e.code
+        if code:
+            raise RuntimeError(f"diffai exited with {code}")
+        return {"exit_code": code}
 
     def _diffai_inspect(self, a, threads):
         import diffai
@@ -852,6 +869,15 @@ class Bench:
         if self.has_torch:
             self.run("inspect", "torch (safetensors)", "torch_safetensors", {"a": str(p[0])}, ib,
                      repeats=self.args.baseline_repeats, needs_torch=True)
+
+    def case_cli(self):
+        """`diffai a b` on the bf16 pair: the diff plus every analysis that applies (embedding
+        rows, similarity matrix, ...), which read values a block at a time."""
+        p = self.st_pair("BF16", self.size)
+        self.log(f"[cli] diffai {p[0].name} {p[1].name}")
+        self.warm(p)
+        self.run("cli", "diffai a b (all analyses, text)", "diffai_cli", {"a": str(p[0]), "b": str(p[1])},
+                 self.input_bytes(p), threads=self.nthreads)
 
     def case_threads(self):
         for dtype in ("F32", "BF16"):
