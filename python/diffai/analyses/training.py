@@ -95,7 +95,7 @@ def adam_state(ctx: Context, side: str) -> Dict[str, Dict[str, Any]]:
     of the file, accepted only where the shapes agree (torch keys the state by position in
     ``model.parameters()``, not by name)."""
     states: Dict[int, Dict[str, Any]] = {}
-    shapes: Dict[int, Tuple[int, ...]] = {}
+    shapes: Dict[Tuple[int, str], Tuple[int, ...]] = {}
     prefix = None
     for c in ctx.optimizer:
         m = _STATE.match(c.name)
@@ -106,7 +106,7 @@ def adam_state(ctx: Context, side: str) -> Dict[str, Dict[str, Any]]:
                 states.setdefault(idx, {})["step"] = float(ctx.values(c.name, side).reshape(-1)[0])
             else:
                 states.setdefault(idx, {})[m["key"]] = c.name
-                shapes[idx] = getattr(c, side).shape
+                shapes[idx, m["key"]] = getattr(c, side).shape
     if prefix is None:
         return {}
     scalars = ctx.scalars(side)
@@ -126,7 +126,8 @@ def adam_state(ctx: Context, side: str) -> Dict[str, Dict[str, Any]]:
     for idx, st in sorted(states.items()):
         if "exp_avg" not in st or "exp_avg_sq" not in st:
             continue
-        if idx >= len(params) or getattr(params[idx], side).shape != shapes[idx]:
+        want = getattr(params[idx], side).shape if idx < len(params) else None
+        if want is None or shapes[idx, "exp_avg"] != want or shapes[idx, "exp_avg_sq"] != want:
             return {}  # the order does not line up: refuse to guess
         group = f"{prefix}.param_groups.{group_of.get(idx, 0)}"
         hyper = {k: scalars.get(f"{group}.{k}") for k in ("lr", "betas.0", "betas.1", "eps")}
