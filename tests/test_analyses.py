@@ -270,19 +270,22 @@ def test_series_cli_glob_and_json(capsys):
 
 
 def test_analyses_read_tensors_block_by_block_with_the_same_numbers(monkeypatch):
-    """Quantization error and the similarity matrix are summed a block at a time (float64 copies
-    of large tensors would take GBs): with blocks of 25 values every tensor spans many blocks,
+    """Quantization error, the similarity matrix and a series' inner products are summed a block
+    at a time (float64 copies of large tensors would take GBs): with blocks of 25 values every tensor spans many blocks,
     and the numbers match one-block runs and numpy."""
-    from diffai.analyses import quantization, representation
+    from diffai.analyses import quantization, representation, trajectory
 
     cases = [("base.safetensors", "int8.safetensors", "quantization-analysis", "QuantizationAnalysis"),
              ("base.safetensors", "head_finetune.safetensors", "similarity-matrix", "SimilarityMatrix")]
 
+    series = [AN / "adam_series" / f"ckpt_{i}.pt" for i in range(1, 5)]
+
     def outputs():
-        return [json.loads(json.dumps(_run(a, b, [flag])[1][name].to_json())) for a, b, flag, name in cases]
+        return ([json.loads(json.dumps(_run(a, b, [flag])[1][name].to_json())) for a, b, flag, name in cases]
+                + [json.loads(json.dumps(a.to_json())) for a in diff_series(series, None, None).trajectory])
 
     whole = outputs()
-    for module in (quantization, representation):
+    for module in (quantization, representation, trajectory):
         monkeypatch.setattr(module, "BLOCK_BYTES", 200)
     assert _close(outputs(), whole)
     sim = whole[1]["SimilarityMatrix"]["matrix"]

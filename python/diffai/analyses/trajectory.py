@@ -10,10 +10,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .. import _core
 from ..output import json_records, to_text
 from ..records import json_safe
-from .common import Analysis, AnalysisConfig, Context, Table, fmt, ranked_groups, safe_div
+from .common import BLOCK_BYTES, Analysis, AnalysisConfig, Context, Table, fmt, ranked_groups, safe_div
 
 TRAJECTORY_FLAGS = {"learning-progress", "convergence-analysis", "gradient-analysis"}
 
@@ -113,20 +112,19 @@ def _common_names(contexts: List[Context]) -> List[str]:
 def _gram(contexts: List[Context], names: List[str]):
     """(G, U): G[i,j] = <w_i, w_j> between checkpoints and U[i,j] = <u_i, u_j> between updates
     u_i = w_{i+1} - w_i, over ``names`` at positions finite in every checkpoint. Updates are
-    subtracted per tensor (not expanded from G) so small updates keep their precision; one tensor
-    at a time is read, so memory stays at one tensor times the number of checkpoints."""
+    subtracted per tensor (not expanded from G) so small updates keep their precision; a block of
+    one tensor at a time is read, so memory stays at one block times the number of checkpoints."""
     n = len(contexts) + 1
     gram, upd = np.zeros((n, n)), np.zeros((n - 1, n - 1))
+    per = BLOCK_BYTES // 8 // n
     for name in names:
-        vals = []
-        for i, ctx in enumerate([contexts[0]] + contexts):
-            src, local = ctx.source(name, "a" if i == 0 else "b")
-            vals.append(np.frombuffer(_core.values(src.model, local), dtype=np.float64))
-        finite = np.logical_and.reduce([np.isfinite(v) for v in vals])
-        w = np.stack([v[finite] for v in vals])
-        u = np.diff(w, axis=0)
-        gram += w @ w.T
-        upd += u @ u.T
+        readers = [ctx.blocks(name, "a" if i == 0 else "b", per) for i, ctx in enumerate([contexts[0]] + contexts)]
+        for vals in zip(*readers):  # the same positions of every checkpoint
+            finite = np.logical_and.reduce([np.isfinite(v) for v in vals])
+            w = np.stack([v[finite] for v in vals])
+            u = np.diff(w, axis=0)
+            gram += w @ w.T
+            upd += u @ u.T
     return gram, upd
 
 
