@@ -306,19 +306,31 @@ def _close(got, want) -> bool:
     return got == want
 
 
-def test_grouped_query_attention_heads():
+@pytest.mark.parametrize("block_bytes", [None, 64])
+def test_grouped_query_attention_heads(monkeypatch, block_bytes):
     """4 query heads sharing 2 key/value heads (Llama-style GQA): each head's QK circuit change
-    matches the d_model x d_model matrices computed directly."""
+    matches the d_model x d_model matrices computed directly, and its weight norms the direct
+    slices, also when W_O is read one row at a time."""
+    from diffai.analyses import representation
+
+    if block_bytes:
+        monkeypatch.setattr(representation, "BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(3)
     d, heads, dh = 16, 4, 4
     shapes = {"q": (d, d), "k": (2 * dh, d), "v": (2 * dh, d), "o": (d, d)}
     a = {f"layers.0.self_attn.{r}_proj.weight": rng.standard_normal(s) for r, s in shapes.items()}
-    b = {k: v + 0.01 * rng.standard_normal(v.shape) * (k.endswith("k_proj.weight")) for k, v in a.items()}
+    b = {k: v + 0.01 * rng.standard_normal(v.shape) for k, v in a.items()}
     result = diffai.diff(a, b)
     run_analyses(result, ["head-importance"], AnalysisConfig(num_heads=heads))
     rows = sorted(result.analyses[0].details["heads"], key=lambda r: r["head"])
     q = lambda m, h: m["layers.0.self_attn.q_proj.weight"][h * dh:(h + 1) * dh]  # noqa: E731
     k = lambda m, h: m["layers.0.self_attn.k_proj.weight"][(h // 2) * dh:(h // 2 + 1) * dh]  # noqa: E731
+    v = lambda m, h: m["layers.0.self_attn.v_proj.weight"][(h // 2) * dh:(h // 2 + 1) * dh]  # noqa: E731
+    o = lambda m, h: m["layers.0.self_attn.o_proj.weight"][:, h * dh:(h + 1) * dh]  # noqa: E731
     for h in range(heads):
         qk_a, qk_b = q(a, h).T @ k(a, h), q(b, h).T @ k(b, h)
         assert rows[h]["qk_rel_change"] == pytest.approx(np.linalg.norm(qk_b - qk_a) / np.linalg.norm(qk_a), rel=1e-9)
+        norm = lambda m: math.sqrt(sum((f(m, h) ** 2).sum() for f in (q, k, v, o)))  # noqa: E731
+        assert (rows[h]["norm_a"], rows[h]["norm_b"]) == (pytest.approx(norm(a), rel=1e-12), pytest.approx(norm(b), rel=1e-12))
+        diff = math.sqrt(sum(((f(b, h) - f(a, h)) ** 2).sum() for f in (q, k, v, o)))
+        assert rows[h]["rel_change"] == pytest.approx(diff / norm(a), rel=1e-9)

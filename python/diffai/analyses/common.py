@@ -230,6 +230,17 @@ class Context:
             del self._cache[next(iter(self._cache))]
         return out
 
+    def shape(self, name: str, side: str) -> Tuple[int, ...]:
+        src, local = self.source(name, side)
+        return src.tensor_infos()[local][1]
+
+    def rows(self, name: str, side: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of a tensor, as float64 [rows, the rest flattened] (not cached)."""
+        src, local = self.source(name, side)
+        width = math.prod(src.tensor_infos()[local][1][1:])
+        raw = _core.values(src.model, local, start * width, (stop - start) * width)
+        return np.frombuffer(raw, dtype=np.float64).reshape(stop - start, width)
+
     def blocks(self, name: str, side: str, elements: int) -> Iterator[np.ndarray]:
         """The tensor's elements as float64 in C order, ``elements`` at a time (the last block may
         be shorter): how analyses read tensors too large for ``values()``."""

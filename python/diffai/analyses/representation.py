@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -256,19 +256,53 @@ def head_count(ctx: Context) -> Tuple[Optional[int], str]:
     return None, "no head count: give --num-heads, or put a config.json (num_attention_heads) beside the file"
 
 
-def _projections(ctx: Context, parts: Dict[str, str], side: str) -> Dict[str, np.ndarray]:
-    """q, k, v as [out, in] and o as [d_model, d_model] (torch Linear layout)."""
-    if "qkv" in parts:
-        w = ctx.values(parts["qkv"], side)
-        if w.shape[0] != 3 * w.shape[1]:
-            w = w.T  # GPT-2 Conv1D stores [in, 3*out]
-        d = w.shape[0] // 3
-        out = {"q": w[:d], "k": w[d:2 * d], "v": w[2 * d:]}
-    else:
-        out = {r: ctx.values(parts[r], side) for r in ("q", "k", "v") if r in parts}
-    if "o" in parts:
-        out["o"] = ctx.values(parts["o"], side)
-    return out
+class _Projections:
+    """One side's q, k, v ([out, in]) and o ([d_model, d_model]) of a layer, torch Linear layout.
+    Separate tensors are read a head's rows at a time (and W_O's columns, per head, in one pass of
+    row blocks), so a layer of a large model is never held whole as float64; a fused qkv tensor
+    (a GPT-2 Conv1D one is stored transposed) is read whole."""
+
+    def __init__(self, ctx: Context, parts: Dict[str, str], side: str) -> None:
+        self.ctx, self.parts, self.side = ctx, parts, side
+        self.whole: Optional[Dict[str, np.ndarray]] = None
+        if "qkv" in parts:
+            w = ctx.values(parts["qkv"], side)
+            if w.shape[0] != 3 * w.shape[1]:
+                w = w.T  # GPT-2 Conv1D stores [in, 3*out]
+            d = w.shape[0] // 3
+            self.whole = {"q": w[:d], "k": w[d:2 * d], "v": w[2 * d:]}
+            if "o" in parts:
+                self.whole["o"] = ctx.values(parts["o"], side)
+
+    def roles(self) -> List[str]:
+        return list(self.whole) if self.whole is not None else [r for r in ("q", "k", "v", "o") if r in self.parts]
+
+    def shape(self, role: str) -> Tuple[int, ...]:
+        return self.whole[role].shape if self.whole is not None else self.ctx.shape(self.parts[role], self.side)
+
+    def rows(self, role: str, rows: slice) -> np.ndarray:
+        if self.whole is not None:
+            return self.whole[role][rows]
+        return self.ctx.rows(self.parts[role], self.side, rows.start, rows.stop)
+
+    def o_blocks(self) -> Iterator[np.ndarray]:
+        """W_O as blocks of whole rows."""
+        if self.whole is not None:
+            yield self.whole["o"]
+            return
+        width = self.shape("o")[1]
+        for block in self.ctx.blocks(self.parts["o"], self.side, max(BLOCK_BYTES // 8 // width, 1) * width):
+            yield block.reshape(-1, width)
+
+
+def _o_head_sums(pa: _Projections, pb: _Projections, heads: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per head h: the sums of squares of W_O[:, h's columns] in a and in b, and of their
+    difference."""
+    sums = np.zeros((3, heads))
+    for oa, ob in zip(pa.o_blocks(), pb.o_blocks()):
+        oa, ob = oa.reshape(len(oa), heads, -1), ob.reshape(len(ob), heads, -1)
+        sums += [(oa * oa).sum(axis=(0, 2)), (ob * ob).sum(axis=(0, 2)), ((ob - oa) ** 2).sum(axis=(0, 2))]
+    return sums[0], sums[1], sums[2]
 
 
 def _qk_rel_change(qa: np.ndarray, ka: np.ndarray, qb: np.ndarray, kb: np.ndarray) -> Optional[float]:
@@ -284,7 +318,12 @@ def _qk_rel_change(qa: np.ndarray, ka: np.ndarray, qb: np.ndarray, kb: np.ndarra
 
 def head_table(ctx: Context) -> Tuple[Optional[List[Dict[str, Any]]], str]:
     """Per (layer, head): weight norms in a and b, relative weight change, and the relative change
-    of the QK circuit W_Q,h^T W_K,h (the bilinear form that produces the attention logits)."""
+    of the QK circuit W_Q,h^T W_K,h (the bilinear form that produces the attention logits).
+    Three analyses report it: computed once."""
+    return ctx.memo("head table", lambda: _head_table(ctx))
+
+
+def _head_table(ctx: Context) -> Tuple[Optional[List[Dict[str, Any]]], str]:
     if not ctx.has_stats:
         return None, NO_STATS
     layers = attention_layers(ctx, "a")
@@ -296,34 +335,31 @@ def head_table(ctx: Context) -> Tuple[Optional[List[Dict[str, Any]]], str]:
         return None, origin
     rows = []
     for layer, parts in common.items():
-        pa, pb = _projections(ctx, parts, "a"), _projections(ctx, parts, "b")
-        if any(pa[r].shape != pb[r].shape for r in pa):
+        pa, pb = _Projections(ctx, parts, "a"), _Projections(ctx, parts, "b")
+        if any(pa.shape(r) != pb.shape(r) for r in pa.roles()):
             continue
-        d = pa["q"].shape[0]
+        d = pa.shape("q")[0]
         if d % heads:
             return None, f"{layer}: width {d} is not divisible by {heads} heads ({origin})"
         dh = d // heads
         # Grouped-query attention: fewer key/value heads, each shared by a group of query heads.
-        kv_heads = pa["k"].shape[0] // dh if "k" in pa else heads
-        if not kv_heads or heads % kv_heads or ("k" in pa and pa["k"].shape[0] % dh):
-            return None, f"{layer}: {pa['k'].shape[0]} key rows do not make whole heads of {dh} ({origin})"
+        key_rows = pa.shape("k")[0]
+        kv_heads = key_rows // dh
+        if not kv_heads or heads % kv_heads or key_rows % dh:
+            return None, f"{layer}: {key_rows} key rows do not make whole heads of {dh} ({origin})"
+        o_a2, o_b2, o_d2 = _o_head_sums(pa, pb, heads) if "o" in pa.roles() else np.zeros((3, heads))
         for h in range(heads):
             sl = slice(h * dh, (h + 1) * dh)
             g = h // (heads // kv_heads)
             kv = slice(g * dh, (g + 1) * dh)
-
-            def blocks(p):
-                out = [p[r][sl if r == "q" else kv] for r in ("q", "k", "v") if r in p]
-                return out + ([p["o"][:, sl]] if "o" in p else [])
-
-            ba, bb = blocks(pa), blocks(pb)
-            norm_a = math.sqrt(sum(float((x * x).sum()) for x in ba))
-            norm_b = math.sqrt(sum(float((x * x).sum()) for x in bb))
-            diff = math.sqrt(sum(float(((y - x) ** 2).sum()) for x, y in zip(ba, bb)))
-            qa, ka, qb, kb = pa["q"][sl], pa["k"][kv], pb["q"][sl], pb["k"][kv]
+            qkv = [(r, sl if r == "q" else kv) for r in ("q", "k", "v") if r in pa.roles()]
+            ba, bb = [pa.rows(r, x) for r, x in qkv], [pb.rows(r, x) for r, x in qkv]
+            norm_a = math.sqrt(sum(float((x * x).sum()) for x in ba) + o_a2[h])
+            norm_b = math.sqrt(sum(float((x * x).sum()) for x in bb) + o_b2[h])
+            diff = math.sqrt(sum(float(((y - x) ** 2).sum()) for x, y in zip(ba, bb)) + o_d2[h])
             rows.append({"layer": layer, "head": h, "norm_a": norm_a, "norm_b": norm_b,
                          "rel_change": safe_div(diff, norm_a),
-                         "qk_rel_change": _qk_rel_change(qa, ka, qb, kb)})
+                         "qk_rel_change": _qk_rel_change(ba[0], ba[1], bb[0], bb[1])})
     return rows, origin
 
 
