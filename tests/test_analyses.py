@@ -273,7 +273,7 @@ def test_analyses_read_tensors_block_by_block_with_the_same_numbers(monkeypatch)
     """Quantization error, the similarity matrix and a series' inner products are summed a block
     at a time (float64 copies of large tensors would take GBs): with blocks of 25 values every tensor spans many blocks,
     and the numbers match one-block runs and numpy."""
-    from diffai.analyses import quantization, representation, trajectory
+    from diffai.analyses import common
 
     cases = [("base.safetensors", "int8.safetensors", "quantization-analysis", "QuantizationAnalysis"),
              ("base.safetensors", "head_finetune.safetensors", "similarity-matrix", "SimilarityMatrix")]
@@ -285,8 +285,7 @@ def test_analyses_read_tensors_block_by_block_with_the_same_numbers(monkeypatch)
                 + [json.loads(json.dumps(a.to_json())) for a in diff_series(series, None, None).trajectory])
 
     whole = outputs()
-    for module in (quantization, representation, trajectory):
-        monkeypatch.setattr(module, "BLOCK_BYTES", 200)
+    monkeypatch.setattr(common, "BLOCK_BYTES", 200)
     assert _close(outputs(), whole)
     sim = whole[1]["SimilarityMatrix"]["matrix"]
     a, b = read_safetensors_f64(AN / "base.safetensors"), read_safetensors_f64(AN / "head_finetune.safetensors")
@@ -311,10 +310,10 @@ def test_grouped_query_attention_heads(monkeypatch, block_bytes):
     """4 query heads sharing 2 key/value heads (Llama-style GQA): each head's QK circuit change
     matches the d_model x d_model matrices computed directly, and its weight norms the direct
     slices, also when W_O is read one row at a time."""
-    from diffai.analyses import representation
+    from diffai.analyses import common
 
     if block_bytes:
-        monkeypatch.setattr(representation, "BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(common, "BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(3)
     d, heads, dh = 16, 4, 4
     shapes = {"q": (d, d), "k": (2 * dh, d), "v": (2 * dh, d), "o": (d, d)}

@@ -170,8 +170,7 @@ def _yaml_block(v: Any, pad: str) -> Iterator[str]:
 def _pyyaml(value: Any, flow: bool = False) -> str:
     """Through libyaml when PyYAML has it (the pure-Python emitter is ~10x slower); libyaml cannot
     encode a name that is not valid UTF-8 (a file name's lone surrogate), PyYAML escapes it."""
-    options = dict(sort_keys=False, allow_unicode=True, default_flow_style=True if flow else False,
-                   width=1 << 30 if flow else 80)
+    options = dict(sort_keys=False, allow_unicode=True, default_flow_style=flow, width=1 << 30 if flow else 80)
     try:
         return yaml.dump(value, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), **options)
     except UnicodeEncodeError:

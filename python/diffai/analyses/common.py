@@ -241,12 +241,23 @@ class Context:
         raw = _core.values(src.model, local, start * width, (stop - start) * width)
         return np.frombuffer(raw, dtype=np.float64).reshape(stop - start, width)
 
-    def blocks(self, name: str, side: str, elements: int) -> Iterator[np.ndarray]:
-        """The tensor's elements as float64 in C order, ``elements`` at a time (the last block may
-        be shorter): how analyses read tensors too large for ``values()``."""
+    def blocks(self, name: str, side: str, readers: int = 1) -> Iterator[np.ndarray]:
+        """The tensor's elements as float64 in C order, ``BLOCK_BYTES / readers`` at a time (for
+        reading that many tensors in step; the last block may be shorter): how analyses read
+        tensors too large for ``values()``. Tensors of as many elements give aligned blocks."""
         src, local = self.source(name, side)
-        for raw in _core.value_blocks(src.model, local, max(elements, 1)):
+        for raw in _core.value_blocks(src.model, local, max(BLOCK_BYTES // 8 // readers, 1)):
             yield np.frombuffer(raw, dtype=np.float64)
+
+    def row_blocks(self, name: str, side: str) -> Iterator[np.ndarray]:
+        """The tensor as float64 blocks of whole rows, [rows, rest flattened], about
+        ``BLOCK_BYTES`` each (at least one row)."""
+        src, local = self.source(name, side)
+        shape = src.tensor_infos()[local][1]
+        width = math.prod(shape[1:]) if shape else 1
+        per = max(BLOCK_BYTES // 8 // max(width, 1), 1) * width
+        for raw in _core.value_blocks(src.model, local, max(per, 1)):
+            yield np.frombuffer(raw, dtype=np.float64).reshape(-1, width)
 
     def scalars(self, side: str) -> Dict[str, Any]:
         out: Dict[str, Any] = {}

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .common import BLOCK_BYTES, Analysis, Context, Table, safe_div
+from .common import Analysis, Context, Table, safe_div
 from .training import NO_STATS
 
 _FLOAT_BITS = {"f64": 64, "f32": 32, "f16": 16, "bf16": 16, "f8_e4m3": 8, "f8_e5m2": 8}
@@ -36,20 +36,16 @@ def _row_scales(ctx: Context, name: str, side: str, rows: int) -> Optional[np.nd
     return scale if scale.size == rows else None
 
 
-def _error(ctx: Context, name: str, hi: str, lo: str, shape: Tuple[int, ...],
-           scales: Optional[np.ndarray]) -> Dict[str, Optional[float]]:
+def _error(ctx: Context, name: str, hi: str, lo: str, scales: Optional[np.ndarray]) -> Dict[str, Optional[float]]:
     """The error of side ``lo`` (times its row ``scales``, if given) against side ``hi`` over the
     elements finite on both, read a block of rows at a time."""
-    width = math.prod(shape[1:]) if shape else 1
-    per = max(BLOCK_BYTES // 8 // max(width, 1), 1) * width
     e2 = r2 = 0.0
     worst: Optional[float] = None
     row = 0
-    for ref, approx in zip(ctx.blocks(name, hi, per), ctx.blocks(name, lo, per)):
+    for ref, approx in zip(ctx.row_blocks(name, hi), ctx.row_blocks(name, lo)):
         if scales is not None:
-            k = len(approx) // width
-            approx = (approx.reshape(k, width) * scales[row:row + k, None]).ravel()
-            row += k
+            approx = approx * scales[row:row + len(approx), None]
+            row += len(approx)
         finite = np.isfinite(ref) & np.isfinite(approx)
         r, d = ref[finite], approx[finite] - ref[finite]
         e2 += float((d * d).sum())
@@ -89,7 +85,7 @@ def quantization(ctx: Context) -> Analysis:
             if scales is None:
                 skipped.append(f"{c.name}: {lo_dtype} without a usable '{_scale_suffix(ctx, lo)}' scale tensor")
                 continue
-        err = _error(ctx, c.name, hi, lo, c.a.shape, scales)
+        err = _error(ctx, c.name, hi, lo, scales)
         rows.append({"name": c.name, "transition": f"{c.a.dtype}->{c.b.dtype}", **err})
     e2 = sum(r["err2"] for r in rows)
     r2 = sum(r["ref2"] for r in rows)

@@ -101,10 +101,9 @@ def similarity_matrix(ctx: Context) -> Analysis:
 def _cross_cosines(ctx: Context, names: List[str]) -> List[List[float]]:
     """cos(a_i, b_j) for every pair of the named same-shape tensors, the dot products summed a
     block at a time (one block of each tensor in memory, not all of them as float64)."""
-    per = BLOCK_BYTES // 8 // (2 * len(names))
     gram = np.zeros((len(names), len(names)))
     na2, nb2 = np.zeros(len(names)), np.zeros(len(names))
-    readers = [ctx.blocks(n, side, per) for side in ("a", "b") for n in names]
+    readers = [ctx.blocks(n, side, 2 * len(names)) for side in ("a", "b") for n in names]
     for blocks in zip(*readers):
         va, vb = np.stack(blocks[:len(names)]), np.stack(blocks[len(names):])
         gram += va @ vb.T
@@ -290,9 +289,7 @@ class _Projections:
         if self.whole is not None:
             yield self.whole["o"]
             return
-        width = self.shape("o")[1]
-        for block in self.ctx.blocks(self.parts["o"], self.side, max(BLOCK_BYTES // 8 // width, 1) * width):
-            yield block.reshape(-1, width)
+        yield from self.ctx.row_blocks(self.parts["o"], self.side)
 
 
 def _o_head_sums(pa: _Projections, pb: _Projections, heads: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from .common import BLOCK_BYTES, Analysis, Context, Table, global_update, is_float, safe_div
+from .common import Analysis, Context, Table, global_update, is_float, safe_div
 
 NO_STATS = "only headers were read (--shape-only)"
 NO_PAIRS = "no tensor is present with the same shape in both files"
@@ -147,8 +147,7 @@ def adam_means(ctx: Context, side: str, st: Dict[str, Any]) -> Dict[str, Any]:
         lr, eps = st.get("lr"), st.get("eps") or 0.0
         sums = dict.fromkeys(("v_hat", "abs_m_hat", "snr", "step2"), 0.0)
         n = 0
-        for m, v in zip(ctx.blocks(st["exp_avg"], side, BLOCK_BYTES // 16),
-                        ctx.blocks(st["exp_avg_sq"], side, BLOCK_BYTES // 16)):
+        for m, v in zip(ctx.blocks(st["exp_avg"], side, 2), ctx.blocks(st["exp_avg_sq"], side, 2)):
             m_hat, v_hat = m / c1, v / c2
             root = np.sqrt(v_hat)
             sums["v_hat"] += float(v_hat.sum())

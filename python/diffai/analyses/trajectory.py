@@ -12,7 +12,7 @@ import numpy as np
 
 from ..output import json_records, to_text
 from ..records import json_safe
-from .common import BLOCK_BYTES, Analysis, AnalysisConfig, Context, Table, fmt, ranked_groups, safe_div
+from .common import Analysis, AnalysisConfig, Context, Table, fmt, ranked_groups, safe_div
 
 TRAJECTORY_FLAGS = {"learning-progress", "convergence-analysis", "gradient-analysis"}
 
@@ -116,9 +116,8 @@ def _gram(contexts: List[Context], names: List[str]):
     one tensor at a time is read, so memory stays at one block times the number of checkpoints."""
     n = len(contexts) + 1
     gram, upd = np.zeros((n, n)), np.zeros((n - 1, n - 1))
-    per = BLOCK_BYTES // 8 // n
     for name in names:
-        readers = [ctx.blocks(name, "a" if i == 0 else "b", per) for i, ctx in enumerate([contexts[0]] + contexts)]
+        readers = [ctx.blocks(name, "a" if i == 0 else "b", n) for i, ctx in enumerate([contexts[0]] + contexts)]
         for vals in zip(*readers):  # the same positions of every checkpoint
             finite = np.logical_and.reduce([np.isfinite(v) for v in vals])
             w = np.stack([v[finite] for v in vals])
