@@ -22,48 +22,54 @@ pub fn map_file(path: &Path) -> Result<Arc<dyn AsRef<[u8]> + Send + Sync>> {
     Ok(Arc::new(map))
 }
 
-/// Recognises a format from the first bytes of a file, then from its extension.
+/// How many leading bytes detection reads: the MAT header (128) and the HDF5 signature of a
+/// MATLAB v7.3 file (at 512) fit.
+const HEAD_BYTES: usize = 1024;
+/// HDF5's superblock signature; MATLAB v7.3 files carry it at byte 512, after a MAT header.
+const HDF5_MAGIC: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
+
+/// Recognises a format by its full signature, never by one byte: zip (then its entries),
+/// `\x93NUMPY`, MAT's 128-byte header, HDF5, the pickled torch magic number, and safetensors
+/// (a length that fits the file and `{` at byte 8). The full signatures exclude one another;
+/// a pickle that is not a torch file goes to the legacy reader so its error says what it is.
+/// The extension only colours the message.
 pub fn detect(path: &Path) -> Result<Format> {
-    let mut head = [0u8; 1024];
-    let n = {
-        use std::io::Read;
-        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut n = 0;
-        while n < head.len() {
-            let got = f.read(&mut head[n..]).map_err(|e| Error::io(path, e))?;
-            if got == 0 {
-                break;
-            }
-            n += got;
-        }
-        n
-    };
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut head = [0u8; HEAD_BYTES];
+    let n = read_up_to(&mut file, &mut head).map_err(|e| Error::io(path, e))?;
     let head = &head[..n];
     if n == 0 {
         return Err(Error::format(path, "empty file"));
     }
-    if head.starts_with(b"\x93NUMPY") {
-        return Ok(Format::Npy);
-    }
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         return zip_kind(path);
     }
-    if head.starts_with(b"MATLAB") {
-        return Ok(
-            if head.len() >= 520 && &head[512..520] == b"\x89HDF\r\n\x1a\n" {
-                Format::Mat73
-            } else {
-                Format::Mat5
-            },
-        );
+    if head.starts_with(b"\x93NUMPY") {
+        return Ok(Format::Npy);
     }
-    // Legacy torch.save starts with its pickled magic number: PROTO (0x80) for protocol 2+,
-    // the text LONG `L119547037146038801333356L` (0x1950a86a20f9469cfc6c) for protocols 0/1.
-    if head[0] == 0x80 || head.starts_with(b"L119547037146038801333356L") {
+    if is_mat_header(head) {
+        return Ok(if head.len() >= 520 && &head[512..520] == HDF5_MAGIC {
+            Format::Mat73
+        } else {
+            Format::Mat5
+        });
+    }
+    if head.starts_with(HDF5_MAGIC) {
+        return Err(Error::format(
+            path,
+            "an HDF5 file without a MATLAB header; diffai reads HDF5 only as MATLAB v7.3 .mat",
+        ));
+    }
+    if is_legacy_torch(head) {
         return Ok(Format::PyTorchLegacy);
     }
-    if n >= 9 && head[8] == b'{' {
+    if is_safetensors(&mut file, head, file_len) {
         return Ok(Format::Safetensors);
+    }
+    // A pickle that is not a legacy torch file: the legacy reader explains what it found.
+    if head[0] == 0x80 {
+        return Ok(Format::PyTorchLegacy);
     }
     let ext = path
         .extension()
@@ -81,6 +87,64 @@ pub fn detect(path: &Path) -> Result<Format> {
             }
         ),
     ))
+}
+
+fn read_up_to(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            got => n += got,
+        }
+    }
+    Ok(n)
+}
+
+/// MAT v5/v7.3: 116 bytes of text starting `MATLAB`, then the version (0x0100) and the endian
+/// indicator `IM` or `MI` at bytes 126..128.
+fn is_mat_header(head: &[u8]) -> bool {
+    head.len() >= 128 && head.starts_with(b"MATLAB") && matches!(&head[126..128], b"IM" | b"MI")
+}
+
+/// `torch.serialization.MAGIC_NUMBER` as `torch.save` pickles it first in a legacy file: PROTO 2-5,
+/// an optional FRAME (protocol 4+), LONG1 of 10 bytes; or, for protocols 0 and 1, a text LONG.
+fn is_legacy_torch(head: &[u8]) -> bool {
+    const MAGIC_LONG1: [u8; 12] = [
+        0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
+    ];
+    if head.starts_with(b"L119547037146038801333356L\n") {
+        return true;
+    }
+    match head {
+        [0x80, 2..=5, 0x95, _, _, _, _, _, _, _, _, rest @ ..] => rest.starts_with(&MAGIC_LONG1),
+        [0x80, 2..=5, rest @ ..] => rest.starts_with(&MAGIC_LONG1),
+        _ => false,
+    }
+}
+
+/// Safetensors: an 8-byte little-endian header length that fits the file and the format's
+/// limit, and `{` at byte 8. When the length's low byte is 0x80 the file also starts like a
+/// pickle, so there the header must parse as JSON too (a pickle that is not a torch file is
+/// otherwise handed to the legacy reader, which says what it is).
+fn is_safetensors(file: &mut File, head: &[u8], file_len: u64) -> bool {
+    use std::io::{Seek, SeekFrom};
+    if head.len() < 9 || head[8] != b'{' {
+        return false;
+    }
+    let len = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
+    if len < 2 || len > crate::safetensors::MAX_HEADER || len > file_len - 8 {
+        return false;
+    }
+    if head[0] != 0x80 {
+        return true;
+    }
+    let mut header = vec![0u8; len as usize];
+    let complete = file
+        .seek(SeekFrom::Start(8))
+        .and_then(|_| read_up_to(file, &mut header))
+        .is_ok_and(|n| n == header.len());
+    complete && serde_json::from_slice::<serde::de::IgnoredAny>(&header).is_ok()
 }
 
 /// A zip is a PyTorch checkpoint when it holds `<dir>/data.pkl`, otherwise an `.npz`.

@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::Path;
 
 /// The format's own limit on the JSON header (100 MB).
-const MAX_HEADER: u64 = 100_000_000;
+pub const MAX_HEADER: u64 = 100_000_000;
 
 pub fn load(path: &Path) -> Result<Model> {
     let map = map_file(path)?;

@@ -177,9 +177,8 @@ fn pytorch_formats_are_told_apart() {
     assert_eq!(opened("checkpoint.pt"), Format::PyTorchZip);
     assert_eq!(opened("legacy.pt"), Format::PyTorchLegacy);
     assert_eq!(opened("legacy_proto4.pt"), Format::PyTorchLegacy);
-    // Protocol 0/1 legacy files start with a text LONG, not 0x80; model::detect does not know
-    // them yet, so only the reader itself is checked here.
-    assert_eq!(load("legacy_proto1.pt").format, Format::PyTorchLegacy);
+    // Protocol 0/1 legacy files start with the magic number as a text LONG, not 0x80.
+    assert_eq!(opened("legacy_proto1.pt"), Format::PyTorchLegacy);
     for file in ["evil.pkl", "evil.pt", "whole_module.pt", "torchscript.pt"] {
         assert!(
             matches!(open(&data(file), None), Err(Error::Format { .. })),
