@@ -133,7 +133,7 @@ fn is_safetensors(file: &mut File, head: &[u8], file_len: u64) -> bool {
         return false;
     }
     let len = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
-    if len < 2 || len > crate::safetensors::MAX_HEADER || len > file_len - 8 {
+    if !(2..=crate::safetensors::MAX_HEADER).contains(&len) || len > file_len - 8 {
         return false;
     }
     if head[0] != 0x80 {

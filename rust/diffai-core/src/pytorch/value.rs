@@ -1,0 +1,140 @@
+//! The values the pickle VM builds: scalars, allowed globals, and arena nodes.
+
+use super::*;
+
+#[derive(Clone, Debug)]
+pub(super) enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    /// Little-endian two's complement, wider than 64 bits.
+    BigInt(Rc<[u8]>),
+    Float(f64),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+    /// An allowed global name (class, function or constant).
+    Global(Rc<Global>),
+    /// A container or interpreted object in the VM's arena.
+    Node(usize),
+}
+
+#[derive(Debug)]
+pub(super) struct Global {
+    pub(super) module: String,
+    pub(super) name: String,
+    pub(super) known: Known,
+}
+
+impl Global {
+    pub(super) fn dotted(&self) -> String {
+        format!("{}.{}", self.module, self.name)
+    }
+}
+
+#[derive(Debug)]
+pub(super) enum Node {
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    Set(Vec<Value>),
+    Dict(Box<Dict>),
+    Storage(Box<StorageRef>),
+    Tensor(Box<TensorRef>),
+    /// A leaf diffai does not read, with the reason it gives.
+    Opaque(String),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Dict {
+    /// `argparse.Namespace`: BUILD's state is the content. For real dicts BUILD's state is instance
+    /// attributes (torch's `_metadata` version info on state dicts), not items, and is ignored.
+    pub(super) state_is_items: bool,
+    pub(super) items: Vec<(Value, Value)>,
+    pub(super) index: HashMap<HKey, usize>,
+}
+
+/// A dict key as Python compares it (1 == 1.0 == True).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum HKey {
+    None,
+    Int(i64),
+    Float(u64),
+    Big(Rc<[u8]>),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
+    Tuple(Vec<HKey>),
+    Global(String),
+    /// Compared by identity.
+    Node(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum StorageKind {
+    Typed(DType),
+    /// `torch.UntypedStorage`: bytes; the tensor's dtype comes from `_rebuild_tensor_v3`.
+    Untyped,
+    /// Complex and quantized storages: only their element size is known.
+    Other(usize),
+}
+
+impl StorageKind {
+    pub(super) fn elem_size(self) -> usize {
+        match self {
+            StorageKind::Typed(d) => d.size(),
+            StorageKind::Untyped => 1,
+            StorageKind::Other(n) => n,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct StorageRef {
+    pub(super) key: Rc<str>,
+    pub(super) kind: StorageKind,
+    /// The storage class, e.g. `torch.FloatStorage`.
+    pub(super) type_name: Rc<str>,
+    /// Elements of `kind` (bytes when untyped).
+    pub(super) numel: u64,
+    /// Legacy storage views: (offset, size) in elements of the root storage.
+    pub(super) view: Option<(u64, u64)>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct TensorRef {
+    pub(super) storage: StorageRef,
+    pub(super) dtype: DType,
+    pub(super) offset: u64,
+    pub(super) shape: Vec<u64>,
+    pub(super) strides: Vec<u64>,
+}
+
+pub(super) fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Str(s) => Some(s.to_string()),
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+/// A short description of a value for error messages.
+pub(super) fn describe_value(nodes: &[Node], v: &Value) -> String {
+    match v {
+        Value::None => "None".into(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Value::Int(i) => i.to_string(),
+        Value::BigInt(_) => "a very large integer".into(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Str(s) => format!("the string {:?}", s.chars().take(40).collect::<String>()),
+        Value::Bytes(b) => format!("{} bytes", b.len()),
+        Value::Global(g) => g.dotted(),
+        Value::Node(i) => match nodes.get(*i) {
+            Some(Node::List(_)) => "a list".into(),
+            Some(Node::Tuple(_)) => "a tuple".into(),
+            Some(Node::Set(_)) => "a set".into(),
+            Some(Node::Dict(_)) => "a dict".into(),
+            Some(Node::Storage(_)) => "a storage".into(),
+            Some(Node::Tensor(_)) => "a tensor".into(),
+            Some(Node::Opaque(what)) => what.clone(),
+            None => "an object".into(),
+        },
+    }
+}
