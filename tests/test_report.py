@@ -387,3 +387,26 @@ def test_renders_sorts_and_filters_in_chromium(tmp_path):
     assert sorted(probe["reshaped"]) == sorted(n for n, v in want.items() if v[0] == "TensorShapeChanged")
     assert probe["cards_bottom"] <= probe["viewport"]
     assert probe["clipped"] == []
+
+
+def test_missing_fields_show_na():
+    """Analyses change: a verdict field that is missing shows n/a, it does not break the report."""
+    result = diffai.diff(str(EXAMPLES / "base.safetensors"), str(EXAMPLES / "wider.safetensors"))
+    run_analyses(result)
+    for a in result.analyses:
+        a.summary, a.details = {}, {"anomalies": [{"issues": None}, "not a dict"]}
+    text = html_report(result)
+    for title in ("Risk", "Deployment readiness", "Anomalies"):
+        assert (f'<div class="card tone-na"><div class="card-title">{title}</div><div class="card-value">n/a</div>'
+                in text)
+    assert "Review summary: n/a" in text
+
+
+def test_shape_only_report(tmp_path):
+    text = _report(tmp_path, EXAMPLES / "base.safetensors", EXAMPLES / "wider.safetensors", "--shape-only",
+                   "--include-charts")
+    first = text[: text.index("<nav")]
+    assert "n/a: " in first and "<svg" not in text
+    rows = _parse(text).rows
+    assert len(rows) == len([r for r in diffai.diff(str(EXAMPLES / "base.safetensors"), str(EXAMPLES / "wider.safetensors"),
+                                                     shape_only=True).records if r.kind in TENSOR_RECORDS])

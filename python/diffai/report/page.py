@@ -171,9 +171,10 @@ def _pair_sections(result, config: AnalysisConfig, include_charts: bool, found: 
         if isinstance(f, dict) and "name" in f:
             anomalies[f["name"]] = str(f.get("severity", "anomaly"))
     count = len(tensor_records(result.records))
-    unchanged = getattr(result.summary, "unchanged", 0) + getattr(result.summary, "not_compared", 0)
+    unchanged, not_compared = (getattr(result.summary, k, 0) for k in ("unchanged", "not_compared"))
+    unlisted = f"{unchanged} unchanged tensors" + (f", {not_compared} not compared (headers only)" if not_compared else "")
     sections.append(Section(f"{prefix}tensors", f"Tensors that differ ({count})",
-                            tensor_table(result.records, anomalies, f"{prefix}tensor-table", unchanged)))
+                            tensor_table(result.records, anomalies, f"{prefix}tensor-table", unlisted)))
     if charts:
         hists = _histograms(ctx, config)
         if hists:

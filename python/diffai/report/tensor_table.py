@@ -66,7 +66,8 @@ def _num_td(value: Optional[float], shown: Optional[str] = None, title: str = ""
 
 def _stat_td(a: Optional[TensorStats], b: Optional[TensorStats], key: str) -> str:
     va, vb = (getattr(s, key, None) if s is not None else None for s in (a, b))
-    shown = cell(vb if a is None else va) if a is None or b is None else f"{cell(va)} \u2192 {cell(vb)}"
+    one_side = a is None or b is None or (va is None and vb is None)
+    shown = cell(vb if va is None else va) if one_side else f"{cell(va)} \u2192 {cell(vb)}"
     return _num_td(vb if b is not None else va, shown)
 
 
@@ -107,11 +108,12 @@ def _order(r: Record) -> Tuple[int, float]:
     return (0, -rel)
 
 
-def tensor_table(records: List[Record], anomalies: Dict[str, str], table_id: str, unchanged: int) -> str:
-    """``anomalies`` maps a tensor name to its anomaly severity in b."""
+def tensor_table(records: List[Record], anomalies: Dict[str, str], table_id: str, unlisted: str) -> str:
+    """``anomalies`` maps a tensor name to its anomaly severity in b; ``unlisted`` says which
+    tensors the table leaves out (those that do not differ)."""
     rows = sorted(tensor_records(records), key=_order)
     if not rows:
-        return f"<p>No tensor differs ({unchanged} unchanged).</p>"
+        return f"<p>No tensor differs ({esc(unlisted)}).</p>"
     head = "".join(
         f'<th data-key="{key}" data-type="{"num" if numeric else "text"}" title="{esc(tip)}" tabindex="0"'
         + (' aria-sort="descending"' if key == SORTED_BY else "") + f">{esc(label)}</th>"
@@ -125,7 +127,7 @@ def tensor_table(records: List[Record], anomalies: Dict[str, str], table_id: str
             '<label>Filter by name <input type="search" class="t-filter" placeholder="part of a name"></label> '
             f'<label>Show <select class="t-kind"><option value="">all</option>{options}</select></label> '
             f'<span class="t-shown">{len(rows)} of {len(rows)} shown</span>'
-            f'<span class="hint">Click a column to sort; {unchanged} unchanged tensors are not listed.</span></div>'
+            f'<span class="hint">Click a column to sort. Not listed: {esc(unlisted)}.</span></div>'
             f'<div class="scroll"><table class="tensors"><thead><tr>{head}</tr></thead>'
             f"<tbody>{body}</tbody></table></div></div>")
 

@@ -88,12 +88,12 @@ def _card(title: str, value: Any, sub: str, reasons: List[str]) -> str:
             f"{_reason_list(reasons)}</div>")
 
 
-def _sub(a: Optional[Analysis], reasons: List[str], noun: str) -> str:
+def _sub(a: Optional[Analysis], reasons: List[str], noun: str, nouns: str) -> str:
     if a is None:
         return "not computed"
     if a.not_applicable is not None:
         return f"n/a: {a.not_applicable}"
-    return f"{len(reasons)} {noun}" + ("" if len(reasons) == 1 else "s")
+    return f"{len(reasons)} {noun if len(reasons) == 1 else nouns}"
 
 
 def verdict_cards(found: Dict[str, Analysis]) -> str:
@@ -101,12 +101,12 @@ def verdict_cards(found: Dict[str, Analysis]) -> str:
     for title, _, name, key in VERDICTS:
         a = found.get(name)
         reasons = _reasons(a)
-        cards.append(_card(title, _summary(a, key), _sub(a, reasons, "anomaly" if name == "AnomalyDetection"
-                                                         else "reason"), reasons))
+        nouns = ("anomaly", "anomalies") if name == "AnomalyDetection" else ("reason", "reasons")
+        cards.append(_card(title, _summary(a, key), _sub(a, reasons, *nouns), reasons))
     for title, name, key in OPTIONAL_VERDICTS:
         if name in found:
             a = found[name]
-            cards.append(_card(title, _summary(a, key), _sub(a, [], "reason") if a.not_applicable else
+            cards.append(_card(title, _summary(a, key), _sub(a, [], "reason", "reasons") if a.not_applicable else
                                f"relative update {cell(_summary(a, 'rel_update'))}", []))
     ran = [found[n] for n in CHECKS if n in found and found[n].not_applicable is None]
     if ran:
