@@ -22,6 +22,7 @@ import diffai
 from diffai.analyses import run_analyses
 from diffai.cli import main
 from diffai.report import html_report
+from diffai.report.format import number
 from conftest import FIXTURES, read_safetensors_f64
 
 AN = FIXTURES / "analysis"
@@ -224,7 +225,7 @@ def test_table_values_match_numpy(tmp_path):
         d = b[name] - a[name]
         assert _num(cells["rel_l2"]["v"]) == pytest.approx(np.linalg.norm(d) / np.linalg.norm(a[name]), rel=1e-12)
         assert _num(cells["max_abs_diff"]["v"]) == pytest.approx(np.abs(d).max(), rel=1e-12)
-        assert cells["rel_l2"]["text"] == diffai.output.num(_num(cells["rel_l2"]["v"]))  # one number format
+        assert cells["rel_l2"]["text"] == number(_num(cells["rel_l2"]["v"]))  # one number format
 
 
 def test_heatmap_and_layer_chart_are_labelled(tmp_path):
@@ -245,7 +246,7 @@ def test_heatmap_and_layer_chart_are_labelled(tmp_path):
     drawn = [float(v) for v in re.findall(r'<text x="[\d.]+" y="\d+" class="value">([^<]+)</text>', layers)]
     groups = [g for g in found["LayerImpact"].details["layers"] if g["update_norm"] > 0]
     assert drawn == sorted(drawn, reverse=True) and len(drawn) == len(groups)
-    assert drawn == sorted(float(diffai.output.num(g["rel_update"])) for g in groups)[::-1]
+    assert drawn == sorted(float(number(g["rel_update"])) for g in groups)[::-1]
 
 
 def test_histograms_count_with_the_rust_kernel(tmp_path):
@@ -410,3 +411,9 @@ def test_shape_only_report(tmp_path):
     rows = _parse(text).rows
     assert len(rows) == len([r for r in diffai.diff(str(EXAMPLES / "base.safetensors"), str(EXAMPLES / "wider.safetensors"),
                                                      shape_only=True).records if r.kind in TENSOR_RECORDS])
+
+
+def test_number_format():
+    """One format for every number of the page: the text output's, a whole float keeping its decimals."""
+    assert [number(x) for x in (0.98876, 1.0, 0.0, 12, -1.9e-05, 123456.0, None)] == \
+        ["0.9888", "1.0000", "0", "12", "-1.9e-05", "123456", "n/a"]

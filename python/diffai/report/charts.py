@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import List, Optional, Sequence
 
-from ..output import num
+from .format import number
 from .text import esc, shorten, visible
 
 BLUE, ORANGE, GREY = "#3b6fb6", "#e07b39", "#d0d0d0"
@@ -41,8 +41,8 @@ def bar_chart(labels: Sequence[str], values: Sequence[Optional[float]], title: s
         body.append(f'<text x="{label_w - 8}" y="{y + 13}" text-anchor="end" class="label">{name}'
                     f'<title>{esc(label)}</title></text>'
                     f'<rect class="bar" x="{label_w}" y="{y + 2}" width="{w:.2f}" height="{row - 6}" fill="{BLUE}">'
-                    f'<title>{esc(label)}: {num(v)}</title></rect>'
-                    f'<text x="{label_w + w + 5:.2f}" y="{y + 13}" class="value">{num(v)}</text>')
+                    f'<title>{esc(label)}: {number(v)}</title></rect>'
+                    f'<text x="{label_w + w + 5:.2f}" y="{y + 13}" class="value">{number(v)}</text>')
     return _svg(label_w + bar_w + 80, 8 + row * len(labels), body, title, note)
 
 
@@ -62,9 +62,9 @@ def histogram_chart(counts_a: Sequence[int], counts_b: Sequence[int], lo: float,
             body.append(f'<rect class="{cls}" x="{left + i * bw:.2f}" y="{base - bh:.2f}" width="{bw:.2f}" '
                         f'height="{bh:.2f}" fill="{colour}" fill-opacity="0.5"><title>{c}</title></rect>')
     mid = (lo + hi) / 2
-    body.append(f'<text x="{left}" y="{base + 14}" class="value" text-anchor="middle">{num(lo)}</text>'
-                f'<text x="{(left + w - right) / 2:.1f}" y="{base + 14}" class="value" text-anchor="middle">{num(mid)}</text>'
-                f'<text x="{w - right}" y="{base + 14}" class="value" text-anchor="middle">{num(hi)}</text>'
+    body.append(f'<text x="{left}" y="{base + 14}" class="value" text-anchor="middle">{number(lo)}</text>'
+                f'<text x="{(left + w - right) / 2:.1f}" y="{base + 14}" class="value" text-anchor="middle">{number(mid)}</text>'
+                f'<text x="{w - right}" y="{base + 14}" class="value" text-anchor="middle">{number(hi)}</text>'
                 f'<text x="{(left + w - right) / 2:.1f}" y="{h - 4}" class="value" text-anchor="middle">value</text>'
                 f'<text x="{left - 4}" y="{top_pad + 4}" class="value" text-anchor="end">{top}</text>'
                 f'<text x="{left - 4}" y="{base}" class="value" text-anchor="end">0</text>'
@@ -108,14 +108,14 @@ def heatmap(matrix: Sequence[Sequence[Optional[float]]], rows: Sequence[str], co
         for j, v in enumerate(r):
             fill = GREY if v is None or not math.isfinite(v) else _shade((v - lo) / span)
             body.append(f'<rect class="cell" x="{label_w + j * cell}" y="{y}" width="{cell - 1}" height="{cell - 1}" '
-                        f'fill="{fill}"><title>{esc(label)} / {esc(cols[j])}: {num(v)}</title></rect>')
+                        f'fill="{fill}"><title>{esc(label)} / {esc(cols[j])}: {number(v)}</title></rect>')
     y = top + len(rows) * cell + 14
     body.append(f'<text x="{label_w - 6}" y="{top - 6}" class="axis" text-anchor="end">{esc(row_axis)}</text>'
                 f'<defs><linearGradient id="heat-scale"><stop offset="0" stop-color="{_shade(0)}"/>'
                 f'<stop offset="1" stop-color="{_shade(1)}"/></linearGradient></defs>'
                 f'<rect x="{label_w}" y="{y}" width="160" height="12" fill="url(#heat-scale)" stroke="#999"/>'
-                f'<text x="{label_w}" y="{y + 26}" class="value">{num(lo)}</text>'
-                f'<text x="{label_w + 160}" y="{y + 26}" class="value" text-anchor="end">{num(hi)}</text>'
+                f'<text x="{label_w}" y="{y + 26}" class="value">{number(lo)}</text>'
+                f'<text x="{label_w + 160}" y="{y + 26}" class="value" text-anchor="end">{number(hi)}</text>'
                 f'<text x="{label_w + 170}" y="{y + 10}" class="value">grey: n/a</text>')
     width = label_w + grid_w + col_label * 0.72 + 20
     return _svg(max(width, label_w + 240), y + 34, body, title)

@@ -1,6 +1,7 @@
 """One way to write each kind of value in the HTML report: numbers as the text output writes them
-(``output.num``: four decimals, or four significant digits), fractions as percentages, a missing
-value as a grey n/a, every string escaped."""
+(``output.num``: four decimals, or four significant digits) except that a float that happens to be
+whole keeps its decimals (a column of cosines reads 0.9888, 1.0000, not 0.9888, 1); counts as
+integers; fractions as percentages; a missing value as a grey n/a; every string escaped."""
 
 from __future__ import annotations
 
@@ -20,12 +21,24 @@ def cell(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
-        return num(v)
+        return number(v)
     if isinstance(v, (list, tuple)):
         return ", ".join(cell(x) for x in v) if v else '<span class="na">none</span>'
     if isinstance(v, dict):
         return ", ".join(f"{esc(k)}: {cell(x)}" for k, x in v.items()) if v else '<span class="na">none</span>'
     return esc(v)
+
+
+def number(x: Optional[float]) -> str:
+    """Plain text (charts write it inside SVG too)."""
+    if isinstance(x, float) and x != 0 and x.is_integer() and abs(x) < 1e5:
+        return f"{x:.4f}"
+    return num(x)
+
+
+def name_html(name: str) -> str:
+    """An escaped tensor name that may wrap after its dots (``encoder.layer.3.`` / ``weight``)."""
+    return esc(name).replace(".", ".<wbr>")
 
 
 def pct(x: Optional[float]) -> str:

@@ -38,7 +38,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.tensors td.name{min-width:14em}table.tensors th{white-space:normal;padding:3px 6px}table.tensors td{padding:3px 6px}table.tensors td{font-size:12.5px}
 table.tensors td:nth-child(3),table.tensors td:nth-child(4){white-space:nowrap}
 .structure{margin:8px 0 0;padding-left:20px;word-break:break-word}
-td.name{word-break:break-all;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12.5px}
+td.name{overflow-wrap:anywhere;font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12.5px}
 table.compact{width:100%}
 .na{color:var(--na)}
 .toc{background:#fafafa;border:1px solid var(--line);border-radius:6px;padding:4px 18px 10px;margin-top:18px}

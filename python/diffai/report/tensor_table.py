@@ -9,7 +9,7 @@ import math
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..records import Record, TensorStats
-from .format import NA, cell, data_value, pct
+from .format import NA, cell, data_value, name_html, pct
 from .text import esc, visible
 
 # (key, header, numeric, tooltip). The keys of the metrics are those of the JSON record.
@@ -85,7 +85,7 @@ def _row(r: Record, anomaly: Optional[str]) -> str:
     nan, inf = (getattr(b, "nan_count", None), getattr(b, "inf_count", None)) if b is not None else (None, None)
     nonfinite = None if nan is None or inf is None else nan + inf
     cells = [
-        f'<td class="name">{esc(r.name)}</td>',
+        f'<td class="name">{name_html(r.name)}</td>',
         f'<td data-v="{esc(status)}">{esc(status)}{badge}</td>',
         f"<td>{_pair_text(a and a.dtype, b and b.dtype)}</td>",
         f"<td>{_pair_text(a and _shape(a), b and _shape(b))}</td>",
@@ -98,7 +98,7 @@ def _row(r: Record, anomaly: Optional[str]) -> str:
         _num_td(nonfinite, NA if nonfinite is None else "0" if nonfinite == 0 else f"{nan} NaN, {inf} Inf"),
     ]
     sev = f' class="sev-{esc(anomaly)}"' if anomaly else ""
-    return (f'<tr data-kind="{kinds}" data-name="{esc(visible(r.name).lower())}"{sev}>' + "".join(cells) + "</tr>")
+    return (f'<tr data-kind="{esc(kinds)}" data-name="{esc(visible(r.name).lower())}"{sev}>' + "".join(cells) + "</tr>")
 
 
 def _order(r: Record) -> Tuple[int, float]:

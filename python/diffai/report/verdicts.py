@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 from ..analyses import REGISTRY, Analysis, AnalysisConfig
 from ..analyses.common import Context
-from .format import cell, pct
+from .format import cell, name_html, pct
 from .text import esc
 
 # The verdicts every report shows: (title, CLI flag, analysis name, summary key). When the run did
@@ -158,10 +158,10 @@ def changed_most(ctx: Context, top: int) -> str:
         return (f"<p>No float tensor's values moved (measured over finite elements); {changed} tensors differ in "
                 "other ways (see the table).</p>" + _structure(ctx, top))
     layer_rows = "".join(
-        f"<tr><td class=\"name\">{esc(g.get('layer'))}</td><td class=\"num\">{pct(g.get('share'))}</td>"
+        f"<tr><td class=\"name\">{name_html(g.get('layer'))}</td><td class=\"num\">{pct(g.get('share'))}</td>"
         f"<td class=\"num\">{cell(g.get('rel_update'))}</td></tr>" for g in groups[:top])
     tensor_rows = "".join(
-        f"<tr><td class=\"name\">{esc(c.name)}</td><td class=\"num\">"
+        f"<tr><td class=\"name\">{name_html(c.name)}</td><td class=\"num\">"
         f"{cell(c.change.rel_l2) if c.change.rel_l2 is not None else 'n/a (a is all zero)'}</td>"
         f"<td class=\"num\">{cell(c.change.cosine)}</td></tr>" for c in moved[:top])
     return ('<div class="most">'
