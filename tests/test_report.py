@@ -417,3 +417,25 @@ def test_number_format():
     """One format for every number of the page: the text output's, a whole float keeping its decimals."""
     assert [number(x) for x in (0.98876, 1.0, 0.0, 12, -1.9e-05, 123456.0, None)] == \
         ["0.9888", "1.0000", "0", "12", "-1.9e-05", "123456", "n/a"]
+
+
+def test_series_html(tmp_path):
+    out = tmp_path / "series.html"
+    main([str(AN / "adam_series" / "ckpt_*.pt"), "-q", "--generate-report", str(out), "--include-charts"])
+    text = out.read_text(encoding="utf-8")
+    tree = _parse(text)
+    assert tree.blocks[:3] == ["header#verdicts", "nav", "section#trajectory"]
+    assert [b for b in tree.blocks if b.endswith("-pair")] == ["section#p1-pair", "section#p2-pair", "section#p3-pair"]
+    assert all(href.lstrip("#") in tree.ids for href in tree.toc)
+    series = diffai.analyses.diff_series(sorted(str(p) for p in (AN / "adam_series").glob("ckpt_*.pt")), None, None)
+    # one tensor table per pair, each with every tensor record of its pair
+    assert len(tree.rows) == sum(len([r for r in p.records if r.kind in TENSOR_RECORDS]) for p in series.pairs)
+    assert text.count('class="tensor-table"') == 3
+    # the scalars that changed (epoch, lr, ...) are listed under each pair
+    checked = 0
+    for i, p in enumerate(series.pairs, 1):
+        scalars = [r for r in p.records if r.kind == "ScalarChanged"]
+        if scalars:
+            assert f'id="p{i}-other"' in text and diffai.output.record_line(scalars[0]).strip() in unescape(text)
+            checked += 1
+    assert checked

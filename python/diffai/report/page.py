@@ -20,7 +20,7 @@ from .format import cell
 from .style import CSS
 from .tensor_table import SCRIPT, tensor_records, tensor_table
 from .text import esc
-from .verdicts import VERDICTS, changed_most, first_screen_analyses, review_summary, tone, verdict_cards
+from .verdicts import VERDICTS, anomaly_severities, changed_most, first_screen_analyses, review_summary, tone, verdict_cards
 
 MAX_BARS = 40  # layer groups drawn in the per-layer chart; all of them are in the LayerImpact table
 HISTOGRAMS = 3  # most-changed tensors whose weight histograms are drawn
@@ -166,15 +166,11 @@ def _pair_sections(result, config: AnalysisConfig, include_charts: bool, found: 
     charts = include_charts and ctx.has_stats and bool(ctx.paired)
     if charts:
         sections.append(Section(f"{prefix}layers", "Per-layer change", _layer_chart(ctx)))
-    anomalies = {}
-    for f in (found.get("AnomalyDetection").details.get("anomalies", []) if found.get("AnomalyDetection") else []):
-        if isinstance(f, dict) and "name" in f:
-            anomalies[f["name"]] = str(f.get("severity", "anomaly"))
-    count = len(tensor_records(result.records))
+    in_table = tensor_records(result.records)
     unchanged, not_compared = (getattr(result.summary, k, 0) for k in ("unchanged", "not_compared"))
     unlisted = f"{unchanged} unchanged tensors" + (f", {not_compared} not compared (headers only)" if not_compared else "")
-    sections.append(Section(f"{prefix}tensors", f"Tensors that differ ({count})",
-                            tensor_table(result.records, anomalies, f"{prefix}tensor-table", unlisted)))
+    sections.append(Section(f"{prefix}tensors", f"Tensors that differ ({len(in_table)})",
+                            tensor_table(in_table, anomaly_severities(found), f"{prefix}tensor-table", unlisted)))
     if charts:
         hists = _histograms(ctx, config)
         if hists:
@@ -184,8 +180,8 @@ def _pair_sections(result, config: AnalysisConfig, include_charts: bool, found: 
     analyses = _analyses_section(result.analyses, prefix)
     if analyses:
         sections.append(analyses)
-    in_table = {id(r) for r in tensor_records(result.records)}
-    others = [r for r in result.records if id(r) not in in_table]
+    listed = {id(r) for r in in_table}
+    others = [r for r in result.records if id(r) not in listed]
     if others:
         lines = "".join(f"<li>{esc(record_line(r).strip())}</li>" for r in others)
         sections.append(Section(f"{prefix}other", f"Other differences ({len(others)})",

@@ -109,9 +109,9 @@ def _order(r: Record) -> Tuple[int, float]:
 
 
 def tensor_table(records: List[Record], anomalies: Dict[str, str], table_id: str, unlisted: str) -> str:
-    """``anomalies`` maps a tensor name to its anomaly severity in b; ``unlisted`` says which
-    tensors the table leaves out (those that do not differ)."""
-    rows = sorted(tensor_records(records), key=_order)
+    """``records`` are ``tensor_records``; ``anomalies`` maps a tensor name to its anomaly severity
+    in b; ``unlisted`` says which tensors the table leaves out (those that do not differ)."""
+    rows = sorted(records, key=_order)
     if not rows:
         return f"<p>No tensor differs ({esc(unlisted)}).</p>"
     head = "".join(

@@ -81,6 +81,14 @@ def _reason_list(reasons: List[str]) -> str:
     return f'<ul class="reasons">{items}</ul>{extra}'
 
 
+def anomaly_severities(found: Dict[str, Analysis]) -> Dict[str, str]:
+    """Tensor name -> severity of its anomaly in b, for marking the rows of the tensor table."""
+    a = found.get("AnomalyDetection")
+    listed = a.details.get("anomalies") if a is not None and a.not_applicable is None else None
+    return {str(f["name"]): str(f.get("severity", "anomaly")) for f in listed or []
+            if isinstance(f, dict) and "name" in f}
+
+
 def _card(title: str, value: Any, sub: str, reasons: List[str]) -> str:
     shown = "n/a" if value is None else str(value)
     return (f'<div class="card tone-{tone(value)}"><div class="card-title">{esc(title)}</div>'
