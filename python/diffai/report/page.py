@@ -71,15 +71,19 @@ def _verdict_word(a: Analysis) -> Optional[str]:
     return first if isinstance(first, str) and first and " " not in first else None
 
 
+def _summary_list(a: Analysis) -> str:
+    items = "".join(
+        f'<div class="{"wide" if len(str(v)) > 70 else ""}"><dt>{esc(k)}</dt><dd>{cell(v)}</dd></div>'
+        for k, v in a.summary.items())
+    return f'<dl class="kv">{items}</dl>'
+
+
 def _analysis_section(a: Analysis, prefix: str) -> Section:
     sid = f"{prefix}an-{a.name}"
     if a.not_applicable is not None:
         return Section(sid, a.name, f'<p class="na">n/a: {esc(a.not_applicable)}</p>', badge=_badge("n/a"))
-    items = "".join(
-        f'<div class="{"wide" if len(str(v)) > 70 else ""}"><dt>{esc(k)}</dt><dd>{cell(v)}</dd></div>'
-        for k, v in a.summary.items())
     failed = "".join(f"<li>{esc(f)}</li>" for f in a.failed)
-    body = (f'<dl class="kv">{items}</dl>' + (f'<ul class="failed">{failed}</ul>' if failed else "")
+    body = (_summary_list(a) + (f'<ul class="failed">{failed}</ul>' if failed else "")
             + "".join(_html_table(t) for t in a.tables if t.rows))
     word = _verdict_word(a)
     badge = _badge("failed") if a.failed else _badge(word) if word else ""
@@ -243,7 +247,9 @@ def _series_overview(series: SeriesResult, founds: List[Dict[str, Analysis]]) ->
             cells.append(f"<td>{_badge(value if value is not None else 'n/a')}</td>")
         rows.append(f'<tr><td><a href="#p{i + 1}-pair">{esc(p.a_label)} \u2192 {esc(p.b_label)}</a></td>'
                     + "".join(cells) + "</tr>")
-    trend = "".join(f"<p>{esc(a.text_line())}</p>" for a in series.trajectory)
+    trend = "".join(f'<h3>{esc(a.name)}</h3>' + (_summary_list(a) if a.not_applicable is None else
+                                                  f'<p class="na">n/a: {esc(a.not_applicable)}</p>')
+                    for a in series.trajectory)
     return f'<table class="compact overview"><tr>{head}</tr>{"".join(rows)}</table>{trend}'
 
 
