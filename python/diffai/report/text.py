@@ -1,0 +1,35 @@
+"""Names and strings from a file, made safe to show: control characters (which could fake lines
+or retitle a terminal), bidirectional overrides (which reorder what is read) and lone surrogates
+(a file name that is not UTF-8, which cannot even be written out) become visible escapes such as
+``\\x1b``; then HTML-escaped for the HTML report."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any, Optional
+
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape_char(match: "re.Match[str]") -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(value: Any) -> str:
+    return _INVISIBLE.sub(_escape_char, str(value))
+
+
+def esc(value: Any) -> str:
+    """``visible`` and HTML-escaped (quotes too: the result may go in an attribute)."""
+    return html.escape(visible(value))
+
+
+def shorten(text: str, limit: Optional[int]) -> str:
+    """At most ``limit`` characters, cut in the middle (the start and the end of a tensor name say
+    the most: its module and whether it is a weight or a bias)."""
+    if limit is None or len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "\u2026" + text[len(text) - (limit - 1 - head):]
