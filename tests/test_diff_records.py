@@ -212,11 +212,14 @@ def test_an_exception_in_the_progress_callback_stops_the_run():
         diffai.diff({"x": big}, {"x": big}, threads=1, progress=stop)
 
 
-def test_a_name_given_twice_counts_once_at_its_first_place_with_its_last_value():
+def test_a_name_given_twice_keeps_both_entries_and_reports_the_collision():
     x, y, z = (np.full(3, v, np.float32) for v in (1, 2, 3))
-    # "a.b" flat and "a" -> "b" nested flatten to the same name.
-    result = diffai.diff({"a.b": x, "c": z, "a": {"b": y}}, {"a.b": y, "c": z})
-    assert [(c.name, c.status) for c in result.comparisons] == [("a.b", "unchanged"), ("c", "unchanged")]
+    # "a.b" flat and "a" -> "b" nested flatten to the same name: the second is "a.b#2".
+    result = diffai.diff({"a.b": x, "c": z, "a": {"b": y}}, {"a.b": x, "c": z})
+    assert [(c.name, c.status) for c in result.comparisons] == [
+        ("a.b", "unchanged"), ("c", "unchanged"), ("a.b#2", "removed")]
+    assert [(type(r).__name__, r.name) for r in result.records] == [("TensorRemoved", "a.b#2")]
+    assert result.reading == {"a": {"name_collisions": [["a.b", "a.b#2"]]}}
 
 
 def test_large_models_freed_in_the_background_are_safe_to_rewrite_and_exit_on(tmp_path):

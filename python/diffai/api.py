@@ -66,6 +66,10 @@ class InspectResult:
     scalars: Dict[str, Any] = field(default_factory=dict)
     metadata: Dict[str, str] = field(default_factory=dict)
     skipped: List[Tuple[str, str]] = field(default_factory=list)
+    # Classes a pickle referenced outside the allowlist, kept inert (never imported or called).
+    inert_classes: List[str] = field(default_factory=list)
+    # (name, given): an entry whose name was taken, kept apart as `name#2`, ...
+    name_collisions: List[Tuple[str, str]] = field(default_factory=list)
 
     @property
     def parameters(self) -> int:
@@ -116,4 +120,5 @@ def _inspect_source(label: str, src: Source, shape_only: bool, threads: int, pro
         stats = _core.tensor_stats(src.model, list(infos), threads, cb)
     tensors = [TensorInfo(n, st) for n, st in zip(infos, stats)]
     return InspectResult(label=label, format=src.format, tensors=tensors, scalars=dict(src.scalars),
-                         metadata=dict(src.metadata), skipped=list(src.skipped))
+                         metadata=dict(src.metadata), skipped=list(src.skipped),
+                         inert_classes=list(src.inert_classes), name_collisions=list(src.name_collisions))

@@ -183,6 +183,9 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
         else:
             result = diff_series(inputs, selected, config, analyse=not no_analysis, progress=progress, **diff_args)
     series = len(inputs) > 2
+    if not series:
+        for line in result.reading_notes():
+            click.echo(f"diffai: {line}", err=True)
     if markdown_output:
         click.echo(markdown(result), nl=False)
     elif output == "json":

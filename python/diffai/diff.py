@@ -88,6 +88,42 @@ class DiffResult:
     def has_differences(self) -> bool:
         return bool(self.records)
 
+    @property
+    def reading(self) -> Dict[str, Dict[str, Any]]:
+        """What reading had to do that a user should know, per side ("a", "b"): classes a pickle
+        referenced that were kept inert (never imported or called), and colliding names kept
+        apart (`[name, given]`). Empty when there was nothing to say."""
+        out: Dict[str, Dict[str, Any]] = {}
+        for prefix, *pair in self.sources:
+            for side, src in zip("ab", pair):
+                if src is None:
+                    continue
+                note = out.setdefault(side, {})
+                if src.inert_classes:
+                    note.setdefault("inert_classes", [])
+                    note["inert_classes"] += [c for c in src.inert_classes if c not in note["inert_classes"]]
+                if src.name_collisions:
+                    note.setdefault("name_collisions", []).extend(
+                        [prefix + n, prefix + g] for n, g in src.name_collisions)
+        return {side: note for side, note in out.items() if note}
+
+    def reading_notes(self) -> List[str]:
+        """`reading` as one line per side, for stderr."""
+        lines = []
+        for side, note in self.reading.items():
+            label = self.a_label if side == "a" else self.b_label
+            parts = []
+            if note.get("inert_classes"):
+                classes = note["inert_classes"]
+                parts.append(f"{len(classes)} class(es) kept inert, never run: " + ", ".join(classes[:8])
+                             + (" ..." if len(classes) > 8 else ""))
+            if note.get("name_collisions"):
+                pairs = note["name_collisions"]
+                parts.append(f"{len(pairs)} colliding name(s) kept apart: "
+                             + ", ".join(f"{n} -> {g}" for n, g in pairs[:8]) + (" ..." if len(pairs) > 8 else ""))
+            lines.append(f"note: {label}: " + "; ".join(parts))
+        return lines
+
     # The same renderings as the CLI's --output text/json/yaml (output imports records, not us).
     def to_json_list(self) -> List[Dict[str, Any]]:
         from .output import json_records

@@ -265,7 +265,17 @@ def inspect_text(results, style: Style = plain) -> str:
             lines.append(f"  [metadata] {key} = {value!r}")
         for name, reason in res.skipped:
             lines.append(style(f"  ! {name}: skipped: {reason}", "magenta"))
+        lines.extend(_reading_lines(res))
     return "\n".join(lines) + "\n"
+
+
+def _reading_lines(res) -> List[str]:
+    lines = []
+    if res.inert_classes:
+        lines.append("  classes kept inert (never imported or called): " + ", ".join(res.inert_classes))
+    for name, given in res.name_collisions:
+        lines.append(f"  name collision: a second {name} is named {given}")
+    return lines
 
 
 def check_text(results) -> str:
@@ -277,6 +287,7 @@ def check_text(results) -> str:
                      f"bytes={res.nbytes}" + (f", dtypes=[{dtypes}]" if dtypes else "")
                      + (f", scalars={len(res.scalars)}" if res.scalars else "")
                      + (f", skipped={len(res.skipped)}" if res.skipped else ""))
+        lines.extend(_reading_lines(res))
     return "\n".join(lines) + "\n"
 
 
@@ -292,6 +303,8 @@ def inspect_json(results) -> List[Dict[str, Any]]:
             "scalars": res.scalars,
             "metadata": res.metadata,
             "skipped": [{"name": n, "reason": r} for n, r in res.skipped],
+            "inert_classes": res.inert_classes,
+            "name_collisions": [list(c) for c in res.name_collisions],
         }
         for res in results
     ])

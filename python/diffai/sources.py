@@ -35,6 +35,10 @@ class Source:
     metadata: Dict[str, str] = field(default_factory=dict)
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     path: Optional[Path] = None
+    # Classes a pickle referenced outside the allowlist, kept inert (never imported or called).
+    inert_classes: List[str] = field(default_factory=list)
+    # (name, given): an entry whose name was already taken kept apart as `name#2`, ...
+    name_collisions: List[Tuple[str, str]] = field(default_factory=list)
     _infos: Optional[Dict[str, Tuple[str, Tuple[int, ...], int]]] = field(default=None, init=False, repr=False)
 
     @property
@@ -102,6 +106,8 @@ def open_file(path: Path, format: Optional[str] = None) -> Source:
         metadata=dict(model.metadata),
         skipped=list(model.skipped),
         path=path,
+        inert_classes=list(model.inert_classes),
+        name_collisions=list(model.name_collisions),
     )
 
 
@@ -110,6 +116,18 @@ def from_mapping(mapping: Mapping[str, Any], label: str = "<memory>") -> Source:
     arrays: List[Tuple[str, str, List[int], Any]] = []
     scalars: Dict[str, Any] = {}
     skipped: List[Tuple[str, str]] = []
+    taken: set = set()
+    collisions: List[Tuple[str, str]] = []
+
+    def unique(name: str) -> str:
+        """`{"a.b": x, "a": {"b": y}}` names both `a.b`: the later one becomes `a.b#2`."""
+        given, k = name, 2
+        while given in taken:
+            given, k = f"{name}#{k}", k + 1
+        taken.add(given)
+        if given != name:
+            collisions.append((name, given))
+        return given
 
     def visit(name: str, value: Any, depth: int) -> None:
         if depth > 64:
@@ -121,20 +139,22 @@ def from_mapping(mapping: Mapping[str, Any], label: str = "<memory>") -> Source:
             for i, v in enumerate(value):
                 visit(f"{name}.{i}" if name else str(i), v, depth + 1)
         elif value is None or isinstance(value, (bool, int, float, str)):
-            scalars[name] = value
+            scalars[unique(name)] = value
         elif isinstance(value, np.generic):
-            scalars[name] = value.item()
+            scalars[unique(name)] = value.item()
         elif _is_array(value):
+            name = unique(name)
             entry = _array_entry(name, value)
             if isinstance(entry, str):
                 skipped.append((name, entry))
             else:
                 arrays.append(entry)
         else:
-            skipped.append((name, f"a {type(value).__name__} is neither an array nor a scalar"))
+            skipped.append((unique(name), f"a {type(value).__name__} is neither an array nor a scalar"))
 
     visit("", mapping, 0)
-    return Source(label=label, model=_core.from_buffers(arrays), scalars=scalars, skipped=skipped)
+    return Source(label=label, model=_core.from_buffers(arrays), scalars=scalars, skipped=skipped,
+                  name_collisions=collisions)
 
 
 def _is_array(value: Any) -> bool:

@@ -267,6 +267,11 @@ pub struct Model {
     pub scalars: Vec<(String, Scalar)>,
     pub metadata: Vec<(String, String)>,
     pub skipped: Vec<Skipped>,
+    /// (the name two entries would share, the name the later one was given: `a.b#2`).
+    pub name_collisions: Vec<(String, String)>,
+    /// Classes a pickle referenced outside the allowlist, kept as inert placeholders (never
+    /// imported or called) so the tensors inside them could be read.
+    pub inert_classes: Vec<String>,
 }
 
 impl Model {
@@ -277,6 +282,8 @@ impl Model {
             scalars: Vec::new(),
             metadata: Vec::new(),
             skipped: Vec::new(),
+            name_collisions: Vec::new(),
+            inert_classes: Vec::new(),
         }
     }
 }

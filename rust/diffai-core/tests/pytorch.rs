@@ -179,12 +179,49 @@ fn pytorch_formats_are_told_apart() {
     assert_eq!(opened("legacy_proto4.pt"), Format::PyTorchLegacy);
     // Protocol 0/1 legacy files start with the magic number as a text LONG, not 0x80.
     assert_eq!(opened("legacy_proto1.pt"), Format::PyTorchLegacy);
-    for file in ["evil.pkl", "evil.pt", "whole_module.pt", "torchscript.pt"] {
+    for file in ["evil.pkl", "evil.pt", "torchscript.pt"] {
         assert!(
             matches!(open(&data(file), None), Err(Error::Format { .. })),
             "{file}"
         );
     }
+}
+
+#[test]
+fn pytorch_whole_pickled_objects_are_read_with_their_classes_kept_inert() {
+    assert_eq!(
+        load("whole_module.pt").inert_classes,
+        ["torch.nn.modules.linear.Linear"]
+    );
+    let yolo = load("yolo_like.pt");
+    for class in [
+        "__main__.Backbone",
+        "__main__.DetectionModel",
+        "torch.nn.modules.activation.SiLU",
+        "torch.nn.modules.batchnorm.BatchNorm2d",
+        "torch.nn.modules.container.Sequential",
+    ] {
+        assert!(
+            yolo.inert_classes.iter().any(|c| c == class),
+            "{class} in {:?}",
+            yolo.inert_classes
+        );
+    }
+    assert_eq!(
+        load("namedtuple_subclass.pt").inert_classes,
+        ["__main__.Pair", "__main__.Tagged"]
+    );
+    assert!(load("checkpoint.pt").inert_classes.is_empty());
+}
+
+#[test]
+fn pytorch_colliding_names_are_both_kept_and_reported() {
+    let m = load("collision.pt");
+    assert_eq!(
+        m.name_collisions,
+        [("a.b".to_string(), "a.b#2".to_string())]
+    );
+    assert!(load("checkpoint.pt").name_collisions.is_empty());
 }
 
 #[test]

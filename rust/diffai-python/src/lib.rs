@@ -182,6 +182,18 @@ impl Model {
         self.inner.metadata.clone()
     }
 
+    /// Classes a pickle referenced outside the allowlist, kept inert (never imported or called).
+    #[getter]
+    fn inert_classes(&self) -> Vec<String> {
+        self.inner.inert_classes.clone()
+    }
+
+    /// `(name, given)`: an entry whose name an earlier entry already had, and the name it got.
+    #[getter]
+    fn name_collisions(&self) -> Vec<(String, String)> {
+        self.inner.name_collisions.clone()
+    }
+
     /// `(name, reason)` for entries found but not read as tensors or scalars.
     #[getter]
     fn skipped(&self) -> Vec<(String, String)> {

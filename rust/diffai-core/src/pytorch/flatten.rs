@@ -1,13 +1,22 @@
 //! Flattening the object tree into named entries.
 
 use super::*;
+use std::collections::HashSet;
 
 #[derive(Default)]
 pub(super) struct Flat {
     pub(super) tensors: Vec<(String, TensorRef)>,
     pub(super) scalars: Vec<(String, Scalar)>,
     pub(super) skipped: Vec<Skipped>,
+    /// (the name two entries share, the name the later one was given).
+    pub(super) collisions: Vec<(String, String)>,
+    /// Classes and functions kept as inert placeholders (from the VM).
+    pub(super) inert: Vec<String>,
 }
+
+/// nn.Module attributes whose entries are named as if the attribute were not there, so a
+/// pickled module reads `fc1.weight` like its state dict, not `_modules.fc1._parameters.weight`.
+const TRANSPARENT_ATTRS: [&str; 3] = ["_modules", "_parameters", "_buffers"];
 
 pub(super) struct Walker<'n> {
     pub(super) nodes: &'n [Node],
@@ -16,6 +25,12 @@ pub(super) struct Walker<'n> {
     pub(super) budget: u64,
     /// Containers enclosing the current one (cycle detection).
     pub(super) open: Vec<usize>,
+    /// Every name given so far, to keep colliding names apart (`a.b` from `{"a.b": x}` and
+    /// from `{"a": {"b": y}}`).
+    pub(super) taken: HashSet<String>,
+    /// Inside an object's `_private` attribute: only tensors are named (hook tables, flags and
+    /// name sets of nn.Module are bookkeeping, not model content).
+    pub(super) tensors_only: usize,
 }
 
 /// Names every tensor, scalar and skipped leaf under `root` by its dotted path, in pickle order.
@@ -25,6 +40,8 @@ pub(super) fn flatten(nodes: &[Node], root: &Value, ops: u64) -> VmResult<Flat> 
         out: Flat::default(),
         budget: ops.saturating_mul(16).saturating_add(4096),
         open: Vec::new(),
+        taken: HashSet::new(),
+        tensors_only: 0,
     };
     w.walk(root, "", 0)?;
     Ok(w.out)
@@ -48,32 +65,22 @@ impl Walker<'_> {
                 "{name}: containers nested deeper than {MAX_DEPTH} levels"
             ));
         }
-        let leaf = |root: &str| {
-            if name.is_empty() {
-                root.to_owned()
-            } else {
-                name.to_owned()
-            }
-        };
+        let leaf = |root: &'static str| if name.is_empty() { root } else { name };
         match v {
-            Value::None => self.out.scalars.push((leaf(ROOT_VALUE), Scalar::None)),
-            Value::Bool(b) => self.out.scalars.push((leaf(ROOT_VALUE), Scalar::Bool(*b))),
-            Value::Int(i) => self.out.scalars.push((leaf(ROOT_VALUE), Scalar::Int(*i))),
-            Value::Float(f) => self.out.scalars.push((leaf(ROOT_VALUE), Scalar::Float(*f))),
-            Value::Str(s) => self
-                .out
-                .scalars
-                .push((leaf(ROOT_VALUE), Scalar::Str(s.to_string()))),
+            Value::None => self.scalar(leaf(ROOT_VALUE), Scalar::None),
+            Value::Bool(b) => self.scalar(leaf(ROOT_VALUE), Scalar::Bool(*b)),
+            Value::Int(i) => self.scalar(leaf(ROOT_VALUE), Scalar::Int(*i)),
+            Value::Float(f) => self.scalar(leaf(ROOT_VALUE), Scalar::Float(*f)),
+            Value::Str(s) => self.scalar(leaf(ROOT_VALUE), Scalar::Str(s.to_string())),
             Value::BigInt(_) => self.skip(leaf(ROOT_VALUE), "an integer wider than 64 bits".into()),
             Value::Bytes(b) => self.skip(
                 leaf(ROOT_VALUE),
                 format!("a bytes value ({} bytes)", b.len()),
             ),
             Value::Global(g) => match g.known {
-                Known::DType(_) => self
-                    .out
-                    .scalars
-                    .push((leaf(ROOT_VALUE), Scalar::Str(format!("torch.{}", g.name)))),
+                Known::DType(_) => {
+                    self.scalar(leaf(ROOT_VALUE), Scalar::Str(format!("torch.{}", g.name)))
+                }
                 _ => self.skip(leaf(ROOT_VALUE), format!("a reference to {}", g.dotted())),
             },
             Value::Node(i) => {
@@ -98,21 +105,18 @@ impl Walker<'_> {
                     }
                     Node::Dict(d) => {
                         self.open.push(i);
-                        for (k, (key, item)) in d.items.iter().enumerate() {
-                            match self.key_text(key) {
-                                Some(text) => self.walk(item, &child(name, &text), depth + 1)?,
-                                None => self.skip(
-                                    child(name, &format!("<key {k}>")),
-                                    format!(
-                                        "its dict key ({}) cannot be part of a name",
-                                        describe_value(self.nodes, key)
-                                    ),
-                                ),
-                            }
-                        }
+                        self.walk_items(&d.items, name, depth, false)?;
                         self.open.pop();
                     }
-                    Node::Tensor(t) => self.out.tensors.push((leaf(ROOT_TENSOR), (**t).clone())),
+                    Node::Object(o) => {
+                        self.open.push(i);
+                        self.walk_object(o, name, depth)?;
+                        self.open.pop();
+                    }
+                    Node::Tensor(t) => {
+                        let name = self.unique(leaf(ROOT_TENSOR));
+                        self.out.tensors.push((name, (**t).clone()))
+                    }
                     Node::Storage(_) => self.skip(
                         leaf(ROOT_VALUE),
                         "a bare storage, not wrapped in a tensor".into(),
@@ -124,7 +128,115 @@ impl Walker<'_> {
         Ok(())
     }
 
-    pub(super) fn skip(&mut self, name: String, reason: String) {
+    /// Dict items named by their keys. With `module_attrs`, the items are an object's
+    /// `__dict__`: `TRANSPARENT_ATTRS` add no name component, and their `None` entries (a
+    /// `bias=None` parameter) are left out, as `state_dict()` leaves them out; other `_private`
+    /// attributes contribute tensors only.
+    fn walk_items(
+        &mut self,
+        items: &[(Value, Value)],
+        name: &str,
+        depth: usize,
+        module_attrs: bool,
+    ) -> VmResult<()> {
+        for (k, (key, item)) in items.iter().enumerate() {
+            let Some(text) = self.key_text(key) else {
+                self.skip(
+                    &child(name, &format!("<key {k}>")),
+                    format!(
+                        "its dict key ({}) cannot be part of a name",
+                        describe_value(self.nodes, key)
+                    ),
+                );
+                continue;
+            };
+            if module_attrs && TRANSPARENT_ATTRS.contains(&text.as_str()) {
+                let inner = match item {
+                    Value::Node(j) => match self.nodes.get(*j) {
+                        Some(Node::Dict(d)) => Some(&d.items),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                if let Some(inner) = inner {
+                    let present: Vec<(Value, Value)> = inner
+                        .iter()
+                        .filter(|(_, v)| !matches!(v, Value::None))
+                        .cloned()
+                        .collect();
+                    self.walk_items(&present, name, depth + 1, false)?;
+                    continue;
+                }
+            }
+            let private = module_attrs && text.starts_with('_');
+            self.tensors_only += private as usize;
+            let walked = self.walk(item, &child(name, &text), depth + 1);
+            self.tensors_only -= private as usize;
+            walked?;
+        }
+        Ok(())
+    }
+
+    /// An inert placeholder: its call arguments by position, then its state (a `__dict__`, or
+    /// `(__dict__, slots)`), then the items of a dict or list subclass.
+    fn walk_object(&mut self, o: &Object, name: &str, depth: usize) -> VmResult<()> {
+        for (k, arg) in o.args.iter().enumerate() {
+            self.walk(arg, &child(name, &k.to_string()), depth + 1)?;
+        }
+        if let Some(state) = &o.state {
+            let dicts: Vec<&Value> = match state {
+                Value::Node(j) => match self.nodes.get(*j) {
+                    Some(Node::Tuple(parts)) if parts.len() == 2 => parts.iter().collect(),
+                    _ => vec![state],
+                },
+                _ => vec![state],
+            };
+            for part in dicts {
+                match part {
+                    Value::None => {}
+                    Value::Node(j) if matches!(self.nodes.get(*j), Some(Node::Dict(_))) => {
+                        if let Some(Node::Dict(d)) = self.nodes.get(*j) {
+                            self.walk_items(&d.items, name, depth, true)?;
+                        }
+                    }
+                    other => self.walk(other, name, depth + 1)?,
+                }
+            }
+        }
+        self.walk_items(&o.items, name, depth, false)?;
+        for (k, item) in o.list.iter().enumerate() {
+            self.walk(item, &child(name, &k.to_string()), depth + 1)?;
+        }
+        Ok(())
+    }
+
+    /// `name`, or `name#2`, `name#3` ... when an earlier entry already has it (recorded).
+    fn unique(&mut self, name: &str) -> String {
+        if self.taken.insert(name.to_owned()) {
+            return name.to_owned();
+        }
+        let given = (2u64..)
+            .map(|k| format!("{name}#{k}"))
+            .find(|n| !self.taken.contains(n))
+            .unwrap_or_default();
+        self.taken.insert(given.clone());
+        self.out.collisions.push((name.to_owned(), given.clone()));
+        given
+    }
+
+    fn scalar(&mut self, name: &str, value: Scalar) {
+        if self.tensors_only > 0 {
+            return;
+        }
+        let name = self.unique(name);
+        self.out.scalars.push((name, value));
+    }
+
+    pub(super) fn skip(&mut self, name: &str, reason: String) {
+        if self.tensors_only > 0 {
+            return;
+        }
+        let name = self.unique(name);
         self.out.skipped.push(Skipped { name, reason });
     }
 

@@ -3,9 +3,16 @@
 
 use super::*;
 
-/// The global names the reader understands. Anything else in a pickle is refused.
+/// The global names the reader understands. Other names are refused when dangerous
+/// (`unknown_global`), else kept as `Inert` placeholders.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) enum Known {
+    /// A class or function outside the allowlist (a pickled nn.Module, a namedtuple, a tensor
+    /// subclass): never imported or called. Calling it records its arguments, BUILD its state.
+    Inert,
+    /// `copyreg._reconstructor(cls, base, state)` / `copyreg.__newobj__(cls, *args)`: how
+    /// protocols 0-2 write an instance; becomes a call of `cls`.
+    Reconstructor,
     OrderedDict,
     DefaultDict,
     Namespace,
@@ -49,7 +56,10 @@ pub(super) fn known_global(module: &str, name: &str) -> Option<Known> {
     Some(match (module, name) {
         ("collections", "OrderedDict") => OrderedDict,
         ("collections", "defaultdict") => DefaultDict,
-        ("argparse", "Namespace") => Namespace,
+        ("argparse", "Namespace") | ("types", "SimpleNamespace") => Namespace,
+        ("copyreg" | "copy_reg", "_reconstructor" | "__newobj__" | "__newobj_ex__") => {
+            Reconstructor
+        }
         (m, "AttributeDict")
             if m.starts_with("pytorch_lightning.")
                 || m.starts_with("lightning.")
@@ -168,16 +178,63 @@ pub(super) fn storage_kind(name: &str) -> Option<StorageKind> {
     })
 }
 
-/// The message for a global the reader does not understand.
+/// Packages whose callables run code, touch files, processes or the network, or reach other
+/// callables (getattr, functools.partial, operator.attrgetter): a pickle that names anything
+/// in them is refused, never kept as a placeholder.
+const DANGEROUS_PACKAGES: &[&str] = &[
+    "__builtin__", "__builtins__", "_ctypes", "_io", "_operator",
+    "_pickle", "_posixsubprocess", "_thread", "asyncio", "atexit", "bdb", "builtins", "cPickle",
+    "code", "codeop", "commands", "copy_reg", "copyreg", "ctypes", "dbm", "dill", "distutils",
+    "fcntl", "ftplib", "functools", "gc", "glob", "http", "httplib", "imp", "importlib",
+    "inspect", "io", "IPython", "joblib", "linecache", "marshal", "mmap", "multiprocessing", "nt",
+    "ntpath", "operator", "os", "pathlib", "pdb", "pickle", "pickletools", "pip", "pkgutil",
+    "platform", "popen2", "posix", "posixpath", "profile", "pty", "pydoc", "requests", "resource",
+    "runpy", "sched", "select", "selectors", "setuptools", "shelve", "shutil", "signal", "site",
+    "smtplib", "socket", "sqlite3", "ssl", "subprocess", "sys", "tempfile", "telnetlib", "thread",
+    "threading", "timeit", "trace", "types", "urllib", "urllib2", "urllib3", "webbrowser",
+    "yaml", "zipimport",
+];
+
+/// Callable names refused in any module (a placeholder named `eval` is an attack, not a class).
+const DANGEROUS_NAMES: &[&str] = &[
+    "__import__", "__reduce__", "__reduce_ex__", "__setstate__", "_load_from_bytes", "apply",
+    "attrgetter", "breakpoint", "call", "check_call", "check_output", "compile", "delattr",
+    "eval", "exec", "execfile", "execv", "execve", "exit", "fork", "getattr", "globals",
+    "import_module", "input", "itemgetter", "kill", "load", "load_module", "loads",
+    "methodcaller", "open", "partial", "popen", "Popen", "remove", "rmtree", "run", "runstring",
+    "setattr", "spawn", "system", "unlink", "vars",
+];
+
+/// The torch packages whose classes may be kept inert: modules, optimizers, schedulers,
+/// quantization observers. Any other unknown `torch.*` name (torch.load, torch.hub, torch._C,
+/// torch.jit, torch.ops, torch.serialization ...) is refused.
+const TORCH_INERT_PACKAGES: &[&str] = &[
+    "torch.nn.", "torch.optim.", "torch.ao.", "torch.nn.modules.", "torch.distributions.",
+];
+
+/// What an unknown global becomes: `Ok(())` for an inert placeholder, or the refusal.
+pub(super) fn unknown_global(module: &str, name: &str) -> VmResult<()> {
+    let root = module.split('.').next().unwrap_or(module);
+    let dangerous = DANGEROUS_PACKAGES.contains(&root)
+        || name.split('.').any(|part| DANGEROUS_NAMES.contains(&part) || part.starts_with("__"))
+        || module.starts_with("__torch__")
+        || (matches!(root, "torch" | "numpy" | "_codecs" | "collections" | "argparse")
+            && !TORCH_INERT_PACKAGES.iter().any(|p| module.starts_with(p)));
+    if dangerous {
+        Err(refusal(module, name))
+    } else {
+        Ok(())
+    }
+}
+
+/// The message for a global the reader refuses.
 pub(super) fn refusal(module: &str, name: &str) -> String {
     let hint = if module.starts_with("__torch__") {
         ". This looks like a TorchScript archive (torch.jit.save); diffai reads checkpoints written by torch.save"
-    } else if module.starts_with("torch.nn.modules") {
-        ". The file holds a whole pickled nn.Module; diffai reads state dicts, so save model.state_dict() instead"
     } else {
         ""
     };
     format!(
-        "pickle references the callable {module}.{name}, which diffai does not run (only PyTorch tensor and container types are understood){hint}"
+        "pickle references the callable {module}.{name}, which diffai does not run and refuses to read (it can run code or reach what does){hint}"
     )
 }

@@ -32,7 +32,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::map_file;
 use crate::tensor::{Format, Model, Scalar, Skipped, Storage, Tensor};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Cursor, Read};
 use std::ops::Range;
 use std::path::Path;
@@ -120,7 +120,8 @@ pub fn load_zip(path: &Path) -> Result<Model> {
     let pickle = (*owner).as_ref().get(range).unwrap_or_default();
     let mut vm = Vm::new(pickle, 0, &pkl_name, Pids::Zip);
     let root = vm.run().map_err(|e| Error::format(path, e))?;
-    let flat = flatten(&vm.nodes, &root, vm.ops).map_err(|e| Error::format(path, e))?;
+    let mut flat = flatten(&vm.nodes, &root, vm.ops).map_err(|e| Error::format(path, e))?;
+    flat.inert = vm.inert.into_iter().collect();
 
     let mut storages = ZipStorages {
         path,
@@ -253,7 +254,8 @@ pub fn load_legacy(path: &Path) -> Result<Model> {
     }
 
     let mut swapped: HashMap<(Rc<str>, usize), Owner> = HashMap::new();
-    let flat = flatten(&main.nodes, &root, main.ops).map_err(fail)?;
+    let mut flat = flatten(&main.nodes, &root, main.ops).map_err(fail)?;
+    flat.inert = std::mem::take(&mut main.inert).into_iter().collect();
     finish(path, Format::PyTorchLegacy, flat, |s, dtype| {
         let root = records.get(&*s.key).ok_or_else(|| {
             fail(format!(

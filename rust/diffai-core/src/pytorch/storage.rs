@@ -133,6 +133,8 @@ pub(super) fn finish(
     }
     model.scalars = flat.scalars;
     model.skipped = flat.skipped;
+    model.name_collisions = flat.collisions;
+    model.inert_classes = flat.inert;
     Ok(model)
 }
 

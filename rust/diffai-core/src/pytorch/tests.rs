@@ -100,6 +100,56 @@ fn refuses_unknown_callables() {
     assert!(e.contains("builtins.eval"), "{e}");
 }
 
+/// Classes outside the allowlist become inert placeholders, but a name that runs code or reaches
+/// what does is still refused, whatever module it is put in.
+#[test]
+fn placeholders_never_reach_dangerous_callables() {
+    for (module, name) in [
+        ("builtins", "getattr"),
+        ("__builtin__", "eval"),
+        ("os", "system"),
+        ("posix", "system"),
+        ("subprocess", "Popen"),
+        ("subprocess", "check_output"),
+        ("functools", "partial"),
+        ("operator", "attrgetter"),
+        ("importlib", "import_module"),
+        ("runpy", "run_path"),
+        ("torch", "load"),
+        ("torch.hub", "load"),
+        ("torch._C", "_jit_pass"),
+        ("torch.storage", "_load_from_bytes"),
+        ("torch.serialization", "load"),
+        ("numpy.testing._private.utils", "runstring"),
+        ("numpy", "load"),
+        ("__main__", "system"),
+        ("mypkg", "eval"),
+        ("mypkg", "Outer.__init__"),
+        ("mypkg.tools", "exec"),
+        ("types", "FunctionType"),
+        ("pickle", "loads"),
+        ("__torch__.Net", "Net"),
+    ] {
+        let mut data = b"\x80\x02c".to_vec();
+        data.extend(format!("{module}\n{name}\n").as_bytes());
+        data.extend(b")R.");
+        let e = run(&data).err().unwrap_or_else(|| panic!("{module}.{name} accepted"));
+        assert!(e.contains(&format!("{module}.{name}")), "{e}");
+    }
+    // An inert class called with a tensor-free argument, BUILD state and SETITEMS.
+    let data = b"\x80\x02c__main__\nNet\nq\x00)\x81}X\x01\x00\x00\x00kK\x07sbX\x01\x00\x00\x00xK\x01s.";
+    let (vm, v) = run(data).unwrap();
+    assert_eq!(vm.inert.iter().collect::<Vec<_>>(), ["__main__.Net"]);
+    let f = flatten(&vm.nodes, &v, vm.ops).unwrap();
+    assert_eq!(
+        f.scalars,
+        vec![
+            ("k".to_string(), Scalar::Int(7)),
+            ("x".to_string(), Scalar::Int(1))
+        ]
+    );
+}
+
 #[test]
 fn deep_nesting_and_cycles_do_not_crash() {
     let n = 200_000;

@@ -41,6 +41,8 @@ pub(super) enum Node {
     Tensor(Box<TensorRef>),
     /// A leaf diffai does not read, with the reason it gives.
     Opaque(String),
+    /// An instance of an inert placeholder class: what the pickle gave it, never run.
+    Object(Box<Object>),
 }
 
 #[derive(Debug, Default)]
@@ -134,7 +136,20 @@ pub(super) fn describe_value(nodes: &[Node], v: &Value) -> String {
             Some(Node::Storage(_)) => "a storage".into(),
             Some(Node::Tensor(_)) => "a tensor".into(),
             Some(Node::Opaque(what)) => what.clone(),
+            Some(Node::Object(o)) => format!("a {} object", o.class),
             None => "an object".into(),
         },
     }
+}
+
+/// An instance of a class outside the allowlist, as the pickle describes it: the arguments it
+/// was called with (REDUCE/NEWOBJ), the state BUILD gave it, and items a dict or list subclass
+/// received (SETITEMS/APPENDS).
+#[derive(Debug, Default)]
+pub(super) struct Object {
+    pub(super) class: String,
+    pub(super) args: Vec<Value>,
+    pub(super) state: Option<Value>,
+    pub(super) items: Vec<(Value, Value)>,
+    pub(super) list: Vec<Value>,
 }

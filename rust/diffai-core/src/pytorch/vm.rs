@@ -28,6 +28,8 @@ pub(super) struct Vm<'a> {
     /// Opcodes run; bounds the work of flattening.
     pub(super) ops: u64,
     pub(super) rebuild_nesting: usize,
+    /// Classes and functions kept as inert placeholders, by dotted name.
+    pub(super) inert: BTreeSet<String>,
 }
 
 impl<'a> Vm<'a> {
@@ -44,6 +46,7 @@ impl<'a> Vm<'a> {
             nodes: Vec::new(),
             ops: 0,
             rebuild_nesting: 0,
+            inert: BTreeSet::new(),
         }
     }
 
@@ -268,6 +271,11 @@ impl<'a> Vm<'a> {
                 }
                 Ok(())
             }
+            // A placeholder of a dict subclass keeps its items.
+            Some(Node::Object(o)) => {
+                o.items.extend(pairs);
+                Ok(())
+            }
             // Content of an object that is skipped anyway.
             Some(Node::Opaque(_)) => Ok(()),
             _ => Err(self.err(format!("SETITEM(S) on {what}, which is not a dict"))),
@@ -302,15 +310,20 @@ impl<'a> Vm<'a> {
         Ok(())
     }
 
-    pub(super) fn global(&self, module: &str, name: &str) -> VmResult<Value> {
-        match known_global(module, name) {
-            Some(known) => Ok(Value::Global(Rc::new(Global {
-                module: module.to_owned(),
-                name: name.to_owned(),
-                known,
-            }))),
-            None => Err(refusal(module, name)),
-        }
+    pub(super) fn global(&mut self, module: &str, name: &str) -> VmResult<Value> {
+        let known = match known_global(module, name) {
+            Some(known) => known,
+            None => {
+                unknown_global(module, name).map_err(|e| self.err(e))?;
+                self.inert.insert(format!("{module}.{name}"));
+                Known::Inert
+            }
+        };
+        Ok(Value::Global(Rc::new(Global {
+            module: module.to_owned(),
+            name: name.to_owned(),
+            known,
+        })))
     }
 
     // --- one opcode -------------------------------------------------------------------------
@@ -476,6 +489,7 @@ impl<'a> Vm<'a> {
                 let what = describe_value(&self.nodes, &target);
                 match self.node_mut(&target) {
                     Some(Node::List(list)) => list.extend(items),
+                    Some(Node::Object(o)) => o.list.extend(items),
                     Some(Node::Opaque(_)) => {}
                     _ => return Err(self.err(format!("APPEND(S) to {what}, which is not a list"))),
                 }
@@ -651,6 +665,26 @@ impl<'a> Vm<'a> {
         };
         let opaque = |s: String| Node::Opaque(s);
         Ok(match g.known {
+            Known::Inert => self.new_node(Node::Object(Box::new(Object {
+                class: g.dotted(),
+                args,
+                ..Object::default()
+            }))),
+            Known::Reconstructor => {
+                // _reconstructor(cls, base, state) / __newobj__(cls, *args): an instance of cls.
+                let Some(cls) = args.first() else {
+                    return Err(self.err(format!("{} without a class", g.dotted())));
+                };
+                let rest = if g.name == "_reconstructor" { Vec::new() } else { args[1..].to_vec() };
+                let rest = self.new_node(Node::Tuple(rest));
+                if self.rebuild_nesting >= MAX_REBUILD_NESTING {
+                    return Err(self.err("too many nested copyreg reconstructions"));
+                }
+                self.rebuild_nesting += 1;
+                let v = self.apply(&cls.clone(), &rest);
+                self.rebuild_nesting -= 1;
+                v?
+            }
             Known::OrderedDict | Known::BuiltinDict | Known::DefaultDict | Known::AttributeDict | Known::Namespace => {
                 let dict = self.new_node(Node::Dict(Box::new(Dict {
                     state_is_items: g.known == Known::Namespace,
@@ -864,6 +898,10 @@ impl<'a> Vm<'a> {
     /// BUILD: sets an object's state. Only `argparse.Namespace` keeps it (its attributes are its
     /// content); for dicts it is instance attributes and for tensors Python-side state.
     fn build(&mut self, target: &Value, state: &Value) -> VmResult<()> {
+        if let Some(Node::Object(o)) = self.node_mut(target) {
+            o.state = Some(state.clone());
+            return Ok(());
+        }
         let is_namespace = matches!(target, Value::Node(i) if matches!(self.nodes.get(*i), Some(Node::Dict(d)) if d.state_is_items));
         if !is_namespace {
             return Ok(());

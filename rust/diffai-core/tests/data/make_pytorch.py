@@ -8,6 +8,7 @@ test only reads the files).
 """
 
 import argparse
+import collections
 import io
 import json
 import os
@@ -39,7 +40,10 @@ def values(t):
 
 
 def walk(obj, prefix, tensors, scalars):
-    """Mirror of the Rust reader's naming: dotted paths, list indices and int keys as text."""
+    """Mirror of the Rust reader's naming: dotted paths, list indices and int keys as text; a
+    whole nn.Module (or any object) is named by its __dict__, with `_modules`, `_parameters` and
+    `_buffers` adding no component (as in its state dict) and other `_private` attributes
+    contributing tensors only."""
     if isinstance(obj, np.generic):
         return  # numpy scalars are skipped entries (np.float64 is also a Python float)
     if isinstance(obj, (torch.dtype, torch.device)):
@@ -55,6 +59,26 @@ def walk(obj, prefix, tensors, scalars):
             walk(v, f"{prefix}.{i}" if prefix else str(i), tensors, scalars)
     elif obj is None or isinstance(obj, (bool, int, float, str)):
         scalars.append((prefix, obj))
+    elif hasattr(obj, "__dict__"):
+        for k, v in vars(obj).items():
+            if k in ("_modules", "_parameters", "_buffers"):
+                walk({n: x for n, x in v.items() if x is not None}, prefix, tensors, scalars)
+            elif k.startswith("_"):
+                walk(v, f"{prefix}.{k}" if prefix else k, tensors, [])
+            else:
+                walk(v, f"{prefix}.{k}" if prefix else k, tensors, scalars)
+
+
+def unique_names(entries):
+    """The reader keeps colliding names apart: the second `a.b` is `a.b#2`."""
+    taken, out = set(), []
+    for name, value in entries:
+        given, k = name, 2
+        while given in taken:
+            given, k = f"{name}#{k}", k + 1
+        taken.add(given)
+        out.append((given, value))
+    return out
 
 
 def scalar_json(v):
@@ -72,6 +96,7 @@ def scalar_json(v):
 def record(fname, obj, skipped=(), root_name="tensor"):
     tensors, scalars = [], []
     walk(obj, "", tensors, scalars)
+    tensors, scalars = unique_names(tensors), unique_names(scalars)
     expected[fname] = {
         "tensors": [
             {
@@ -219,9 +244,43 @@ expect_error("evil.pkl", "system", "diffai does not run")
 torch.save({"w": torch.ones(2), "x": Evil()}, os.path.join(OUT, "evil.pt"))
 expect_error("evil.pt", "system", "diffai does not run")
 
-# 11. Not checkpoints of tensors: a whole pickled module, a TorchScript archive.
-torch.save(torch.nn.Linear(2, 2), os.path.join(OUT, "whole_module.pt"))
-expect_error("whole_module.pt", "torch.nn.modules.linear.Linear", "state_dict")
+# 11. Whole pickled objects: classes outside the allowlist are kept inert (never imported or
+# called) and the tensors inside them read; names follow the state dict. TorchScript is refused.
+save("whole_module.pt", torch.nn.Linear(2, 2))
+
+
+class Backbone(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.act = torch.nn.SiLU()
+
+
+class DetectionModel(torch.nn.Module):
+    """Shaped like Ultralytics' YOLO checkpoints: the whole model object under "model"."""
+
+    def __init__(self):
+        super().__init__()
+        self.model = torch.nn.Sequential(Backbone(), torch.nn.Linear(4, 2))
+        self.stride = torch.tensor([8.0, 16.0])
+        self.names = {0: "person", 1: "car"}
+
+
+yolo = DetectionModel().half()
+save("yolo_like.pt", {"epoch": 3, "best_fitness": 0.5, "model": yolo, "optimizer": None,
+                      "train_args": {"imgsz": 640, "batch": 16}})
+Pair = collections.namedtuple("Pair", "weight bias")
+
+
+class Tagged(torch.Tensor):
+    pass
+
+
+save("namedtuple_subclass.pt", {"pair": Pair(torch.arange(4.0), torch.ones(2)),
+                                "tagged": torch.arange(3.0).as_subclass(Tagged)})
+# Two entries that flatten to the same name: both kept, the second as "a.b#2".
+save("collision.pt", {"a.b": torch.arange(3.0), "a": {"b": torch.ones(2), "c": 1}})
 torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), os.path.join(OUT, "torchscript.pt"))
 expect_error("torchscript.pt", "__torch__", "TorchScript")
 
