@@ -135,7 +135,9 @@ def test_yaml_reads_back_as_the_json_records():
          "big": 2e16, "note": "other", "text": "x", "nan": 1.0}
     result = diffai.diff(a, b)
     text = result.to_yaml()
-    assert "- {\"ScalarChanged\": [\"lr\", 1.0e-05, 2.0e-05]}" in text.splitlines()  # a float to YAML 1.1
+    assert "- ScalarChanged:\n  - lr\n  - 1.0e-05\n  - 2.0e-05\n" in text  # a float to YAML 1.1
+    # Block style as in the guide: statistics one "key: value" line each, the shape in flow style.
+    assert "- TensorStatsChanged:\n  - w\n  - mean: 2.5\n" in text and "    shape: [6]\n    dtype: f32\n" in text
     assert yaml.safe_load(text) == result.to_json_list()
     run_analyses(result, None, None)
     assert yaml.safe_load(result.to_yaml()) == result.to_json_list()

@@ -175,14 +175,20 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
     diff_args: Dict[str, Any] = dict(epsilon=epsilon, path=path_filter, ignore_keys_regex=ignore_keys_regex,
                                      shape_only=shape_only, sort_by_change_magnitude=sort_by_change_magnitude,
                                      threads=threads, format=fmt)
+    # JSON and YAML list the changes; analyses join them only when a flag asks for them (the
+    # text shows every analysis that applies, and so does a report).
+    machine = output in ("json", "yaml") and not markdown_output
+    analyse = not no_analysis and (selected is not None or not machine or report_path is not None)
     with _progress(quiet) as progress:
         if len(inputs) == 2:
             result = run_diff(inputs[0], inputs[1], progress=progress, **diff_args)
-            if not no_analysis:
+            if analyse:
                 run_analyses(result, selected, config)
         else:
-            result = diff_series(inputs, selected, config, analyse=not no_analysis, progress=progress, **diff_args)
+            result = diff_series(inputs, selected, config, analyse=analyse, progress=progress, **diff_args)
     series = len(inputs) > 2
+    for pair in result.pairs if series else [result]:
+        pair.analyses_in_json = selected is not None
     if markdown_output:
         click.echo(markdown(result), nl=False)
     elif output == "json":

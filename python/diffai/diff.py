@@ -83,10 +83,20 @@ class DiffResult:
     b_names: Dict[str, str] = field(default_factory=dict)
     analyses: List[Any] = field(default_factory=list)
     options: DiffOptions = field(default_factory=DiffOptions)
+    # Whether JSON/YAML carry the analyses: the CLI puts them there only for an analysis flag, so
+    # that a plain ``--output json`` list holds one record per change.
+    analyses_in_json: bool = True
+    # What the user should know about how names were matched (a filter that matched nothing),
+    # one sentence each; the CLI prints them on stderr.
+    notes: List[str] = field(default_factory=list)
 
     @property
     def has_differences(self) -> bool:
         return bool(self.records)
+
+    def json_extras(self) -> List[Any]:
+        """Objects with ``to_json()`` that JSON shows with the analyses (how names were aligned)."""
+        return []
 
     # The same renderings as the CLI's --output text/json/yaml (output imports records, not us).
     def to_json_list(self) -> List[Dict[str, Any]]:

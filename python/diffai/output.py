@@ -22,6 +22,7 @@ from .records import (
     TensorStats,
     TensorStatsChanged,
     json_safe,
+    json_text,
 )
 
 Style = Callable[[str, str], str]
@@ -50,9 +51,10 @@ def num(x: Optional[float]) -> str:
 
 
 def json_records(result) -> List[Dict[str, Any]]:
-    """The machine-readable form: analyses first (``{"QuantizationAnalysis": {...}}``), then one
-    single-key record per difference."""
-    out: List[Dict[str, Any]] = [a.to_json() for a in result.analyses]
+    """The machine-readable form: one single-key record per difference, so that the list's length
+    is the number of changes. Analyses (``{"QuantizationAnalysis": {...}}``) come first when the
+    result carries them for JSON (the CLI: only when an analysis flag was given)."""
+    out: List[Dict[str, Any]] = [a.to_json() for a in _json_analyses(result)]
     out.extend(r.to_json() for r in result.records)
     return json_safe(out)
 
@@ -66,8 +68,12 @@ def to_json(result) -> str:
     return "[\n" + ",\n".join("  " + p for p in parts) + "\n]" if parts else "[]"
 
 
+def _json_analyses(result) -> List[Any]:
+    return [*result.json_extras(), *result.analyses] if result.analyses_in_json else []
+
+
 def _analyses_json(result) -> List[Dict[str, Any]]:
-    return json_safe([a.to_json() for a in result.analyses])
+    return json_safe([a.to_json() for a in _json_analyses(result)])
 
 
 def dumps(value: Any) -> str:
@@ -97,9 +103,11 @@ def _layout(v: Any, pad: str) -> str:
 
 
 def to_yaml(result) -> str:
-    """The JSON records as YAML: analyses laid out as in JSON, then one flow-style line per record.
-    PyYAML represents values in Python even with libyaml's emitter: 10 s for a 20,000-tensor diff."""
-    head = dump_yaml(_analyses_json(result)) if result.analyses else ""
+    """The JSON list as block YAML (as in the guide): analyses laid out as in JSON, then each record
+    as ``- Kind:`` with its name and values below, statistics one ``key: value`` line each. Written
+    from the records' JSON text: PyYAML represents values in Python even with libyaml's emitter,
+    10 s for a 20,000-tensor diff."""
+    head = dump_yaml(_analyses_json(result)) if _json_analyses(result) else ""
     return head + "".join(_yaml_record(r) for r in result.records) or "[]\n"
 
 
@@ -109,6 +117,9 @@ _MAYBE_FLOAT_WITHOUT_POINT = re.compile(r"(?<![\d.])\d+[eE][-+]?\d")
 _FLOAT_WITHOUT_POINT = re.compile(r'("(?:[^"\\]|\\.)*")|(?<![\d.])(-?\d+)([eE][-+]?\d+)')
 # Characters YAML does not allow raw (or reads as line breaks) inside a double-quoted scalar.
 _NOT_YAML_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# A name written unquoted reads back as the same string: no YAML indicator, number, bool or null.
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
+_YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}
 
 
 def _yaml_flow(value: Any) -> str:
@@ -116,19 +127,65 @@ def _yaml_flow(value: Any) -> str:
     return _yaml_flow_text(json.dumps(value, ensure_ascii=False), lambda: value)
 
 
+def _needs_pyyaml(text: str) -> bool:
+    return "\x7f" in text or not text.isascii() and _NOT_YAML_PRINTABLE.search(text) is not None
+
+
 def _yaml_flow_text(text: str, value: Callable[[], Any]) -> str:
     """JSON text (``ensure_ascii=False``) as one line of YAML; ``value()`` gives what it encodes."""
-    if "\x7f" in text or not text.isascii() and _NOT_YAML_PRINTABLE.search(text):
+    if _needs_pyyaml(text):
         # Rare: PyYAML escapes what YAML would not take raw (or would read as a line break).
         return _pyyaml(value(), flow=True).removesuffix("\n...\n").rstrip("\n")
-    if _MAYBE_FLOAT_WITHOUT_POINT.search(text):  # rare (1e-05 itself): then tell strings apart
+    return _points(text)
+
+
+def _maybe_float_without_point(text: str) -> bool:
+    # Floats are written as repr writes them: an exponent always has its sign.
+    return ("e-" in text or "e+" in text) and _MAYBE_FLOAT_WITHOUT_POINT.search(text) is not None
+
+
+def _points(text: str) -> str:
+    if _maybe_float_without_point(text):  # rare (1e-05 itself): then tell strings apart
         text = _FLOAT_WITHOUT_POINT.sub(lambda m: m[1] or f"{m[2]}.0{m[3]}", text)
     return text
 
 
 def _yaml_record(record: Record) -> str:
-    text = record.json_line(ensure_ascii=False)
-    return f"- {_yaml_flow_text(text, lambda: json_safe(record.to_json()))}\n"
+    parts = [json_text(v, ensure_ascii=False) for v in (record.name, *record.values())]
+    joined = "".join(parts)
+    if _needs_pyyaml(joined):
+        return _pyyaml([json_safe(record.to_json())])
+    if _maybe_float_without_point(joined):
+        parts = [_points(p) for p in parts]
+    lines = [f"- {record.kind}:", f"  - {_unquoted(parts[0])}"]
+    for text in parts[1:]:
+        lines.append("  - " + (_yaml_members(text[2:-1]) if text.startswith('{"') else text))
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_members(body: str) -> str:
+    """The members of a flat JSON object (statistics, change metrics: numbers, a dtype string, a
+    shape list) as ``key: value`` lines. Its top-level separators are the only ', "' in the text
+    and its keys end at the only '": ' (inside a string a quote follows a backslash)."""
+    if '\\"' in body:  # a string holding a quote: its '": ' is no key
+        return _MEMBER_KEY.sub(r"\1: ", body.replace(', "', "\n    "))
+    body = body.replace(', "', "\n    ").replace('": ', ": ")
+    start = body.find(': "')
+    while start >= 0:  # a plain string value (the dtype) loses its quotes
+        end = body.find('"', start + 3)
+        body = body[:start + 2] + _unquoted(body[start + 2:end + 1]) + body[end + 1:]
+        start = body.find(': "', start + 2)
+    return body
+
+
+_MEMBER_KEY = re.compile(r'(\w+)": ')
+
+
+def _unquoted(text: str) -> str:
+    """A JSON string that reads back the same without quotes (``fc1.bias``, ``f32``) loses them."""
+    if text[:1] == '"' and _PLAIN_NAME.fullmatch(text, 1, len(text) - 1) and text[1:-1].lower() not in _YAML_WORDS:
+        return text[1:-1]
+    return text
 
 
 def dump_yaml(value: Any) -> str:
