@@ -27,6 +27,8 @@ def diff(
     threads: int = 0,
     format: Optional[str] = None,
     progress: Optional[Progress] = None,
+    align: bool = True,
+    strip_prefix: Optional[str] = None,
 ) -> DiffResult:
     """Compare two models tensor by tensor.
 
@@ -34,6 +36,12 @@ def diff(
     changed (with before/after statistics and elementwise change metrics) and whose
     ``to_json_list()`` matches the CLI's ``--output json``. Raises :class:`DiffaiError` for
     unreadable input.
+
+    Names pair as they are or, with ``align``, after stripping a wrapper prefix (``module.``,
+    ``_orig_mod.``, ``model.``, ``state_dict.``, a container key shared by every name) when that
+    pairs more tensors (``result.alignments`` says which); ``strip_prefix="A:B"`` strips A from
+    a's names and B from b's instead. A tensor removed and one added with the same contents are a
+    :class:`TensorRenamed`.
     """
     opts = DiffOptions(
         epsilon=epsilon,
@@ -44,6 +52,8 @@ def diff(
         threads=threads,
         format=format,
         progress=progress,
+        align=align,
+        strip_prefix=strip_prefix,
     )
     with gc_paused():
         return diff_inputs(*load_pair(a, b, format), opts)

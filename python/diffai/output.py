@@ -18,6 +18,7 @@ from .records import (
     ScalarChanged,
     TensorAdded,
     TensorRemoved,
+    TensorRenamed,
     TensorShapeChanged,
     TensorStats,
     TensorStatsChanged,
@@ -26,6 +27,28 @@ from .records import (
 )
 
 Style = Callable[[str, str], str]
+
+# What a terminal acts on instead of printing: C0 controls (ESC, BEL, CR, LF, ...), DEL, C1
+# controls, Unicode line/paragraph separators and bidirectional overrides. Names and strings read
+# from a file are printed with these escaped, so a tensor name cannot fake lines or retitle the
+# terminal; JSON and YAML keep them exact (escaped by their own syntax).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_one(m: "re.Match[str]") -> str:
+    c = ord(m[0])
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """``text`` with control characters as ``\\x1b`` / ``\\u2028`` escapes (except those in
+    ``keep``, e.g. the line breaks of a whole Markdown document)."""
+    if text.isprintable():
+        return text
+    if keep:
+        return keep.join(escape_controls(part) for part in text.split(keep))
+    return _CONTROL.sub(_escape_one, text)
+
 
 
 def plain(text: str, _color: str) -> str:
@@ -252,6 +275,9 @@ def _stats_change(before: TensorStats, after: TensorStats) -> List[str]:
 
 
 def record_line(r: Record, style: Style = plain) -> str:
+    """One text line for a record: names from the file have their control characters escaped
+    (values are shown by ``repr``, which escapes them too)."""
+    name = escape_controls(r.name)
     if isinstance(r, TensorStatsChanged):
         parts = _stats_change(r.before, r.after)
         c = r.change
@@ -262,29 +288,31 @@ def record_line(r: Record, style: Style = plain) -> str:
             va, vb = getattr(r.before, key), getattr(r.after, key)
             if va != vb:
                 parts.append(f"{key.split('_')[0]}={va}->{vb}")
-        return style(f"  ~ {r.name}: " + ", ".join(parts), "yellow")
+        return style(f"  ~ {name}: " + ", ".join(parts), "yellow")
     if isinstance(r, TensorShapeChanged):
-        text = f"  ~ {r.name}: shape={_shape(r.before.shape)} -> {_shape(r.after.shape)}"
+        text = f"  ~ {name}: shape={_shape(r.before.shape)} -> {_shape(r.after.shape)}"
         if r.before.dtype != r.after.dtype:
             text += f", dtype={r.before.dtype}->{r.after.dtype}"
         return style(text, "yellow")
+    if isinstance(r, TensorRenamed):
+        return style(f"  ~ {name} -> {escape_controls(r.new_name)}: renamed, {_brief(r.stats)}", "yellow")
     if isinstance(r, TensorAdded):
-        return style(f"  + {r.name}: {_brief(r.stats)}", "green")
+        return style(f"  + {name}: {_brief(r.stats)}", "green")
     if isinstance(r, TensorRemoved):
-        return style(f"  - {r.name}: {_brief(r.stats)}", "red")
+        return style(f"  - {name}: {_brief(r.stats)}", "red")
     if isinstance(r, (ScalarChanged, MetadataChanged)):
         what = "metadata" if isinstance(r, MetadataChanged) else "value"
         if r.before is None and r.after is not None:
-            return style(f"  + {r.name}: {what}={r.after!r}", "green")
+            return style(f"  + {name}: {what}={r.after!r}", "green")
         if r.after is None and r.before is not None:
-            return style(f"  - {r.name}: {what}={r.before!r}", "red")
-        return style(f"  ~ {r.name}: {what}={r.before!r}->{r.after!r}", "yellow")
+            return style(f"  - {name}: {what}={r.before!r}", "red")
+        return style(f"  ~ {name}: {what}={r.before!r}->{r.after!r}", "yellow")
     if isinstance(r, FileChanged):
         sign = "+" if r.before is None else "-" if r.after is None else "~"
         color = {"+": "green", "-": "red", "~": "yellow"}[sign]
-        return style(f"  {sign} {r.name}: file " + {"+": "added", "-": "removed", "~": "content differs"}[sign], color)
+        return style(f"  {sign} {name}: file " + {"+": "added", "-": "removed", "~": "content differs"}[sign], color)
     if isinstance(r, EntrySkipped):
-        return style(f"  ! {r.name}: skipped in {r.side}: {r.reason}", "magenta")
+        return style(f"  ! {name}: skipped in {r.side}: {escape_controls(r.reason)}", "magenta")
     raise TypeError(f"no text form for {type(r).__name__}")
 
 
@@ -292,12 +320,14 @@ def summary_line(result) -> str:
     s = result.summary
     delta = s.params_b - s.params_a
     same = f"{s.not_compared} not compared (headers only)" if s.not_compared else f"{s.unchanged} unchanged"
-    return (f"tensors: {s.added} added, {s.removed} removed, {s.reshaped} reshaped, {s.changed} changed, "
+    renamed = f"{s.renamed} renamed, " if s.renamed else ""
+    return (f"tensors: {s.added} added, {s.removed} removed, {renamed}{s.reshaped} reshaped, {s.changed} changed, "
             f"{same}; parameters: {s.params_a} -> {s.params_b} ({delta:+d})")
 
 
 def to_text(result, style: Style = plain, summary: bool = True) -> str:
-    lines = [a.text_line() for a in result.analyses]
+    lines = [a.text_line() for a in result.alignments]
+    lines += [escape_controls(a.text_line()) for a in result.analyses]  # they quote tensor names
     lines += [record_line(r, style) for r in result.records]
     if summary:
         lines.append(summary_line(result))
@@ -307,21 +337,21 @@ def to_text(result, style: Style = plain, summary: bool = True) -> str:
 def inspect_text(results, style: Style = plain) -> str:
     lines: List[str] = []
     for res in results:
-        lines.append(style(f"{res.label} ({res.format}): {len(res.tensors)} tensors, {res.parameters} parameters, "
+        lines.append(style(f"{escape_controls(res.label)} ({res.format}): {len(res.tensors)} tensors, {res.parameters} parameters, "
                            f"{res.nbytes} bytes", "bold"))
         for t in res.tensors:
             st = t.stats
-            text = f"  {t.name}: {_brief(st)}"
+            text = f"  {escape_controls(t.name)}: {_brief(st)}"
             if st.nan_count is not None:
                 text += (f", mean={num(st.mean)}, std={num(st.std)}, min={num(st.min)}, max={num(st.max)}"
                          f", nan={st.nan_count}, inf={st.inf_count}")
             lines.append(text)
         for name, value in res.scalars.items():
-            lines.append(f"  {name} = {value!r}")
+            lines.append(f"  {escape_controls(name)} = {value!r}")
         for key, value in res.metadata.items():
-            lines.append(f"  [metadata] {key} = {value!r}")
+            lines.append(f"  [metadata] {escape_controls(key)} = {value!r}")
         for name, reason in res.skipped:
-            lines.append(style(f"  ! {name}: skipped: {reason}", "magenta"))
+            lines.append(style(f"  ! {escape_controls(name)}: skipped: {escape_controls(reason)}", "magenta"))
     return "\n".join(lines) + "\n"
 
 
@@ -330,7 +360,7 @@ def check_text(results) -> str:
     for res in results:
         dtypes = ", ".join(f"{d}: {v['tensors']} tensors / {v['parameters']} params / {v['bytes']} bytes"
                            for d, v in res.dtypes().items())
-        lines.append(f"OK {res.label}: format={res.format}, tensors={len(res.tensors)}, params={res.parameters}, "
+        lines.append(f"OK {escape_controls(res.label)}: format={res.format}, tensors={len(res.tensors)}, params={res.parameters}, "
                      f"bytes={res.nbytes}" + (f", dtypes=[{dtypes}]" if dtypes else "")
                      + (f", scalars={len(res.scalars)}" if res.scalars else "")
                      + (f", skipped={len(res.skipped)}" if res.skipped else ""))
