@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -56,7 +58,17 @@ def diff(
         strip_prefix=strip_prefix,
     )
     with gc_paused():
-        return diff_inputs(*load_pair(a, b, format), opts)
+        return diff_inputs(*load_pair(_input(a, "diff"), _input(b, "diff"), format), opts)
+
+
+def _input(x: Any, verb: str) -> Any:
+    """A bytes path (``b"model.pt"``, as os.listdir(bytes) gives) as a path; anything that is
+    neither a path nor a mapping is refused naming what the call does."""
+    if isinstance(x, bytes):
+        return os.fsdecode(x)
+    if not isinstance(x, (str, os.PathLike, Mapping, Source)):
+        raise DiffaiError(f"cannot {verb} a {type(x).__name__}: pass a path or a mapping of name -> array")
+    return x
 
 
 @dataclass
@@ -105,7 +117,7 @@ def inspect(x: Input, *, shape_only: bool = False, threads: int = 0, format: Opt
 
 def _inspect(x: Input, shape_only: bool, threads: int, format: Optional[str],
              progress: Optional[Progress]) -> List[InspectResult]:
-    src = load(x, format, "<memory>")
+    src = load(_input(x, "inspect"), format, "<memory>")
     if isinstance(src, Folder):
         # config.json, README, tokenizers are skipped; a model file that fails to read is an error.
         sources = [(rel, open_file(p, format)) for rel, p in src.files.items() if is_model_file(p)]
