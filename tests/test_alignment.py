@@ -151,3 +151,11 @@ def test_renames_are_decided_by_content_not_by_statistics():
     # Another dtype is no rename.
     retyped = diffai.diff({"a": w}, {"b": w.astype(np.float64)})
     assert _kinds(retyped) == ["TensorRemoved", "TensorAdded"]
+
+
+def test_a_single_container_key_is_stripped():
+    w = np.arange(6, dtype=np.float32)
+    sd = {"fc.weight": w, "fc.bias": w[:2]}
+    result = diffai.diff(sd, {"net": sd, "step": 7})
+    assert result.alignments == [Alignment("", "net.", 2, True)]
+    assert _kinds(result) == ["ScalarChanged"]  # only the step counter b adds

@@ -90,9 +90,11 @@ def test_github_actions_recipe(model_pair):
     assert 0 < len(one) <= 10
 
 
-def test_pre_commit_recipe_counts_shape_changes(model_pair):
+def test_pre_commit_recipe_counts_shape_changes(model_pair, tmp_path):
     a, b = model_pair
-    data = diff_json(a, b)
+    old_model = tmp_path / "old_model"  # `git show HEAD:"$file" > /tmp/old_model`: no extension
+    old_model.write_bytes(a.read_bytes())
+    data = diff_json(old_model, b)
     assert jq("[.[] | select(.TensorShapeChanged)] | length", data) == "1"
     assert jq("[.[] | select(.TensorShapeChanged)] | length", diff_json(ST / "pair_a.safetensors",
                                                                      ST / "pair_b.safetensors")) == "2"

@@ -33,7 +33,8 @@ from .records import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Alignment", "ChangeMetrics", "DiffOptions", "DiffResult", "DiffaiError", "EntrySkipped", "FileChanged", "InspectResult",
+    "Alignment", "ChangeMetrics", "DiffOptions", "DiffResult", "DiffaiError", "EntrySkipped", "FileChanged",
+    "InspectResult",
     "MetadataChanged", "Record", "ScalarChanged", "Summary", "TensorAdded", "TensorComparison", "TensorInfo",
     "TensorRemoved", "TensorRenamed", "TensorShapeChanged", "TensorStats", "TensorStatsChanged", "diff", "inspect",
 ]

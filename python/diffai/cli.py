@@ -31,7 +31,8 @@ from .analyses import REGISTRY, AnalysisConfig, diff_series, failed_checks, run_
 from .api import diff as run_diff
 from .api import inspect as run_inspect
 from .errors import DiffaiError
-from .output import check_text, escape_controls, plain, dump_yaml, dumps, inspect_json, inspect_text, to_json, to_text, to_yaml
+from .output import (check_text, dump_yaml, dumps, escape_controls, inspect_json, inspect_text, plain, to_json,
+                     to_text, to_yaml)
 from .report import markdown, write_report
 
 _COMMON = [
@@ -293,13 +294,14 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
         else:
             result = diff_series(inputs, selected, config, analyse=analyse, progress=progress, **diff_args)
     series = len(inputs) > 2
+    notes: Dict[str, None] = {}  # in order, once (a series' pairs share their filters)
     for pair in result.pairs if series else [result]:
         pair.analyses_in_json = selected is not None
-        for message in pair.notes:
-            _note(message)
+        notes.update(dict.fromkeys(pair.notes))
         if machine or markdown_output:  # text shows them on its first lines, JSON with the analyses
-            for alignment in pair.alignments:
-                _note(alignment.text_line())
+            notes.update(dict.fromkeys(a.text_line() for a in pair.alignments))
+    for message in notes:
+        _note(message)
     if markdown_output:  # a document: its own line breaks stay, every other control is escaped
         click.echo(escape_controls(markdown(result), keep="\n"), nl=False)
     elif output == "json":

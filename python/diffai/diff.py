@@ -222,10 +222,6 @@ def is_model_file(path) -> bool:
 def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
     result.sources.append((prefix, a, b))
     a_names, same_shape, reshaped, added, renamed = _pair_names(a, b, opts, result, prefix)
-    if opts.filters:
-        _count_filter_hits(opts, result, prefix, [*a_names, *added, *a.scalars, *b.scalars, *a.metadata, *b.metadata])
-        a_names, same_shape, reshaped, added = ([n for n in names if opts.keeps(prefix + n)]
-                                                for names in (a_names, same_shape, reshaped, added))
     # Tensors read on one side only: reshaped ones (both sides) and those a or b alone holds.
     only_a: List[str] = []
     if len(same_shape) != len(a_names):
@@ -334,29 +330,28 @@ def _count_filter_hits(opts: DiffOptions, result: DiffResult, prefix: str, names
 def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str):
     """a's tensor names; those paired with a b tensor of the same shape, of another shape; b's
     unpaired names; and b's own name of each a name paired under another name. Names pair as
-    they are, or after stripping prefixes (``opts.align``, ``opts.strip_prefix``)."""
+    they are, or after stripping prefixes (``opts.align``, ``opts.strip_prefix``); the filters
+    apply to each side's own names."""
     a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
+    renamed: Dict[str, str] = {}
+    prefixes = opts._prefixes
+    if prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
+        chosen = choose_prefixes(list(a.tensor_infos()), list(b.tensor_infos()))
+        prefixes = chosen[:2] if chosen else None
+    if prefixes is not None:
+        a_names, same_shape, reshaped, added, b_of = align_names(a.tensor_infos(), b.tensor_infos(), *prefixes)
+        result.alignments.append(Alignment(*prefixes, len(b_of), opts._prefixes is None, prefix))
+        renamed = {n: m for n, m in b_of.items() if n != m}
+    if opts.filters:
+        _count_filter_hits(opts, result, prefix, [*a_names, *added, *a.scalars, *b.scalars, *a.metadata, *b.metadata])
+        a_names, same_shape, reshaped, added = ([n for n in names if opts.keeps(prefix + n)]
+                                                for names in (a_names, same_shape, reshaped, added))
     if a.format == b.format == "npy" and len(a_names) == len(added) == 1:
         # A .npy holds one unnamed array (named by its file stem): two .npy files compare their
         # arrays whatever the files are called.
         (na,), (nb,) = a_names, added
         same = a.tensor_infos()[na][1] == b.tensor_infos()[nb][1]
-        result.b_names[prefix + na] = nb
-        return a_names, [na] if same else [], [] if same else [na], [], {na: nb}
-    infos_a, infos_b = a.tensor_infos(), b.tensor_infos()
-    if opts._prefixes is not None:
-        (pa, pb), automatic = opts._prefixes, False
-    elif opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
-        chosen = choose_prefixes(list(infos_a), list(infos_b))
-        if chosen is None:
-            return a_names, same_shape, reshaped, added, {}
-        pa, pb, _ = chosen
-        automatic = True
-    else:
-        return a_names, same_shape, reshaped, added, {}
-    a_names, same_shape, reshaped, added, b_of = align_names(infos_a, infos_b, pa, pb)
-    result.alignments.append(Alignment(pa, pb, len(b_of), automatic, prefix))
-    renamed = {n: m for n, m in b_of.items() if n != m}
+        same_shape, reshaped, added, renamed = [na] if same else [], [] if same else [na], [], {na: nb}
     result.b_names.update({prefix + n: m for n, m in renamed.items()})
     return a_names, same_shape, reshaped, added, renamed
 

@@ -92,7 +92,11 @@ def to_json(result) -> str:
 
 
 def _json_analyses(result) -> List[Any]:
-    return [*result.json_extras(), *result.analyses] if result.analyses_in_json else []
+    """The analyses JSON carries, with how names were aligned: both or neither (the list of a
+    plain diff holds one record per change)."""
+    if not (result.analyses_in_json and result.analyses):
+        return []
+    return [*result.json_extras(), *result.analyses]
 
 
 def _analyses_json(result) -> List[Dict[str, Any]]:
@@ -337,7 +341,8 @@ def to_text(result, style: Style = plain, summary: bool = True) -> str:
 def inspect_text(results, style: Style = plain) -> str:
     lines: List[str] = []
     for res in results:
-        lines.append(style(f"{escape_controls(res.label)} ({res.format}): {len(res.tensors)} tensors, {res.parameters} parameters, "
+        label = escape_controls(res.label)
+        lines.append(style(f"{label} ({res.format}): {len(res.tensors)} tensors, {res.parameters} parameters, "
                            f"{res.nbytes} bytes", "bold"))
         for t in res.tensors:
             st = t.stats
@@ -360,8 +365,8 @@ def check_text(results) -> str:
     for res in results:
         dtypes = ", ".join(f"{d}: {v['tensors']} tensors / {v['parameters']} params / {v['bytes']} bytes"
                            for d, v in res.dtypes().items())
-        lines.append(f"OK {escape_controls(res.label)}: format={res.format}, tensors={len(res.tensors)}, params={res.parameters}, "
-                     f"bytes={res.nbytes}" + (f", dtypes=[{dtypes}]" if dtypes else "")
+        lines.append(f"OK {escape_controls(res.label)}: format={res.format}, tensors={len(res.tensors)}, "
+                     f"params={res.parameters}, bytes={res.nbytes}" + (f", dtypes=[{dtypes}]" if dtypes else "")
                      + (f", scalars={len(res.scalars)}" if res.scalars else "")
                      + (f", skipped={len(res.skipped)}" if res.skipped else ""))
     return "\n".join(lines) + "\n"

@@ -14,8 +14,9 @@ from typing import Any, Dict, List, Optional, Union
 from ._core import ChangeMetrics, TensorComparison, TensorStats
 
 __all__ = [
-    "Alignment", "ChangeMetrics", "EntrySkipped", "FileChanged", "MetadataChanged", "Record", "ScalarChanged", "Summary",
-    "TensorAdded", "TensorComparison", "TensorRemoved", "TensorRenamed", "TensorShapeChanged", "TensorStats", "TensorStatsChanged",
+    "Alignment", "ChangeMetrics", "EntrySkipped", "FileChanged", "MetadataChanged", "Record", "ScalarChanged",
+    "Summary", "TensorAdded", "TensorComparison", "TensorRemoved", "TensorRenamed", "TensorShapeChanged",
+    "TensorStats", "TensorStatsChanged",
 ]
 
 Number = Optional[float]
