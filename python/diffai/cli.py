@@ -207,7 +207,7 @@ def _note(message: str) -> None:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"diffai: error: {message}", err=True)
+    click.echo(f"diffai: error: {escape_controls(message)}", err=True)  # it may quote a name from a file
     sys.exit(2)
 
 

@@ -330,8 +330,8 @@ def summary_line(result) -> str:
 
 
 def to_text(result, style: Style = plain, summary: bool = True) -> str:
-    lines = [a.text_line() for a in result.alignments]
-    lines += [escape_controls(a.text_line()) for a in result.analyses]  # they quote tensor names
+    # Analyses quote tensor names; an alignment names a folder's file.
+    lines = [escape_controls(a.text_line()) for a in [*result.alignments, *result.analyses]]
     lines += [record_line(r, style) for r in result.records]
     if summary:
         lines.append(summary_line(result))
