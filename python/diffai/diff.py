@@ -221,7 +221,8 @@ def is_model_file(path) -> bool:
 
 def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
     result.sources.append((prefix, a, b))
-    a_names, same_shape, reshaped, added, renamed = _pair_names(a, b, opts, result, prefix)
+    # b_own: b's own name of an a name paired under another name (aligned prefixes, two .npy).
+    a_names, same_shape, reshaped, added, b_own = _pair_names(a, b, opts, result, prefix)
     # Tensors read on one side only: reshaped ones (both sides) and those a or b alone holds.
     only_a: List[str] = []
     if len(same_shape) != len(a_names):
@@ -232,26 +233,28 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     if opts.shape_only:
         header_a, header_b = a.tensor_infos(), b.tensor_infos()
         single_a = {n: TensorStats.from_header(header_a[n]) for n in only_a}
-        single_b = {n: TensorStats.from_header(header_b[renamed.get(n, n)]) for n in only_b}
+        single_b = {n: TensorStats.from_header(header_b[b_own.get(n, n)]) for n in only_b}
         pairs = {n: _not_compared(prefix + n, TensorStats.from_header(header_a[n]),
-                                  TensorStats.from_header(header_b[renamed.get(n, n)])) for n in same_shape}
+                                  TensorStats.from_header(header_b[b_own.get(n, n)])) for n in same_shape}
     else:
-        work = _Work(opts.progress, lambda: _nbytes(a, only_a + same_shape) + _nbytes(b, only_b + same_shape, renamed))
+        work = _Work(opts.progress, lambda: _nbytes(a, only_a + same_shape) + _nbytes(b, only_b + same_shape, b_own))
         raw_a = _core.tensor_stats(a.model, only_a, opts.threads, work.callback()) if only_a else []
         work.finish_call()
-        raw_b = (_core.tensor_stats(b.model, [renamed.get(n, n) for n in only_b], opts.threads, work.callback())
+        raw_b = (_core.tensor_stats(b.model, [b_own.get(n, n) for n in only_b], opts.threads, work.callback())
                  if only_b else [])
         work.finish_call()
         raw = _core.pair_stats(a.model, b.model, same_shape, opts.epsilon, opts.threads, work.callback(),
-                               b_names=[renamed.get(n, n) for n in same_shape] if renamed else None, prefix=prefix)
+                               b_names=[b_own.get(n, n) for n in same_shape] if b_own else None, prefix=prefix)
         single_a = dict(zip(only_a, raw_a))
         single_b = dict(zip(only_b, raw_b))
         pairs = dict(zip(same_shape, raw))
-    moved = {}
+    # A tensor only a holds and one only b holds, equal element by element: one renamed tensor.
+    renames = {}
     if added and not opts.shape_only and len(only_a) > len(reshaped):
-        gone = {n: single_a[n] for n in only_a if n not in single_b}
-        moved = find_renames(a.model, b.model, gone, {n: single_b[n] for n in added}, opts.threads, prefix)
-        added = [n for n in added if n not in {new for new, _ in moved.values()}]
+        kept = set(reshaped)
+        gone = {n: single_a[n] for n in only_a if n not in kept}
+        renames = find_renames(a.model, b.model, gone, {n: single_b[n] for n in added}, opts.threads, prefix)
+        added = [n for n in added if n not in {new for new, _ in renames.values()}]
 
     # Runs once per tensor (tens of thousands on some models): local names, counts kept in locals.
     add_record, add_comparison = result.records.append, result.comparisons.append
@@ -275,8 +278,8 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
             add_record(TensorShapeChanged(name, sa, sb))
             add_comparison(TensorComparison(name, "reshaped", sa, sb))
             status = "reshaped"
-        elif n in moved:
-            new, c = moved[n]
+        elif n in renames:
+            new, c = renames[n]
             params_a += c.a.numel
             params_b += c.b.numel
             add_record(TensorRenamed(name, prefix + new, c.a))
@@ -333,7 +336,7 @@ def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pre
     they are, or after stripping prefixes (``opts.align``, ``opts.strip_prefix``); the filters
     apply to each side's own names."""
     a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
-    renamed: Dict[str, str] = {}
+    b_own: Dict[str, str] = {}
     prefixes = opts._prefixes
     if prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
         chosen = choose_prefixes(list(a.tensor_infos()), list(b.tensor_infos()))
@@ -341,7 +344,7 @@ def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pre
     if prefixes is not None:
         a_names, same_shape, reshaped, added, b_of = align_names(a.tensor_infos(), b.tensor_infos(), *prefixes)
         result.alignments.append(Alignment(*prefixes, len(b_of), opts._prefixes is None, prefix))
-        renamed = {n: m for n, m in b_of.items() if n != m}
+        b_own = {n: m for n, m in b_of.items() if n != m}
     if opts.filters:
         _count_filter_hits(opts, result, prefix, [*a_names, *added, *a.scalars, *b.scalars, *a.metadata, *b.metadata])
         a_names, same_shape, reshaped, added = ([n for n in names if opts.keeps(prefix + n)]
@@ -351,9 +354,9 @@ def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pre
         # arrays whatever the files are called.
         (na,), (nb,) = a_names, added
         same = a.tensor_infos()[na][1] == b.tensor_infos()[nb][1]
-        same_shape, reshaped, added, renamed = [na] if same else [], [] if same else [na], [], {na: nb}
-    result.b_names.update({prefix + n: m for n, m in renamed.items()})
-    return a_names, same_shape, reshaped, added, renamed
+        same_shape, reshaped, added, b_own = [na] if same else [], [] if same else [na], [], {na: nb}
+    result.b_names.update({prefix + n: m for n, m in b_own.items()})
+    return a_names, same_shape, reshaped, added, b_own
 
 
 def _not_compared(name: str, sa: TensorStats, sb: TensorStats) -> TensorComparison:
@@ -362,9 +365,9 @@ def _not_compared(name: str, sa: TensorStats, sb: TensorStats) -> TensorComparis
     return TensorComparison(name, "changed" if sa.dtype != sb.dtype else "not_compared", sa, sb)
 
 
-def _nbytes(src: Source, names: List[str], renamed: Optional[Dict[str, str]] = None) -> int:
+def _nbytes(src: Source, names: List[str], own: Optional[Dict[str, str]] = None) -> int:
     infos = src.tensor_infos()
-    return sum(infos[renamed.get(n, n) if renamed else n][2] for n in names)
+    return sum(infos[own.get(n, n) if own else n][2] for n in names)
 
 
 def _union(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
