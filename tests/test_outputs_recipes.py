@@ -121,3 +121,11 @@ def test_analysis_records_only_with_an_analysis_flag(model_pair):
     # The text default still shows every analysis that applies, before the tensor lines.
     text = cli(a, b).stdout.splitlines()
     assert text[0].startswith("change_summary:") and any(l.startswith("anomaly_detection:") for l in text)
+
+
+def test_entries_unreadable_in_both_files_are_not_changes():
+    mat = FIXTURES / "matlab" / "v5.mat"  # holds a cell array diffai does not read
+    assert diff_json(mat, mat) == []
+    proc = cli(mat, mat, "-o", "json", "--exit-code")
+    assert "'cellv' not compared: cell array" in proc.stderr
+    assert "  ! cellv: skipped in a and b: cell array (1x2) is not read" in cli(mat, mat).stdout.splitlines()

@@ -298,6 +298,8 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
     for pair in result.pairs if series else [result]:
         pair.analyses_in_json = selected is not None
         notes.update(dict.fromkeys(pair.notes))
+        if machine or markdown_output:
+            notes.update(dict.fromkeys(f"{r.name!r} not compared: {r.reason} (in a and b)" for r in pair.unread))
         if machine or markdown_output:  # text shows them on its first lines, JSON with the analyses
             notes.update(dict.fromkeys(a.text_line() for a in pair.alignments))
     for message in notes:

@@ -95,6 +95,8 @@ class DiffResult:
     # that a plain ``--output json`` list holds one record per change.
     analyses_in_json: bool = True
     alignments: List[Alignment] = field(default_factory=list)
+    # Entries that neither file lets diffai read (side "a and b", a's reason): not changes.
+    unread: List[EntrySkipped] = field(default_factory=list)
     # What the user should know about how names were matched (a filter that matched nothing),
     # one sentence each; the CLI prints them on stderr.
     notes: List[str] = field(default_factory=list)
@@ -314,10 +316,17 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         name = prefix + key
         if opts.keeps(name) and a.metadata.get(key) != b.metadata.get(key):
             result.records.append(MetadataChanged(name, a.metadata.get(key), b.metadata.get(key)))
-    for side, src in (("a", a), ("b", b)):
+    # An entry neither file lets diffai read is not known to differ: it is listed apart from the
+    # changes (text shows it, the CLI notes it beside JSON), so identical files give no record.
+    in_b = {name for name, _ in b.skipped}
+    in_a = {name for name, _ in a.skipped}
+    for side, src, other in (("a", a, in_b), ("b", b, in_a)):
         for name, reason in src.skipped:
             if opts.keeps(prefix + name):
-                result.records.append(EntrySkipped(prefix + name, side, reason))
+                both = name in other
+                if not (both and side == "b"):
+                    (result.unread if both else result.records).append(
+                        EntrySkipped(prefix + name, "a and b" if both else side, reason))
 
 
 def _count_filter_hits(opts: DiffOptions, result: DiffResult, prefix: str, names: List[str]) -> None:

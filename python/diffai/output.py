@@ -332,7 +332,7 @@ def summary_line(result) -> str:
 def to_text(result, style: Style = plain, summary: bool = True) -> str:
     # Analyses quote tensor names; an alignment names a folder's file.
     lines = [escape_controls(a.text_line()) for a in [*result.alignments, *result.analyses]]
-    lines += [record_line(r, style) for r in result.records]
+    lines += [record_line(r, style) for r in [*result.records, *result.unread]]
     if summary:
         lines.append(summary_line(result))
     return "\n".join(lines) + "\n"

@@ -161,7 +161,7 @@ class EntrySkipped(Record):
     """Something in a file that is neither a tensor nor a scalar diffai understands."""
 
     name: str
-    side: str  # "a" or "b"
+    side: str  # "a", "b", or "a and b" (then not a change: ``DiffResult.unread``)
     reason: str
     kind = "EntrySkipped"
 
