@@ -135,7 +135,9 @@ def test_yaml_reads_back_as_the_json_records():
          "big": 2e16, "note": "other", "text": "x", "nan": 1.0}
     result = diffai.diff(a, b)
     text = result.to_yaml()
-    assert "- {\"ScalarChanged\": [\"lr\", 1.0e-05, 2.0e-05]}" in text.splitlines()  # a float to YAML 1.1
+    assert "- ScalarChanged:\n  - lr\n  - 1.0e-05\n  - 2.0e-05\n" in text  # a float to YAML 1.1
+    # Block style as in the guide: statistics one "key: value" line each, the shape in flow style.
+    assert "- TensorStatsChanged:\n  - w\n  - mean: 2.5\n" in text and "    shape: [6]\n    dtype: f32\n" in text
     assert yaml.safe_load(text) == result.to_json_list()
     run_analyses(result, None, None)
     assert yaml.safe_load(result.to_yaml()) == result.to_json_list()
@@ -180,3 +182,114 @@ def test_shape_only_reads_no_values():
     kinds = sorted(next(iter(r)) for r in out)
     assert "TensorShapeChanged" in kinds and all(
         r[k][1]["mean"] is None for r in out for k in r if k.startswith("Tensor"))
+
+
+# Names a terminal would act on: ESC sequences (colour, OSC retitle), BEL, CR, LF, C1 CSI, DEL,
+# a Unicode line separator and a right-to-left override.
+HOSTILE = ["\x1b]0;pwned\x07title", "fake\rline", "two\nlines", "\x9b31mred", "del\x7f", "sep\u2028x",
+           "rtl\u202eabc", "tab\there"]
+
+
+def _hostile_pair(tmp_path):
+    from safetensors.numpy import save_file
+
+    w = np.arange(4, dtype=np.float32)
+    save_file({n: w for n in HOSTILE}, str(tmp_path / "a.safetensors"), metadata={"note\x1b[2J": "x"})
+    save_file({n: w + 1 for n in HOSTILE}, str(tmp_path / "b.safetensors"), metadata={"note\x1b[2J": "y"})
+    return tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+
+
+def _raw_controls(text: str) -> set:
+    return {c for c in text if (ord(c) < 0x20 and c != "\n") or 0x7f <= ord(c) <= 0x9f or c in "\u2028\u202e"}
+
+
+def test_control_characters_in_names_are_escaped_in_text_and_markdown(tmp_path):
+    a, b = _hostile_pair(tmp_path)
+    for args in ((a, b), (a, b, "--no-analysis"), (a, b, "--markdown-output"), ("inspect", a), ("--check", a)):
+        proc = cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert _raw_controls(proc.stdout) == set(), args
+    lines = cli(a, b, "--no-analysis").stdout.splitlines()
+    assert len(lines) == len(HOSTILE) + 2  # one line per tensor, the metadata line, the summary
+    assert any(l.startswith("  ~ \\x1b]0;pwned\\x07title: ") for l in lines)
+    assert any(l.startswith("  ~ two\\x0alines: ") for l in lines) and any("\\x9b31mred" in l for l in lines)
+    assert any("sep\\u2028x" in l for l in lines) and any("rtl\\u202eabc" in l for l in lines)
+    # JSON and YAML keep the names exact.
+    names = {next(iter(r.values()))[0] for r in json.loads(cli(a, b, "-o", "json").stdout)}
+    assert names == set(HOSTILE) | {"note\x1b[2J"}
+    assert yaml.safe_load(cli(a, b, "-o", "yaml").stdout) == json.loads(cli(a, b, "-o", "json").stdout)
+
+
+def test_filters_that_match_nothing_say_so():
+    proc = cli(GOOD_A, GOOD_B, "--no-analysis", "--path", "tensor.classifier")
+    assert proc.stdout.splitlines()[0] == "  ~ classifier.weight: shape=[10, 16] -> [12, 16]"
+    assert "names carry no 'tensor.' prefix, so 'classifier' was matched" in proc.stderr
+    proc = cli(GOOD_A, GOOD_B, "--no-analysis", "--path", "nothing-like-this")
+    assert "--path 'nothing-like-this' matches no name" in proc.stderr and proc.returncode == 0
+    proc = cli(GOOD_A, GOOD_B, "--no-analysis", "--ignore-keys-regex", "^(timestamp|_metadata)")
+    assert "matches no name: nothing was skipped" in proc.stderr
+    assert cli(GOOD_A, GOOD_B, "--no-analysis", "--ignore-keys-regex", "^added").stderr == ""
+
+
+def test_report_flag_without_a_name_and_charts_without_a_report(tmp_path):
+    run = lambda *args: subprocess.run([sys.executable, "-m", "diffai", *map(str, args)], capture_output=True,
+                                       text=True, timeout=120, cwd=tmp_path,
+                                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    # Before the inputs (the guide lists it as a bare flag) and at the end.
+    for args in (("--generate-report", GOOD_A, GOOD_B), (GOOD_A, GOOD_B, "--generate-report")):
+        (tmp_path / "diffai-report.html").unlink(missing_ok=True)
+        proc = run(*args, "--no-analysis")
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "diffai-report.html").read_text().lstrip().lower().startswith("<!doctype html")
+        assert GOOD_A.stat().st_size > 0
+    assert run(GOOD_A, GOOD_B, "--generate-report", "out.safetensors").returncode == 2
+    proc = run(GOOD_A, GOOD_B, "--no-analysis", "--include-charts")
+    assert "--include-charts puts charts in the HTML report: add --generate-report" in proc.stderr
+    assert run("--stream", GOOD_A, GOOD_B, "--no-analysis").returncode == 0
+
+
+def test_no_color_and_help_and_completion(monkeypatch):
+    from diffai import cli as cli_module
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert cli_module._style(False)("x", "red") != "x"
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert cli_module._style(False)("x", "red") == "x"
+    text = " ".join(cli("--help").stdout.split())
+    assert "analysis analysis" not in text and "diffai inspect FILE" in text and "_DIFFAI_COMPLETE" in text
+    assert "--seed INTEGER RANGE Random seed" in text and "--no-align" in text and "--stream" in text
+    completion = subprocess.run([sys.executable, "-m", "diffai"], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "_DIFFAI_COMPLETE": "bash_source"})
+    assert "complete -o nosort -F _diffai_completion diffai" in completion.stdout
+
+
+def test_progress_bar_waits_a_second_and_is_cleared(monkeypatch):
+    import io
+    import time
+    from tqdm import tqdm
+    from diffai.cli import _ProgressBar
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    bar = _ProgressBar(tqdm)
+    bar(10, 100)
+    assert err.getvalue() == "" and bar.bar is None  # under a second: nothing drawn
+    bar.start -= 2
+    bar(50, 100)
+    time.sleep(0.2)  # tqdm redraws at most every 0.1 s
+    bar(60, 100)
+    assert "60.0/100" in err.getvalue()
+    with bar.phase("diffai: analyses"):  # the analyses phase: its own line, by a thread
+        time.sleep(0.6)
+    assert "diffai: analyses: 00:0" in err.getvalue()
+    bar.close()
+    last = err.getvalue().rsplit("\r", 2)
+    assert last[-1] == "" and last[-2].strip() == ""  # the line was blanked and the cursor returned
+
+
+def test_inspect_takes_a_bytes_path():
+    (info,) = diffai.inspect(os.fsencode(GOOD_A))
+    assert len(info.tensors) == len(diffai.inspect(GOOD_A)[0].tensors)
+    with pytest.raises(diffai.DiffaiError, match="cannot inspect a int"):
+        diffai.inspect(3)

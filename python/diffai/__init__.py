@@ -13,6 +13,7 @@ from ._core import DiffaiError
 from .api import InspectResult, TensorInfo, diff, inspect
 from .diff import DiffOptions, DiffResult
 from .records import (
+    Alignment,
     ChangeMetrics,
     EntrySkipped,
     FileChanged,
@@ -23,6 +24,7 @@ from .records import (
     TensorAdded,
     TensorComparison,
     TensorRemoved,
+    TensorRenamed,
     TensorShapeChanged,
     TensorStats,
     TensorStatsChanged,
@@ -31,7 +33,8 @@ from .records import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "ChangeMetrics", "DiffOptions", "DiffResult", "DiffaiError", "EntrySkipped", "FileChanged", "InspectResult",
+    "Alignment", "ChangeMetrics", "DiffOptions", "DiffResult", "DiffaiError", "EntrySkipped", "FileChanged",
+    "InspectResult",
     "MetadataChanged", "Record", "ScalarChanged", "Summary", "TensorAdded", "TensorComparison", "TensorInfo",
-    "TensorRemoved", "TensorShapeChanged", "TensorStats", "TensorStatsChanged", "diff", "inspect",
+    "TensorRemoved", "TensorRenamed", "TensorShapeChanged", "TensorStats", "TensorStatsChanged", "diff", "inspect",
 ]

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -27,6 +29,8 @@ def diff(
     threads: int = 0,
     format: Optional[str] = None,
     progress: Optional[Progress] = None,
+    align: bool = True,
+    strip_prefix: Optional[str] = None,
 ) -> DiffResult:
     """Compare two models tensor by tensor.
 
@@ -34,6 +38,12 @@ def diff(
     changed (with before/after statistics and elementwise change metrics) and whose
     ``to_json_list()`` matches the CLI's ``--output json``. Raises :class:`DiffaiError` for
     unreadable input.
+
+    Names pair as they are or, with ``align``, after stripping a wrapper prefix (``module.``,
+    ``_orig_mod.``, ``model.``, ``state_dict.``, a container key shared by every name) when that
+    pairs more tensors (``result.alignments`` says which); ``strip_prefix="A:B"`` strips A from
+    a's names and B from b's instead. A tensor removed and one added with the same contents are a
+    :class:`TensorRenamed`.
     """
     opts = DiffOptions(
         epsilon=epsilon,
@@ -44,9 +54,21 @@ def diff(
         threads=threads,
         format=format,
         progress=progress,
+        align=align,
+        strip_prefix=strip_prefix,
     )
     with gc_paused():
-        return diff_inputs(*load_pair(a, b, format), opts)
+        return diff_inputs(*load_pair(_input(a, "diff"), _input(b, "diff"), format), opts)
+
+
+def _input(x: Any, verb: str) -> Any:
+    """A bytes path (``b"model.pt"``, as os.listdir(bytes) gives) as a path; anything that is
+    neither a path nor a mapping is refused naming what the call does."""
+    if isinstance(x, bytes):
+        return os.fsdecode(x)
+    if not isinstance(x, (str, os.PathLike, Mapping, Source)):
+        raise DiffaiError(f"cannot {verb} a {type(x).__name__}: pass a path or a mapping of name -> array")
+    return x
 
 
 @dataclass
@@ -99,7 +121,7 @@ def inspect(x: Input, *, shape_only: bool = False, threads: int = 0, format: Opt
 
 def _inspect(x: Input, shape_only: bool, threads: int, format: Optional[str],
              progress: Optional[Progress]) -> List[InspectResult]:
-    src = load(x, format, "<memory>")
+    src = load(_input(x, "inspect"), format, "<memory>")
     if isinstance(src, Folder):
         # config.json, README, tokenizers are skipped; a model file that fails to read is an error.
         sources = [(rel, open_file(p, format)) for rel, p in src.files.items() if is_model_file(p)]

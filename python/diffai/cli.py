@@ -18,6 +18,8 @@ import glob
 import os
 import re
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any, Dict, Iterator, List, Optional
@@ -29,7 +31,8 @@ from .analyses import REGISTRY, AnalysisConfig, diff_series, failed_checks, run_
 from .api import diff as run_diff
 from .api import inspect as run_inspect
 from .errors import DiffaiError
-from .output import check_text, dump_yaml, dumps, inspect_json, inspect_text, to_json, to_text, to_yaml
+from .output import (check_text, dump_yaml, dumps, escape_controls, inspect_json, inspect_text, plain, to_json,
+                     to_text, to_yaml)
 from .report import markdown, write_report
 
 _COMMON = [
@@ -48,10 +51,25 @@ def _common(f):
     return f
 
 
-# Analysis flags, then the thresholds of AnalysisConfig as --option-name VALUE.
-_ANALYSIS_FLAGS = [click.option(f"--{flag}", f"an_{flag.replace('-', '_')}", is_flag=True,
-                                help=f"Run the {flag.replace('-', ' ')} analysis (docs/analyses.md).")
+def _analysis_help(flag: str) -> str:
+    name = flag.replace("-", " ")
+    return f"Run {name if name.endswith('analysis') else 'the ' + name + ' analysis'} (docs/analyses.md)."
+
+
+# Analysis flags, then the settings of AnalysisConfig as --option-name VALUE.
+_ANALYSIS_FLAGS = [click.option(f"--{flag}", f"an_{flag.replace('-', '_')}", is_flag=True, help=_analysis_help(flag))
                    for flag in REGISTRY]
+
+
+def _setting_help(f) -> str:
+    if f.name == "seed":
+        return f"Random seed of the analyses that sample (k-means initialisation; default {f.default})."
+    if f.name == "protected_shapes":
+        return "Regression test: names (regular expression) whose shape must not change."
+    kind = "count" if f.type in ("int", "Optional[int]") else "threshold"
+    return f"Analysis {kind} (default {f.default}; docs/analyses.md)."
+
+
 def _threshold_type(f):
     """Counts are >= 1 (the seed >= 0), thresholds >= 0, the protected-shapes pattern a string."""
     if f.name == "protected_shapes":
@@ -62,10 +80,12 @@ def _threshold_type(f):
 
 
 _THRESHOLDS = [click.option(f"--{f.name.replace('_', '-')}", f"cfg_{f.name}", type=_threshold_type(f), default=None,
-                            help=f"Analysis threshold (default {f.default}).")
+                            help=_setting_help(f))
                for f in fields(AnalysisConfig)]
 
 _GLOB = re.compile(r"[*?\[]")
+DEFAULT_REPORT = "diffai-report.html"
+MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".npy", ".npz", ".mat")
 FAILING_FLAGS = ("regression-test", "alert-on-degradation")
 
 
@@ -94,14 +114,70 @@ def _expand(inputs: List[str]) -> List[str]:
 
 
 def _style(no_color: bool):
-    if no_color or not sys.stdout.isatty():
+    if no_color or os.environ.get("NO_COLOR") or not sys.stdout.isatty():  # https://no-color.org
         return lambda text, _color: text
     return lambda text, color: click.style(text, fg=None if color == "bold" else color, bold=color == "bold")
 
 
+class _ProgressBar:
+    """A tqdm bar on stderr, shown only once a run has taken ``SHOW_AFTER`` seconds and cleared
+    when it ends: bytes read while tensors are compared, then the time spent in the analyses.
+    Made only when shown (tqdm's own ``delay`` leaves a bar that was drawn by ``refresh()`` on
+    screen at close, where the next line of output overwrote it)."""
+
+    SHOW_AFTER = 1.0
+
+    def __init__(self, tqdm) -> None:
+        self.tqdm = tqdm
+        self.start = time.monotonic()
+        self.bar = None
+        self.lock = threading.Lock()
+
+    def _shown(self, **kwargs):
+        if self.bar is None and time.monotonic() - self.start >= self.SHOW_AFTER:
+            self.bar = self.tqdm(leave=False, file=sys.stderr, dynamic_ncols=True, **kwargs)
+        return self.bar
+
+    def __call__(self, done: int, total: int) -> None:
+        """The diff's progress: ``done`` of ``total`` bytes."""
+        with self.lock:
+            bar = self._shown(desc="diffai", total=total, unit="B", unit_scale=True)
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+    @contextmanager
+    def phase(self, desc: str) -> Iterator[None]:
+        """A step without a byte count (the analyses): its elapsed time, redrawn by a thread."""
+        self.close()
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(0.25):
+                with self.lock:
+                    bar = self._shown(desc=desc, bar_format="{desc}: {elapsed}")
+                    if bar is not None:
+                        bar.refresh()
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            ticker.join()
+            self.close()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+
 @contextmanager
-def _progress(quiet: bool) -> Iterator[Optional[object]]:
-    """A tqdm bar on stderr for runs longer than about a second; nothing when piped or quiet."""
+def _progress(quiet: bool) -> Iterator[Optional[_ProgressBar]]:
+    """A progress bar, or None when quiet, piped or without tqdm."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
@@ -110,21 +186,28 @@ def _progress(quiet: bool) -> Iterator[Optional[object]]:
     except ImportError:
         yield None
         return
-    bar = tqdm(total=0, unit="B", unit_scale=True, delay=1.0, leave=False, file=sys.stderr, desc="diffai")
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    bar = _ProgressBar(tqdm)
     try:
-        yield update
+        yield bar
     finally:
         bar.close()
 
 
+@contextmanager
+def _phase(progress: Optional[_ProgressBar], desc: str) -> Iterator[None]:
+    if progress is None:
+        yield
+    else:
+        with progress.phase(desc):
+            yield
+
+
+def _note(message: str) -> None:
+    click.echo(f"diffai: {escape_controls(message)}", err=True)
+
+
 def _fail(message: str) -> None:
-    click.echo(f"diffai: error: {message}", err=True)
+    click.echo(f"diffai: error: {escape_controls(message)}", err=True)  # it may quote a name from a file
     sys.exit(2)
 
 
@@ -141,22 +224,39 @@ def _fail(message: str) -> None:
 @click.option("--stats", is_flag=True, hidden=True, help="Accepted for compatibility; statistics are always shown.")
 @click.option("--no-analysis", is_flag=True, help="Tensor lines only: run no analysis.")
 @click.option("--markdown-output", is_flag=True, help="Print Markdown tables instead of text.")
-@click.option("--generate-report", "report_path", type=click.Path(dir_okay=False),
-              help="Write a report to FILE: self-contained HTML, or Markdown when FILE ends in .md.")
-@click.option("--include-charts", is_flag=True, help="Put SVG charts in the HTML report.")
+@click.option("--generate-report", "report_path", type=click.Path(dir_okay=False), is_flag=False,
+              flag_value=DEFAULT_REPORT, metavar="[FILE]",
+              help=f"Write a report to FILE ({DEFAULT_REPORT} when no name is given): self-contained HTML, "
+                   "or Markdown when FILE ends in .md.")
+@click.option("--include-charts", is_flag=True, help="Put SVG charts in the HTML report (with --generate-report).")
+@click.option("--no-align", is_flag=True,
+              help="Pair names only as they are (by default a wrapper prefix such as 'module.' or "
+                   "'_orig_mod.' is stripped when that pairs more tensors).")
+@click.option("--strip-prefix", metavar="A:B",
+              help="Strip A from a's tensor names and B from b's before pairing (either may be empty: ':module.').")
+@click.option("--stream", is_flag=True,
+              help="Accepted for compatibility: files are always read streaming (memory-mapped, in chunks).")
 @_analysis_options
 @_common
 @click.version_option(__version__, "--version", "-V")
 def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, path_filter: Optional[str],
                  ignore_keys_regex: Optional[str], shape_only: bool, sort_by_change_magnitude: bool,
                  exit_code: bool, stats: bool, no_analysis: bool, markdown_output: bool, report_path: Optional[str],
-                 include_charts: bool, threads: int, fmt: Optional[str], quiet: bool, no_color: bool,
-                 **analysis_options: Any) -> None:
+                 include_charts: bool, no_align: bool, strip_prefix: Optional[str], stream: bool, threads: int,
+                 fmt: Optional[str], quiet: bool, no_color: bool, **analysis_options: Any) -> None:
     """Compare ML model files (safetensors, PyTorch, NumPy, MATLAB) tensor by tensor.
 
-    With no analysis flag every analysis that applies runs (summary lines first); analysis flags
-    select just those; --no-analysis prints tensor lines only. Three or more inputs (or a quoted
-    glob) are compared as a checkpoint series."""
+    \b
+      diffai A B [options]      compare two models (files or folders)
+      diffai C1 C2 C3 ...       a checkpoint series (or a quoted glob)
+      diffai --check FILE       validate files and summarise what they hold
+      diffai inspect FILE       list every tensor with its statistics (diffai inspect --help)
+
+    In text, every analysis that applies runs (summary lines first) unless analysis flags select
+    some or --no-analysis gives tensor lines only. --output json/yaml list one record per change;
+    analysis records join them only when an analysis flag is given.
+
+    Shell completion (bash; zsh and fish alike): eval "$(_DIFFAI_COMPLETE=bash_source diffai)"."""
     if check:
         if not inputs:
             _fail("--check needs at least one file")
@@ -172,22 +272,41 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
         _fail("--no-analysis cannot be combined with analysis flags")
     config = AnalysisConfig(**{f.name: analysis_options[f"cfg_{f.name}"] for f in fields(AnalysisConfig)
                                if analysis_options[f"cfg_{f.name}"] is not None})
+    if no_align and strip_prefix is not None:
+        _fail("--no-align cannot be combined with --strip-prefix")
+    if report_path is not None and report_path.lower().endswith(MODEL_SUFFIXES):
+        _fail(f"--generate-report {report_path}: that looks like a model file; give the report an .html or .md name")
+    if include_charts and report_path is None:
+        _note("--include-charts puts charts in the HTML report: add --generate-report [FILE]")
     diff_args: Dict[str, Any] = dict(epsilon=epsilon, path=path_filter, ignore_keys_regex=ignore_keys_regex,
                                      shape_only=shape_only, sort_by_change_magnitude=sort_by_change_magnitude,
-                                     threads=threads, format=fmt)
+                                     threads=threads, format=fmt, align=not no_align, strip_prefix=strip_prefix)
+    # JSON and YAML list the changes; analyses join them only when a flag asks for them (the
+    # text shows every analysis that applies, and so does a report).
+    machine = output in ("json", "yaml") and not markdown_output
+    analyse = not no_analysis and (selected is not None or not machine or report_path is not None)
     with _progress(quiet) as progress:
         if len(inputs) == 2:
             result = run_diff(inputs[0], inputs[1], progress=progress, **diff_args)
-            if not no_analysis:
-                run_analyses(result, selected, config)
+            if analyse:
+                with _phase(progress, "diffai: analyses"):
+                    run_analyses(result, selected, config)
         else:
-            result = diff_series(inputs, selected, config, analyse=not no_analysis, progress=progress, **diff_args)
+            result = diff_series(inputs, selected, config, analyse=analyse, progress=progress, **diff_args)
     series = len(inputs) > 2
-    if not series:
-        for line in result.reading_notes():
-            click.echo(f"diffai: {line}", err=True)
-    if markdown_output:
-        click.echo(markdown(result), nl=False)
+    notes: Dict[str, None] = {}  # in order, once (a series' pairs share their filters)
+    for pair in result.pairs if series else [result]:
+        pair.analyses_in_json = selected is not None
+        notes.update(dict.fromkeys(pair.notes))
+        notes.update(dict.fromkeys(pair.reading_notes()))
+        if machine or markdown_output:
+            notes.update(dict.fromkeys(f"{r.name!r} not compared: {r.reason} (in a and b)" for r in pair.unread))
+        if machine or markdown_output:  # text shows them on its first lines, JSON with the analyses
+            notes.update(dict.fromkeys(a.text_line() for a in pair.alignments))
+    for message in notes:
+        _note(message)
+    if markdown_output:  # a document: its own line breaks stay, every other control is escaped
+        click.echo(escape_controls(markdown(result), keep="\n"), nl=False)
     elif output == "json":
         click.echo(dumps(result.to_json_obj()) if series else to_json(result))
     elif output == "yaml":
@@ -196,10 +315,12 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
         else:
             click.echo(to_yaml(result), nl=False)
     else:
-        style = _style(no_color)
-        click.echo(result.to_text(style) if series else to_text(result, style), nl=False)
+        # A series' trajectory tables quote names as they are: its text is escaped whole, uncoloured.
+        text = escape_controls(result.to_text(plain), keep="\n") if series else to_text(result, _style(no_color))
+        click.echo(text, nl=False)
     if report_path:
         write_report(report_path, result, include_charts, config)
+        _note(f"report written to {report_path}")
     gating = selected is not None and any(f in selected for f in FAILING_FLAGS)
     failed = failed_checks(result.analyses) if gating else []
     if failed:
@@ -227,8 +348,20 @@ def inspect_command(inputs: List[str], output: str, shape_only: bool, threads: i
         click.echo(inspect_text(results, _style(no_color)), nl=False)
 
 
+def _bare_report_flag(args: List[str]) -> List[str]:
+    """``--generate-report`` directly before an input (a model file, a folder or a glob) is the
+    bare flag, not the report's name: it must never take a model's name and overwrite it."""
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        nxt = out[i + 1]
+        if arg == "--generate-report" and not nxt.startswith("-") and (
+                nxt.lower().endswith(MODEL_SUFFIXES) or os.path.isdir(nxt) or _GLOB.search(nxt)):
+            out[i] = f"--generate-report={DEFAULT_REPORT}"
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _bare_report_flag(list(sys.argv[1:] if argv is None else argv))
     command = inspect_command if args[:1] == ["inspect"] else diff_command
     if command is inspect_command:
         args = args[1:]

@@ -6,12 +6,14 @@ import gc
 import math
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import _core
+from .align import align_names, choose_prefixes, find_renames, parse_strip_prefix
 from .errors import DiffaiError
 from .records import (
+    Alignment,
     EntrySkipped,
     FileChanged,
     MetadataChanged,
@@ -21,6 +23,7 @@ from .records import (
     TensorAdded,
     TensorComparison,
     TensorRemoved,
+    TensorRenamed,
     TensorShapeChanged,
     TensorStats,
     TensorStatsChanged,
@@ -34,7 +37,9 @@ Progress = Callable[[int, int], None]
 class DiffOptions:
     """What to compare and how. ``epsilon``: element (and scalar) differences up to this size do
     not count as changes. ``path``: keep only names containing it. ``ignore_keys_regex``: drop
-    names matching it. ``shape_only``: read headers only. ``threads``: 0 uses every core."""
+    names matching it. ``shape_only``: read headers only. ``threads``: 0 uses every core.
+    ``align``: strip wrapper prefixes (``module.``, ``_orig_mod.``, ...) when that pairs more
+    tensors; ``strip_prefix``: ``"A:B"`` strips A from a's names and B from b's instead."""
 
     epsilon: float = 0.0
     path: Optional[str] = None
@@ -44,6 +49,8 @@ class DiffOptions:
     threads: int = 0
     format: Optional[str] = None
     progress: Optional[Progress] = None
+    align: bool = True
+    strip_prefix: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.epsilon is None:
@@ -56,6 +63,7 @@ class DiffOptions:
             self._ignore = re.compile(self.ignore_keys_regex) if self.ignore_keys_regex else None
         except re.error as e:
             raise DiffaiError(f"invalid --ignore-keys-regex {self.ignore_keys_regex!r}: {e}") from None
+        self._prefixes = parse_strip_prefix(self.strip_prefix) if self.strip_prefix is not None else None
 
     @property
     def filters(self) -> bool:
@@ -83,6 +91,18 @@ class DiffResult:
     b_names: Dict[str, str] = field(default_factory=dict)
     analyses: List[Any] = field(default_factory=list)
     options: DiffOptions = field(default_factory=DiffOptions)
+    # Whether JSON/YAML carry the analyses: the CLI puts them there only for an analysis flag, so
+    # that a plain ``--output json`` list holds one record per change.
+    analyses_in_json: bool = True
+    alignments: List[Alignment] = field(default_factory=list)
+    # Entries that neither file lets diffai read (side "a and b", a's reason): not changes.
+    unread: List[EntrySkipped] = field(default_factory=list)
+    # What the user should know about how names were matched (a filter that matched nothing),
+    # one sentence each; the CLI prints them on stderr.
+    notes: List[str] = field(default_factory=list)
+    # Names the --path filter kept and the --ignore-keys-regex dropped, and one name seen.
+    filter_hits: Dict[str, int] = field(default_factory=lambda: {"path": 0, "ignore": 0})
+    example_name: Optional[str] = None
 
     @property
     def has_differences(self) -> bool:
@@ -121,8 +141,13 @@ class DiffResult:
                 pairs = note["name_collisions"]
                 parts.append(f"{len(pairs)} colliding name(s) kept apart: "
                              + ", ".join(f"{n} -> {g}" for n, g in pairs[:8]) + (" ..." if len(pairs) > 8 else ""))
-            lines.append(f"note: {label}: " + "; ".join(parts))
+            lines.append(f"{label}: " + "; ".join(parts))
         return lines
+
+    def json_extras(self) -> List[Any]:
+        """Objects with ``to_json()`` that JSON shows with the analyses (how names were aligned,
+        what reading had to do)."""
+        return [*self.alignments, *([Reading(self.reading)] if self.reading else [])]
 
     # The same renderings as the CLI's --output text/json/yaml (output imports records, not us).
     def to_json_list(self) -> List[Dict[str, Any]]:
@@ -146,6 +171,16 @@ class DiffResult:
         return to_text(self)
 
 
+@dataclass
+class Reading:
+    """`DiffResult.reading` as a JSON record beside the analyses."""
+
+    sides: Dict[str, Dict[str, Any]]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"Reading": self.sides}
+
+
 @contextmanager
 def gc_paused():
     """Tens of thousands of name, shape and record objects (none in a reference cycle) would set
@@ -160,7 +195,28 @@ def gc_paused():
             gc.enable()
 
 
+TENSOR_PREFIX = "tensor."  # the guides write --path "tensor.classifier" for names with no such prefix
+
+
 def diff_inputs(a: Union[Source, Folder], b: Union[Source, Folder], opts: DiffOptions) -> DiffResult:
+    result = _diff_inputs(a, b, opts)
+    if opts.path is not None and not result.filter_hits["path"]:
+        shorter = opts.path[len(TENSOR_PREFIX):]
+        if opts.path.startswith(TENSOR_PREFIX) and shorter:
+            retry = _diff_inputs(a, b, replace(opts, path=shorter))
+            if retry.filter_hits["path"]:
+                retry.notes.append(f"--path {opts.path!r} matches no name; names carry no {TENSOR_PREFIX!r} "
+                                   f"prefix, so {shorter!r} was matched")
+                result = retry
+        if not result.filter_hits["path"]:
+            example = f" (names look like {result.example_name!r})" if result.example_name else ""
+            result.notes.append(f"--path {opts.path!r} matches no name: nothing was compared{example}")
+    if opts.ignore_keys_regex and not result.filter_hits["ignore"]:
+        result.notes.append(f"--ignore-keys-regex {opts.ignore_keys_regex!r} matches no name: nothing was skipped")
+    return result
+
+
+def _diff_inputs(a: Union[Source, Folder], b: Union[Source, Folder], opts: DiffOptions) -> DiffResult:
     result = DiffResult(a_label=a.label, b_label=b.label, options=opts)
     if isinstance(a, Folder) != isinstance(b, Folder):
         raise DiffaiError(f"cannot compare a folder with a file: {a.label} vs {b.label}")
@@ -175,7 +231,7 @@ def diff_inputs(a: Union[Source, Folder], b: Union[Source, Folder], opts: DiffOp
 
 def _magnitude(r: Record) -> float:
     """Sort key: structural changes first, then value changes by relative L2 change."""
-    if isinstance(r, (TensorAdded, TensorRemoved, TensorShapeChanged)):
+    if isinstance(r, (TensorAdded, TensorRemoved, TensorRenamed, TensorShapeChanged)):
         return math.inf
     if isinstance(r, TensorStatsChanged):
         c = r.change
@@ -189,6 +245,8 @@ def _magnitude(r: Record) -> float:
 
 def _diff_folders(a: Folder, b: Folder, opts: DiffOptions, result: DiffResult) -> None:
     for rel in sorted(set(a.files) | set(b.files)):
+        if opts.filters:
+            _count_filter_hits(opts, result, "", [rel])
         if not opts.keeps(rel) and opts.path is None:
             continue
         pa, pb = a.files.get(rel), b.files.get(rel)
@@ -212,19 +270,8 @@ def is_model_file(path) -> bool:
 
 def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
     result.sources.append((prefix, a, b))
-    a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
-    if opts.filters:
-        a_names, same_shape, reshaped, added = ([n for n in names if opts.keeps(prefix + n)]
-                                                for names in (a_names, same_shape, reshaped, added))
-    # b's own name of a tensor compared under another name: a .npy holds one unnamed array (named
-    # by its file stem), so two .npy files compare their arrays whatever the files are called.
-    renamed: Dict[str, str] = {}
-    if a.format == b.format == "npy" and len(a_names) == len(added) == 1:
-        (na,), (nb,) = a_names, added
-        renamed, added = {na: nb}, []
-        same = a.tensor_infos()[na][1] == b.tensor_infos()[nb][1]
-        same_shape, reshaped = ([na], []) if same else ([], [na])
-        result.b_names[prefix + na] = nb
+    # b_own: b's own name of an a name paired under another name (aligned prefixes, two .npy).
+    a_names, same_shape, reshaped, added, b_own = _pair_names(a, b, opts, result, prefix)
     # Tensors read on one side only: reshaped ones (both sides) and those a or b alone holds.
     only_a: List[str] = []
     if len(same_shape) != len(a_names):
@@ -235,25 +282,32 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     if opts.shape_only:
         header_a, header_b = a.tensor_infos(), b.tensor_infos()
         single_a = {n: TensorStats.from_header(header_a[n]) for n in only_a}
-        single_b = {n: TensorStats.from_header(header_b[renamed.get(n, n)]) for n in only_b}
+        single_b = {n: TensorStats.from_header(header_b[b_own.get(n, n)]) for n in only_b}
         pairs = {n: _not_compared(prefix + n, TensorStats.from_header(header_a[n]),
-                                  TensorStats.from_header(header_b[renamed.get(n, n)])) for n in same_shape}
+                                  TensorStats.from_header(header_b[b_own.get(n, n)])) for n in same_shape}
     else:
-        work = _Work(opts.progress, lambda: _nbytes(a, only_a + same_shape) + _nbytes(b, only_b + same_shape, renamed))
+        work = _Work(opts.progress, lambda: _nbytes(a, only_a + same_shape) + _nbytes(b, only_b + same_shape, b_own))
         raw_a = _core.tensor_stats(a.model, only_a, opts.threads, work.callback()) if only_a else []
         work.finish_call()
-        raw_b = (_core.tensor_stats(b.model, [renamed.get(n, n) for n in only_b], opts.threads, work.callback())
+        raw_b = (_core.tensor_stats(b.model, [b_own.get(n, n) for n in only_b], opts.threads, work.callback())
                  if only_b else [])
         work.finish_call()
         raw = _core.pair_stats(a.model, b.model, same_shape, opts.epsilon, opts.threads, work.callback(),
-                               b_names=[renamed.get(n, n) for n in same_shape] if renamed else None, prefix=prefix)
+                               b_names=[b_own.get(n, n) for n in same_shape] if b_own else None, prefix=prefix)
         single_a = dict(zip(only_a, raw_a))
         single_b = dict(zip(only_b, raw_b))
         pairs = dict(zip(same_shape, raw))
+    # A tensor only a holds and one only b holds, equal element by element: one renamed tensor.
+    renames = {}
+    if added and not opts.shape_only and len(only_a) > len(reshaped):
+        kept = set(reshaped)
+        gone = {n: single_a[n] for n in only_a if n not in kept}
+        renames = find_renames(a.model, b.model, gone, {n: single_b[n] for n in added}, opts.threads, prefix)
+        added = [n for n in added if n not in {new for new, _ in renames.values()}]
 
     # Runs once per tensor (tens of thousands on some models): local names, counts kept in locals.
     add_record, add_comparison = result.records.append, result.comparisons.append
-    count = dict.fromkeys(("removed", "reshaped", "changed", "unchanged", "not_compared", "added"), 0)
+    count = dict.fromkeys(("removed", "renamed", "reshaped", "changed", "unchanged", "not_compared", "added"), 0)
     params_a = params_b = 0
     for n in a_names:
         name = prefix + n if prefix else n
@@ -273,6 +327,14 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
             add_record(TensorShapeChanged(name, sa, sb))
             add_comparison(TensorComparison(name, "reshaped", sa, sb))
             status = "reshaped"
+        elif n in renames:
+            new, c = renames[n]
+            params_a += c.a.numel
+            params_b += c.b.numel
+            add_record(TensorRenamed(name, prefix + new, c.a))
+            add_comparison(c)  # under a's name, an unchanged pair for the analyses
+            result.b_names[name] = new
+            status = "renamed"
         else:
             st = single_a[n]
             params_a += st.numel
@@ -301,10 +363,56 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         name = prefix + key
         if opts.keeps(name) and a.metadata.get(key) != b.metadata.get(key):
             result.records.append(MetadataChanged(name, a.metadata.get(key), b.metadata.get(key)))
-    for side, src in (("a", a), ("b", b)):
+    # An entry neither file lets diffai read is not known to differ: it is listed apart from the
+    # changes (text shows it, the CLI notes it beside JSON), so identical files give no record.
+    in_b = {name for name, _ in b.skipped}
+    in_a = {name for name, _ in a.skipped}
+    for side, src, other in (("a", a, in_b), ("b", b, in_a)):
         for name, reason in src.skipped:
             if opts.keeps(prefix + name):
-                result.records.append(EntrySkipped(prefix + name, side, reason))
+                both = name in other
+                if not (both and side == "b"):
+                    (result.unread if both else result.records).append(
+                        EntrySkipped(prefix + name, "a and b" if both else side, reason))
+
+
+def _count_filter_hits(opts: DiffOptions, result: DiffResult, prefix: str, names: List[str]) -> None:
+    if names and result.example_name is None:
+        result.example_name = prefix + names[0]
+    hits = result.filter_hits
+    if opts.path is not None:
+        hits["path"] += sum(opts.path in prefix + n for n in names)
+    if opts._ignore is not None:
+        hits["ignore"] += sum(opts._ignore.search(prefix + n) is not None for n in names)
+
+
+def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str):
+    """a's tensor names; those paired with a b tensor of the same shape, of another shape; b's
+    unpaired names; and b's own name of each a name paired under another name. Names pair as
+    they are, or after stripping prefixes (``opts.align``, ``opts.strip_prefix``); the filters
+    apply to each side's own names."""
+    a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
+    b_own: Dict[str, str] = {}
+    prefixes = opts._prefixes
+    if prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
+        chosen = choose_prefixes(list(a.tensor_infos()), list(b.tensor_infos()))
+        prefixes = chosen[:2] if chosen else None
+    if prefixes is not None:
+        a_names, same_shape, reshaped, added, b_of = align_names(a.tensor_infos(), b.tensor_infos(), *prefixes)
+        result.alignments.append(Alignment(*prefixes, len(b_of), opts._prefixes is None, prefix))
+        b_own = {n: m for n, m in b_of.items() if n != m}
+    if opts.filters:
+        _count_filter_hits(opts, result, prefix, [*a_names, *added, *a.scalars, *b.scalars, *a.metadata, *b.metadata])
+        a_names, same_shape, reshaped, added = ([n for n in names if opts.keeps(prefix + n)]
+                                                for names in (a_names, same_shape, reshaped, added))
+    if a.format == b.format == "npy" and len(a_names) == len(added) == 1:
+        # A .npy holds one unnamed array (named by its file stem): two .npy files compare their
+        # arrays whatever the files are called.
+        (na,), (nb,) = a_names, added
+        same = a.tensor_infos()[na][1] == b.tensor_infos()[nb][1]
+        same_shape, reshaped, added, b_own = [na] if same else [], [] if same else [na], [], {na: nb}
+    result.b_names.update({prefix + n: m for n, m in b_own.items()})
+    return a_names, same_shape, reshaped, added, b_own
 
 
 def _not_compared(name: str, sa: TensorStats, sb: TensorStats) -> TensorComparison:
@@ -313,9 +421,9 @@ def _not_compared(name: str, sa: TensorStats, sb: TensorStats) -> TensorComparis
     return TensorComparison(name, "changed" if sa.dtype != sb.dtype else "not_compared", sa, sb)
 
 
-def _nbytes(src: Source, names: List[str], renamed: Optional[Dict[str, str]] = None) -> int:
+def _nbytes(src: Source, names: List[str], own: Optional[Dict[str, str]] = None) -> int:
     infos = src.tensor_infos()
-    return sum(infos[renamed.get(n, n) if renamed else n][2] for n in names)
+    return sum(infos[own.get(n, n) if own else n][2] for n in names)
 
 
 def _union(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:

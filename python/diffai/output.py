@@ -18,13 +18,37 @@ from .records import (
     ScalarChanged,
     TensorAdded,
     TensorRemoved,
+    TensorRenamed,
     TensorShapeChanged,
     TensorStats,
     TensorStatsChanged,
     json_safe,
+    json_text,
 )
 
 Style = Callable[[str, str], str]
+
+# What a terminal acts on instead of printing: C0 controls (ESC, BEL, CR, LF, ...), DEL, C1
+# controls, Unicode line/paragraph separators and bidirectional overrides. Names and strings read
+# from a file are printed with these escaped, so a tensor name cannot fake lines or retitle the
+# terminal; JSON and YAML keep them exact (escaped by their own syntax).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_one(m: "re.Match[str]") -> str:
+    c = ord(m[0])
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def escape_controls(text: str, keep: str = "") -> str:
+    """``text`` with control characters as ``\\x1b`` / ``\\u2028`` escapes (except those in
+    ``keep``, e.g. the line breaks of a whole Markdown document)."""
+    if text.isprintable():
+        return text
+    if keep:
+        return keep.join(escape_controls(part) for part in text.split(keep))
+    return _CONTROL.sub(_escape_one, text)
+
 
 
 def plain(text: str, _color: str) -> str:
@@ -50,9 +74,10 @@ def num(x: Optional[float]) -> str:
 
 
 def json_records(result) -> List[Dict[str, Any]]:
-    """The machine-readable form: analyses first (``{"QuantizationAnalysis": {...}}``), then one
-    single-key record per difference."""
-    out: List[Dict[str, Any]] = [a.to_json() for a in result.analyses]
+    """The machine-readable form: one single-key record per difference, so that the list's length
+    is the number of changes. Analyses (``{"QuantizationAnalysis": {...}}``) come first when the
+    result carries them for JSON (the CLI: only when an analysis flag was given)."""
+    out: List[Dict[str, Any]] = [a.to_json() for a in _json_analyses(result)]
     out.extend(r.to_json() for r in result.records)
     return json_safe(out)
 
@@ -66,8 +91,16 @@ def to_json(result) -> str:
     return "[\n" + ",\n".join("  " + p for p in parts) + "\n]" if parts else "[]"
 
 
+def _json_analyses(result) -> List[Any]:
+    """The analyses JSON carries, with how names were aligned: both or neither (the list of a
+    plain diff holds one record per change)."""
+    if not (result.analyses_in_json and result.analyses):
+        return []
+    return [*result.json_extras(), *result.analyses]
+
+
 def _analyses_json(result) -> List[Dict[str, Any]]:
-    return json_safe([a.to_json() for a in result.analyses])
+    return json_safe([a.to_json() for a in _json_analyses(result)])
 
 
 def dumps(value: Any) -> str:
@@ -97,9 +130,11 @@ def _layout(v: Any, pad: str) -> str:
 
 
 def to_yaml(result) -> str:
-    """The JSON records as YAML: analyses laid out as in JSON, then one flow-style line per record.
-    PyYAML represents values in Python even with libyaml's emitter: 10 s for a 20,000-tensor diff."""
-    head = dump_yaml(_analyses_json(result)) if result.analyses else ""
+    """The JSON list as block YAML (as in the guide): analyses laid out as in JSON, then each record
+    as ``- Kind:`` with its name and values below, statistics one ``key: value`` line each. Written
+    from the records' JSON text: PyYAML represents values in Python even with libyaml's emitter,
+    10 s for a 20,000-tensor diff."""
+    head = dump_yaml(_analyses_json(result)) if _json_analyses(result) else ""
     return head + "".join(_yaml_record(r) for r in result.records) or "[]\n"
 
 
@@ -109,6 +144,9 @@ _MAYBE_FLOAT_WITHOUT_POINT = re.compile(r"(?<![\d.])\d+[eE][-+]?\d")
 _FLOAT_WITHOUT_POINT = re.compile(r'("(?:[^"\\]|\\.)*")|(?<![\d.])(-?\d+)([eE][-+]?\d+)')
 # Characters YAML does not allow raw (or reads as line breaks) inside a double-quoted scalar.
 _NOT_YAML_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# A name written unquoted reads back as the same string: no YAML indicator, number, bool or null.
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
+_YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}
 
 
 def _yaml_flow(value: Any) -> str:
@@ -116,19 +154,65 @@ def _yaml_flow(value: Any) -> str:
     return _yaml_flow_text(json.dumps(value, ensure_ascii=False), lambda: value)
 
 
+def _needs_pyyaml(text: str) -> bool:
+    return "\x7f" in text or not text.isascii() and _NOT_YAML_PRINTABLE.search(text) is not None
+
+
 def _yaml_flow_text(text: str, value: Callable[[], Any]) -> str:
     """JSON text (``ensure_ascii=False``) as one line of YAML; ``value()`` gives what it encodes."""
-    if "\x7f" in text or not text.isascii() and _NOT_YAML_PRINTABLE.search(text):
+    if _needs_pyyaml(text):
         # Rare: PyYAML escapes what YAML would not take raw (or would read as a line break).
         return _pyyaml(value(), flow=True).removesuffix("\n...\n").rstrip("\n")
-    if _MAYBE_FLOAT_WITHOUT_POINT.search(text):  # rare (1e-05 itself): then tell strings apart
+    return _points(text)
+
+
+def _maybe_float_without_point(text: str) -> bool:
+    # Floats are written as repr writes them: an exponent always has its sign.
+    return ("e-" in text or "e+" in text) and _MAYBE_FLOAT_WITHOUT_POINT.search(text) is not None
+
+
+def _points(text: str) -> str:
+    if _maybe_float_without_point(text):  # rare (1e-05 itself): then tell strings apart
         text = _FLOAT_WITHOUT_POINT.sub(lambda m: m[1] or f"{m[2]}.0{m[3]}", text)
     return text
 
 
 def _yaml_record(record: Record) -> str:
-    text = record.json_line(ensure_ascii=False)
-    return f"- {_yaml_flow_text(text, lambda: json_safe(record.to_json()))}\n"
+    parts = [json_text(v, ensure_ascii=False) for v in (record.name, *record.values())]
+    joined = "".join(parts)
+    if _needs_pyyaml(joined):
+        return _pyyaml([json_safe(record.to_json())])
+    if _maybe_float_without_point(joined):
+        parts = [_points(p) for p in parts]
+    lines = [f"- {record.kind}:", f"  - {_unquoted(parts[0])}"]
+    for text in parts[1:]:
+        lines.append("  - " + (_yaml_members(text[2:-1]) if text.startswith('{"') else text))
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_members(body: str) -> str:
+    """The members of a flat JSON object (statistics, change metrics: numbers, a dtype string, a
+    shape list) as ``key: value`` lines. Its top-level separators are the only ', "' in the text
+    and its keys end at the only '": ' (inside a string a quote follows a backslash)."""
+    if '\\"' in body:  # a string holding a quote: its '": ' is no key
+        return _MEMBER_KEY.sub(r"\1: ", body.replace(', "', "\n    "))
+    body = body.replace(', "', "\n    ").replace('": ', ": ")
+    start = body.find(': "')
+    while start >= 0:  # a plain string value (the dtype) loses its quotes
+        end = body.find('"', start + 3)
+        body = body[:start + 2] + _unquoted(body[start + 2:end + 1]) + body[end + 1:]
+        start = body.find(': "', start + 2)
+    return body
+
+
+_MEMBER_KEY = re.compile(r'(\w+)": ')
+
+
+def _unquoted(text: str) -> str:
+    """A JSON string that reads back the same without quotes (``fc1.bias``, ``f32``) loses them."""
+    if text[:1] == '"' and _PLAIN_NAME.fullmatch(text, 1, len(text) - 1) and text[1:-1].lower() not in _YAML_WORDS:
+        return text[1:-1]
+    return text
 
 
 def dump_yaml(value: Any) -> str:
@@ -195,6 +279,9 @@ def _stats_change(before: TensorStats, after: TensorStats) -> List[str]:
 
 
 def record_line(r: Record, style: Style = plain) -> str:
+    """One text line for a record: names from the file have their control characters escaped
+    (values are shown by ``repr``, which escapes them too)."""
+    name = escape_controls(r.name)
     if isinstance(r, TensorStatsChanged):
         parts = _stats_change(r.before, r.after)
         c = r.change
@@ -205,29 +292,31 @@ def record_line(r: Record, style: Style = plain) -> str:
             va, vb = getattr(r.before, key), getattr(r.after, key)
             if va != vb:
                 parts.append(f"{key.split('_')[0]}={va}->{vb}")
-        return style(f"  ~ {r.name}: " + ", ".join(parts), "yellow")
+        return style(f"  ~ {name}: " + ", ".join(parts), "yellow")
     if isinstance(r, TensorShapeChanged):
-        text = f"  ~ {r.name}: shape={_shape(r.before.shape)} -> {_shape(r.after.shape)}"
+        text = f"  ~ {name}: shape={_shape(r.before.shape)} -> {_shape(r.after.shape)}"
         if r.before.dtype != r.after.dtype:
             text += f", dtype={r.before.dtype}->{r.after.dtype}"
         return style(text, "yellow")
+    if isinstance(r, TensorRenamed):
+        return style(f"  ~ {name} -> {escape_controls(r.new_name)}: renamed, {_brief(r.stats)}", "yellow")
     if isinstance(r, TensorAdded):
-        return style(f"  + {r.name}: {_brief(r.stats)}", "green")
+        return style(f"  + {name}: {_brief(r.stats)}", "green")
     if isinstance(r, TensorRemoved):
-        return style(f"  - {r.name}: {_brief(r.stats)}", "red")
+        return style(f"  - {name}: {_brief(r.stats)}", "red")
     if isinstance(r, (ScalarChanged, MetadataChanged)):
         what = "metadata" if isinstance(r, MetadataChanged) else "value"
         if r.before is None and r.after is not None:
-            return style(f"  + {r.name}: {what}={r.after!r}", "green")
+            return style(f"  + {name}: {what}={r.after!r}", "green")
         if r.after is None and r.before is not None:
-            return style(f"  - {r.name}: {what}={r.before!r}", "red")
-        return style(f"  ~ {r.name}: {what}={r.before!r}->{r.after!r}", "yellow")
+            return style(f"  - {name}: {what}={r.before!r}", "red")
+        return style(f"  ~ {name}: {what}={r.before!r}->{r.after!r}", "yellow")
     if isinstance(r, FileChanged):
         sign = "+" if r.before is None else "-" if r.after is None else "~"
         color = {"+": "green", "-": "red", "~": "yellow"}[sign]
-        return style(f"  {sign} {r.name}: file " + {"+": "added", "-": "removed", "~": "content differs"}[sign], color)
+        return style(f"  {sign} {name}: file " + {"+": "added", "-": "removed", "~": "content differs"}[sign], color)
     if isinstance(r, EntrySkipped):
-        return style(f"  ! {r.name}: skipped in {r.side}: {r.reason}", "magenta")
+        return style(f"  ! {name}: skipped in {r.side}: {escape_controls(r.reason)}", "magenta")
     raise TypeError(f"no text form for {type(r).__name__}")
 
 
@@ -235,13 +324,15 @@ def summary_line(result) -> str:
     s = result.summary
     delta = s.params_b - s.params_a
     same = f"{s.not_compared} not compared (headers only)" if s.not_compared else f"{s.unchanged} unchanged"
-    return (f"tensors: {s.added} added, {s.removed} removed, {s.reshaped} reshaped, {s.changed} changed, "
+    renamed = f"{s.renamed} renamed, " if s.renamed else ""
+    return (f"tensors: {s.added} added, {s.removed} removed, {renamed}{s.reshaped} reshaped, {s.changed} changed, "
             f"{same}; parameters: {s.params_a} -> {s.params_b} ({delta:+d})")
 
 
 def to_text(result, style: Style = plain, summary: bool = True) -> str:
-    lines = [a.text_line() for a in result.analyses]
-    lines += [record_line(r, style) for r in result.records]
+    # Analyses quote tensor names; an alignment names a folder's file.
+    lines = [escape_controls(a.text_line()) for a in [*result.alignments, *result.analyses]]
+    lines += [record_line(r, style) for r in [*result.records, *result.unread]]
     if summary:
         lines.append(summary_line(result))
     return "\n".join(lines) + "\n"
@@ -250,21 +341,22 @@ def to_text(result, style: Style = plain, summary: bool = True) -> str:
 def inspect_text(results, style: Style = plain) -> str:
     lines: List[str] = []
     for res in results:
-        lines.append(style(f"{res.label} ({res.format}): {len(res.tensors)} tensors, {res.parameters} parameters, "
+        label = escape_controls(res.label)
+        lines.append(style(f"{label} ({res.format}): {len(res.tensors)} tensors, {res.parameters} parameters, "
                            f"{res.nbytes} bytes", "bold"))
         for t in res.tensors:
             st = t.stats
-            text = f"  {t.name}: {_brief(st)}"
+            text = f"  {escape_controls(t.name)}: {_brief(st)}"
             if st.nan_count is not None:
                 text += (f", mean={num(st.mean)}, std={num(st.std)}, min={num(st.min)}, max={num(st.max)}"
                          f", nan={st.nan_count}, inf={st.inf_count}")
             lines.append(text)
         for name, value in res.scalars.items():
-            lines.append(f"  {name} = {value!r}")
+            lines.append(f"  {escape_controls(name)} = {value!r}")
         for key, value in res.metadata.items():
-            lines.append(f"  [metadata] {key} = {value!r}")
+            lines.append(f"  [metadata] {escape_controls(key)} = {value!r}")
         for name, reason in res.skipped:
-            lines.append(style(f"  ! {name}: skipped: {reason}", "magenta"))
+            lines.append(style(f"  ! {escape_controls(name)}: skipped: {escape_controls(reason)}", "magenta"))
         lines.extend(_reading_lines(res))
     return "\n".join(lines) + "\n"
 
@@ -272,9 +364,10 @@ def inspect_text(results, style: Style = plain) -> str:
 def _reading_lines(res) -> List[str]:
     lines = []
     if res.inert_classes:
-        lines.append("  classes kept inert (never imported or called): " + ", ".join(res.inert_classes))
+        lines.append("  classes kept inert (never imported or called): "
+                     + escape_controls(", ".join(res.inert_classes)))
     for name, given in res.name_collisions:
-        lines.append(f"  name collision: a second {name} is named {given}")
+        lines.append(f"  name collision: a second {escape_controls(name)} is named {escape_controls(given)}")
     return lines
 
 
@@ -283,8 +376,8 @@ def check_text(results) -> str:
     for res in results:
         dtypes = ", ".join(f"{d}: {v['tensors']} tensors / {v['parameters']} params / {v['bytes']} bytes"
                            for d, v in res.dtypes().items())
-        lines.append(f"OK {res.label}: format={res.format}, tensors={len(res.tensors)}, params={res.parameters}, "
-                     f"bytes={res.nbytes}" + (f", dtypes=[{dtypes}]" if dtypes else "")
+        lines.append(f"OK {escape_controls(res.label)}: format={res.format}, tensors={len(res.tensors)}, "
+                     f"params={res.parameters}, bytes={res.nbytes}" + (f", dtypes=[{dtypes}]" if dtypes else "")
                      + (f", scalars={len(res.scalars)}" if res.scalars else "")
                      + (f", skipped={len(res.skipped)}" if res.skipped else ""))
         lines.extend(_reading_lines(res))

@@ -14,8 +14,9 @@ from typing import Any, Dict, List, Optional, Union
 from ._core import ChangeMetrics, TensorComparison, TensorStats
 
 __all__ = [
-    "ChangeMetrics", "EntrySkipped", "FileChanged", "MetadataChanged", "Record", "ScalarChanged", "Summary",
-    "TensorAdded", "TensorComparison", "TensorRemoved", "TensorShapeChanged", "TensorStats", "TensorStatsChanged",
+    "Alignment", "ChangeMetrics", "EntrySkipped", "FileChanged", "MetadataChanged", "Record", "ScalarChanged",
+    "Summary", "TensorAdded", "TensorComparison", "TensorRemoved", "TensorRenamed", "TensorShapeChanged",
+    "TensorStats", "TensorStatsChanged",
 ]
 
 Number = Optional[float]
@@ -90,6 +91,20 @@ class TensorRemoved(Record):
 
 
 @dataclass(slots=True)
+class TensorRenamed(Record):
+    """A tensor a holds under ``name`` and b under ``new_name``: same shape, dtype and every
+    element (compared from the tensors, not guessed from the names)."""
+
+    name: str
+    new_name: str
+    stats: TensorStats
+    kind = "TensorRenamed"
+
+    def values(self):
+        return [self.new_name, self.stats]
+
+
+@dataclass(slots=True)
 class TensorShapeChanged(Record):
     name: str
     before: TensorStats
@@ -146,7 +161,7 @@ class EntrySkipped(Record):
     """Something in a file that is neither a tensor nor a scalar diffai understands."""
 
     name: str
-    side: str  # "a" or "b"
+    side: str  # "a", "b", or "a and b" (then not a change: ``DiffResult.unread``)
     reason: str
     kind = "EntrySkipped"
 
@@ -169,9 +184,33 @@ class FileChanged(Record):
 
 
 @dataclass
+class Alignment:
+    """Names matched after stripping a prefix: ``a_prefix`` from a's tensor names and ``b_prefix``
+    from b's (either may be empty), in the file ``file`` of a folder diff ("" for two files).
+    ``paired`` tensors matched this way (``automatic``: chosen by diffai, else ``--strip-prefix``)."""
+
+    a_prefix: str
+    b_prefix: str
+    paired: int
+    automatic: bool = True
+    file: str = ""
+
+    def text_line(self) -> str:
+        stripped = [f"{p!r} stripped from {side}" for side, p in (("a", self.a_prefix), ("b", self.b_prefix)) if p]
+        where = f" in {self.file.removesuffix('::')}" if self.file else ""
+        return f"aligned{where}: {', '.join(stripped)} ({self.paired} tensors paired)"
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"Alignment": {"a_prefix": self.a_prefix, "b_prefix": self.b_prefix, "paired": self.paired,
+                              "automatic": self.automatic, **({"file": self.file.removesuffix("::")}
+                                                              if self.file else {})}}
+
+
+@dataclass
 class Summary:
     added: int = 0
     removed: int = 0
+    renamed: int = 0
     reshaped: int = 0
     changed: int = 0
     unchanged: int = 0
