@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 import numpy as np
 
-from .. import _core
+from .. import _core, dequantized
 from ..errors import DiffaiError
 from ..output import num
 from ..records import TensorComparison
@@ -197,7 +197,16 @@ class Context:
         weights: their jumps would swamp the update norms. A float tensor stored as integer codes
         on the other side (quantized) is left to the quantization analysis."""
         return [c for c in self.model if c.status in ("changed", "unchanged") and c.change is not None
-                and is_float(c.a.dtype) and is_float(c.b.dtype)]
+                and ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in self.result.dequantized)]
+
+    def scales(self, name: str, side: str) -> Optional[np.ndarray]:
+        """Per-row scales when the tensor is integer codes with a ``<name>.scale`` beside it (its
+        values are then read as code * scale), else None."""
+        def read() -> Optional[np.ndarray]:
+            src, local = self.source(name, side)
+            return dequantized.row_scales(src, local)
+
+        return self.memo(f"scales {side} {name}", read)
 
     def source(self, name: str, side: str):
         prefix, a, b = self._where[name]
@@ -225,6 +234,9 @@ class Context:
         src, local = self.source(name, side)
         shape = src.tensor_infos()[local][1]
         out = np.frombuffer(_core.values(src.model, local), dtype=np.float64).reshape(shape)
+        scales = self.scales(name, side)
+        if scales is not None:
+            out = (out.reshape(len(scales), -1) * scales[:, None]).reshape(shape)
         self._cache[key] = out
         while sum(v.nbytes for v in self._cache.values()) > CACHE_BYTES and len(self._cache) > 1:
             del self._cache[next(iter(self._cache))]
@@ -239,15 +251,19 @@ class Context:
         src, local = self.source(name, side)
         width = math.prod(src.tensor_infos()[local][1][1:])
         raw = _core.values(src.model, local, start * width, (stop - start) * width)
-        return np.frombuffer(raw, dtype=np.float64).reshape(stop - start, width)
+        out = np.frombuffer(raw, dtype=np.float64).reshape(stop - start, width)
+        scales = self.scales(name, side)
+        return out if scales is None else out * scales[start:stop, None]
 
     def blocks(self, name: str, side: str, readers: int = 1) -> Iterator[np.ndarray]:
         """The tensor's elements as float64 in C order, ``BLOCK_BYTES / readers`` at a time (for
         reading that many tensors in step; the last block may be shorter): how analyses read
         tensors too large for ``values()``. Tensors of as many elements give aligned blocks."""
         src, local = self.source(name, side)
-        for raw in _core.value_blocks(src.model, local, max(BLOCK_BYTES // 8 // readers, 1)):
-            yield np.frombuffer(raw, dtype=np.float64)
+        shape = src.tensor_infos()[local][1]
+        width = math.prod(shape[1:]) if len(shape) > 1 else 1
+        raw = _core.value_blocks(src.model, local, max(BLOCK_BYTES // 8 // readers, 1))
+        yield from dequantized.scaled_blocks(raw, self.scales(name, side), width)
 
     def row_blocks(self, name: str, side: str) -> Iterator[np.ndarray]:
         """The tensor as float64 blocks of whole rows, [rows, rest flattened], about
@@ -256,8 +272,9 @@ class Context:
         shape = src.tensor_infos()[local][1]
         width = math.prod(shape[1:]) if shape else 1
         per = max(BLOCK_BYTES // 8 // max(width, 1), 1) * width
-        for raw in _core.value_blocks(src.model, local, max(per, 1)):
-            yield np.frombuffer(raw, dtype=np.float64).reshape(-1, width)
+        blocks = _core.value_blocks(src.model, local, max(per, 1))
+        for block in dequantized.scaled_blocks(blocks, self.scales(name, side), width):
+            yield block.reshape(-1, width)
 
     def scalars(self, side: str) -> Dict[str, Any]:
         out: Dict[str, Any] = {}
