@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any, Dict, List
 
 from .common import Analysis, Context, Table, families, layer_group, safe_div
+from .roles import roles
 
 MIB = 2 ** 20
 
@@ -19,7 +20,7 @@ def _side(ctx: Context, side: str):
 
 
 def _families(ctx: Context, side: str) -> Dict[str, str]:
-    return ctx.memo(f"families {side}", lambda: families({n: st.shape for n, st in _side(ctx, side)}))
+    return ctx.memo(f"families {side}", lambda: families({n: st.shape for n, st in _side(ctx, side)}, roles(ctx)))
 
 
 def _family_params(ctx: Context, side: str) -> Dict[str, int]:

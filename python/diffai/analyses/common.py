@@ -24,8 +24,10 @@ class AnalysisConfig:
     converged_below: float = 1e-4  # global ||delta||/||W|| below this: converged
     large_jump_above: float = 0.1  # relative update above this (global or per tensor): large jump
     explode_abs: float = 1e3  # max |x| above this: exploding
-    outlier_factor: float = 100.0  # max |x| this many times the median max |x| of the other tensors
+    outlier_factor: float = 100.0  # max |x| this many times a's (or, added, the median of its role in b)
     std_factor: float = 10.0  # std grown or shrunk by more than this factor
+    unrelated_cosine: float = 0.3  # cos(a, b) below this: b's tensor is unrelated to a's
+    swap_cosine: float = 0.9  # cos(b_i, a_j) above this: b's tensor i holds a's tensor j
     num_heads: Optional[int] = None  # attention heads when no config.json / metadata says
     top_k: int = 5  # rows of "worst" / "most changed" lists
     cluster_max_rows: int = 1024  # clustering only on matrices with at most this many rows
@@ -124,21 +126,27 @@ def layer_group(name: str) -> str:
 
 _FAMILY_PATTERNS = [
     ("recurrent", re.compile(r"lstm|gru|rnn|weight_[ih]h|bias_[ih]h")),
-    ("attention", re.compile(r"(^|[._])([qkvo]|qkv)_?proj|query|key(?!_)|value|in_proj|out_proj|c_attn|self_attn"
-                             r"|(^|[._])attn|attention")),
-    ("embedding", re.compile(r"embed|(^|[._])wte|(^|[._])wpe|tok_emb|word_emb|position_emb|lm_head_emb")),
-    ("norm", re.compile(r"norm|(^|[._])ln(_?\w)?([._]|$)|(^|[._])bn\d*([._]|$)|running_(mean|var)|num_batches")),
+    ("attention", re.compile(r"(^|[._])([qkvo]|qkv)_?proj|(^|[._])(query|key|value|in_proj\w*|out_proj|c_attn|qkv"
+                             r"|self_attn|attn|attention)([._]|$)")),
     ("conv", re.compile(r"conv")),
 ]
+# Roles (roles.py) that decide the family before any name pattern.
+_ROLE_FAMILY = {"norm_scale": "norm", "norm_shift": "norm", "norm_stat": "norm", "embedding": "embedding",
+                "index": "buffer", "quant_scale": "quantization"}
 
 
-def families(shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, str]:
-    """Inferred layer family of every tensor, decided per module (name minus its last part) from
-    name patterns, then from the module weight's rank (4-D/3-D: conv, 2-D: linear)."""
+def families(shapes: Dict[str, Tuple[int, ...]], roles: Dict[str, str]) -> Dict[str, str]:
+    """Inferred layer family of every tensor: from its role (norm, embedding, buffer,
+    quantization scale), else per module (name minus its last part) from name patterns, then from
+    the module weight's rank (4-D/3-D: conv, 2-D: linear)."""
     modules: Dict[str, List[str]] = {}
-    for name in shapes:
-        modules.setdefault(name.rsplit(".", 1)[0] if "." in name else name, []).append(name)
     out: Dict[str, str] = {}
+    for name in shapes:
+        fam = _ROLE_FAMILY.get(roles.get(name, ""))
+        if fam:
+            out[name] = fam
+        else:
+            modules.setdefault(name.rsplit(".", 1)[0] if "." in name else name, []).append(name)
     for module, names in modules.items():
         fam = next((f for f, pat in _FAMILY_PATTERNS if pat.search(module.lower())), None)
         if fam is None:

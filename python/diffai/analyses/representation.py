@@ -11,7 +11,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .. import _core
-from .common import BLOCK_BYTES, Analysis, Context, Table, families, safe_div
+from .common import BLOCK_BYTES, Analysis, Context, Table, safe_div
+from .roles import EMBEDDING, roles
 from .training import NO_STATS
 
 
@@ -28,9 +29,11 @@ def _row_norms_and_cosines(ctx: Context, name: str, rows: int, width: int) -> Tu
 
 # --- embeddings -------------------------------------------------------------------------------
 
+DRIFT_NOISE = 1e-12
+
 def embedding(ctx: Context) -> Analysis:
-    fam = families({c.name: (c.a or c.b).shape for c in ctx.model})
-    mats = [c for c in ctx.model if fam[c.name] == "embedding" and c.a is not None and c.b is not None
+    role = roles(ctx)
+    mats = [c for c in ctx.model if role[c.name] == EMBEDDING and c.a is not None and c.b is not None
             and len(c.a.shape) == 2 and len(c.b.shape) == 2 and c.a.shape[1] == c.b.shape[1]]
     if not mats:
         return Analysis.na("EmbeddingAnalysis", "no 2-D embedding matrix (name with embed/wte/wpe) on both sides "
@@ -41,27 +44,43 @@ def embedding(ctx: Context) -> Analysis:
     per_matrix = []
     for c in mats:
         rows_a, rows_b = c.a.shape[0], c.b.shape[0]
-        norm_a, norm_b, cosine = _row_norms_and_cosines(ctx, c.name, min(rows_a, rows_b), c.a.shape[1])
-        drift = 1.0 - cosine
+        rows = min(rows_a, rows_b)
+        norm_a, norm_b, cosine = _row_norms_and_cosines(ctx, c.name, rows, c.a.shape[1])
+        # Integer codes: the row cosine does not depend on a row's (positive) scale, its norm does.
+        for side, norms in (("a", norm_a), ("b", norm_b)):
+            scales = ctx.scales(c.name, side)
+            if scales is not None:
+                norms *= np.abs(scales[:rows])
+        # 1 - cos of an unchanged row is rounding noise (~1e-16): below DRIFT_NOISE a row has not moved.
+        drift = np.maximum(1.0 - cosine, 0.0)
+        drift[drift < DRIFT_NOISE] = 0.0
+        zeroed = int(((norm_b == 0) & (norm_a > 0)).sum())
         with np.errstate(invalid="ignore", divide="ignore"):
             norm_change = np.abs(norm_b - norm_a) / norm_a
-        order = np.argsort(-np.nan_to_num(drift, nan=-np.inf), kind="stable")[:k]
+        defined = np.isfinite(drift)
+        moved = np.flatnonzero(defined & (drift > 0))
+        order = moved[np.argsort(-drift[moved], kind="stable")][:k]
+        stat = (lambda f: float(f(drift[defined]))) if defined.any() else (lambda f: None)
         per_matrix.append({
             "name": c.name,
             "rows_a": rows_a, "rows_b": rows_b, "rows_added": max(rows_b - rows_a, 0),
             "rows_removed": max(rows_a - rows_b, 0),
-            "drift_mean": float(np.nanmean(drift)), "drift_median": float(np.nanmedian(drift)),
-            "drift_p95": float(np.nanpercentile(drift, 95)), "drift_max": float(np.nanmax(drift)),
+            "rows_moved": len(moved), "rows_zeroed": zeroed, "rows_without_drift": int((~defined).sum()),
+            "drift_mean": stat(np.mean), "drift_median": stat(np.median),
+            "drift_p95": stat(lambda x: np.percentile(x, 95)), "drift_max": stat(np.max),
             "most_drifted_rows": [int(i) for i in order],
             "most_drifted_values": [float(drift[i]) for i in order],
-            "norm_change_mean": float(np.nanmean(norm_change)),
+            "norm_change_mean": float(np.mean(norm_change[np.isfinite(norm_change)]))
+            if np.isfinite(norm_change).any() else None,
         })
     main = max(per_matrix, key=lambda m: m["rows_a"] * m["rows_b"])
     return Analysis(
         "EmbeddingAnalysis",
-        summary={k2: main[k2] for k2 in ("name", "rows_added", "drift_mean", "drift_median", "drift_p95",
-                                         "drift_max", "most_drifted_rows", "norm_change_mean")},
-        details={"matrices": per_matrix, "formula": "drift = 1 - cos(row_a, row_b) over the rows both sides have"},
+        summary={k2: main[k2] for k2 in ("name", "rows_added", "rows_moved", "rows_zeroed", "drift_mean",
+                                         "drift_median", "drift_p95", "drift_max", "most_drifted_rows",
+                                         "norm_change_mean")},
+        details={"matrices": per_matrix, "formula": "drift = 1 - cos(row_a, row_b) over the rows both sides have, "
+                                                    f"0 below {DRIFT_NOISE} (rounding); undefined for a zero row"},
         tables=[Table(f"Embedding drift ({m['name']})", ["row", "drift 1-cos"],
                       [[r, v] for r, v in zip(m["most_drifted_rows"], m["most_drifted_values"])]) for m in per_matrix],
     )
