@@ -157,7 +157,7 @@ def test_attention_heads_from_config():
     _, res = _run("attention_base.pt", "attention_tuned.pt",
                   ["attention-analysis", "head-importance", "attention-pattern-diff"])
     att = res["AttentionAnalysis"].summary
-    assert att["heads"] == 4 and att["fused_qkv"] == 2 and att["changed_heads"] == ["layers.0.self_attn#2"]
+    assert att["heads"] == "changed" and att["head_count"] == 4 and att["fused_qkv"] == 2 and att["changed_heads"] == ["layers.0.self_attn#2"]
     wa = base["layers.0.self_attn.in_proj_weight"].double().numpy()
     wb = tuned["layers.0.self_attn.in_proj_weight"].double().numpy()
     qk = lambda w: w[16:24].T @ w[48:56]  # noqa: E731 - head 2: Q rows 16:24, K rows 32+16:32+24

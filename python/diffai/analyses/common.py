@@ -99,6 +99,15 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+def grade(value: Optional[float], scale: List[Tuple[float, str]], above: str) -> str:
+    """The word of the first ``(limit, word)`` with ``value < limit``, else ``above``; "unknown"
+    for no value. Every analysis's summary starts with such a word (docs/analyses.md, "Verdict
+    words")."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "unknown"
+    return next((word for limit, word in scale if value < limit), above)
+
+
 def safe_div(a: float, b: float) -> Optional[float]:
     return a / b if b else None
 
@@ -124,10 +133,12 @@ def layer_group(name: str) -> str:
     return ".".join(parts[:-1]) or name
 
 
+EMBED_MODULE = re.compile(r"embed|(^|[._])(wte|wpe|tok_emb\w*|word_emb\w*|position_emb\w*|shared)$", re.IGNORECASE)
 _FAMILY_PATTERNS = [
     ("recurrent", re.compile(r"lstm|gru|rnn|weight_[ih]h|bias_[ih]h")),
     ("attention", re.compile(r"(^|[._])([qkvo]|qkv)_?proj|(^|[._])(query|key|value|in_proj\w*|out_proj|c_attn|qkv"
                              r"|self_attn|attn|attention)([._]|$)")),
+    ("embedding", EMBED_MODULE),  # integer codes of an embedding (its role is quant_codes)
     ("conv", re.compile(r"conv")),
 ]
 # Roles (roles.py) that decide the family before any name pattern.

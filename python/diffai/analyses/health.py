@@ -239,7 +239,8 @@ def regression_test(ctx: Context) -> Analysis:
         return Analysis.na("RegressionTest", "no check can run: --shape-only and no shape/memory check configured")
     failed = [f"{c['check']}: {c['detail']}" for c in checks if not c["passed"]]
     return Analysis("RegressionTest",
-                    summary={"passed": not failed, "checks": len(checks), "failed": len(failed)},
+                    summary={"result": "fail" if failed else "pass", "passed": not failed, "checks": len(checks),
+                             "failed": len(failed)},
                     details={"checks": checks}, failed=failed,
                     tables=[Table("Regression checks", ["check", "passed", "detail"],
                                   [[c["check"], c["passed"], c["detail"]] for c in checks])])
@@ -250,7 +251,8 @@ def alert_on_degradation(ctx: Context) -> Analysis:
         return Analysis.na("AlertOnDegradation", NO_STATS)
     new = [f for f in find_anomalies(ctx) if f["new_high"]]
     failed = [f"{f['name']}: {'; '.join(i for i in f['issues'] if i.split(':')[0] in f['new_high'])}" for f in new]
-    return Analysis("AlertOnDegradation", summary={"alert": bool(new), "degraded_tensors": [f["name"] for f in new]},
+    return Analysis("AlertOnDegradation", summary={"status": "degraded" if new else "ok", "alert": bool(new),
+                                                   "degraded_tensors": [f["name"] for f in new]},
                     details={"degradations": new}, failed=failed)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from .. import dequantized
-from .common import Analysis, Context, Table, safe_div
+from .common import Analysis, Context, Table, grade, safe_div
 from .training import NO_STATS
 
 _FLOAT_BITS = {"f64": 64, "f32": 32, "f16": 16, "bf16": 16, "f8_e4m3": 8, "f8_e5m2": 8}
@@ -41,6 +41,10 @@ def _snr(signal2: float, noise2: float) -> Optional[float]:
     if noise2 == 0:
         return math.inf if signal2 else None
     return 10 * math.log10(signal2 / noise2) if signal2 else None
+
+
+SNR_MINIMAL_FROM = 40.0  # dB: error power below 1e-4 of the signal's
+SNR_SEVERE_BELOW = 20.0  # dB: error power above 1e-2 of the signal's
 
 
 def quantization(ctx: Context) -> Analysis:
@@ -74,6 +78,8 @@ def quantization(ctx: Context) -> Analysis:
     return Analysis(
         "QuantizationAnalysis",
         summary={
+            "precision_loss": "unmeasured" if not rows else grade(_snr(r2, e2), [
+                (SNR_SEVERE_BELOW, "severe"), (SNR_MINIMAL_FROM, "moderate")], "minimal"),
             "transitions": dict(transitions),
             "compression_ratio": safe_div(bytes_a, bytes_b),
             "bytes_a": bytes_a, "bytes_b": bytes_b,

@@ -8,7 +8,7 @@ import re
 from typing import Dict, Optional
 
 from .. import dequantized
-from .common import Context, is_float, is_optimizer_state
+from .common import EMBED_MODULE, Context, is_float, is_optimizer_state
 
 WEIGHT = "weight"  # a matrix or kernel (>= 2-D float)
 BIAS = "bias"
@@ -30,13 +30,13 @@ LEARNED = (WEIGHT, EMBEDDING, BIAS, NORM_SCALE, NORM_SHIFT)
 # Roles whose relative update ||delta||/||W_a|| is a meaningful "jump": biases and norm shifts start
 # at (or near) zero, so their ratio is large for ordinary updates.
 JUMP_ROLES = (WEIGHT, EMBEDDING, NORM_SCALE)
+# Roles an optimizer trains (memory estimate): integer codes stand for weights trained in float.
+TRAINABLE = LEARNED + (QUANT_CODES, OTHER)
 
 QUANT_SUFFIXES = (".scale", ".scales", "_scale", ".zero_point", "_zero_point", ".scale_inv", "_scale_inv")
 _INDEX_NAME = re.compile(r"(^|[._])(position_ids|token_type_ids|\w*_ids|ids|num_batches_tracked|\w*_index|indices"
                          r"|index|step|steps|masked_bias|mask|attn_mask|causal_mask)$")
 _NORM_MODULE = re.compile(r"(^|[._])(\w*norm\w*|ln(_?\w+)?|ln\d*|bn\d*|\w*_ln|gn\d*)$", re.IGNORECASE)
-_EMBED_MODULE = re.compile(r"embed|(^|[._])(wte|wpe|tok_emb\w*|word_emb\w*|position_emb\w*|shared)$",
-                           re.IGNORECASE)
 
 
 def roles(ctx: Context) -> Dict[str, str]:
@@ -80,7 +80,7 @@ def _role(ctx: Context, c) -> str:
             return NORM_SCALE
         if last in ("bias", "beta"):
             return NORM_SHIFT
-    if rank >= 2 and _EMBED_MODULE.search(module):
+    if rank >= 2 and EMBED_MODULE.search(module):
         return EMBEDDING
     if "bias" in last and rank <= 1:
         return BIAS

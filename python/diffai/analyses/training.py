@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .common import Analysis, Context, Table, global_update, is_float, safe_div
+from .common import Analysis, Context, Table, global_update, grade, is_float, safe_div
 from .roles import JUMP_ROLES, roles
 
 NO_STATS = "only headers were read (--shape-only)"
@@ -62,6 +62,8 @@ def learning_progress(ctx: Context) -> Analysis:
     return Analysis(
         "LearningProgress",
         summary={
+            "progress": "none" if changed == 0 else grade(safe_div(delta, weight), [
+                (ctx.config.converged_below, "tiny"), (ctx.config.large_jump_above, "moderate")], "large"),
             "rel_update": safe_div(delta, weight),
             "update_norm": delta,
             "params_changed": changed,
@@ -279,7 +281,8 @@ def hyperparameter_impact(ctx: Context) -> Analysis:
     keys = list(ha) + [k for k in hb if k not in ha]
     rows = [[k, ha.get(k), hb.get(k), ha.get(k) != hb.get(k)] for k in keys]
     changed = [r[0] for r in rows if r[3]]
-    summary: Dict[str, Any] = {"hyperparameters": len(keys), "changed": changed}
+    summary: Dict[str, Any] = {"hyperparameters_changed": "yes" if changed else "no", "hyperparameters": len(keys),
+                               "changed": changed}
     if ctx.has_stats and ctx.paired:
         delta, weight = global_update(ctx.paired)
         summary["rel_update"] = safe_div(delta, weight)
@@ -302,8 +305,9 @@ def learning_rate(ctx: Context) -> Analysis:
     if lr_a is None and lr_b is None:
         return Analysis.na("LearningRateAnalysis", "no learning rate in either file "
                                                    "(optimizer param_groups lr, lr or learning_rate)")
-    summary: Dict[str, Any] = {"lr_a": lr_a, "lr_b": lr_b,
-                               "lr_ratio": safe_div(lr_b, lr_a) if lr_a is not None and lr_b is not None else None}
+    ratio = safe_div(lr_b, lr_a) if lr_a is not None and lr_b is not None else None
+    summary: Dict[str, Any] = {"lr": grade(ratio, [(1 - 1e-9, "lowered"), (1 + 1e-9, "unchanged")], "raised"),
+                               "lr_a": lr_a, "lr_b": lr_b, "lr_ratio": ratio}
     state_a, state_b = adam_state(ctx, "a"), adam_state(ctx, "b")
     rows = []
     by_name = {c.name: c for c in ctx.paired} if ctx.has_stats else {}
