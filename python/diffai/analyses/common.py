@@ -133,7 +133,7 @@ def layer_group(name: str) -> str:
     return ".".join(parts[:-1]) or name
 
 
-EMBED_MODULE = re.compile(r"embed|(^|[._])(wte|wpe|tok_emb\w*|word_emb\w*|position_emb\w*|shared)$", re.IGNORECASE)
+EMBED_MODULE = re.compile(r"embed|(^|[._])(wte|wpe|emb|tok_emb\w*|word_emb\w*|position_emb\w*|shared)$", re.IGNORECASE)
 _FAMILY_PATTERNS = [
     ("recurrent", re.compile(r"lstm|gru|rnn|weight_[ih]h|bias_[ih]h")),
     ("attention", re.compile(r"(^|[._])([qkvo]|qkv)_?proj|(^|[._])(query|key|value|in_proj\w*|out_proj|c_attn|qkv"

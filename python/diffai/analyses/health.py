@@ -12,7 +12,7 @@ import numpy as np
 
 from .common import Analysis, Context, Table
 from .roles import EMBEDDING, LEARNED, NORM_SCALE, QUANT_CODES, ROLES, WEIGHT, roles
-from .training import NO_STATS
+from .training import NO_STATS, tensor_updates
 
 SEVERITY = ["none", "medium", "high", "critical"]
 
@@ -31,6 +31,10 @@ RULES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
 }
 MIN_COSINE_NUMEL = 256  # cosines of smaller tensors are too noisy to call "unrelated" (1/sqrt(n) > 0.06)
 MIN_SWAP_NUMEL = 16
+# A tensor whose max|x| in a is below this share of the median max|x| of a's learned tensors was
+# already zero in effect (e.g. 1e-8 attention key biases, which get no gradient): reaching exactly
+# zero (an fp16 cast flushes it) is not a collapse.
+NEGLIGIBLE_SHARE = 1e-3
 MAX_SWAP_GROUP = 256  # same-shape tensors compared with each candidate (a larger group is not searched)
 
 
@@ -87,6 +91,8 @@ def _find_anomalies(ctx: Context) -> List[Dict[str, Any]]:
             peaks_by_role.setdefault(role[c.name], []).append(peak)
     for values in peaks_by_role.values():
         values.sort()
+    learned_a = [p for p in (_max_abs(c.a) for c in ctx.model if role[c.name] in LEARNED) if p]
+    negligible = NEGLIGIBLE_SHARE * median(learned_a) if learned_a else 0.0
     for c in in_b:
         a, b, r = c.a, c.b, role[c.name]
         if (b.nan_count or 0) or (b.inf_count or 0):
@@ -104,7 +110,8 @@ def _find_anomalies(ctx: Context) -> List[Dict[str, Any]]:
             if others and len(peaks_by_role[r]) > 3 and peak_b > cfg.outlier_factor * others:
                 found.add(c.name, "outlier_in_role", f"added with max|x|={peak_b:.4g}, x{peak_b / others:.4g} the "
                                                      f"median of the other {r} tensors ({others:.4g})")
-        if a is not None and _applies("collapsed", r) and b.numel > 1 and b.std == 0 and a.std:
+        if a is not None and _applies("collapsed", r) and b.numel > 1 and b.std == 0 and a.std \
+                and (peak_a or 0) > negligible:
             found.add(c.name, "collapsed", f"std {a.std:.4g} -> 0 ("
                       + ("every element 0)" if b.zero_count == b.numel else f"every element {b.mean:.4g})"))
         elif a is not None and a.std and b.std and _applies("std_shift", r) and c.status != "reshaped":
@@ -131,10 +138,9 @@ def _relations(ctx: Context, role: Dict[str, str], found: _Findings) -> None:
     low = [c for c in eligible if c.change.cosine < cfg.unrelated_cosine]
     if len(eligible) >= 2 and 2 * len(low) >= len(eligible):
         for c in low:
-            found.add(c.name, "reinitialised", f"cos(a, b)={c.change.cosine:.3g} < --unrelated-cosine "
-                                               f"{cfg.unrelated_cosine:g}, as for {len(low)} of {len(eligible)} weight "
-                                               "tensors: b is not a's weights trained further (re-initialised, or "
-                                               "another run)")
+            found.add(c.name, "reinitialised", f"cos(a, b)={c.change.cosine:.3g} < {cfg.unrelated_cosine:g}, "
+                                               f"as for {len(low)} of {len(eligible)} weight tensors (re-initialised "
+                                               "or another run)")
         return
     candidates = [c for c in paired if role[c.name] in LEARNED and c.a.numel >= MIN_SWAP_NUMEL
                   and c.change.cosine < cfg.swap_cosine]
@@ -262,13 +268,19 @@ def assess_risk(ctx: Context) -> Dict[str, Any]:
     cfg = ctx.config
     high: List[str] = []
     medium: List[str] = []
+    notes: List[str] = []  # listed, not raising the level
     if ctx.has_stats:
         for f in find_anomalies(ctx):
             (high if f["severity"] in ("high", "critical") else medium).append(f"{f['name']}: {'; '.join(f['issues'])}")
-        jumps = [c.name for c in ctx.paired if (c.change.rel_l2 or 0) > cfg.large_jump_above]
+        updates = tensor_updates(ctx)
+        jumps = [r["name"] for r in updates if r["jumping"]]
         if jumps:
-            medium.append(f"{len(jumps)} tensors changed by more than {cfg.large_jump_above} relative: "
+            medium.append(f"{len(jumps)} weight tensors changed by more than {cfg.large_jump_above} relative: "
                           + ", ".join(jumps[: cfg.top_k]))
+        from_zero = sorted((r for r in updates if r["from_zero"]), key=lambda r: r["update_norm"], reverse=True)
+        if from_zero:
+            notes.append(f"{len(from_zero)} tensors moved from all-zero (absolute update ||delta||): "
+                         + ", ".join(f"{r['name']} ({r['update_norm']:.4g})" for r in from_zero[: cfg.top_k]))
     for status, bucket in (("reshaped", high), ("removed", high), ("added", medium)):
         names = [c.name for c in ctx.model if c.status == status]
         if names:
@@ -277,7 +289,7 @@ def assess_risk(ctx: Context) -> Dict[str, Any]:
     if retyped:
         medium.append(f"{len(retyped)} tensors changed dtype")
     level = "high" if high else "medium" if medium else "low"
-    return {"level": level, "reasons": high + medium}
+    return {"level": level, "reasons": high + medium + notes}
 
 
 def risk_assessment(ctx: Context) -> Analysis:
