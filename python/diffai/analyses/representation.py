@@ -479,7 +479,8 @@ def attention_analysis(ctx: Context) -> Analysis:
             for r in rows:
                 per_layer[r["layer"]] = max(per_layer.get(r["layer"], 0.0), r["rel_change"] or 0.0)
             changed = [f"{r['layer']}#{r['head']}" for r in rows if r["rel_change"]]
-            summary.update({"heads": "changed" if changed else "unchanged", "heads_changed": len(changed),
+            summary.update({"heads": "restructured" if changes else "changed" if changed else "unchanged",
+                            "heads_changed": len(changed),
                             "changed_heads": changed[: ctx.config.top_k]})
             details["max_head_change_per_layer"] = per_layer
             tables.append(Table("Attention layers", ["layer", "projections", "max head rel change"],
