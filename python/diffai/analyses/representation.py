@@ -84,9 +84,10 @@ def embedding(ctx: Context) -> Analysis:
     main = max(per_matrix, key=lambda m: m["rows_a"] * m["rows_b"])
     return Analysis(
         "EmbeddingAnalysis",
-        summary={"drift": embedding_verdict(main), **{k2: main[k2] for k2 in ("name", "rows_added", "rows_moved", "rows_zeroed", "drift_mean",
-                                         "drift_median", "drift_p95", "drift_max", "most_drifted_rows",
-                                         "norm_change_mean")}},
+        summary={"drift": embedding_verdict(main),
+                 **{k2: main[k2] for k2 in ("name", "rows_added", "rows_moved", "rows_zeroed", "drift_mean",
+                                            "drift_median", "drift_p95", "drift_max", "most_drifted_rows",
+                                            "norm_change_mean")}},
         details={"matrices": per_matrix, "formula": "drift = 1 - cos(row_a, row_b) over the rows both sides have, "
                                                     f"0 below {DRIFT_NOISE} (rounding); undefined for a zero row"},
         tables=[Table(f"Embedding drift ({m['name']})", ["row", "drift 1-cos"],

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from typing import Dict, Optional
 
-from .. import dequantized
 from .common import EMBED_MODULE, Context, is_float, is_optimizer_state
 
 WEIGHT = "weight"  # a matrix or kernel (>= 2-D float)
