@@ -218,6 +218,13 @@ class Context:
         return [c for c in self.model if c.status in ("changed", "unchanged") and c.change is not None
                 and ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in self.result.dequantized)]
 
+    def has_scale(self, name: str, side: str) -> bool:
+        """Whether the tensor is integer codes with a usable scale beside it (headers only)."""
+        if not self.has(name, side):
+            return False
+        src, local = self.source(name, side)
+        return dequantized.scale_name(src, local) is not None
+
     def scales(self, name: str, side: str) -> Optional[np.ndarray]:
         """Per-row scales when the tensor is integer codes with a ``<name>.scale`` beside it (its
         values are then read as code * scale), else None."""

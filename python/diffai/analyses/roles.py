@@ -67,7 +67,7 @@ def _role(ctx: Context, c) -> str:
     if _quant_base(ctx, name) is not None:
         return QUANT_SCALE
     for side, st in (("a", c.a), ("b", c.b)):
-        if st is not None and not is_float(st.dtype) and ctx.scales(name, side) is not None:
+        if st is not None and ctx.has_scale(name, side):
             return QUANT_CODES
     if any(not is_float(d) for d in dtypes) or _INDEX_NAME.search(name) \
             or (last == "bias" and rank >= 3 and "attn" in module):  # GPT-2's causal mask buffer
