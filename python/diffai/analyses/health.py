@@ -140,7 +140,7 @@ def _relations(ctx: Context, role: Dict[str, str], found: _Findings) -> None:
         for c in low:
             found.add(c.name, "reinitialised", f"cos(a, b)={c.change.cosine:.3g} < {cfg.unrelated_cosine:g}, "
                                                f"as for {len(low)} of {len(eligible)} weight tensors (re-initialised "
-                                               "or another run)")
+                                               "or another run, or trained far from a)")
         return
     candidates = [c for c in paired if role[c.name] in LEARNED and c.a.numel >= MIN_SWAP_NUMEL
                   and c.change.cosine < cfg.swap_cosine]
