@@ -99,6 +99,9 @@ def _find_anomalies(ctx: Context) -> List[Dict[str, Any]]:
             new = a is None or (b.nan_count, b.inf_count) != (a.nan_count, a.inf_count)
             found.add(c.name, "non_finite", f"nan={b.nan_count} inf={b.inf_count}", new)
         peak_b, peak_a = _max_abs(b), _max_abs(a)
+        # Integer codes are values only where the diff dequantized both sides (else raw codes).
+        if r == QUANT_CODES and c.name not in ctx.result.dequantized:
+            continue
         if peak_b is not None and _applies("above_abs_limit", r) and peak_b > cfg.explode_abs:
             found.add(c.name, "above_abs_limit", f"max|x|={peak_b:.4g} > --explode-abs {cfg.explode_abs:g}",
                       not (peak_a is not None and peak_a > cfg.explode_abs))
