@@ -213,8 +213,8 @@ class Context:
     def paired(self) -> List[TensorComparison]:
         """Float model tensors present on both sides with the same shape and a change measurement.
         Integer tensors (step counters such as BatchNorm's num_batches_tracked, ids) are not
-        weights: their jumps would swamp the update norms. A float tensor stored as integer codes
-        on the other side (quantized) is left to the quantization analysis."""
+        weights: their jumps would swamp the update norms. Integer codes with a scale count: the
+        diff compared them as dequantized values (``result.dequantized``)."""
         return [c for c in self.model if c.status in ("changed", "unchanged") and c.change is not None
                 and ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in self.result.dequantized)]
 
