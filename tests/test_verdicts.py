@@ -293,3 +293,33 @@ def test_docs_thresholds_match_the_code():
                   representation.SIMILAR_COSINE, representation.RELATED_COSINE, architecture.MIGRATION_EASY_SHARE,
                   layers.CONCENTRATED_SHARE, representation.COLD_SEEDS):
         assert re.search(r"(?<![\d.])" + re.escape(f"{value:g}") + r"(?![\d])", text), value
+
+
+def _findings(a, b):
+    result = diffai.diff(a, b)
+    run_analyses(result, ["anomaly-detection"])
+    return {f["name"]: f for f in result.analyses[0].details["anomalies"]}
+
+
+def test_rules_on_small_in_memory_models():
+    rng = np.random.default_rng(7)
+    a = {f"l{i}.weight": rng.normal(0, 0.02, (32, 32)) for i in range(5)}
+    a["emb.position_ids"] = np.arange(512, dtype=np.int64)[None]
+    b = {k: v + rng.normal(0, 1e-4, v.shape) if v.dtype.kind == "f" else v.astype(np.float16) for k, v in a.items()}
+    # an index buffer (0..511, stored as f16 in b) is never "exploding", a scale never compared with weights
+    assert _findings(a, b) == {}
+    # added tensors are judged on their own: against the median of their role in b
+    found = _findings(a, {**b, "new.weight": rng.normal(0, 50.0, (32, 32))})
+    assert found["new.weight"]["rules"] == ["outlier_in_role"] and found["new.weight"]["severity"] == "high"
+    # one tensor replaced by unrelated values: medium, not an alert
+    c = dict(b)
+    c["l3.weight"] = rng.normal(0, 0.02, (32, 32))
+    found = _findings(a, c)
+    assert found["l3.weight"]["rules"] == ["unrelated_to_a"] and found["l3.weight"]["severity"] == "medium"
+    # std shrunk 20x: std_shift (medium); an existing large value is not new
+    c = dict(b)
+    c["l1.weight"] = b["l1.weight"] / 20
+    assert _findings(a, c)["l1.weight"]["issues"][0].startswith("std_shift: std x0.05")
+    big = {**a, "l0.weight": a["l0.weight"] * 1e6}
+    found = _findings(big, {**b, "l0.weight": big["l0.weight"] * 1.01})
+    assert found["l0.weight"]["rules"] == ["above_abs_limit"] and found["l0.weight"]["new"] is False
