@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import html
 import re
 import shutil
 import subprocess
@@ -161,7 +162,7 @@ def test_verdicts_first_then_contents_then_sections(tmp_path, pair):
         assert card[1] == {"low": "good", "ready": "good", "none": "good", "medium": "warn", "review": "warn",
                            "high": "bad", "critical": "bad", "blocked": "bad"}[value]
         for reason in found[name].details.get("reasons", []):  # every reason is listed, none dropped
-            assert f"<li>{reason}</li>" in first
+            assert f"<li>{html.escape(reason)}</li>" in first
     assert found["ReviewFriendly"].summary["summary"] in unescape(first)
 
 

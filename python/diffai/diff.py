@@ -7,9 +7,9 @@ import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
-from . import _core
+from . import _core, dequantized
 from .align import align_names, choose_prefixes, find_renames, parse_strip_prefix
 from .errors import DiffaiError
 from .records import (
@@ -89,6 +89,8 @@ class DiffResult:
     sources: List[Tuple[str, Optional[Source], Optional[Source]]] = field(default_factory=list)
     # Name compared -> b's own tensor name, where they differ (two single-array .npy files).
     b_names: Dict[str, str] = field(default_factory=dict)
+    # Names compared as dequantized values (integer codes times their scale: diffai.dequantized).
+    dequantized: Set[str] = field(default_factory=set)
     analyses: List[Any] = field(default_factory=list)
     options: DiffOptions = field(default_factory=DiffOptions)
     # Whether JSON/YAML carry the analyses: the CLI puts them there only for an analysis flag, so
@@ -279,6 +281,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         only_a = [n for n in a_names if n not in paired]
     only_b = reshaped + added
 
+    coded: Dict[str, dequantized.Dequantized] = {}
     if opts.shape_only:
         header_a, header_b = a.tensor_infos(), b.tensor_infos()
         single_a = {n: TensorStats.from_header(header_a[n]) for n in only_a}
@@ -292,11 +295,17 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         raw_b = (_core.tensor_stats(b.model, [b_own.get(n, n) for n in only_b], opts.threads, work.callback())
                  if only_b else [])
         work.finish_call()
-        raw = _core.pair_stats(a.model, b.model, same_shape, opts.epsilon, opts.threads, work.callback(),
-                               b_names=[b_own.get(n, n) for n in same_shape] if b_own else None, prefix=prefix)
+        # Dequantized hook: integer codes with a scale are compared as values (diffai.dequantized).
+        coded = {} if b_own else dequantized.compare(a, b, dequantized.dequantized_names(a, b, same_shape),
+                                                     opts.epsilon, prefix)
+        by_core = [n for n in same_shape if n not in coded] if coded else same_shape
+        raw = _core.pair_stats(a.model, b.model, by_core, opts.epsilon, opts.threads, work.callback(),
+                               b_names=[b_own.get(n, n) for n in by_core] if b_own else None, prefix=prefix)
         single_a = dict(zip(only_a, raw_a))
         single_b = dict(zip(only_b, raw_b))
-        pairs = dict(zip(same_shape, raw))
+        pairs = dict(zip(by_core, raw))
+        pairs.update((n, d.comparison) for n, d in coded.items())
+        result.dequantized.update(prefix + n for n in coded)
     # A tensor only a holds and one only b holds, equal element by element: one renamed tensor.
     renames = {}
     if added and not opts.shape_only and len(only_a) > len(reshaped):
@@ -318,7 +327,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
             params_b += sb.numel
             status = c.status
             if status == "changed":
-                add_record(TensorStatsChanged(name, sa, sb, c.change))
+                add_record(coded[n].record(name) if n in coded else TensorStatsChanged(name, sa, sb, c.change))
             add_comparison(c)
         elif n in single_b:
             sa, sb = single_a[n], single_b[n]

@@ -117,16 +117,32 @@ class TensorShapeChanged(Record):
 
 @dataclass(slots=True)
 class TensorStatsChanged(Record):
-    """Values changed (or the dtype changed). ``change`` is None when only headers were read."""
+    """Values changed (or the dtype changed). ``change`` is None when only headers were read.
+    ``dequantized``: integer codes were compared as code * scale (diffai.dequantized); the change
+    then carries ``"dequantized": true``."""
 
     name: str
     before: TensorStats
     after: TensorStats
     change: Optional[ChangeMetrics]
+    dequantized: bool = False
     kind = "TensorStatsChanged"
 
     def values(self):
         return [self.before, self.after, self.change]
+
+    # --- dequantized hook: the marker added to the change object -----------------------------
+    def to_json(self) -> Dict[str, List[Any]]:
+        out = Record.to_json(self)
+        if self.dequantized and self.change is not None:
+            out[self.kind][3]["dequantized"] = True
+        return out
+
+    def json_line(self, ensure_ascii: bool = True) -> str:
+        line = Record.json_line(self, ensure_ascii)
+        if not (self.dequantized and self.change is not None):
+            return line
+        return line[:-3] + ', "dequantized": true}]}'
 
 
 @dataclass(slots=True)

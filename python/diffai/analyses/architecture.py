@@ -7,7 +7,8 @@ import re
 from collections import Counter
 from typing import Any, Dict, List
 
-from .common import Analysis, Context, Table, families, layer_group, safe_div
+from .common import Analysis, Context, Table, families, grade, layer_group, safe_div
+from .roles import QUANT_SCALE, TRAINABLE, roles
 
 MIB = 2 ** 20
 
@@ -19,7 +20,7 @@ def _side(ctx: Context, side: str):
 
 
 def _families(ctx: Context, side: str) -> Dict[str, str]:
-    return ctx.memo(f"families {side}", lambda: families({n: st.shape for n, st in _side(ctx, side)}))
+    return ctx.memo(f"families {side}", lambda: families({n: st.shape for n, st in _side(ctx, side)}, roles(ctx)))
 
 
 def _family_params(ctx: Context, side: str) -> Dict[str, int]:
@@ -49,16 +50,31 @@ def _widths(ctx: Context, side: str) -> List[int]:
     return sorted({st.shape[0] for n, st in tensors if len(st.shape) == 2 and fam[n] in ("linear", "attention")})
 
 
+MIGRATION_EASY_SHARE = 0.1  # added + removed tensors up to this share of a's: migration "easy"
+
+
+def migration_verdict(added_or_removed: int, reshaped: int, tensors_a: int) -> str:
+    """none: no structural change; easy: only added/removed tensors, at most MIGRATION_EASY_SHARE
+    of a's tensors (a non-strict load works); hard: a reshaped tensor, or more added/removed."""
+    if not (added_or_removed or reshaped):
+        return "none"
+    return "easy" if not reshaped and added_or_removed <= MIGRATION_EASY_SHARE * max(tensors_a, 1) else "hard"
+
+
 def architecture_comparison(ctx: Context) -> Analysis:
     fa, fb = _family_params(ctx, "a"), _family_params(ctx, "b")
     da, db = _depth([n for n, _ in _side(ctx, "a")]), _depth([n for n, _ in _side(ctx, "b")])
     added = [c.name for c in ctx.model if c.status == "added"]
     removed = [c.name for c in ctx.model if c.status == "removed"]
+    # Quantization scales come with the storage format, not the architecture.
+    role = roles(ctx)
+    structural = sum(1 for n in added + removed if role[n] != QUANT_SCALE)
     reshaped = [f"{c.name} {list(c.a.shape)}->{list(c.b.shape)}" for c in ctx.model if c.status == "reshaped"]
     fams = sorted(set(fa) | set(fb))
     return Analysis(
         "ArchitectureComparison",
         summary={
+            "migration": migration_verdict(structural, len(reshaped), len(_side(ctx, "a"))),
             "families_inferred": {f: fb.get(f, 0) for f in fams},
             "depth_a": da, "depth_b": db,
             "widths_b": _widths(ctx, "b"),
@@ -83,15 +99,15 @@ def param_efficiency(ctx: Context) -> Analysis:
         d = per_dtype.setdefault(st.dtype, {"params": 0, "bytes": 0})
         d["params"] += st.numel
         d["bytes"] += st.nbytes
-    per_mb = {dt: safe_div(v["params"], v["bytes"] / MIB) for dt, v in per_dtype.items()}
-    summary: Dict[str, Any] = {"params_b": sum(fb.values()), "params_per_family_b": fb, "params_per_mib": per_mb}
-    tables = [Table("Parameters per MiB by dtype (b)", ["dtype", "params", "bytes", "params per MiB"],
-                    [[dt, v["params"], v["bytes"], per_mb[dt]] for dt, v in per_dtype.items()])]
+    summary: Dict[str, Any] = {"sparsity": "unknown", "params_b": sum(fb.values()), "params_per_family_b": fb}
+    tables = [Table("Parameters and bytes by dtype (b)", ["dtype", "params", "bytes"],
+                    [[dt, v["params"], v["bytes"]] for dt, v in per_dtype.items()])]
     if ctx.has_stats:
         tensors = _side(ctx, "b")
         zeros = sum(st.zero_count or 0 for _, st in tensors)
         total = sum(st.numel for _, st in tensors)
         summary["sparsity_b"] = safe_div(zeros, total)
+        summary["sparsity"] = grade(summary["sparsity_b"], [(0.1, "dense"), (0.5, "partly_sparse")], "sparse")
         paired = ctx.paired
         changed = sum(c.change.changed_elements for c in paired)
         summary["changed_share"] = safe_div(changed, sum(c.a.numel for c in paired))
@@ -117,24 +133,32 @@ def _bytes_per_dtype(ctx: Context, side: str, tensors) -> Dict[str, int]:
 
 
 def memory_estimates(ctx: Context, side: str) -> Dict[str, Any]:
-    """Exact weight bytes and the training estimate: weights + grads (weight dtype) + Adam m and v
-    in fp32 (8 B/param) + an fp32 master copy (4 B/param) for floating weights stored below fp32."""
-    weights = sum(getattr(c, side).nbytes for c in ctx.model if getattr(c, side) is not None)
-    params = sum(getattr(c, side).numel for c in ctx.model if getattr(c, side) is not None)
-    low = sum(getattr(c, side).numel for c in ctx.model if getattr(c, side) is not None
-              and getattr(c, side).dtype in ("f16", "bf16", "f8_e4m3", "f8_e5m2"))
-    return {"weights": weights, "params": params, "low_precision_params": low,
-            "training": weights + weights + 8 * params + 4 * low}
+    """Exact weight bytes (every model tensor as stored) and the training estimate:
+    weight_bytes + trainable_bytes (gradients in the weights' dtype) + 8 * trainable (Adam m and v in
+    fp32) + 4 * trainable_below_fp32 (an fp32 master copy of weights stored in fewer than 32 bits:
+    f16, bf16, f8 and integer codes). Trainable = the learned roles (roles.TRAINABLE): not index or
+    counter buffers, norm running statistics or quantization scales."""
+    role = roles(ctx)
+    tensors = [(c.name, getattr(c, side)) for c in ctx.model if getattr(c, side) is not None]
+    trainable = [(n, st) for n, st in tensors if role[n] in TRAINABLE]
+    weights = sum(st.nbytes for _, st in tensors)
+    params = sum(st.numel for _, st in trainable)
+    trainable_bytes = sum(st.nbytes for _, st in trainable)
+    low = sum(st.numel for _, st in trainable if st.dtype not in ("f32", "f64"))
+    return {"weights": weights, "params": params, "trainable_bytes": trainable_bytes, "low_precision_params": low,
+            "training": weights + trainable_bytes + 8 * params + 4 * low}
 
 
 def memory(ctx: Context) -> Analysis:
     ma, mb = memory_estimates(ctx, "a"), memory_estimates(ctx, "b")
     ba, bb = _bytes_per_dtype(ctx, "a", ctx.model), _bytes_per_dtype(ctx, "b", ctx.model)
     oa, ob = (sum(getattr(c, s).nbytes for c in ctx.optimizer if getattr(c, s) is not None) for s in ("a", "b"))
-    formula = "training ~= 2 * weight_bytes + 8 * params + 4 * params_below_fp32 (grads, Adam m+v fp32, master copy)"
+    formula = ("training ~= weight_bytes + trainable_bytes + 8 * trainable_params + 4 * trainable_params_below_fp32 "
+               "(weights, grads, Adam m+v fp32, fp32 master copy)")
     return Analysis(
         "MemoryAnalysis",
         summary={
+            "memory": grade(safe_div(mb["weights"], ma["weights"]), [(0.99, "smaller"), (1.01, "same")], "larger"),
             "weights_a_bytes": ma["weights"], "weights_b_bytes": mb["weights"],
             "delta_bytes": mb["weights"] - ma["weights"],
             "inference_estimate_b_mib": mb["weights"] / MIB,
@@ -165,6 +189,11 @@ def compute_cost(ctx: Context, side: str) -> Dict[str, Any]:
             "bytes_per_forward": sum(st.nbytes for _, st in tensors)}
 
 
+def speed_verdict(memory_bound_ratio) -> str:
+    """faster / similar / slower: the memory-bound latency ratio below 0.95, within, above 1.05."""
+    return grade(memory_bound_ratio, [(0.95, "faster"), (1.05 + 1e-12, "similar")], "slower")
+
+
 def inference_speed(ctx: Context) -> Analysis:
     ca, cb = compute_cost(ctx, "a"), compute_cost(ctx, "b")
     if not (ca["linear_flops_per_token"] or ca["conv_flops_per_output_position"]
@@ -172,7 +201,8 @@ def inference_speed(ctx: Context) -> Analysis:
         return Analysis.na("InferenceSpeedEstimate", "no linear or conv weight matrices to count FLOPs from")
     return Analysis(
         "InferenceSpeedEstimate",
-        summary={"estimate": True,
+        summary={"speed": speed_verdict(safe_div(cb["bytes_per_forward"], ca["bytes_per_forward"])),
+                 "estimate": True,
                  "flops_per_token_a": ca["linear_flops_per_token"], "flops_per_token_b": cb["linear_flops_per_token"],
                  "conv_flops_per_position_b": cb["conv_flops_per_output_position"],
                  "bytes_per_forward_b": cb["bytes_per_forward"],
@@ -191,10 +221,9 @@ def performance_impact(ctx: Context) -> Analysis:
     flop_ratio = safe_div(flops_b, flops_a)
     return Analysis(
         "PerformanceImpactEstimate",
-        summary={"estimate": True, "compute_ratio": flop_ratio, "memory_bound_latency_ratio": mem_ratio,
-                 "bytes_delta": cb["bytes_per_forward"] - ca["bytes_per_forward"],
-                 "verdict": None if mem_ratio is None else
-                 "faster" if mem_ratio < 0.95 else "slower" if mem_ratio > 1.05 else "similar"},
+        summary={"verdict": speed_verdict(mem_ratio), "estimate": True, "compute_ratio": flop_ratio,
+                 "memory_bound_latency_ratio": mem_ratio,
+                 "bytes_delta": cb["bytes_per_forward"] - ca["bytes_per_forward"]},
         details={"formula": "compute_ratio = FLOPs_b/FLOPs_a; memory_bound_latency_ratio = bytes_b/bytes_a; "
                             "verdict on the memory-bound ratio (+-5%)",
                  "not_included": "hardware support for the dtype (e.g. int8 kernels), batch size, sequence length"},

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 import numpy as np
 
-from .. import _core
+from .. import _core, dequantized
 from ..errors import DiffaiError
 from ..output import num
 from ..records import TensorComparison
@@ -24,8 +24,10 @@ class AnalysisConfig:
     converged_below: float = 1e-4  # global ||delta||/||W|| below this: converged
     large_jump_above: float = 0.1  # relative update above this (global or per tensor): large jump
     explode_abs: float = 1e3  # max |x| above this: exploding
-    outlier_factor: float = 100.0  # max |x| this many times the median max |x| of the other tensors
+    outlier_factor: float = 100.0  # max |x| this many times a's (or, added, the median of its role in b)
     std_factor: float = 10.0  # std grown or shrunk by more than this factor
+    unrelated_cosine: float = 0.3  # cos(a, b) below this: b's tensor is unrelated to a's
+    swap_cosine: float = 0.9  # cos(b_i, a_j) above this: b's tensor i holds a's tensor j
     num_heads: Optional[int] = None  # attention heads when no config.json / metadata says
     top_k: int = 5  # rows of "worst" / "most changed" lists
     cluster_max_rows: int = 1024  # clustering only on matrices with at most this many rows
@@ -97,6 +99,15 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+def grade(value: Optional[float], scale: List[Tuple[float, str]], above: str) -> str:
+    """The word of the first ``(limit, word)`` with ``value < limit``, else ``above``; "unknown"
+    for no value. Every analysis's summary starts with such a word (docs/analyses.md, "Verdict
+    words")."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "unknown"
+    return next((word for limit, word in scale if value < limit), above)
+
+
 def safe_div(a: float, b: float) -> Optional[float]:
     return a / b if b else None
 
@@ -122,23 +133,31 @@ def layer_group(name: str) -> str:
     return ".".join(parts[:-1]) or name
 
 
+EMBED_MODULE = re.compile(r"embed|(^|[._])(wte|wpe|emb|tok_emb\w*|word_emb\w*|position_emb\w*|shared)$", re.IGNORECASE)
 _FAMILY_PATTERNS = [
     ("recurrent", re.compile(r"lstm|gru|rnn|weight_[ih]h|bias_[ih]h")),
-    ("attention", re.compile(r"(^|[._])([qkvo]|qkv)_?proj|query|key(?!_)|value|in_proj|out_proj|c_attn|self_attn"
-                             r"|(^|[._])attn|attention")),
-    ("embedding", re.compile(r"embed|(^|[._])wte|(^|[._])wpe|tok_emb|word_emb|position_emb|lm_head_emb")),
-    ("norm", re.compile(r"norm|(^|[._])ln(_?\w)?([._]|$)|(^|[._])bn\d*([._]|$)|running_(mean|var)|num_batches")),
+    ("attention", re.compile(r"(^|[._])([qkvo]|qkv)_?proj|(^|[._])(query|key|value|in_proj\w*|out_proj|c_attn|qkv"
+                             r"|self_attn|attn|attention)([._]|$)")),
+    ("embedding", EMBED_MODULE),  # integer codes of an embedding (its role is quant_codes)
     ("conv", re.compile(r"conv")),
 ]
+# Roles (roles.py) that decide the family before any name pattern.
+_ROLE_FAMILY = {"norm_scale": "norm", "norm_shift": "norm", "norm_stat": "norm", "embedding": "embedding",
+                "index": "buffer", "quant_scale": "quantization"}
 
 
-def families(shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, str]:
-    """Inferred layer family of every tensor, decided per module (name minus its last part) from
-    name patterns, then from the module weight's rank (4-D/3-D: conv, 2-D: linear)."""
+def families(shapes: Dict[str, Tuple[int, ...]], roles: Dict[str, str]) -> Dict[str, str]:
+    """Inferred layer family of every tensor: from its role (norm, embedding, buffer,
+    quantization scale), else per module (name minus its last part) from name patterns, then from
+    the module weight's rank (4-D/3-D: conv, 2-D: linear)."""
     modules: Dict[str, List[str]] = {}
-    for name in shapes:
-        modules.setdefault(name.rsplit(".", 1)[0] if "." in name else name, []).append(name)
     out: Dict[str, str] = {}
+    for name in shapes:
+        fam = _ROLE_FAMILY.get(roles.get(name, ""))
+        if fam:
+            out[name] = fam
+        else:
+            modules.setdefault(name.rsplit(".", 1)[0] if "." in name else name, []).append(name)
     for module, names in modules.items():
         fam = next((f for f, pat in _FAMILY_PATTERNS if pat.search(module.lower())), None)
         if fam is None:
@@ -194,10 +213,26 @@ class Context:
     def paired(self) -> List[TensorComparison]:
         """Float model tensors present on both sides with the same shape and a change measurement.
         Integer tensors (step counters such as BatchNorm's num_batches_tracked, ids) are not
-        weights: their jumps would swamp the update norms. A float tensor stored as integer codes
-        on the other side (quantized) is left to the quantization analysis."""
+        weights: their jumps would swamp the update norms. Integer codes with a scale count: the
+        diff compared them as dequantized values (``result.dequantized``)."""
         return [c for c in self.model if c.status in ("changed", "unchanged") and c.change is not None
-                and is_float(c.a.dtype) and is_float(c.b.dtype)]
+                and ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in self.result.dequantized)]
+
+    def has_scale(self, name: str, side: str) -> bool:
+        """Whether the tensor is integer codes with a usable scale beside it (headers only)."""
+        if not self.has(name, side):
+            return False
+        src, local = self.source(name, side)
+        return dequantized.scale_name(src, local) is not None
+
+    def scales(self, name: str, side: str) -> Optional[np.ndarray]:
+        """Per-row scales when the tensor is integer codes with a ``<name>.scale`` beside it (its
+        values are then read as code * scale), else None."""
+        def read() -> Optional[np.ndarray]:
+            src, local = self.source(name, side)
+            return dequantized.row_scales(src, local)
+
+        return self.memo(f"scales {side} {name}", read)
 
     def source(self, name: str, side: str):
         prefix, a, b = self._where[name]
@@ -225,6 +260,9 @@ class Context:
         src, local = self.source(name, side)
         shape = src.tensor_infos()[local][1]
         out = np.frombuffer(_core.values(src.model, local), dtype=np.float64).reshape(shape)
+        scales = self.scales(name, side)
+        if scales is not None:
+            out = (out.reshape(len(scales), -1) * scales[:, None]).reshape(shape)
         self._cache[key] = out
         while sum(v.nbytes for v in self._cache.values()) > CACHE_BYTES and len(self._cache) > 1:
             del self._cache[next(iter(self._cache))]
@@ -239,15 +277,19 @@ class Context:
         src, local = self.source(name, side)
         width = math.prod(src.tensor_infos()[local][1][1:])
         raw = _core.values(src.model, local, start * width, (stop - start) * width)
-        return np.frombuffer(raw, dtype=np.float64).reshape(stop - start, width)
+        out = np.frombuffer(raw, dtype=np.float64).reshape(stop - start, width)
+        scales = self.scales(name, side)
+        return out if scales is None else out * scales[start:stop, None]
 
     def blocks(self, name: str, side: str, readers: int = 1) -> Iterator[np.ndarray]:
         """The tensor's elements as float64 in C order, ``BLOCK_BYTES / readers`` at a time (for
         reading that many tensors in step; the last block may be shorter): how analyses read
         tensors too large for ``values()``. Tensors of as many elements give aligned blocks."""
         src, local = self.source(name, side)
-        for raw in _core.value_blocks(src.model, local, max(BLOCK_BYTES // 8 // readers, 1)):
-            yield np.frombuffer(raw, dtype=np.float64)
+        shape = src.tensor_infos()[local][1]
+        width = math.prod(shape[1:]) if len(shape) > 1 else 1
+        raw = _core.value_blocks(src.model, local, max(BLOCK_BYTES // 8 // readers, 1))
+        yield from dequantized.scaled_blocks(raw, self.scales(name, side), width)
 
     def row_blocks(self, name: str, side: str) -> Iterator[np.ndarray]:
         """The tensor as float64 blocks of whole rows, [rows, rest flattened], about
@@ -256,8 +298,9 @@ class Context:
         shape = src.tensor_infos()[local][1]
         width = math.prod(shape[1:]) if shape else 1
         per = max(BLOCK_BYTES // 8 // max(width, 1), 1) * width
-        for raw in _core.value_blocks(src.model, local, max(per, 1)):
-            yield np.frombuffer(raw, dtype=np.float64).reshape(-1, width)
+        blocks = _core.value_blocks(src.model, local, max(per, 1))
+        for block in dequantized.scaled_blocks(blocks, self.scales(name, side), width):
+            yield block.reshape(-1, width)
 
     def scalars(self, side: str) -> Dict[str, Any]:
         out: Dict[str, Any] = {}

@@ -14,10 +14,20 @@ from .training import NO_STATS, convergence_verdict
 def change_summary(ctx: Context) -> Analysis:
     kinds = Counter(r.kind for r in ctx.result.records)
     s = ctx.result.summary
+    structural = kinds["TensorAdded"] + kinds["TensorRemoved"] + kinds["TensorShapeChanged"]
+    change = "structure" if structural else "values" if ctx.result.records else "none"
+    # Model parameters: optimizer state (Adam moments) is counted apart.
+    params = {side: sum(getattr(c, side).numel for c in ctx.model if getattr(c, side) is not None) for side in "ab"}
+    optimizer = {side: sum(getattr(c, side).numel for c in ctx.optimizer if getattr(c, side) is not None)
+                 for side in "ab"}
     return Analysis("ChangeSummary",
-                    summary={**{k: kinds[k] for k in sorted(kinds)}, "unchanged_tensors": s.unchanged,
-                             "params_a": s.params_a, "params_b": s.params_b},
+                    summary={"change": change, **{k: kinds[k] for k in sorted(kinds)},
+                             "unchanged_tensors": s.unchanged, "params_a": params["a"], "params_b": params["b"],
+                             "optimizer_state_values": [optimizer["a"], optimizer["b"]]},
                     tables=[Table("Records by type", ["record", "count"], [[k, v] for k, v in sorted(kinds.items())])])
+
+
+CONCENTRATED_SHARE = 0.5  # one layer group with this share of the squared update: "concentrated"
 
 
 def layer_impact(ctx: Context) -> Analysis:
@@ -29,7 +39,9 @@ def layer_impact(ctx: Context) -> Analysis:
     moved = [g for g in groups if g["update_norm"] > 0]
     return Analysis(
         "LayerImpact",
-        summary={"layers": len(groups), "changed_layers": len(moved),
+        summary={"concentration": "none" if not moved else "concentrated"
+                 if moved[0]["share"] >= CONCENTRATED_SHARE else "spread",
+                 "layers": len(groups), "changed_layers": len(moved),
                  "ranking": [f"{g['layer']}:{g['share']:.3f}" for g in moved[: ctx.config.top_k]]},
         details={"layers": groups, "formula": "share = ||delta_layer||^2 / sum over layers of ||delta||^2"},
         tables=[Table("Layer impact (share of the squared update, largest first)",
@@ -60,5 +72,5 @@ def review_friendly(ctx: Context) -> Analysis:
     sentences.append(f"Risk {risk['level']}" + (": look at " + "; ".join(risk["reasons"][:3]) if risk["reasons"]
                                                  else ": nothing unusual found") + ".")
     text = " ".join(sentences)
-    return Analysis("ReviewFriendly", summary={"summary": text}, details={"risk_reasons": risk["reasons"]},
+    return Analysis("ReviewFriendly", summary={"risk": risk["level"], "summary": text}, details={"risk_reasons": risk["reasons"]},
                     tables=[Table("Review summary", ["summary"], [[text]])])

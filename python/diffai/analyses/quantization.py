@@ -9,7 +9,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from .common import Analysis, Context, Table, safe_div
+from .. import dequantized
+from .common import Analysis, Context, Table, grade, safe_div
 from .training import NO_STATS
 
 _FLOAT_BITS = {"f64": 64, "f32": 32, "f16": 16, "bf16": 16, "f8_e4m3": 8, "f8_e5m2": 8}
@@ -20,32 +21,12 @@ def _precision(dtype: str) -> int:
     return _FLOAT_BITS.get(dtype, 0)
 
 
-def _scale_suffix(ctx: Context, side: str) -> str:
-    return ctx.metadata(side).get("scale_suffix", ".scale")
-
-
-def _row_scales(ctx: Context, name: str, side: str, rows: int) -> Optional[np.ndarray]:
-    """The scale of each row of an integer tensor, when the file stores ``<name><suffix>`` beside
-    it (one value for the tensor, or one per output channel, i.e. per row)."""
-    scale_name = name + _scale_suffix(ctx, side)
-    if not ctx.has(scale_name, side):
-        return None
-    scale = ctx.values(scale_name, side).ravel()
-    if scale.size == 1:
-        return np.full(rows, scale[0])
-    return scale if scale.size == rows else None
-
-
-def _error(ctx: Context, name: str, hi: str, lo: str, scales: Optional[np.ndarray]) -> Dict[str, Optional[float]]:
-    """The error of side ``lo`` (times its row ``scales``, if given) against side ``hi`` over the
+def _error(ctx: Context, name: str, hi: str, lo: str) -> Dict[str, Optional[float]]:
+    """The error of side ``lo`` (integer codes read as code * scale) against side ``hi`` over the
     elements finite on both, read a block of rows at a time."""
     e2 = r2 = 0.0
     worst: Optional[float] = None
-    row = 0
     for ref, approx in zip(ctx.row_blocks(name, hi), ctx.row_blocks(name, lo)):
-        if scales is not None:
-            approx = approx * scales[row:row + len(approx), None]
-            row += len(approx)
         finite = np.isfinite(ref) & np.isfinite(approx)
         r, d = ref[finite], approx[finite] - ref[finite]
         e2 += float((d * d).sum())
@@ -60,6 +41,10 @@ def _snr(signal2: float, noise2: float) -> Optional[float]:
     if noise2 == 0:
         return math.inf if signal2 else None
     return 10 * math.log10(signal2 / noise2) if signal2 else None
+
+
+SNR_MINIMAL_FROM = 40.0  # dB: error power below 1e-4 of the signal's
+SNR_SEVERE_BELOW = 20.0  # dB: error power above 1e-2 of the signal's
 
 
 def quantization(ctx: Context) -> Analysis:
@@ -79,13 +64,11 @@ def quantization(ctx: Context) -> Analysis:
         if c.a.shape != c.b.shape:
             skipped.append(f"{c.name}: shape changed too, {list(c.a.shape)} -> {list(c.b.shape)}")
             continue
-        scales = None
-        if lo_dtype not in _FLOAT_BITS:
-            scales = _row_scales(ctx, c.name, lo, c.a.shape[0] if c.a.shape else 1)
-            if scales is None:
-                skipped.append(f"{c.name}: {lo_dtype} without a usable '{_scale_suffix(ctx, lo)}' scale tensor")
-                continue
-        err = _error(ctx, c.name, hi, lo, scales)
+        if lo_dtype not in _FLOAT_BITS and ctx.scales(c.name, lo) is None:
+            suffix = ctx.metadata(lo).get("scale_suffix", dequantized.DEFAULT_SCALE_SUFFIX)
+            skipped.append(f"{c.name}: {lo_dtype} without a usable '{suffix}' scale tensor")
+            continue
+        err = _error(ctx, c.name, hi, lo)
         rows.append({"name": c.name, "transition": f"{c.a.dtype}->{c.b.dtype}", **err})
     e2 = sum(r["err2"] for r in rows)
     r2 = sum(r["ref2"] for r in rows)
@@ -95,6 +78,8 @@ def quantization(ctx: Context) -> Analysis:
     return Analysis(
         "QuantizationAnalysis",
         summary={
+            "precision_loss": "unmeasured" if not rows else grade(_snr(r2, e2), [
+                (SNR_SEVERE_BELOW, "severe"), (SNR_MINIMAL_FROM, "moderate")], "minimal"),
             "transitions": dict(transitions),
             "compression_ratio": safe_div(bytes_a, bytes_b),
             "bytes_a": bytes_a, "bytes_b": bytes_b,

@@ -11,7 +11,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .. import _core
-from .common import BLOCK_BYTES, Analysis, Context, Table, families, safe_div
+from .common import BLOCK_BYTES, Analysis, Context, Table, grade, safe_div
+from .roles import EMBEDDING, roles
 from .training import NO_STATS
 
 
@@ -28,9 +29,19 @@ def _row_norms_and_cosines(ctx: Context, name: str, rows: int, width: int) -> Tu
 
 # --- embeddings -------------------------------------------------------------------------------
 
+DRIFT_NOISE = 1e-12
+DRIFT_LARGE_P95 = 0.1  # 1 - cos of the 95th-percentile row above this: "large" drift
+
+
+def embedding_verdict(m: Dict[str, Any]) -> str:
+    """none: no row moved; large: zeroed rows or p95 drift above DRIFT_LARGE_P95; else small."""
+    if not (m["rows_moved"] or m["rows_zeroed"] or m["rows_added"] or m["rows_removed"]):
+        return "none"
+    return "large" if m["rows_zeroed"] or (m["drift_p95"] or 0) > DRIFT_LARGE_P95 else "small"
+
 def embedding(ctx: Context) -> Analysis:
-    fam = families({c.name: (c.a or c.b).shape for c in ctx.model})
-    mats = [c for c in ctx.model if fam[c.name] == "embedding" and c.a is not None and c.b is not None
+    role = roles(ctx)
+    mats = [c for c in ctx.model if role[c.name] == EMBEDDING and c.a is not None and c.b is not None
             and len(c.a.shape) == 2 and len(c.b.shape) == 2 and c.a.shape[1] == c.b.shape[1]]
     if not mats:
         return Analysis.na("EmbeddingAnalysis", "no 2-D embedding matrix (name with embed/wte/wpe) on both sides "
@@ -41,33 +52,61 @@ def embedding(ctx: Context) -> Analysis:
     per_matrix = []
     for c in mats:
         rows_a, rows_b = c.a.shape[0], c.b.shape[0]
-        norm_a, norm_b, cosine = _row_norms_and_cosines(ctx, c.name, min(rows_a, rows_b), c.a.shape[1])
-        drift = 1.0 - cosine
+        rows = min(rows_a, rows_b)
+        norm_a, norm_b, cosine = _row_norms_and_cosines(ctx, c.name, rows, c.a.shape[1])
+        # Integer codes: the row cosine does not depend on a row's (positive) scale, its norm does.
+        for side, norms in (("a", norm_a), ("b", norm_b)):
+            scales = ctx.scales(c.name, side)
+            if scales is not None:
+                norms *= np.abs(scales[:rows])
+        # 1 - cos of an unchanged row is rounding noise (~1e-16): below DRIFT_NOISE a row has not moved.
+        drift = np.maximum(1.0 - cosine, 0.0)
+        drift[drift < DRIFT_NOISE] = 0.0
+        zeroed = int(((norm_b == 0) & (norm_a > 0)).sum())
         with np.errstate(invalid="ignore", divide="ignore"):
             norm_change = np.abs(norm_b - norm_a) / norm_a
-        order = np.argsort(-np.nan_to_num(drift, nan=-np.inf), kind="stable")[:k]
+        defined = np.isfinite(drift)
+        moved = np.flatnonzero(defined & (drift > 0))
+        order = moved[np.argsort(-drift[moved], kind="stable")][:k]
+        stat = (lambda f: float(f(drift[defined]))) if defined.any() else (lambda f: None)
         per_matrix.append({
             "name": c.name,
             "rows_a": rows_a, "rows_b": rows_b, "rows_added": max(rows_b - rows_a, 0),
             "rows_removed": max(rows_a - rows_b, 0),
-            "drift_mean": float(np.nanmean(drift)), "drift_median": float(np.nanmedian(drift)),
-            "drift_p95": float(np.nanpercentile(drift, 95)), "drift_max": float(np.nanmax(drift)),
+            "rows_moved": len(moved), "rows_zeroed": zeroed, "rows_without_drift": int((~defined).sum()),
+            "drift_mean": stat(np.mean), "drift_median": stat(np.median),
+            "drift_p95": stat(lambda x: np.percentile(x, 95)), "drift_max": stat(np.max),
             "most_drifted_rows": [int(i) for i in order],
             "most_drifted_values": [float(drift[i]) for i in order],
-            "norm_change_mean": float(np.nanmean(norm_change)),
+            "norm_change_mean": float(np.mean(norm_change[np.isfinite(norm_change)]))
+            if np.isfinite(norm_change).any() else None,
         })
     main = max(per_matrix, key=lambda m: m["rows_a"] * m["rows_b"])
     return Analysis(
         "EmbeddingAnalysis",
-        summary={k2: main[k2] for k2 in ("name", "rows_added", "drift_mean", "drift_median", "drift_p95",
-                                         "drift_max", "most_drifted_rows", "norm_change_mean")},
-        details={"matrices": per_matrix, "formula": "drift = 1 - cos(row_a, row_b) over the rows both sides have"},
+        summary={"drift": embedding_verdict(main),
+                 **{k2: main[k2] for k2 in ("name", "rows_added", "rows_moved", "rows_zeroed", "drift_mean",
+                                            "drift_median", "drift_p95", "drift_max", "most_drifted_rows",
+                                            "norm_change_mean")}},
+        details={"matrices": per_matrix, "formula": "drift = 1 - cos(row_a, row_b) over the rows both sides have, "
+                                                    f"0 below {DRIFT_NOISE} (rounding); undefined for a zero row"},
         tables=[Table(f"Embedding drift ({m['name']})", ["row", "drift 1-cos"],
                       [[r, v] for r, v in zip(m["most_drifted_rows"], m["most_drifted_values"])]) for m in per_matrix],
     )
 
 
 # --- similarity -------------------------------------------------------------------------------
+
+SIMILAR_COSINE = 0.9  # cosine at or above this: similar
+RELATED_COSINE = 0.5
+
+
+def similarity_verdict(lowest: Optional[float], mean: Optional[float]) -> str:
+    """high: every cosine >= SIMILAR_COSINE; partial: the mean >= RELATED_COSINE; else low."""
+    if lowest is None:
+        return "unknown"
+    return "high" if lowest >= SIMILAR_COSINE else "partial" if (mean or 0) >= RELATED_COSINE else "low"
+
 
 def similarity_matrix(ctx: Context) -> Analysis:
     if not ctx.has_stats:
@@ -83,8 +122,9 @@ def similarity_matrix(ctx: Context) -> Analysis:
     shape, names = max(by_shape.items(), key=lambda kv: len(kv[1]))
     names = names[: ctx.config.similarity_max_tensors]
     matrix = _cross_cosines(ctx, names) if len(names) > 1 else None
-    summary: Dict[str, Any] = {"mean_cosine": float(np.mean(list(cos.values()))), "min_cosine": cos[lowest[0]],
-                               "least_similar": lowest}
+    mean_cos = float(np.mean(list(cos.values())))
+    summary: Dict[str, Any] = {"similarity": similarity_verdict(cos[lowest[0]], mean_cos), "mean_cosine": mean_cos,
+                               "min_cosine": cos[lowest[0]], "least_similar": lowest}
     if matrix is not None:
         m = np.asarray(matrix)
         summary["matrix_tensor_shape"] = list(shape)  # the tensors in the matrix share it
@@ -121,15 +161,18 @@ def _sq_dists(x: np.ndarray, c: np.ndarray) -> np.ndarray:
     return np.maximum((x * x).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T), 0.0)
 
 
-def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100) -> np.ndarray:
-    """Lloyd's k-means with k-means++ seeding from a fixed seed; returns labels."""
-    rng = np.random.default_rng(seed)
-    centres = [x[rng.integers(len(x))]]
-    for _ in range(1, k):
-        d2 = _sq_dists(x, np.asarray(centres)).min(axis=1)
-        total = d2.sum()
-        centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
-    c = np.asarray(centres)
+def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, start: Optional[np.ndarray] = None) -> np.ndarray:
+    """Lloyd's k-means from the centres ``start`` or, without them, k-means++ seeding from a fixed
+    seed; returns labels."""
+    if start is None:
+        rng = np.random.default_rng(seed)
+        centres = [x[rng.integers(len(x))]]
+        for _ in range(1, k):
+            d2 = _sq_dists(x, np.asarray(centres)).min(axis=1)
+            total = d2.sum()
+            centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
+        start = np.asarray(centres)
+    c = np.asarray(start, dtype=float)
     labels = np.zeros(len(x), dtype=int)
     for i in range(iters):
         new = np.argmin(_sq_dists(x, c), axis=1)
@@ -167,6 +210,9 @@ def adjusted_rand_index(x: np.ndarray, y: np.ndarray) -> float:
     return 1.0 if best == expected else float((index - expected) / (best - expected))
 
 
+COLD_SEEDS = 5  # fresh k-means++ starts on b, to show how much of an ARI is initialisation noise
+
+
 def clustering_change(ctx: Context) -> Analysis:
     if not ctx.has_stats:
         return Analysis.na("ClusteringChange", NO_STATS)
@@ -185,22 +231,32 @@ def clustering_change(ctx: Context) -> Analysis:
         ks = range(2, min(cfg.cluster_max_k, len(a) - 1) + 1)
         scored = [(silhouette(a, kmeans(a, k, cfg.seed)), k) for k in ks]
         score, k = max(scored)
-        la, lb = kmeans(a, k, cfg.seed), kmeans(b, k, cfg.seed)
+        la = kmeans(a, k, cfg.seed)
+        # b starts from a's centroids: a fresh start would add k-means' own initialisation noise.
+        centroids = np.asarray([a[la == j].mean(0) for j in range(k) if np.any(la == j)])
+        lb = kmeans(b, len(centroids), cfg.seed, start=centroids)
+        cold = [adjusted_rand_index(la, kmeans(b, k, s)) for s in range(cfg.seed, cfg.seed + COLD_SEEDS)]
         rows.append({"name": c.name, "rows": len(a), "k": k, "silhouette_a": score,
-                     "ari": adjusted_rand_index(la, lb)})
+                     "ari": adjusted_rand_index(la, lb), "ari_fresh_start_min": min(cold),
+                     "ari_fresh_start_max": max(cold)})
     if not rows:
         return Analysis.na("ClusteringChange", "every candidate matrix holds NaN/Inf")
     worst = min(rows, key=lambda r: r["ari"])
     return Analysis(
         "ClusteringChange",
-        summary={"layers": len(rows), "min_ari": worst["ari"], "min_ari_layer": worst["name"],
+        summary={"structure": grade(worst["ari"], [(0.5, "reorganised"), (0.9, "shifted")], "kept"),
+                 "layers": len(rows), "min_ari": worst["ari"], "min_ari_layer": worst["name"],
                  "mean_ari": float(np.mean([r["ari"] for r in rows])),
                  "skipped_over_size_limit": len(mats) - len(small)},
-        details={"layers": rows, "method": "rows clustered by k-means (k-means++ seed "
+        details={"layers": rows, "method": "rows of a clustered by k-means (k-means++ seed "
                                            f"{cfg.seed}), k by best silhouette on a in 2..{cfg.cluster_max_k}; "
-                                           "ARI between the groupings of a and b"},
-        tables=[Table("Row clustering a vs b", ["tensor", "rows", "k", "silhouette a", "ARI"],
-                      [[r["name"], r["rows"], r["k"], r["silhouette_a"], r["ari"]] for r in rows])],
+                                           "b clustered by k-means started from a's centroids; ARI between the "
+                                           f"groupings; ari_fresh_start_min/max: b from k-means++ seeds {cfg.seed}.."
+                                           f"{cfg.seed + COLD_SEEDS - 1} instead (initialisation spread)"},
+        tables=[Table("Row clustering a vs b", ["tensor", "rows", "k", "silhouette a", "ARI (b from a's centroids)",
+                                                "ARI fresh starts min", "max"],
+                      [[r["name"], r["rows"], r["k"], r["silhouette_a"], r["ari"], r["ari_fresh_start_min"],
+                        r["ari_fresh_start_max"]] for r in rows])],
     )
 
 
@@ -273,6 +329,19 @@ class _Projections:
             if "o" in parts:
                 self.whole["o"] = ctx.values(parts["o"], side)
 
+    @staticmethod
+    def header(ctx: Context, parts: Dict[str, str], side: str) -> Dict[str, Tuple[int, ...]]:
+        """Shapes of q, k, v (and o) from the headers, without reading values."""
+        if "qkv" in parts:
+            rows, cols = ctx.shape(parts["qkv"], side)
+            d = rows // 3 if rows == 3 * cols else cols // 3
+            out = {r: (d, d) for r in ("q", "k", "v")}
+        else:
+            out = {r: tuple(ctx.shape(n, side)) for r, n in parts.items()}
+        if "o" in parts and "qkv" in parts:
+            out["o"] = tuple(ctx.shape(parts["o"], side))
+        return out
+
     def roles(self) -> List[str]:
         return list(self.whole) if self.whole is not None else [r for r in ("q", "k", "v", "o") if r in self.parts]
 
@@ -334,7 +403,7 @@ def _head_table(ctx: Context) -> Tuple[Optional[List[Dict[str, Any]]], str]:
     for layer, parts in common.items():
         pa, pb = _Projections(ctx, parts, "a"), _Projections(ctx, parts, "b")
         if any(pa.shape(r) != pb.shape(r) for r in pa.roles()):
-            continue
+            continue  # reported by head_count_changes
         d = pa.shape("q")[0]
         if d % heads:
             return None, f"{layer}: width {d} is not divisible by {heads} heads ({origin})"
@@ -360,16 +429,45 @@ def _head_table(ctx: Context) -> Tuple[Optional[List[Dict[str, Any]]], str]:
     return rows, origin
 
 
+def head_count_changes(ctx: Context) -> List[Dict[str, Any]]:
+    """Attention layers whose projections changed shape (heads pruned or added): per layer the
+    query rows on each side and, with a known head count, the heads each side holds (query rows /
+    head width, the head width being the model width / heads)."""
+    layers_a, layers_b = attention_layers(ctx, "a"), attention_layers(ctx, "b")
+    heads, _ = head_count(ctx)
+    out = []
+    for layer in sorted(set(layers_a) & set(layers_b)):
+        pa, pb = _Projections.header(ctx, layers_a[layer], "a"), _Projections.header(ctx, layers_b[layer], "b")
+        if pa == pb:
+            continue
+        rows_a, rows_b, width = pa["q"][0], pb["q"][0], pa["q"][1]
+        dh = width // heads if heads and width % heads == 0 else None
+        out.append({"layer": layer, "query_rows_a": rows_a, "query_rows_b": rows_b,
+                    "heads_a": rows_a // dh if dh else None, "heads_b": rows_b // dh if dh else None,
+                    "shapes_a": {r: list(v) for r, v in pa.items()}, "shapes_b": {r: list(v) for r, v in pb.items()}})
+    return out
+
+
+def _head_change_note(changes: List[Dict[str, Any]]) -> List[str]:
+    return [f"{c['layer']}: heads {c['heads_a']} -> {c['heads_b']}" if c["heads_a"] is not None
+            else f"{c['layer']}: query rows {c['query_rows_a']} -> {c['query_rows_b']}" for c in changes]
+
+
 def attention_analysis(ctx: Context) -> Analysis:
     layers = attention_layers(ctx, "b") or attention_layers(ctx, "a")
     if not layers:
         return Analysis.na("AttentionAnalysis", "no attention projections found by name (q_proj/k_proj/v_proj, "
                                                 "query/key/value, in_proj_weight, qkv, c_attn)")
     heads, origin = head_count(ctx)
-    summary: Dict[str, Any] = {"attention_layers": len(layers),
+    summary: Dict[str, Any] = {"heads": "unknown", "attention_layers": len(layers),
                                "fused_qkv": sum(1 for p in layers.values() if "qkv" in p),
-                               "heads": heads, "heads_from": origin if heads else None}
+                               "head_count": heads, "heads_from": origin if heads else None}
     details: Dict[str, Any] = {"layers": layers}
+    changes = head_count_changes(ctx)
+    if changes:
+        summary["heads"] = "restructured"
+        summary["head_count_changed"] = _head_change_note(changes)
+        details["head_count_changes"] = changes
     tables = []
     if heads is None:
         summary["per_head"] = f"n/a ({origin})"
@@ -382,7 +480,9 @@ def attention_analysis(ctx: Context) -> Analysis:
             for r in rows:
                 per_layer[r["layer"]] = max(per_layer.get(r["layer"], 0.0), r["rel_change"] or 0.0)
             changed = [f"{r['layer']}#{r['head']}" for r in rows if r["rel_change"]]
-            summary.update({"heads_changed": len(changed), "changed_heads": changed[: ctx.config.top_k]})
+            summary.update({"heads": "restructured" if changes else "changed" if changed else "unchanged",
+                            "heads_changed": len(changed),
+                            "changed_heads": changed[: ctx.config.top_k]})
             details["max_head_change_per_layer"] = per_layer
             tables.append(Table("Attention layers", ["layer", "projections", "max head rel change"],
                                 [[k, ", ".join(f"{r}={n}" for r, n in v.items()), per_layer.get(k)]
@@ -394,7 +494,15 @@ def _head_rows_or_na(ctx: Context, name: str):
     if not (attention_layers(ctx, "a") or attention_layers(ctx, "b")):
         return None, Analysis.na(name, "no attention projections found by name")
     rows, why = head_table(ctx)
-    return (rows, None) if rows is not None else (None, Analysis.na(name, why))
+    changes = head_count_changes(ctx)
+    if rows is not None and not rows and changes:
+        why = "every attention layer changed its head count: " + "; ".join(_head_change_note(changes))
+    return (rows, None) if rows else (None, Analysis.na(name, why))
+
+
+def _change_word(largest: float, ctx: Context) -> str:
+    """none (0), small (up to --large-jump-above), large."""
+    return "none" if largest == 0 else "large" if largest > ctx.config.large_jump_above else "small"
 
 
 def head_importance(ctx: Context) -> Analysis:
@@ -404,7 +512,8 @@ def head_importance(ctx: Context) -> Analysis:
     ranked = sorted(rows, key=lambda r: r["norm_b"], reverse=True)
     return Analysis(
         "HeadImportance",
-        summary={"heads": len(rows), "strongest": [f"{r['layer']}#{r['head']}" for r in ranked[: ctx.config.top_k]],
+        summary={"head_change": _change_word(max((r["rel_change"] or 0.0) for r in rows), ctx),
+                 "heads": len(rows), "strongest": [f"{r['layer']}#{r['head']}" for r in ranked[: ctx.config.top_k]],
                  "weakest": f"{ranked[-1]['layer']}#{ranked[-1]['head']}",
                  "most_changed": max(rows, key=lambda r: r["rel_change"] or 0.0)["layer"] + "#"
                  + str(max(rows, key=lambda r: r["rel_change"] or 0.0)["head"])},
@@ -423,7 +532,8 @@ def attention_pattern_diff(ctx: Context) -> Analysis:
     changed = [f"{r['layer']}#{r['head']}" for r in ranked if r["qk_rel_change"]]
     return Analysis(
         "AttentionPatternDiff",
-        summary={"heads_with_qk_change": len(changed), "max_qk_rel_change": ranked[0]["qk_rel_change"],
+        summary={"pattern_change": _change_word(ranked[0]["qk_rel_change"] or 0.0, ctx),
+                 "heads_with_qk_change": len(changed), "max_qk_rel_change": ranked[0]["qk_rel_change"],
                  "most_changed": changed[: ctx.config.top_k]},
         details={"heads": [{k: r[k] for k in ("layer", "head", "qk_rel_change")} for r in ranked],
                  "formula": "||W_Q,h^T W_K,h (b) - (a)||_F / ||(a)||_F, a weights-only proxy: biases and the "

@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 import re
 from statistics import median
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .common import Analysis, Context, Table, global_update, is_float, safe_div
+from .common import Analysis, Context, Table, global_update, grade, is_float, safe_div
+from .roles import JUMP_ROLES, roles
 
 NO_STATS = "only headers were read (--shape-only)"
 NO_PAIRS = "no tensor is present with the same shape in both files"
@@ -20,6 +21,31 @@ def _pairs_or_reason(ctx: Context) -> Optional[str]:
     if not ctx.has_stats:
         return NO_STATS
     return None if ctx.paired else NO_PAIRS
+
+
+def tensor_updates(ctx: Context) -> List[Dict[str, Any]]:
+    """Per paired tensor: ``update_ratio`` ||delta||/||W_a|| (None when ||W_a|| = 0), the absolute
+    ``update_norm`` ||delta|| and ``update_rms`` ||delta||/sqrt(n), ``from_zero`` (a was all zero and
+    it moved), ``jumping`` (ratio above --large-jump-above, for the roles in roles.JUMP_ROLES)."""
+    def compute() -> List[Dict[str, Any]]:
+        role = roles(ctx)
+        out = []
+        for c in ctx.paired:
+            ratio = c.change.rel_l2
+            out.append({"name": c.name, "role": role[c.name], "update_ratio": ratio,
+                        "update_norm": c.change.l2_diff, "update_rms": c.change.l2_diff / math.sqrt(c.a.numel)
+                        if c.a.numel else 0.0, "changed": c.change.changed_elements,
+                        "from_zero": c.change.l2_a == 0 and c.change.l2_diff > 0,
+                        "jumping": role[c.name] in JUMP_ROLES and (ratio or 0) > ctx.config.large_jump_above})
+        return out
+
+    return ctx.memo("tensor updates", compute)
+
+
+def non_finite_in_b(ctx: Context) -> List[str]:
+    """Model tensors of b with NaN/Inf that a did not have (the same counts)."""
+    return [c.name for c in ctx.model if c.b is not None and ((c.b.nan_count or 0) or (c.b.inf_count or 0))
+            and (c.a is None or (c.a.nan_count, c.a.inf_count) != (c.b.nan_count, c.b.inf_count))]
 
 
 def learning_progress(ctx: Context) -> Analysis:
@@ -36,6 +62,8 @@ def learning_progress(ctx: Context) -> Analysis:
     return Analysis(
         "LearningProgress",
         summary={
+            "progress": "none" if changed == 0 else grade(safe_div(delta, weight), [
+                (ctx.config.converged_below, "tiny"), (ctx.config.large_jump_above, "moderate")], "large"),
             "rel_update": safe_div(delta, weight),
             "update_norm": delta,
             "params_changed": changed,
@@ -66,20 +94,28 @@ def convergence(ctx: Context) -> Analysis:
         return Analysis.na("ConvergenceAnalysis", reason)
     delta, weight = global_update(ctx.paired)
     rel = safe_div(delta, weight)
-    ratios = [c.change.rel_l2 for c in ctx.paired if c.change.rel_l2 is not None]
-    jumping = [c.name for c in ctx.paired if (c.change.rel_l2 or 0) > ctx.config.large_jump_above]
+    rows = tensor_updates(ctx)
+    ratios = [r["update_ratio"] for r in rows if r["update_ratio"] is not None]
+    jumping = [r["name"] for r in rows if r["jumping"]]
+    from_zero = sorted((r for r in rows if r["from_zero"]), key=lambda r: r["update_norm"], reverse=True)
+    broken = non_finite_in_b(ctx)
     return Analysis(
         "ConvergenceAnalysis",
         summary={
-            "verdict": convergence_verdict(rel, ctx),
+            "verdict": f"n/a (non-finite values in b: {', '.join(broken[:ctx.config.top_k])})" if broken
+            else convergence_verdict(rel, ctx),
             "rel_update": rel,
             "converged_below": ctx.config.converged_below,
             "large_jump_above": ctx.config.large_jump_above,
             "max_tensor_rel_update": max(ratios) if ratios else None,
             "tensors_jumping": len(jumping),
+            "moved_from_zero": len(from_zero),
         },
         details={"jumping": jumping,
-                 "note": "two checkpoints give one update; trend and oscillation need 3+ checkpoints"},
+                 "moved_from_zero": [{"name": r["name"], "update_norm": r["update_norm"],
+                                      "update_rms": r["update_rms"]} for r in from_zero],
+                 "note": "two checkpoints give one update; trend and oscillation need 3+ checkpoints; a tensor "
+                         "that was all zero in a has no ratio and is listed with its absolute update"},
     )
 
 
@@ -166,28 +202,32 @@ def gradient(ctx: Context) -> Analysis:
     reason = _pairs_or_reason(ctx)
     if reason:
         return Analysis.na("GradientAnalysis", reason)
-    cfg = ctx.config
-    rows = [{"name": c.name, "update_ratio": c.change.rel_l2, "changed": c.change.changed_elements}
-            for c in ctx.paired]
+    rows = tensor_updates(ctx)
     ratios = [r["update_ratio"] for r in rows if r["update_ratio"] is not None]
     frozen = [r["name"] for r in rows if r["changed"] == 0]
-    jumping = [r["name"] for r in rows if (r["update_ratio"] or 0) > cfg.large_jump_above]
+    jumping = [r["name"] for r in rows if r["jumping"]]
+    from_zero = [r["name"] for r in rows if r["from_zero"]]
     worst = max(rows, key=lambda r: r["update_ratio"] or 0.0)
     summary: Dict[str, Any] = {
+        "updates": "frozen" if len(frozen) == len(rows) else "jumping" if jumping else "normal",
         "median_update_ratio": median(ratios) if ratios else None,
         "max_update_ratio": worst["update_ratio"],
         "max_ratio_tensor": worst["name"] if worst["update_ratio"] else None,
         "frozen": len(frozen),
         "jumping": len(jumping),
+        "moved_from_zero": len(from_zero),
     }
-    tables = [Table("Update-to-weight ratio ||delta||/||W|| per tensor",
-                    ["tensor", "ratio", "changed elements"],
-                    [[r["name"], r["update_ratio"], r["changed"]] for r in rows])]
+    tables = [Table("Update per tensor: ratio ||delta||/||W_a|| (n/a when W_a = 0) and absolute ||delta||",
+                    ["tensor", "role", "ratio", "update norm", "update RMS", "changed elements"],
+                    [[r["name"], r["role"], r["update_ratio"], r["update_norm"], r["update_rms"], r["changed"]]
+                     for r in rows])]
     moments = []
+    numel = {c.name: c.b.numel for c in ctx.model if c.b is not None}
     for name, st in adam_state(ctx, "b").items():
         means = adam_means(ctx, "b", st)
         moments.append({
             "name": name,
+            "numel": numel[name],
             "grad_rms": math.sqrt(means["v_hat"]),
             "grad_mean_abs": means["abs_m_hat"],
             "signal_to_noise": means["snr"],
@@ -195,7 +235,7 @@ def gradient(ctx: Context) -> Analysis:
             "bias_corrected": means["bias_corrected"],
         })
     if moments:
-        summary["adam_grad_rms"] = math.sqrt(sum(m["grad_rms"] ** 2 for m in moments) / len(moments))
+        summary["adam_grad_rms"] = weighted_rms([(m["grad_rms"], m["numel"]) for m in moments])
         tables.append(Table("Gradient moments from Adam state (checkpoint b)",
                             ["parameter", "sqrt(mean v_hat)", "mean |m_hat|", "mean |m_hat|/sqrt(v_hat)", "step"],
                             [[m["name"], m["grad_rms"], m["grad_mean_abs"], m["signal_to_noise"], m["step"]]
@@ -206,8 +246,16 @@ def gradient(ctx: Context) -> Analysis:
                                  else "n/a (no Adam exp_avg/exp_avg_sq in checkpoint b)")
     return Analysis("GradientAnalysis", summary=summary,
                     details={"tensors": rows, "frozen_tensors": frozen, "jumping_tensors": jumping,
-                             "adam_moments": moments},
+                             "moved_from_zero": from_zero, "adam_moments": moments},
                     tables=tables)
+
+
+def weighted_rms(values_and_counts) -> Optional[float]:
+    """sqrt(sum n_i x_i^2 / sum n_i): the RMS over every element of per-tensor RMS values x_i of
+    n_i elements (a 10-element bias weighs 10, a 2048x2048 matrix 4M)."""
+    pairs = [(x, n) for x, n in values_and_counts if x is not None and n]
+    total = sum(n for _, n in pairs)
+    return math.sqrt(sum(n * x * x for x, n in pairs) / total) if total else None
 
 
 # --- hyperparameters --------------------------------------------------------------------------
@@ -233,7 +281,8 @@ def hyperparameter_impact(ctx: Context) -> Analysis:
     keys = list(ha) + [k for k in hb if k not in ha]
     rows = [[k, ha.get(k), hb.get(k), ha.get(k) != hb.get(k)] for k in keys]
     changed = [r[0] for r in rows if r[3]]
-    summary: Dict[str, Any] = {"hyperparameters": len(keys), "changed": changed}
+    summary: Dict[str, Any] = {"hyperparameters_changed": "yes" if changed else "no", "hyperparameters": len(keys),
+                               "changed": changed}
     if ctx.has_stats and ctx.paired:
         delta, weight = global_update(ctx.paired)
         summary["rel_update"] = safe_div(delta, weight)
@@ -256,8 +305,9 @@ def learning_rate(ctx: Context) -> Analysis:
     if lr_a is None and lr_b is None:
         return Analysis.na("LearningRateAnalysis", "no learning rate in either file "
                                                    "(optimizer param_groups lr, lr or learning_rate)")
-    summary: Dict[str, Any] = {"lr_a": lr_a, "lr_b": lr_b,
-                               "lr_ratio": safe_div(lr_b, lr_a) if lr_a is not None and lr_b is not None else None}
+    ratio = safe_div(lr_b, lr_a) if lr_a is not None and lr_b is not None else None
+    summary: Dict[str, Any] = {"lr": grade(ratio, [(1 - 1e-9, "lowered"), (1 + 1e-9, "unchanged")], "raised"),
+                               "lr_a": lr_a, "lr_b": lr_b, "lr_ratio": ratio}
     state_a, state_b = adam_state(ctx, "a"), adam_state(ctx, "b")
     rows = []
     by_name = {c.name: c for c in ctx.paired} if ctx.has_stats else {}
@@ -269,15 +319,15 @@ def learning_rate(ctx: Context) -> Analysis:
         measured = c.change.l2_diff / math.sqrt(c.a.numel)
         rows.append({
             "name": name,
+            "numel": c.a.numel,
             "effective_step_rms": math.sqrt(adam_means(ctx, "b", st)["step2"]),
             "measured_update_rms": measured,
             "optimizer_steps": steps if name in state_a else None,
             "measured_per_step_rms": measured / steps if name in state_a and steps > 0 else None,
         })
     if rows:
-        summary["effective_step_rms"] = math.sqrt(sum(r["effective_step_rms"] ** 2 for r in rows) / len(rows))
-        per_step = [r["measured_per_step_rms"] for r in rows if r["measured_per_step_rms"] is not None]
-        summary["measured_per_step_rms"] = math.sqrt(sum(x * x for x in per_step) / len(per_step)) if per_step else None
+        summary["effective_step_rms"] = weighted_rms([(r["effective_step_rms"], r["numel"]) for r in rows])
+        summary["measured_per_step_rms"] = weighted_rms([(r["measured_per_step_rms"], r["numel"]) for r in rows])
     else:
         summary["effective_step"] = "n/a (no Adam state with lr in checkpoint b)"
     return Analysis("LearningRateAnalysis", summary=summary, details={"layers": rows},

@@ -13,6 +13,7 @@ import numpy as np
 from ..output import json_records, to_text
 from ..records import json_safe
 from .common import Analysis, AnalysisConfig, Context, Table, fmt, ranked_groups, safe_div
+from .representation import similarity_verdict
 
 TRAJECTORY_FLAGS = {"learning-progress", "convergence-analysis", "gradient-analysis"}
 
@@ -149,7 +150,7 @@ def trajectory(pairs, products) -> Analysis:
     negative = [i + 1 for i, c in enumerate(cosines) if c is not None and c < 0]
     return Analysis(
         "TrajectoryAnalysis",
-        summary={"steps": k, "update_norms": norms, "trend": trend,
+        summary={"trend": trend, "steps": k, "update_norms": norms,
                  "last_over_first": safe_div(norms[-1], norms[0]),
                  "successive_update_cosines": cosines, "oscillating_steps": negative,
                  "top_layer_per_step": tops},
@@ -174,7 +175,8 @@ def checkpoint_similarity(pairs, products) -> Analysis:
     labels = [pairs[0].a_label] + [p.b_label for p in pairs]
     matrix = [[None if not np.isfinite(v) else float(v) for v in row] for row in m]
     return Analysis("CheckpointSimilarity",
-                    summary={"checkpoints": len(labels), "first_vs_last_cosine": matrix[0][-1]},
+                    summary={"similarity": similarity_verdict(matrix[0][-1], matrix[0][-1]),
+                             "checkpoints": len(labels), "first_vs_last_cosine": matrix[0][-1]},
                     details={"checkpoints": labels, "cosine": matrix},
                     tables=[Table("Cosine between checkpoints (flattened common parameters)",
                                   ["checkpoint"] + [str(i + 1) for i in range(len(labels))],

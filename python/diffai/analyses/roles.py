@@ -1,0 +1,88 @@
+"""What each tensor is for, decided once per diff from its name, dtypes, shape and siblings: the
+health rules (health.py), the layer families (common.families) and the update lists are applied
+per role. docs/analyses.md ("Tensor roles") lists the same rules in the same order."""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Optional
+
+from .common import EMBED_MODULE, Context, is_float, is_optimizer_state
+
+WEIGHT = "weight"  # a matrix or kernel (>= 2-D float)
+BIAS = "bias"
+NORM_SCALE = "norm_scale"
+NORM_SHIFT = "norm_shift"
+NORM_STAT = "norm_stat"  # BatchNorm running_mean / running_var buffers
+EMBEDDING = "embedding"
+INDEX = "index"  # index, counter or mask buffer: position_ids, num_batches_tracked, causal masks
+QUANT_SCALE = "quant_scale"
+QUANT_CODES = "quant_codes"  # integer codes that a quant_scale dequantizes
+OPTIMIZER = "optimizer_state"
+OTHER = "other"
+
+ROLES = (WEIGHT, BIAS, NORM_SCALE, NORM_SHIFT, NORM_STAT, EMBEDDING, INDEX, QUANT_SCALE, QUANT_CODES, OPTIMIZER,
+         OTHER)
+# Roles whose values are learned weights with a meaningful scale: magnitude, collapse, spread and
+# cosine rules apply to them.
+LEARNED = (WEIGHT, EMBEDDING, BIAS, NORM_SCALE, NORM_SHIFT)
+# Roles whose relative update ||delta||/||W_a|| is a meaningful "jump": biases and norm shifts start
+# at (or near) zero, so their ratio is large for ordinary updates.
+JUMP_ROLES = (WEIGHT, EMBEDDING, NORM_SCALE)
+# Roles an optimizer trains (memory estimate): integer codes stand for weights trained in float.
+TRAINABLE = LEARNED + (QUANT_CODES, OTHER)
+
+QUANT_SUFFIXES = (".scale", ".scales", "_scale", ".zero_point", "_zero_point", ".scale_inv", "_scale_inv")
+_INDEX_NAME = re.compile(r"(^|[._])(position_ids|token_type_ids|\w*_ids|ids|num_batches_tracked|\w*_index|indices"
+                         r"|index|step|steps|masked_bias|mask|attn_mask|causal_mask)$")
+_NORM_MODULE = re.compile(r"(^|[._])(\w*norm\w*|ln(_?\w+)?|ln\d*|bn\d*|\w*_ln|gn\d*)$", re.IGNORECASE)
+
+
+def roles(ctx: Context) -> Dict[str, str]:
+    """Role of every tensor of the diff (both sides considered), computed once per context."""
+    return ctx.memo("roles", lambda: {c.name: _role(ctx, c) for c in ctx.all})
+
+
+def _quant_base(ctx: Context, name: str) -> Optional[str]:
+    """The integer tensor that ``name`` scales, if ``name`` is ``<base><suffix>`` beside one."""
+    for suffix in QUANT_SUFFIXES:
+        if name.endswith(suffix):
+            base = name[: -len(suffix)]
+            for side in ("a", "b"):
+                if ctx.has(base, side):
+                    src, local = ctx.source(base, side)
+                    if not is_float(src.tensor_infos()[local][0]):
+                        return base
+    return None
+
+
+def _role(ctx: Context, c) -> str:
+    name = c.name
+    sides = [s for s in (c.a, c.b) if s is not None]
+    dtypes = [s.dtype for s in sides]
+    rank = max(len(s.shape) for s in sides)
+    module, _, last = name.rpartition(".")
+    if is_optimizer_state(name):
+        return OPTIMIZER
+    if _quant_base(ctx, name) is not None:
+        return QUANT_SCALE
+    for side, st in (("a", c.a), ("b", c.b)):
+        if st is not None and ctx.has_scale(name, side):
+            return QUANT_CODES
+    if any(not is_float(d) for d in dtypes) or _INDEX_NAME.search(name) \
+            or (last == "bias" and rank >= 3 and "attn" in module):  # GPT-2's causal mask buffer
+        return INDEX
+    if last in ("running_mean", "running_var"):
+        return NORM_STAT
+    if rank <= 1 and _NORM_MODULE.search(module):
+        if last in ("weight", "gamma", "scale"):
+            return NORM_SCALE
+        if last in ("bias", "beta"):
+            return NORM_SHIFT
+    if rank >= 2 and EMBED_MODULE.search(module):
+        return EMBEDDING
+    if "bias" in last and rank <= 1:
+        return BIAS
+    if rank >= 2:
+        return WEIGHT
+    return OTHER

@@ -1,0 +1,184 @@
+"""Integer codes stored with a scale: a tensor ``W`` held as integer codes ``q`` beside a float
+``<W><suffix>`` (suffix from the file's metadata ``scale_suffix``, default ``.scale``; one value
+for the tensor or one per row) encodes ``q * scale``. Such tensors are compared as those values,
+not as raw codes: the diff's records (marked ``dequantized``) and the analyses' value reads both
+come from here. A side that is a float tensor is read as it is."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from .records import ChangeMetrics, TensorComparison, TensorStats, TensorStatsChanged
+
+DEFAULT_SCALE_SUFFIX = ".scale"
+BLOCK_ELEMENTS = 1 << 22  # float64 values per block read (32 MiB)
+# Shown as the dtype of a dequantized side in the diff records: the statistics are of q * scale.
+DTYPE_MARK = "(dequantized)"
+
+
+def is_float(dtype: str) -> bool:
+    return dtype.startswith(("f", "bf"))
+
+
+def scale_suffix(src) -> str:
+    return src.metadata.get("scale_suffix", DEFAULT_SCALE_SUFFIX)
+
+
+def scale_name(src, local: str) -> Optional[str]:
+    """The name of the scale tensor of integer tensor ``local`` in ``src``, if it has a usable one
+    (a float tensor of one value or one value per row)."""
+    infos = src.tensor_infos()
+    dtype, shape, _ = infos[local]
+    if is_float(dtype) or dtype == "bool":
+        return None
+    name = local + scale_suffix(src)
+    if name not in infos or not is_float(infos[name][0]):
+        return None
+    size = math.prod(infos[name][1])
+    return name if size == 1 or (shape and size == shape[0]) else None
+
+
+def row_scales(src, local: str) -> Optional[np.ndarray]:
+    """One scale per row of integer tensor ``local`` (a scalar scale repeated), or None."""
+    name = scale_name(src, local)
+    if name is None:
+        return None
+    shape = src.tensor_infos()[local][1]
+    rows = shape[0] if shape else 1
+    scale = np.frombuffer(_core.values(src.model, name), dtype=np.float64)
+    return np.full(rows, scale[0]) if scale.size == 1 else scale
+
+
+def scaled_blocks(raw_blocks: Iterator[bytes], scales: Optional[np.ndarray], width: int) -> Iterator[np.ndarray]:
+    """float64 blocks of a tensor (C order), each element times its row's scale when ``scales``
+    is given; blocks need not hold whole rows."""
+    start = 0
+    for raw in raw_blocks:
+        block = np.frombuffer(raw, dtype=np.float64)
+        if scales is not None:
+            rows = (start + np.arange(len(block))) // max(width, 1)
+            block = block * scales[rows]
+        start += len(block)
+        yield block
+
+
+def _blocks(src, local: str, scales: Optional[np.ndarray]) -> Iterator[np.ndarray]:
+    shape = src.tensor_infos()[local][1]
+    width = math.prod(shape[1:]) if len(shape) > 1 else 1
+    return scaled_blocks(_core.value_blocks(src.model, local, BLOCK_ELEMENTS), scales, width)
+
+
+def dequantized_names(a, b, names: List[str]) -> List[str]:
+    """Of the same-shape ``names``, those to compare as values: one side integer codes with a
+    scale, the other side float or also codes with a scale (from headers only)."""
+    out = []
+    for n in names:
+        sides = [(src, src.tensor_infos()[n][0]) for src in (a, b)]
+        coded = [scale_name(src, n) is not None for src, _ in sides]
+        if any(coded) and all(c or is_float(dt) for c, (_, dt) in zip(coded, sides)):
+            out.append(n)
+    return out
+
+
+@dataclass
+class Dequantized:
+    """A comparison made on dequantized values, and the record statistics that say so."""
+
+    comparison: TensorComparison
+    record_a: TensorStats
+    record_b: TensorStats
+
+    def record(self, name: str) -> TensorStatsChanged:
+        return TensorStatsChanged(name, self.record_a, self.record_b, self.comparison.change, dequantized=True)
+
+
+def compare(a, b, names: List[str], epsilon: float, prefix: str = "") -> Dict[str, Dequantized]:
+    """Statistics and change metrics of ``names`` (from ``dequantized_names``) over q * scale,
+    with the Rust core's definitions (float64, population std, metrics over the positions finite on
+    both sides, a NaN against a number counts as changed)."""
+    out: Dict[str, Dequantized] = {}
+    for n in names:
+        scales = [row_scales(src, n) for src in (a, b)]
+        infos = [src.tensor_infos()[n] for src in (a, b)]
+        acc = [_Moments(), _Moments()]
+        pair = _PairSums()
+        for va, vb in zip(_blocks(a, n, scales[0]), _blocks(b, n, scales[1])):
+            acc[0].add(va)
+            acc[1].add(vb)
+            pair.add(va, vb, epsilon)
+        stats = [m.stats(info) for m, info in zip(acc, infos)]
+        marked = [m.stats(info, DTYPE_MARK if s is not None else "") for m, info, s in zip(acc, infos, scales)]
+        change = pair.metrics()
+        status = "changed" if change.changed_elements or infos[0][0] != infos[1][0] else "unchanged"
+        out[n] = Dequantized(TensorComparison(prefix + n, status, stats[0], stats[1], change), *marked)
+    return out
+
+
+class _Moments:
+    """Count, mean and M2 merged block by block (Chan et al.), min/max, NaN/Inf/zero counts."""
+
+    def __init__(self) -> None:
+        self.n = self.nan = self.inf = self.zeros = self.numel = 0
+        self.mean = self.m2 = 0.0
+        self.lo, self.hi = math.inf, -math.inf
+
+    def add(self, x: np.ndarray) -> None:
+        self.numel += len(x)
+        finite = np.isfinite(x)
+        self.nan += int(np.isnan(x).sum())
+        self.inf += int(np.isinf(x).sum())
+        self.zeros += int((x == 0).sum())
+        f = x[finite]
+        if not f.size:
+            return
+        mean = float(f.mean())
+        m2 = float(((f - mean) ** 2).sum())
+        n = self.n + f.size
+        delta = mean - self.mean
+        self.mean += delta * f.size / n
+        self.m2 += m2 + delta * delta * self.n * f.size / n
+        self.n = n
+        self.lo, self.hi = min(self.lo, float(f.min())), max(self.hi, float(f.max()))
+
+    def stats(self, info: Tuple[str, Tuple[int, ...], int], mark: str = "") -> TensorStats:
+        dtype, shape, nbytes = info
+        some = self.n > 0
+        return TensorStats(shape, dtype + mark, self.numel, self.mean if some else None,
+                           math.sqrt(self.m2 / self.n) if some else None, self.lo if some else None,
+                           self.hi if some else None, self.nan, self.inf, self.zeros, nbytes)
+
+
+class _PairSums:
+    def __init__(self) -> None:
+        self.compared = self.changed = 0
+        self.max_abs = self.sum_abs = self.sum_sq = self.dot = self.aa = self.bb = 0.0
+
+    def add(self, a: np.ndarray, b: np.ndarray, epsilon: float) -> None:
+        both = np.isfinite(a) & np.isfinite(b)
+        x, y = a[both], b[both]
+        d = np.abs(y - x)
+        self.compared += int(both.sum())
+        self.changed += int((d > epsilon).sum())
+        # Off the finite positions: a NaN against a number, or unequal infinities, is a change.
+        xo, yo = a[~both], b[~both]
+        self.changed += int((~((xo == yo) | (np.isnan(xo) & np.isnan(yo)))).sum())
+        if d.size:
+            self.max_abs = max(self.max_abs, float(d.max()))
+        self.sum_abs += float(d.sum())
+        self.sum_sq += float((d * d).sum())
+        self.dot += float((x * y).sum())
+        self.aa += float((x * x).sum())
+        self.bb += float((y * y).sum())
+
+    def metrics(self) -> ChangeMetrics:
+        some = self.compared > 0
+        rel = math.sqrt(self.sum_sq / self.aa) if self.aa > 0 else None
+        cos = (max(-1.0, min(1.0, self.dot / math.sqrt(self.aa * self.bb)))
+               if self.aa > 0 and self.bb > 0 else None)
+        return ChangeMetrics(self.max_abs if some else None, self.sum_abs / self.compared if some else None,
+                             rel, cos, self.changed, self.compared, math.sqrt(self.sum_sq), math.sqrt(self.aa))
