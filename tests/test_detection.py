@@ -84,3 +84,41 @@ def test_hdf5_without_mat_header_is_named(tmp_path):
         f["w"] = np.ones(3)
     with pytest.raises(diffai.DiffaiError, match="HDF5 file without a MATLAB header"):
         _core.detect(path)
+
+
+# --- .npy dtypes: complex compared as (real, imaginary) parts, others named skips -------------
+
+@pytest.mark.parametrize("dtype", ["<c8", "<c16", ">c8"])
+def test_complex_npy_is_compared_as_real_and_imaginary_parts(tmp_path, dtype):
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal((3, 4)) + 1j * rng.standard_normal((3, 4))).astype(dtype)
+    b = a.copy()
+    b[1, 2] += 0.5 - 0.25j
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", np.asfortranarray(b))
+    result = diffai.diff(str(tmp_path / "a.npy"), str(tmp_path / "b.npy"))
+    (c,) = result.comparisons
+    ra = np.stack([a.real, a.imag], -1).astype(np.float64)
+    rb = np.stack([b.real, b.imag], -1).astype(np.float64)
+    assert c.a.shape == (3, 4, 2)
+    assert c.a.mean == pytest.approx(ra.mean()) and c.b.std == pytest.approx(rb.std())
+    d = rb - ra
+    assert c.change.max_abs_diff == pytest.approx(np.abs(d).max())
+    # The L2 norm of the parts is the complex Frobenius norm.
+    assert c.change.rel_l2 == pytest.approx(np.linalg.norm(b - a) / np.linalg.norm(a), rel=1e-6)
+    assert c.change.changed_elements == 2
+
+
+@pytest.mark.parametrize("array", [np.array(["ab", "c"]), np.array([1.5], dtype=np.longdouble),
+                                   np.array(["2020-01-01"], dtype="datetime64[D]"),
+                                   np.zeros(2, dtype=[("a", "<i4"), ("b", "<f8")]), np.zeros(2, dtype="V3")],
+                         ids=["str", "longdouble", "datetime", "structured", "void"])
+def test_npy_of_unread_dtype_is_a_named_skip_in_a_folder_diff(tmp_path, array):
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+        np.save(tmp_path / side / "odd.npy", array)
+        np.save(tmp_path / side / "w.npy", np.arange(4.0) + (side == "b"))
+    result = diffai.diff(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert [c.name for c in result.comparisons if c.status == "changed"] == ["w.npy::w"]
+    (info,) = diffai.inspect(str(tmp_path / "a" / "odd.npy"))
+    assert info.tensors == [] and info.skipped[0][0] == "odd"

@@ -19,7 +19,10 @@ from diffai import ScalarChanged, TensorAdded, TensorRemoved, TensorShapeChanged
 from diffai.records import json_safe
 from conftest import FIXTURES, read_safetensors_f64
 
-BAD = sorted((FIXTURES / "bad").iterdir())
+# An object .npy is not an error: its array is a named skip (the pickle after the header is
+# never read); tested on its own below.
+OBJECT_EVIL = FIXTURES / "bad" / "object_evil.npy"
+BAD = sorted(p for p in (FIXTURES / "bad").iterdir() if p != OBJECT_EVIL)
 GOOD_A = FIXTURES / "safetensors" / "pair_a.safetensors"
 GOOD_B = FIXTURES / "safetensors" / "pair_b.safetensors"
 PWNED = Path("/tmp/diffai_pwned")
@@ -28,6 +31,17 @@ PWNED = Path("/tmp/diffai_pwned")
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "diffai", *map(str, args)], capture_output=True, text=True,
                           timeout=60)
+
+
+def test_object_npy_is_a_named_skip_and_its_pickle_never_runs():
+    PWNED.unlink(missing_ok=True)
+    (info,) = diffai.inspect(OBJECT_EVIL)
+    assert info.tensors == [] and info.skipped[0][0] == "object_evil"
+    assert "|O" in info.skipped[0][1] and "not read" in info.skipped[0][1]
+    r = cli(OBJECT_EVIL, OBJECT_EVIL)
+    assert r.returncode == 0, r.stderr
+    assert "nothing readable: object_evil" in r.stderr
+    assert not PWNED.exists()
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.name for p in BAD])

@@ -144,6 +144,12 @@ class DiffResult:
                 parts.append(f"{len(pairs)} colliding name(s) kept apart: "
                              + ", ".join(f"{n} -> {g}" for n, g in pairs[:8]) + (" ..." if len(pairs) > 8 else ""))
             lines.append(f"{label}: " + "; ".join(parts))
+        for prefix, *pair in self.sources:
+            for src in pair:
+                if src is not None and src.skipped and not src.tensor_infos() and not src.scalars:
+                    name, reason = src.skipped[0]
+                    more = f" (and {len(src.skipped) - 1} more)" if len(src.skipped) > 1 else ""
+                    lines.append(f"{src.label}: nothing readable: {prefix}{name}: {reason}{more}")
         return lines
 
     def json_extras(self) -> List[Any]:

@@ -10,9 +10,12 @@
 //! `weights`); an `.npz` names each tensor by its key (`np.savez(f, w=...)` -> `w`, the entry name
 //! without `.npy`).
 //!
-//! Complex, string, object (pickled), datetime and structured dtypes are not read: a `.npy` of
-//! such a dtype is an error naming it, an `.npz` entry of one becomes a `Skipped` entry so the rest
-//! of the archive still loads.
+//! Complex arrays are read as their real and imaginary parts, the way `torch.view_as_real` shows
+//! them: a `complex64` array of shape `[n]` is an `f32` tensor of shape `[n, 2]`, so every
+//! statistic covers both parts and the pair metrics are those of the parts (rel_l2 equals the
+//! complex Frobenius measure). String, object (pickled), datetime, long double and structured
+//! dtypes are not read: the array becomes a `Skipped` entry naming its dtype, in a `.npy` as in
+//! an `.npz`, so a folder or archive still loads the rest.
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -34,11 +37,12 @@ pub fn load_npy(path: &Path) -> Result<Model> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let header = parse_header(bytes).map_err(|p| Error::format(path, p.message()))?;
-    let tensor = build_tensor(name, &map, 0, bytes.len(), &header)
-        .map_err(|p| Error::format(path, p.message()))?;
     let mut model = Model::new(Format::Npy);
-    model.tensors.push(tensor);
+    match parse_header(bytes).and_then(|h| build_tensor(name.clone(), &map, 0, bytes.len(), &h)) {
+        Ok(tensor) => model.tensors.push(tensor),
+        Err(Problem::Unsupported(reason)) => model.skipped.push(Skipped { name, reason }),
+        Err(bad) => return Err(Error::format(path, bad.message())),
+    }
     Ok(model)
 }
 
@@ -194,16 +198,8 @@ fn deferred_entry(
         }
         Ok(out)
     };
-    let mut tensor = Tensor::contiguous(
-        key.to_string(),
-        h.dtype,
-        h.shape.clone(),
-        Storage::deferred(nbytes, Arc::new(produce)),
-    );
-    if h.fortran && h.shape.len() >= 2 {
-        tensor.strides = Some(fortran_strides(&h.shape));
-    }
-    Ok(tensor)
+    let storage = Storage::deferred(nbytes, Arc::new(produce));
+    Ok(h.tensor(key.to_string(), storage))
 }
 
 /// Why an array could not be read: a dtype diffai does not handle (an `.npz` skips the entry) or
@@ -227,12 +223,32 @@ impl Problem {
 #[derive(Debug)]
 struct Header {
     dtype: DType,
+    /// Complex: each element is two `dtype` values (real, imaginary).
+    complex: bool,
     big_endian: bool,
     fortran: bool,
     shape: Vec<usize>,
     /// Offset of the array data from the start of the `.npy` bytes.
     data_start: usize,
     nbytes: usize,
+}
+
+impl Header {
+    /// The tensor over `storage` (the array's bytes): column-major strides for Fortran order, and
+    /// complex elements as a trailing dimension of 2 (real, imaginary), as torch.view_as_real.
+    fn tensor(&self, name: String, storage: Storage) -> Tensor {
+        let fortran = (self.fortran && self.shape.len() >= 2).then(|| fortran_strides(&self.shape));
+        let mut shape = self.shape.clone();
+        let strides = if self.complex {
+            shape.push(2);
+            fortran.map(|s| s.iter().map(|x| x * 2).chain([1]).collect())
+        } else {
+            fortran
+        };
+        let mut tensor = Tensor::contiguous(name, self.dtype, shape, storage);
+        tensor.strides = strides;
+        tensor
+    }
 }
 
 /// Parses the magic, version, header length and header dict of a `.npy`.
@@ -258,6 +274,12 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, Problem> {
             )))
         }
     };
+    // NumPy reads versions 1.0, 2.0 and 3.0 only.
+    if minor != 0 {
+        return Err(Problem::Bad(format!(
+            "unknown format version {major}.{minor}"
+        )));
+    }
     let data_start = prefix + header_len;
     let raw = bytes.get(prefix..data_start).ok_or_else(|| {
         Problem::Bad(format!(
@@ -279,17 +301,26 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, Problem> {
             .find(|(k, _, _)| k == key)
             .map(|(_, v, raw)| (v, raw.as_str()))
     };
+    // NumPy requires exactly these three keys.
+    if let Some((extra, _, _)) = dict
+        .iter()
+        .find(|(k, _, _)| !matches!(k.as_str(), "descr" | "fortran_order" | "shape"))
+    {
+        return Err(Problem::Bad(format!(
+            "header has the key '{extra}'; NumPy allows only 'descr', 'fortran_order' and 'shape'"
+        )));
+    }
 
     let (descr, descr_raw) =
         get("descr").ok_or_else(|| Problem::Bad("header has no 'descr'".into()))?;
-    let (dtype, big_endian) = match descr {
-        Lit::Str(s) => parse_descr(s)?,
-        Lit::List(_) | Lit::Tuple(_) => {
-            return Err(Problem::Unsupported(format!(
-                "unsupported dtype {} (structured arrays are not read)",
-                shorten(descr_raw)
-            )))
-        }
+    // The dtype is judged after the other keys, so a damaged header is an error even when its
+    // dtype would have been skipped.
+    let dtype = match descr {
+        Lit::Str(s) => parse_descr(s),
+        Lit::List(_) | Lit::Tuple(_) => Err(Problem::Unsupported(format!(
+            "unsupported dtype {} (structured arrays are not read)",
+            shorten(descr_raw)
+        ))),
         _ => return Err(Problem::Bad(format!("'descr' is {descr_raw}, not a dtype"))),
     };
     let fortran = match get("fortran_order") {
@@ -314,12 +345,16 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, Problem> {
         Some((_, raw)) => return Err(Problem::Bad(format!("'shape' is {raw}, not a tuple"))),
         None => return Err(Problem::Bad("header has no 'shape'".into())),
     };
+    let (dtype, complex, big_endian) = dtype?;
     let nbytes = shape
         .iter()
-        .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+        .try_fold(dtype.size() * (1 + complex as usize), |acc, &d| {
+            acc.checked_mul(d)
+        })
         .ok_or_else(|| Problem::Bad(format!("shape {shape:?} is too large")))?;
     Ok(Header {
         dtype,
+        complex,
         big_endian,
         fortran,
         shape,
@@ -328,13 +363,19 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<Header, Problem> {
     })
 }
 
-/// `'<f4'` -> (F32, little-endian); unsupported kinds are named in the error.
-fn parse_descr(descr: &str) -> std::result::Result<(DType, bool), Problem> {
+/// `'<f4'` -> (F32, not complex, little-endian); `'<c8'` -> (F32, complex, little-endian);
+/// unsupported kinds are named in the error.
+fn parse_descr(descr: &str) -> std::result::Result<(DType, bool, bool), Problem> {
     let (order, code) = match descr.chars().next() {
         Some(c @ ('<' | '>' | '|' | '=')) => (c, &descr[1..]),
         _ => ('=', descr),
     };
     let big = order == '>';
+    match code {
+        "c8" => return Ok((DType::F32, true, big)),
+        "c16" => return Ok((DType::F64, true, big)),
+        _ => {}
+    }
     let dtype = match code {
         "f8" => DType::F64,
         "f4" => DType::F32,
@@ -350,7 +391,7 @@ fn parse_descr(descr: &str) -> std::result::Result<(DType, bool), Problem> {
         "b1" => DType::Bool,
         _ => {
             let what = match code.chars().next() {
-                Some('c') => "complex numbers are not read",
+                Some('c') => "complex numbers of this width are not read",
                 Some('f') => "extended-precision floats are not read",
                 Some('O') => "object arrays hold pickled Python objects, which are not read",
                 Some('U' | 'S' | 'a') => "string arrays are not read",
@@ -364,7 +405,7 @@ fn parse_descr(descr: &str) -> std::result::Result<(DType, bool), Problem> {
             )));
         }
     };
-    Ok((dtype, big))
+    Ok((dtype, false, big))
 }
 
 /// The tensor for a parsed header over `owner[base..base + len]` (the `.npy` bytes).
@@ -395,11 +436,7 @@ fn build_tensor(
     } else {
         Storage::new(owner.clone(), range)
     };
-    let mut tensor = Tensor::contiguous(name, h.dtype, h.shape.clone(), storage);
-    if h.fortran && h.shape.len() >= 2 {
-        tensor.strides = Some(fortran_strides(&h.shape));
-    }
-    Ok(tensor)
+    Ok(h.tensor(name, storage))
 }
 
 /// Column-major strides (in elements) for `shape`.
@@ -708,11 +745,13 @@ mod tests {
 
     #[test]
     fn descr_kinds() {
-        assert_eq!(parse_descr("<f2").unwrap(), (DType::F16, false));
-        assert_eq!(parse_descr(">i8").unwrap(), (DType::I64, true));
-        assert_eq!(parse_descr("|b1").unwrap(), (DType::Bool, false));
+        assert_eq!(parse_descr("<f2").unwrap(), (DType::F16, false, false));
+        assert_eq!(parse_descr(">i8").unwrap(), (DType::I64, false, true));
+        assert_eq!(parse_descr("|b1").unwrap(), (DType::Bool, false, false));
+        assert_eq!(parse_descr("<c8").unwrap(), (DType::F32, true, false));
+        assert_eq!(parse_descr(">c16").unwrap(), (DType::F64, true, true));
         for (d, word) in [
-            ("<c8", "complex"),
+            ("<c32", "complex"),
             ("|O", "object"),
             ("<U5", "string"),
             ("<f16", "extended"),

@@ -90,6 +90,18 @@ def npy_error(fname, a, must_contain):
     npy_expected[fname] = {"error": must_contain}
 
 
+def npy_skipped(fname, a):
+    """A dtype diffai does not read: the array is a named skip, the file still opens."""
+    with open(os.path.join(NPY_DIR, fname), "wb") as f:
+        np.lib.format.write_array(f, a, allow_pickle=True)
+    npy_expected[fname] = {"tensors": [], "skipped": [fname[:-4]], "scalars": {}}
+
+
+def as_real(a):
+    """Complex arrays are read as (real, imaginary) pairs, as torch.view_as_real shows them."""
+    return np.stack([a.real, a.imag], axis=-1)
+
+
 base = np.array([[0, 1, -2], [3, -4, 5]])
 save_npy("f8.npy", np.array([[0.5, -1.25, 1e300], [-1e-300, 3.0, np.pi]], dtype="<f8"))
 save_npy("f4.npy", np.array([[1.5, -0.0, np.nan], [np.inf, -np.inf, 3.4e38]], dtype="<f4"))
@@ -128,13 +140,22 @@ save_npy("four_d.npy", np.arange(2 * 1 * 3 * 2, dtype="<u2").reshape(2, 1, 3, 2)
 # Header versions.
 save_npy("v2.npy", np.arange(6, dtype="<f4").reshape(2, 3), version=(2, 0))
 save_npy("v3.npy", np.arange(6, dtype="<i2").reshape(3, 2), version=(3, 0))
-# Unsupported dtypes.
-npy_error("complex.npy", np.array([1 + 2j, 3 - 4j], dtype="<c8"), "<c8")
-npy_error("complex128.npy", np.array([1 + 2j], dtype="<c16"), "<c16")
-npy_error("object.npy", np.array([{"a": 1}, None], dtype=object), "|O")
-npy_error("strings.npy", np.array(["ab", "cde"]), "<U3")
-npy_error("structured.npy", np.zeros(2, dtype=[("a", "<i4"), ("b", "<f8")]), "structured")
-npy_error("datetime.npy", np.array(["2020-01-01"], dtype="datetime64[D]"), "<M8[D]")
+# Complex arrays: read as (real, imaginary) pairs.
+for fname, a in [("complex.npy", np.array([1 + 2j, 3 - 4j], dtype="<c8")),
+                 ("complex128.npy", np.array([[1 + 2j, -0.5j], [np.inf - 1j, 2]], dtype="<c16")),
+                 ("be_complex.npy", np.array([1.5 - 2j, 3j], dtype=">c8")),
+                 ("fortran_complex.npy", np.asfortranarray((np.arange(6) + 1j * np.arange(6, 12))
+                                                           .astype("<c8").reshape(2, 3)))]:
+    with open(os.path.join(NPY_DIR, fname), "wb") as f:
+        np.lib.format.write_array(f, a)
+    npy_expected[fname] = {"tensors": [tensor(fname[:-4], as_real(a))], "skipped": [], "scalars": {}}
+# Dtypes diffai does not read: named skips, as inside an .npz.
+npy_skipped("object.npy", np.array([{"a": 1}, None], dtype=object))
+npy_skipped("strings.npy", np.array(["ab", "cde"]))
+npy_skipped("structured.npy", np.zeros(2, dtype=[("a", "<i4"), ("b", "<f8")]))
+npy_skipped("datetime.npy", np.array(["2020-01-01"], dtype="datetime64[D]"))
+npy_skipped("longdouble.npy", np.array([1.5, 2.5], dtype=np.longdouble))
+npy_skipped("void.npy", np.zeros(2, dtype="V4"))
 
 
 def raw_npy(fname, header, data, version=(1, 0)):
@@ -166,6 +187,20 @@ npy_expected["bad_version.npy"] = {"error": "version 9.0"}
 raw_npy("huge_shape.npy",
         "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }", b"")
 npy_expected["huge_shape.npy"] = {"error": "too large"}
+# Headers NumPy itself rejects (np.load raises on both).
+raw_npy("extra_key.npy", "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), 'extra': 1, }",
+        np.zeros(1).tobytes())
+npy_expected["extra_key.npy"] = {"error": "'extra'"}
+raw_npy("version_1_1.npy", "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }",
+        np.zeros(1).tobytes(), version=(1, 1))
+npy_expected["version_1_1.npy"] = {"error": "version 1.1"}
+for rejected in ("extra_key.npy", "version_1_1.npy"):
+    try:
+        np.load(os.path.join(NPY_DIR, rejected))
+    except ValueError:
+        pass
+    else:
+        raise AssertionError(f"numpy reads {rejected}")
 
 
 def npz_record(fname, arrays, skipped):
@@ -191,7 +226,7 @@ np.savez(os.path.join(NPY_DIR, "stored.npz"), **dict(stored),
          z=np.array([1j], dtype="<c16"), obj=np.array([None, 1], dtype=object))
 with zipfile.ZipFile(os.path.join(NPY_DIR, "stored.npz")) as zf:
     assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
-npz_record("stored.npz", stored, ["z", "obj"])
+npz_record("stored.npz", stored + [("z", as_real(np.array([1j], dtype="<c16")))], ["obj"])
 
 compressed = [
     ("layer.0.weight", np.linspace(-1, 1, 20, dtype="<f4").reshape(4, 5)),
@@ -205,7 +240,7 @@ np.savez_compressed(os.path.join(NPY_DIR, "compressed.npz"), **dict(compressed),
                     names=np.array(["a", "b"]), cplx=np.array([1 + 1j], dtype="<c8"))
 with zipfile.ZipFile(os.path.join(NPY_DIR, "compressed.npz")) as zf:
     assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in zf.infolist())
-npz_record("compressed.npz", compressed, ["names", "cplx"])
+npz_record("compressed.npz", compressed + [("cplx", as_real(np.array([1 + 1j], dtype="<c8")))], ["names"])
 
 # Hand-made: a mix of stored and deflated entries plus a non-array file.
 mixed = [("a", np.arange(3, dtype="<f8")), ("b", np.arange(4, dtype="<i2").reshape(2, 2))]
