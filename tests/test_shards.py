@@ -185,6 +185,56 @@ def test_differing_shard_metadata_and_a_wrong_total_size_are_reported(tmp_path):
     assert res.metadata["index.total_size"] == f"{total + 4} in the index, but the shards' tensors hold {total} bytes"
 
 
+def test_pytorch_shards_scalars_merge_and_a_differing_one_is_named(tmp_path):
+    torch = pytest.importorskip("torch")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for i, step in ((1, 5), (2, 6)):
+        torch.save({f"w{i}": torch.arange(4.0) * i, "epoch": 3, "step": step},
+                   folder / f"pytorch_model-{i:05d}-of-00002.bin")
+    (res,) = diffai.inspect(folder)
+    assert res.label == "pytorch_model.bin"
+    assert [t.name for t in res.tensors] == ["w1", "w2"]
+    assert res.tensors[1].stats.mean == 3.0  # arange(4) * 2
+    assert res.scalars == {"epoch": 3}
+    assert res.skipped == [("step", "differs between shards: pytorch_model-00001-of-00002.bin: 5; "
+                                    "pytorch_model-00002-of-00002.bin: 6")]
+
+
+def test_a_folder_with_safetensors_and_bin_shards_holds_two_models(tmp_path):
+    w = weights()
+    folder = hf_save(w, tmp_path / "both", max_shard_size=20_000)
+    hub = pytest.importorskip("huggingface_hub")
+    torch = pytest.importorskip("torch")
+    hub.save_torch_state_dict({k: torch.from_numpy(v.copy()) for k, v in w.items()}, folder,
+                              max_shard_size=15_000, safe_serialization=False)
+    assert sorted(r.label for r in diffai.inspect(folder)) == ["model.safetensors", "pytorch_model.bin"]
+    other = hf_save(w, tmp_path / "other", max_shard_size=12_000)
+    result = diffai.diff(other, folder)
+    assert [(r.kind, r.name) for r in result.records] == [("FileChanged", "pytorch_model.bin")]
+    assert result.summary.unchanged == len(w)
+    with pytest.raises(DiffaiError, match="holds 2 models, not one"):
+        diffai.diff(folder, other / "model.safetensors.index.json")
+
+
+def test_a_sharded_model_against_a_same_named_non_model_file(tmp_path):
+    w = weights()
+    names = list(w)
+    sharded = write_shards(tmp_path / "sharded", w, [names[:5], names[5:]])
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "model.safetensors").write_text("not a model")
+    result = diffai.diff(tmp_path / "text", sharded)
+    assert [(r.kind, r.name) for r in result.records] == [("FileChanged", "model.safetensors")]
+
+
+def test_a_tensor_in_two_shards_of_a_set_without_index(tmp_path):
+    w = weights()
+    names = list(w)
+    folder = write_shards(tmp_path / "m", w, [names[:5], names[4:]], index=False)
+    with pytest.raises(DiffaiError, match=r"/m: tensor \"layers\.1\.attn\.weight\" is in two shards"):
+        diffai.inspect(folder)
+
+
 # --- folders that are not one sharded model -----------------------------------------------------
 
 def test_a_folder_of_unrelated_models_still_pairs_files_by_path(tmp_path):

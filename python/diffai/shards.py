@@ -32,6 +32,7 @@ count storage, not tensors: tied weights in ``.bin`` shards count once, a view i
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -47,9 +48,10 @@ INDEX_SUFFIX = ".index.json"
 # index is about 10 MB, so 64 MB leaves room while refusing a mis-named payload.
 MAX_INDEX_BYTES = 64 << 20
 _SHARD_NAME = re.compile(r"(?P<stem>.+)-(?P<number>\d+)-of-(?P<count>\d+)(?P<suffix>\.[A-Za-z]+)")
-# Index metadata that counts what the tensors hold: (key, what is counted, how to count it).
-_COUNTS = (("total_size", "bytes", lambda info: info[2]),
-           ("total_parameters", "parameters", lambda info: _numel(info[1])))
+# Index metadata that counts what the tensors hold: key -> (unit, the count of one tensor's
+# (dtype, shape, nbytes)).
+_COUNTS = {"total_size": ("bytes", lambda info: info[2]),
+           "total_parameters": ("parameters", lambda info: math.prod(info[1]))}
 
 
 @dataclass(frozen=True)
@@ -165,8 +167,8 @@ def open_shards(sets: ShardSet, format: Optional[str] = None) -> Source:
         _check_weight_map(sets, names, models)
     try:
         merged = _core.merge_shards(list(zip(names, models)))
-    except DiffaiError as e:
-        raise DiffaiError(f"{sets.label}: {e}") from None
+    except DiffaiError as e:  # a tensor in two shards
+        raise DiffaiError(f"{sets.index or base}: {e}") from None
     metadata, conflicts = _merge_entries([(n, dict(m.metadata)) for n, m in zip(names, models)])
     metadata.update({k: _differs(v) for k, v in conflicts.items()})
     scalars, conflicting = _merge_entries([(n, dict(m.scalars)) for n, m in zip(names, models)])
@@ -178,7 +180,7 @@ def open_shards(sets: ShardSet, format: Optional[str] = None) -> Source:
 
 
 def _check_weight_map(sets: ShardSet, names: List[str], models: List[Any]) -> None:
-    held = {name: m.tensors.keys() for name, m in zip(names, models)}
+    held = {name: set(m.names) for name, m in zip(names, models)}
     for tensor, shard in sets.weight_map.items():
         if tensor not in held[shard]:
             raise DiffaiError(f"{sets.index}: tensor {tensor!r} is mapped to {shard}, which does not hold it")
@@ -211,9 +213,8 @@ def _differs(values: List[Tuple[str, Any]]) -> str:
 def _add_index_metadata(src: Source, sets: ShardSet) -> None:
     infos = src.tensor_infos().values()
     for key, value in sets.index_metadata.items():
-        count = next((c for c in _COUNTS if c[0] == key), None)
-        if count is not None:
-            _, unit, measure = count
+        if key in _COUNTS:
+            unit, measure = _COUNTS[key]
             held = sum(measure(info) for info in infos)
             if value != held:
                 src.metadata[f"index.{key}"] = f"{value} in the index, but the shards' tensors hold {held} {unit}"
@@ -221,13 +222,6 @@ def _add_index_metadata(src: Source, sets: ShardSet) -> None:
         value = value if isinstance(value, str) else json.dumps(value)
         if src.metadata.setdefault(key, value) != value:
             src.metadata[key] = f"differs between the shards and the index: {src.metadata[key]!r} vs {value!r}"
-
-
-def _numel(shape: Tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def single_model(x: Union[Source, Folder], format: Optional[str] = None) -> Source:
