@@ -106,7 +106,8 @@ def read_index(path: Path) -> ShardSet:
                 raise DiffaiError(f"{path}: shard {shard} (of tensor {tensor!r}) does not exist")
     shards = sorted(set(files.values()))
     # weight_map's file names as the shard paths opened: "a" and "./a" are one shard.
-    by_path = {tensor: files[shard].relative_to(path.parent).as_posix() for tensor, shard in weight_map.items()}
+    relative = {shard: file.relative_to(path.parent).as_posix() for shard, file in files.items()}
+    by_path = {tensor: relative[shard] for tensor, shard in weight_map.items()}
     return ShardSet(label=str(path), shards=tuple(shards), index=path, weight_map=by_path, index_metadata=metadata)
 
 
