@@ -14,7 +14,7 @@ from . import _core
 from .diff import DiffOptions, DiffResult, Progress, diff_inputs, gc_paused, is_model_file
 from .errors import DiffaiError
 from .records import TensorStats
-from .sources import Folder, Input, Source, load, load_pair, open_file
+from .sources import Folder, Input, Source, load, load_pair
 
 
 def diff(
@@ -124,7 +124,7 @@ def _inspect(x: Input, shape_only: bool, threads: int, format: Optional[str],
     src = load(_input(x, "inspect"), format, "<memory>")
     if isinstance(src, Folder):
         # config.json, README, tokenizers are skipped; a model file that fails to read is an error.
-        sources = [(rel, open_file(p, format)) for rel, p in src.files.items() if is_model_file(p)]
+        sources = [(rel, load(p, format)) for rel, p in src.files.items() if is_model_file(p)]
         if not sources:
             raise DiffaiError(f"{src.label}: no model files in this folder")
     else:

@@ -28,6 +28,7 @@ from .records import (
     TensorStats,
     TensorStatsChanged,
 )
+from .shards import ShardSet, single_model
 from .sources import Folder, Source, load_pair
 
 Progress = Callable[[int, int], None]
@@ -226,8 +227,8 @@ def diff_inputs(a: Union[Source, Folder], b: Union[Source, Folder], opts: DiffOp
 
 def _diff_inputs(a: Union[Source, Folder], b: Union[Source, Folder], opts: DiffOptions) -> DiffResult:
     result = DiffResult(a_label=a.label, b_label=b.label, options=opts)
-    if isinstance(a, Folder) != isinstance(b, Folder):
-        raise DiffaiError(f"cannot compare a folder with a file: {a.label} vs {b.label}")
+    if isinstance(a, Folder) != isinstance(b, Folder):  # a folder that holds one model vs a file
+        a, b = single_model(a, opts.format), single_model(b, opts.format)
     if isinstance(a, Folder):
         _diff_folders(a, b, opts, result)
     else:
@@ -269,6 +270,8 @@ def _diff_folders(a: Folder, b: Folder, opts: DiffOptions, result: DiffResult) -
 
 def is_model_file(path) -> bool:
     """Whether a file's bytes carry a model format's signature (it may still fail to read)."""
+    if isinstance(path, ShardSet):
+        return True
     try:
         _core.detect(str(path))
         return True

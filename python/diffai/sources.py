@@ -54,20 +54,27 @@ class Source:
 
 @dataclass
 class Folder:
-    """A model folder: every file by its path relative to the folder."""
+    """A model folder: every file by its path relative to the folder (a sharded model's files as
+    one entry, see shards.py)."""
 
     label: str
-    files: Dict[str, Path]
+    files: Dict[str, Any]  # Path or shards.ShardSet
 
 
 def load(x: Any, format: Optional[str] = None, label: Optional[str] = None) -> Union[Source, Folder]:
+    from . import shards  # sharded checkpoints read as one model (shards.py imports this module)
+
     if isinstance(x, Source):
         return x
+    if isinstance(x, shards.ShardSet):
+        return shards.open_shards(x, format)
     if isinstance(x, (str, os.PathLike)):
         path = Path(x)
         if path.is_dir():
             files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
-            return Folder(label=str(path), files=files)
+            return Folder(label=str(path), files=shards.group_folder(path, files))
+        if shards.is_index(path):
+            return shards.open_shards(shards.read_index(path), format)
         return open_file(path, format)
     if isinstance(x, Mapping):
         return from_mapping(x, label or "<memory>")

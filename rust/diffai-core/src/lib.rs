@@ -11,6 +11,7 @@ pub mod model;
 pub mod numpy;
 pub mod pytorch;
 pub mod safetensors;
+pub mod shards;
 pub mod stats;
 pub mod tensor;
 

@@ -381,6 +381,19 @@ fn from_buffers(items: Vec<(String, String, Vec<usize>, Bound<'_, PyAny>)>) -> P
     Ok(Model::wrap(model))
 }
 
+/// One model from the shards of a sharded checkpoint, `(label, model)` in shard order: the
+/// tensors side by side, still mapped from their shards; a tensor two shards hold is an error.
+/// Scalars and metadata are left to the caller (`diffai.shards` merges them).
+#[pyfunction]
+fn merge_shards(py: Python<'_>, shards: Vec<(String, PyRef<'_, Model>)>) -> PyResult<Model> {
+    let parts: Vec<(String, CoreModel)> = (shards.iter())
+        .map(|(label, m)| (label.clone(), (*m.inner).clone()))
+        .collect();
+    run(py, 0, None, move |_| {
+        diffai_core::shards::merge(parts).map(Model::wrap)
+    })
+}
+
 /// Names as Python strings.
 type Names = Vec<Py<PyString>>;
 
@@ -639,6 +652,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(open, m)?)?;
     m.add_function(wrap_pyfunction!(detect, m)?)?;
     m.add_function(wrap_pyfunction!(from_buffers, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_shards, m)?)?;
     m.add_function(wrap_pyfunction!(align, m)?)?;
     m.add_function(wrap_pyfunction!(tensor_stats, m)?)?;
     m.add_function(wrap_pyfunction!(pair_stats, m)?)?;
