@@ -14,7 +14,7 @@ from .training import NO_STATS, convergence_verdict
 def change_summary(ctx: Context) -> Analysis:
     kinds = Counter(r.kind for r in ctx.result.records)
     s = ctx.result.summary
-    structural = kinds["TensorAdded"] + kinds["TensorRemoved"] + kinds["TensorShapeChanged"]
+    structural = kinds["TensorAdded"] + kinds["TensorRemoved"] + kinds["TensorRenamed"] + kinds["TensorShapeChanged"]
     change = "structure" if structural else "values" if ctx.result.records else "none"
     # Model parameters: optimizer state (Adam moments) is counted apart.
     params = {side: sum(getattr(c, side).numel for c in ctx.model if getattr(c, side) is not None) for side in "ab"}
@@ -56,9 +56,10 @@ def review_friendly(ctx: Context) -> Analysis:
         return Analysis.na("ReviewFriendly", NO_STATS)
     s = ctx.result.summary
     sentences: List[str] = []
-    structure = [f"{n} {what}" for n, what in ((s.added, "added"), (s.removed, "removed"), (s.reshaped, "reshaped"))
-                 if n]
-    sentences.append(f"{s.changed} of {s.changed + s.unchanged + s.reshaped + s.removed} tensors changed values"
+    structure = [f"{n} {what}" for n, what in ((s.added, "added"), (s.removed, "removed"), (s.renamed, "renamed"),
+                                               (s.reshaped, "reshaped")) if n]
+    sentences.append(f"{s.changed} of {s.changed + s.unchanged + s.reshaped + s.removed + s.renamed} tensors "
+                     "changed values"
                      + (f"; {', '.join(structure)}" if structure else "; no structural change") + ".")
     if ctx.has_stats and ctx.paired:
         delta, weight = global_update(ctx.paired)
