@@ -464,6 +464,7 @@ def test_first_screen_says_how_names_were_read():
     assert [unescape(li) for li in re.findall(r"<li>(.*?)</li>", notes[1])] == [
         "aligned: 'module.' stripped from b (2 tensors paired)", "a: 1 colliding name(s) kept apart: a.b -> a.b#2"]
     assert "<li><b>1</b> renamed</li>" in first
+    assert "<li><b>1 renamed:</b> old.w \u2192 module.new.w</li>" in first
     renamed = [r for r in _parse(text).rows if r["cells"][1]["text"] == "renamed"]
     assert [unescape(r["cells"][0]["text"]) for r in renamed] == ["old.w \u2192 module.new.w"]
     # the Markdown report opens with the same lines

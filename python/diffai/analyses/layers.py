@@ -15,7 +15,8 @@ def change_summary(ctx: Context) -> Analysis:
     kinds = Counter(r.kind for r in ctx.result.records)
     s = ctx.result.summary
     structural = kinds["TensorAdded"] + kinds["TensorRemoved"] + kinds["TensorRenamed"] + kinds["TensorShapeChanged"]
-    change = "structure" if structural else "values" if ctx.result.records else "none"
+    # With --shape-only no value was read: no record does not mean no change.
+    change = "structure" if structural else "values" if ctx.result.records else "none" if ctx.has_stats else "unknown"
     # Model parameters: optimizer state (Adam moments) is counted apart.
     params = {side: sum(getattr(c, side).numel for c in ctx.model if getattr(c, side) is not None) for side in "ab"}
     optimizer = {side: sum(getattr(c, side).numel for c in ctx.optimizer if getattr(c, side) is not None)

@@ -143,10 +143,12 @@ def change_rank(c) -> float:
 
 
 def _structure(ctx: Context, top: int) -> str:
-    """Added, removed and reshaped tensors by name (the first ``top`` of each)."""
+    """Added, removed, renamed and reshaped tensors by name (the first ``top`` of each)."""
+    by_status = {status: [c.name for c in ctx.model if c.status == status] for status in ("added", "removed")}
+    by_status["renamed"] = [f"{old} \u2192 {new}" for old, new in ctx.renamed.items()]
+    by_status["reshaped"] = [c.name for c in ctx.model if c.status == "reshaped"]
     parts = []
-    for status in ("added", "removed", "reshaped"):
-        names = [c.name for c in ctx.model if c.status == status]
+    for status, names in by_status.items():
         if names:
             more = f" and {len(names) - top} more (in the table)" if len(names) > top else ""
             parts.append(f"<li><b>{len(names)} {status}:</b> {esc(', '.join(names[:top]))}{more}</li>")
