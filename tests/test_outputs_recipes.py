@@ -129,3 +129,23 @@ def test_entries_unreadable_in_both_files_are_not_changes():
     proc = cli(mat, mat, "-o", "json", "--exit-code")
     assert "'cellv' not compared: cell array" in proc.stderr
     assert "  ! cellv: skipped in a and b: cell array (1x2) is not read" in cli(mat, mat).stdout.splitlines()
+
+
+def test_summary_counts_model_parameters_and_says_how_much_optimizer_state_it_left_out():
+    """Checkpoints {"model", "optimizer" (AdamW state), "step"}: `parameters:` counts the model's
+    tensors only (as torch counts them), the Adam moments and step counters are said apart."""
+    torch = pytest.importorskip("torch")
+    folder = AN / "verdicts"
+    counts = []
+    for name in ("ckpt_10.pt", "ckpt_20.pt"):
+        ckpt = torch.load(folder / name, weights_only=True)
+        state = ckpt["optimizer"]["state"].values()
+        counts.append((sum(t.numel() for t in ckpt["model"].values()),
+                       sum(t.numel() for s in state for t in s.values() if torch.is_tensor(t))))
+    (model_a, opt_a), (model_b, opt_b) = counts
+    assert opt_a > model_a > 0  # Adam keeps two moments per parameter: counted in, it would triple the count
+    last = cli(folder / "ckpt_10.pt", folder / "ckpt_20.pt", "--no-analysis").stdout.splitlines()[-1]
+    assert last.endswith(f"; parameters: {model_a} -> {model_b} ({model_b - model_a:+d}); "
+                         f"optimizer state left out: {opt_a} -> {opt_b} values")
+    # A pair without optimizer state says nothing about it.
+    assert "optimizer" not in cli(ST / "pair_a.safetensors", ST / "pair_b.safetensors", "--no-analysis").stdout

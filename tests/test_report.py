@@ -440,3 +440,72 @@ def test_series_html(tmp_path):
             assert f'id="p{i}-other"' in text and diffai.output.record_line(scalars[0]).strip() in unescape(text)
             checked += 1
     assert checked
+
+
+# --- what the first screen says about reading, renames, tensors that start at zero -------------
+
+def _first_screen(text: str) -> str:
+    return text[: text.index("<nav")]
+
+
+def test_first_screen_says_how_names_were_read():
+    """The alignment line, the reading notes (a colliding name kept apart) and an entry neither file
+    lets diffai read, each as text and stderr say it, above the verdict cards; a rename is one row."""
+    rng = np.random.default_rng(3)
+    x, y, z = (rng.standard_normal((4, 4)).astype(np.float32) for _ in range(3))
+    a = {"enc.w": x, "head.w": y, "old.w": z, "a.b": x[0], "a": {"b": y[0]}}
+    b = {"module.enc.w": x + 0.5, "module.head.w": y, "module.new.w": z}
+    result = diffai.diff(a, b)
+    run_analyses(result)
+    text = html_report(result)
+    first = _first_screen(text)
+    notes = re.search(r'<ul class="how-read"[^>]*>(.*?)</ul>', first)
+    assert notes and first.index('class="how-read"') < first.index('class="cards"')
+    assert [unescape(li) for li in re.findall(r"<li>(.*?)</li>", notes[1])] == [
+        "aligned: 'module.' stripped from b (2 tensors paired)", "a: 1 colliding name(s) kept apart: a.b -> a.b#2"]
+    assert "<li><b>1</b> renamed</li>" in first
+    assert "<li><b>1 renamed:</b> old.w \u2192 module.new.w</li>" in first
+    renamed = [r for r in _parse(text).rows if r["cells"][1]["text"] == "renamed"]
+    assert [unescape(r["cells"][0]["text"]) for r in renamed] == ["old.w \u2192 module.new.w"]
+    # the Markdown report opens with the same lines
+    assert "\n- aligned: 'module.' stripped from b (2 tensors paired)\n" in diffai.report.markdown(result)
+
+    mat = FIXTURES / "matlab" / "v5.mat"  # holds a cell array diffai does not read, in both files
+    same = diffai.diff(mat, mat)
+    run_analyses(same)
+    assert "<li>1 entry unreadable in both files (not compared, not counted as changes): cellv: cell array (1x2) " \
+           "is not read</li>" in _first_screen(html_report(same))
+
+
+def test_histograms_include_a_tensor_that_was_all_zero_in_a(tmp_path):
+    """A bias all zero in a has no relative change; it moved, so it is drawn first, titled with its
+    absolute update ||b - a|| (numpy float64), not left out."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(5)
+    a = {f"l{i}.weight": rng.standard_normal((16, 16)).astype(np.float32) for i in range(4)}
+    a["pooler.bias"] = np.zeros(16, np.float32)
+    b = {k: v + rng.normal(0, 0.01, v.shape).astype(np.float32) for k, v in a.items()}
+    save_file(a, str(tmp_path / "a.safetensors"))
+    save_file(b, str(tmp_path / "b.safetensors"))
+    text = _report(tmp_path, tmp_path / "a.safetensors", tmp_path / "b.safetensors", "--include-charts")
+    titles = [unescape(t) for t in re.findall(r"<figcaption>([^<]*)</figcaption>", text)]
+    titles = [t for t in titles if re.match(r"\S+: (rel change|all zero in a)", t)]  # the histograms'
+    norm = np.linalg.norm(b["pooler.bias"].astype(np.float64))
+    assert titles[0] == f"pooler.bias: all zero in a, moved by ||\u0394|| = {number(norm)}"
+    assert len(titles) == 3 and all(t.split(":")[0].startswith("l") for t in titles[1:])
+
+
+def test_markdown_escapes_control_characters_but_keeps_its_lines(tmp_path):
+    from safetensors.numpy import save_file
+
+    name = "enc\x1b]0;owned\x07.weight"
+    save_file({name: np.ones((2, 2), np.float32)}, str(tmp_path / "a.safetensors"))
+    save_file({name: np.full((2, 2), 2, np.float32)}, str(tmp_path / "b.safetensors"))
+    out = tmp_path / "x.md"
+    main([str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "-q", "--generate-report", str(out)])
+    text = out.read_text(encoding="utf-8")
+    assert "\x1b" not in text and "\x07" not in text
+    assert "enc\\x1b]0;owned\\x07.weight" in text and text.count("\n") > 20
+    md = diffai.report.markdown(diffai.diff(str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")))
+    assert "\x1b" not in md and "enc\\x1b]0;owned\\x07.weight" in md and "\n| TensorStatsChanged | ~ enc\\x1b" in md

@@ -323,3 +323,32 @@ def test_rules_on_small_in_memory_models():
     big = {**a, "l0.weight": a["l0.weight"] * 1e6}
     found = _findings(big, {**b, "l0.weight": big["l0.weight"] * 1.01})
     assert found["l0.weight"]["rules"] == ["above_abs_limit"] and found["l0.weight"]["new"] is False
+
+
+def test_a_renamed_tensor_is_a_structural_change():
+    """A pure rename reaches the analyses as an unchanged pair under a's name; the architecture
+    comparison, the protected-shapes check, the risk and the review summary still count and name it."""
+    rng = np.random.default_rng(11)
+    a = {f"layers.{i}.weight": rng.standard_normal((8, 8)).astype(np.float32) for i in range(12)}
+    b = dict(a)
+    b["layers.11.proj.weight"] = b.pop("layers.11.weight")
+    result = diffai.diff(a, b)
+    assert [r.kind for r in result.records] == ["TensorRenamed"]
+    run_analyses(result, ["architecture-comparison", "regression-test", "risk-assessment", "review-friendly",
+                          "change-summary"], AnalysisConfig(protected_shapes=r"layers\.11\."))
+    found = {an.name: an for an in result.analyses}
+    arch = found["ArchitectureComparison"]
+    assert (arch.summary["renamed"], arch.summary["same_architecture"]) == (1, False)
+    assert arch.summary["migration"] == "easy"  # 1 of 12 tensors, under MIGRATION_EASY_SHARE
+    assert arch.details["renamed_tensors"] == ["layers.11.weight -> layers.11.proj.weight"]
+    assert ["renamed", "layers.11.weight -> layers.11.proj.weight"] in arch.tables[1].rows
+    assert found["RegressionTest"].failed == [
+        "shapes kept on /layers\\.11\\./: layers.11.weight (renamed to layers.11.proj.weight)"]
+    assert found["RiskAssessment"].summary["risk"] == "medium"
+    assert "1 renamed" in found["ReviewFriendly"].summary["summary"]
+    assert found["ChangeSummary"].summary["change"] == "structure"
+    # Without the rename the same models are one architecture, and nothing fails.
+    same = diffai.diff(a, dict(a))
+    run_analyses(same, ["architecture-comparison", "regression-test"], AnalysisConfig(protected_shapes=r"layers\.11\."))
+    found = {an.name: an for an in same.analyses}
+    assert found["ArchitectureComparison"].summary["same_architecture"] and not found["RegressionTest"].failed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import yaml
 
@@ -320,13 +320,28 @@ def record_line(r: Record, style: Style = plain) -> str:
     raise TypeError(f"no text form for {type(r).__name__}")
 
 
-def summary_line(result) -> str:
+def model_parameters(result) -> Tuple[int, int, int, int]:
+    """Parameters of the model in a and in b, and the elements of optimizer state (role
+    ``optimizer_state`` in analyses/roles.py: Adam moments, step counters, scheduler state saved
+    beside the model) in a and in b, which are not parameters of the model."""
+    from .analyses.common import is_optimizer_state  # analyses format their numbers with ours
+
+    optimizer = [sum(getattr(c, side).numel for c in result.comparisons
+                     if getattr(c, side) is not None and is_optimizer_state(c.name)) for side in "ab"]
     s = result.summary
-    delta = s.params_b - s.params_a
+    return s.params_a - optimizer[0], s.params_b - optimizer[1], optimizer[0], optimizer[1]
+
+
+def summary_line(result) -> str:
+    """Counts of tensors by status (every tensor), then model parameters only, with the optimizer
+    state left out said apart."""
+    s = result.summary
+    pa, pb, opt_a, opt_b = model_parameters(result)
     same = f"{s.not_compared} not compared (headers only)" if s.not_compared else f"{s.unchanged} unchanged"
     renamed = f"{s.renamed} renamed, " if s.renamed else ""
+    left_out = f"; optimizer state left out: {opt_a} -> {opt_b} values" if opt_a or opt_b else ""
     return (f"tensors: {s.added} added, {s.removed} removed, {renamed}{s.reshaped} reshaped, {s.changed} changed, "
-            f"{same}; parameters: {s.params_a} -> {s.params_b} ({delta:+d})")
+            f"{same}; parameters: {pa} -> {pb} ({pb - pa:+d}){left_out}")
 
 
 def to_text(result, style: Style = plain, summary: bool = True) -> str:

@@ -50,15 +50,16 @@ def _widths(ctx: Context, side: str) -> List[int]:
     return sorted({st.shape[0] for n, st in tensors if len(st.shape) == 2 and fam[n] in ("linear", "attention")})
 
 
-MIGRATION_EASY_SHARE = 0.1  # added + removed tensors up to this share of a's: migration "easy"
+MIGRATION_EASY_SHARE = 0.1  # added + removed + renamed tensors up to this share of a's: migration "easy"
 
 
-def migration_verdict(added_or_removed: int, reshaped: int, tensors_a: int) -> str:
-    """none: no structural change; easy: only added/removed tensors, at most MIGRATION_EASY_SHARE
-    of a's tensors (a non-strict load works); hard: a reshaped tensor, or more added/removed."""
-    if not (added_or_removed or reshaped):
+def migration_verdict(names_moved: int, reshaped: int, tensors_a: int) -> str:
+    """none: no structural change; easy: only added, removed or renamed tensors (``names_moved``),
+    at most MIGRATION_EASY_SHARE of a's tensors (a non-strict load, or a key remap for renames,
+    works); hard: a reshaped tensor, or more of the others."""
+    if not (names_moved or reshaped):
         return "none"
-    return "easy" if not reshaped and added_or_removed <= MIGRATION_EASY_SHARE * max(tensors_a, 1) else "hard"
+    return "easy" if not reshaped and names_moved <= MIGRATION_EASY_SHARE * max(tensors_a, 1) else "hard"
 
 
 def architecture_comparison(ctx: Context) -> Analysis:
@@ -66,9 +67,10 @@ def architecture_comparison(ctx: Context) -> Analysis:
     da, db = _depth([n for n, _ in _side(ctx, "a")]), _depth([n for n, _ in _side(ctx, "b")])
     added = [c.name for c in ctx.model if c.status == "added"]
     removed = [c.name for c in ctx.model if c.status == "removed"]
+    renamed = [f"{old} -> {new}" for old, new in ctx.renamed.items()]
     # Quantization scales come with the storage format, not the architecture.
     role = roles(ctx)
-    structural = sum(1 for n in added + removed if role[n] != QUANT_SCALE)
+    structural = sum(1 for n in [*added, *removed, *ctx.renamed] if role[n] != QUANT_SCALE)
     reshaped = [f"{c.name} {list(c.a.shape)}->{list(c.b.shape)}" for c in ctx.model if c.status == "reshaped"]
     fams = sorted(set(fa) | set(fb))
     return Analysis(
@@ -78,17 +80,17 @@ def architecture_comparison(ctx: Context) -> Analysis:
             "families_inferred": {f: fb.get(f, 0) for f in fams},
             "depth_a": da, "depth_b": db,
             "widths_b": _widths(ctx, "b"),
-            "added": len(added), "removed": len(removed), "reshaped": len(reshaped),
-            "same_architecture": not (added or removed or reshaped),
+            "added": len(added), "removed": len(removed), "renamed": len(renamed), "reshaped": len(reshaped),
+            "same_architecture": not (added or removed or renamed or reshaped),
         },
         details={"params_per_family_a": fa, "params_per_family_b": fb, "widths_a": _widths(ctx, "a"),
-                 "added_tensors": added, "removed_tensors": removed, "reshaped_tensors": reshaped,
-                 "note": "families are inferred from tensor names and shapes"},
+                 "added_tensors": added, "removed_tensors": removed, "renamed_tensors": renamed,
+                 "reshaped_tensors": reshaped, "note": "families are inferred from tensor names and shapes"},
         tables=[Table("Parameters per layer family (inferred from names and shapes)", ["family", "a", "b", "delta"],
                       [[f, fa.get(f, 0), fb.get(f, 0), fb.get(f, 0) - fa.get(f, 0)] for f in fams]),
                 Table("Structural changes", ["change", "tensor"],
                       [["added", n] for n in added] + [["removed", n] for n in removed]
-                      + [["reshaped", n] for n in reshaped])],
+                      + [["renamed", n] for n in renamed] + [["reshaped", n] for n in reshaped])],
     )
 
 

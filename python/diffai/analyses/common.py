@@ -14,7 +14,7 @@ import numpy as np
 from .. import _core, dequantized
 from ..errors import DiffaiError
 from ..output import num
-from ..records import TensorComparison
+from ..records import TensorComparison, TensorRenamed
 
 
 @dataclass
@@ -203,6 +203,14 @@ class Context:
     @property
     def has_stats(self) -> bool:
         return not self.result.options.shape_only
+
+    @cached_property
+    def renamed(self) -> Dict[str, str]:
+        """Model tensors b holds under another name (same content: ``TensorRenamed`` records), a's
+        name -> b's. Their comparisons are unchanged pairs under a's name, so the structural
+        analyses (architecture, protected shapes, risk, review) count them from here."""
+        return {r.name: r.new_name for r in self.result.records
+                if isinstance(r, TensorRenamed) and not is_optimizer_state(r.name)}
 
     @cached_property
     def paired_groups(self) -> List[Dict[str, Any]]:

@@ -233,6 +233,8 @@ def regression_checks(ctx: Context) -> List[Dict[str, Any]]:
         pattern = re.compile(cfg.protected_shapes)
         moved = [f"{c.name} ({c.status})" for c in ctx.model
                  if pattern.search(c.name) and c.status in ("reshaped", "removed", "added")]
+        moved += [f"{old} (renamed to {new})" for old, new in ctx.renamed.items()
+                  if pattern.search(old) or pattern.search(new)]
         checks.append({"check": f"shapes kept on /{cfg.protected_shapes}/", "passed": not moved,
                        "detail": ", ".join(moved)})
     if cfg.memory_budget_mb is not None:
@@ -267,7 +269,8 @@ def alert_on_degradation(ctx: Context) -> Analysis:
 
 def assess_risk(ctx: Context) -> Dict[str, Any]:
     """Risk level with every reason: high for NaN/Inf, exploding, collapsed or reshaped/removed
-    tensors; medium for std shifts, dtype changes, added tensors or a large jump; low otherwise."""
+    tensors; medium for std shifts, dtype changes, added or renamed tensors or a large jump; low
+    otherwise."""
     cfg = ctx.config
     high: List[str] = []
     medium: List[str] = []
@@ -288,6 +291,9 @@ def assess_risk(ctx: Context) -> Dict[str, Any]:
         names = [c.name for c in ctx.model if c.status == status]
         if names:
             bucket.append(f"{len(names)} tensors {status}: " + ", ".join(names[: cfg.top_k]))
+    if ctx.renamed:  # same values under a new name: loading needs a key remap, nothing was lost
+        medium.append(f"{len(ctx.renamed)} tensors renamed: "
+                      + ", ".join(f"{old} -> {new}" for old, new in list(ctx.renamed.items())[: cfg.top_k]))
     retyped = [c.name for c in ctx.model if c.a is not None and c.b is not None and c.a.dtype != c.b.dtype]
     if retyped:
         medium.append(f"{len(retyped)} tensors changed dtype")

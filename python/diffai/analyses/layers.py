@@ -14,8 +14,9 @@ from .training import NO_STATS, convergence_verdict
 def change_summary(ctx: Context) -> Analysis:
     kinds = Counter(r.kind for r in ctx.result.records)
     s = ctx.result.summary
-    structural = kinds["TensorAdded"] + kinds["TensorRemoved"] + kinds["TensorShapeChanged"]
-    change = "structure" if structural else "values" if ctx.result.records else "none"
+    structural = kinds["TensorAdded"] + kinds["TensorRemoved"] + kinds["TensorRenamed"] + kinds["TensorShapeChanged"]
+    # With --shape-only no value was read: no record does not mean no change.
+    change = "structure" if structural else "values" if ctx.result.records else "none" if ctx.has_stats else "unknown"
     # Model parameters: optimizer state (Adam moments) is counted apart.
     params = {side: sum(getattr(c, side).numel for c in ctx.model if getattr(c, side) is not None) for side in "ab"}
     optimizer = {side: sum(getattr(c, side).numel for c in ctx.optimizer if getattr(c, side) is not None)
@@ -56,9 +57,10 @@ def review_friendly(ctx: Context) -> Analysis:
         return Analysis.na("ReviewFriendly", NO_STATS)
     s = ctx.result.summary
     sentences: List[str] = []
-    structure = [f"{n} {what}" for n, what in ((s.added, "added"), (s.removed, "removed"), (s.reshaped, "reshaped"))
-                 if n]
-    sentences.append(f"{s.changed} of {s.changed + s.unchanged + s.reshaped + s.removed} tensors changed values"
+    structure = [f"{n} {what}" for n, what in ((s.added, "added"), (s.removed, "removed"), (s.renamed, "renamed"),
+                                               (s.reshaped, "reshaped")) if n]
+    sentences.append(f"{s.changed} of {s.changed + s.unchanged + s.reshaped + s.removed + s.renamed} tensors "
+                     "changed values"
                      + (f"; {', '.join(structure)}" if structure else "; no structural change") + ".")
     if ctx.has_stats and ctx.paired:
         delta, weight = global_update(ctx.paired)

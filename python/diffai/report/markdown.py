@@ -7,8 +7,8 @@ from typing import Any
 
 from ..analyses import Analysis, SeriesResult, Table
 from ..analyses.common import fmt
-from ..output import record_line, summary_line
-from .text import visible
+from ..output import escape_controls, record_line, summary_line
+from .text import how_read, visible
 
 
 def _md_cell(v: Any) -> str:
@@ -33,6 +33,9 @@ def _md_analysis(a: Analysis) -> str:
 
 def _md_pair(result) -> str:
     out = [f"## {visible(result.a_label)} -> {visible(result.b_label)}", "", summary_line(result), ""]
+    notes = how_read(result)
+    if notes:
+        out += [f"- {visible(line)}" for line in notes] + [""]
     out += [_md_analysis(a) for a in result.analyses]
     if result.records:
         out.append(_md_table(Table("Differences", ["record", "detail"],
@@ -41,10 +44,13 @@ def _md_pair(result) -> str:
 
 
 def markdown(result) -> str:
+    """The document, with every control character from a file (ESC, CR, bidirectional overrides)
+    shown as an escape whatever path wrote it (--markdown-output, --generate-report FILE.md); its
+    own line breaks stay."""
     if isinstance(result, SeriesResult):
         parts = ["# diffai report: checkpoint series", ""]
         parts += [_md_analysis(a) for a in result.trajectory]
         parts += [_md_pair(p) for p in result.pairs]
     else:
         parts = ["# diffai report", "", _md_pair(result)]
-    return "\n".join(parts).rstrip() + "\n"
+    return escape_controls("\n".join(parts).rstrip(), keep="\n") + "\n"

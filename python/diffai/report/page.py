@@ -14,13 +14,15 @@ from .. import _core
 from ..analyses import Analysis, AnalysisConfig, SeriesResult, Table
 from ..analyses.common import Context
 from ..analyses.representation import similarity_matrix
-from ..output import record_line
+from ..analyses.training import tensor_updates
+from ..output import model_parameters, record_line
 from .charts import bar_chart, heatmap, histogram_chart
 from .format import cell
 from .style import CSS
 from .tensor_table import SCRIPT, tensor_records, tensor_table
-from .text import esc
-from .verdicts import VERDICTS, anomaly_severities, changed_most, first_screen_analyses, review_summary, tone, verdict_cards
+from .text import esc, how_read
+from .verdicts import (VERDICTS, anomaly_severities, change_rank, changed_most, first_screen_analyses, review_summary,
+                       tone, verdict_cards)
 
 MAX_BARS = 40  # layer groups drawn in the per-layer chart; all of them are in the LayerImpact table
 HISTOGRAMS = 3  # most-changed tensors whose weight histograms are drawn
@@ -114,8 +116,12 @@ def _layer_chart(ctx: Context) -> str:
 
 
 def _histograms(ctx: Context, config: AnalysisConfig) -> List[str]:
-    floats = [c for c in ctx.paired if c.a.min is not None and c.b.min is not None and c.change.rel_l2]
-    floats.sort(key=lambda c: c.change.rel_l2, reverse=True)
+    """Weight histograms of the tensors that moved most, ranked as "What changed most" ranks them:
+    a tensor all zero in a (no relative change) that moved comes first, titled with its absolute
+    update ||delta|| (the training analyses' ``update_norm``)."""
+    updates = {r["name"]: r for r in tensor_updates(ctx)}
+    floats = [c for c in ctx.paired if c.a.min is not None and c.b.min is not None and change_rank(c) > 0]
+    floats.sort(key=change_rank, reverse=True)
     charts = []
     for c in floats[:HISTOGRAMS]:
         lo, hi = min(c.a.min, c.b.min), max(c.a.max, c.b.max)
@@ -125,8 +131,10 @@ def _histograms(ctx: Context, config: AnalysisConfig) -> List[str]:
         for side in ("a", "b"):
             src, local = ctx.source(c.name, side)
             counts.append(_core.histogram(src.model, local, config.histogram_bins, lo, hi))
-        charts.append(histogram_chart(counts[0], counts[1], lo, hi,
-                                      f"{c.name}: rel change {cell(c.change.rel_l2)}"))
+        update = updates[c.name]
+        how = (f"rel change {cell(update['update_ratio'])}" if update["update_ratio"] is not None
+               else f"all zero in a, moved by ||\u0394|| = {cell(update['update_norm'])}")
+        charts.append(histogram_chart(counts[0], counts[1], lo, hi, f"{c.name}: {how}"))
     return charts
 
 
@@ -146,12 +154,14 @@ def _counts(result) -> str:
     s = result.summary
     parts = [(getattr(s, k, None), label) for k, label in
              (("changed", "changed"), ("unchanged", "unchanged"), ("not_compared", "not compared"),
-              ("added", "added"), ("removed", "removed"), ("reshaped", "reshaped"))]
+              ("added", "added"), ("removed", "removed"), ("renamed", "renamed"), ("reshaped", "reshaped"))]
     items = "".join(f"<li><b>{cell(n)}</b> {label}</li>" for n, label in parts
                     if n or label in ("changed", "unchanged"))
-    pa, pb = getattr(s, "params_a", None), getattr(s, "params_b", None)
-    delta = f" ({pb - pa:+d})" if isinstance(pa, int) and isinstance(pb, int) else ""
-    return f'<ul class="counts">{items}<li>parameters <b>{cell(pa)}</b> \u2192 <b>{cell(pb)}</b>{delta}</li></ul>'
+    pa, pb, opt_a, opt_b = model_parameters(result)
+    optimizer = (f"<li>optimizer state left out <b>{cell(opt_a)}</b> \u2192 <b>{cell(opt_b)}</b> values</li>"
+                 if opt_a or opt_b else "")
+    return (f'<ul class="counts">{items}<li>parameters <b>{cell(pa)}</b> \u2192 <b>{cell(pb)}</b> ({pb - pa:+d})</li>'
+            f"{optimizer}</ul>")
 
 
 def _files(result) -> str:
@@ -159,8 +169,16 @@ def _files(result) -> str:
             f'<span class="side b">b</span> {esc(result.b_label)}</p>')
 
 
+def _how_read(result) -> str:
+    lines = how_read(result)
+    if not lines:
+        return ""
+    items = "".join(f"<li>{esc(line)}</li>" for line in lines)
+    return f'<ul class="how-read" aria-label="How the files were read">{items}</ul>'
+
+
 def _first_screen(result, found: Dict[str, Analysis], ctx: Context, config: AnalysisConfig) -> str:
-    return (_counts(result) + verdict_cards(found) + review_summary(found)
+    return (_counts(result) + _how_read(result) + verdict_cards(found) + review_summary(found)
             + f'<h3 class="most-title">What changed most</h3>{changed_most(ctx, config.top_k)}')
 
 

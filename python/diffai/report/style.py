@@ -14,6 +14,8 @@ a{color:#2257a5}
 .side{display:inline-block;padding:0 6px;border-radius:3px;color:#fff;font-weight:600;font-size:12px}
 .side.a{background:#3b6fb6}.side.b{background:#e07b39}
 .counts{list-style:none;padding:0;margin:6px 0 14px;display:flex;flex-wrap:wrap;gap:6px 18px;color:#333}
+.how-read{margin:0 0 12px;padding:6px 12px 6px 28px;background:#f7f7f9;border:1px solid var(--line);
+border-radius:6px;word-break:break-word}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(210px,1fr));gap:12px;margin:8px 0 14px}
 .card{border-radius:8px;padding:10px 14px;border-left:6px solid var(--plain);background:var(--plain-bg)}
 .card-title{font-size:12px;text-transform:uppercase;letter-spacing:.05em;color:#444}

@@ -1,5 +1,5 @@
 """The per-tensor table of the HTML report: one row per tensor record (changed, added, removed,
-reshaped) with the metrics of its JSON record, sortable by any column and filterable by name and
+reshaped, renamed) with the metrics of its JSON record, sortable by any column and filterable by name and
 kind with a few lines of inline script. Without script it is still the full table, sorted by
 relative change."""
 
@@ -15,7 +15,7 @@ from .text import esc, visible
 # (key, header, numeric, tooltip). The keys of the metrics are those of the JSON record.
 COLUMNS: List[Tuple[str, str, bool, str]] = [
     ("name", "tensor", False, ""),
-    ("status", "change", False, "changed, added, removed or reshaped; a badge marks an anomaly in b"),
+    ("status", "change", False, "changed, added, removed, reshaped or renamed; a badge marks an anomaly in b"),
     ("dtype", "dtype", False, ""),
     ("shape", "shape", False, ""),
     ("numel", "params", True, "elements (of b, or of a when removed)"),
@@ -29,7 +29,7 @@ COLUMNS: List[Tuple[str, str, bool, str]] = [
     ("nonfinite", "NaN/Inf b", True, "NaN and Inf elements in b"),
 ]
 _STATUS = {"TensorStatsChanged": "changed", "TensorAdded": "added", "TensorRemoved": "removed",
-           "TensorShapeChanged": "reshaped"}
+           "TensorShapeChanged": "reshaped", "TensorRenamed": "renamed"}
 SORTED_BY = "rel_l2"  # the order written in the file (largest first)
 
 
@@ -37,6 +37,8 @@ def _sides(r: Record) -> Tuple[Optional[TensorStats], Optional[TensorStats]]:
     a, b = getattr(r, "before", None), getattr(r, "after", None)
     only = getattr(r, "stats", None)
     if only is not None:
+        if r.kind == "TensorRenamed":  # the same tensor on both sides, under another name in b
+            return only, only
         return (only, None) if r.kind == "TensorRemoved" else (None, only)
     return a, b
 
@@ -85,7 +87,8 @@ def _row(r: Record, anomaly: Optional[str]) -> str:
     nan, inf = (getattr(b, "nan_count", None), getattr(b, "inf_count", None)) if b is not None else (None, None)
     nonfinite = None if nan is None or inf is None else nan + inf
     cells = [
-        f'<td class="name">{name_html(r.name)}</td>',
+        f'<td class="name">{name_html(r.name)}'
+        + (f" \u2192 {name_html(r.new_name)}" if r.kind == "TensorRenamed" else "") + "</td>",
         f'<td data-v="{esc(status)}">{esc(status)}{badge}</td>',
         f"<td>{_pair_text(a and a.dtype, b and b.dtype)}</td>",
         f"<td>{_pair_text(a and _shape(a), b and _shape(b))}</td>",
@@ -98,7 +101,8 @@ def _row(r: Record, anomaly: Optional[str]) -> str:
         _num_td(nonfinite, NA if nonfinite is None else "0" if nonfinite == 0 else f"{nan} NaN, {inf} Inf"),
     ]
     sev = f' class="sev-{esc(anomaly)}"' if anomaly else ""
-    return (f'<tr data-kind="{esc(kinds)}" data-name="{esc(visible(r.name).lower())}"{sev}>' + "".join(cells) + "</tr>")
+    names = r.name + (" " + r.new_name if r.kind == "TensorRenamed" else "")  # the filter finds either
+    return (f'<tr data-kind="{esc(kinds)}" data-name="{esc(visible(names).lower())}"{sev}>' + "".join(cells) + "</tr>")
 
 
 def _order(r: Record) -> Tuple[int, float]:

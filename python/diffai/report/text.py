@@ -1,13 +1,14 @@
 """Names and strings from a file, made safe to show: control characters (which could fake lines
 or retitle a terminal), bidirectional overrides (which reorder what is read) and lone surrogates
 (a file name that is not UTF-8, which cannot even be written out) become visible escapes such as
-``\\x1b``; then HTML-escaped for the HTML report."""
+``\\x1b``; then HTML-escaped for the HTML report. And the lines both reports open with on how the
+files were read."""
 
 from __future__ import annotations
 
 import html
 import re
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 _INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
@@ -33,3 +34,15 @@ def shorten(text: str, limit: Optional[int]) -> str:
         return text
     head = (limit - 1) // 2
     return text[:head] + "\u2026" + text[len(text) - (limit - 1 - head):]
+
+
+def how_read(result) -> List[str]:
+    """How names were matched and what could not be read, as the text output and stderr say it:
+    the alignment line, the notes on filters and on reading (classes kept inert, colliding names),
+    and the entries neither file lets diffai read. Empty when there is nothing to say."""
+    lines = [a.text_line() for a in result.alignments] + list(result.notes) + result.reading_notes()
+    if result.unread:
+        count = len(result.unread)
+        lines.append(f"{count} entr{'y' if count == 1 else 'ies'} unreadable in both files (not compared, not "
+                     "counted as changes): " + "; ".join(f"{r.name}: {r.reason}" for r in result.unread))
+    return lines

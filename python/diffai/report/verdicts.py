@@ -133,7 +133,7 @@ def review_summary(found: Dict[str, Analysis]) -> str:
     return f'<p class="review"><b>Review summary.</b> {esc(text)}</p>'
 
 
-def _rel_key(c) -> float:
+def change_rank(c) -> float:
     """Ranks the tensors: by relative change; one whose a is all zero and that moved has no
     relative change and goes first rather than vanishing."""
     rel, moved = getattr(c.change, "rel_l2", None), getattr(c.change, "l2_diff", 0.0) or 0.0
@@ -143,10 +143,12 @@ def _rel_key(c) -> float:
 
 
 def _structure(ctx: Context, top: int) -> str:
-    """Added, removed and reshaped tensors by name (the first ``top`` of each)."""
+    """Added, removed, renamed and reshaped tensors by name (the first ``top`` of each)."""
+    by_status = {status: [c.name for c in ctx.model if c.status == status] for status in ("added", "removed")}
+    by_status["renamed"] = [f"{old} \u2192 {new}" for old, new in ctx.renamed.items()]
+    by_status["reshaped"] = [c.name for c in ctx.model if c.status == "reshaped"]
     parts = []
-    for status in ("added", "removed", "reshaped"):
-        names = [c.name for c in ctx.model if c.status == status]
+    for status, names in by_status.items():
         if names:
             more = f" and {len(names) - top} more (in the table)" if len(names) > top else ""
             parts.append(f"<li><b>{len(names)} {status}:</b> {esc(', '.join(names[:top]))}{more}</li>")
@@ -159,8 +161,8 @@ def changed_most(ctx: Context, top: int) -> str:
     if not ctx.has_stats:
         return '<p class="na">n/a (headers only: no values were read)</p>' + _structure(ctx, top)
     groups = [g for g in ctx.paired_groups if g.get("update_norm")]
-    moved = [c for c in ctx.paired if _rel_key(c) > 0]
-    moved.sort(key=_rel_key, reverse=True)
+    moved = [c for c in ctx.paired if change_rank(c) > 0]
+    moved.sort(key=change_rank, reverse=True)
     if not groups and not moved:
         changed = sum(1 for c in ctx.model if c.status == "changed")
         return (f"<p>No float tensor's values moved (measured over finite elements); {changed} tensors differ in "
