@@ -78,7 +78,7 @@ impl Walker<'_> {
                 format!("a bytes value ({} bytes)", b.len()),
             ),
             Value::Global(g) => match g.known {
-                Known::DType(_) => {
+                Known::DType(_) | Known::ComplexDType(_) => {
                     self.scalar(leaf(ROOT_VALUE), Scalar::Str(format!("torch.{}", g.name)))
                 }
                 _ => self.skip(leaf(ROOT_VALUE), format!("a reference to {}", g.dotted())),

@@ -34,8 +34,10 @@ pub(super) enum Known {
     RebuildOther,
     TensorType,
     Storage(StorageKind),
-    /// A torch dtype; `None` when diffai has no matching `DType` (complex, quantized, ...).
+    /// A torch dtype; `None` when diffai has no matching `DType` (quantized, sub-byte, ...).
     DType(Option<DType>),
+    /// A complex torch dtype, by the dtype of its real and imaginary parts.
+    ComplexDType(DType),
     Size,
     Device,
     /// Layouts, memory formats, quantization schemes.
@@ -110,6 +112,9 @@ pub(super) fn known_global(module: &str, name: &str) -> Option<Known> {
             | "per_channel_symmetric"
             | "per_channel_affine_float_qparams",
         ) => TorchConstant,
+        ("torch", "complex128" | "cdouble") => ComplexDType(crate::dtype::DType::F64),
+        ("torch", "complex64" | "cfloat") => ComplexDType(crate::dtype::DType::F32),
+        ("torch", "complex32" | "chalf") => ComplexDType(crate::dtype::DType::F16),
         ("torch", n) => DType(torch_dtype(n)?),
         ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => NumpyScalar,
         ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => NumpyReconstruct,
@@ -139,8 +144,7 @@ pub(super) fn torch_dtype(name: &str) -> Option<Option<DType>> {
         "uint16" => DType::U16,
         "uint8" => DType::U8,
         "bool" => DType::Bool,
-        "complex32" | "chalf" | "complex64" | "cfloat" | "complex128" | "cdouble"
-        | "float8_e4m3fnuz" | "float8_e5m2fnuz" | "float8_e8m0fnu" | "float4_e2m1fn_x2"
+        "float8_e4m3fnuz" | "float8_e5m2fnuz" | "float8_e8m0fnu" | "float4_e2m1fn_x2"
         | "qint8" | "quint8" | "qint32" | "quint4x2" | "quint2x4" | "bits1x8" | "bits2x4"
         | "bits4x2" | "bits8" | "bits16" | "int1" | "int2" | "int3" | "int4" | "int5" | "int6"
         | "int7" | "uint1" | "uint2" | "uint3" | "uint4" | "uint5" | "uint6" | "uint7" => {
@@ -169,9 +173,9 @@ pub(super) fn storage_kind(name: &str) -> Option<StorageKind> {
         "UInt16Storage" => Typed(DType::U16),
         "UInt32Storage" => Typed(DType::U32),
         "UInt64Storage" => Typed(DType::U64),
-        "ComplexDoubleStorage" => Other(16),
-        "ComplexFloatStorage" => Other(8),
-        "ComplexHalfStorage" => Other(4),
+        "ComplexDoubleStorage" => Complex(DType::F64),
+        "ComplexFloatStorage" => Complex(DType::F32),
+        "ComplexHalfStorage" => Complex(DType::F16),
         "QInt32Storage" => Other(4),
         "QInt8Storage" | "QUInt8Storage" | "QUInt4x2Storage" | "QUInt2x4Storage" => Other(1),
         _ => return None,

@@ -74,7 +74,9 @@ pub(super) enum StorageKind {
     Typed(DType),
     /// `torch.UntypedStorage`: bytes; the tensor's dtype comes from `_rebuild_tensor_v3`.
     Untyped,
-    /// Complex and quantized storages: only their element size is known.
+    /// Complex storages: each element is two values of the dtype (real, imaginary).
+    Complex(DType),
+    /// Quantized storages: only their element size is known.
     Other(usize),
 }
 
@@ -83,6 +85,7 @@ impl StorageKind {
         match self {
             StorageKind::Typed(d) => d.size(),
             StorageKind::Untyped => 1,
+            StorageKind::Complex(d) => 2 * d.size(),
             StorageKind::Other(n) => n,
         }
     }

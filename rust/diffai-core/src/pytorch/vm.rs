@@ -771,7 +771,11 @@ impl<'a> Vm<'a> {
             Known::NumpyReconstruct => self.new_node(opaque(
                 "a numpy array; diffai reads the tensors of a checkpoint, not numpy arrays inside it".into(),
             )),
-            Known::Storage(_) | Known::DType(_) | Known::TorchConstant | Known::NumpyType => {
+            Known::Storage(_)
+            | Known::DType(_)
+            | Known::ComplexDType(_)
+            | Known::TorchConstant
+            | Known::NumpyType => {
                 self.new_node(opaque(format!("a {} object", g.dotted())))
             }
         })
@@ -845,10 +849,15 @@ impl<'a> Vm<'a> {
                 "{name}: negative stride {s}, which PyTorch never writes"
             )));
         }
+        let mut complex = false;
         let (dtype, dtype_name) = if which == Known::RebuildTensorV3 {
             match args.get(6) {
                 Some(Value::Global(g)) => match g.known {
                     Known::DType(d) => (d, g.dotted()),
+                    Known::ComplexDType(d) => {
+                        complex = true;
+                        (Some(d), g.dotted())
+                    }
                     _ => return Err(self.err(format!("{name}: {} is not a dtype", g.dotted()))),
                 },
                 _ => {
@@ -859,8 +868,24 @@ impl<'a> Vm<'a> {
             match storage.kind {
                 StorageKind::Typed(d) => (Some(d), String::new()),
                 StorageKind::Untyped => (Some(DType::U8), String::new()),
+                StorageKind::Complex(d) => {
+                    complex = true;
+                    (Some(d), String::new())
+                }
                 StorageKind::Other(_) => (None, String::new()),
             }
+        };
+        // Complex: (real, imaginary) as a trailing dimension of 2, as torch.view_as_real shows it.
+        let (offset, shape, strides) = if complex {
+            let twice = |x: u64| x.checked_mul(2).ok_or_else(|| self.err(format!("{name}: offset or stride too large")));
+            let strides: Vec<i64> = strides
+                .iter()
+                .map(|&s| twice(s as u64).map(|s| s as i64))
+                .chain([Ok(1)])
+                .collect::<VmResult<_>>()?;
+            (twice(offset)?, shape.into_iter().chain([2]).collect(), strides)
+        } else {
+            (offset, shape, strides)
         };
         let Some(dtype) = dtype else {
             let what = if dtype_name.is_empty() {
