@@ -17,7 +17,7 @@
 //!   lanes) or AVX2 (4 lanes) registers, one kernel generic over both (same blocks, shifts and
 //!   merge; NaN/Inf blocks and tails not a multiple of the lane count take the path above).
 
-use crate::dtype::DType;
+use crate::dtype::{BlockCodec, DType};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -30,6 +30,8 @@ const BLOCK: usize = 2048;
 /// Elements per parallel work item; a multiple of `BLOCK`.
 pub const CHUNK: usize = 128 * BLOCK;
 const LANES: usize = 8;
+/// The longest block of a block-quantized dtype (the 256-value K/I-quant super-blocks).
+pub const MAX_BLOCK_ELEMS: usize = 256;
 
 /// Shared with the caller while a run is under way: set `cancel` to stop it, read `bytes_done`
 /// to show progress.
@@ -244,6 +246,9 @@ impl<'a> View<'a> {
 
     #[inline(always)]
     fn decode(&self, start: usize, out: &mut [f64]) {
+        if let Some(codec) = self.dtype.codec() {
+            return decode_blocks(codec, self.bytes(), start, out);
+        }
         let size = self.dtype.size();
         match &self.strided {
             None => decode_contiguous(
@@ -281,6 +286,40 @@ impl<'a> View<'a> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Elements [start, start + out.len()) of whole blocks `bytes`: block-aligned runs are decoded
+/// in place, a partial block at either end through a one-block scratch.
+fn decode_blocks(codec: &BlockCodec, bytes: &[u8], start: usize, out: &mut [f64]) {
+    let (elems, size) = (codec.elems, codec.bytes);
+    let mut scratch = [0f64; MAX_BLOCK_ELEMS];
+    let (mut i, mut done) = (start, 0);
+    while done < out.len() {
+        let (block, skip) = (i / elems, i % elems);
+        let whole = if skip == 0 {
+            (out.len() - done) / elems
+        } else {
+            0
+        };
+        if whole > 0 {
+            let n = whole * elems;
+            (codec.decode)(
+                &bytes[block * size..(block + whole) * size],
+                &mut out[done..done + n],
+            );
+            done += n;
+            i += n;
+        } else {
+            let n = (elems - skip).min(out.len() - done);
+            (codec.decode)(
+                &bytes[block * size..(block + 1) * size],
+                &mut scratch[..elems],
+            );
+            out[done..done + n].copy_from_slice(&scratch[skip..skip + n]);
+            done += n;
+            i += n;
         }
     }
 }
@@ -330,6 +369,8 @@ fn decode_contiguous(dtype: DType, bytes: &[u8], out: &mut [f64]) {
                 *o = lut[b as usize] as f64;
             }
         }
+        // Block-quantized types never reach here: `View::decode` sends them to `decode_blocks`.
+        _ => out.fill(f64::NAN),
     }
 }
 
@@ -1246,12 +1287,17 @@ fn fused_kind(v: &View) -> Option<DType> {
     (v.strided.is_none() && matches!(v.dtype, DType::F32 | DType::BF16)).then_some(v.dtype)
 }
 
+/// Bytes that hold `n` elements of `dtype`, for progress (a partial block counts pro rata).
+fn stored_bytes(dtype: DType, n: usize) -> usize {
+    n * dtype.size() / dtype.block_elems()
+}
+
 /// Computes `part` over each fixed chunk of `0..numel` (in parallel when there are several) and
 /// merges the parts into `total` in chunk order, so results do not depend on the thread count.
 /// Cancellation is checked and progress reported per chunk.
 fn fold_chunks<T: Send>(
     numel: usize,
-    elem_size: usize,
+    dtypes: &[DType],
     ctl: &Control,
     mut total: T,
     part: impl Fn(usize, usize) -> T + Sync,
@@ -1261,7 +1307,7 @@ fn fold_chunks<T: Send>(
         ctl.check()?;
         let (s, e) = (c * CHUNK, ((c + 1) * CHUNK).min(numel));
         let r = part(s, e);
-        ctl.advance((e - s) * elem_size);
+        ctl.advance(dtypes.iter().map(|d| stored_bytes(*d, e - s)).sum());
         Ok(r)
     };
     match numel.div_ceil(CHUNK) {
@@ -1288,7 +1334,7 @@ pub fn tensor_stats(t: &Tensor, ctl: &Control) -> Result<TensorStats> {
     let v = View::new(t)?;
     fold_chunks(
         v.numel,
-        t.dtype.size(),
+        &[t.dtype],
         ctl,
         TensorStats::default(),
         |s, e| chunk_stats(&v, s, e),
@@ -1313,7 +1359,7 @@ pub fn pair_stats(
     }
     let (sa, sb, mut p) = fold_chunks(
         va.numel,
-        a.dtype.size() + b.dtype.size(),
+        &[a.dtype, b.dtype],
         ctl,
         Default::default(),
         |s, e| chunk_pair(&va, &vb, s, e, epsilon),
@@ -1364,7 +1410,7 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
     };
     fold_chunks(
         v.numel,
-        t.dtype.size(),
+        &[t.dtype],
         ctl,
         vec![0u64; bins],
         |s, e| {
@@ -1427,7 +1473,8 @@ pub fn row_products(
                     i += n;
                 }
             }
-            ctl.advance(sums.len() * width * (a.dtype.size() + b.dtype.size()));
+            let n = sums.len() * width;
+            ctl.advance(stored_bytes(a.dtype, n) + stored_bytes(b.dtype, n));
             Ok(())
         })?;
     Ok(out)

@@ -1,0 +1,44 @@
+//! The ternary types (BitNet b1.58 style): codes in {-1, 0, 1} times a f16 `d`, 256 per block.
+
+use super::{each_block, f16};
+use crate::dtype::BlockCodec;
+
+pub(crate) const TQ1_0: BlockCodec = BlockCodec {
+    elems: 256,
+    bytes: 54,
+    decode: |b, o| each_block(b, o, tq1_0),
+};
+pub(crate) const TQ2_0: BlockCodec = BlockCodec {
+    elems: 256,
+    bytes: 66,
+    decode: |b, o| each_block(b, o, tq2_0),
+};
+
+const POW3: [u8; 5] = [1, 3, 9, 27, 81];
+
+/// TQ1_0 packs 5 trits per byte as a base-3 fixed-point fraction: multiplying the byte by 3^n
+/// (mod 256) brings trit n to the top, read as (x * 3) >> 8.
+fn tq1_0(b: &[u8; 54], out: &mut [f64; 256]) {
+    let (qs, qh) = (&b[..48], &b[48..52]);
+    let d = f16(&b[52..]);
+    let trit = |byte: u8, n: usize| ((byte.wrapping_mul(POW3[n]) as u16 * 3) >> 8) as i32 - 1;
+    // Values 0..160 from bytes 0..32, 160..240 from bytes 32..48, 240..256 from the 4 qh bytes.
+    let groups: [(&[u8], usize, usize); 3] = [(&qs[..32], 0, 5), (&qs[32..], 160, 5), (qh, 240, 4)];
+    for (bytes, base, trits) in groups {
+        for n in 0..trits {
+            for (k, &byte) in bytes.iter().enumerate() {
+                out[base + n * bytes.len() + k] = (d * trit(byte, n) as f32) as f64;
+            }
+        }
+    }
+}
+
+/// TQ2_0: 2-bit codes minus 1, four per byte in the K-quant layout.
+fn tq2_0(b: &[u8; 66], out: &mut [f64; 256]) {
+    let qs = &b[..64];
+    let d = f16(&b[64..]);
+    for (e, o) in out.iter_mut().enumerate() {
+        let q = (qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+        *o = (d * (q as i32 - 1) as f32) as f64;
+    }
+}
