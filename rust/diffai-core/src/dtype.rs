@@ -6,12 +6,13 @@
 use std::fmt;
 
 /// A block-quantized encoding: every `elems` values are stored together in `bytes` bytes, and
-/// `decode` turns whole blocks into their values (`out.len()` is a multiple of `elems`, `blocks`
-/// holds exactly `out.len() / elems` blocks). New formats (GPTQ, AWQ, ...) plug in a codec.
+/// `decode` turns whole blocks into their f32 values (`out.len()` is a multiple of `elems`,
+/// `blocks` holds exactly `out.len() / elems` blocks). New formats (GPTQ, AWQ, ...) plug in a
+/// codec; the statistics kernels read it through an L1-sized f32 buffer.
 pub struct BlockCodec {
     pub elems: usize,
     pub bytes: usize,
-    pub decode: fn(blocks: &[u8], out: &mut [f64]),
+    pub decode: fn(blocks: &[u8], out: &mut [f32]),
 }
 
 #[allow(non_camel_case_types)] // the ggml names (Q4_0, TQ1_0) read better than Q40/Tq10

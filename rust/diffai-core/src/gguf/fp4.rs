@@ -44,19 +44,21 @@ fn ue4m3_half(x: u8) -> f32 {
 
 /// Byte j of `qs` holds value j in its low nibble and value j + qs.len() in its high nibble.
 #[inline(always)]
-fn e2m1_pairs(d: f32, qs: &[u8], out: &mut [f64]) {
+fn e2m1_pairs(d: f32, qs: &[u8], out: &mut [f32]) {
     let n = qs.len();
     for (j, &q) in qs.iter().enumerate() {
-        out[j] = (d * E2M1_X2[(q & 0x0F) as usize] as f32) as f64;
-        out[j + n] = (d * E2M1_X2[(q >> 4) as usize] as f32) as f64;
+        out[j] = d * E2M1_X2[(q & 0x0F) as usize] as f32;
+        out[j + n] = d * E2M1_X2[(q >> 4) as usize] as f32;
     }
 }
 
-fn mxfp4(b: &[u8; 17], out: &mut [f64; 32]) {
+#[inline(always)]
+fn mxfp4(b: &[u8; 17], out: &mut [f32; 32]) {
     e2m1_pairs(e8m0_half(b[0]), &b[1..], out);
 }
 
-fn nvfp4(b: &[u8; 36], out: &mut [f64; 64]) {
+#[inline(always)]
+fn nvfp4(b: &[u8; 36], out: &mut [f32; 64]) {
     for (s, sub) in out.chunks_exact_mut(16).enumerate() {
         e2m1_pairs(ue4m3_half(b[s]), &b[4 + 8 * s..12 + 8 * s], sub);
     }

@@ -139,9 +139,9 @@ fn u16_at(b: &[u8], i: usize) -> u16 {
 
 /// Writes `db * grid[j] * sign_j` for the 8 values of one grid row.
 #[inline(always)]
-fn signed_row(out: &mut [f64], db: f32, row: &[f32], signs: u8) {
+fn signed_row(out: &mut [f32], db: f32, row: &[f32], signs: u8) {
     for (j, (o, &g)) in out.iter_mut().zip(row).enumerate() {
-        *o = (db * g * sign(signs, j)) as f64;
+        *o = db * g * sign(signs, j);
     }
 }
 
@@ -156,7 +156,8 @@ fn half_scales(d: f32, scales: &[u8]) -> [f32; 16] {
     db
 }
 
-fn iq2_xxs(b: &[u8; 66], out: &mut [f64; 256]) {
+#[inline(always)]
+fn iq2_xxs(b: &[u8; 66], out: &mut [f32; 256]) {
     let d = f16(b);
     let grid = grid_iq2_xxs();
     for (ib, sub) in out.chunks_exact_mut(32).enumerate() {
@@ -169,7 +170,8 @@ fn iq2_xxs(b: &[u8; 66], out: &mut [f64; 256]) {
     }
 }
 
-fn iq2_xs(b: &[u8; 74], out: &mut [f64; 256]) {
+#[inline(always)]
+fn iq2_xs(b: &[u8; 74], out: &mut [f32; 256]) {
     let d = f16(b);
     let db = half_scales(d, &b[66..74]);
     let grid = grid_iq2_xs();
@@ -184,7 +186,8 @@ fn iq2_xs(b: &[u8; 74], out: &mut [f64; 256]) {
     }
 }
 
-fn iq2_s(b: &[u8; 82], out: &mut [f64; 256]) {
+#[inline(always)]
+fn iq2_s(b: &[u8; 82], out: &mut [f32; 256]) {
     let d = f16(b);
     let (qs, signs, qh) = (&b[2..34], &b[34..66], &b[66..74]);
     let db = half_scales(d, &b[74..82]);
@@ -200,7 +203,8 @@ fn iq2_s(b: &[u8; 82], out: &mut [f64; 256]) {
     }
 }
 
-fn iq3_xxs(b: &[u8; 98], out: &mut [f64; 256]) {
+#[inline(always)]
+fn iq3_xxs(b: &[u8; 98], out: &mut [f32; 256]) {
     let d = f16(b);
     let qs = &b[2..66];
     let grid = grid_iq3_xxs();
@@ -213,14 +217,15 @@ fn iq3_xxs(b: &[u8; 98], out: &mut [f64; 256]) {
             let rows = [qs[8 * ib + 2 * l], qs[8 * ib + 2 * l + 1]];
             for (h, (four, &r)) in [lo, hi].into_iter().zip(&rows).enumerate() {
                 for (c, (o, &g)) in four.iter_mut().zip(grid.row(r as usize)).enumerate() {
-                    *o = (db * g * sign(signs, 4 * h + c)) as f64;
+                    *o = db * g * sign(signs, 4 * h + c);
                 }
             }
         }
     }
 }
 
-fn iq3_s(b: &[u8; 110], out: &mut [f64; 256]) {
+#[inline(always)]
+fn iq3_s(b: &[u8; 110], out: &mut [f32; 256]) {
     let d = f16(b);
     let (qs, qh, signs, scales) = (&b[2..66], &b[66..74], &b[74..106], &b[106..110]);
     let grid = grid_iq3_s();
@@ -230,7 +235,7 @@ fn iq3_s(b: &[u8; 110], out: &mut [f64; 256]) {
         let db = d * (1 + 2 * s) as f32;
         let row = qs[m] as usize | (((qh[m / 8] >> (m % 8)) & 1) as usize) << 8;
         for (c, (o, &g)) in four.iter_mut().zip(grid.row(row)).enumerate() {
-            *o = (db * g * sign(signs[(e + c) / 8], (e + c) % 8)) as f64;
+            *o = db * g * sign(signs[(e + c) / 8], (e + c) % 8);
         }
     }
 }
@@ -239,13 +244,14 @@ const IQ1_DELTA: f32 = 0.125;
 
 /// `dl * (grid + delta)` for the 8 values of an IQ1 grid row.
 #[inline(always)]
-fn shifted_row(out: &mut [f64], dl: f32, row: &[f32], delta: f32) {
+fn shifted_row(out: &mut [f32], dl: f32, row: &[f32], delta: f32) {
     for (o, &g) in out.iter_mut().zip(row) {
-        *o = (dl * (g + delta)) as f64;
+        *o = dl * (g + delta);
     }
 }
 
-fn iq1_s(b: &[u8; 50], out: &mut [f64; 256]) {
+#[inline(always)]
+fn iq1_s(b: &[u8; 50], out: &mut [f32; 256]) {
     let d = f16(b);
     let qs = &b[2..34];
     let grid = grid_iq1();
@@ -265,7 +271,8 @@ fn iq1_s(b: &[u8; 50], out: &mut [f64; 256]) {
 }
 
 /// IQ1_M spreads its f16 scale over the top nibbles of its four 16-bit scale words.
-fn iq1_m(b: &[u8; 56], out: &mut [f64; 256]) {
+#[inline(always)]
+fn iq1_m(b: &[u8; 56], out: &mut [f32; 256]) {
     let (qs, qh) = (&b[..32], &b[32..48]);
     let sw = [u16_at(b, 48), u16_at(b, 50), u16_at(b, 52), u16_at(b, 54)];
     let bits = (sw[0] >> 12) | ((sw[1] >> 8) & 0xF0) | ((sw[2] >> 4) & 0xF00) | (sw[3] & 0xF000);
@@ -290,18 +297,20 @@ const IQ4_VALUES: [i8; 16] = [
 
 /// Byte j of the 16 bytes holds value j (low nibble) and value j + 16 (high nibble).
 #[inline(always)]
-fn iq4_32(dl: f32, qs: &[u8], out: &mut [f64]) {
+fn iq4_32(dl: f32, qs: &[u8], out: &mut [f32]) {
     for (j, &q) in qs.iter().enumerate().take(16) {
-        out[j] = (dl * IQ4_VALUES[(q & 0x0F) as usize] as f32) as f64;
-        out[j + 16] = (dl * IQ4_VALUES[(q >> 4) as usize] as f32) as f64;
+        out[j] = dl * IQ4_VALUES[(q & 0x0F) as usize] as f32;
+        out[j + 16] = dl * IQ4_VALUES[(q >> 4) as usize] as f32;
     }
 }
 
-fn iq4_nl(b: &[u8; 18], out: &mut [f64; 32]) {
+#[inline(always)]
+fn iq4_nl(b: &[u8; 18], out: &mut [f32; 32]) {
     iq4_32(f16(b), &b[2..], out);
 }
 
-fn iq4_xs(b: &[u8; 136], out: &mut [f64; 256]) {
+#[inline(always)]
+fn iq4_xs(b: &[u8; 136], out: &mut [f32; 256]) {
     let d = f16(b);
     let high = u16_at(b, 2);
     for (i, sub) in out.chunks_exact_mut(32).enumerate() {

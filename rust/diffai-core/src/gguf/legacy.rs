@@ -33,19 +33,24 @@ pub(crate) const Q8_0: BlockCodec = BlockCodec {
 
 /// Byte j holds value j in its low nibble and value j + 16 in its high nibble.
 #[inline(always)]
-fn nibbles(qs: &[u8], out: &mut [f64; 32], value: impl Fn(usize, u8) -> f32) {
-    for (j, &q) in qs.iter().enumerate().take(16) {
-        out[j] = value(j, q & 0x0F) as f64;
-        out[j + 16] = value(j + 16, q >> 4) as f64;
+fn nibbles(qs: &[u8], out: &mut [f32; 32], value: impl Fn(usize, u8) -> f32) {
+    let (low, high) = out.split_at_mut(16);
+    for (j, (o, &q)) in low.iter_mut().zip(&qs[..16]).enumerate() {
+        *o = value(j, q & 0x0F);
+    }
+    for (j, (o, &q)) in high.iter_mut().zip(&qs[..16]).enumerate() {
+        *o = value(j + 16, q >> 4);
     }
 }
 
-fn q4_0(b: &[u8; 18], out: &mut [f64; 32]) {
+#[inline(always)]
+fn q4_0(b: &[u8; 18], out: &mut [f32; 32]) {
     let d = f16(b);
     nibbles(&b[2..], out, |_, q| d * (q as i32 - 8) as f32);
 }
 
-fn q4_1(b: &[u8; 20], out: &mut [f64; 32]) {
+#[inline(always)]
+fn q4_1(b: &[u8; 20], out: &mut [f32; 32]) {
     let (d, m) = (f16(b), f16(&b[2..]));
     nibbles(&b[4..], out, |_, q| d * q as f32 + m);
 }
@@ -56,21 +61,24 @@ fn fifth_bit(qh: u32, i: usize, q: u8) -> f32 {
     (q as u32 | ((qh >> i) & 1) << 4) as f32
 }
 
-fn q5_0(b: &[u8; 22], out: &mut [f64; 32]) {
+#[inline(always)]
+fn q5_0(b: &[u8; 22], out: &mut [f32; 32]) {
     let d = f16(b);
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
     nibbles(&b[6..], out, |i, q| d * (fifth_bit(qh, i, q) - 16.0));
 }
 
-fn q5_1(b: &[u8; 24], out: &mut [f64; 32]) {
+#[inline(always)]
+fn q5_1(b: &[u8; 24], out: &mut [f32; 32]) {
     let (d, m) = (f16(b), f16(&b[2..]));
     let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
     nibbles(&b[8..], out, |i, q| d * fifth_bit(qh, i, q) + m);
 }
 
-fn q8_0(b: &[u8; 34], out: &mut [f64; 32]) {
+#[inline(always)]
+fn q8_0(b: &[u8; 34], out: &mut [f32; 32]) {
     let d = f16(b);
     for (o, &q) in out.iter_mut().zip(&b[2..]) {
-        *o = (d * q as i8 as f32) as f64;
+        *o = d * q as i8 as f32;
     }
 }

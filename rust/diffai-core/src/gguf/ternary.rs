@@ -18,7 +18,8 @@ const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
 /// TQ1_0 packs 5 trits per byte as a base-3 fixed-point fraction: multiplying the byte by 3^n
 /// (mod 256) brings trit n to the top, read as (x * 3) >> 8.
-fn tq1_0(b: &[u8; 54], out: &mut [f64; 256]) {
+#[inline(always)]
+fn tq1_0(b: &[u8; 54], out: &mut [f32; 256]) {
     let (qs, qh) = (&b[..48], &b[48..52]);
     let d = f16(&b[52..]);
     let trit = |byte: u8, n: usize| ((byte.wrapping_mul(POW3[n]) as u16 * 3) >> 8) as i32 - 1;
@@ -27,18 +28,19 @@ fn tq1_0(b: &[u8; 54], out: &mut [f64; 256]) {
     for (bytes, base, trits) in groups {
         for n in 0..trits {
             for (k, &byte) in bytes.iter().enumerate() {
-                out[base + n * bytes.len() + k] = (d * trit(byte, n) as f32) as f64;
+                out[base + n * bytes.len() + k] = d * trit(byte, n) as f32;
             }
         }
     }
 }
 
 /// TQ2_0: 2-bit codes minus 1, four per byte in the K-quant layout.
-fn tq2_0(b: &[u8; 66], out: &mut [f64; 256]) {
+#[inline(always)]
+fn tq2_0(b: &[u8; 66], out: &mut [f32; 256]) {
     let qs = &b[..64];
     let d = f16(&b[64..]);
     for (e, o) in out.iter_mut().enumerate() {
         let q = (qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-        *o = (d * (q as i32 - 1) as f32) as f64;
+        *o = d * (q as i32 - 1) as f32;
     }
 }
