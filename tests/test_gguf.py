@@ -183,3 +183,11 @@ def test_truncated_files_are_refused_cleanly(tmp_path, cut):
     (tmp_path / "cut.gguf").write_bytes(data[:cut])
     with pytest.raises(diffai.DiffaiError, match="cut.gguf"):
         diffai.inspect(tmp_path / "cut.gguf")
+
+
+def test_analyses_treat_block_quantized_tensors_as_floats(typed_pair):
+    from diffai.analyses.common import is_float
+
+    (info,) = diffai.inspect(typed_pair[0])
+    assert all(is_float(t.stats.dtype) for t in info.tensors)
+    assert not any(is_float(d) for d in ("i8", "i16", "i32", "i64", "u8", "bool"))
