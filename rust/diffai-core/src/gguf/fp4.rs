@@ -2,19 +2,8 @@
 //! gpt-oss) and NVFP4 (64 values in 4 sub-blocks of 16, each with an unsigned E4M3 scale).
 //! ggml stores the E2M1 values doubled and halves the scale instead.
 
-use super::each_block;
-use crate::dtype::BlockCodec;
-
-pub(crate) const MXFP4: BlockCodec = BlockCodec {
-    elems: 32,
-    bytes: 17,
-    decode: |b, o| each_block(b, o, mxfp4),
-};
-pub(crate) const NVFP4: BlockCodec = BlockCodec {
-    elems: 64,
-    bytes: 36,
-    decode: |b, o| each_block(b, o, nvfp4),
-};
+block_codec!(MXFP4, mxfp4, 32, 17);
+block_codec!(NVFP4, nvfp4, 64, 36);
 
 /// E2M1 codes, doubled (ggml's `kvalues_mxfp4`).
 const E2M1_X2: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];

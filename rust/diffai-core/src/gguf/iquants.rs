@@ -3,56 +3,19 @@
 //! and the non-linear 4-bit IQ4_NL/IQ4_XS, whose codes index a 16-value table. Layouts and the
 //! f32 operation order follow llama.cpp's reference (gguf-py `quants.py`).
 
+use super::f16;
 use super::grids;
-use super::{each_block, f16};
-use crate::dtype::BlockCodec;
 use std::sync::OnceLock;
 
-pub(crate) const IQ2_XXS: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 66,
-    decode: |b, o| each_block(b, o, iq2_xxs),
-};
-pub(crate) const IQ2_XS: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 74,
-    decode: |b, o| each_block(b, o, iq2_xs),
-};
-pub(crate) const IQ2_S: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 82,
-    decode: |b, o| each_block(b, o, iq2_s),
-};
-pub(crate) const IQ3_XXS: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 98,
-    decode: |b, o| each_block(b, o, iq3_xxs),
-};
-pub(crate) const IQ3_S: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 110,
-    decode: |b, o| each_block(b, o, iq3_s),
-};
-pub(crate) const IQ1_S: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 50,
-    decode: |b, o| each_block(b, o, iq1_s),
-};
-pub(crate) const IQ1_M: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 56,
-    decode: |b, o| each_block(b, o, iq1_m),
-};
-pub(crate) const IQ4_NL: BlockCodec = BlockCodec {
-    elems: 32,
-    bytes: 18,
-    decode: |b, o| each_block(b, o, iq4_nl),
-};
-pub(crate) const IQ4_XS: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 136,
-    decode: |b, o| each_block(b, o, iq4_xs),
-};
+block_codec!(IQ2_XXS, iq2_xxs, 256, 66);
+block_codec!(IQ2_XS, iq2_xs, 256, 74);
+block_codec!(IQ2_S, iq2_s, 256, 82);
+block_codec!(IQ3_XXS, iq3_xxs, 256, 98);
+block_codec!(IQ3_S, iq3_s, 256, 110);
+block_codec!(IQ1_S, iq1_s, 256, 50);
+block_codec!(IQ1_M, iq1_m, 256, 56);
+block_codec!(IQ4_NL, iq4_nl, 32, 18);
+block_codec!(IQ4_XS, iq4_xs, 256, 136);
 
 /// A codebook of `rows` entries of `cols` values, decoded from its packed hexadecimal text.
 struct Grid {

@@ -2,80 +2,58 @@
 //! 4-, 6- or 8-bit scale (and minimum) relative to the super-block's f16 `d` (and `dmin`).
 //! Layouts and the f32 operation order follow llama.cpp's reference (gguf-py `quants.py`).
 
-use super::{each_block, f16};
-use crate::dtype::BlockCodec;
+use super::f16;
 
-pub(crate) const Q2_K: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 84,
-    decode: |b, o| each_block(b, o, q2_k),
-};
-pub(crate) const Q3_K: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 110,
-    decode: |b, o| each_block(b, o, q3_k),
-};
-pub(crate) const Q4_K: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 144,
-    decode: |b, o| each_block(b, o, q4_k),
-};
-pub(crate) const Q5_K: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 176,
-    decode: |b, o| each_block(b, o, q5_k),
-};
-pub(crate) const Q6_K: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 210,
-    decode: |b, o| each_block(b, o, q6_k),
-};
-pub(crate) const Q8_K: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 292,
-    decode: |b, o| each_block(b, o, q8_k),
-};
+block_codec!(Q2_K, q2_k, 256, 84);
+block_codec!(Q3_K, q3_k, 256, 110);
+block_codec!(Q4_K, q4_k, 256, 144);
+block_codec!(Q5_K, q5_k, 256, 176);
+block_codec!(Q6_K, q6_k, 256, 210);
+block_codec!(Q8_K, q8_k, 256, 292);
 
-/// The codes of values 32 * run .. 32 * run + 32 of a super-block whose codes are `bits` wide:
-/// byte k of 32-byte group g holds, at shift `bits * s`, the code of value
-/// (g * (8 / bits) + s) * 32 + k.
+/// The `BITS`-wide codes of `qs` in value order: byte k of `GROUP`-byte group g holds, at shift
+/// `BITS * s`, the code of value (g * (8 / BITS) + s) * GROUP + k (the K-quant packing).
+/// Written as loops with constant shifts so they vectorize (a shift that varies per run
+/// made LLVM assemble vectors byte by byte).
 #[inline(always)]
-fn codes32(qs: &[u8], bits: u32, run: usize) -> [u8; 32] {
-    let per_byte = 8 / bits as usize;
-    let (g, shift) = (run / per_byte, bits as usize * (run % per_byte));
-    let mut c = [0u8; 32];
-    for (c, &q) in c.iter_mut().zip(&qs[g * 32..g * 32 + 32]) {
-        *c = (q >> shift) & ((1u8 << bits) - 1);
+pub(super) fn unpack<const BITS: u32, const GROUP: usize>(qs: &[u8], codes: &mut [u8]) {
+    let per_byte = (8 / BITS) as usize;
+    let mask = ((1u32 << BITS) - 1) as u8;
+    for (g, bytes) in qs.chunks_exact(GROUP).enumerate() {
+        for s in 0..per_byte {
+            let run = &mut codes[(g * per_byte + s) * GROUP..][..GROUP];
+            for (c, &q) in run.iter_mut().zip(bytes) {
+                *c = (q >> (BITS as usize * s)) & mask;
+            }
+        }
     }
-    c
 }
 
-/// Bit `run` of each byte of the 32-byte high-bit mask: the high bits of values 32 * run ...
+/// The high bits of a super-block: bit r of byte k of the 32-byte mask belongs to value
+/// 32 * r + k.
 #[inline(always)]
-fn high_bits32(hmask: &[u8], run: usize) -> [u8; 32] {
-    let mut c = [0u8; 32];
-    for (c, &h) in c.iter_mut().zip(&hmask[..32]) {
-        *c = (h >> run) & 1;
+fn unpack_high(hmask: &[u8], high: &mut [u8; 256]) {
+    for (r, run) in high.chunks_exact_mut(32).enumerate() {
+        for (h, &m) in run.iter_mut().zip(&hmask[..32]) {
+            *h = (m >> r) & 1;
+        }
     }
-    c
 }
 
 #[inline(always)]
 fn q2_k(b: &[u8; 84], out: &mut [f32; 256]) {
     let (scales, qs) = (&b[..16], &b[16..80]);
     let (d, dmin) = (f16(&b[80..]), f16(&b[82..]));
-    for (run, sub) in out.chunks_exact_mut(32).enumerate() {
-        let codes = codes32(qs, 2, run);
-        for (half, (o, c)) in sub
-            .chunks_exact_mut(16)
-            .zip(codes.chunks_exact(16))
-            .enumerate()
-        {
-            let sc = scales[2 * run + half];
-            let (dl, ml) = (d * (sc & 0x0F) as f32, dmin * (sc >> 4) as f32);
-            for (o, &q) in o.iter_mut().zip(c) {
-                *o = dl * q as f32 - ml;
-            }
+    let mut codes = [0u8; 256];
+    unpack::<2, 32>(qs, &mut codes);
+    for ((sixteen, c), &sc) in out
+        .chunks_exact_mut(16)
+        .zip(codes.chunks_exact(16))
+        .zip(scales)
+    {
+        let (dl, ml) = (d * (sc & 0x0F) as f32, dmin * (sc >> 4) as f32);
+        for (o, &q) in sixteen.iter_mut().zip(c) {
+            *o = dl * q as f32 - ml;
         }
     }
 }
@@ -84,19 +62,20 @@ fn q2_k(b: &[u8; 84], out: &mut [f32; 256]) {
 fn q3_k(b: &[u8; 110], out: &mut [f32; 256]) {
     let (hmask, qs, sc) = (&b[..32], &b[32..96], &b[96..108]);
     let d = f16(&b[108..]);
+    let (mut low, mut high) = ([0u8; 256], [0u8; 256]);
+    unpack::<2, 32>(qs, &mut low);
+    unpack_high(hmask, &mut high);
     // 16 six-bit scales: low nibbles from bytes 0..8, high pairs from bytes 8..12.
-    let mut dl = [0f32; 16];
-    for (i, x) in dl.iter_mut().enumerate() {
-        let low = (sc[i % 8] >> (4 * (i / 8))) & 0x0F;
-        let high = (sc[8 + i % 4] >> (2 * (i / 4))) & 0x03;
-        *x = d * ((low | high << 4) as i32 - 32) as f32;
-    }
-    for (run, sub) in out.chunks_exact_mut(32).enumerate() {
-        let (low, high) = (codes32(qs, 2, run), high_bits32(hmask, run));
-        for (k, o) in sub.iter_mut().enumerate() {
+    for (i, sixteen) in out.chunks_exact_mut(16).enumerate() {
+        let (l, h) = (
+            (sc[i % 8] >> (4 * (i / 8))) & 0x0F,
+            (sc[8 + i % 4] >> (2 * (i / 4))) & 3,
+        );
+        let dl = d * ((l | h << 4) as i32 - 32) as f32;
+        let codes = low[16 * i..].iter().zip(&high[16 * i..]);
+        for (o, (&q, &hb)) in sixteen.iter_mut().zip(codes) {
             // The high bit set means no offset; clear means -4.
-            let q = low[k] as i32 - (((high[k] ^ 1) as i32) << 2);
-            *o = dl[2 * run + k / 16] * q as f32;
+            *o = dl * (q as i32 - (((hb ^ 1) as i32) << 2)) as f32;
         }
     }
 }
@@ -114,14 +93,18 @@ fn scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     (sc, mn)
 }
 
-/// Q4_K and Q5_K: value = d * sc * q - dmin * m per 32-value run, `codes(run)` its codes.
+/// Q4_K and Q5_K: value = d * sc * q - dmin * m per 32-value run.
 #[inline(always)]
-fn scaled_minus_min(b: &[u8], out: &mut [f32; 256], codes: impl Fn(usize) -> [u8; 32]) {
+fn scaled_minus_min(b: &[u8], codes: &[u8; 256], out: &mut [f32; 256]) {
     let (d, dmin) = (f16(b), f16(&b[2..]));
     let (sc, mn) = scales_mins(&b[4..16]);
-    for (run, sub) in out.chunks_exact_mut(32).enumerate() {
+    for (run, (sub, c)) in out
+        .chunks_exact_mut(32)
+        .zip(codes.chunks_exact(32))
+        .enumerate()
+    {
         let (dl, ml) = (d * sc[run] as f32, dmin * mn[run] as f32);
-        for (o, &q) in sub.iter_mut().zip(&codes(run)) {
+        for (o, &q) in sub.iter_mut().zip(c) {
             *o = dl * q as f32 - ml;
         }
     }
@@ -129,33 +112,33 @@ fn scaled_minus_min(b: &[u8], out: &mut [f32; 256], codes: impl Fn(usize) -> [u8
 
 #[inline(always)]
 fn q4_k(b: &[u8; 144], out: &mut [f32; 256]) {
-    let qs = &b[16..];
-    scaled_minus_min(b, out, |run| codes32(qs, 4, run));
+    let mut codes = [0u8; 256];
+    unpack::<4, 32>(&b[16..], &mut codes);
+    scaled_minus_min(b, &codes, out);
 }
 
 #[inline(always)]
 fn q5_k(b: &[u8; 176], out: &mut [f32; 256]) {
-    let (qh, qs) = (&b[16..48], &b[48..]);
-    scaled_minus_min(b, out, |run| {
-        let (mut c, high) = (codes32(qs, 4, run), high_bits32(qh, run));
-        c.iter_mut().zip(high).for_each(|(c, h)| *c |= h << 4);
-        c
-    });
+    let (mut codes, mut high) = ([0u8; 256], [0u8; 256]);
+    unpack::<4, 32>(&b[48..], &mut codes);
+    unpack_high(&b[16..48], &mut high);
+    codes.iter_mut().zip(high).for_each(|(c, h)| *c |= h << 4);
+    scaled_minus_min(b, &codes, out);
 }
 
 #[inline(always)]
 fn q6_k(b: &[u8; 210], out: &mut [f32; 256]) {
     let (ql, qh, scales) = (&b[..128], &b[128..192], &b[192..208]);
     let d = f16(&b[208..]);
-    for (run, sub) in out.chunks_exact_mut(32).enumerate() {
-        // Low nibbles: two 64-byte halves, each holding 4 runs (2 byte ranges x 2 nibbles).
-        let (g, r) = (run / 4, run % 4);
-        let low = &ql[g * 64 + (r % 2) * 32..][..32];
-        let shift = 4 * (r / 2);
-        let high = codes32(qh, 2, run);
-        for (k, o) in sub.iter_mut().enumerate() {
-            let q = (((low[k] >> shift) & 0x0F) | high[k] << 4) as i32 - 32;
-            *o = d * scales[2 * run + k / 16] as i8 as f32 * q as f32;
+    // Low nibbles in two 64-byte groups, high pairs in two 32-byte groups.
+    let (mut low, mut high) = ([0u8; 256], [0u8; 256]);
+    unpack::<4, 64>(ql, &mut low);
+    unpack::<2, 32>(qh, &mut high);
+    for (i, sixteen) in out.chunks_exact_mut(16).enumerate() {
+        let dl = d * scales[i] as i8 as f32;
+        let codes = low[16 * i..].iter().zip(&high[16 * i..]);
+        for (o, (&l, &h)) in sixteen.iter_mut().zip(codes) {
+            *o = dl * ((l | h << 4) as i32 - 32) as f32;
         }
     }
 }

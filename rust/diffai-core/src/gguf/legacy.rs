@@ -2,34 +2,13 @@
 //! for the `_1` types) over 4-, 5- or 8-bit codes. Values are computed in f32 exactly as
 //! llama.cpp's reference (`d * q`, or `d * q + m` rounded twice).
 
-use super::{each_block, f16};
-use crate::dtype::BlockCodec;
+use super::f16;
 
-pub(crate) const Q4_0: BlockCodec = BlockCodec {
-    elems: 32,
-    bytes: 18,
-    decode: |b, o| each_block(b, o, q4_0),
-};
-pub(crate) const Q4_1: BlockCodec = BlockCodec {
-    elems: 32,
-    bytes: 20,
-    decode: |b, o| each_block(b, o, q4_1),
-};
-pub(crate) const Q5_0: BlockCodec = BlockCodec {
-    elems: 32,
-    bytes: 22,
-    decode: |b, o| each_block(b, o, q5_0),
-};
-pub(crate) const Q5_1: BlockCodec = BlockCodec {
-    elems: 32,
-    bytes: 24,
-    decode: |b, o| each_block(b, o, q5_1),
-};
-pub(crate) const Q8_0: BlockCodec = BlockCodec {
-    elems: 32,
-    bytes: 34,
-    decode: |b, o| each_block(b, o, q8_0),
-};
+block_codec!(Q4_0, q4_0, 32, 18);
+block_codec!(Q4_1, q4_1, 32, 20);
+block_codec!(Q5_0, q5_0, 32, 22);
+block_codec!(Q5_1, q5_1, 32, 24);
+block_codec!(Q8_0, q8_0, 32, 34);
 
 /// Byte j holds value j in its low nibble and value j + 16 in its high nibble.
 #[inline(always)]

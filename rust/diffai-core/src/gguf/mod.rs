@@ -8,6 +8,39 @@
 //! Every count, length, dimension and offset is checked against the file size before anything
 //! is allocated or sliced, with overflow-checked arithmetic.
 
+/// `pub(crate) const $name: BlockCodec` for blocks of `$bytes` bytes holding `$elems` values
+/// each, decoded by `$decode(&[u8; $bytes], &mut [f32; $elems])`. The loop over blocks is
+/// compiled a second time with AVX2 (picked at run time) with `$decode` inlined into it, so the
+/// unpacking loops vectorize.
+macro_rules! block_codec {
+    ($name:ident, $decode:ident, $elems:literal, $bytes:literal) => {
+        pub(crate) const $name: crate::dtype::BlockCodec = crate::dtype::BlockCodec {
+            elems: $elems,
+            bytes: $bytes,
+            decode: |blocks, out| {
+                #[inline(always)]
+                fn each(blocks: &[u8], out: &mut [f32]) {
+                    let outs = out.as_chunks_mut::<$elems>().0;
+                    for (b, o) in blocks.as_chunks::<$bytes>().0.iter().zip(outs) {
+                        $decode(b, o);
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                #[target_feature(enable = "avx2,fma,f16c")]
+                unsafe fn each_avx2(blocks: &[u8], out: &mut [f32]) {
+                    each(blocks, out)
+                }
+                #[cfg(target_arch = "x86_64")]
+                if crate::stats::cpu_has_avx2() {
+                    // SAFETY: the CPU has the features `each_avx2` is compiled for.
+                    return unsafe { each_avx2(blocks, out) };
+                }
+                each(blocks, out)
+            },
+        };
+    };
+}
+
 mod cursor;
 mod fp4;
 mod grids;
@@ -266,48 +299,6 @@ impl TensorInfo {
 #[inline(always)]
 fn f16(b: &[u8]) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
-}
-
-/// Applies `decode` to each whole `B`-byte block of `bytes` and its `E` values in `out`;
-/// compiled a second time with AVX2 (picked at run time) so the unpacking loops vectorize.
-#[inline(always)]
-fn each_block<const B: usize, const E: usize>(
-    bytes: &[u8],
-    out: &mut [f32],
-    decode: impl Fn(&[u8; B], &mut [f32; E]),
-) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::stats::cpu_has_avx2() {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { each_block_avx2(bytes, out, decode) };
-    }
-    each_block_plain(bytes, out, decode)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn each_block_avx2<const B: usize, const E: usize>(
-    bytes: &[u8],
-    out: &mut [f32],
-    decode: impl Fn(&[u8; B], &mut [f32; E]),
-) {
-    each_block_plain(bytes, out, decode)
-}
-
-#[inline(always)]
-fn each_block_plain<const B: usize, const E: usize>(
-    bytes: &[u8],
-    out: &mut [f32],
-    decode: impl Fn(&[u8; B], &mut [f32; E]),
-) {
-    for (b, o) in bytes
-        .as_chunks::<B>()
-        .0
-        .iter()
-        .zip(out.as_chunks_mut::<E>().0)
-    {
-        decode(b, o);
-    }
 }
 
 #[cfg(test)]

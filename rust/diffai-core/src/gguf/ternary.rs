@@ -1,18 +1,10 @@
 //! The ternary types (BitNet b1.58 style): codes in {-1, 0, 1} times a f16 `d`, 256 per block.
 
-use super::{each_block, f16};
-use crate::dtype::BlockCodec;
+use super::f16;
+use super::kquants::unpack;
 
-pub(crate) const TQ1_0: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 54,
-    decode: |b, o| each_block(b, o, tq1_0),
-};
-pub(crate) const TQ2_0: BlockCodec = BlockCodec {
-    elems: 256,
-    bytes: 66,
-    decode: |b, o| each_block(b, o, tq2_0),
-};
+block_codec!(TQ1_0, tq1_0, 256, 54);
+block_codec!(TQ2_0, tq2_0, 256, 66);
 
 const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
@@ -37,10 +29,10 @@ fn tq1_0(b: &[u8; 54], out: &mut [f32; 256]) {
 /// TQ2_0: 2-bit codes minus 1, four per byte in the K-quant layout.
 #[inline(always)]
 fn tq2_0(b: &[u8; 66], out: &mut [f32; 256]) {
-    let qs = &b[..64];
     let d = f16(&b[64..]);
-    for (e, o) in out.iter_mut().enumerate() {
-        let q = (qs[(e / 128) * 32 + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+    let mut codes = [0u8; 256];
+    unpack::<2, 32>(&b[..64], &mut codes);
+    for (o, &q) in out.iter_mut().zip(&codes) {
         *o = d * (q as i32 - 1) as f32;
     }
 }

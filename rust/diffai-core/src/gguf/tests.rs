@@ -165,7 +165,7 @@ fn unaligned_windows_match_the_whole_decode_for_every_codec() {
 fn known_values_of_small_codecs() {
     let decode = |dtype: DType, block: &[u8]| {
         let c = dtype.codec().unwrap();
-        let mut out = vec![0f64; c.elems];
+        let mut out = vec![0f32; c.elems];
         (c.decode)(block, &mut out);
         out
     };
