@@ -280,9 +280,12 @@ impl TensorInfo {
                 self.offset
             ));
         }
-        let size = dtype
-            .bytes_for(numel as usize)
-            .ok_or_else(|| format!("dimensions {:?} overflow", self.dims))?;
+        let size = dtype.bytes_for(numel as usize).ok_or_else(|| {
+            format!(
+                "dimensions {:?} are not whole {elems}-value {dtype} blocks or overflow",
+                self.dims
+            )
+        })?;
         let start = data_start.checked_add(self.offset);
         let end = start.and_then(|s| s.checked_add(size as u64));
         match (start, end) {

@@ -268,6 +268,10 @@ fn hostile_headers_are_refused_with_the_reason() {
         "run past the end",
     );
     refused(
+        &File::default().tensor("t", &[], 8, &block).bytes(),
+        "not whole 32-value q8_0 blocks",
+    );
+    refused(
         &File::default()
             .tensor("t", &[u64::MAX, u64::MAX], 0, &block)
             .bytes(),
