@@ -72,8 +72,8 @@ def assert_exact_stats(stats, values: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def typed_pair(tmp_path_factory):
-    """a.gguf with one tensor per block type (plus F32/F16/BF16), and b.gguf where some blocks of
-    each were redrawn."""
+    """a.gguf with one tensor per block type (plus the plain F32/F16/BF16/F64/I8..I64), and b.gguf
+    where a row of blocks of each block type was redrawn."""
     rng = np.random.default_rng(13)
     d = tmp_path_factory.mktemp("gguf")
     a, b, values_a, values_b = {}, {}, {}, {}
@@ -86,9 +86,14 @@ def typed_pair(tmp_path_factory):
         values_a[name], values_b[name] = dequantize(raw, qtype), dequantize(changed, qtype)
     dense = rng.standard_normal((6, 64)).astype(np.float32)
     bf16 = gguf.quants.quantize(dense, Q.BF16)
-    for name, data, qtype in [("f32", dense, None), ("f16", dense.astype(np.float16), None), ("bf16", bf16, Q.BF16)]:
-        a[name] = b[name] = (data, qtype)
-        values_a[name] = values_b[name] = data.astype(np.float32) if qtype is None else gguf.quants.dequantize(data, qtype)
+    ints = rng.integers(-100, 100, (6, 64))
+    plain = [("f32", dense), ("f16", dense.astype(np.float16)), ("f64", dense.astype(np.float64) / 3)]
+    plain += [(t.__name__, ints.astype(t)) for t in (np.int8, np.int16, np.int32, np.int64)]
+    for name, data in plain:
+        a[name] = b[name] = (data, None)
+        values_a[name] = values_b[name] = data
+    a["bf16"] = b["bf16"] = (bf16, Q.BF16)
+    values_a["bf16"] = values_b["bf16"] = gguf.quants.dequantize(bf16, Q.BF16)
     write(d / "a.gguf", a)
     write(d / "b.gguf", b)
     return d / "a.gguf", d / "b.gguf", values_a, values_b
@@ -103,7 +108,10 @@ def test_every_type_dequantizes_exactly(typed_pair):
     for name, want in values.items():
         assert got[name].shape == want.shape, name
         assert_exact_stats(got[name], want)
-    assert got["blk.0.q4_k.weight"].dtype == "q4_k" and got["bf16"].dtype == "bf16"
+    dtypes = {n: s.dtype for n, s in got.items() if not n.startswith("blk.")}
+    assert dtypes == {"f32": "f32", "f16": "f16", "f64": "f64", "bf16": "bf16",
+                      "int8": "i8", "int16": "i16", "int32": "i32", "int64": "i64"}
+    assert got["blk.0.q4_k.weight"].dtype == "q4_k" and got["blk.0.iq2_xxs.weight"].dtype == "iq2_xxs"
 
 
 def test_pair_metrics_of_every_type(typed_pair):
@@ -189,5 +197,5 @@ def test_analyses_treat_block_quantized_tensors_as_floats(typed_pair):
     from diffai.analyses.common import is_float
 
     (info,) = diffai.inspect(typed_pair[0])
-    assert all(is_float(t.stats.dtype) for t in info.tensors)
+    assert all(is_float(t.stats.dtype) for t in info.tensors if t.name.startswith("blk."))
     assert not any(is_float(d) for d in ("i8", "i16", "i32", "i64", "u8", "bool"))
