@@ -197,3 +197,26 @@ impl fmt::Display for DType {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bindings name dtypes by `dtype as usize` into a table built from `ALL`.
+    #[test]
+    fn all_is_in_declaration_order_with_unique_names() {
+        for (i, d) in DType::ALL.into_iter().enumerate() {
+            assert_eq!(d as usize, i, "{d}");
+            assert_eq!(DType::from_name(d.name()), Some(d));
+        }
+    }
+
+    #[test]
+    fn block_types_size_whole_blocks_only() {
+        assert_eq!(DType::Q4_K.bytes_for(512), Some(288));
+        assert_eq!(DType::Q4_K.bytes_for(100), None);
+        assert_eq!(DType::F32.bytes_for(3), Some(12));
+        assert_eq!(DType::F32.bytes_for(usize::MAX), None);
+        assert!(DType::MXFP4.is_float() && !DType::I8.is_float());
+    }
+}
