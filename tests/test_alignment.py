@@ -32,9 +32,7 @@ def saved(tmp_path_factory):
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     d = tmp_path_factory.mktemp("align")
-    # (The metadata keeps the header length off 0x180: the bytes 80 01 are then read as a pickle's
-    # magic, a format-detection bug reported separately.)
-    save_file({k: v.numpy() for k, v in sd.items()}, str(d / "plain.safetensors"), metadata={"format": "pt"})
+    save_file({k: v.numpy() for k, v in sd.items()}, str(d / "plain.safetensors"))
     torch.save(sd, d / "plain.pt")
     torch.save({"model": sd, "epoch": 3}, d / "container.pt")
     torch.save({"module." + k: v for k, v in sd.items()}, d / "ddp.pt")

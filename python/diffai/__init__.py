@@ -5,8 +5,8 @@
     >>> for record in result.records:
     ...     print(record.kind, record.name)
 
-Inputs are paths (safetensors, PyTorch .pt/.pth/.bin/.ckpt, NumPy .npy/.npz, MATLAB .mat),
-model folders, or in-memory mappings of name -> numpy array / torch tensor.
+Inputs are paths (safetensors, PyTorch .pt/.pth/.bin/.ckpt, NumPy .npy/.npz, MATLAB .mat,
+GGUF .gguf), model folders, or in-memory mappings of name -> numpy array / torch tensor.
 """
 
 from ._core import DiffaiError

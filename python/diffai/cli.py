@@ -38,7 +38,7 @@ from .report import markdown, write_report
 _COMMON = [
     click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
                  help="Worker threads (0: every core)."),
-    click.option("--format", "fmt", type=click.Choice(["safetensors", "pytorch", "npy", "npz", "mat"]),
+    click.option("--format", "fmt", type=click.Choice(["safetensors", "pytorch", "npy", "npz", "mat", "gguf"]),
                  help="Override format detection."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     click.option("--no-color", is_flag=True, help="Never colour the output."),
@@ -244,7 +244,7 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
                  exit_code: bool, stats: bool, no_analysis: bool, markdown_output: bool, report_path: Optional[str],
                  include_charts: bool, no_align: bool, strip_prefix: Optional[str], stream: bool, threads: int,
                  fmt: Optional[str], quiet: bool, no_color: bool, **analysis_options: Any) -> None:
-    """Compare ML model files (safetensors, PyTorch, NumPy, MATLAB) tensor by tensor.
+    """Compare ML model files (safetensors, PyTorch, NumPy, MATLAB, GGUF) tensor by tensor.
 
     \b
       diffai A B [options]      compare two models (files or folders)

@@ -112,8 +112,12 @@ def safe_div(a: float, b: float) -> Optional[float]:
     return a / b if b else None
 
 
+# GGUF's block-quantized dtypes (q4_0, q4_k, iq2_xs, tq1_0, mxfp4, nvfp4 ...) decode to floats.
+_BLOCK_QUANTIZED = re.compile(r"(i?q|tq)\d|mxfp4|nvfp4")
+
+
 def is_float(dtype: str) -> bool:
-    return dtype.startswith(("f", "bf"))
+    return dtype.startswith(("f", "bf")) or _BLOCK_QUANTIZED.match(dtype) is not None
 
 
 _OPTIMIZER = re.compile(r"(^|\.)(optimizer|optimizer_states|lr_scheduler|lr_schedulers)(\.|$)")

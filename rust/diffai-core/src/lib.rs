@@ -1,11 +1,12 @@
 //! diffai-core: reads ML model files into tensor views without copying their data, and computes
 //! exact per-tensor and pairwise statistics over them in parallel.
 //!
-//! One module per file format (`safetensors`, `pytorch`, `numpy`, `matlab`), `stats` for the
-//! kernels, `model` for format detection.
+//! One module per file format (`safetensors`, `pytorch`, `numpy`, `matlab`, `gguf` with its
+//! block dequantizers), `stats` for the kernels, `model` for format detection.
 
 pub mod dtype;
 pub mod error;
+pub mod gguf;
 pub mod matlab;
 pub mod model;
 pub mod numpy;

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::{Format, Model};
-use crate::{matlab, numpy, pytorch, safetensors};
+use crate::{gguf, matlab, numpy, pytorch, safetensors};
 use memmap2::Mmap;
 use std::fs::File;
 use std::path::Path;
@@ -64,6 +64,9 @@ pub fn detect(path: &Path) -> Result<Format> {
     if is_legacy_torch(head) {
         return Ok(Format::PyTorchLegacy);
     }
+    if head.starts_with(gguf::MAGIC) {
+        return Ok(Format::Gguf);
+    }
     if is_safetensors(&mut file, head, file_len) {
         return Ok(Format::Safetensors);
     }
@@ -79,7 +82,7 @@ pub fn detect(path: &Path) -> Result<Format> {
     Err(Error::format(
         path,
         format!(
-            "not a recognised model file (no safetensors, PyTorch, NumPy or MATLAB signature{})",
+            "not a recognised model file (no safetensors, PyTorch, NumPy, MATLAB or GGUF signature{})",
             if ext.is_empty() {
                 String::new()
             } else {
@@ -171,6 +174,7 @@ pub fn format_from_name(name: &str) -> Option<Format> {
         "npy" | "numpy" => Format::Npy,
         "npz" => Format::Npz,
         "mat" | "matlab" => Format::Mat5,
+        "gguf" => Format::Gguf,
         _ => return None,
     })
 }
@@ -195,6 +199,7 @@ pub fn open(path: &Path, format: Option<Format>) -> Result<Model> {
         Format::Npy => numpy::load_npy(path),
         Format::Npz => numpy::load_npz(path),
         Format::Mat5 => matlab::load(path),
+        Format::Gguf => gguf::load(path),
         Format::Mat73 => Err(Error::format(
             path,
             "MATLAB v7.3 is HDF5; it is read through the Python package (h5py)",

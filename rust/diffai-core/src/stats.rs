@@ -30,6 +30,8 @@ const BLOCK: usize = 2048;
 /// Elements per parallel work item; a multiple of `BLOCK`.
 pub const CHUNK: usize = 128 * BLOCK;
 const LANES: usize = 8;
+/// The longest block of a block-quantized dtype (the 256-value K/I-quant super-blocks).
+pub const MAX_BLOCK_ELEMS: usize = 256;
 
 /// Shared with the caller while a run is under way: set `cancel` to stop it, read `bytes_done`
 /// to show progress.
@@ -244,6 +246,18 @@ impl<'a> View<'a> {
 
     #[inline(always)]
     fn decode(&self, start: usize, out: &mut [f64]) {
+        if self.dtype.codec().is_some() {
+            let mut buf = [0f32; BLOCK];
+            for (k, piece) in out.chunks_mut(BLOCK).enumerate() {
+                let values = &mut buf[..piece.len()];
+                self.decode_f32(start + k * BLOCK, values);
+                piece
+                    .iter_mut()
+                    .zip(values)
+                    .for_each(|(o, &mut x)| *o = x as f64);
+            }
+            return;
+        }
         let size = self.dtype.size();
         match &self.strided {
             None => decode_contiguous(
@@ -281,6 +295,56 @@ impl<'a> View<'a> {
                     }
                 }
             }
+        }
+    }
+}
+
+impl View<'_> {
+    /// Elements [start, start + out.len()) as f32, for the views the fused kernels read through
+    /// an f32 buffer: contiguous f32/bf16 (exact) and block-quantized dtypes (f32 by definition).
+    fn decode_f32(&self, start: usize, out: &mut [f32]) {
+        let Some(codec) = self.dtype.codec() else {
+            let size = self.dtype.size();
+            let bytes = &self.bytes()[start * size..(start + out.len()) * size];
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(size)) {
+                *o = match c {
+                    &[l0, l1, h0, h1] => f32::from_le_bytes([l0, l1, h0, h1]),
+                    &[b0, b1] => f32::from_bits((u16::from_le_bytes([b0, b1]) as u32) << 16),
+                    _ => f32::NAN, // fused_kind admits only f32 and bf16
+                };
+            }
+            return;
+        };
+        // Whole blocks are decoded in place; a partial block at either end through a scratch.
+        let (elems, size) = (codec.elems, codec.bytes);
+        let bytes = self.bytes();
+        let mut scratch = [0f32; MAX_BLOCK_ELEMS];
+        let (mut i, mut done) = (start, 0);
+        while done < out.len() {
+            let (block, skip) = (i / elems, i % elems);
+            let whole = if skip == 0 {
+                (out.len() - done) / elems
+            } else {
+                0
+            };
+            let n = if whole > 0 {
+                let n = whole * elems;
+                (codec.decode)(
+                    &bytes[block * size..(block + whole) * size],
+                    &mut out[done..done + n],
+                );
+                n
+            } else {
+                let n = (elems - skip).min(out.len() - done);
+                (codec.decode)(
+                    &bytes[block * size..(block + 1) * size],
+                    &mut scratch[..elems],
+                );
+                out[done..done + n].copy_from_slice(&scratch[skip..skip + n]);
+                n
+            };
+            done += n;
+            i += n;
         }
     }
 }
@@ -330,6 +394,8 @@ fn decode_contiguous(dtype: DType, bytes: &[u8], out: &mut [f64]) {
                 *o = lut[b as usize] as f64;
             }
         }
+        // Block-quantized types never reach here: `View::decode` sends them to `decode_blocks`.
+        _ => out.fill(f64::NAN),
     }
 }
 
@@ -978,7 +1044,7 @@ mod fused {
 // Chunk drivers, compiled for the baseline, AVX2 and AVX-512, and chosen at run time.
 
 #[cfg(target_arch = "x86_64")]
-fn cpu_has_avx2() -> bool {
+pub(crate) fn cpu_has_avx2() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
         is_x86_feature_detected!("avx2")
@@ -1005,7 +1071,7 @@ fn chunk_stats_body(
     v: &View,
     start: usize,
     end: usize,
-    fast: impl Fn(usize, usize) -> Option<TensorStats>,
+    mut fast: impl FnMut(usize, usize) -> Option<TensorStats>,
 ) -> TensorStats {
     // Decode scratch for the generic path only: zeroing it for every small tensor the fused
     // path handles cost more than the tensor's own statistics.
@@ -1032,7 +1098,7 @@ fn chunk_pair_body(
     start: usize,
     end: usize,
     eps: f64,
-    fast: impl Fn(usize, usize) -> Option<(TensorStats, TensorStats, PairStats)>,
+    mut fast: impl FnMut(usize, usize) -> Option<(TensorStats, TensorStats, PairStats)>,
 ) -> (TensorStats, TensorStats, PairStats) {
     let (mut ba, mut bb) = (Vec::new(), Vec::new()); // as in chunk_stats_body
     let (mut sa, mut sb, mut p) = (
@@ -1089,7 +1155,7 @@ macro_rules! fused_drivers {
     ($m:ident, $lanes:ty, $features:literal) => {
         mod $m {
             use super::fused::{block_pair, block_stats, Bf16, Load, F32};
-            use super::{chunk_pair_body, chunk_stats_body, fused_kind, DType};
+            use super::{as_bytes, chunk_pair_body, chunk_stats_body, fused_kind, DType, BLOCK};
             use super::{PairStats, TensorStats, View};
 
             type L = $lanes;
@@ -1148,6 +1214,41 @@ macro_rules! fused_drivers {
                 })
             }
 
+            /// A block-quantized view, decoded a block at a time into an f32 buffer in L1.
+            ///
+            /// # Safety
+            /// The CPU must have the module's features.
+            #[target_feature(enable = $features)]
+            unsafe fn stats_buffered(v: &View, start: usize, end: usize) -> TensorStats {
+                let mut buf = [0f32; BLOCK];
+                chunk_stats_body(v, start, end, |i, n| {
+                    v.decode_f32(i, &mut buf[..n]);
+                    // SAFETY: the buffer holds n f32; the features are this function's.
+                    unsafe { block_s::<F32>(as_bytes(&buf[..n]), 0, n) }
+                })
+            }
+
+            /// A pair where either side is block-quantized: both through f32 buffers.
+            ///
+            /// # Safety
+            /// The CPU must have the module's features; both views pass `fused_kind`.
+            #[target_feature(enable = $features)]
+            unsafe fn pair_buffered(
+                va: &View,
+                vb: &View,
+                start: usize,
+                end: usize,
+                eps: f64,
+            ) -> (TensorStats, TensorStats, PairStats) {
+                let (mut x, mut y) = ([0f32; BLOCK], [0f32; BLOCK]);
+                chunk_pair_body(va, vb, start, end, eps, |i, n| {
+                    va.decode_f32(i, &mut x[..n]);
+                    vb.decode_f32(i, &mut y[..n]);
+                    // SAFETY: both buffers hold n f32; the features are this function's.
+                    unsafe { block_p::<F32, F32>(as_bytes(&x[..n]), as_bytes(&y[..n]), 0, n, eps) }
+                })
+            }
+
             /// # Safety
             /// The CPU must have the module's features.
             pub(super) unsafe fn chunk_stats(
@@ -1159,7 +1260,8 @@ macro_rules! fused_drivers {
                 unsafe {
                     match fused_kind(v)? {
                         DType::F32 => Some(stats::<F32>(v, start, end)),
-                        _ => Some(stats::<Bf16>(v, start, end)),
+                        DType::BF16 => Some(stats::<Bf16>(v, start, end)),
+                        _ => Some(stats_buffered(v, start, end)),
                     }
                 }
             }
@@ -1176,6 +1278,9 @@ macro_rules! fused_drivers {
                 // SAFETY: the caller checked the features; the views' kinds are matched here.
                 unsafe {
                     Some(match (fused_kind(va)?, fused_kind(vb)?) {
+                        (a, b) if a.codec().is_some() || b.codec().is_some() => {
+                            pair_buffered(va, vb, start, end, eps)
+                        }
                         (DType::F32, DType::F32) => pair::<F32, F32>(va, vb, start, end, eps),
                         (DType::F32, _) => pair::<F32, Bf16>(va, vb, start, end, eps),
                         (_, DType::F32) => pair::<Bf16, F32>(va, vb, start, end, eps),
@@ -1240,10 +1345,24 @@ fn chunk_pair(
     chunk_pair_body(va, vb, start, end, eps, |_, _| None)
 }
 
-/// The dtype of a view the fused kernels handle (contiguous f32 or bf16).
+/// The dtype of a view the fused kernels handle: contiguous f32 or bf16 read in place, or a
+/// block-quantized dtype read through an f32 buffer.
 #[cfg(target_arch = "x86_64")]
 fn fused_kind(v: &View) -> Option<DType> {
-    (v.strided.is_none() && matches!(v.dtype, DType::F32 | DType::BF16)).then_some(v.dtype)
+    let fused = matches!(v.dtype, DType::F32 | DType::BF16) || v.dtype.codec().is_some();
+    (v.strided.is_none() && fused).then_some(v.dtype)
+}
+
+/// The bytes of an f32 buffer, as the fused kernels' loads read them.
+#[cfg(target_arch = "x86_64")]
+fn as_bytes(x: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding or invalid bit patterns, and u8 has alignment 1.
+    unsafe { std::slice::from_raw_parts(x.as_ptr() as *const u8, std::mem::size_of_val(x)) }
+}
+
+/// Bytes that hold `n` elements of `dtype`, for progress (a partial block counts pro rata).
+fn stored_bytes(dtype: DType, n: usize) -> usize {
+    n * dtype.size() / dtype.block_elems()
 }
 
 /// Computes `part` over each fixed chunk of `0..numel` (in parallel when there are several) and
@@ -1251,7 +1370,7 @@ fn fused_kind(v: &View) -> Option<DType> {
 /// Cancellation is checked and progress reported per chunk.
 fn fold_chunks<T: Send>(
     numel: usize,
-    elem_size: usize,
+    dtypes: &[DType],
     ctl: &Control,
     mut total: T,
     part: impl Fn(usize, usize) -> T + Sync,
@@ -1261,7 +1380,7 @@ fn fold_chunks<T: Send>(
         ctl.check()?;
         let (s, e) = (c * CHUNK, ((c + 1) * CHUNK).min(numel));
         let r = part(s, e);
-        ctl.advance((e - s) * elem_size);
+        ctl.advance(dtypes.iter().map(|d| stored_bytes(*d, e - s)).sum());
         Ok(r)
     };
     match numel.div_ceil(CHUNK) {
@@ -1288,7 +1407,7 @@ pub fn tensor_stats(t: &Tensor, ctl: &Control) -> Result<TensorStats> {
     let v = View::new(t)?;
     fold_chunks(
         v.numel,
-        t.dtype.size(),
+        &[t.dtype],
         ctl,
         TensorStats::default(),
         |s, e| chunk_stats(&v, s, e),
@@ -1313,7 +1432,7 @@ pub fn pair_stats(
     }
     let (sa, sb, mut p) = fold_chunks(
         va.numel,
-        a.dtype.size() + b.dtype.size(),
+        &[a.dtype, b.dtype],
         ctl,
         Default::default(),
         |s, e| chunk_pair(&va, &vb, s, e, epsilon),
@@ -1364,7 +1483,7 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
     };
     fold_chunks(
         v.numel,
-        t.dtype.size(),
+        &[t.dtype],
         ctl,
         vec![0u64; bins],
         |s, e| {
@@ -1427,7 +1546,8 @@ pub fn row_products(
                     i += n;
                 }
             }
-            ctl.advance(sums.len() * width * (a.dtype.size() + b.dtype.size()));
+            let n = sums.len() * width;
+            ctl.advance(stored_bytes(a.dtype, n) + stored_bytes(b.dtype, n));
             Ok(())
         })?;
     Ok(out)

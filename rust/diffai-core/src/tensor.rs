@@ -126,8 +126,9 @@ impl Tensor {
         self.shape.iter().product()
     }
 
+    /// Bytes of the elements (whole blocks for a block-quantized dtype).
     pub fn nbytes(&self) -> usize {
-        self.numel() * self.dtype.size()
+        self.numel() / self.dtype.block_elems() * self.dtype.size()
     }
 
     /// The C-contiguous strides for `shape`.
@@ -153,9 +154,8 @@ impl Tensor {
 
     /// The byte range of the elements inside the storage when they are one C-order run.
     pub fn contiguous_range(&self) -> Option<Range<usize>> {
-        let size = self.dtype.size();
-        let start = self.offset * size;
-        let end = start + self.numel() * size;
+        let start = self.offset / self.dtype.block_elems() * self.dtype.size();
+        let end = start + self.nbytes();
         (self.is_c_contiguous() && end <= self.storage.len()).then_some(start..end)
     }
 
@@ -176,6 +176,9 @@ impl Tensor {
                     .is_some_and(|bytes| bytes <= usize::MAX as u128)
             })
             .ok_or_else(|| format!("{}: shape {:?} overflows", self.name, self.shape))?;
+        if let Some(codec) = self.dtype.codec() {
+            return self.check_blocks(n, codec);
+        }
         if n == 0 {
             return Ok(());
         }
@@ -204,6 +207,35 @@ impl Tensor {
                 "{}: shape {:?} needs {} bytes but its storage holds {}",
                 self.name,
                 self.shape,
+                need,
+                self.storage.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// A block-quantized view is whole blocks in C order: its blocks cannot be strided.
+    fn check_blocks(&self, n: u128, codec: &crate::dtype::BlockCodec) -> Result<(), String> {
+        let elems = codec.elems as u128;
+        if !self.is_c_contiguous() {
+            return Err(format!(
+                "{}: a {} tensor cannot be strided",
+                self.name, self.dtype
+            ));
+        }
+        if n % elems != 0 || self.offset as u128 % elems != 0 {
+            return Err(format!(
+                "{}: {} elements from offset {} are not whole {}-element {} blocks",
+                self.name, n, self.offset, elems, self.dtype
+            ));
+        }
+        let need = (self.offset as u128 + n) / elems * codec.bytes as u128;
+        if need > self.storage.len() as u128 {
+            return Err(format!(
+                "{}: shape {:?} of {} needs {} bytes but its storage holds {}",
+                self.name,
+                self.shape,
+                self.dtype,
                 need,
                 self.storage.len()
             ));
@@ -240,6 +272,8 @@ pub enum Format {
     Mat5,
     /// MATLAB v7.3 is HDF5; the Python layer reads it (h5py), Rust only recognises it.
     Mat73,
+    /// llama.cpp's GGUF (metadata key-values, ggml-typed tensors, often block-quantized).
+    Gguf,
     /// Arrays handed over from Python memory.
     InMemory,
 }
@@ -254,6 +288,7 @@ impl Format {
             Format::Npz => "npz",
             Format::Mat5 => "mat",
             Format::Mat73 => "mat73",
+            Format::Gguf => "gguf",
             Format::InMemory => "memory",
         }
     }

@@ -569,23 +569,36 @@ fn pytorch_views_are_checked_against_their_storage() {
     let e = pytorch::load_zip(&path).err().unwrap().to_string();
     assert!(e.contains("more elements than can exist"), "{e}");
 
-    // Complex storages are skipped with a reason; the rest of the file still loads.
-    let complex = pickle(dict(&[
+    // Complex storages are read as (real, imaginary) parts; quantized ones are skipped with a
+    // reason and the rest of the file still loads.
+    let mixed = pickle(dict(&[
         (
             "z",
             tensor_v2(pid("ComplexFloatStorage", "1", 1, None), 0, &[1], &[1]),
+        ),
+        (
+            "q",
+            tensor_v2(pid("QInt8Storage", "2", 4, None), 0, &[4], &[1]),
         ),
         (
             "w",
             tensor_v2(pid("FloatStorage", "0", 4, None), 0, &[4], &[1]),
         ),
     ]));
-    write_zip(&path, &complex, &[("0", data.clone()), ("1", vec![0; 8])]);
+    let z: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    write_zip(
+        &path,
+        &mixed,
+        &[("0", data.clone()), ("1", z), ("2", vec![0; 4])],
+    );
     let m = pytorch::load_zip(&path).unwrap();
-    assert_eq!(m.tensors.len(), 1);
-    assert_eq!(m.skipped[0].name, "z");
+    let names: Vec<&str> = m.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["z", "w"]);
+    assert_eq!(m.tensors[0].shape, [1, 2]);
+    assert_eq!(values_f64(&m.tensors[0]), [1.5, -2.0]);
+    assert_eq!(m.skipped[0].name, "q");
     assert!(
-        m.skipped[0].reason.contains("ComplexFloatStorage"),
+        m.skipped[0].reason.contains("QInt8Storage"),
         "{}",
         m.skipped[0].reason
     );

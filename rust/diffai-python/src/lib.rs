@@ -319,7 +319,7 @@ fn format_arg(format: Option<&str>) -> PyResult<Option<Format>> {
         .map(|f| {
             diffai_core::model::format_from_name(f).ok_or_else(|| {
                 DiffaiError::new_err(format!(
-                    "unknown format {f:?} (expected safetensors, pytorch, npy, npz or mat)"
+                    "unknown format {f:?} (expected safetensors, pytorch, npy, npz, mat or gguf)"
                 ))
             })
         })

@@ -49,6 +49,7 @@ pub fn read_at(t: &Tensor, data: &[u8], element: usize) -> V {
         DType::Bool => V::I(b[0] as i128),
         DType::F8E4M3 => V::F(f8_e4m3(b[0])),
         DType::F8E5M2 => V::F(f8_e5m2(b[0])),
+        other => panic!("{other} is block-quantized: read it through the statistics kernels"),
     }
 }
 

@@ -1,0 +1,314 @@
+//! The container on hand-built files (hostile ones included) and the decoders on blocks whose
+//! values are known by hand. Every type is also checked against llama.cpp's gguf-py in
+//! tests/test_gguf.py.
+
+use super::*;
+use crate::stats::{self, Control};
+use std::io::Write;
+
+/// A GGUF v3 file, built field by field.
+#[derive(Default)]
+struct File {
+    kvs: Vec<u8>,
+    kv_count: u64,
+    infos: Vec<u8>,
+    tensor_count: u64,
+    data: Vec<u8>,
+}
+
+fn string(s: &str) -> Vec<u8> {
+    let mut v = (s.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+impl File {
+    fn kv(mut self, key: &str, ty: u32, value: &[u8]) -> Self {
+        self.kvs.extend(string(key));
+        self.kvs.extend(ty.to_le_bytes());
+        self.kvs.extend_from_slice(value);
+        self.kv_count += 1;
+        self
+    }
+
+    /// A tensor of ggml type `ty` and ggml dims (row length first) with its bytes appended.
+    fn tensor(mut self, name: &str, dims: &[u64], ty: u32, bytes: &[u8]) -> Self {
+        self.infos.extend(string(name));
+        self.infos.extend((dims.len() as u32).to_le_bytes());
+        dims.iter().for_each(|d| self.infos.extend(d.to_le_bytes()));
+        self.infos.extend(ty.to_le_bytes());
+        self.infos.extend((self.data.len() as u64).to_le_bytes());
+        self.data.extend_from_slice(bytes);
+        self.data.resize(self.data.len().next_multiple_of(32), 0);
+        self.tensor_count += 1;
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut v = b"GGUF".to_vec();
+        v.extend(3u32.to_le_bytes());
+        v.extend(self.tensor_count.to_le_bytes());
+        v.extend(self.kv_count.to_le_bytes());
+        v.extend(&self.kvs);
+        v.extend(&self.infos);
+        v.resize(v.len().next_multiple_of(32), 0);
+        v.extend(&self.data);
+        v
+    }
+}
+
+fn load_bytes(bytes: &[u8]) -> Result<Model> {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(bytes).unwrap();
+    load(f.path())
+}
+
+fn refused(bytes: &[u8], why: &str) {
+    match load_bytes(bytes) {
+        Ok(_) => panic!("accepted a file that should fail with {why:?}"),
+        Err(e) => assert!(e.to_string().contains(why), "{e} lacks {why:?}"),
+    }
+}
+
+fn q8_0_block(d: f32, codes: impl Fn(usize) -> i8) -> Vec<u8> {
+    let mut b = half::f16::from_f32(d).to_le_bytes().to_vec();
+    b.extend((0..32).map(|i| codes(i) as u8));
+    b
+}
+
+fn valid() -> File {
+    File::default()
+        .kv("general.architecture", 8, &string("llama"))
+        .kv("n", 4, &7u32.to_le_bytes())
+        .tensor(
+            "w",
+            &[32, 2],
+            8,
+            &[
+                q8_0_block(0.5, |i| i as i8 - 16),
+                q8_0_block(-2.0, |i| i as i8),
+            ]
+            .concat(),
+        )
+        .tensor(
+            "b",
+            &[3],
+            0,
+            &[1f32, 2.0, 3.0]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<_>>(),
+        )
+}
+
+#[test]
+fn reads_tensors_metadata_and_q8_0_values() {
+    let m = load_bytes(&valid().bytes()).unwrap();
+    assert_eq!(m.format, Format::Gguf);
+    assert_eq!(
+        m.metadata,
+        [
+            ("general.architecture".into(), "llama".into()),
+            ("n".into(), "7".into())
+        ]
+    );
+    let w = &m.tensors[0];
+    assert_eq!(
+        (w.name.as_str(), w.dtype, w.shape.clone()),
+        ("w", DType::Q8_0, vec![2, 32])
+    );
+    let values = stats::to_f64(w, 0, None).unwrap();
+    let want: Vec<f64> = (0..32)
+        .map(|i| 0.5 * (i as f64 - 16.0))
+        .chain((0..32).map(|i| -2.0 * i as f64))
+        .collect();
+    assert_eq!(values, want);
+    // A window that starts and ends inside blocks.
+    assert_eq!(stats::to_f64(w, 5, Some(40)).unwrap(), want[5..45]);
+    let s = stats::tensor_stats(w, &Control::default()).unwrap();
+    assert_eq!((s.min, s.max, s.numel), (-62.0, 7.5, 64));
+    assert_eq!(m.tensors[1].shape, [3]);
+}
+
+#[test]
+fn unaligned_windows_match_the_whole_decode_for_every_codec() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for dtype in DType::ALL.into_iter().filter(|d| d.codec().is_some()) {
+        let codec = dtype.codec().unwrap();
+        let blocks = 3;
+        let bytes: Vec<u8> = (0..blocks * codec.bytes)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect();
+        let t = Tensor::contiguous(
+            "t".into(),
+            dtype,
+            vec![blocks * codec.elems],
+            Storage::from_vec(bytes),
+        );
+        let whole = stats::to_f64(&t, 0, None).unwrap();
+        let (start, n) = (codec.elems / 2 + 1, codec.elems + 3);
+        let part = stats::to_f64(&t, start, Some(n)).unwrap();
+        let same = part
+            .iter()
+            .zip(&whole[start..start + n])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{dtype}");
+    }
+}
+
+#[test]
+fn known_values_of_small_codecs() {
+    let decode = |dtype: DType, block: &[u8]| {
+        let c = dtype.codec().unwrap();
+        let mut out = vec![0f32; c.elems];
+        (c.decode)(block, &mut out);
+        out
+    };
+    // Q4_0: d = 1, byte 0x9F: value 0 is 15 - 8 = 7, value 16 is 9 - 8 = 1.
+    let mut q4 = half::f16::from_f32(1.0).to_le_bytes().to_vec();
+    q4.extend([0x9F; 16]);
+    let v = decode(DType::Q4_0, &q4);
+    assert_eq!((v[0], v[16]), (7.0, 1.0));
+    // MXFP4: scale byte 128 is 2^(128 - 127) halved = 1; code 7 is E2M1 6, stored doubled (12).
+    let mut mx = vec![128u8];
+    mx.extend([0xF7; 16]);
+    let v = decode(DType::MXFP4, &mx);
+    assert_eq!((v[0], v[16]), (12.0, -12.0));
+    // IQ4_NL: d = 0.5, code 0 -> -127 * 0.5, code 15 -> 113 * 0.5.
+    let mut iq4 = half::f16::from_f32(0.5).to_le_bytes().to_vec();
+    iq4.extend([0xF0; 16]);
+    let v = decode(DType::IQ4_NL, &iq4);
+    assert_eq!((v[0], v[16]), (-63.5, 56.5));
+}
+
+#[test]
+fn every_truncation_is_refused_without_panic() {
+    let bytes = valid().bytes();
+    // The last 20 bytes pad the last tensor (12 bytes) to the alignment; a file may omit them.
+    for n in 0..bytes.len() - 20 {
+        assert!(
+            load_bytes(&bytes[..n]).is_err(),
+            "prefix of {n} bytes accepted"
+        );
+    }
+}
+
+#[test]
+fn hostile_headers_are_refused_with_the_reason() {
+    let with_counts = |tensors: u64, kvs: u64| {
+        let mut v = b"GGUF".to_vec();
+        v.extend(3u32.to_le_bytes());
+        v.extend(tensors.to_le_bytes());
+        v.extend(kvs.to_le_bytes());
+        v.extend([0u8; 64]);
+        v
+    };
+    refused(&with_counts(0, u64::MAX), "key-values cannot fit");
+    refused(&with_counts(u64::MAX / 2, 0), "tensor infos cannot fit");
+    let mut v1 = valid().bytes();
+    v1[4] = 1;
+    refused(&v1, "version 1");
+    let mut be = valid().bytes();
+    be[4..8].copy_from_slice(&3u32.to_be_bytes());
+    refused(&be, "big-endian");
+
+    let long_string = File::default().kv("s", 8, &u64::MAX.to_le_bytes());
+    refused(&long_string.bytes(), "truncated");
+    let mut long_array = 0u32.to_le_bytes().to_vec();
+    long_array.extend((u64::MAX / 4).to_le_bytes());
+    refused(
+        &File::default().kv("a", 9, &long_array).bytes(),
+        "array elements cannot fit",
+    );
+    let mut deep = Vec::new();
+    for _ in 0..6 {
+        deep.extend(9u32.to_le_bytes());
+        deep.extend(1u64.to_le_bytes());
+    }
+    deep.extend(0u32.to_le_bytes());
+    deep.extend(0u64.to_le_bytes());
+    refused(&File::default().kv("a", 9, &deep).bytes(), "nested deeper");
+    refused(&File::default().kv("b", 7, &[2]).bytes(), "neither 0 nor 1");
+    refused(
+        &File::default().kv("x", 13, &[0; 8]).bytes(),
+        "unknown value type 13",
+    );
+    refused(
+        &File::default()
+            .kv("general.alignment", 4, &24u32.to_le_bytes())
+            .bytes(),
+        "not a power of two",
+    );
+    refused(
+        &File::default()
+            .kv("k", 4, &[0; 4])
+            .kv("k", 4, &[0; 4])
+            .bytes(),
+        "k appears twice",
+    );
+
+    let block = q8_0_block(1.0, |_| 1);
+    refused(
+        &File::default()
+            .tensor("t", &[32, 1, 1, 1, 1], 8, &block)
+            .bytes(),
+        "5 dimensions",
+    );
+    refused(
+        &File::default().tensor("t", &[16, 2], 8, &block).bytes(),
+        "whole 32-value q8_0 blocks",
+    );
+    refused(
+        &File::default().tensor("t", &[32, 2], 8, &block).bytes(),
+        "run past the end",
+    );
+    refused(
+        &File::default().tensor("t", &[], 8, &block).bytes(),
+        "not whole 32-value q8_0 blocks",
+    );
+    refused(
+        &File::default()
+            .tensor("t", &[u64::MAX, u64::MAX], 0, &block)
+            .bytes(),
+        "overflow",
+    );
+    refused(
+        &File::default()
+            .tensor("t", &[32], 8, &block)
+            .tensor("t", &[32], 8, &block)
+            .bytes(),
+        "t appears twice",
+    );
+    let mut misaligned = File::default().tensor("t", &[32], 8, &block);
+    let at = misaligned.infos.len() - 8;
+    misaligned.infos[at..].copy_from_slice(&3u64.to_le_bytes());
+    refused(&misaligned.bytes(), "not a multiple of the alignment");
+}
+
+#[test]
+fn unknown_and_undecoded_types_are_named_skips() {
+    let m = load_bytes(
+        &File::default()
+            .tensor("q1", &[128], 41, &[0; 18])
+            .tensor("odd", &[4], 99, &[0; 4])
+            .bytes(),
+    )
+    .unwrap();
+    let skipped: Vec<_> = m
+        .skipped
+        .iter()
+        .map(|s| (s.name.as_str(), s.reason.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("q1", "ggml type Q1_0 not yet decoded"),
+            ("odd", "ggml type id 99 is not a known type")
+        ]
+    );
+}
