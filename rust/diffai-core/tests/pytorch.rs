@@ -569,6 +569,18 @@ fn pytorch_views_are_checked_against_their_storage() {
     let e = pytorch::load_zip(&path).err().unwrap().to_string();
     assert!(e.contains("more elements than can exist"), "{e}");
 
+    // A stride-0 view of 2^40 elements over 4 stored ones: refused by the view-reads budget at
+    // once (it would take about 40 minutes to read).
+    let burn = pickle(dict(&[(
+        "w",
+        tensor_v2(pid("FloatStorage", "0", 4, None), 0, &[1 << 20, 1 << 20], &[0, 0]),
+    )]));
+    write_zip(&path, &burn, &[("0", data.clone())]);
+    let started = std::time::Instant::now();
+    let e = pytorch::load_zip(&path).err().unwrap().to_string();
+    assert!(e.contains("budget: view reads"), "{e}");
+    assert!(started.elapsed().as_secs() < 5);
+
     // Complex storages are read as (real, imaginary) parts; quantized ones are skipped with a
     // reason and the rest of the file still loads.
     let mixed = pickle(dict(&[

@@ -31,6 +31,16 @@ pub(super) struct Walker<'n> {
     /// Inside an object's `_private` attribute: only tensors are named (hook tables, flags and
     /// name sets of nn.Module are bookkeeping, not model content).
     pub(super) tensors_only: usize,
+    /// Bytes of names (and string values) still allowed.
+    pub(super) name_bytes: u64,
+}
+
+/// A name as error messages show it: its last 80 characters at most.
+fn short(name: &str) -> String {
+    match name.char_indices().rev().nth(79) {
+        Some((at, _)) if at > 0 => format!("...{}", &name[at..]),
+        _ => name.to_owned(),
+    }
 }
 
 /// Names every tensor, scalar and skipped leaf under `root` by its dotted path, in pickle order.
@@ -42,6 +52,7 @@ pub(super) fn flatten(nodes: &[Node], root: &Value, ops: u64) -> VmResult<Flat> 
         open: Vec::new(),
         taken: HashSet::new(),
         tensors_only: 0,
+        name_bytes: NAME_BYTES_BASE.saturating_add(ops.saturating_mul(NAME_BYTES_PER_OP)),
     };
     w.walk(root, "", 0)?;
     Ok(w.out)
@@ -58,13 +69,31 @@ pub(super) fn child(parent: &str, component: &str) -> String {
 impl Walker<'_> {
     pub(super) fn walk(&mut self, v: &Value, name: &str, depth: usize) -> VmResult<()> {
         self.budget = self.budget.checked_sub(1).ok_or_else(|| {
-            "the pickle refers to shared objects so often that it would expand into more entries than it could hold (a decompression bomb?)".to_string()
+            "the pickle refers to shared objects so often that it would expand into more entries than it could hold (a decompression bomb?); budget: entries".to_string()
         })?;
         if depth > MAX_DEPTH {
             return Err(format!(
-                "{name}: containers nested deeper than {MAX_DEPTH} levels"
+                "{}: containers nested deeper than {MAX_DEPTH} levels",
+                short(name)
             ));
         }
+        if name.len() > MAX_NAME_BYTES {
+            return Err(format!(
+                "{}: a name longer than {MAX_NAME_BYTES} bytes; budget: name length",
+                short(name)
+            ));
+        }
+        // String values count like names: a memoized long string can be repeated without limit.
+        let text = match v {
+            Value::Str(s) => s.len(),
+            _ => 0,
+        };
+        self.name_bytes = self
+            .name_bytes
+            .checked_sub((name.len() + text) as u64)
+            .ok_or_else(|| {
+                "the pickle repeats long strings so often that its names and values would take more memory than the file justifies; budget: name bytes".to_string()
+            })?;
         let leaf = |root: &'static str| if name.is_empty() { root } else { name };
         match v {
             Value::None => self.scalar(leaf(ROOT_VALUE), Scalar::None),
@@ -228,6 +257,7 @@ impl Walker<'_> {
         if self.tensors_only > 0 {
             return;
         }
+
         let name = self.unique(name);
         self.out.scalars.push((name, value));
     }
@@ -247,25 +277,43 @@ impl Walker<'_> {
     }
 
     pub(super) fn key_text_at(&self, key: &Value, depth: usize) -> Option<String> {
-        Some(match key {
-            Value::Str(s) => s.to_string(),
-            Value::Int(i) => i.to_string(),
-            Value::Bool(b) => if *b { "True" } else { "False" }.to_owned(),
-            Value::None => "None".to_owned(),
-            Value::Float(f) => format!("{f:?}"),
-            Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-            Value::Global(g) => g.dotted(),
-            Value::Node(i) if depth < 8 => match self.nodes.get(*i)? {
-                Node::Tuple(items) => {
-                    let parts: Option<Vec<String>> = items
-                        .iter()
-                        .map(|x| self.key_text_at(x, depth + 1))
-                        .collect();
-                    format!("({})", parts?.join(", "))
+        let mut out = String::new();
+        self.write_key(key, depth, &mut out).then_some(out)
+    }
+
+    /// Appends the key's text; `false` when it cannot be a name component, or would be longer
+    /// than `MAX_NAME_BYTES` (checked as it grows, so shared tuples cannot make it explode).
+    fn write_key(&self, key: &Value, depth: usize, out: &mut String) -> bool {
+        use std::fmt::Write;
+        match key {
+            Value::Str(s) => out.push_str(s),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+            Value::None => out.push_str("None"),
+            Value::Float(f) => {
+                let _ = write!(out, "{f:?}");
+            }
+            Value::Bytes(b) => out.push_str(&String::from_utf8_lossy(b)),
+            Value::Global(g) => out.push_str(&g.dotted()),
+            Value::Node(i) if depth < 8 => match self.nodes.get(*i) {
+                Some(Node::Tuple(items)) => {
+                    out.push('(');
+                    for (k, x) in items.iter().enumerate() {
+                        if k > 0 {
+                            out.push_str(", ");
+                        }
+                        if !self.write_key(x, depth + 1, out) {
+                            return false;
+                        }
+                    }
+                    out.push(')');
                 }
-                _ => return None,
+                _ => return false,
             },
-            _ => return None,
-        })
+            _ => return false,
+        }
+        out.len() <= MAX_NAME_BYTES
     }
 }

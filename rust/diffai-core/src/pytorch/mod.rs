@@ -44,6 +44,19 @@ type VmResult<T> = std::result::Result<T, String>;
 
 /// Deepest nesting of containers accepted in a checkpoint.
 const MAX_DEPTH: usize = 512;
+/// Tuple nodes that hashing dict keys may visit in one pickle (a real checkpoint's keys take a
+/// few per entry).
+const KEY_WORK_BUDGET: u64 = 1 << 22;
+/// Longest name (dotted path) an entry may have.
+const MAX_NAME_BYTES: usize = 1 << 16;
+/// Bytes of names and string values flattening may make beyond `NAME_BYTES_PER_OP` per pickle
+/// opcode: memo references could otherwise repeat one long string without limit.
+const NAME_BYTES_BASE: u64 = 64 << 20;
+const NAME_BYTES_PER_OP: u64 = 64;
+/// Elements a view may have whatever its storage (`torch.expand` of a small tensor is legal).
+const MAX_VIEW_READS_FREE: usize = 1 << 24;
+/// Beyond that, logical elements per stored element a view may address.
+const MAX_VIEW_READS_PER_ELEMENT: usize = 1024;
 /// Deepest nesting of `_rebuild_from_type_v2` wrappers around one tensor.
 const MAX_REBUILD_NESTING: usize = 16;
 /// Name of a root that is a tensor rather than a container.

@@ -168,6 +168,16 @@ pub(super) fn make_tensor(
             t.dtype
         ))
     })?;
+    // Stride-0 and overlapping views address elements many times over: bound the work a view
+    // implies by the bytes that back it (a 582-byte file could ask for 2^40 reads).
+    let stored = range.len() / t.dtype.size().max(1);
+    if numel > MAX_VIEW_READS_FREE && numel / MAX_VIEW_READS_PER_ELEMENT > stored {
+        return Err(bad(format!(
+            "a view of {numel} elements over {stored} stored ones (stride 0 or overlapping \
+             strides) implies more than {MAX_VIEW_READS_PER_ELEMENT} reads per stored element; \
+             budget: view reads"
+        )));
+    }
     if numel > 0 {
         // Tensor::check_bounds does this in u128 without overflow checks; make sure it cannot overflow.
         let mut last = offset as u128;

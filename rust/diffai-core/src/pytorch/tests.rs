@@ -233,3 +233,91 @@ fn damaged_pickles_never_panic() {
         }
     }
 }
+
+/// A dict key of tuples nested in shared tuples (T0 = (1,), T(k+1) = (Tk, Tk, Tk, Tk)): 15
+/// levels are 4^15 nodes to hash. Refused by the key-work budget, at once.
+#[test]
+fn key_hash_bomb_is_refused_by_budget() {
+    const LEVELS: u8 = 15;
+    let mut data = b"\x80\x02}K\x01\x85q\x000".to_vec();
+    for level in 1..=LEVELS {
+        data.push(b'(');
+        for _ in 0..4 {
+            data.extend([b'h', level - 1]);
+        }
+        data.extend([b't', b'q', level, b'0']);
+    }
+    data.extend([b'h', LEVELS]);
+    data.extend(b"K\x00s.");
+    let started = std::time::Instant::now();
+    let e = run(&data).err().unwrap();
+    assert!(e.contains("budget: key work"), "{e}");
+    assert!(started.elapsed().as_secs() < 5);
+    // A key that hashes fine but prints as 4^8 leaves: not a name component, a named skip.
+    let mut data = b"\x80\x02}K\x01\x85q\x000".to_vec();
+    for level in 1..=LEVELS.min(9) {
+        data.push(b'(');
+        for _ in 0..4 {
+            data.extend([b'h', level - 1]);
+        }
+        data.extend([b't', b'q', level, b'0']);
+    }
+    data.extend([b'h', LEVELS.min(9)]);
+    data.extend(b"K\x00s.");
+    let f = flat(&data).unwrap();
+    assert!(f.skipped[0].reason.contains("cannot be part of a name"));
+    assert!(f.skipped[0].reason.len() < 200);
+}
+
+/// One long string memoized once and used as the key of many dicts: names are bounded by
+/// length and in total, not only by the number of entries.
+#[test]
+fn name_amplification_is_refused_by_budget() {
+    let long = |n: usize| {
+        let mut d = b"X".to_vec();
+        d.extend((n as u32).to_le_bytes());
+        d.extend(std::iter::repeat_n(b'k', n));
+        d
+    };
+    // A 1 MiB key cannot be a name component: a named skip with a short reason.
+    let mut data = b"\x80\x02}".to_vec();
+    data.extend(long(1 << 20));
+    data.extend(b"K\x01s.");
+    let f = flat(&data).unwrap();
+    assert!(f.skipped[0].reason.contains("cannot be part of a name"));
+    assert!(f.skipped[0].name.len() + f.skipped[0].reason.len() < 200);
+    // A 60 KiB key shared by 20,000 dicts in a list: 1.2 GB of names from a 100 KB pickle.
+    let mut data = b"\x80\x02]q\x00(".to_vec();
+    data.extend(b"}");
+    data.extend(long(60 << 10));
+    data.extend(b"q\x01K\x01s");
+    for _ in 1..20_000 {
+        data.extend(b"}h\x01K\x01s");
+    }
+    data.extend(b"e.");
+    let started = std::time::Instant::now();
+    let e = flat(&data).err().unwrap();
+    assert!(e.contains("budget: name bytes"), "{e}");
+    assert!(started.elapsed().as_secs() < 5);
+    // Two nested 40 KiB keys: a name of 80 KiB.
+    let mut data = b"\x80\x02}".to_vec();
+    data.extend(long(40 << 10));
+    data.extend(b"}");
+    data.extend(long(40 << 10));
+    data.extend(b"K\x01ss.");
+    let e = flat(&data).err().unwrap();
+    assert!(e.contains("budget: name length") && e.len() < 300, "{e}");
+    assert!(started.elapsed().as_secs() < 5);
+}
+
+/// The nesting error names the entry by its last characters, not a thousand of them.
+#[test]
+fn deep_nesting_error_is_short() {
+    let n = 600;
+    let mut data = vec![0x80, 2];
+    data.extend(std::iter::repeat_n(b']', n));
+    data.extend(std::iter::repeat_n(b'a', n - 1));
+    data.push(b'.');
+    let e = flat(&data).err().unwrap();
+    assert!(e.contains("nested deeper") && e.len() < 200, "{e}");
+}

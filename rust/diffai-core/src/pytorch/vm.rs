@@ -30,6 +30,8 @@ pub(super) struct Vm<'a> {
     pub(super) rebuild_nesting: usize,
     /// Classes and functions kept as inert placeholders, by dotted name.
     pub(super) inert: BTreeSet<String>,
+    /// Tuple nodes dict-key hashing may still visit (`hkey`).
+    pub(super) key_work: std::cell::Cell<u64>,
 }
 
 impl<'a> Vm<'a> {
@@ -47,6 +49,7 @@ impl<'a> Vm<'a> {
             ops: 0,
             rebuild_nesting: 0,
             inert: BTreeSet::new(),
+            key_work: std::cell::Cell::new(KEY_WORK_BUDGET),
         }
     }
 
@@ -226,8 +229,17 @@ impl<'a> Vm<'a> {
         }
     }
 
-    pub(super) fn hkey(&self, v: &Value, depth: usize) -> HKey {
-        match v {
+    /// The key as Python compares it. Each tuple node visited costs one unit of `key_work`: a
+    /// tuple of shared tuples (T(k+1) = (Tk, Tk, Tk, Tk)) is 686 bytes of pickle for 4^15 nodes.
+    pub(super) fn hkey(&self, v: &Value, depth: usize) -> VmResult<HKey> {
+        let left = self.key_work.get();
+        if left == 0 {
+            return Err(self.err(format!(
+                "dict keys need more than {KEY_WORK_BUDGET} steps to compare (tuples nested in shared tuples: a hash bomb); budget: key work"
+            )));
+        }
+        self.key_work.set(left - 1);
+        Ok(match v {
             Value::None => HKey::None,
             Value::Bool(b) => HKey::Int(*b as i64),
             Value::Int(i) => HKey::Int(*i),
@@ -243,16 +255,22 @@ impl<'a> Vm<'a> {
             Value::Bytes(b) => HKey::Bytes(b.clone()),
             Value::Global(g) => HKey::Global(g.dotted()),
             Value::Node(i) => match self.nodes.get(*i) {
-                Some(Node::Tuple(items)) if depth < 16 => {
-                    HKey::Tuple(items.iter().map(|x| self.hkey(x, depth + 1)).collect())
-                }
+                Some(Node::Tuple(items)) if depth < 16 => HKey::Tuple(
+                    items
+                        .iter()
+                        .map(|x| self.hkey(x, depth + 1))
+                        .collect::<VmResult<_>>()?,
+                ),
                 _ => HKey::Node(*i),
             },
-        }
+        })
     }
 
     pub(super) fn set_items(&mut self, target: &Value, pairs: Vec<(Value, Value)>) -> VmResult<()> {
-        let keys: Vec<HKey> = pairs.iter().map(|(k, _)| self.hkey(k, 0)).collect();
+        let keys: Vec<HKey> = pairs
+            .iter()
+            .map(|(k, _)| self.hkey(k, 0))
+            .collect::<VmResult<_>>()?;
         let what = describe_value(&self.nodes, target);
         match self.node_mut(target) {
             Some(Node::Dict(d)) => {
