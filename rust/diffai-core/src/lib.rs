@@ -4,6 +4,7 @@
 //! One module per file format (`safetensors`, `pytorch`, `numpy`, `matlab`, `gguf` with its
 //! block dequantizers), `stats` for the kernels, `model` for format detection.
 
+pub mod cancel;
 pub mod dtype;
 pub mod error;
 pub mod gguf;

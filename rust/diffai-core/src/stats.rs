@@ -42,7 +42,7 @@ pub struct Control {
 }
 
 impl Control {
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
             Err(Error::Interrupted)
         } else {

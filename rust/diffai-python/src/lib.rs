@@ -241,7 +241,9 @@ fn run<T: Send + 'static>(
     let (tx, rx) = mpsc::channel();
     let worker_ctl = ctl.clone();
     std::thread::spawn(move || {
-        let out = catch_unwind(AssertUnwindSafe(|| pool.install(|| job(&worker_ctl))));
+        // The control is installed for the thread so loops without one (the pickle VM) see Ctrl-C.
+        let scoped = || diffai_core::cancel::scope(worker_ctl.clone(), || job(&worker_ctl));
+        let out = catch_unwind(AssertUnwindSafe(|| pool.install(scoped)));
         let _ = tx.send(out);
     });
     // Stops the worker and waits until it no longer touches the data, then returns `err`.

@@ -68,6 +68,9 @@ pub(super) fn child(parent: &str, component: &str) -> String {
 
 impl Walker<'_> {
     pub(super) fn walk(&mut self, v: &Value, name: &str, depth: usize) -> VmResult<()> {
+        if self.budget.is_multiple_of(1 << 16) && crate::cancel::requested() {
+            return Err(INTERRUPTED.into());
+        }
         self.budget = self.budget.checked_sub(1).ok_or_else(|| {
             "the pickle refers to shared objects so often that it would expand into more entries than it could hold (a decompression bomb?); budget: entries".to_string()
         })?;

@@ -57,6 +57,9 @@ const NAME_BYTES_PER_OP: u64 = 64;
 const MAX_VIEW_READS_FREE: usize = 1 << 24;
 /// Beyond that, logical elements per stored element a view may address.
 const MAX_VIEW_READS_PER_ELEMENT: usize = 1024;
+/// What the VM and flattening return when the run was cancelled (Ctrl-C); `fail` turns it
+/// into `Error::Interrupted`.
+const INTERRUPTED: &str = "interrupted";
 /// Deepest nesting of `_rebuild_from_type_v2` wrappers around one tensor.
 const MAX_REBUILD_NESTING: usize = 16;
 /// Name of a root that is a tensor rather than a container.
@@ -84,6 +87,15 @@ use vm::*;
 // ---------------------------------------------------------------------------------------------
 // Public entry points
 // ---------------------------------------------------------------------------------------------
+
+/// A VM or flattening error as the reader reports it: Ctrl-C stays an interruption.
+fn vm_error(path: &Path, e: String) -> Error {
+    if e == INTERRUPTED {
+        Error::Interrupted
+    } else {
+        Error::format(path, e)
+    }
+}
 
 /// Reads a zip checkpoint (`<dir>/data.pkl`, `<dir>/data/<key>`, `<dir>/byteorder`).
 pub fn load_zip(path: &Path) -> Result<Model> {
@@ -132,8 +144,8 @@ pub fn load_zip(path: &Path) -> Result<Model> {
         .ok_or_else(|| Error::format(path, format!("{pkl_name} cannot be read")))?;
     let pickle = (*owner).as_ref().get(range).unwrap_or_default();
     let mut vm = Vm::new(pickle, 0, &pkl_name, Pids::Zip);
-    let root = vm.run().map_err(|e| Error::format(path, e))?;
-    let mut flat = flatten(&vm.nodes, &root, vm.ops).map_err(|e| Error::format(path, e))?;
+    let root = vm.run().map_err(|e| vm_error(path, e))?;
+    let mut flat = flatten(&vm.nodes, &root, vm.ops).map_err(|e| vm_error(path, e))?;
     flat.inert = vm.inert.into_iter().collect();
 
     let mut storages = ZipStorages {
@@ -155,7 +167,7 @@ pub fn load_zip(path: &Path) -> Result<Model> {
 pub fn load_legacy(path: &Path) -> Result<Model> {
     let map = map_file(path)?;
     let bytes: &[u8] = (*map).as_ref();
-    let fail = |e: String| Error::format(path, e);
+    let fail = |e: String| vm_error(path, e);
 
     let mut vm = Vm::new(bytes, 0, "legacy pickle 1 (magic number)", Pids::None);
     let magic = vm.run().map_err(fail)?;

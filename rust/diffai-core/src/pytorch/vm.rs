@@ -64,6 +64,9 @@ impl<'a> Vm<'a> {
         loop {
             self.op_pos = self.pos;
             self.ops += 1;
+            if self.ops.is_multiple_of(1 << 16) && crate::cancel::requested() {
+                return Err(INTERRUPTED.into());
+            }
             if self.step()? {
                 return match self.stack.pop() {
                     Some(v) if self.marks.is_empty() => Ok(v),
