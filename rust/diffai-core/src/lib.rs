@@ -2,10 +2,11 @@
 //! exact per-tensor and pairwise statistics over them in parallel.
 //!
 //! One module per file format (`safetensors`, `pytorch`, `numpy`, `matlab`), `stats` for the
-//! kernels, `model` for format detection.
+//! kernels, `model` for format detection, `mapped` for opening and mapping files.
 
 pub mod dtype;
 pub mod error;
+pub mod mapped;
 pub mod matlab;
 pub mod model;
 pub mod numpy;

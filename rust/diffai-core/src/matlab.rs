@@ -21,7 +21,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::model::map_file;
+use crate::mapped;
 use crate::numpy::fortran_strides;
 use crate::tensor::{Format, Model, Scalar, Skipped, Storage, Tensor};
 use std::io::Read;
@@ -66,7 +66,11 @@ const FLAG_COMPLEX: u32 = 0x0800;
 const FLAG_LOGICAL: u32 = 0x0200;
 
 pub fn load(path: &Path) -> Result<Model> {
-    let map = map_file(path)?;
+    mapped::read(path, |map| load_bytes(path, map))
+}
+
+/// Reads a MAT-file's bytes (`path` only names them in messages; the fuzz targets call this).
+pub fn load_bytes(path: &Path, map: Owner) -> Result<Model> {
     let bytes: &[u8] = (*map).as_ref();
     if bytes.len() < 128 {
         return Err(Error::format(

@@ -3,31 +3,15 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::{Format, Model};
-use crate::{matlab, numpy, pytorch, safetensors};
-use memmap2::Mmap;
-use std::fs::File;
+use crate::{mapped, matlab, numpy, pytorch, safetensors};
 use std::path::Path;
-use std::sync::Arc;
-
-/// Maps a file read-only. An empty file maps to an empty buffer (mmap of length 0 fails).
-pub fn map_file(path: &Path) -> Result<Arc<dyn AsRef<[u8]> + Send + Sync>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if len == 0 {
-        return Ok(Arc::new(Vec::<u8>::new()));
-    }
-    // SAFETY: the map is read-only; a file truncated by another process while mapped is outside
-    // what any reader of model files can defend against (safetensors and numpy accept the same).
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    Ok(Arc::new(map))
-}
 
 /// Recognises a format from the first bytes of a file, then from its extension.
 pub fn detect(path: &Path) -> Result<Format> {
     let mut head = [0u8; 1024];
     let n = {
         use std::io::Read;
-        let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut f = mapped::open_regular(path)?;
         let mut n = 0;
         while n < head.len() {
             let got = f.read(&mut head[n..]).map_err(|e| Error::io(path, e))?;
@@ -85,7 +69,7 @@ pub fn detect(path: &Path) -> Result<Format> {
 
 /// A zip is a PyTorch checkpoint when it holds `<dir>/data.pkl`, otherwise an `.npz`.
 fn zip_kind(path: &Path) -> Result<Format> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = mapped::open_regular(path)?;
     let archive = zip::ZipArchive::new(file)
         .map_err(|e| Error::format(path, format!("damaged zip archive: {e}")))?;
     let is_torch = archive

@@ -16,7 +16,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::model::map_file;
+use crate::mapped;
 use crate::tensor::{Format, Model, Skipped, Storage, Tensor};
 use std::io::{Cursor, Read};
 use std::path::Path;
@@ -28,7 +28,11 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Reads a `.npy` file: one tensor named after the file stem.
 pub fn load_npy(path: &Path) -> Result<Model> {
-    let map = map_file(path)?;
+    mapped::read(path, |map| load_npy_bytes(path, map))
+}
+
+/// Reads an `.npy` file's bytes (`path` only names them in messages; the fuzz targets call this).
+pub fn load_npy_bytes(path: &Path, map: Owner) -> Result<Model> {
     let bytes: &[u8] = (*map).as_ref();
     let name = path
         .file_stem()
@@ -44,7 +48,11 @@ pub fn load_npy(path: &Path) -> Result<Model> {
 
 /// Reads an `.npz` archive: one tensor per `.npy` entry, named by its key.
 pub fn load_npz(path: &Path) -> Result<Model> {
-    let map = map_file(path)?;
+    mapped::read(path, |map| load_npz_bytes(path, map))
+}
+
+/// Reads an `.npz` archive's bytes (`path` only names them in messages; the fuzz targets call this).
+pub fn load_npz_bytes(path: &Path, map: Owner) -> Result<Model> {
     let bytes: &[u8] = (*map).as_ref();
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| Error::format(path, format!("damaged zip archive: {e}")))?;

@@ -220,6 +220,12 @@ impl<'a> View<'a> {
         })
     }
 
+    /// Whether the bytes read are still the file's: a mapped file that shrank during the pass
+    /// was read as zeros (see `mapped`), and the result must not be used.
+    fn intact(&self) -> Result<()> {
+        crate::mapped::check_intact(&self.data)
+    }
+
     /// The bytes from the first element on (for contiguous views).
     fn bytes(&self) -> &[u8] {
         &self.data[self.start..]
@@ -1286,14 +1292,16 @@ fn fold_chunks<T: Send>(
 /// Statistics of one tensor.
 pub fn tensor_stats(t: &Tensor, ctl: &Control) -> Result<TensorStats> {
     let v = View::new(t)?;
-    fold_chunks(
+    let stats = fold_chunks(
         v.numel,
         t.dtype.size(),
         ctl,
         TensorStats::default(),
         |s, e| chunk_stats(&v, s, e),
         |total, p| total.merge(&p),
-    )
+    )?;
+    v.intact()?;
+    Ok(stats)
 }
 
 /// Statistics of both tensors and of their elementwise difference, in one pass over both.
@@ -1326,6 +1334,8 @@ pub fn pair_stats(
     if a.dtype == b.dtype && matches!(a.dtype, DType::I64 | DType::U64) {
         p.diff_count = exact_int_diff_count(&va, &vb, epsilon);
     }
+    va.intact()?;
+    vb.intact()?;
     Ok((sa, sb, p))
 }
 
@@ -1362,7 +1372,7 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
     } else {
         1.0
     };
-    fold_chunks(
+    let counts = fold_chunks(
         v.numel,
         t.dtype.size(),
         ctl,
@@ -1384,7 +1394,9 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
             counts
         },
         |total, p| total.iter_mut().zip(p).for_each(|(t, c)| *t += c),
-    )
+    )?;
+    v.intact()?;
+    Ok(counts)
 }
 
 /// For each of the first `rows` rows of two tensors read as [_, width] in C order: a.b, a.a and
@@ -1430,6 +1442,8 @@ pub fn row_products(
             ctl.advance(sums.len() * width * (a.dtype.size() + b.dtype.size()));
             Ok(())
         })?;
+    va.intact()?;
+    vb.intact()?;
     Ok(out)
 }
 
@@ -1453,6 +1467,7 @@ pub fn to_f64(t: &Tensor, start: usize, count: Option<usize>) -> Result<Vec<f64>
     out.par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(c, o)| v.decode(start + c * CHUNK, o));
+    v.intact()?;
     Ok(out)
 }
 
