@@ -102,6 +102,38 @@ pub fn check_intact(bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// Reads a range of a file's bytes as a stream that owns the map (so a decoder over it can live
+/// in a streamed storage); at the end it fails if the file changed while it was read.
+pub struct MapReader {
+    map: Owner,
+    at: usize,
+    end: usize,
+}
+
+impl MapReader {
+    /// `range` must lie inside `map`.
+    pub fn new(map: Owner, range: std::ops::Range<usize>) -> Self {
+        MapReader {
+            map,
+            at: range.start,
+            end: range.end,
+        }
+    }
+}
+
+impl std::io::Read for MapReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let bytes = &(*self.map).as_ref()[self.at..self.end];
+        let n = out.len().min(bytes.len());
+        out[..n].copy_from_slice(&bytes[..n]);
+        self.at += n;
+        if n == 0 && !out.is_empty() {
+            check_intact((*self.map).as_ref()).map_err(|e| std::io::Error::other(e.to_string()))?;
+        }
+        Ok(n)
+    }
+}
+
 /// A registered map; unregistered before it is unmapped.
 struct MappedFile {
     map: Mmap,
@@ -119,7 +151,11 @@ impl Drop for MappedFile {
         let slot = &SLOTS[self.slot];
         slot.len.store(0, Ordering::Release);
         slot.changed.store(false, Ordering::Release);
-        if let Some(p) = PATHS.lock().unwrap_or_else(|e| e.into_inner()).get_mut(self.slot) {
+        if let Some(p) = PATHS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(self.slot)
+        {
             *p = None;
         }
         slot.start.store(0, Ordering::Release);

@@ -44,10 +44,7 @@ fn truncated_while_mapped_is_an_error_not_sigbus() {
         .set_len(100)
         .unwrap();
     let err = message(stats::tensor_stats(w, &Control::default()).unwrap_err());
-    assert_eq!(
-        err,
-        format!("{}: changed while being read", path.display())
-    );
+    assert_eq!(err, format!("{}: changed while being read", path.display()));
     // Every later read of that model says the same; values too.
     let err = message(stats::to_f64(w, 0, Some(10)).unwrap_err());
     assert!(err.ends_with("changed while being read"), "{err}");
@@ -63,7 +60,10 @@ fn truncated_while_mapped_is_an_error_not_sigbus() {
 #[test]
 fn truncated_during_pair_stats_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
     write_safetensors(&a, 1 << 20);
     write_safetensors(&b, 1 << 20);
     let (ma, mb) = (open(&a, None).unwrap(), open(&b, None).unwrap());
@@ -92,15 +92,24 @@ fn fifo_socket_and_device_are_refused_without_blocking() {
     let err = message(open(&fifo, None).unwrap_err());
     assert_eq!(
         err,
-        format!("{}: is a FIFO (named pipe), not a regular file", fifo.display())
+        format!(
+            "{}: is a FIFO (named pipe), not a regular file",
+            fifo.display()
+        )
     );
     let err = message(diffai_core::detect(&fifo).unwrap_err());
-    assert!(err.ends_with("is a FIFO (named pipe), not a regular file"), "{err}");
+    assert!(
+        err.ends_with("is a FIFO (named pipe), not a regular file"),
+        "{err}"
+    );
 
     let sock = dir.path().join("sock.pt");
     let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let err = message(open(&sock, None).unwrap_err());
-    assert_eq!(err, format!("{}: is a socket, not a regular file", sock.display()));
+    assert_eq!(
+        err,
+        format!("{}: is a socket, not a regular file", sock.display())
+    );
 
     let err = message(open(Path::new("/dev/zero"), None).unwrap_err());
     assert_eq!(err, "/dev/zero: is a device, not a regular file");
@@ -111,7 +120,10 @@ fn fifo_socket_and_device_are_refused_without_blocking() {
 #[test]
 fn symlink_loop_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let (x, y) = (dir.path().join("x.safetensors"), dir.path().join("y.safetensors"));
+    let (x, y) = (
+        dir.path().join("x.safetensors"),
+        dir.path().join("y.safetensors"),
+    );
     std::os::unix::fs::symlink(&y, &x).unwrap();
     std::os::unix::fs::symlink(&x, &y).unwrap();
     let err = message(open(&x, None).unwrap_err());
