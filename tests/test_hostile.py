@@ -167,7 +167,7 @@ if sys.argv[1] == "diff":
               "changed": rec.change.changed_elements if rec.change else 0}
 else:
     r = diffai.inspect(sys.argv[2], shape_only=True)
-    r = r[0] if isinstance(r, list) else r
+    r = r[0]  # one result per file
     result = {"shapes": [list(t.stats.shape) for t in r.tensors]}
 result["seconds"] = time.monotonic() - start
 # VmHWM, not getrusage: ru_maxrss keeps the forking parent's RSS across exec.
@@ -225,3 +225,12 @@ def test_compressed_mat_shape_only_reads_headers(gigabyte_mats):
     assert got["shapes"] == [[1, 1 << 27]]  # savemat writes 1-D arrays as rows
     assert got["peak_rss_mb"] < 200, got
     assert got["seconds"] < 2, got
+
+
+def test_bytes_path_and_wrong_type(tmp_path):
+    p = tmp_path / "m.safetensors"
+    w = _save(p, 10, 9)
+    (t,) = diffai.inspect(os.fsencode(p))[0].tensors  # one result per file
+    assert t.stats.max == float(w.max())
+    with pytest.raises(diffai.DiffaiError, match=r"^cannot read a int as a model: pass a path or a mapping"):
+        diffai.inspect(3)

@@ -60,6 +60,8 @@ class Folder:
 def load(x: Any, format: Optional[str] = None, label: Optional[str] = None) -> Union[Source, Folder]:
     if isinstance(x, Source):
         return x
+    if isinstance(x, bytes):  # a path as bytes (os.fsencode), not file contents
+        x = os.fsdecode(x)
     if isinstance(x, (str, os.PathLike)):
         path = Path(x)
         if stat.S_ISDIR(_stat(path).st_mode):
@@ -67,7 +69,7 @@ def load(x: Any, format: Optional[str] = None, label: Optional[str] = None) -> U
         return open_file(path, format)
     if isinstance(x, Mapping):
         return from_mapping(x, label or "<memory>")
-    raise DiffaiError(f"cannot diff a {type(x).__name__}: pass a path or a mapping of name -> array")
+    raise DiffaiError(f"cannot read a {type(x).__name__} as a model: pass a path or a mapping of name -> array")
 
 
 def load_pair(a: Any, b: Any, format: Optional[str] = None) -> Tuple[Union[Source, Folder], Union[Source, Folder]]:
