@@ -317,3 +317,27 @@ fn matlab_fields_deep_in_a_stream_are_bounded() {
     assert!(err.contains("budget"), "{err}");
     assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
 }
+
+#[test]
+fn matlab_padded_compressed_elements_are_not_inflated_past_their_variable() {
+    use diffai_core::stats::{tensor_stats, Control};
+    // 300 compressed elements, each a small variable followed by 4 MB of zeros inside its zlib
+    // stream: reading them must not inflate the padding (300 x 4 MB, for each use).
+    let element_with_padding = |i: usize| {
+        let mut inner = double_matrix(&format!("v{i}"), &[i as f64, 1.0], false);
+        inner.resize(inner.len() + (4 << 20), 0);
+        compressed(&inner)
+    };
+    let elements: Vec<Vec<u8>> = (0..300).map(element_with_padding).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("padded.mat");
+    std::fs::write(&path, mat_file(&elements)).unwrap();
+    let start = std::time::Instant::now();
+    let m = matlab::load(&path).unwrap();
+    assert_eq!(m.tensors.len(), 300);
+    for (i, t) in m.tensors.iter().enumerate() {
+        let s = tensor_stats(t, &Control::default()).unwrap();
+        assert_eq!((s.min, s.max), ((i as f64).min(1.0), (i as f64).max(1.0)));
+    }
+    assert!(start.elapsed().as_secs_f64() < 1.0, "{:?}", start.elapsed());
+}
