@@ -103,7 +103,8 @@ pub fn check_intact(bytes: &[u8]) -> Result<()> {
 }
 
 /// Reads a range of a file's bytes as a stream that owns the map (so a decoder over it can live
-/// in a streamed storage); at the end it fails if the file changed while it was read.
+/// in a streamed storage); fails as soon as the file is found changed (decoders stop at their
+/// stream's end marker, so a check at end of input would never run).
 pub struct MapReader {
     map: Owner,
     at: usize,
@@ -127,9 +128,7 @@ impl std::io::Read for MapReader {
         let n = out.len().min(bytes.len());
         out[..n].copy_from_slice(&bytes[..n]);
         self.at += n;
-        if n == 0 && !out.is_empty() {
-            check_intact((*self.map).as_ref()).map_err(|e| std::io::Error::other(e.to_string()))?;
-        }
+        check_intact((*self.map).as_ref()).map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(n)
     }
 }

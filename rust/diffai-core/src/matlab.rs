@@ -229,6 +229,17 @@ fn inflate_error(e: std::io::Error, pos: usize) -> String {
     }
 }
 
+/// `<what>: <what went wrong at inflated byte pos>`, where `what` names the file and variable; a
+/// file that changed while it was read says only that.
+fn array_error(what: &str, e: std::io::Error, pos: usize) -> String {
+    let text = e.to_string();
+    if text.ends_with(mapped::CHANGED) {
+        text
+    } else {
+        format!("{what}: {}", inflate_error(e, pos))
+    }
+}
+
 impl Buf {
     fn inflating(stream: Stream) -> Buf {
         Buf::Inflating {
@@ -334,12 +345,8 @@ impl Buf {
         let name = name.to_owned();
         let open = move || -> Result<Box<dyn Read + Send>> {
             let mut decoder = stream.inflate();
-            let fail = |e: std::io::Error| {
-                Error::format(
-                    &stream.path,
-                    format!("variable {name}: {}", inflate_error(e, range.start)),
-                )
-            };
+            let what = format!("{}: variable {name}", stream.path.display());
+            let fail = |e: std::io::Error| Error::Invalid(array_error(&what, e, range.start));
             let skipped = std::io::copy(
                 &mut (&mut decoder).take(range.start as u64),
                 &mut std::io::sink(),
@@ -356,7 +363,7 @@ impl Buf {
                 at: 0,
                 read: range.start,
                 end: range.end,
-                what: format!("{}: variable {name}", stream.path.display()),
+                what,
             }))
         };
         Ok(Storage::streamed(nbytes, Arc::new(open)))
@@ -389,7 +396,7 @@ struct ArrayData<R> {
 
 impl<R: Read> ArrayData<R> {
     fn fail(&self, e: std::io::Error) -> std::io::Error {
-        std::io::Error::other(format!("{}: {}", self.what, inflate_error(e, self.read)))
+        std::io::Error::other(array_error(&self.what, e, self.read))
     }
 }
 

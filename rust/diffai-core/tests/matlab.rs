@@ -341,3 +341,32 @@ fn matlab_padded_compressed_elements_are_not_inflated_past_their_variable() {
     }
     assert!(start.elapsed().as_secs_f64() < 1.0, "{:?}", start.elapsed());
 }
+
+#[test]
+fn matlab_compressed_file_truncated_while_streamed_says_changed() {
+    use diffai_core::stats::{tensor_stats, Control};
+    // Values that do not compress to nothing, so the zlib stream spans many pages.
+    let values: Vec<f64> = (0..2_000_000u64)
+        .map(|i| (i.wrapping_mul(2654435761) % 100_003) as f64)
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shrinks.mat");
+    std::fs::write(
+        &path,
+        mat_file(&[compressed(&double_matrix("x", &values, false))]),
+    )
+    .unwrap();
+    let m = matlab::load(&path).unwrap();
+    assert!(m.tensors[0].storage.is_streamed());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let err = tensor_stats(&m.tensors[0], &Control::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{}: changed while being read", path.display())
+    );
+}
