@@ -269,6 +269,14 @@ fn matlab_compressed_arrays_are_streamed_and_exact() {
         assert_eq!(s.max, want.iter().cloned().fold(f64::MIN, f64::max));
         assert_eq!(common::values_f64(t), want, "{}", t.name);
     }
+    // Histograms stream too.
+    let counts =
+        diffai_core::stats::histogram(&m.tensors[2], 4, 0.0, 250.0, &Control::default()).unwrap();
+    let mut want = [0u64; 4];
+    for v in &bytes_u8 {
+        want[((v / 62.5) as usize).min(3)] += 1;
+    }
+    assert_eq!(counts, want);
     // A pair of streamed tensors of the same layout is computed in lockstep.
     let (_, _, p) =
         diffai_core::stats::pair_stats(&m.tensors[0], &m.tensors[3], 0.0, &Control::default())
