@@ -4,6 +4,7 @@ core can read. Files stay memory-mapped; arrays are passed by buffer, never copi
 from __future__ import annotations
 
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,17 +69,18 @@ def load(x: Any, format: Optional[str] = None, label: Optional[str] = None) -> U
         return x
     if isinstance(x, shards.ShardSet):
         return shards.open_shards(x, format)
+    if isinstance(x, bytes):  # a path as bytes (os.fsencode), not file contents
+        x = os.fsdecode(x)
     if isinstance(x, (str, os.PathLike)):
         path = Path(x)
-        if path.is_dir():
-            files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
-            return Folder(label=str(path), files=shards.group_folder(path, files))
+        if stat.S_ISDIR(_stat(path).st_mode):
+            return Folder(label=str(path), files=shards.group_folder(path, _list_folder(path)))
         if shards.is_index(path):
             return shards.open_shards(shards.read_index(path), format)
         return open_file(path, format)
     if isinstance(x, Mapping):
         return from_mapping(x, label or "<memory>")
-    raise DiffaiError(f"cannot diff a {type(x).__name__}: pass a path or a mapping of name -> array")
+    raise DiffaiError(f"cannot read a {type(x).__name__} as a model: pass a path or a mapping of name -> array")
 
 
 def load_pair(a: Any, b: Any, format: Optional[str] = None) -> Tuple[Union[Source, Folder], Union[Source, Folder]]:
@@ -100,9 +102,43 @@ def load_pair(a: Any, b: Any, format: Optional[str] = None) -> Tuple[Union[Sourc
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _stat(path: Path) -> os.stat_result:
+    """stat(2) with the OS's reason on failure (a symlink loop is not "no such file")."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise DiffaiError(f"{path}: no such file") from None
+    except OSError as e:
+        raise DiffaiError(f"{path}: {e.strerror}") from None
+
+
+def _refuse_irregular(path: Path, mode: int) -> None:
+    """FIFOs, sockets and devices are refused before anything opens them: opening a FIFO blocks
+    until a writer comes, and a device may never end."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "something else")
+    raise DiffaiError(f"{path}: is {kind}, not a regular file")
+
+
+def _list_folder(root: Path) -> Dict[str, Path]:
+    """Every file under `root` by its relative path, following symlinks to files but not to
+    folders (they could loop). A FIFO, socket, device or broken link is refused, not skipped."""
+    files: Dict[str, Path] = {}
+    def unreadable(e: OSError) -> None:
+        raise DiffaiError(f"{e.filename}: {e.strerror}")
+
+    for top, _dirs, names in os.walk(root, onerror=unreadable):
+        for name in names:
+            p = Path(top, name)
+            _refuse_irregular(p, _stat(p).st_mode)
+            files[p.relative_to(root).as_posix()] = p
+    return dict(sorted(files.items()))
+
+
 def open_file(path: Path, format: Optional[str] = None) -> Source:
-    if not path.exists():
-        raise DiffaiError(f"{path}: no such file")
+    _refuse_irregular(path, _stat(path).st_mode)
     if format is None and _core.detect(str(path)) == "mat73":
         return _open_mat73(path)
     model = _core.open(str(path), format)

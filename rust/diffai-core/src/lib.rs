@@ -2,12 +2,14 @@
 //! exact per-tensor and pairwise statistics over them in parallel.
 //!
 //! One module per file format (`safetensors`, `pytorch`, `numpy`, `matlab`, `gguf` with its
-//! block dequantizers), `stats` for the kernels, `model` for format detection.
+//! block dequantizers), `stats` for the kernels, `model` for format detection, `mapped` for
+//! opening and mapping files.
 
 pub mod cancel;
 pub mod dtype;
 pub mod error;
 pub mod gguf;
+pub mod mapped;
 pub mod matlab;
 pub mod model;
 pub mod numpy;

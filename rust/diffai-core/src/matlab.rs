@@ -18,12 +18,22 @@
 //! * complex, sparse, cell arrays, objects, function handles and opaque values (string, table,
 //!   datetime objects) -> `Skipped` with the reason.
 //! * the unnamed subsystem element MATLAB appends for objects is ignored.
+//!
+//! Compressed variables are never inflated whole. Opening one inflates its stream only as far as
+//! the headers (name, class, dimensions; for a struct, through its fields); each array's data
+//! becomes a streamed storage that inflates from the start, skips to the data and delivers it a
+//! chunk at a time while the statistics are computed. Small struct fields, which the header pass
+//! inflates anyway, are kept (`SMALL_FIELD`, at most `KEPT_PER_VARIABLE` per variable). A
+//! compressed element is read as one variable, as MATLAB and scipy write it. Inflating only to
+//! reach data (streams that skip far into their element) is bounded per variable by
+//! `SKIP_BUDGET`, so no file can make each of many arrays re-inflate a long stream.
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::model::map_file;
+use crate::mapped::{self, MapReader};
 use crate::numpy::fortran_strides;
 use crate::tensor::{Format, Model, Scalar, Skipped, Storage, Tensor};
+use flate2::read::ZlibDecoder;
 use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
@@ -33,8 +43,19 @@ type Owner = Arc<dyn AsRef<[u8]> + Send + Sync>;
 type Res<T> = std::result::Result<T, String>;
 
 const MAX_DEPTH: usize = 64;
-/// Largest decompressed variable accepted (v7 files cannot hold variables of 2 GiB or more).
-const MAX_INFLATED: u64 = 1 << 32;
+/// Largest piece of a compressed variable read into memory at once: a tag, dimensions, names,
+/// a char array.
+const MAX_READ: usize = 64 << 20;
+/// Struct fields up to this size are kept in memory by the header pass (which inflates them
+/// anyway to reach the next field)...
+const SMALL_FIELD: usize = 1 << 20;
+/// ...up to this much per compressed variable; larger fields are streamed.
+const KEPT_PER_VARIABLE: usize = 64 << 20;
+/// Bytes a compressed variable's streamed arrays may inflate only to reach their data, beyond
+/// the data itself.
+const SKIP_BUDGET: u64 = 1 << 30;
+/// Bytes converted per step when a streamed array's stored type is not its class's type.
+const CONVERT_STEP: usize = 1 << 16;
 
 // Data element types.
 const MI_INT8: u32 = 1;
@@ -66,7 +87,11 @@ const FLAG_COMPLEX: u32 = 0x0800;
 const FLAG_LOGICAL: u32 = 0x0200;
 
 pub fn load(path: &Path) -> Result<Model> {
-    let map = map_file(path)?;
+    mapped::read(path, |map| load_bytes(path, map))
+}
+
+/// Reads a MAT-file's bytes (`path` only names them in messages; the fuzz targets call this).
+pub fn load_bytes(path: &Path, map: Owner) -> Result<Model> {
     let bytes: &[u8] = (*map).as_ref();
     if bytes.len() < 128 {
         return Err(Error::format(
@@ -119,11 +144,11 @@ pub fn load(path: &Path) -> Result<Model> {
         model: Model::new(Format::Mat5),
         big,
     };
-    let file = Buf { owner: map.clone() };
+    let mut file = Buf::Mapped(map.clone());
     let mut pos = 128usize;
     while bytes.len() - pos >= 8 {
         let element_pos = pos;
-        let el = read_tag(bytes, pos, bytes.len(), big)
+        let el = read_tag(&mut file, pos, bytes.len(), big)
             .map_err(|e| Error::format(path, format!("at byte {pos}: {e}")))?;
         // Compressed data is not padded to 8 bytes (matrices are multiples of 8 anyway).
         pos = if el.ty == MI_COMPRESSED {
@@ -136,27 +161,16 @@ pub fn load(path: &Path) -> Result<Model> {
         }
         match el.ty {
             MI_MATRIX => reader
-                .top_matrix(&file, el.data.clone())
+                .top_matrix(&mut file, el.data.clone())
                 .map_err(|e| Error::format(path, format!("variable at byte {element_pos}: {e}")))?,
-            MI_COMPRESSED => {
-                let first = reader.model.tensors.len();
-                reader
-                    .compressed(&bytes[el.data.clone()], element_pos)
-                    .map_err(|e| {
-                        Error::format(
-                            path,
-                            format!("compressed variable at byte {element_pos}: {e}"),
-                        )
-                    })?;
-                defer(
-                    &mut reader.model.tensors[first..],
-                    &map,
-                    el.data.clone(),
-                    element_pos,
-                    big,
-                    path,
-                );
-            }
+            MI_COMPRESSED => reader
+                .compressed(Stream::new(&map, el.data.clone(), path), element_pos)
+                .map_err(|e| {
+                    Error::format(
+                        path,
+                        format!("compressed variable at byte {element_pos}: {e}"),
+                    )
+                })?,
             ty => reader.model.skipped.push(Skipped {
                 name: format!("<element at byte {element_pos}>"),
                 reason: format!("top-level data element of type {ty} is not a variable"),
@@ -166,67 +180,259 @@ pub fn load(path: &Path) -> Result<Model> {
     Ok(reader.model)
 }
 
-/// The tensors of a compressed variable keep no inflated bytes: each use inflates and parses that
-/// one element again, so a compressed MAT-file is never held in memory whole.
-fn defer(
-    tensors: &mut [Tensor],
-    map: &Owner,
+/// One compressed element of the file and the means to inflate it from its start.
+#[derive(Clone)]
+struct Stream {
+    map: Owner,
     element: Range<usize>,
-    element_pos: usize,
-    big: bool,
-    path: &Path,
-) {
-    for t in tensors {
-        let (map, element, name, path) = (
-            map.clone(),
-            element.clone(),
-            t.name.clone(),
-            path.to_path_buf(),
-        );
-        let produce = move || -> Result<Vec<u8>> {
-            let fail = |e: String| Error::format(&path, format!("variable {name}: {e}"));
-            let mut again = Reader {
-                model: Model::new(Format::Mat5),
-                big,
-            };
-            again
-                .compressed(&(*map).as_ref()[element.clone()], element_pos)
-                .map_err(fail)?;
-            let t = again.model.tensors.into_iter().find(|t| t.name == name);
-            let t = t.ok_or_else(|| fail("not found when the element was read again".into()))?;
-            Ok(t.storage.load()?.into_owned())
-        };
-        t.storage = Storage::deferred(t.storage.len(), Arc::new(produce));
+    path: std::path::PathBuf,
+}
+
+impl Stream {
+    fn new(map: &Owner, element: Range<usize>, path: &Path) -> Self {
+        Stream {
+            map: map.clone(),
+            element,
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn inflate(&self) -> ZlibDecoder<MapReader> {
+        ZlibDecoder::new(MapReader::new(self.map.clone(), self.element.clone()))
     }
 }
 
-/// Inflates one `miCOMPRESSED` element. A stream whose end is damaged still yields what inflated
-/// before the damage, with the zlib error (some writers leave a bad checksum); the matrix parser
-/// then decides whether that is enough.
-fn inflate(src: &[u8]) -> Res<(Vec<u8>, Option<String>)> {
-    let mut out = Vec::new();
-    let result = flate2::read::ZlibDecoder::new(src)
-        .take(MAX_INFLATED + 1)
-        .read_to_end(&mut out);
-    if out.len() as u64 > MAX_INFLATED {
-        return Err(format!("decompresses to more than {MAX_INFLATED} bytes"));
-    }
-    match result {
-        Ok(_) => Ok((out, None)),
-        Err(e) if out.len() < 8 => Err(format!("cannot decompress: {e}")),
-        Err(e) => Ok((out, Some(e.to_string()))),
+/// Where the parser reads elements from: the mapped file, where arrays view their bytes in
+/// place, or one compressed element inflated forward as the parser goes (it only reads forward;
+/// the last piece read is kept, since a small element's data lies inside its tag).
+enum Buf {
+    Mapped(Owner),
+    Inflating {
+        stream: Stream,
+        decoder: Box<ZlibDecoder<MapReader>>,
+        /// Inflated bytes consumed so far.
+        pos: usize,
+        last_start: usize,
+        last: Vec<u8>,
+        /// Bytes of small fields kept in memory, and bytes inflated only to reach streamed data.
+        kept: usize,
+        skipped: u64,
+        streamed: u64,
+    },
+}
+
+fn inflate_error(e: std::io::Error, pos: usize) -> String {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        format!("its zlib stream ends after {pos} bytes, inside the variable (truncated?)")
+    } else {
+        format!("cannot decompress it after {pos} bytes: {e}")
     }
 }
 
-/// The bytes elements are read from (the memory map or one decompressed variable); tensors whose
-/// stored bytes need no conversion view them in place.
-struct Buf {
-    owner: Owner,
+/// `<what>: <what went wrong at inflated byte pos>`, where `what` names the file and variable; a
+/// file that changed while it was read says only that.
+fn array_error(what: &str, e: std::io::Error, pos: usize) -> String {
+    let text = e.to_string();
+    if text.ends_with(mapped::CHANGED) {
+        text
+    } else {
+        format!("{what}: {}", inflate_error(e, pos))
+    }
 }
 
 impl Buf {
-    fn bytes(&self) -> &[u8] {
-        (*self.owner).as_ref()
+    fn inflating(stream: Stream) -> Buf {
+        Buf::Inflating {
+            decoder: Box::new(stream.inflate()),
+            stream,
+            pos: 0,
+            last_start: 0,
+            last: Vec::new(),
+            kept: 0,
+            skipped: 0,
+            streamed: 0,
+        }
+    }
+
+    /// The bytes of `range` (inside the current container, as `read_tag` checked).
+    fn get(&mut self, range: Range<usize>) -> Res<&[u8]> {
+        match self {
+            Buf::Mapped(owner) => Ok(&(**owner).as_ref()[range]),
+            Buf::Inflating {
+                decoder,
+                pos,
+                last_start,
+                last,
+                ..
+            } => {
+                if range.start >= *last_start && range.end <= *last_start + last.len() {
+                    let at = range.start - *last_start;
+                    return Ok(&last[at..at + range.len()]);
+                }
+                if range.start < *pos {
+                    return Err("its elements overlap".into());
+                }
+                if range.len() > MAX_READ {
+                    return Err(format!(
+                        "an element of {} bytes is more than the {MAX_READ} read at once from a compressed variable",
+                        range.len()
+                    ));
+                }
+                let skip = (range.start - *pos) as u64;
+                let skipped = std::io::copy(&mut (&mut **decoder).take(skip), &mut std::io::sink())
+                    .map_err(|e| inflate_error(e, *pos))?;
+                if skipped < skip {
+                    return Err(inflate_error(
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                        *pos + skipped as usize,
+                    ));
+                }
+                last.resize(range.len(), 0);
+                decoder
+                    .read_exact(last)
+                    .map_err(|e| inflate_error(e, range.start))?;
+                (*last_start, *pos) = (range.start, range.end);
+                Ok(&last[..])
+            }
+        }
+    }
+
+    /// The storage of an array's values stored as `ty` in `range`, as `dtype` little-endian:
+    /// in place, converted, kept or streamed.
+    fn storage(
+        &mut self,
+        range: Range<usize>,
+        ty: u32,
+        dtype: DType,
+        big: bool,
+        name: &str,
+    ) -> Res<Storage> {
+        let size = mi_size(ty).unwrap_or(1);
+        let in_place = !big && mi_dtype(ty) == Some(dtype);
+        let nbytes = range.len() / size * dtype.size();
+        let stream = match self {
+            Buf::Mapped(owner) if in_place => return Ok(Storage::new(owner.clone(), range)),
+            Buf::Mapped(_) => None,
+            Buf::Inflating { kept, .. }
+                if range.len() <= SMALL_FIELD && *kept + nbytes <= KEPT_PER_VARIABLE =>
+            {
+                *kept += nbytes;
+                None
+            }
+            Buf::Inflating {
+                stream,
+                skipped,
+                streamed,
+                ..
+            } => {
+                *skipped += range.start as u64;
+                *streamed += range.len() as u64;
+                if *skipped > *streamed + SKIP_BUDGET {
+                    return Err(format!(
+                        "{name}: its arrays lie so deep in the compressed stream that reading them would inflate {} bytes only to reach {} bytes of data (budget {SKIP_BUDGET} bytes)",
+                        *skipped, *streamed
+                    ));
+                }
+                Some(stream.clone())
+            }
+        };
+        let Some(stream) = stream else {
+            let stored = self.get(range)?;
+            let mut out = Vec::with_capacity(nbytes);
+            convert(stored, ty, big, dtype, &mut out);
+            return Ok(Storage::from_vec(out));
+        };
+        let name = name.to_owned();
+        let open = move || -> Result<Box<dyn Read + Send>> {
+            let mut decoder = stream.inflate();
+            let what = format!("{}: variable {name}", stream.path.display());
+            let fail = |e: std::io::Error| Error::Invalid(array_error(&what, e, range.start));
+            let skipped = std::io::copy(
+                &mut (&mut decoder).take(range.start as u64),
+                &mut std::io::sink(),
+            )
+            .map_err(fail)?;
+            if skipped < range.start as u64 {
+                return Err(fail(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(Box::new(ArrayData {
+                stored: decoder.take(range.len() as u64),
+                convert: (!in_place).then_some((ty, big, dtype)),
+                raw: Vec::new(),
+                out: Vec::new(),
+                at: 0,
+                read: range.start,
+                end: range.end,
+                what,
+            }))
+        };
+        Ok(Storage::streamed(nbytes, Arc::new(open)))
+    }
+}
+
+/// Converts values stored as `ty` (`stored` holds whole elements) to `dtype`, appending.
+fn convert(stored: &[u8], ty: u32, big: bool, dtype: DType, out: &mut Vec<u8>) {
+    let size = mi_size(ty).unwrap_or(1);
+    for chunk in stored.chunks_exact(size) {
+        push_as(out, stored_value(chunk, ty, big), dtype);
+    }
+}
+
+/// A streamed array's values: inflated, converted a step at a time when the stored type or byte
+/// order is not the tensor's (`convert`: stored type, big-endian, tensor type), and with errors
+/// that name the file and variable.
+struct ArrayData<R> {
+    stored: R,
+    convert: Option<(u32, bool, DType)>,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    at: usize,
+    /// Inflated bytes read so far, and where the array's data ends.
+    read: usize,
+    end: usize,
+    /// The file and variable, for messages.
+    what: String,
+}
+
+impl<R: Read> ArrayData<R> {
+    fn fail(&self, e: std::io::Error) -> std::io::Error {
+        std::io::Error::other(array_error(&self.what, e, self.read))
+    }
+}
+
+impl<R: Read> Read for ArrayData<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some((ty, big, dtype)) = self.convert else {
+            let n = self.stored.read(buf).map_err(|e| self.fail(e))?;
+            self.read += n;
+            if n == 0 && !buf.is_empty() && self.read < self.end {
+                return Err(self.fail(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            return Ok(n);
+        };
+        if self.at == self.out.len() {
+            let size = mi_size(ty).unwrap_or(1);
+            self.raw.resize(CONVERT_STEP * size, 0);
+            let mut n = 0;
+            while n < self.raw.len() {
+                match self.stored.read(&mut self.raw[n..]) {
+                    Ok(0) => break,
+                    Ok(got) => n += got,
+                    Err(e) => return Err(self.fail(e)),
+                }
+            }
+            self.read += n;
+            if n % size != 0 || (n == 0 && self.read < self.end) {
+                return Err(self.fail(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.out.clear();
+            self.at = 0;
+            convert(&self.raw[..n], ty, big, dtype, &mut self.out);
+        }
+        let n = buf.len().min(self.out.len() - self.at);
+        buf[..n].copy_from_slice(&self.out[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -248,11 +454,12 @@ fn u32_at(b: &[u8], pos: usize, big: bool) -> u32 {
 
 /// Reads the tag at `pos` (full 8-byte tag or small-data-element tag); the element must end by
 /// `end`.
-fn read_tag(b: &[u8], pos: usize, end: usize, big: bool) -> Res<Element> {
+fn read_tag(buf: &mut Buf, pos: usize, end: usize, big: bool) -> Res<Element> {
     if pos.checked_add(8).is_none_or(|e| e > end) {
         return Err("data element tag runs past the end of its container (truncated?)".into());
     }
-    let first = u32_at(b, pos, big);
+    let b = buf.get(pos..pos + 8)?;
+    let (first, second) = (u32_at(b, 0, big), u32_at(b, 4, big));
     if first >> 16 != 0 {
         // Small data element: size in the upper 16 bits, up to 4 bytes of data in the tag.
         let n = (first >> 16) as usize;
@@ -267,7 +474,7 @@ fn read_tag(b: &[u8], pos: usize, end: usize, big: bool) -> Res<Element> {
             next: pos + 8,
         });
     }
-    let n = u32_at(b, pos + 4, big) as usize;
+    let n = second as usize;
     let start = pos + 8;
     let stop = start.checked_add(n).filter(|&s| s <= end).ok_or_else(|| {
         format!("data element of {n} bytes runs past the end of its container (truncated?)")
@@ -294,6 +501,23 @@ fn mi_size(ty: u32) -> Option<usize> {
     })
 }
 
+/// The tensor type that holds a numeric data type's values as stored.
+fn mi_dtype(ty: u32) -> Option<DType> {
+    Some(match ty {
+        MI_DOUBLE => DType::F64,
+        MI_SINGLE => DType::F32,
+        MI_INT8 => DType::I8,
+        MI_UINT8 => DType::U8,
+        MI_INT16 => DType::I16,
+        MI_UINT16 => DType::U16,
+        MI_INT32 => DType::I32,
+        MI_UINT32 => DType::U32,
+        MI_INT64 => DType::I64,
+        MI_UINT64 => DType::U64,
+        _ => return None,
+    })
+}
+
 fn mi_name(ty: u32) -> String {
     match ty {
         MI_INT8 => "miINT8".into(),
@@ -315,19 +539,19 @@ fn mi_name(ty: u32) -> String {
     }
 }
 
-/// The tensor type of a numeric class and the data type that holds it without conversion.
-fn class_dtype(class: u32) -> Option<(DType, u32, &'static str)> {
+/// The tensor type of a numeric class, and the class's name.
+fn class_dtype(class: u32) -> Option<(DType, &'static str)> {
     Some(match class {
-        6 => (DType::F64, MI_DOUBLE, "double"),
-        7 => (DType::F32, MI_SINGLE, "single"),
-        8 => (DType::I8, MI_INT8, "int8"),
-        9 => (DType::U8, MI_UINT8, "uint8"),
-        10 => (DType::I16, MI_INT16, "int16"),
-        11 => (DType::U16, MI_UINT16, "uint16"),
-        12 => (DType::I32, MI_INT32, "int32"),
-        13 => (DType::U32, MI_UINT32, "uint32"),
-        14 => (DType::I64, MI_INT64, "int64"),
-        15 => (DType::U64, MI_UINT64, "uint64"),
+        6 => (DType::F64, "double"),
+        7 => (DType::F32, "single"),
+        8 => (DType::I8, "int8"),
+        9 => (DType::U8, "uint8"),
+        10 => (DType::I16, "int16"),
+        11 => (DType::U16, "uint16"),
+        12 => (DType::I32, "int32"),
+        13 => (DType::U32, "uint32"),
+        14 => (DType::I64, "int64"),
+        15 => (DType::U64, "uint64"),
         _ => return None,
     })
 }
@@ -342,7 +566,7 @@ fn class_name(class: u32) -> String {
         MX_FUNCTION => "function handle".into(),
         MX_OPAQUE => "opaque object (string, table, datetime, ...)".into(),
         c => match class_dtype(c) {
-            Some((_, _, name)) => format!("{name} array"),
+            Some((_, name)) => format!("{name} array"),
             None => format!("array of unknown class {c}"),
         },
     }
@@ -439,39 +663,26 @@ struct Reader {
 }
 
 impl Reader {
-    /// Reads the variables of one `miCOMPRESSED` element (`src` is its zlib stream).
-    fn compressed(&mut self, src: &[u8], element_pos: usize) -> Res<()> {
-        let (inflated, damage) = inflate(src)?;
-        // When the stream was damaged, say so next to whatever the partial data breaks.
-        let fail = |e: String| match &damage {
-            Some(z) => format!("{e} (its zlib stream is damaged: {z})"),
-            None => e,
-        };
-        let len = inflated.len();
-        let inner = Buf {
-            owner: Arc::new(inflated),
-        };
-        let data: &[u8] = (*inner.owner).as_ref();
-        let mut ipos = 0usize;
-        while len - ipos >= 8 {
-            let iel = read_tag(data, ipos, len, self.big).map_err(fail)?;
-            ipos = iel.next;
-            if iel.ty == MI_MATRIX {
-                self.top_matrix(&inner, iel.data.clone()).map_err(fail)?;
-            } else {
-                self.model.skipped.push(Skipped {
-                    name: format!("<element at byte {element_pos}>"),
-                    reason: format!(
-                        "compressed data element of type {} is not a variable",
-                        iel.ty
-                    ),
-                });
-            }
+    /// Reads the variable of one `miCOMPRESSED` element, inflating only its headers.
+    fn compressed(&mut self, stream: Stream, element_pos: usize) -> Res<()> {
+        let mut inner = Buf::inflating(stream);
+        // The inflated length is unknown until the end: the matrix tag bounds what follows.
+        let iel = read_tag(&mut inner, 0, u32::MAX as usize + 8, self.big)?;
+        if iel.ty == MI_MATRIX {
+            self.top_matrix(&mut inner, iel.data)
+        } else {
+            self.model.skipped.push(Skipped {
+                name: format!("<element at byte {element_pos}>"),
+                reason: format!(
+                    "compressed data element of type {} is not a variable",
+                    iel.ty
+                ),
+            });
+            Ok(())
         }
-        Ok(())
     }
 
-    fn top_matrix(&mut self, buf: &Buf, range: Range<usize>) -> Res<()> {
+    fn top_matrix(&mut self, buf: &mut Buf, range: Range<usize>) -> Res<()> {
         if range.is_empty() {
             return Ok(());
         }
@@ -485,11 +696,10 @@ impl Reader {
     }
 
     /// Flags, dimensions and name of the matrix whose data is `range`.
-    fn head(&self, buf: &Buf, range: Range<usize>) -> Res<MatrixHead> {
-        let b = buf.bytes();
+    fn head(&self, buf: &mut Buf, range: Range<usize>) -> Res<MatrixHead> {
         let big = self.big;
         let end = range.end;
-        let flags_el = read_tag(b, range.start, end, big)?;
+        let flags_el = read_tag(buf, range.start, end, big)?;
         if flags_el.ty != MI_UINT32 || flags_el.data.len() < 4 {
             return Err(format!(
                 "array flags are {} of {} bytes, not miUINT32",
@@ -497,12 +707,12 @@ impl Reader {
                 flags_el.data.len()
             ));
         }
-        let flags = u32_at(b, flags_el.data.start, big);
+        let flags = u32_at(buf.get(flags_el.data.clone())?, 0, big);
         let class = flags & 0xff;
         let mut pos = flags_el.next;
         let mut dims = Vec::new();
         if class != MX_OPAQUE {
-            let dims_el = read_tag(b, pos, end, big)?;
+            let dims_el = read_tag(buf, pos, end, big)?;
             if dims_el.ty != MI_INT32 || dims_el.data.len() % 4 != 0 {
                 return Err(format!(
                     "dimensions are {} of {} bytes, not miINT32",
@@ -510,8 +720,9 @@ impl Reader {
                     dims_el.data.len()
                 ));
             }
-            for p in dims_el.data.clone().step_by(4) {
-                let d = u32_at(b, p, big) as i32;
+            let raw = buf.get(dims_el.data.clone())?;
+            for p in (0..raw.len()).step_by(4) {
+                let d = u32_at(raw, p, big) as i32;
                 if d < 0 {
                     return Err(format!("negative dimension {d}"));
                 }
@@ -523,11 +734,11 @@ impl Reader {
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| format!("dimensions {} overflow", dims_text(&dims)))?;
-        let name_el = read_tag(b, pos, end, big)?;
+        let name_el = read_tag(buf, pos, end, big)?;
         if !matches!(name_el.ty, MI_INT8 | MI_UINT8 | MI_UTF8) {
             return Err(format!("array name is {}, not miINT8", mi_name(name_el.ty)));
         }
-        let raw = &b[name_el.data.clone()];
+        let raw = buf.get(name_el.data.clone())?;
         let raw = &raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())];
         let name = String::from_utf8_lossy(raw).into_owned();
         Ok(MatrixHead {
@@ -543,7 +754,7 @@ impl Reader {
     /// Turns one matrix into tensors / scalars / skipped entries named `name`.
     fn matrix_body(
         &mut self,
-        buf: &Buf,
+        buf: &mut Buf,
         range: Range<usize>,
         head: MatrixHead,
         name: String,
@@ -554,12 +765,11 @@ impl Reader {
                 "{name}: structs nested more than {MAX_DEPTH} levels deep"
             ));
         }
-        let b = buf.bytes();
         let big = self.big;
         let end = range.end;
         let class = head.class;
         let shape_text = dims_text(&head.dims);
-        if let Some((class_dtype, native, _)) = class_dtype(class) {
+        if let Some((class_dtype, _)) = class_dtype(class) {
             if head.flags & FLAG_COMPLEX != 0 {
                 self.skip(
                     name,
@@ -572,7 +782,7 @@ impl Reader {
             } else {
                 class_dtype
             };
-            let real = read_tag(b, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
+            let real = read_tag(buf, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
             let Some(size) = mi_size(real.ty) else {
                 return Err(format!(
                     "{name}: values stored as {}, not a numeric type",
@@ -588,15 +798,9 @@ impl Reader {
                     mi_name(real.ty)
                 ));
             }
-            let storage = if !big && real.ty == native && dtype != DType::Bool {
-                Storage::new(buf.owner.clone(), real.data.clone())
-            } else {
-                let mut out = Vec::with_capacity(count * dtype.size());
-                for chunk in b[real.data.clone()].chunks_exact(size) {
-                    push_as(&mut out, stored_value(chunk, real.ty, big), dtype);
-                }
-                Storage::from_vec(out)
-            };
+            let storage = buf
+                .storage(real.data.clone(), real.ty, dtype, big, &name)
+                .map_err(|e| format!("{name}: {e}"))?;
             let mut tensor = Tensor::contiguous(name, dtype, head.dims.clone(), storage);
             if head.dims.iter().filter(|&&d| d > 1).count() > 1 {
                 tensor.strides = Some(fortran_strides(&head.dims));
@@ -610,16 +814,22 @@ impl Reader {
                     self.model.scalars.push((name, Scalar::Str(String::new())));
                     return Ok(());
                 }
-                let el = read_tag(b, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
-                let text = decode_chars(&b[el.data.clone()], el.ty, big, &head.dims, head.numel)
-                    .ok_or_else(|| format!("{name}: characters stored as {}", mi_name(el.ty)))?;
+                let el = read_tag(buf, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
+                let text = decode_chars(
+                    buf.get(el.data.clone())?,
+                    el.ty,
+                    big,
+                    &head.dims,
+                    head.numel,
+                )
+                .ok_or_else(|| format!("{name}: characters stored as {}", mi_name(el.ty)))?;
                 self.model.scalars.push((name, Scalar::Str(text)));
             }
             MX_STRUCT => self.structure(buf, range, head, name, depth)?,
             MX_OBJECT => {
                 let class_el =
-                    read_tag(b, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
-                let raw = &b[class_el.data.clone()];
+                    read_tag(buf, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
+                let raw = buf.get(class_el.data.clone())?;
                 let cls = String::from_utf8_lossy(
                     &raw[..raw.iter().position(|&c| c == 0).unwrap_or(raw.len())],
                 )
@@ -644,30 +854,29 @@ impl Reader {
 
     fn structure(
         &mut self,
-        buf: &Buf,
+        buf: &mut Buf,
         range: Range<usize>,
         head: MatrixHead,
         name: String,
         depth: usize,
     ) -> Res<()> {
-        let b = buf.bytes();
         let big = self.big;
         let end = range.end;
-        let len_el = read_tag(b, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
+        let len_el = read_tag(buf, head.rest, end, big).map_err(|e| format!("{name}: {e}"))?;
         if len_el.ty != MI_INT32 || len_el.data.len() != 4 {
             return Err(format!(
                 "{name}: struct field name length is not one miINT32"
             ));
         }
-        let field_len = u32_at(b, len_el.data.start, big) as usize;
-        let names_el = read_tag(b, len_el.next, end, big).map_err(|e| format!("{name}: {e}"))?;
+        let field_len = u32_at(buf.get(len_el.data.clone())?, 0, big) as usize;
+        let names_el = read_tag(buf, len_el.next, end, big).map_err(|e| format!("{name}: {e}"))?;
         if !matches!(names_el.ty, MI_INT8 | MI_UINT8 | MI_UTF8) {
             return Err(format!(
                 "{name}: struct field names are {}, not miINT8",
                 mi_name(names_el.ty)
             ));
         }
-        let names_raw = &b[names_el.data.clone()];
+        let names_raw = buf.get(names_el.data.clone())?;
         let fields: Vec<String> = if names_raw.is_empty() {
             Vec::new()
         } else {
@@ -703,7 +912,7 @@ impl Reader {
             };
             for field in &fields {
                 let full = format!("{prefix}.{field}");
-                let el = read_tag(b, pos, end, big).map_err(|e| format!("{full}: {e}"))?;
+                let el = read_tag(buf, pos, end, big).map_err(|e| format!("{full}: {e}"))?;
                 pos = el.next;
                 if el.ty != MI_MATRIX {
                     return Err(format!(

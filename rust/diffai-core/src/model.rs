@@ -3,24 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::tensor::{Format, Model};
-use crate::{gguf, matlab, numpy, pytorch, safetensors};
-use memmap2::Mmap;
+use crate::{gguf, mapped, matlab, numpy, pytorch, safetensors};
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
-
-/// Maps a file read-only. An empty file maps to an empty buffer (mmap of length 0 fails).
-pub fn map_file(path: &Path) -> Result<Arc<dyn AsRef<[u8]> + Send + Sync>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if len == 0 {
-        return Ok(Arc::new(Vec::<u8>::new()));
-    }
-    // SAFETY: the map is read-only; a file truncated by another process while mapped is outside
-    // what any reader of model files can defend against (safetensors and numpy accept the same).
-    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    Ok(Arc::new(map))
-}
 
 /// How many leading bytes detection reads: the MAT header (128) and the HDF5 signature of a
 /// MATLAB v7.3 file (at 512) fit.
@@ -34,7 +19,7 @@ const HDF5_MAGIC: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 /// a pickle that is not a torch file goes to the legacy reader so its error says what it is.
 /// The extension only colours the message.
 pub fn detect(path: &Path) -> Result<Format> {
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut file = mapped::open_regular(path)?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut head = [0u8; HEAD_BYTES];
     let n = read_up_to(&mut file, &mut head).map_err(|e| Error::io(path, e))?;
@@ -152,7 +137,7 @@ fn is_safetensors(file: &mut File, head: &[u8], file_len: u64) -> bool {
 
 /// A zip is a PyTorch checkpoint when it holds `<dir>/data.pkl`, otherwise an `.npz`.
 fn zip_kind(path: &Path) -> Result<Format> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = mapped::open_regular(path)?;
     let archive = zip::ZipArchive::new(file)
         .map_err(|e| Error::format(path, format!("damaged zip archive: {e}")))?;
     let is_torch = archive

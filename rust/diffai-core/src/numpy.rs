@@ -19,7 +19,8 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::model::map_file;
+use crate::mapped;
+use crate::mapped::MapReader;
 use crate::tensor::{Format, Model, Skipped, Storage, Tensor};
 use std::io::{Cursor, Read};
 use std::path::Path;
@@ -31,7 +32,11 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Reads a `.npy` file: one tensor named after the file stem.
 pub fn load_npy(path: &Path) -> Result<Model> {
-    let map = map_file(path)?;
+    mapped::read(path, |map| load_npy_bytes(path, map))
+}
+
+/// Reads an `.npy` file's bytes (`path` only names them in messages; the fuzz targets call this).
+pub fn load_npy_bytes(path: &Path, map: Owner) -> Result<Model> {
     let bytes: &[u8] = (*map).as_ref();
     let name = path
         .file_stem()
@@ -48,11 +53,16 @@ pub fn load_npy(path: &Path) -> Result<Model> {
 
 /// Reads an `.npz` archive: one tensor per `.npy` entry, named by its key.
 pub fn load_npz(path: &Path) -> Result<Model> {
-    let map = map_file(path)?;
+    mapped::read(path, |map| load_npz_bytes(path, map))
+}
+
+/// Reads an `.npz` archive's bytes (`path` only names them in messages; the fuzz targets call this).
+pub fn load_npz_bytes(path: &Path, map: Owner) -> Result<Model> {
     let bytes: &[u8] = (*map).as_ref();
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| Error::format(path, format!("damaged zip archive: {e}")))?;
     let mut model = Model::new(Format::Npz);
+    let mut data_owner = std::collections::HashSet::new();
     for index in 0..archive.len() {
         let (entry_name, method, encrypted, is_dir, data_start, compressed, size, crc) = {
             let entry = archive.by_index_raw(index).map_err(|e| {
@@ -80,6 +90,14 @@ pub fn load_npz(path: &Path) -> Result<Model> {
             continue;
         };
         let key = key.to_string();
+        // Directory records pointing at one entry's data would inflate it once per record (2,000
+        // records over one 64 MB entry: 128 GB of work); a real archive never shares data.
+        if !data_owner.insert(data_start) {
+            return Err(Error::format(
+                path,
+                format!("entry {entry_name} shares its data with another entry (a zip bomb?); refused"),
+            ));
+        }
         if encrypted {
             model.skipped.push(Skipped {
                 name: key,
@@ -173,33 +191,79 @@ fn deferred_entry(
         )));
     }
     let (map, path, name) = (map.clone(), path.to_path_buf(), key.to_string());
-    let (data_start, nbytes, swap) = (
-        h.data_start,
-        h.nbytes,
-        if h.big_endian { h.dtype.size() } else { 1 },
-    );
-    let produce = move || -> Result<Vec<u8>> {
-        let fail = |why: String| Error::format(&path, format!("entry {name}.npy: {why}"));
-        let mut out = Vec::with_capacity(size.min(1 << 30) as usize);
-        flate2::read::DeflateDecoder::new(&(*map).as_ref()[compressed.clone()])
+    let (data_start, nbytes) = (h.data_start, h.nbytes);
+    if h.big_endian && h.dtype.size() > 1 {
+        // Rare: inflated whole on each use, to be byte-swapped.
+        let swap = h.dtype.size();
+        let produce = move || -> Result<Vec<u8>> {
+            let fail = |why: String| Error::format(&path, format!("entry {name}.npy: {why}"));
+            let mut out = Vec::with_capacity(size.min(1 << 30) as usize);
+            CrcChecked::new(
+                flate2::read::DeflateDecoder::new(MapReader::new(map.clone(), compressed.clone())),
+                size,
+                crc,
+            )
             .take(size.saturating_add(1))
             .read_to_end(&mut out)
             .map_err(|e| fail(format!("cannot decompress: {e}")))?;
-        if out.len() as u64 != size || crc32fast::hash(&out) != crc {
-            return Err(fail(
-                "decompressed data does not match the entry's size and CRC (damaged archive)"
-                    .into(),
-            ));
-        }
-        out.truncate(data_start + nbytes);
-        out.drain(..data_start);
-        if swap > 1 {
+            out.truncate(data_start + nbytes);
+            out.drain(..data_start);
             out.chunks_exact_mut(swap).for_each(|c| c.reverse());
-        }
-        Ok(out)
+            Ok(out)
+        };
+        return Ok(h.tensor(key.to_string(), Storage::deferred(nbytes, Arc::new(produce))));
+    }
+    // Inflated a chunk at a time while the statistics are computed, never whole.
+    let open = move || -> Result<Box<dyn Read + Send>> {
+        let mut reader = CrcChecked::new(
+            flate2::read::DeflateDecoder::new(MapReader::new(map.clone(), compressed.clone())),
+            size,
+            crc,
+        );
+        std::io::copy(&mut (&mut reader).take(data_start as u64), &mut std::io::sink()).map_err(
+            |e| Error::format(&path, format!("entry {name}.npy: cannot decompress: {e}")),
+        )?;
+        Ok(Box::new(reader.take(nbytes as u64)))
     };
-    let storage = Storage::deferred(nbytes, Arc::new(produce));
-    Ok(h.tensor(key.to_string(), storage))
+    Ok(h.tensor(key.to_string(), Storage::streamed(nbytes, Arc::new(open))))
+}
+
+/// Passes an inflated entry through, and fails the read that completes it when its CRC-32 is not
+/// the one the archive records (a damaged entry can still inflate).
+struct CrcChecked<R> {
+    inner: R,
+    hasher: crc32fast::Hasher,
+    seen: u64,
+    size: u64,
+    crc: u32,
+}
+
+impl<R> CrcChecked<R> {
+    fn new(inner: R, size: u64, crc: u32) -> Self {
+        CrcChecked {
+            inner,
+            hasher: crc32fast::Hasher::new(),
+            seen: 0,
+            size,
+            crc,
+        }
+    }
+}
+
+impl<R: Read> Read for CrcChecked<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.hasher.update(&out[..n]);
+        self.seen += n as u64;
+        let damaged = || std::io::Error::other("decompressed data does not match the entry's size and CRC (damaged archive)");
+        if self.seen > self.size || (n == 0 && self.seen < self.size) {
+            return Err(damaged());
+        }
+        if n > 0 && self.seen == self.size && self.hasher.clone().finalize() != self.crc {
+            return Err(damaged());
+        }
+        Ok(n)
+    }
 }
 
 /// Why an array could not be read: a dtype diffai does not handle (an `.npz` skips the entry) or

@@ -4,7 +4,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::model::map_file;
+use crate::mapped::{self, Owner};
 use crate::tensor::{Format, Model, Skipped, Storage, Tensor};
 use rustc_hash::FxHashSet;
 use serde::de::{Deserializer, Error as _, MapAccess, Visitor};
@@ -18,7 +18,11 @@ use std::path::Path;
 pub const MAX_HEADER: u64 = 100_000_000;
 
 pub fn load(path: &Path) -> Result<Model> {
-    let map = map_file(path)?;
+    mapped::read(path, |map| load_bytes(path, map))
+}
+
+/// Reads a safetensors file's bytes (`path` only names them in messages; the fuzz targets call this).
+pub fn load_bytes(path: &Path, map: Owner) -> Result<Model> {
     let bytes: &[u8] = (*map).as_ref();
     let bad = |reason: String| Error::format(path, format!("invalid safetensors file: {reason}"));
     let len_field: [u8; 8] = bytes

@@ -11,6 +11,9 @@
 //!   block is redone by a scalar loop that counts and skips them.
 //! - Tensors are cut into `CHUNK`-element pieces processed in parallel (Rayon) and merged in
 //!   order, so results do not depend on the thread count.
+//! - Streamed storages (compressed entries inflated on the fly) are read in storage order, one
+//!   `CHUNK` at a time, by `stream_fold`: statistics do not depend on the order, and two tensors
+//!   of the same layout pair up element by element in it. Memory stays at a chunk per tensor.
 //! - On x86_64 the same code is compiled a second time with AVX2/FMA/F16C enabled and picked at
 //!   run time.
 //! - There, contiguous f32/bf16 skip the buffer: fused blocks convert straight into AVX-512 (8
@@ -220,6 +223,12 @@ impl<'a> View<'a> {
             start,
             strided,
         })
+    }
+
+    /// Whether the bytes read are still the file's: a mapped file that shrank during the pass
+    /// was read as zeros (see `mapped`), and the result must not be used.
+    fn intact(&self) -> Result<()> {
+        crate::mapped::check_intact(&self.data)
     }
 
     /// The bytes from the first element on (for contiguous views).
@@ -1400,19 +1409,150 @@ fn fold_chunks<T: Send>(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Streamed storages: read in storage order, a chunk at a time.
+
+/// The tensor's strides when its elements fill its storage exactly, from the first byte, in some
+/// order of the dimensions (C, Fortran, any permutation), with size-1 dimensions' strides set to
+/// 0: in that case the storage holds each element once, and two tensors with equal shapes and
+/// dense strides pair up byte range by byte range.
+fn dense_strides(t: &Tensor) -> Option<Vec<usize>> {
+    let strides = t
+        .strides
+        .clone()
+        .unwrap_or_else(|| Tensor::c_strides(&t.shape));
+    if t.offset != 0 || strides.len() != t.shape.len() || t.nbytes() != t.storage.len() {
+        return None;
+    }
+    let mut dims: Vec<(usize, usize)> = t
+        .shape
+        .iter()
+        .zip(&strides)
+        .filter(|(&d, _)| d > 1)
+        .map(|(&d, &s)| (s, d))
+        .collect();
+    dims.sort_unstable();
+    let mut expect = 1usize;
+    for (stride, dim) in dims {
+        if stride != expect {
+            return None;
+        }
+        expect = expect.checked_mul(dim)?;
+    }
+    Some(
+        t.shape
+            .iter()
+            .zip(strides)
+            .map(|(&d, s)| if d > 1 { s } else { 0 })
+            .collect(),
+    )
+}
+
+/// Whether `tensors` (one, or a pair) are computed by `stream_fold`: some storage is streamed and
+/// every tensor is dense with the same layout (so storage order pairs the same elements as C
+/// order). Otherwise a streamed storage is read whole (`Storage::load`).
+fn streams(tensors: &[&Tensor]) -> bool {
+    if !tensors.iter().any(|t| t.storage.is_streamed()) {
+        return false;
+    }
+    let layouts: Option<Vec<_>> = tensors.iter().map(|t| dense_strides(t)).collect();
+    layouts.is_some_and(|l| {
+        tensors.iter().all(|t| t.shape == tensors[0].shape) && l.iter().all(|s| *s == l[0])
+    })
+}
+
+/// Where `stream_fold` reads a tensor's bytes from, in storage order.
+enum Source<'a> {
+    Bytes(Cow<'a, [u8]>, usize),
+    Stream(Box<dyn std::io::Read + Send>),
+}
+
+impl<'a> Source<'a> {
+    fn open(t: &'a Tensor) -> Result<Source<'a>> {
+        Ok(match t.storage.stream() {
+            Some(stream) => Source::Stream(stream?),
+            None => Source::Bytes(t.storage.load()?, 0),
+        })
+    }
+
+    /// The next `n` bytes into `buf`.
+    fn next(&mut self, buf: &mut Vec<u8>, n: usize) -> Result<()> {
+        buf.resize(n, 0);
+        match self {
+            Source::Bytes(data, pos) => {
+                buf.copy_from_slice(&data[*pos..*pos + n]);
+                *pos += n;
+            }
+            Source::Stream(r) => r.read_exact(buf).map_err(crate::tensor::stream_error)?,
+        }
+        Ok(())
+    }
+}
+
+/// Computes `part` over each `CHUNK` of the tensors' elements in storage order (one chunk of each
+/// at a time, in step) and merges the parts into `total` in order. Sequential: a stream is.
+fn stream_fold<T>(
+    tensors: &[&Tensor],
+    ctl: &Control,
+    mut total: T,
+    part: impl Fn(&[View]) -> T,
+    merge: impl Fn(&mut T, T),
+) -> Result<T> {
+    let numel = tensors[0].numel();
+    let mut sources = tensors
+        .iter()
+        .map(|t| Source::open(t))
+        .collect::<Result<Vec<_>>>()?;
+    let mut bufs = vec![Vec::new(); tensors.len()];
+    let mut done = 0;
+    while done < numel {
+        ctl.check()?;
+        let n = CHUNK.min(numel - done);
+        for ((src, buf), t) in sources.iter_mut().zip(&mut bufs).zip(tensors) {
+            src.next(buf, n * t.dtype.size())?;
+        }
+        let views: Vec<View> = bufs
+            .iter()
+            .zip(tensors)
+            .map(|(b, t)| View {
+                dtype: t.dtype,
+                numel: n,
+                data: Cow::Borrowed(b),
+                start: 0,
+                strided: None,
+            })
+            .collect();
+        merge(&mut total, part(&views));
+        ctl.advance(n * tensors.iter().map(|t| t.dtype.size()).sum::<usize>());
+        done += n;
+    }
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Public entry points. They run on the current Rayon pool.
 
 /// Statistics of one tensor.
 pub fn tensor_stats(t: &Tensor, ctl: &Control) -> Result<TensorStats> {
+    if streams(&[t]) {
+        return stream_fold(
+            &[t],
+            ctl,
+            TensorStats::default(),
+            |v| chunk_stats(&v[0], 0, v[0].numel),
+            |total, p| total.merge(&p),
+        );
+    }
     let v = View::new(t)?;
-    fold_chunks(
+    let stats = fold_chunks(
         v.numel,
         &[t.dtype],
         ctl,
         TensorStats::default(),
         |s, e| chunk_stats(&v, s, e),
         |total, p| total.merge(&p),
-    )
+    )?;
+    v.intact()?;
+    Ok(stats)
 }
 
 /// Statistics of both tensors and of their elementwise difference, in one pass over both.
@@ -1423,6 +1563,26 @@ pub fn pair_stats(
     epsilon: f64,
     ctl: &Control,
 ) -> Result<(TensorStats, TensorStats, PairStats)> {
+    if streams(&[a, b]) {
+        let exact_int = a.dtype == b.dtype && matches!(a.dtype, DType::I64 | DType::U64);
+        return stream_fold(
+            &[a, b],
+            ctl,
+            Default::default(),
+            |v| {
+                let (x, y, mut p) = chunk_pair(&v[0], &v[1], 0, v[0].numel, epsilon);
+                if exact_int {
+                    p.diff_count = exact_int_diff_count(&v[0], &v[1], epsilon);
+                }
+                (x, y, p)
+            },
+            |(sa, sb, p), (x, y, z)| {
+                sa.merge(&x);
+                sb.merge(&y);
+                p.merge(&z);
+            },
+        );
+    }
     let (va, vb) = (View::new(a)?, View::new(b)?);
     if va.numel != vb.numel {
         return Err(Error::Invalid(format!(
@@ -1445,6 +1605,8 @@ pub fn pair_stats(
     if a.dtype == b.dtype && matches!(a.dtype, DType::I64 | DType::U64) {
         p.diff_count = exact_int_diff_count(&va, &vb, epsilon);
     }
+    va.intact()?;
+    vb.intact()?;
     Ok((sa, sb, p))
 }
 
@@ -1475,35 +1637,49 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
             "histogram needs bins > 0 and finite lo <= hi, got {bins}, {lo}, {hi}"
         )));
     }
-    let v = View::new(t)?;
     let width = if hi > lo {
         (hi - lo) / bins as f64
     } else {
         1.0
     };
-    fold_chunks(
+    let count = |v: &View, s: usize, e: usize| {
+        let mut counts = vec![0u64; bins];
+        let mut buf = [0f64; BLOCK];
+        let mut i = s;
+        while i < e {
+            let n = BLOCK.min(e - i);
+            v.decode(i, &mut buf[..n]);
+            for &x in &buf[..n] {
+                if x >= lo && x <= hi {
+                    counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
+                }
+            }
+            i += n;
+        }
+        counts
+    };
+    let add =
+        |total: &mut Vec<u64>, p: Vec<u64>| total.iter_mut().zip(p).for_each(|(t, c)| *t += c);
+    if streams(&[t]) {
+        return stream_fold(
+            &[t],
+            ctl,
+            vec![0u64; bins],
+            |v| count(&v[0], 0, v[0].numel),
+            add,
+        );
+    }
+    let v = View::new(t)?;
+    let counts = fold_chunks(
         v.numel,
         &[t.dtype],
         ctl,
         vec![0u64; bins],
-        |s, e| {
-            let mut counts = vec![0u64; bins];
-            let mut buf = [0f64; BLOCK];
-            let mut i = s;
-            while i < e {
-                let n = BLOCK.min(e - i);
-                v.decode(i, &mut buf[..n]);
-                for &x in &buf[..n] {
-                    if x >= lo && x <= hi {
-                        counts[(((x - lo) / width) as usize).min(bins - 1)] += 1;
-                    }
-                }
-                i += n;
-            }
-            counts
-        },
-        |total, p| total.iter_mut().zip(p).for_each(|(t, c)| *t += c),
-    )
+        |s, e| count(&v, s, e),
+        add,
+    )?;
+    v.intact()?;
+    Ok(counts)
 }
 
 /// For each of the first `rows` rows of two tensors read as [_, width] in C order: a.b, a.a and
@@ -1550,6 +1726,8 @@ pub fn row_products(
             ctl.advance(stored_bytes(a.dtype, n) + stored_bytes(b.dtype, n));
             Ok(())
         })?;
+    va.intact()?;
+    vb.intact()?;
     Ok(out)
 }
 
@@ -1573,6 +1751,7 @@ pub fn to_f64(t: &Tensor, start: usize, count: Option<usize>) -> Result<Vec<f64>
     out.par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(c, o)| v.decode(start + c * CHUNK, o));
+    v.intact()?;
     Ok(out)
 }
 

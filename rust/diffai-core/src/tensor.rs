@@ -3,11 +3,16 @@
 
 use crate::dtype::DType;
 use std::borrow::Cow;
+use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
 
 /// Produces a deferred storage's bytes (e.g. inflates a compressed archive entry).
 pub type Produce = dyn Fn() -> crate::Result<Vec<u8>> + Send + Sync;
+
+/// Opens a reader over a streamed storage's bytes, from the first (e.g. a zlib decoder over a
+/// compressed entry of the mapped file). Each call starts again.
+pub type OpenStream = dyn Fn() -> crate::Result<Box<dyn Read + Send>> + Send + Sync;
 
 /// Bytes shared by one or more tensors; cloning is cheap (an `Arc`).
 #[derive(Clone)]
@@ -26,6 +31,9 @@ enum Backing {
     /// Made on each use and dropped after it, so a compressed archive is never held in memory
     /// whole: at most the tensors being computed on are.
     Deferred(Arc<Produce>),
+    /// Read in order, a buffer at a time, on each use: the statistics of a compressed tensor
+    /// cost a buffer, not its inflated size (see `stats`, which streams such tensors).
+    Streamed(Arc<OpenStream>),
 }
 
 impl Storage {
@@ -54,13 +62,34 @@ impl Storage {
         }
     }
 
-    /// The bytes when they are already in memory or mapped; `None` for a deferred storage.
+    /// A storage of `len` bytes read from the start by the reader `open` makes, on each use.
+    pub fn streamed(len: usize, open: Arc<OpenStream>) -> Self {
+        Storage {
+            len,
+            backing: Backing::Streamed(open),
+        }
+    }
+
+    /// The bytes when they are already in memory or mapped; `None` for a deferred or streamed
+    /// storage.
     pub fn resident(&self) -> Option<&[u8]> {
         match &self.backing {
             Backing::Resident { owner, start } => {
                 Some(&(**owner).as_ref()[*start..*start + self.len])
             }
-            Backing::Deferred(_) => None,
+            Backing::Deferred(_) | Backing::Streamed(_) => None,
+        }
+    }
+
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.backing, Backing::Streamed(_))
+    }
+
+    /// A reader over the bytes from the first, for a streamed storage; `None` otherwise.
+    pub fn stream(&self) -> Option<crate::Result<Box<dyn Read + Send>>> {
+        match &self.backing {
+            Backing::Streamed(open) => Some(open()),
+            _ => None,
         }
     }
 
@@ -68,18 +97,32 @@ impl Storage {
     pub fn load(&self) -> crate::Result<Cow<'_, [u8]>> {
         match &self.backing {
             Backing::Resident { .. } => Ok(Cow::Borrowed(self.resident().unwrap_or_default())),
+            Backing::Streamed(open) => {
+                // Whole, for the uses that need random access (a strided pair, values).
+                let mut bytes = Vec::new();
+                open()?
+                    .take(self.len as u64)
+                    .read_to_end(&mut bytes)
+                    .map_err(stream_error)?;
+                self.check_produced(bytes.len())?;
+                Ok(Cow::Owned(bytes))
+            }
             Backing::Deferred(produce) => {
                 let bytes = produce()?;
-                if bytes.len() != self.len {
-                    return Err(crate::Error::Invalid(format!(
-                        "deferred storage produced {} bytes, expected {}",
-                        bytes.len(),
-                        self.len
-                    )));
-                }
+                self.check_produced(bytes.len())?;
                 Ok(Cow::Owned(bytes))
             }
         }
+    }
+
+    fn check_produced(&self, got: usize) -> crate::Result<()> {
+        if got != self.len {
+            return Err(crate::Error::Invalid(format!(
+                "storage produced {got} bytes, expected {}",
+                self.len
+            )));
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -89,6 +132,11 @@ impl Storage {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
+
+/// A streamed storage's read error: the reader's message names the file and what failed.
+pub fn stream_error(e: std::io::Error) -> crate::Error {
+    crate::Error::Invalid(e.to_string())
 }
 
 impl std::fmt::Debug for Storage {

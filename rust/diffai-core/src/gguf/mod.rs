@@ -52,7 +52,7 @@ mod ternary;
 
 use crate::dtype::{BlockCodec, DType};
 use crate::error::{Error, Result};
-use crate::model::map_file;
+use crate::mapped::{self, Owner};
 use crate::tensor::{Format, Model, Skipped, Storage, Tensor};
 use cursor::Cursor;
 use rustc_hash::FxHashSet;
@@ -139,7 +139,11 @@ fn ggml_type(id: u32) -> std::result::Result<DType, String> {
 }
 
 pub fn load(path: &Path) -> Result<Model> {
-    let map = map_file(path)?;
+    mapped::read(path, |map| load_bytes(path, map))
+}
+
+/// Reads a GGUF file's bytes (`path` only names them in messages; the fuzz targets call this).
+pub fn load_bytes(path: &Path, map: Owner) -> Result<Model> {
     let bytes: &[u8] = (*map).as_ref();
     let bad = |reason: String| Error::format(path, format!("invalid GGUF file: {reason}"));
     let mut c = Cursor::new(bytes);

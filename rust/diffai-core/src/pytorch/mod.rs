@@ -30,7 +30,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::model::map_file;
+use crate::mapped;
 use crate::tensor::{Format, Model, Scalar, Skipped, Storage, Tensor};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Cursor, Read};
@@ -99,7 +99,11 @@ fn vm_error(path: &Path, e: String) -> Error {
 
 /// Reads a zip checkpoint (`<dir>/data.pkl`, `<dir>/data/<key>`, `<dir>/byteorder`).
 pub fn load_zip(path: &Path) -> Result<Model> {
-    let map = map_file(path)?;
+    mapped::read(path, |map| load_zip_bytes(path, map))
+}
+
+/// Reads a zip checkpoint's bytes (`path` only names them in messages; the fuzz targets call this).
+pub fn load_zip_bytes(path: &Path, map: Owner) -> Result<Model> {
     let bytes: &[u8] = (*map).as_ref();
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| Error::format(path, format!("not a readable zip archive: {e}")))?;
@@ -165,7 +169,11 @@ pub fn load_zip(path: &Path) -> Result<Model> {
 /// the object and the list of storage keys, then each storage as an 8-byte element count and its
 /// raw bytes.
 pub fn load_legacy(path: &Path) -> Result<Model> {
-    let map = map_file(path)?;
+    mapped::read(path, |map| load_legacy_bytes(path, map))
+}
+
+/// Reads a legacy checkpoint's bytes (`path` only names them in messages; the fuzz targets call this).
+pub fn load_legacy_bytes(path: &Path, map: Owner) -> Result<Model> {
     let bytes: &[u8] = (*map).as_ref();
     let fail = |e: String| vm_error(path, e);
 
