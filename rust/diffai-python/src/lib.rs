@@ -149,6 +149,18 @@ impl Model {
         Ok(d)
     }
 
+    /// `{name: (layout, nnz)}` for the sparse tensors (`sparse_coo`, `sparse_csr`, ...; nnz is
+    /// the stored index entries, duplicates of an uncoalesced COO included).
+    #[getter]
+    fn sparse(&self) -> HashMap<String, (&'static str, usize)> {
+        (self.inner.tensors.iter())
+            .filter_map(|t| {
+                let parts = t.sparse.as_ref()?;
+                Some((t.name.clone(), (parts.layout.name(), parts.nnz())))
+            })
+            .collect()
+    }
+
     /// Every tensor's name, in file order.
     #[getter]
     fn names(&self, py: Python<'_>) -> PyResult<Vec<Py<PyString>>> {

@@ -56,6 +56,7 @@ const LEGACY_PROTOCOL_VERSION: i64 = 1001;
 
 mod flatten;
 mod globals;
+mod sparse;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -64,6 +65,7 @@ mod vm;
 
 use flatten::*;
 use globals::*;
+use sparse::*;
 use storage::*;
 use value::*;
 use vm::*;
