@@ -4,8 +4,9 @@
 //! A sparse tensor keeps the dense shape on its `Tensor` and its stored parts (index tensors and
 //! the values tensor) in `SparseParts`. Every statistic is that of the dense values:
 //! - The stored entries are read once into (C-order position, value) pairs sorted by position,
-//!   with the duplicates an uncoalesced COO tensor may hold summed (in f64, in storage order, as
-//!   `coalesce()` sums them). Memory: 16 bytes per stored value, never per dense element.
+//!   with the duplicates an uncoalesced COO tensor may hold summed in storage order, in f64
+//!   (`coalesce()` sums in the values' dtype, so an f32 sum there can differ in the last bits).
+//!   Memory: 16 bytes per stored value, never per dense element.
 //! - One tensor: the statistics of the coalesced values, Chan-merged with the implicit zeros
 //!   (`numel - stored` values with mean 0 and M2 0; min/max then include 0).
 //! - Two sparse tensors: their sorted position lists are merged; a position only one side stores
@@ -444,4 +445,204 @@ pub(crate) fn row_products(
             }))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn i64_tensor(shape: Vec<usize>, values: &[i64]) -> Tensor {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::contiguous("idx".into(), DType::I64, shape, Storage::from_vec(bytes))
+    }
+
+    fn f32_tensor(shape: Vec<usize>, values: &[f32]) -> Tensor {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::contiguous("v".into(), DType::F32, shape, Storage::from_vec(bytes))
+    }
+
+    /// A COO tensor of `shape` (2-D) from (row, col, value) entries, duplicates allowed.
+    fn coo(shape: [usize; 2], entries: &[(i64, i64, f32)]) -> Tensor {
+        let nnz = entries.len();
+        let idx: Vec<i64> = (entries.iter().map(|e| e.0))
+            .chain(entries.iter().map(|e| e.1))
+            .collect();
+        let vals: Vec<f32> = entries.iter().map(|e| e.2).collect();
+        let parts = SparseParts {
+            layout: SparseLayout::Coo,
+            indices: vec![i64_tensor(vec![2, nnz], &idx)],
+            values: f32_tensor(vec![nnz], &vals),
+        };
+        sparse_tensor("s".into(), shape.to_vec(), parts).unwrap()
+    }
+
+    /// The brute-force dense tensor: every entry added at its place (in f64, as duplicates are
+    /// summed when read).
+    fn dense(shape: [usize; 2], entries: &[(i64, i64, f32)]) -> Tensor {
+        let mut d = vec![0f64; shape[0] * shape[1]];
+        for &(r, c, v) in entries {
+            d[r as usize * shape[1] + c as usize] += v as f64;
+        }
+        let bytes = d.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor::contiguous(
+            "d".into(),
+            DType::F64,
+            shape.to_vec(),
+            Storage::from_vec(bytes),
+        )
+    }
+
+    /// Pseudo-random entries (a fixed LCG), some positions repeated.
+    fn entries(shape: [usize; 2], n: usize, seed: u64) -> Vec<(i64, i64, f32)> {
+        let mut x = seed;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        (0..n)
+            .map(|_| {
+                let (r, c) = (next() % shape[0] as u64, next() % shape[1] as u64);
+                (r as i64, c as i64, (next() % 2001) as f32 / 100.0 - 10.0)
+            })
+            .collect()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+    }
+
+    fn same_stats(s: &TensorStats, d: &TensorStats) {
+        assert_eq!(
+            (s.numel, s.finite, s.zero_count, s.nan_count),
+            (d.numel, d.finite, d.zero_count, d.nan_count)
+        );
+        assert_eq!((s.min, s.max), (d.min, d.max));
+        assert!(close(s.mean, d.mean) && close(s.m2, d.m2), "{s:?} vs {d:?}");
+    }
+
+    fn same_pair(p: &PairStats, d: &PairStats) {
+        assert_eq!(
+            (p.numel, p.compared, p.diff_count),
+            (d.numel, d.compared, d.diff_count)
+        );
+        assert_eq!(p.max_abs_diff, d.max_abs_diff);
+        for (x, y) in [
+            (p.sum_abs_diff, d.sum_abs_diff),
+            (p.sum_sq_diff, d.sum_sq_diff),
+            (p.dot, d.dot),
+            (p.sum_sq_a, d.sum_sq_a),
+            (p.sum_sq_b, d.sum_sq_b),
+        ] {
+            assert!(close(x, y), "{p:?} vs {d:?}");
+        }
+    }
+
+    #[test]
+    fn uncoalesced_coo_stats_equal_the_dense_ones() {
+        let ctl = Control::default();
+        let shape = [37, 53];
+        let e = entries(shape, 400, 1); // ~20% of the positions, with repeats
+        let s = stats::tensor_stats(&coo(shape, &e), &ctl).unwrap();
+        same_stats(&s, &stats::tensor_stats(&dense(shape, &e), &ctl).unwrap());
+        let vals = stats::to_f64(&coo(shape, &e), 100, Some(500)).unwrap();
+        assert_eq!(
+            vals,
+            stats::to_f64(&dense(shape, &e), 100, Some(500)).unwrap()
+        );
+    }
+
+    #[test]
+    fn pairs_equal_the_dense_computation_across_chunks() {
+        let ctl = Control::default();
+        let shape = [3, CHUNK / 2 + 7]; // several chunks on the sparse-dense path
+        let (ea, eb) = (entries(shape, 3000, 2), entries(shape, 2000, 3));
+        let (sa, sb, da, db) = (
+            coo(shape, &ea),
+            coo(shape, &eb),
+            dense(shape, &ea),
+            dense(shape, &eb),
+        );
+        let want = stats::pair_stats(&da, &db, 0.0, &ctl).unwrap();
+        for (a, b) in [(&sa, &sb), (&sa, &db), (&da, &sb)] {
+            let got = stats::pair_stats(a, b, 0.0, &ctl).unwrap();
+            same_stats(&got.0, &want.0);
+            same_stats(&got.1, &want.1);
+            same_pair(&got.2, &want.2);
+        }
+        let rows = stats::row_products(&sa, &db, 3, shape[1], &ctl).unwrap();
+        let want_rows = stats::row_products(&da, &db, 3, shape[1], &ctl).unwrap();
+        for (r, w) in rows.iter().zip(&want_rows) {
+            assert!(r.iter().zip(w).all(|(x, y)| close(*x, *y)));
+        }
+    }
+
+    #[test]
+    fn csr_and_bsr_read_like_their_dense_tensor() {
+        let ctl = Control::default();
+        // [[0, 1, 0, 2], [0, 0, 0, 0], [3, 0, 0, 4]]
+        let csr = SparseParts {
+            layout: SparseLayout::Csr,
+            indices: vec![
+                i64_tensor(vec![4], &[0, 2, 2, 4]),
+                i64_tensor(vec![4], &[1, 3, 0, 3]),
+            ],
+            values: f32_tensor(vec![4], &[1.0, 2.0, 3.0, 4.0]),
+        };
+        let t = sparse_tensor("csr".into(), vec![3, 4], csr).unwrap();
+        let d = [0.0, 1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 4.0];
+        assert_eq!(stats::to_f64(&t, 0, None).unwrap(), d);
+        // One 2x2 block at block (0, 1) of a 2x4 matrix: [[0, 0, 1, 2], [0, 0, 3, 4]].
+        let bsr = SparseParts {
+            layout: SparseLayout::Bsr,
+            indices: vec![i64_tensor(vec![2], &[0, 1]), i64_tensor(vec![1], &[1])],
+            values: f32_tensor(vec![1, 2, 2], &[1.0, 2.0, 3.0, 4.0]),
+        };
+        let t = sparse_tensor("bsr".into(), vec![2, 4], bsr).unwrap();
+        assert_eq!(
+            stats::to_f64(&t, 0, None).unwrap(),
+            [0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 3.0, 4.0]
+        );
+        let s = stats::tensor_stats(&t, &ctl).unwrap();
+        assert_eq!((s.zero_count, s.min, s.max, s.mean), (4, 0.0, 4.0, 1.25));
+    }
+
+    #[test]
+    fn an_empty_sparse_tensor_is_all_zeros() {
+        let s = stats::tensor_stats(&coo([4, 5], &[]), &Control::default()).unwrap();
+        assert_eq!(
+            (s.numel, s.finite, s.zero_count, s.mean, s.m2, s.min, s.max),
+            (20, 20, 20, 0.0, 0.0, 0.0, 0.0)
+        );
+    }
+
+    #[test]
+    fn bad_parts_are_errors_not_panics() {
+        let parts = |idx: &[i64], shape| SparseParts {
+            layout: SparseLayout::Coo,
+            indices: vec![i64_tensor(shape, idx)],
+            values: f32_tensor(vec![2], &[1.0, 2.0]),
+        };
+        // Values for 2 entries, indices for 1.
+        assert!(sparse_tensor("s".into(), vec![4], parts(&[0], vec![1, 1])).is_err());
+        let t = sparse_tensor("s".into(), vec![4], parts(&[0, -1], vec![1, 2])).unwrap();
+        let err = stats::tensor_stats(&t, &Control::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("index -1 of entry 1 is outside dimension 0 of size 4"),
+            "{err}"
+        );
+        let csr = SparseParts {
+            layout: SparseLayout::Csr,
+            indices: vec![
+                i64_tensor(vec![3], &[0, 2, 1]),
+                i64_tensor(vec![2], &[0, 1]),
+            ],
+            values: f32_tensor(vec![2], &[1.0, 2.0]),
+        };
+        let t = sparse_tensor("c".into(), vec![2, 2], csr).unwrap();
+        assert!(stats::tensor_stats(&t, &Control::default()).is_err());
+    }
 }
