@@ -175,3 +175,12 @@ def test_an_index_outside_the_shape_is_a_clean_error(tmp_path):
     m = _core.open(path)
     with pytest.raises(diffai.DiffaiError, match="index 9 of entry 1 is outside dimension 0 of size 4"):
         _core.tensor_stats(m, ["bad"])
+
+
+def test_a_batched_csr_tensor_is_a_named_skip_and_the_rest_is_read(tmp_path, tensors):
+    path = str(tmp_path / "batched.pt")
+    torch.save({"batched": torch.randn(2, 3, 4).to_sparse_csr(), "csr": tensors["csr"]}, path)
+    m = _core.open(path)
+    assert list(m.tensors) == ["csr"]
+    ((name, reason),) = m.skipped
+    assert name == "batched" and "sparse_csr tensor of shape [2, 3, 4]" in reason

@@ -83,63 +83,74 @@ impl SparseParts {
     }
 }
 
-/// A sparse tensor of dense `shape` over `parts`, after checking that the parts' shapes fit
-/// the layout (the index values are checked when they are read).
-pub fn sparse_tensor(
-    name: String,
-    shape: Vec<usize>,
-    parts: SparseParts,
-) -> std::result::Result<Tensor, String> {
-    let bad = |what: String| Err(format!("{name}: {} tensor {what}", parts.layout.name()));
+/// Whether parts of these dtypes and shapes make a sparse tensor of dense `shape` that diffai
+/// reads; the reason when not.
+pub fn check_parts(
+    layout: SparseLayout,
+    shape: &[usize],
+    indices: &[(DType, &[usize])],
+    values: &[usize],
+) -> std::result::Result<(), String> {
+    let what = format!("a {} tensor of shape {shape:?}", layout.name());
     if shape
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .is_none()
     {
-        return bad(format!(
-            "of shape {shape:?} has more elements than can exist"
-        ));
+        return Err(format!("{what} has more elements than can exist"));
     }
-    let int_index = |t: &Tensor| matches!(t.dtype, DType::I64 | DType::I32);
-    if parts.indices.iter().any(|t| !int_index(t)) {
-        return bad("has indices that are not int64 or int32".into());
+    if let Some((dtype, _)) = indices
+        .iter()
+        .find(|(d, _)| !matches!(d, DType::I64 | DType::I32))
+    {
+        return Err(format!("{what} has {dtype} indices, not int64 or int32"));
     }
-    let values = &parts.values.shape;
-    let fits = match parts.layout {
-        SparseLayout::Coo => match parts.indices.as_slice() {
-            [i] if i.shape.len() == 2 && i.shape[0] <= shape.len() => {
-                let (sparse_dims, nnz) = (i.shape[0], i.shape[1]);
-                values.len() == 1 + shape.len() - sparse_dims
-                    && values[0] == nnz
-                    && values[1..] == shape[sparse_dims..]
-            }
-            _ => false,
-        },
-        layout => match parts.indices.as_slice() {
-            [c, p] if shape.len() == 2 && c.shape.len() == 1 && p.shape.len() == 1 => {
-                let (bh, bw) = match (layout, values.as_slice()) {
-                    (SparseLayout::Csr | SparseLayout::Csc, [_]) => (1, 1),
-                    (SparseLayout::Bsr | SparseLayout::Bsc, [_, bh, bw]) => (*bh, *bw),
-                    _ => (0, 0),
-                };
-                let blocks_fit = bh > 0 && bw > 0 && shape[0] % bh == 0 && shape[1] % bw == 0;
-                let outer = if layout.compresses_rows() {
-                    shape[0] / bh.max(1)
-                } else {
-                    shape[1] / bw.max(1)
-                };
-                blocks_fit && values[0] == p.shape[0] && c.shape[0] == outer + 1
-            }
-            _ => false,
-        },
+    let fits = match (layout, indices) {
+        (SparseLayout::Coo, [(_, i)]) if i.len() == 2 && i[0] <= shape.len() => {
+            let (sparse_dims, nnz) = (i[0], i[1]);
+            values.len() == 1 + shape.len() - sparse_dims
+                && values[0] == nnz
+                && values[1..] == shape[sparse_dims..]
+        }
+        (SparseLayout::Coo, _) => false,
+        (layout, [(_, c), (_, p)]) if shape.len() == 2 && c.len() == 1 && p.len() == 1 => {
+            let (bh, bw) = match (layout, values) {
+                (SparseLayout::Csr | SparseLayout::Csc, [_]) => (1, 1),
+                (SparseLayout::Bsr | SparseLayout::Bsc, [_, bh, bw]) => (*bh, *bw),
+                _ => (0, 0),
+            };
+            let blocks_fit = bh > 0 && bw > 0 && shape[0] % bh == 0 && shape[1] % bw == 0;
+            let outer = if layout.compresses_rows() {
+                shape[0] / bh.max(1)
+            } else {
+                shape[1] / bw.max(1)
+            };
+            blocks_fit && values[0] == p[0] && c[0] == outer + 1
+        }
+        _ => false,
     };
     if !fits {
-        let dims: Vec<_> = parts.indices.iter().map(|t| t.shape.clone()).collect();
-        return bad(format!(
-            "of shape {shape:?} has indices of shapes {dims:?} and values of shape {values:?}, \
-             which do not fit (batched and hybrid compressed layouts are not read)"
+        let dims: Vec<_> = indices.iter().map(|(_, s)| s).collect();
+        return Err(format!(
+            "{what} with indices of shapes {dims:?} and values of shape {values:?}, which diffai \
+             does not read (batched or hybrid compressed layouts) or which do not fit"
         ));
     }
+    Ok(())
+}
+
+/// A sparse tensor of dense `shape` over `parts` (see `check_parts`; the index values are
+/// checked when they are read).
+pub fn sparse_tensor(
+    name: String,
+    shape: Vec<usize>,
+    parts: SparseParts,
+) -> std::result::Result<Tensor, String> {
+    let indices: Vec<_> = (parts.indices.iter())
+        .map(|t| (t.dtype, t.shape.as_slice()))
+        .collect();
+    check_parts(parts.layout, &shape, &indices, &parts.values.shape)
+        .map_err(|e| format!("{name}: {e}"))?;
     Ok(Tensor {
         name,
         dtype: parts.values.dtype,
