@@ -111,6 +111,14 @@ def test_values_read_back_equal_to_dense(saved, tensors, name):
     np.testing.assert_array_equal(part, d.reshape(-1)[3:8])
 
 
+@pytest.mark.parametrize("name", ["coo_dup", "bsc", "zeros"])
+def test_value_blocks_of_a_sparse_tensor_are_its_dense_values(saved, tensors, name):
+    m = _core.open(saved)
+    blocks = [np.frombuffer(b, dtype=np.float64) for b in _core.value_blocks(m, name, 7)]
+    assert all(len(b) == 7 for b in blocks[:-1])
+    np.testing.assert_array_equal(np.concatenate(blocks), _dense(tensors[name]).reshape(-1))
+
+
 def test_histogram_counts_the_implicit_zeros(saved, tensors):
     m = _core.open(saved)
     d = _dense(tensors["coo_dup"])

@@ -119,7 +119,8 @@ pub fn check_parts(
                 (SparseLayout::Bsr | SparseLayout::Bsc, [_, bh, bw]) => (*bh, *bw),
                 _ => (0, 0),
             };
-            let blocks_fit = bh > 0 && bw > 0 && shape[0] % bh == 0 && shape[1] % bw == 0;
+            let blocks_fit =
+                bh > 0 && bw > 0 && shape[0].is_multiple_of(bh) && shape[1].is_multiple_of(bw);
             let outer = if layout.compresses_rows() {
                 shape[0] / bh.max(1)
             } else {
@@ -163,13 +164,19 @@ pub fn sparse_tensor(
 }
 
 /// The stored values at their C-order positions in the dense tensor, sorted by position, each
-/// position once.
-struct Entries {
+/// position once. Readers of a sparse tensor's values a range at a time (the binding's value
+/// blocks) read these once and `fill` each range from them.
+pub struct Entries {
     position: Vec<usize>,
     value: Vec<f64>,
 }
 
 impl Entries {
+    /// A sparse tensor's entries; `None` for a dense tensor.
+    pub fn of(t: &Tensor) -> Result<Option<Entries>> {
+        t.sparse.as_ref().map(|p| Entries::read(t, p)).transpose()
+    }
+
     fn read(t: &Tensor, p: &SparseParts) -> Result<Entries> {
         let bad = |what: String| Error::Invalid(format!("{}: {} {what}", t.name, p.layout.name()));
         let values = stats::to_f64(&p.values, 0, None)?;
@@ -251,7 +258,7 @@ impl Entries {
     }
 
     /// Lays the entries at positions [start, start + out.len()) over `out` (zeros elsewhere).
-    fn fill(&self, start: usize, out: &mut [f64]) {
+    pub fn fill(&self, start: usize, out: &mut [f64]) {
         out.fill(0.0);
         let lo = self.position.partition_point(|&p| p < start);
         let hi = self.position.partition_point(|&p| p < start + out.len());

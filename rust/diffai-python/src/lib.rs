@@ -613,6 +613,8 @@ fn row_products<'py>(
 #[pyclass(module = "diffai._core")]
 struct ValueBlocks {
     tensor: Tensor,
+    /// A sparse tensor's entries, read once: each block is laid from them over zeros.
+    sparse: Option<Arc<diffai_core::sparse::Entries>>,
     next: usize,
     block: usize,
 }
@@ -629,7 +631,14 @@ impl ValueBlocks {
             return Ok(None);
         }
         let (t, start, count) = (self.tensor.clone(), self.next, self.block.min(numel - self.next));
-        let vals = run(py, 0, None, move |_| stats::to_f64(&t, start, Some(count)))?;
+        let vals = match &self.sparse {
+            Some(entries) => {
+                let mut vals = vec![0.0; count];
+                entries.fill(start, &mut vals);
+                vals
+            }
+            None => run(py, 0, None, move |_| stats::to_f64(&t, start, Some(count)))?,
+        };
         self.next += count;
         f64_bytes(py, &vals).map(Some)
     }
@@ -641,13 +650,16 @@ fn value_blocks(py: Python<'_>, model: &Model, name: &str, block: usize) -> PyRe
         return Err(DiffaiError::new_err("block must be at least one element"));
     }
     let mut tensor = model.tensor(name)?;
-    if tensor.storage.resident().is_none() {
+    let t = tensor.clone();
+    let sparse = run(py, 0, None, move |_| diffai_core::sparse::Entries::of(&t))?.map(Arc::new);
+    if sparse.is_none() && tensor.storage.resident().is_none() {
         let t = tensor.clone();
         let bytes = run(py, 0, None, move |_| Ok(t.storage.load()?.into_owned()))?;
         tensor.storage = Storage::from_vec(bytes);
     }
     Ok(ValueBlocks {
         tensor,
+        sparse,
         next: 0,
         block,
     })
