@@ -16,6 +16,7 @@ pub mod numpy;
 pub mod pytorch;
 pub mod safetensors;
 pub mod shards;
+pub mod sparse;
 pub mod stats;
 pub mod tensor;
 

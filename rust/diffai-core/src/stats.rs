@@ -22,6 +22,7 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::sparse;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -92,7 +93,7 @@ impl Default for TensorStats {
 
 impl TensorStats {
     /// Chan et al.'s pairwise merge of (count, mean, M2), plus the plain counters.
-    fn merge(&mut self, o: &TensorStats) {
+    pub(crate) fn merge(&mut self, o: &TensorStats) {
         if o.finite > 0 {
             let n = self.finite + o.finite;
             let delta = o.mean - self.mean;
@@ -149,7 +150,7 @@ pub struct PairStats {
 }
 
 impl PairStats {
-    fn merge(&mut self, o: &PairStats) {
+    pub(crate) fn merge(&mut self, o: &PairStats) {
         self.numel += o.numel;
         self.compared += o.compared;
         self.diff_count += o.diff_count;
@@ -200,6 +201,13 @@ struct Strided {
 
 impl<'a> View<'a> {
     fn new(t: &'a Tensor) -> Result<View<'a>> {
+        if t.sparse.is_some() {
+            // Its storage is the values', not the dense elements: `crate::sparse` reads it.
+            return Err(Error::Invalid(format!(
+                "{}: a sparse tensor read as dense",
+                t.name
+            )));
+        }
         t.check_bounds().map_err(Error::Invalid)?;
         let data = t.storage.load()?;
         let (start, strided) = match t.contiguous_range() {
@@ -1533,6 +1541,9 @@ fn stream_fold<T>(
 
 /// Statistics of one tensor.
 pub fn tensor_stats(t: &Tensor, ctl: &Control) -> Result<TensorStats> {
+    if let Some(parts) = &t.sparse {
+        return sparse::tensor_stats(t, parts, ctl);
+    }
     if streams(&[t]) {
         return stream_fold(
             &[t],
@@ -1563,6 +1574,9 @@ pub fn pair_stats(
     epsilon: f64,
     ctl: &Control,
 ) -> Result<(TensorStats, TensorStats, PairStats)> {
+    if a.sparse.is_some() || b.sparse.is_some() {
+        return sparse::pair_stats(a, b, epsilon, ctl);
+    }
     if streams(&[a, b]) {
         let exact_int = a.dtype == b.dtype && matches!(a.dtype, DType::I64 | DType::U64);
         return stream_fold(
@@ -1637,6 +1651,9 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
             "histogram needs bins > 0 and finite lo <= hi, got {bins}, {lo}, {hi}"
         )));
     }
+    if let Some(parts) = &t.sparse {
+        return sparse::histogram(t, parts, bins, lo, hi, ctl);
+    }
     let width = if hi > lo {
         (hi - lo) / bins as f64
     } else {
@@ -1692,14 +1709,21 @@ pub fn row_products(
     width: usize,
     ctl: &Control,
 ) -> Result<Vec<[f64; 3]>> {
-    let (va, vb) = (View::new(a)?, View::new(b)?);
     let need = rows.saturating_mul(width);
-    if need > va.numel || need > vb.numel {
+    if need > a.numel() || need > b.numel() {
         return Err(Error::Invalid(format!(
             "{} rows of {width} exceed {} ({} elements) or {} ({} elements)",
-            rows, a.name, va.numel, b.name, vb.numel
+            rows,
+            a.name,
+            a.numel(),
+            b.name,
+            b.numel()
         )));
     }
+    if a.sparse.is_some() || b.sparse.is_some() {
+        return sparse::row_products(a, b, rows, width, ctl);
+    }
+    let (va, vb) = (View::new(a)?, View::new(b)?);
     let per_task = (CHUNK / width.max(1)).max(1);
     let mut out = vec![[0f64; 3]; rows];
     out.par_chunks_mut(per_task)
@@ -1734,25 +1758,49 @@ pub fn row_products(
 /// Elements [start, start + count) (to the end when `count` is None) as f64, in logical C order:
 /// for analyses that need values, a block at a time on large tensors.
 pub fn to_f64(t: &Tensor, start: usize, count: Option<usize>) -> Result<Vec<f64>> {
-    let v = View::new(t)?;
+    let numel = t.numel();
     let end = match count {
-        None => Some(v.numel),
+        None => Some(numel),
         Some(n) => start.checked_add(n),
     };
-    let end = end.filter(|&e| start <= e && e <= v.numel).ok_or_else(|| {
+    let end = end.filter(|&e| start <= e && e <= numel).ok_or_else(|| {
         Error::Invalid(format!(
             "{}: elements {start}..{} are outside its {} elements",
             t.name,
             end.map_or("overflow".into(), |e| e.to_string()),
-            v.numel
+            numel
         ))
     })?;
+    if let Some(parts) = &t.sparse {
+        return sparse::to_f64(t, parts, start, end - start);
+    }
+    let v = View::new(t)?;
     let mut out = vec![0f64; end - start];
     out.par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(c, o)| v.decode(start + c * CHUNK, o));
     v.intact()?;
     Ok(out)
+}
+
+/// The elements of an integer tensor (sparse indices) exactly, in logical C order.
+pub(crate) fn to_i64(t: &Tensor) -> Result<Vec<i64>> {
+    let v = View::new(t)?;
+    let read = |i: usize| -> Result<i64> {
+        Ok(match *v.element(i) {
+            [a, b, c, d, e, f, g, h] if v.dtype == DType::I64 => {
+                i64::from_le_bytes([a, b, c, d, e, f, g, h])
+            }
+            [a, b, c, d] if v.dtype == DType::I32 => i32::from_le_bytes([a, b, c, d]) as i64,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "{}: {} is not an index type",
+                    t.name, v.dtype
+                )))
+            }
+        })
+    };
+    (0..v.numel).map(read).collect()
 }
 
 #[cfg(test)]

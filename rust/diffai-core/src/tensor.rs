@@ -2,6 +2,7 @@
 //! (a memory map, a decompressed buffer, or a Python-owned array), plus the non-tensor leaves.
 
 use crate::dtype::DType;
+use crate::sparse::SparseParts;
 use std::borrow::Cow;
 use std::io::Read;
 use std::ops::Range;
@@ -155,6 +156,9 @@ pub struct Tensor {
     pub storage: Storage,
     pub offset: usize,
     pub strides: Option<Vec<usize>>,
+    /// A sparse tensor: `shape` and `dtype` are the dense tensor's, `storage` its values'; the
+    /// statistics read the parts (`crate::sparse`).
+    pub sparse: Option<Arc<SparseParts>>,
 }
 
 impl Tensor {
@@ -167,6 +171,7 @@ impl Tensor {
             storage,
             offset: 0,
             strides: None,
+            sparse: None,
         }
     }
 
@@ -176,6 +181,9 @@ impl Tensor {
 
     /// Bytes of the elements (whole blocks for a block-quantized dtype).
     pub fn nbytes(&self) -> usize {
+        if let Some(parts) = &self.sparse {
+            return parts.nbytes();
+        }
         self.numel() / self.dtype.block_elems() * self.dtype.size()
     }
 
@@ -200,8 +208,12 @@ impl Tensor {
         }
     }
 
-    /// The byte range of the elements inside the storage when they are one C-order run.
+    /// The byte range of the elements inside the storage when they are one C-order run (never
+    /// for a sparse tensor, whose storage holds only the stored values).
     pub fn contiguous_range(&self) -> Option<Range<usize>> {
+        if self.sparse.is_some() {
+            return None;
+        }
         let start = self.offset / self.dtype.block_elems() * self.dtype.size();
         let end = start + self.nbytes();
         (self.is_c_contiguous() && end <= self.storage.len()).then_some(start..end)
@@ -214,6 +226,10 @@ impl Tensor {
 
     /// Checks that every element the view can address lies inside its storage.
     pub fn check_bounds(&self) -> Result<(), String> {
+        if let Some(parts) = &self.sparse {
+            return (parts.indices.iter().chain([&parts.values]))
+                .try_for_each(Tensor::check_bounds);
+        }
         // Counted in u128 with overflow checks: `numel()` would wrap on a hostile shape.
         let n = self
             .shape

@@ -149,6 +149,18 @@ impl Model {
         Ok(d)
     }
 
+    /// `{name: (layout, nnz)}` for the sparse tensors (`sparse_coo`, `sparse_csr`, ...; nnz is
+    /// the stored index entries, duplicates of an uncoalesced COO included).
+    #[getter]
+    fn sparse(&self) -> HashMap<String, (&'static str, usize)> {
+        (self.inner.tensors.iter())
+            .filter_map(|t| {
+                let parts = t.sparse.as_ref()?;
+                Some((t.name.clone(), (parts.layout.name(), parts.nnz())))
+            })
+            .collect()
+    }
+
     /// Every tensor's name, in file order.
     #[getter]
     fn names(&self, py: Python<'_>) -> PyResult<Vec<Py<PyString>>> {
@@ -603,6 +615,8 @@ fn row_products<'py>(
 #[pyclass(module = "diffai._core")]
 struct ValueBlocks {
     tensor: Tensor,
+    /// A sparse tensor's entries, read once: each block is laid from them over zeros.
+    sparse: Option<Arc<diffai_core::sparse::Entries>>,
     next: usize,
     block: usize,
 }
@@ -619,7 +633,14 @@ impl ValueBlocks {
             return Ok(None);
         }
         let (t, start, count) = (self.tensor.clone(), self.next, self.block.min(numel - self.next));
-        let vals = run(py, 0, None, move |_| stats::to_f64(&t, start, Some(count)))?;
+        let vals = match &self.sparse {
+            Some(entries) => {
+                let mut vals = vec![0.0; count];
+                entries.fill(start, &mut vals);
+                vals
+            }
+            None => run(py, 0, None, move |_| stats::to_f64(&t, start, Some(count)))?,
+        };
         self.next += count;
         f64_bytes(py, &vals).map(Some)
     }
@@ -631,13 +652,16 @@ fn value_blocks(py: Python<'_>, model: &Model, name: &str, block: usize) -> PyRe
         return Err(DiffaiError::new_err("block must be at least one element"));
     }
     let mut tensor = model.tensor(name)?;
-    if tensor.storage.resident().is_none() {
+    let t = tensor.clone();
+    let sparse = run(py, 0, None, move |_| diffai_core::sparse::Entries::of(&t))?.map(Arc::new);
+    if sparse.is_none() && tensor.storage.resident().is_none() {
         let t = tensor.clone();
         let bytes = run(py, 0, None, move |_| Ok(t.storage.load()?.into_owned()))?;
         tensor.storage = Storage::from_vec(bytes);
     }
     Ok(ValueBlocks {
         tensor,
+        sparse,
         next: 0,
         block,
     })

@@ -72,6 +72,7 @@ const LEGACY_PROTOCOL_VERSION: i64 = 1001;
 
 mod flatten;
 mod globals;
+mod sparse;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -80,6 +81,7 @@ mod vm;
 
 use flatten::*;
 use globals::*;
+use sparse::*;
 use storage::*;
 use value::*;
 use vm::*;

@@ -126,6 +126,11 @@ pub(super) fn finish(
 ) -> Result<Model> {
     let mut model = Model::new(format);
     for (name, t) in flat.tensors {
+        if let Some(s) = &t.sparse {
+            let sparse = make_sparse_tensor(path, name, &t, s, &mut storage)?;
+            model.tensors.push(sparse);
+            continue;
+        }
         let (owner, range) = storage(&t.storage, t.dtype)?;
         model
             .tensors
@@ -201,6 +206,7 @@ pub(super) fn make_tensor(
         storage: Storage::new(owner, range),
         offset,
         strides: if contiguous { None } else { Some(strides) },
+        sparse: None,
     };
     tensor.check_bounds().map_err(|e| {
         Error::format(

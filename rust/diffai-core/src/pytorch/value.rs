@@ -110,6 +110,8 @@ pub(super) struct TensorRef {
     pub(super) offset: u64,
     pub(super) shape: Vec<u64>,
     pub(super) strides: Vec<u64>,
+    /// A sparse tensor: `shape` is the dense size, the parts are here (`sparse.rs`).
+    pub(super) sparse: Option<Rc<SparseRef>>,
 }
 
 pub(super) fn text_of(v: &Value) -> Option<String> {

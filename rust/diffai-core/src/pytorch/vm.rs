@@ -760,6 +760,7 @@ impl<'a> Vm<'a> {
                 self.rebuild_nesting -= 1;
                 v?
             }
+            Known::RebuildOther if g.name == "_rebuild_sparse_tensor" => self.rebuild_sparse(&args)?,
             Known::RebuildOther => self.new_node(opaque(format!(
                 "{} builds a quantized, sparse, nested, meta or device-specific tensor, which diffai does not read",
                 g.dotted()
@@ -792,6 +793,11 @@ impl<'a> Vm<'a> {
             Known::NumpyReconstruct => self.new_node(opaque(
                 "a numpy array; diffai reads the tensors of a checkpoint, not numpy arrays inside it".into(),
             )),
+            // _get_layout("torch.sparse_coo"): the layout's name, which _rebuild_sparse_tensor reads.
+            Known::TorchConstant if g.name == "_get_layout" => match args.first() {
+                Some(Value::Str(s)) => Value::Str(s.clone()),
+                _ => self.new_node(opaque(format!("a {} object", g.dotted()))),
+            },
             Known::Storage(_)
             | Known::DType(_)
             | Known::ComplexDType(_)
@@ -924,11 +930,12 @@ impl<'a> Vm<'a> {
             offset,
             shape: shape.into_iter().map(|d| d as u64).collect(),
             strides: strides.into_iter().map(|s| s as u64).collect(),
+            sparse: None,
         };
         Ok(self.new_node(Node::Tensor(Box::new(tensor))))
     }
 
-    fn ints(&self, v: Option<&Value>, func: &str, what: &str) -> VmResult<Vec<i64>> {
+    pub(super) fn ints(&self, v: Option<&Value>, func: &str, what: &str) -> VmResult<Vec<i64>> {
         let items = v
             .and_then(|v| self.seq_items(v))
             .ok_or_else(|| self.err(format!("{func}: the {what} is not a tuple")))?;
