@@ -219,3 +219,58 @@ def test_unsupported_bit_width_stays_raw(tmp_path, ref):
     result = diffai.diff(str(_write(tmp_path, "fp16", ref)), str(path))
     names = {r.name for r in result.records}
     assert Q[:-6] + "qweight" in names and Q in names  # the raw parts added, the fp16 weight removed
+
+
+def _variants(tmp_path, ref):
+    """(path, logical name) of every convention, written once."""
+    out = []
+    for label, (tensors, config) in {
+        "gptq": mk.gptq(ref, True), "awq": mk.awq(ref), "ct-int4": mk.pack_quantized(ref),
+        "ct-fp8": mk.fp8_channel(ref),
+    }.items():
+        out.append((_write(tmp_path, label, tensors, config), Q))
+    _, quant, config = mk.fp8_block(ref)
+    out.append((_write(tmp_path, "fp8-block", quant, config), Q))
+    out.append((_write(tmp_path, "mxfp4", mk.mxfp4()[0]), "block.0.mlp.mlp1_weight"))
+    if importlib.util.find_spec("bitsandbytes"):
+        out.append((_write(tmp_path, "nf4", *mk.bnb_4bit(ref, "nf4", True)), Q))
+        out.append((_write(tmp_path, "int8", *mk.bnb_int8(ref)), Q))
+    return out
+
+
+def test_bands_of_any_size_give_the_same_values(tmp_path, ref, monkeypatch):
+    """Small bands (odd row counts, AWQ words split across bands, 4-bit bytes split across
+    bands, FP8 blocks across bands) and the row-by-row column reads of large packed tensors give
+    the values read in one band."""
+    for path, name in _variants(tmp_path, ref):
+        whole = _logical(path, name)[3]
+        monkeypatch.setattr(quantized, "BAND_ELEMENTS", 1000)
+        lg = _logical(path, name)[2]
+        bands = list(quantized._bands(lg.shape))
+        assert len(bands) > 3
+        banded = np.concatenate([lg.rows(r0, r1) for r0, r1 in bands])
+        monkeypatch.undo()
+        np.testing.assert_array_equal(banded, whole, err_msg=str(path))
+
+
+def test_pt_checkpoint(tmp_path, ref):
+    """The conventions come from names and dtypes: a GPTQ state dict saved with torch.save reads
+    the same as its safetensors file."""
+    tensors, config = mk.gptq(ref, desc_act=True)
+    st = _write(tmp_path, "st", tensors, config)
+    pt = tmp_path / "pt" / "model.pt"
+    pt.parent.mkdir()
+    torch.save(tensors, pt)
+    (pt.parent / "config.json").write_text(json.dumps({"quantization_config": config}))
+    np.testing.assert_array_equal(_logical(pt, Q)[3], _logical(st, Q)[3])
+    assert not diffai.diff(str(st), str(pt)).records
+
+
+def test_parts_that_do_not_fit_stay_raw(tmp_path, ref):
+    tensors, config = mk.gptq(ref, desc_act=False)
+    tensors[Q[:-6] + "g_idx"] = tensors[Q[:-6] + "g_idx"] + 7  # groups that do not exist
+    tensors[D[:-6] + "scales"] = tensors[D[:-6] + "scales"][:, :100].contiguous()  # wrong width
+    path = _write(tmp_path, "bad", tensors, config)
+    assert quantized.find(open_file(Path(path))) == {}
+    names = {c.name for c in diffai.diff(str(path), str(path)).comparisons}
+    assert names == set(tensors)

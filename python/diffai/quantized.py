@@ -365,36 +365,44 @@ def _is_awq(parts: _Parts, base: str, method: str) -> bool:
             and parts.shape(scales)[1] == 8 * parts.shape(qweight)[1] and not parts.has(base + "g_idx"))
 
 
+def _detect(parts: _Parts, name: str, config: dict, method: str) -> Optional[Logical]:
+    """The logical weight whose characteristic part is ``name``, if its convention applies."""
+    if name.endswith("qweight"):
+        base = name[: -len("qweight")]
+        return (_awq if _is_awq(parts, base, method) else _gptq)(parts, base, config)
+    if name.endswith("weight_scale_inv") or name.endswith("weight_scale") and not parts.has(
+            name[: -len("weight_scale")] + "weight_packed"):
+        return _fp8_scaled(parts, name[: name.rindex("weight_scale")], name, config)
+    if name.endswith("weight_packed"):
+        return _pack_quantized(parts, name[: -len("weight_packed")])
+    if name.endswith("SCB"):
+        return _bnb_int8(parts, name[: -len("SCB")])
+    if name.endswith(".absmax"):
+        return _bnb_4bit(parts, name[: -len(".absmax")])
+    return _mxfp4(parts, name)
+
+
+# The part whose name announces a convention; _detect gathers the others around it.
+_CHARACTERISTIC = ("qweight", "weight_scale_inv", "weight_scale", "weight_packed", "SCB", ".absmax",
+                   "_blocks", ".blocks")
+
+
 def find(src) -> Dict[str, Logical]:
     """The logical weights of ``src`` by logical name (empty when no convention applies)."""
     parts = _Parts(src)
-    infos = parts.infos
-    config = None
+    candidates = [n for n in parts.infos if n.endswith(_CHARACTERISTIC)]
+    if not candidates:
+        return {}
+    config = _config(src)
+    method = str(config.get("quant_method", "")).lower()
     out: Dict[str, Logical] = {}
-    for name in infos:
-        found: Optional[Logical] = None
-        if name.endswith(("qweight", "weight_scale_inv", "weight_scale", "weight_packed", "SCB", ".absmax",
-                          "_blocks", ".blocks")):
-            config = _config(src) if config is None else config
-            method = str(config.get("quant_method", "")).lower()
-        else:
-            continue
-        if name.endswith("qweight"):
-            base = name[: -len("qweight")]
-            found = (_awq if _is_awq(parts, base, method) else _gptq)(parts, base, config)
-        elif name.endswith("weight_scale_inv") or name.endswith("weight_scale") and not parts.has(
-                name[: -len("weight_scale")] + "weight_packed"):
-            found = _fp8_scaled(parts, name[: name.rindex("weight_scale")], name, config)
-        elif name.endswith("weight_packed"):
-            found = _pack_quantized(parts, name[: -len("weight_packed")])
-        elif name.endswith("SCB"):
-            found = _bnb_int8(parts, name[: -len("SCB")])
-        elif name.endswith(".absmax"):
-            found = _bnb_4bit(parts, name[: -len(".absmax")])
-        else:
-            found = _mxfp4(parts, name)
+    for name in candidates:
+        try:
+            found = _detect(parts, name, config, method)
+        except (ValueError, IndexError, TypeError, KeyError):
+            found = None  # parts that do not fit together (a truncated config, odd shapes): kept raw
         # A logical name that another, unfolded tensor already holds would hide it: keep raw.
-        if found is not None and (found.name not in infos or found.name in found.members):
+        if found is not None and (found.name not in parts.infos or found.name in found.members):
             out[found.name] = found
     return out
 
