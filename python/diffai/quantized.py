@@ -100,14 +100,9 @@ class _Parts:
         return np.frombuffer(raw, dtype=np.float64).reshape(r1 - r0, width)
 
     def columns(self, name: str, c0: int, c1: int) -> np.ndarray:
-        """Columns [c0, c1) of a 2-D tensor: whole when small, else row by row."""
-        rows, cols = self.shape(name)
-        if rows * cols <= BAND_ELEMENTS:
-            return self.whole(name)[:, c0:c1]
-        out = np.empty((rows, c1 - c0))
-        for r in range(rows):
-            out[r] = np.frombuffer(_core.values(self.src.model, name, r * cols + c0, c1 - c0), dtype=np.float64)
-        return out
+        """Columns [c0, c1) of every row of a 2-D tensor (one strided read in the core)."""
+        raw = _core.column_values(self.src.model, name, c0, c1)
+        return np.frombuffer(raw, dtype=np.float64).reshape(-1, c1 - c0)
 
 
 def matrix(shape: Tuple[int, ...]) -> Tuple[int, int]:
