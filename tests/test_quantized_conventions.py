@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -274,3 +277,26 @@ def test_parts_that_do_not_fit_stay_raw(tmp_path, ref):
     assert quantized.find(open_file(Path(path))) == {}
     names = {c.name for c in diffai.diff(str(path), str(path)).comparisons}
     assert names == set(tensors)
+
+
+def test_two_packings_of_the_same_codes_are_equal(tmp_path, ref):
+    """GPTQ (packed along K, zeros - 1) and AWQ (packed along N, interleaved) of the same codes
+    decode to the same values: two independent unpackings agree element by element."""
+    gptq = _write(tmp_path, "gptq", *mk.gptq(ref, desc_act=False))
+    awq = _write(tmp_path, "awq", *mk.awq(ref))
+    c = {x.name: x for x in diffai.diff(str(gptq), str(awq)).comparisons}[Q]
+    assert (c.a.dtype, c.b.dtype) == ("gptq-int4 g128", "awq-int4 g128")
+    assert c.change.changed_elements == 0 and c.change.max_abs_diff == 0 and c.change.compared == 256 * 384
+
+
+def test_cli_json_lists_each_logical_weight_once(tmp_path, ref):
+    fp16 = _write(tmp_path, "fp16", ref)
+    path = _write(tmp_path, "gptq", *mk.gptq(ref, desc_act=True))
+    env = dict(os.environ, PYTHONPATH=str(Path(diffai.__file__).parents[1]))
+    out = subprocess.run([sys.executable, "-m", "diffai", str(fp16), str(path), "-o", "json"], capture_output=True,
+                         text=True, timeout=120, env=env)
+    records = json.loads(out.stdout)
+    assert [next(iter(r)) for r in records] == ["TensorStatsChanged"] * 2
+    by_name = {r["TensorStatsChanged"][0]: r["TensorStatsChanged"] for r in records}
+    assert set(by_name) == {Q, D}
+    assert by_name[Q][2]["dtype"] == "gptq-int4 g128 desc_act" and by_name[Q][3]["dequantized"] is True
