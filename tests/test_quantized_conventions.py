@@ -96,7 +96,8 @@ def test_gptq_unpacks_like_autogptq(tmp_path, ref):
     base = Q[:-6]
     qweight, qzeros = tensors[base + "qweight"], tensors[base + "qzeros"]
     wf = torch.arange(0, 32, 4, dtype=torch.int32)
-    zeros = (torch.bitwise_right_shift(qzeros[:, :, None], wf[None, None, :]) & 15).reshape(qzeros.shape[0], -1) + 1
+    zeros = (torch.bitwise_right_shift(qzeros[:, :, None], wf[None, None, :]) & 15).reshape(qzeros.shape[0], -1)
+    zeros = torch.bitwise_and(zeros + 1, 15)  # AutoGPTQ: "casting here after the zeros + 1 is important"
     weight = (torch.bitwise_right_shift(qweight[:, None, :], wf[None, :, None]) & 15).reshape(-1, qweight.shape[1])
     g = tensors[base + "g_idx"].long()
     expected = (tensors[base + "scales"].double()[g] * (weight - zeros[g]).double()).T.numpy()
@@ -212,6 +213,19 @@ def test_mxfp4(tmp_path):
     assert {c.name for c in result.comparisons} == set(found)
     st = {c.name: c for c in result.comparisons}["block.0.mlp.mlp1_weight"].a
     assert st.mean == pytest.approx(expected.mean(), rel=1e-9) and st.std == pytest.approx(expected.std(), rel=1e-9)
+
+
+@pytest.mark.parametrize("bits", [2, 8])
+def test_gptq_other_bit_widths(tmp_path, ref, bits):
+    tensors, config = mk.gptq(ref, desc_act=True, bits=bits)
+    path = _write(tmp_path, "gptq", tensors, config)
+    w = ref[Q]
+    g_idx = tensors[Q[:-6] + "g_idx"].long()
+    codes, scales, zeros = mk._rtn(w, g_idx, w.shape[1] // mk.GROUP, bits)
+    expected = ((codes - zeros[g_idx]).double() * scales[g_idx].double()).T.numpy()
+    _, _, lg, values = _logical(path, Q)
+    np.testing.assert_array_equal(values, expected)
+    assert lg.storage == f"gptq-int{bits} g128 desc_act"
 
 
 def test_unsupported_bit_width_stays_raw(tmp_path, ref):

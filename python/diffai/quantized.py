@@ -59,8 +59,8 @@ E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
 
 @dataclass
 class Logical:
-    """One logical weight of a quantized model. ``rows(r0, r1)`` gives its rows [r0, r1) as
-    float64 [r1 - r0, width] (dims after the first flattened)."""
+    """One logical weight of a quantized model. ``rows(r0, r1)`` gives rows [r0, r1) of its
+    ``matrix`` view (every dim but the last flattened into rows) as float64 [r1 - r0, width]."""
 
     name: str
     storage: str
@@ -146,7 +146,7 @@ def _gptq(parts: _Parts, base: str, config: dict) -> Optional[Logical]:
         return None
     zeros = _unpack(_words(parts.whole(qzeros)), bits, axis=1)
     if config.get("checkpoint_format", "gptq") != "gptq_v2":
-        zeros = zeros + 1  # AutoGPTQ stores zero - 1
+        zeros = (zeros + 1) & ((1 << bits) - 1)  # AutoGPTQ stores zero - 1 (a zero of 0 wraps)
     scale = parts.whole(scales)
     if parts.has(g_idx):
         group_of = parts.whole(g_idx).astype(np.int64)
@@ -260,7 +260,8 @@ def _fp8_scaled(parts: _Parts, base: str, scale_name: str, config: dict) -> Opti
     if not (parts.has(weight, *FP8) and parts.has(scale_name)) or len(parts.shape(weight)) != 2:
         return None
     n, k = parts.shape(weight)
-    scale = parts.whole(scale_name).reshape(-1, 1) if parts.shape(scale_name) in ((), (1,)) else parts.whole(scale_name)
+    scale = parts.whole(scale_name)
+    scale = scale.reshape(-1, 1) if scale.ndim < 2 else scale  # per tensor () / (1,), per channel (N,)
     if scale.ndim != 2:
         return None
     if scale_name.endswith("_inv"):
@@ -394,7 +395,7 @@ def find(src) -> Dict[str, Logical]:
     for name in candidates:
         try:
             found = _detect(parts, name, config, method)
-        except (ValueError, IndexError, TypeError, KeyError):
+        except (ValueError, IndexError, TypeError, KeyError, ZeroDivisionError):
             found = None  # parts that do not fit together (a truncated config, odd shapes): kept raw
         # A logical name that another, unfolded tensor already holds would hide it: keep raw.
         if found is not None and (found.name not in parts.infos or found.name in found.members):
