@@ -314,3 +314,28 @@ def test_cli_json_lists_each_logical_weight_once(tmp_path, ref):
     by_name = {r["TensorStatsChanged"][0]: r["TensorStatsChanged"] for r in records}
     assert set(by_name) == {Q, D}
     assert by_name[Q][2]["dtype"] == "gptq-int4 g128 desc_act" and by_name[Q][3]["dequantized"] is True
+
+
+def test_prefix_alignment_and_shards(tmp_path, ref):
+    """A logical weight pairs across stripped wrapper prefixes, and its parts may sit in
+    different shards of one checkpoint (config.json beside the index)."""
+    fp16 = _write(tmp_path, "fp16", {"module." + k: v for k, v in ref.items()})
+    tensors, config = mk.gptq(ref, desc_act=True)
+    single = _write(tmp_path, "gptq", tensors, config)
+    c = {x.name: x for x in diffai.diff(str(fp16), str(single)).comparisons}["module." + Q]
+    assert c.b.dtype == "gptq-int4 g128 desc_act" and c.change.compared == 256 * 384
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, part in halves.items():
+        save_file({n: tensors[n].contiguous() for n in part}, str(folder / shard))
+    index = {"metadata": {}, "weight_map": {n: s for s, part in halves.items() for n in part}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    (folder / "config.json").write_text(json.dumps({"quantization_config": config}))
+    result = diffai.diff(str(single), str(folder / "model.safetensors.index.json"))
+    assert not result.records
+    assert {x.name: x for x in result.comparisons}[Q].b.dtype == "gptq-int4 g128 desc_act"
