@@ -297,6 +297,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     only_b = reshaped + added
 
     coded: Dict[str, dequantized.Dequantized] = {}
+    by_quantized = set(logical_a) | set(logical_b)
     if opts.shape_only:
         header_a, header_b = views or (a.tensor_infos(), b.tensor_infos())
         single_a = {n: TensorStats.from_header(header_a[n]) for n in only_a}
@@ -307,7 +308,6 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         work = _Work(opts.progress, lambda: _nbytes(a, only_a + same_shape, None, views and views[0])
                      + _nbytes(b, only_b + same_shape, b_own, views and views[1]))
         # Quantized hook: logical weights are read by diffai.quantized, the rest by the core.
-        by_quantized = set(logical_a) | set(logical_b)
         core_a = [n for n in only_a if n not in logical_a] if views else only_a
         core_b = [n for n in only_b if b_own.get(n, n) not in logical_b] if views else only_b
         raw_a = _core.tensor_stats(a.model, core_a, opts.threads, work.callback()) if core_a else []
