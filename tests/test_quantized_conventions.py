@@ -215,9 +215,9 @@ def test_mxfp4(tmp_path):
     assert st.mean == pytest.approx(expected.mean(), rel=1e-9) and st.std == pytest.approx(expected.std(), rel=1e-9)
 
 
-@pytest.mark.parametrize("bits", [2, 8])
-def test_gptq_other_bit_widths(tmp_path, ref, bits):
-    tensors, config = mk.gptq(ref, desc_act=True, bits=bits)
+@pytest.mark.parametrize("bits, v2", [(2, False), (8, False), (4, True)])
+def test_gptq_other_bit_widths_and_v2_zeros(tmp_path, ref, bits, v2):
+    tensors, config = mk.gptq(ref, desc_act=True, bits=bits, v2=v2)
     path = _write(tmp_path, "gptq", tensors, config)
     w = ref[Q]
     g_idx = tensors[Q[:-6] + "g_idx"].long()
