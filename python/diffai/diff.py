@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
-from . import _core, dequantized
+from . import _core, dequantized, quantized
 from .align import align_names, choose_prefixes, find_renames, parse_strip_prefix
 from .errors import DiffaiError
 from .records import (
@@ -92,6 +92,8 @@ class DiffResult:
     b_names: Dict[str, str] = field(default_factory=dict)
     # Names compared as dequantized values (integer codes times their scale: diffai.dequantized).
     dequantized: Set[str] = field(default_factory=set)
+    # Logical weights of quantized conventions compared as dequantized values (diffai.quantized).
+    quantized: Set[str] = field(default_factory=set)
     analyses: List[Any] = field(default_factory=list)
     options: DiffOptions = field(default_factory=DiffOptions)
     # Whether JSON/YAML carry the analyses: the CLI puts them there only for an analysis flag, so
@@ -281,8 +283,12 @@ def is_model_file(path) -> bool:
 
 def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
     result.sources.append((prefix, a, b))
+    # Quantized conventions (diffai.quantized): packed parts read as one logical weight each.
+    logical_a, logical_b = quantized.find(a), quantized.find(b)
+    views = ((quantized.view_infos(a, logical_a), quantized.view_infos(b, logical_b))
+             if logical_a or logical_b else None)
     # b_own: b's own name of an a name paired under another name (aligned prefixes, two .npy).
-    a_names, same_shape, reshaped, added, b_own = _pair_names(a, b, opts, result, prefix)
+    a_names, same_shape, reshaped, added, b_own = _pair_names(a, b, opts, result, prefix, views)
     # Tensors read on one side only: reshaped ones (both sides) and those a or b alone holds.
     only_a: List[str] = []
     if len(same_shape) != len(a_names):
@@ -291,36 +297,52 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     only_b = reshaped + added
 
     coded: Dict[str, dequantized.Dequantized] = {}
+    by_quantized = set(logical_a) | set(logical_b)
     if opts.shape_only:
-        header_a, header_b = a.tensor_infos(), b.tensor_infos()
+        header_a, header_b = views or (a.tensor_infos(), b.tensor_infos())
         single_a = {n: TensorStats.from_header(header_a[n]) for n in only_a}
         single_b = {n: TensorStats.from_header(header_b[b_own.get(n, n)]) for n in only_b}
         pairs = {n: _not_compared(prefix + n, TensorStats.from_header(header_a[n]),
                                   TensorStats.from_header(header_b[b_own.get(n, n)])) for n in same_shape}
     else:
-        work = _Work(opts.progress, lambda: _nbytes(a, only_a + same_shape) + _nbytes(b, only_b + same_shape, b_own))
-        raw_a = _core.tensor_stats(a.model, only_a, opts.threads, work.callback()) if only_a else []
+        work = _Work(opts.progress, lambda: _nbytes(a, only_a + same_shape, None, views and views[0])
+                     + _nbytes(b, only_b + same_shape, b_own, views and views[1]))
+        # Quantized hook: logical weights are read by diffai.quantized, the rest by the core.
+        core_a = [n for n in only_a if n not in logical_a] if views else only_a
+        core_b = [n for n in only_b if b_own.get(n, n) not in logical_b] if views else only_b
+        raw_a = _core.tensor_stats(a.model, core_a, opts.threads, work.callback()) if core_a else []
         work.finish_call()
-        raw_b = (_core.tensor_stats(b.model, [b_own.get(n, n) for n in only_b], opts.threads, work.callback())
-                 if only_b else [])
+        raw_b = (_core.tensor_stats(b.model, [b_own.get(n, n) for n in core_b], opts.threads, work.callback())
+                 if core_b else [])
         work.finish_call()
+        if views:
+            coded = {n: quantized.compare(a, b, logical_a, logical_b, n, b_own.get(n, n), opts.epsilon, prefix)
+                     for n in same_shape if n in logical_a or b_own.get(n, n) in logical_b}
         # Dequantized hook: integer codes with a scale are compared as values (diffai.dequantized).
-        coded = {} if b_own else dequantized.compare(a, b, dequantized.dequantized_names(a, b, same_shape),
-                                                     opts.epsilon, prefix)
+        if not b_own:
+            plain = [n for n in same_shape if n not in coded]
+            coded.update(dequantized.compare(a, b, dequantized.dequantized_names(a, b, plain), opts.epsilon, prefix))
         by_core = [n for n in same_shape if n not in coded] if coded else same_shape
         raw = _core.pair_stats(a.model, b.model, by_core, opts.epsilon, opts.threads, work.callback(),
                                b_names=[b_own.get(n, n) for n in by_core] if b_own else None, prefix=prefix)
-        single_a = dict(zip(only_a, raw_a))
-        single_b = dict(zip(only_b, raw_b))
+        single_a = dict(zip(core_a, raw_a))
+        single_b = dict(zip(core_b, raw_b))
+        single_a.update((n, quantized.stats(a, logical_a, n)) for n in only_a if n in logical_a)
+        single_b.update((n, quantized.stats(b, logical_b, b_own.get(n, n))) for n in only_b
+                        if b_own.get(n, n) in logical_b)
         pairs = dict(zip(by_core, raw))
         pairs.update((n, d.comparison) for n, d in coded.items())
-        result.dequantized.update(prefix + n for n in coded)
+        # Logical weights stay out of result.dequantized: the analyses' value reads know only
+        # the files' own tensors (they skip pairs of a quantized storage dtype).
+        result.dequantized.update(prefix + n for n in coded if n not in by_quantized)
+        result.quantized.update(prefix + n for n in coded if n in by_quantized)
     # A tensor only a holds and one only b holds, equal element by element: one renamed tensor.
     renames = {}
     if added and not opts.shape_only and len(only_a) > len(reshaped):
-        kept = set(reshaped)
+        kept = set(reshaped) | by_quantized  # a logical weight is no core tensor to confirm a rename with
         gone = {n: single_a[n] for n in only_a if n not in kept}
-        renames = find_renames(a.model, b.model, gone, {n: single_b[n] for n in added}, opts.threads, prefix)
+        renames = find_renames(a.model, b.model, gone, {n: single_b[n] for n in added if n not in by_quantized},
+                               opts.threads, prefix)
         added = [n for n in added if n not in {new for new, _ in renames.values()}]
 
     # Runs once per tensor (tens of thousands on some models): local names, counts kept in locals.
@@ -404,19 +426,24 @@ def _count_filter_hits(opts: DiffOptions, result: DiffResult, prefix: str, names
         hits["ignore"] += sum(opts._ignore.search(prefix + n) is not None for n in names)
 
 
-def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str):
+def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str, views=None):
     """a's tensor names; those paired with a b tensor of the same shape, of another shape; b's
     unpaired names; and b's own name of each a name paired under another name. Names pair as
     they are, or after stripping prefixes (``opts.align``, ``opts.strip_prefix``); the filters
-    apply to each side's own names."""
-    a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
+    apply to each side's own names. ``views``: both sides' infos with quantized parts folded
+    into logical weights (diffai.quantized), paired instead of the files' own tensors."""
+    infos_a, infos_b = views or (a.tensor_infos(), b.tensor_infos())
+    if views:
+        a_names, same_shape, reshaped, added, _ = align_names(infos_a, infos_b, "", "")
+    else:
+        a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
     b_own: Dict[str, str] = {}
     prefixes = opts._prefixes
     if prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
-        chosen = choose_prefixes(list(a.tensor_infos()), list(b.tensor_infos()))
+        chosen = choose_prefixes(list(infos_a), list(infos_b))
         prefixes = chosen[:2] if chosen else None
     if prefixes is not None:
-        a_names, same_shape, reshaped, added, b_of = align_names(a.tensor_infos(), b.tensor_infos(), *prefixes)
+        a_names, same_shape, reshaped, added, b_of = align_names(infos_a, infos_b, *prefixes)
         result.alignments.append(Alignment(*prefixes, len(b_of), opts._prefixes is None, prefix))
         b_own = {n: m for n, m in b_of.items() if n != m}
     if opts.filters:
@@ -427,7 +454,7 @@ def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pre
         # A .npy holds one unnamed array (named by its file stem): two .npy files compare their
         # arrays whatever the files are called.
         (na,), (nb,) = a_names, added
-        same = a.tensor_infos()[na][1] == b.tensor_infos()[nb][1]
+        same = infos_a[na][1] == infos_b[nb][1]
         same_shape, reshaped, added, b_own = [na] if same else [], [] if same else [na], [], {na: nb}
     result.b_names.update({prefix + n: m for n, m in b_own.items()})
     return a_names, same_shape, reshaped, added, b_own
@@ -439,8 +466,8 @@ def _not_compared(name: str, sa: TensorStats, sb: TensorStats) -> TensorComparis
     return TensorComparison(name, "changed" if sa.dtype != sb.dtype else "not_compared", sa, sb)
 
 
-def _nbytes(src: Source, names: List[str], own: Optional[Dict[str, str]] = None) -> int:
-    infos = src.tensor_infos()
+def _nbytes(src: Source, names: List[str], own: Optional[Dict[str, str]] = None, infos=None) -> int:
+    infos = infos or src.tensor_infos()
     return sum(infos[own.get(n, n) if own else n][2] for n in names)
 
 

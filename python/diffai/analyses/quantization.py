@@ -21,6 +21,14 @@ def _precision(dtype: str) -> int:
     return _FLOAT_BITS.get(dtype, 0)
 
 
+def _measured(change) -> Dict[str, Optional[float]]:
+    """`_error`'s figures from the diff's own change metrics of a logical quantized weight
+    (diffai.quantized compared it elementwise, a being the reference)."""
+    e2, r2 = change.l2_diff ** 2, change.l2_a ** 2
+    return {"err2": e2, "ref2": r2, "rel_l2_error": math.sqrt(e2 / r2) if r2 else None,
+            "max_abs_error": change.max_abs_diff, "snr_db": _snr(r2, e2)}
+
+
 def _error(ctx: Context, name: str, hi: str, lo: str) -> Dict[str, Optional[float]]:
     """The error of side ``lo`` (integer codes read as code * scale) against side ``hi`` over the
     elements finite on both, read a block of rows at a time."""
@@ -63,6 +71,12 @@ def quantization(ctx: Context) -> Analysis:
         lo_dtype = getattr(c, lo).dtype
         if c.a.shape != c.b.shape:
             skipped.append(f"{c.name}: shape changed too, {list(c.a.shape)} -> {list(c.b.shape)}")
+            continue
+        if c.name in ctx.result.quantized:  # a logical quantized weight: the diff measured it
+            if hi != "a" or c.change is None:
+                skipped.append(f"{c.name}: the quantized side is a; its error is measured with it as b")
+                continue
+            rows.append({"name": c.name, "transition": f"{c.a.dtype}->{c.b.dtype}", **_measured(c.change)})
             continue
         if lo_dtype not in _FLOAT_BITS and ctx.scales(c.name, lo) is None:
             suffix = ctx.metadata(lo).get("scale_suffix", dequantized.DEFAULT_SCALE_SUFFIX)

@@ -1,0 +1,341 @@
+"""Quantized safetensors conventions (diffai.quantized): each logical weight's dequantized values
+against an independent dequantization (the format's library where it runs here, else the codes
+and scales the fixture maker had before packing), its statistics against numpy float64, and the
+fp16-vs-quantized pair metrics. Fixtures are made per test session by
+tests/fixtures/quantized/make_fixtures.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import diffai  # noqa: E402
+from diffai import quantized  # noqa: E402
+from diffai.sources import open_file  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location(
+    "make_fixtures", Path(__file__).parent / "fixtures" / "quantized" / "make_fixtures.py")
+mk = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mk)
+
+Q = "model.layers.0.self_attn.q_proj.weight"
+D = "model.layers.0.mlp.down_proj.weight"
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return mk.reference()
+
+
+def _write(tmp_path, name, tensors, config=None):
+    return mk.write(tmp_path / name, tensors, config)
+
+
+def _logical(path, name):
+    src = open_file(Path(path))
+    found = quantized.find(src)
+    lg = found[name]
+    return src, found, lg, lg.rows(0, lg.shape[0] if len(lg.shape) == 2 else math.prod(lg.shape[:-1]))
+
+
+def _check_pair(fp16_path, q_path, name, expected):
+    """Statistics and pair metrics of the diff against numpy float64 of ``expected``."""
+    result = diffai.diff(str(fp16_path), str(q_path))
+    c = {x.name: x for x in result.comparisons}[name]
+    e = expected.reshape(-1)
+    assert c.b.mean == pytest.approx(e.mean(), rel=1e-9, abs=1e-12)
+    assert c.b.std == pytest.approx(e.std(), rel=1e-9)
+    assert (c.b.min, c.b.max) == (e.min(), e.max())
+    a = open_file(Path(fp16_path))
+    fa = np.frombuffer(diffai._core.values(a.model, name), dtype=np.float64)
+    d = e - fa
+    assert c.change.max_abs_diff == pytest.approx(np.abs(d).max(), rel=1e-12)
+    assert c.change.rel_l2 == pytest.approx(np.linalg.norm(d) / np.linalg.norm(fa), rel=1e-9)
+    assert c.change.cosine == pytest.approx(fa @ e / np.linalg.norm(fa) / np.linalg.norm(e), rel=1e-9)
+    return result, c
+
+
+def _no_aux_records(result, names):
+    listed = {r.name for r in result.records}
+    assert listed == set(names), listed
+
+
+@pytest.mark.parametrize("desc_act", [False, True])
+def test_gptq(tmp_path, ref, desc_act):
+    fp16 = _write(tmp_path, "fp16", ref)
+    tensors, config = mk.gptq(ref, desc_act)
+    path = _write(tmp_path, "gptq", tensors, config)
+    w = ref[Q]
+    g_idx = tensors[Q[:-6] + "g_idx"].long()
+    codes, scales, zeros = mk._rtn(w, g_idx, w.shape[1] // mk.GROUP)
+    expected = ((codes - zeros[g_idx]).double() * scales[g_idx].double()).T.numpy()
+    src, found, lg, values = _logical(path, Q)
+    np.testing.assert_array_equal(values, expected)
+    assert lg.storage == "gptq-int4 g128" + (" desc_act" if desc_act else "")
+    assert lg.nbytes == sum(src.tensor_infos()[m][2] for m in lg.members) == (
+        w.numel() // 2 + 3 * (256 // 8) * 4 + 3 * 256 * 2 + 384 * 4)  # qweight, qzeros, scales, g_idx
+    result, c = _check_pair(fp16, path, Q, expected)
+    assert c.b.dtype == lg.storage
+    _no_aux_records(result, {Q, D})
+
+
+def test_gptq_unpacks_like_autogptq(tmp_path, ref):
+    """The AutoGPTQ torch dequantization (shifts of a word per row, zeros + 1, scales[g_idx])."""
+    tensors, config = mk.gptq(ref, desc_act=True)
+    path = _write(tmp_path, "gptq", tensors, config)
+    base = Q[:-6]
+    qweight, qzeros = tensors[base + "qweight"], tensors[base + "qzeros"]
+    wf = torch.arange(0, 32, 4, dtype=torch.int32)
+    zeros = (torch.bitwise_right_shift(qzeros[:, :, None], wf[None, None, :]) & 15).reshape(qzeros.shape[0], -1)
+    zeros = torch.bitwise_and(zeros + 1, 15)  # AutoGPTQ: "casting here after the zeros + 1 is important"
+    weight = (torch.bitwise_right_shift(qweight[:, None, :], wf[None, :, None]) & 15).reshape(-1, qweight.shape[1])
+    g = tensors[base + "g_idx"].long()
+    expected = (tensors[base + "scales"].double()[g] * (weight - zeros[g]).double()).T.numpy()
+    np.testing.assert_array_equal(_logical(path, Q)[3], expected)
+
+
+def test_awq(tmp_path, ref):
+    fp16 = _write(tmp_path, "fp16", ref)
+    tensors, config = mk.awq(ref)
+    path = _write(tmp_path, "awq", tensors, config)
+    w = ref[Q]
+    g = torch.arange(w.shape[1]) // mk.GROUP
+    codes, scales, zeros = mk._rtn(w, g, w.shape[1] // mk.GROUP)
+    expected = ((codes - zeros[g]).double() * scales[g].double()).T.numpy()
+    _, _, lg, values = _logical(path, Q)
+    np.testing.assert_array_equal(values, expected)
+    assert lg.storage == "awq-int4 g128"
+    result, _ = _check_pair(fp16, path, Q, expected)
+    _no_aux_records(result, {Q, D})
+    # Without a config the packed axis tells AWQ from GPTQ.
+    (tmp_path / "awq" / "config.json").unlink()
+    np.testing.assert_array_equal(_logical(path, Q)[3], expected)
+
+
+@pytest.mark.parametrize("kind", ["nf4", "fp4"])
+@pytest.mark.parametrize("double", [False, True])
+def test_bitsandbytes_4bit(tmp_path, ref, kind, double):
+    F = pytest.importorskip("bitsandbytes.functional")
+    fp16 = _write(tmp_path, "fp16", ref)
+    tensors, config = mk.bnb_4bit(ref, kind, double)
+    path = _write(tmp_path, "bnb", tensors, config)
+    packed, state = F.quantize_4bit(ref[Q], blocksize=64, quant_type=kind, compress_statistics=double)
+    # bitsandbytes' own dequantization, in float32 before its cast to the model's float16
+    state.dtype = torch.float32
+    expected = F.dequantize_4bit(packed, state).double().numpy()
+    _, _, lg, values = _logical(path, Q)
+    np.testing.assert_allclose(values, expected, rtol=1e-6, atol=0)
+    assert lg.storage == f"bnb-{kind} b64" + (" dq" if double else "")
+    result, _ = _check_pair(fp16, path, Q, values)
+    _no_aux_records(result, {Q, D})
+
+
+def test_bitsandbytes_int8(tmp_path, ref):
+    F = pytest.importorskip("bitsandbytes.functional")
+    fp16 = _write(tmp_path, "fp16", ref)
+    tensors, config = mk.bnb_int8(ref)
+    path = _write(tmp_path, "int8", tensors, config)
+    expected = F.int8_vectorwise_dequant(tensors[Q], tensors[Q[:-6] + "SCB"]).double().numpy()
+    _, _, lg, values = _logical(path, Q)
+    np.testing.assert_allclose(values, expected, rtol=1e-6)
+    assert lg.storage == "bnb-int8"
+    result, _ = _check_pair(fp16, path, Q, values)
+    _no_aux_records(result, {Q, D})
+
+
+def test_fp8_block_scaled(tmp_path, ref):
+    fp16_t, quant, config = mk.fp8_block(ref)
+    fp16 = _write(tmp_path, "fp16", fp16_t)
+    path = _write(tmp_path, "fp8", quant, config)
+    s = quant[Q + "_scale_inv"].double()
+    full = s.repeat_interleave(128, 0).repeat_interleave(128, 1)[:200, :300]  # DeepSeek weight_dequant
+    expected = (quant[Q].double() * full).numpy()
+    _, _, lg, values = _logical(path, Q)
+    np.testing.assert_array_equal(values, expected)
+    assert lg.storage == "fp8-e4m3 block128x128" and lg.shape == (200, 300)
+    result, _ = _check_pair(fp16, path, Q, expected)
+    _no_aux_records(result, {Q})
+
+
+def test_compressed_tensors_fp8_channel(tmp_path, ref):
+    fp16 = _write(tmp_path, "fp16", ref)
+    tensors, config = mk.fp8_channel(ref)
+    path = _write(tmp_path, "ct", tensors, config)
+    expected = (tensors[Q].double() * tensors[Q + "_scale"].double()).numpy()
+    _, _, lg, values = _logical(path, Q)
+    np.testing.assert_array_equal(values, expected)
+    assert lg.storage == "fp8-e4m3 channel"
+    result, _ = _check_pair(fp16, path, Q, expected)
+    _no_aux_records(result, {Q, D})
+
+
+def test_compressed_tensors_pack_quantized(tmp_path, ref):
+    helpers = pytest.importorskip("compressed_tensors.compressors.pack_quantized.helpers")
+    fp16 = _write(tmp_path, "fp16", ref)
+    tensors, config = mk.pack_quantized(ref)
+    path = _write(tmp_path, "ct", tensors, config)
+    base = Q[:-6]
+    codes = helpers.unpack_from_int32(tensors[base + "weight_packed"], 4, torch.Size((256, 384)))
+    scale = tensors[base + "weight_scale"].double().repeat_interleave(mk.GROUP, 1)
+    expected = (codes.double() * scale).numpy()
+    _, _, lg, values = _logical(path, Q)
+    np.testing.assert_array_equal(values, expected)
+    assert lg.storage == "ct-int4 g128"
+    result, _ = _check_pair(fp16, path, Q, expected)
+    _no_aux_records(result, {Q, D})
+
+
+def test_mxfp4(tmp_path):
+    tensors, codes, exps = mk.mxfp4()
+    path = _write(tmp_path, "mxfp4", tensors)
+    lut = torch.tensor(mk.E2M1, dtype=torch.float64)
+    expected = (lut[codes.long()] * torch.pow(2.0, exps.double() - 127)[..., None]).reshape(2, 64, 128).numpy()
+    src, found, lg, values = _logical(path, "block.0.mlp.mlp1_weight")
+    np.testing.assert_array_equal(values.reshape(2, 64, 128), expected)
+    assert set(found) == {"block.0.mlp.mlp1_weight", "model.layers.0.mlp.experts.gate_up_proj"}
+    assert lg.storage == "mxfp4 b32" and lg.shape == (2, 64, 128)
+    mx = pytest.importorskip("transformers.integrations.mxfp4")
+    theirs = mx._convert_moe_packed_tensors(tensors["block.0.mlp.mlp1_weight.blocks"],
+                                            tensors["block.0.mlp.mlp1_weight.scales"], dtype=torch.float32)
+    np.testing.assert_array_equal(values.reshape(2, 64, 128), theirs.transpose(1, 2).double().numpy())
+    # statistics of the logical weight, parts folded
+    result = diffai.diff(str(path), str(path))
+    assert {c.name for c in result.comparisons} == set(found)
+    st = {c.name: c for c in result.comparisons}["block.0.mlp.mlp1_weight"].a
+    assert st.mean == pytest.approx(expected.mean(), rel=1e-9) and st.std == pytest.approx(expected.std(), rel=1e-9)
+
+
+@pytest.mark.parametrize("bits, v2", [(2, False), (8, False), (4, True)])
+def test_gptq_other_bit_widths_and_v2_zeros(tmp_path, ref, bits, v2):
+    tensors, config = mk.gptq(ref, desc_act=True, bits=bits, v2=v2)
+    path = _write(tmp_path, "gptq", tensors, config)
+    w = ref[Q]
+    g_idx = tensors[Q[:-6] + "g_idx"].long()
+    codes, scales, zeros = mk._rtn(w, g_idx, w.shape[1] // mk.GROUP, bits)
+    expected = ((codes - zeros[g_idx]).double() * scales[g_idx].double()).T.numpy()
+    _, _, lg, values = _logical(path, Q)
+    np.testing.assert_array_equal(values, expected)
+    assert lg.storage == f"gptq-int{bits} g128 desc_act"
+
+
+def test_unsupported_bit_width_stays_raw(tmp_path, ref):
+    tensors, config = mk.gptq(ref, desc_act=False)
+    path = _write(tmp_path, "gptq3", tensors, dict(config, bits=3))
+    src = open_file(Path(path))
+    assert quantized.find(src) == {}
+    result = diffai.diff(str(_write(tmp_path, "fp16", ref)), str(path))
+    names = {r.name for r in result.records}
+    assert Q[:-6] + "qweight" in names and Q in names  # the raw parts added, the fp16 weight removed
+
+
+def _variants(tmp_path, ref):
+    """(path, logical name) of every convention, written once."""
+    out = []
+    for label, (tensors, config) in {
+        "gptq": mk.gptq(ref, True), "awq": mk.awq(ref), "ct-int4": mk.pack_quantized(ref),
+        "ct-fp8": mk.fp8_channel(ref),
+    }.items():
+        out.append((_write(tmp_path, label, tensors, config), Q))
+    _, quant, config = mk.fp8_block(ref)
+    out.append((_write(tmp_path, "fp8-block", quant, config), Q))
+    out.append((_write(tmp_path, "mxfp4", mk.mxfp4()[0]), "block.0.mlp.mlp1_weight"))
+    if importlib.util.find_spec("bitsandbytes"):
+        out.append((_write(tmp_path, "nf4", *mk.bnb_4bit(ref, "nf4", True)), Q))
+        out.append((_write(tmp_path, "int8", *mk.bnb_int8(ref)), Q))
+    return out
+
+
+def test_bands_of_any_size_give_the_same_values(tmp_path, ref, monkeypatch):
+    """Small bands (odd row counts, AWQ words split across bands, 4-bit bytes split across
+    bands, FP8 blocks across bands) and the row-by-row column reads of large packed tensors give
+    the values read in one band."""
+    for path, name in _variants(tmp_path, ref):
+        whole = _logical(path, name)[3]
+        monkeypatch.setattr(quantized, "BAND_ELEMENTS", 1000)
+        lg = _logical(path, name)[2]
+        bands = list(quantized._bands(lg.shape))
+        assert len(bands) > 3
+        banded = np.concatenate([lg.rows(r0, r1) for r0, r1 in bands])
+        monkeypatch.undo()
+        np.testing.assert_array_equal(banded, whole, err_msg=str(path))
+
+
+def test_pt_checkpoint(tmp_path, ref):
+    """The conventions come from names and dtypes: a GPTQ state dict saved with torch.save reads
+    the same as its safetensors file."""
+    tensors, config = mk.gptq(ref, desc_act=True)
+    st = _write(tmp_path, "st", tensors, config)
+    pt = tmp_path / "pt" / "model.pt"
+    pt.parent.mkdir()
+    torch.save(tensors, pt)
+    (pt.parent / "config.json").write_text(json.dumps({"quantization_config": config}))
+    np.testing.assert_array_equal(_logical(pt, Q)[3], _logical(st, Q)[3])
+    assert not diffai.diff(str(st), str(pt)).records
+
+
+def test_parts_that_do_not_fit_stay_raw(tmp_path, ref):
+    tensors, config = mk.gptq(ref, desc_act=False)
+    tensors[Q[:-6] + "g_idx"] = tensors[Q[:-6] + "g_idx"] + 7  # groups that do not exist
+    tensors[D[:-6] + "scales"] = tensors[D[:-6] + "scales"][:, :100].contiguous()  # wrong width
+    path = _write(tmp_path, "bad", tensors, config)
+    assert quantized.find(open_file(Path(path))) == {}
+    names = {c.name for c in diffai.diff(str(path), str(path)).comparisons}
+    assert names == set(tensors)
+
+
+def test_two_packings_of_the_same_codes_are_equal(tmp_path, ref):
+    """GPTQ (packed along K, zeros - 1) and AWQ (packed along N, interleaved) of the same codes
+    decode to the same values: two independent unpackings agree element by element."""
+    gptq = _write(tmp_path, "gptq", *mk.gptq(ref, desc_act=False))
+    awq = _write(tmp_path, "awq", *mk.awq(ref))
+    c = {x.name: x for x in diffai.diff(str(gptq), str(awq)).comparisons}[Q]
+    assert (c.a.dtype, c.b.dtype) == ("gptq-int4 g128", "awq-int4 g128")
+    assert c.change.changed_elements == 0 and c.change.max_abs_diff == 0 and c.change.compared == 256 * 384
+
+
+def test_cli_json_lists_each_logical_weight_once(tmp_path, ref):
+    fp16 = _write(tmp_path, "fp16", ref)
+    path = _write(tmp_path, "gptq", *mk.gptq(ref, desc_act=True))
+    env = dict(os.environ, PYTHONPATH=str(Path(diffai.__file__).parents[1]))
+    out = subprocess.run([sys.executable, "-m", "diffai", str(fp16), str(path), "-o", "json"], capture_output=True,
+                         text=True, timeout=120, env=env)
+    records = json.loads(out.stdout)
+    assert [next(iter(r)) for r in records] == ["TensorStatsChanged"] * 2
+    by_name = {r["TensorStatsChanged"][0]: r["TensorStatsChanged"] for r in records}
+    assert set(by_name) == {Q, D}
+    assert by_name[Q][2]["dtype"] == "gptq-int4 g128 desc_act" and by_name[Q][3]["dequantized"] is True
+
+
+def test_prefix_alignment_and_shards(tmp_path, ref):
+    """A logical weight pairs across stripped wrapper prefixes, and its parts may sit in
+    different shards of one checkpoint (config.json beside the index)."""
+    fp16 = _write(tmp_path, "fp16", {"module." + k: v for k, v in ref.items()})
+    tensors, config = mk.gptq(ref, desc_act=True)
+    single = _write(tmp_path, "gptq", tensors, config)
+    c = {x.name: x for x in diffai.diff(str(fp16), str(single)).comparisons}["module." + Q]
+    assert c.b.dtype == "gptq-int4 g128 desc_act" and c.change.compared == 256 * 384
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    names = sorted(tensors)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, part in halves.items():
+        save_file({n: tensors[n].contiguous() for n in part}, str(folder / shard))
+    index = {"metadata": {}, "weight_map": {n: s for s, part in halves.items() for n in part}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    (folder / "config.json").write_text(json.dumps({"quantization_config": config}))
+    result = diffai.diff(str(single), str(folder / "model.safetensors.index.json"))
+    assert not result.records
+    assert {x.name: x for x in result.comparisons}[Q].b.dtype == "gptq-int4 g128 desc_act"
