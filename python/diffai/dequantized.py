@@ -104,19 +104,28 @@ def compare(a, b, names: List[str], epsilon: float, prefix: str = "") -> Dict[st
     out: Dict[str, Dequantized] = {}
     for n in names:
         scales = [row_scales(src, n) for src in (a, b)]
-        infos = [src.tensor_infos()[n] for src in (a, b)]
-        acc = [_Moments(), _Moments()]
-        pair = _PairSums()
-        for va, vb in zip(_blocks(a, n, scales[0]), _blocks(b, n, scales[1])):
-            acc[0].add(va)
-            acc[1].add(vb)
-            pair.add(va, vb, epsilon)
-        stats = [m.stats(info) for m, info in zip(acc, infos)]
-        marked = [m.stats(info, DTYPE_MARK if s is not None else "") for m, info, s in zip(acc, infos, scales)]
-        change = pair.metrics()
-        status = "changed" if change.changed_elements or infos[0][0] != infos[1][0] else "unchanged"
-        out[n] = Dequantized(TensorComparison(prefix + n, status, stats[0], stats[1], change), *marked)
+        infos = (a.tensor_infos()[n], b.tensor_infos()[n])
+        marks = tuple(DTYPE_MARK if s is not None else "" for s in scales)
+        out[n] = compare_blocks(prefix + n, infos, zip(_blocks(a, n, scales[0]), _blocks(b, n, scales[1])),
+                                epsilon, marks)
     return out
+
+
+def compare_blocks(name: str, infos, pairs: Iterator[Tuple[np.ndarray, np.ndarray]], epsilon: float,
+                   marks: Tuple[str, str] = ("", "")) -> Dequantized:
+    """Statistics and change metrics of one pair of tensors given as float64 blocks of equal
+    length, a's and b's (``marks`` appended to the record dtypes)."""
+    acc = [_Moments(), _Moments()]
+    pair = _PairSums()
+    for va, vb in pairs:
+        acc[0].add(va)
+        acc[1].add(vb)
+        pair.add(va, vb, epsilon)
+    stats = [m.stats(info) for m, info in zip(acc, infos)]
+    marked = [m.stats(info, mark) for m, info, mark in zip(acc, infos, marks)]
+    change = pair.metrics()
+    status = "changed" if change.changed_elements or infos[0][0] != infos[1][0] else "unchanged"
+    return Dequantized(TensorComparison(name, status, stats[0], stats[1], change), *marked)
 
 
 class _Moments:

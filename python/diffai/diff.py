@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from . import _core, dequantized
-from .align import align_names, choose_prefixes, find_renames, parse_strip_prefix
+from . import gguf_names
+from .align import align_names, choose_prefixes, find_renames, pair_by_keys, parse_strip_prefix
 from .errors import DiffaiError
 from .records import (
     Alignment,
@@ -282,7 +283,7 @@ def is_model_file(path) -> bool:
 def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
     result.sources.append((prefix, a, b))
     # b_own: b's own name of an a name paired under another name (aligned prefixes, two .npy).
-    a_names, same_shape, reshaped, added, b_own = _pair_names(a, b, opts, result, prefix)
+    a_names, same_shape, reshaped, added, b_own, permuted = _pair_names(a, b, opts, result, prefix)
     # Tensors read on one side only: reshaped ones (both sides) and those a or b alone holds.
     only_a: List[str] = []
     if len(same_shape) != len(a_names):
@@ -307,13 +308,17 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         # Dequantized hook: integer codes with a scale are compared as values (diffai.dequantized).
         coded = {} if b_own else dequantized.compare(a, b, dequantized.dequantized_names(a, b, same_shape),
                                                      opts.epsilon, prefix)
-        by_core = [n for n in same_shape if n not in coded] if coded else same_shape
+        # GGUF q/k rows compared with llama.cpp's permutation undone (diffai.gguf_names).
+        unpermuted = gguf_names.compare_permuted(a, b, "a" if a.format == "gguf" else "b", permuted, b_own,
+                                                 same_shape, opts.epsilon, prefix) if permuted else {}
+        by_core = [n for n in same_shape if n not in coded and n not in unpermuted] if coded or unpermuted else same_shape
         raw = _core.pair_stats(a.model, b.model, by_core, opts.epsilon, opts.threads, work.callback(),
                                b_names=[b_own.get(n, n) for n in by_core] if b_own else None, prefix=prefix)
         single_a = dict(zip(only_a, raw_a))
         single_b = dict(zip(only_b, raw_b))
         pairs = dict(zip(by_core, raw))
         pairs.update((n, d.comparison) for n, d in coded.items())
+        pairs.update(unpermuted)
         result.dequantized.update(prefix + n for n in coded)
     # A tensor only a holds and one only b holds, equal element by element: one renamed tensor.
     renames = {}
@@ -412,7 +417,14 @@ def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pre
     a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
     b_own: Dict[str, str] = {}
     prefixes = opts._prefixes
-    if prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
+    permuted: Dict[str, gguf_names.Permuted] = {}
+    if prefixes is None and opts.align and gguf_names.applies(a, b):
+        # GGUF beside Hugging Face names: llama.cpp's names mapped (diffai.gguf_names).
+        mapped = _gguf_pairing(a, b, result, prefix)
+        if mapped is not None:
+            (a_names, same_shape, reshaped, added, b_of), permuted = mapped
+            b_own = {n: m for n, m in b_of.items() if n != m}
+    elif prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
         chosen = choose_prefixes(list(a.tensor_infos()), list(b.tensor_infos()))
         prefixes = chosen[:2] if chosen else None
     if prefixes is not None:
@@ -430,7 +442,25 @@ def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pre
         same = a.tensor_infos()[na][1] == b.tensor_infos()[nb][1]
         same_shape, reshaped, added, b_own = [na] if same else [], [] if same else [na], [], {na: nb}
     result.b_names.update({prefix + n: m for n, m in b_own.items()})
-    return a_names, same_shape, reshaped, added, b_own
+    return a_names, same_shape, reshaped, added, b_own, permuted
+
+
+def _gguf_pairing(a: Source, b: Source, result: DiffResult, prefix: str):
+    """``pair_by_keys``' answer and the permuted tensors when the GGUF side's architecture has
+    a name table, else None (noted)."""
+    side, g, other = ("a", a, b) if a.format == "gguf" else ("b", b, a)
+    mapping = gguf_names.gguf_mapping(g, other, side, prefix)
+    if mapping is None:
+        arch = g.metadata.get("general.architecture", "(none)")
+        result.notes.append(f"GGUF architecture {arch!r} has no Hugging Face name table "
+                            f"(llama, qwen2, qwen3, gemma, phi3): names compared as they are")
+        return None
+    result.alignments.append(mapping.alignment)
+    result.notes.extend(mapping.notes)
+    own = {n: n for n in other.tensor_infos()}
+    keys_g = {k: n for n, k in mapping.keys.items()}
+    keys_a, keys_b = (keys_g, own) if side == "a" else (own, keys_g)
+    return pair_by_keys(a.tensor_infos(), b.tensor_infos(), keys_a, keys_b), mapping.permuted
 
 
 def _not_compared(name: str, sa: TensorStats, sb: TensorStats) -> TensorComparison:
