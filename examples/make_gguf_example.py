@@ -104,15 +104,17 @@ def quantize_q4_k(x: np.ndarray) -> np.ndarray:
 
 
 def write_gguf(path: Path, sd: Dict[str, np.ndarray], heads: int, kv_heads: int,
-               qtype_of: Callable[[str, np.ndarray], "object"]) -> Dict[str, object]:
+               qtype_of: Callable[[str, np.ndarray], "object"], arch: str = "llama",
+               extra: Dict[str, np.ndarray] | None = None) -> Dict[str, object]:
     """``sd`` as llama.cpp's converter writes it (GGUF names, q/k permuted), each tensor in
-    ``qtype_of(gguf name, array)``; returns GGUF name -> ggml type."""
+    ``qtype_of(gguf name, array)``, then ``extra`` tensors (GGUF names, F32); returns GGUF name
+    -> ggml type."""
     import gguf
 
     Q = gguf.GGMLQuantizationType
     layers = sum(1 for n in sd if n.endswith("input_layernorm.weight"))
     hidden = sd["model.embed_tokens.weight"].shape[1]
-    w = gguf.GGUFWriter(str(path), arch="llama")
+    w = gguf.GGUFWriter(str(path), arch=arch)
     w.add_block_count(layers)
     w.add_embedding_length(hidden)
     w.add_feed_forward_length(sd["model.layers.0.mlp.up_proj.weight"].shape[0])
@@ -131,6 +133,9 @@ def write_gguf(path: Path, sd: Dict[str, np.ndarray], heads: int, kv_heads: int,
             qtype, lambda a: gguf.quants.quantize(a, qtype))(np.ascontiguousarray(data))
         w.add_tensor(name, raw, raw_dtype=qtype)
         types[name] = qtype
+    for name, data in (extra or {}).items():
+        w.add_tensor(name, data.astype(np.float32), raw_dtype=Q.F32)
+        types[name] = Q.F32
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
