@@ -201,3 +201,11 @@ def test_a_tensor_far_worse_than_its_type_is_an_outlier(model, tmp_path):
     others = [t["snr_db"] for t in q.details["tensors"] if t["type"] == "q8_0"]
     assert o["type_median_snr_db"] == pytest.approx(float(np.median(others)))
     assert o["below_db"] > 6
+
+
+def test_docs_give_the_outlier_thresholds_of_the_code():
+    from diffai.analyses import quantization
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "analyses.md").read_text()
+    for name in ("OUTLIER_MADS", "OUTLIER_MIN_DB", "OUTLIER_MIN_TENSORS"):
+        assert f"`{name}` = {getattr(quantization, name):g}" in text, name
