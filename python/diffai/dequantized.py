@@ -138,15 +138,19 @@ class _Moments:
 
     def add(self, x: np.ndarray) -> None:
         self.numel += len(x)
-        finite = np.isfinite(x)
-        self.nan += int(np.isnan(x).sum())
-        self.inf += int(np.isinf(x).sum())
-        self.zeros += int((x == 0).sum())
-        f = x[finite]
+        self.zeros += len(x) - int(np.count_nonzero(x))
+        f = x
+        # A NaN or Inf makes the sum non-finite (an overflow merely sends finite values down the masked path).
+        if not np.isfinite(x.sum()):
+            finite = np.isfinite(x)
+            self.nan += int(np.isnan(x).sum())
+            self.inf += int(np.isinf(x).sum())
+            f = x[finite]
         if not f.size:
             return
         mean = float(f.mean())
-        m2 = float(((f - mean) ** 2).sum())
+        c = f - mean
+        m2 = float(c @ c)
         n = self.n + f.size
         delta = mean - self.mean
         self.mean += delta * f.size / n
@@ -168,21 +172,24 @@ class _PairSums:
         self.max_abs = self.sum_abs = self.sum_sq = self.dot = self.aa = self.bb = 0.0
 
     def add(self, a: np.ndarray, b: np.ndarray, epsilon: float) -> None:
-        both = np.isfinite(a) & np.isfinite(b)
-        x, y = a[both], b[both]
-        d = np.abs(y - x)
-        self.compared += int(both.sum())
-        self.changed += int((d > epsilon).sum())
-        # Off the finite positions: a NaN against a number, or unequal infinities, is a change.
-        xo, yo = a[~both], b[~both]
-        self.changed += int((~((xo == yo) | (np.isnan(xo) & np.isnan(yo)))).sum())
+        x, y = a, b
+        if not (np.isfinite(a.sum()) and np.isfinite(b.sum())):  # masks only when a NaN/Inf is there
+            both = np.isfinite(a) & np.isfinite(b)
+            x, y = a[both], b[both]
+            # Off the finite positions: a NaN against a number, or unequal infinities, is a change.
+            xo, yo = a[~both], b[~both]
+            self.changed += int((~((xo == yo) | (np.isnan(xo) & np.isnan(yo)))).sum())
+        d = y - x
+        self.compared += len(x)
+        np.abs(d, out=d)
+        self.changed += int(np.count_nonzero(d > epsilon))
         if d.size:
             self.max_abs = max(self.max_abs, float(d.max()))
         self.sum_abs += float(d.sum())
-        self.sum_sq += float((d * d).sum())
-        self.dot += float((x * y).sum())
-        self.aa += float((x * x).sum())
-        self.bb += float((y * y).sum())
+        self.sum_sq += float(d @ d)
+        self.dot += float(x @ y)
+        self.aa += float(x @ x)
+        self.bb += float(y @ y)
 
     def metrics(self) -> ChangeMetrics:
         some = self.compared > 0

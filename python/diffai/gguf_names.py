@@ -122,12 +122,15 @@ def gguf_mapping(gguf_src, other_src, side: str, file: str = "") -> Optional[Map
     keys: Dict[str, str] = {}
     unmapped: List[str] = []
     other = other_src.tensor_infos()
-    for name in gguf_src.tensor_infos():
+    infos = gguf_src.tensor_infos()
+    taken = set()
+    for name in infos:
         mapped = hf_name(arch, name)
-        if mapped is None or mapped in keys.values():
+        if mapped is None or mapped in taken:
             unmapped.append(name)
             mapped = name
         keys[name] = mapped
+        taken.add(mapped)
     notes = [f"GGUF tensors without a Hugging Face name in the {arch} table (compared by their own name): "
              + ", ".join(unmapped)] if unmapped else []
     if arch in VALUE_NOTES:
@@ -136,11 +139,11 @@ def gguf_mapping(gguf_src, other_src, side: str, file: str = "") -> Optional[Map
     if arch in PERMUTED:
         heads = _head_count(meta, f"{arch}.attention.head_count")
         kv_heads = _head_count(meta, f"{arch}.attention.head_count_kv") or heads
-        for name, mapped in keys.items():
-            count = heads if ".attn_q." in name else kv_heads if ".attn_k." in name else None
+        for name in keys:
             if ".attn_q." not in name and ".attn_k." not in name:
                 continue
-            rows = gguf_src.tensor_infos()[name][1][0] if gguf_src.tensor_infos()[name][1] else 0
+            count = heads if ".attn_q." in name else kv_heads
+            rows = infos[name][1][0] if infos[name][1] else 0
             if count and rows % (2 * count) == 0:
                 permuted[name] = Permuted(count)
             else:
