@@ -310,7 +310,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
                                                      opts.epsilon, prefix)
         # GGUF q/k rows compared with llama.cpp's permutation undone (diffai.gguf_names).
         unpermuted = gguf_names.compare_permuted(a, b, "a" if a.format == "gguf" else "b", permuted, b_own,
-                                                 same_shape, opts.epsilon, prefix) if permuted else {}
+                                                 same_shape, opts.epsilon, prefix, opts.threads) if permuted else {}
         by_core = [n for n in same_shape if n not in coded and n not in unpermuted] if coded or unpermuted else same_shape
         raw = _core.pair_stats(a.model, b.model, by_core, opts.epsilon, opts.threads, work.callback(),
                                b_names=[b_own.get(n, n) for n in by_core] if b_own else None, prefix=prefix)

@@ -10,9 +10,11 @@ those tensors are compared with the permutation undone, a block of whole heads a
 from __future__ import annotations
 
 import math
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -158,50 +160,46 @@ def applies(a, b) -> bool:
     return (a.format == "gguf") != (b.format == "gguf")
 
 
-def unpermuted_blocks(src, name: str, heads: int) -> Iterator[np.ndarray]:
-    """GGUF tensor ``name`` as float64 blocks of whole heads with llama.cpp's q/k row
-    permutation undone: a head's rows [head_dim/2, 2, width] read back as [2, head_dim/2, width]."""
+def _head_block(src, name: str, heads: int) -> int:
+    """Elements per block read: whole heads, about HEAD_BLOCK_ELEMENTS."""
+    shape = src.tensor_infos()[name][1]
+    head = shape[0] // heads * (math.prod(shape[1:]) if len(shape) > 1 else 1)
+    return max(HEAD_BLOCK_ELEMENTS // head, 1) * head
+
+
+def unpermuted_blocks(src, name: str, heads: int, per: int) -> Iterator[np.ndarray]:
+    """GGUF tensor ``name`` as float64 blocks of ``per`` elements (whole heads) with llama.cpp's
+    q/k row permutation undone: a head's rows [head_dim/2, 2, width] read back as [2, head_dim/2, width]."""
     shape = src.tensor_infos()[name][1]
     width = math.prod(shape[1:]) if len(shape) > 1 else 1
-    head = shape[0] // heads * width
-    per = max(HEAD_BLOCK_ELEMENTS // head, 1) * head
     for raw in _core.value_blocks(src.model, name, per):
         block = np.frombuffer(raw, dtype=np.float64)
         yield block.reshape(-1, shape[0] // heads // 2, 2, width).swapaxes(1, 2).reshape(-1)
 
 
-def plain_blocks(src, name: str) -> Iterator[np.ndarray]:
-    for raw in _core.value_blocks(src.model, name, HEAD_BLOCK_ELEMENTS):
+def plain_blocks(src, name: str, per: int) -> Iterator[np.ndarray]:
+    for raw in _core.value_blocks(src.model, name, per):
         yield np.frombuffer(raw, dtype=np.float64)
 
 
 def compare_permuted(a, b, gguf_side: str, permuted: Dict[str, Permuted], b_own: Dict[str, str],
-                     names: List[str], epsilon: float, prefix: str) -> Dict[str, TensorComparison]:
+                     names: List[str], epsilon: float, prefix: str, threads: int = 0) -> Dict[str, TensorComparison]:
     """Comparisons of a's ``names`` (same shape on both sides) whose GGUF tensor is permuted,
-    over the unpermuted values, with the core's definitions (``dequantized.compare_blocks``)."""
-    out = {}
-    for n in names:
+    over the unpermuted values, with the core's definitions (``dequantized.compare_blocks``);
+    both sides are read in blocks of the same whole heads. Tensors run on ``threads`` threads
+    (0: every usable core; numpy and the core's reads release the GIL)."""
+
+    def one(n: str) -> TensorComparison:
         own_b = b_own.get(n, n)
-        if (n if gguf_side == "a" else own_b) not in permuted:
-            continue
-        heads = permuted[n if gguf_side == "a" else own_b].heads
-        blocks_a = unpermuted_blocks(a, n, heads) if gguf_side == "a" else plain_blocks(a, n)
-        blocks_b = unpermuted_blocks(b, own_b, heads) if gguf_side == "b" else plain_blocks(b, own_b)
+        g_src, g_name = (a, n) if gguf_side == "a" else (b, own_b)
+        heads = permuted[g_name].heads
+        per = _head_block(g_src, g_name, heads)
+        blocks_a = unpermuted_blocks(a, n, heads, per) if gguf_side == "a" else plain_blocks(a, n, per)
+        blocks_b = unpermuted_blocks(b, own_b, heads, per) if gguf_side == "b" else plain_blocks(b, own_b, per)
         infos = (a.tensor_infos()[n], b.tensor_infos()[own_b])
-        out[n] = dequantized.compare_blocks(prefix + n, infos, _aligned(blocks_a, blocks_b), epsilon).comparison
-    return out
+        return dequantized.compare_blocks(prefix + n, infos, zip(blocks_a, blocks_b), epsilon).comparison
 
-
-def _aligned(xs: Iterator[np.ndarray], ys: Iterator[np.ndarray]) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-    """Two block streams of the same total length re-cut into pairs of blocks of equal length."""
-    bx = by = np.empty(0)
-    for x in xs:
-        bx = np.concatenate([bx, x]) if bx.size else x
-        while by.size < bx.size:
-            y = next(ys, None)
-            if y is None:
-                break
-            by = np.concatenate([by, y]) if by.size else y
-        k = min(bx.size, by.size)
-        yield bx[:k], by[:k]
-        bx, by = bx[k:], by[k:]
+    todo = [n for n in names if (n if gguf_side == "a" else b_own.get(n, n)) in permuted]
+    workers = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    with ThreadPoolExecutor(max(1, min(workers, len(todo) or 1))) as pool:
+        return dict(zip(todo, pool.map(one, todo)))
