@@ -56,7 +56,7 @@ PERMUTED = {"llama"}
 VALUE_NOTES = {"gemma": "gemma's converter stores norm weights + 1 in GGUF: its *norm.weight tensors differ by 1"}
 
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
-HEAD_BLOCK_ELEMENTS = 1 << 22  # float64 values per block of whole heads read (32 MiB)
+HEAD_BLOCK_ELEMENTS = 1 << 20  # float64 values per block of whole heads read (8 MiB, per thread)
 
 
 def hf_name(arch: str, name: str) -> Optional[str]:
@@ -184,22 +184,31 @@ def plain_blocks(src, name: str, per: int) -> Iterator[np.ndarray]:
 
 def compare_permuted(a, b, gguf_side: str, permuted: Dict[str, Permuted], b_own: Dict[str, str],
                      names: List[str], epsilon: float, prefix: str, threads: int = 0) -> Dict[str, TensorComparison]:
-    """Comparisons of a's ``names`` (same shape on both sides) whose GGUF tensor is permuted,
-    over the unpermuted values, with the core's definitions (``dequantized.compare_blocks``);
-    both sides are read in blocks of the same whole heads. Tensors run on ``threads`` threads
-    (0: every usable core; numpy and the core's reads release the GIL)."""
+    """Comparisons of a's ``names`` (same shape on both sides) whose GGUF tensor is permuted.
+    Each side's statistics do not depend on element order: the core's kernels give them. The
+    change metrics are summed over the unpermuted values (``dequantized.pair_metrics``), both
+    sides read in blocks of the same whole heads, tensors on ``threads`` threads (0: every
+    usable core; numpy and the core's reads release the GIL)."""
+    todo = [n for n in names if (n if gguf_side == "a" else b_own.get(n, n)) in permuted]
+    if not todo:
+        return {}
+    stats_a = _core.tensor_stats(a.model, todo, threads)
+    stats_b = _core.tensor_stats(b.model, [b_own.get(n, n) for n in todo], threads)
 
-    def one(n: str) -> TensorComparison:
+    def change(n: str):
         own_b = b_own.get(n, n)
         g_src, g_name = (a, n) if gguf_side == "a" else (b, own_b)
         heads = permuted[g_name].heads
         per = _head_block(g_src, g_name, heads)
         blocks_a = unpermuted_blocks(a, n, heads, per) if gguf_side == "a" else plain_blocks(a, n, per)
         blocks_b = unpermuted_blocks(b, own_b, heads, per) if gguf_side == "b" else plain_blocks(b, own_b, per)
-        infos = (a.tensor_infos()[n], b.tensor_infos()[own_b])
-        return dequantized.compare_blocks(prefix + n, infos, zip(blocks_a, blocks_b), epsilon).comparison
+        return dequantized.pair_metrics(zip(blocks_a, blocks_b), epsilon)
 
-    todo = [n for n in names if (n if gguf_side == "a" else b_own.get(n, n)) in permuted]
     workers = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    with ThreadPoolExecutor(max(1, min(workers, len(todo) or 1))) as pool:
-        return dict(zip(todo, pool.map(one, todo)))
+    with ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
+        changes = list(pool.map(change, todo))
+    out = {}
+    for n, sa, sb, ch in zip(todo, stats_a, stats_b, changes):
+        status = "changed" if ch.changed_elements or sa.dtype != sb.dtype else "unchanged"
+        out[n] = TensorComparison(prefix + n, status, sa, sb, ch)
+    return out
