@@ -181,23 +181,27 @@ class _PairSums:
 
     def add(self, a: np.ndarray, b: np.ndarray, epsilon: float) -> None:
         x, y = a, b
-        if not (np.isfinite(a.sum()) and np.isfinite(b.sum())):  # masks only when a NaN/Inf is there
+        aa, bb = float(x @ x), float(y @ y)
+        # A NaN or Inf makes its side's sum of squares non-finite (an overflow merely sends finite
+        # values down the masked path): masks only then.
+        if not (math.isfinite(aa) and math.isfinite(bb)):
             both = np.isfinite(a) & np.isfinite(b)
             x, y = a[both], b[both]
             # Off the finite positions: a NaN against a number, or unequal infinities, is a change.
             xo, yo = a[~both], b[~both]
             self.changed += int((~((xo == yo) | (np.isnan(xo) & np.isnan(yo)))).sum())
+            aa, bb = float(x @ x), float(y @ y)
         d = y - x
         self.compared += len(x)
         np.abs(d, out=d)
-        self.changed += int(np.count_nonzero(d > epsilon))
+        self.changed += int(np.count_nonzero(d if epsilon == 0 else d > epsilon))
         if d.size:
             self.max_abs = max(self.max_abs, float(d.max()))
         self.sum_abs += float(d.sum())
         self.sum_sq += float(d @ d)
         self.dot += float(x @ y)
-        self.aa += float(x @ x)
-        self.bb += float(y @ y)
+        self.aa += aa
+        self.bb += bb
 
     def metrics(self) -> ChangeMetrics:
         some = self.compared > 0
