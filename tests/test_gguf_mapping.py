@@ -209,3 +209,12 @@ def test_docs_give_the_outlier_thresholds_of_the_code():
     text = (Path(__file__).resolve().parents[1] / "docs" / "analyses.md").read_text()
     for name in ("OUTLIER_MADS", "OUTLIER_MIN_DB", "OUTLIER_MIN_TENSORS"):
         assert f"`{name}` = {getattr(quantization, name):g}" in text, name
+
+
+def test_names_already_alike_are_not_mapped(model, tmp_path):
+    """A safetensors file holding the GGUF's own names (and rows): compared as they are."""
+    path = _gguf(model, "model-F32.gguf", lambda name, data: Q.F32)
+    ref = {n: v.astype(np.float32) for n, v in _reference(path).items()}
+    safetensors_numpy.save_file(ref, str(tmp_path / "gguf-names.safetensors"))
+    result = diffai.diff(tmp_path / "gguf-names.safetensors", path)
+    assert result.alignments == [] and result.summary.unchanged == 9 * LAYERS + 3

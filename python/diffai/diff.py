@@ -420,7 +420,7 @@ def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pre
     permuted: Dict[str, gguf_names.Permuted] = {}
     if prefixes is None and opts.align and gguf_names.applies(a, b):
         # GGUF beside Hugging Face names: llama.cpp's names mapped (diffai.gguf_names).
-        mapped = _gguf_pairing(a, b, result, prefix)
+        mapped = _gguf_pairing(a, b, result, prefix, len(same_shape) + len(reshaped))
         if mapped is not None:
             (a_names, same_shape, reshaped, added, b_of), permuted = mapped
             b_own = {n: m for n, m in b_of.items() if n != m}
@@ -445,15 +445,18 @@ def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pre
     return a_names, same_shape, reshaped, added, b_own, permuted
 
 
-def _gguf_pairing(a: Source, b: Source, result: DiffResult, prefix: str):
+def _gguf_pairing(a: Source, b: Source, result: DiffResult, prefix: str, paired_as_is: int):
     """``pair_by_keys``' answer and the permuted tensors when the GGUF side's architecture has
-    a name table, else None (noted)."""
+    a name table (noted otherwise) and its names pair more tensors than the names as they are;
+    else None."""
     side, g, other = ("a", a, b) if a.format == "gguf" else ("b", b, a)
     mapping = gguf_names.gguf_mapping(g, other, side, prefix)
     if mapping is None:
         arch = g.metadata.get("general.architecture", "(none)")
         result.notes.append(f"GGUF architecture {arch!r} has no Hugging Face name table "
                             f"(llama, qwen2, qwen3, gemma, phi3): names compared as they are")
+        return None
+    if mapping.alignment.paired <= paired_as_is:  # the other side has GGUF names too
         return None
     result.alignments.append(mapping.alignment)
     result.notes.extend(mapping.notes)
