@@ -218,3 +218,22 @@ def test_names_already_alike_are_not_mapped(model, tmp_path):
     safetensors_numpy.save_file(ref, str(tmp_path / "gguf-names.safetensors"))
     result = diffai.diff(tmp_path / "gguf-names.safetensors", path)
     assert result.alignments == [] and result.summary.unchanged == 9 * LAYERS + 3
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3", "gemma", "phi3"])
+def test_name_tables_agree_with_gguf_py(arch):
+    """Every name pair of diffai's table, looked up from the Hugging Face side in gguf-py's own
+    TensorNameMap for the architecture, gives the GGUF name (None: a tensor the architecture
+    does not have, like gemma's output.weight, its embeddings being tied)."""
+    from diffai import gguf_names
+
+    name_map = gguf.get_tensor_name_map(next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch), LAYERS)
+    ours = [f"blk.1.{n}" for n in gguf_names.BLOCK_NAMES[arch]] + ["token_embd.weight", "output_norm.weight",
+                                                                     "output.weight"]
+    found = 0
+    for g in ours:
+        hf = gguf_names.hf_name(arch, g)
+        theirs = name_map.get_name(hf, try_suffixes=(".weight", ".bias"))
+        assert theirs in (g, None), (g, hf, theirs)
+        found += theirs == g
+    assert found >= len(ours) - 1
