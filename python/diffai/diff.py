@@ -418,13 +418,14 @@ def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pre
     b_own: Dict[str, str] = {}
     prefixes = opts._prefixes
     permuted: Dict[str, gguf_names.Permuted] = {}
+    mapped = None
     if prefixes is None and opts.align and gguf_names.applies(a, b):
         # GGUF beside Hugging Face names: llama.cpp's names mapped (diffai.gguf_names).
         mapped = _gguf_pairing(a, b, result, prefix, len(same_shape) + len(reshaped))
         if mapped is not None:
             (a_names, same_shape, reshaped, added, b_of), permuted = mapped
             b_own = {n: m for n, m in b_of.items() if n != m}
-    elif prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
+    if mapped is None and prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
         chosen = choose_prefixes(list(a.tensor_infos()), list(b.tensor_infos()))
         prefixes = chosen[:2] if chosen else None
     if prefixes is not None:
