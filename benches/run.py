@@ -50,7 +50,8 @@ ROOT = HERE.parent
 GEN_VERSION = 2
 READ_WINDOW = 64 << 20
 GB = 1e9  # throughput unit: 10^9 bytes per second
-ALL_CASES = ["f32", "bf16", "pt", "legacy", "npz", "small", "inspect", "cli", "threads", "scaling"]
+ALL_CASES = ["f32", "bf16", "pt", "legacy", "npz", "small", "inspect", "cli", "threads", "scaling", "gguf", "gguf-pair"]
+GGUF_STATS_BYTES = 256 << 20  # file bytes of each GGUF of the statistics case
 
 
 # =============================================================================================
@@ -596,6 +597,65 @@ def write_pt_pair(paths, src, legacy):
     return None
 
 
+def _example_module():
+    """examples/make_gguf_example.py: Hugging Face -> GGUF names as llama.cpp's converter maps them."""
+    spec = importlib.util.spec_from_file_location("make_gguf_example", ROOT / "examples" / "make_gguf_example.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def write_gguf_model(path, recipe, qtype_name, heads):
+    """A llama-architecture GGUF with the converter's names for `recipe` (Hugging Face names and
+    C-order shapes): matrices in `qtype_name` as random but valid blocks (random bytes, the f16
+    block scales set to finite values; decoding work does not depend on the values), vectors F32.
+    One tensor in memory at a time. Returns the tensor bytes."""
+    import gguf
+    import numpy as np
+
+    Q = gguf.GGMLQuantizationType
+    qtype = Q[qtype_name]
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    scale_at = {Q.Q8_0: [0], Q.Q4_K: [0, 2]}[qtype]
+    name_of = _example_module().gguf_name
+    h = dict(recipe)["model.embed_tokens.weight"][1]
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_block_count(sum(1 for n, _ in recipe if n.endswith("input_layernorm.weight")))
+    w.add_embedding_length(h)
+    w.add_head_count(heads)
+    w.add_head_count_kv(heads)
+    types = {}
+    for name, shape in recipe:
+        t = qtype if len(shape) == 2 else Q.F32
+        nbytes = _prod(shape) // block * size if t == qtype else 4 * _prod(shape)
+        types[name] = (t, nbytes)
+        if t == qtype:  # gguf-py takes a quantized tensor's shape in bytes per row
+            w.add_tensor_info(name_of(name), (shape[0], shape[1] // block * size), np.dtype(np.uint8), nbytes, raw_dtype=t)
+        else:
+            w.add_tensor_info(name_of(name), shape, np.dtype(np.float32), nbytes)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    rng = np.random.default_rng(3)
+    scales = (0.02 * rng.standard_normal(1 << 16) / 127).astype(np.float16).view(np.uint8).reshape(-1, 2)
+    for name, shape in recipe:
+        t, nbytes = types[name]
+        if t == Q.F32:
+            w.write_tensor_data(rng.standard_normal(_prod(shape), dtype=np.float32))
+            continue
+        raw = np.frombuffer(rng.bytes(nbytes), dtype=np.uint8).reshape(-1, size).copy()
+        for at in scale_at:
+            raw[:, at:at + 2] = scales[np.arange(len(raw)) % len(scales)]
+        w.write_tensor_data(raw)
+        del raw
+    w.close()
+    return sum(nb for _, nb in types.values())
+
+
+def gguf_heads(h):
+    return h // 128
+
+
 # =============================================================================================
 # The benchmark.
 # =============================================================================================
@@ -722,6 +782,15 @@ class Bench:
         spec = f"v{GEN_VERSION} small {count}"
         return self.data.ensure(names, spec, lambda tmp: write_st_pair(tmp, small_recipe(count), "F32"),
                                 2 * count * 34 * 1024)
+
+    def gguf_file(self, qtype_name, recipe, label):
+        """A llama GGUF of `recipe` in `qtype_name` (write_gguf_model)."""
+        name = f"{label}_{qtype_name}.gguf"
+        spec = f"v{GEN_VERSION} gguf {qtype_name} {recipe[0][1]} {len(recipe)}"
+        h = recipe[0][1][1]
+        nbytes = sum(_prod(s) for _, s in recipe)
+        return self.data.ensure([name], spec, lambda tmp: [write_gguf_model(tmp[0], recipe, qtype_name, gguf_heads(h))],
+                                nbytes)[0]
 
     def input_bytes(self, paths):
         return sum(self.data.tensor_bytes(p.name) for p in paths)
@@ -907,6 +976,40 @@ class Bench:
                 self.scaling.append({"file_bytes": s, "input_bytes": ib, "seconds": row["seconds"],
                                      "seconds_per_gb": row["seconds"] / (ib / GB)})
 
+    def case_gguf(self):
+        """Statistics of a GGUF (diffai inspect: every block decoded, every value counted) in
+        Q8_0 and Q4_K, about GGUF_STATS_BYTES of file each; GB/s of tensor bytes as stored."""
+        h = 1024
+        for qtype_name, bytes_per_value in (("Q8_0", 34 / 32), ("Q4_K", 144 / 256)):
+            recipe = model_recipe(int(GGUF_STATS_BYTES / bytes_per_value), 1, h)
+            p = [self.gguf_file(qtype_name, recipe, f"stats_{GGUF_STATS_BYTES >> 20}MB")]
+            case = f"gguf-{qtype_name.lower()}"
+            self.log(f"[{case}] {p[0].name}")
+            self.warm(p)
+            read = self.read_limit(p, self.nthreads, f"{case} (one file)")
+            self.run(case, "diffai inspect", "diffai_inspect", {"a": str(p[0]), "threads": 0},
+                     self.data.tensor_bytes(p[0].name), threads=self.nthreads, read=read)
+
+    def case_gguf_pair(self):
+        """`diffai model.safetensors model-Q4_K.gguf` (names mapped, q/k unpermuted, every value
+        compared) beside `diffai a.safetensors b.safetensors` on the same model: the bf16 pair's
+        names and shapes, the GGUF holding them in Q4_K. Time ratio GGUF pair / safetensors pair."""
+        st = self.st_pair("BF16", self.size)
+        h = hidden_for(self.size)
+        recipe = [(n, s) for n, (_, s, _, _) in _st_header(st[0])[1].items()]
+        g = self.gguf_file("Q4_K", recipe, st[0].stem)
+        rows = {}
+        for label, pair in (("safetensors vs safetensors", st), ("safetensors vs GGUF Q4_K", [st[0], g])):
+            self.log(f"[gguf-pair] {pair[0].name} vs {pair[1].name}")
+            self.warm(pair)
+            rows[label] = self.run("gguf-pair", f"diffai {label}", "diffai_diff",
+                                   {"a": str(pair[0]), "b": str(pair[1]), "threads": 0}, self.input_bytes(pair),
+                                   threads=self.nthreads, read=self.read_limit(pair, self.nthreads, f"gguf-pair {label}"))
+        a, b = rows["safetensors vs safetensors"], rows["safetensors vs GGUF Q4_K"]
+        if "seconds" in a and "seconds" in b:
+            b["time_ratio_to_safetensors_pair"] = b["seconds"] / a["seconds"]
+            self.log(f"  time ratio GGUF pair / safetensors pair: {b['time_ratio_to_safetensors_pair']:.2f} (h={h})")
+
     # ---- report ---------------------------------------------------------------------------
     def finalize(self):
         """Speed-up of each diffai row over the numpy baseline of the same case and files."""
@@ -986,7 +1089,7 @@ def main(argv=None):
 
     for c in cases:
         try:
-            getattr(b, "case_" + c)()
+            getattr(b, "case_" + c.replace("-", "_"))()
         except NoSpace as e:
             b.notes.append(f"{c}: skipped, not enough disk space ({e})")
             print("  skipped: " + b.notes[-1], flush=True)

@@ -89,6 +89,12 @@ def align_names(infos_a: Infos, infos_b: Infos, a_prefix: str, b_prefix: str):
         side = "a" if keys_a is None else "b"
         raise DiffaiError(f"--strip-prefix: stripping {(a_prefix if side == 'a' else b_prefix)!r} gives two "
                           f"tensors of {side} the same name")
+    return pair_by_keys(infos_a, infos_b, keys_a, keys_b)
+
+
+def pair_by_keys(infos_a: Infos, infos_b: Infos, keys_a: Dict[str, str], keys_b: Dict[str, str]):
+    """``align_names``' answer for names paired by a common key (key -> own name on each side:
+    a prefix stripped, or a GGUF name mapped to its Hugging Face name)."""
     b_of = {keys_a[k]: keys_b[k] for k in keys_a if k in keys_b}
     same = [n for n, m in b_of.items() if infos_a[n][1] == infos_b[m][1]]
     reshaped = [n for n, m in b_of.items() if infos_a[n][1] != infos_b[m][1]]

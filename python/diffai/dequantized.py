@@ -104,19 +104,36 @@ def compare(a, b, names: List[str], epsilon: float, prefix: str = "") -> Dict[st
     out: Dict[str, Dequantized] = {}
     for n in names:
         scales = [row_scales(src, n) for src in (a, b)]
-        infos = [src.tensor_infos()[n] for src in (a, b)]
-        acc = [_Moments(), _Moments()]
-        pair = _PairSums()
-        for va, vb in zip(_blocks(a, n, scales[0]), _blocks(b, n, scales[1])):
-            acc[0].add(va)
-            acc[1].add(vb)
-            pair.add(va, vb, epsilon)
-        stats = [m.stats(info) for m, info in zip(acc, infos)]
-        marked = [m.stats(info, DTYPE_MARK if s is not None else "") for m, info, s in zip(acc, infos, scales)]
-        change = pair.metrics()
-        status = "changed" if change.changed_elements or infos[0][0] != infos[1][0] else "unchanged"
-        out[n] = Dequantized(TensorComparison(prefix + n, status, stats[0], stats[1], change), *marked)
+        infos = (a.tensor_infos()[n], b.tensor_infos()[n])
+        marks = tuple(DTYPE_MARK if s is not None else "" for s in scales)
+        out[n] = compare_blocks(prefix + n, infos, zip(_blocks(a, n, scales[0]), _blocks(b, n, scales[1])),
+                                epsilon, marks)
     return out
+
+
+def pair_metrics(pairs: Iterator[Tuple[np.ndarray, np.ndarray]], epsilon: float) -> ChangeMetrics:
+    """The core's change metrics of two tensors given as float64 blocks of equal length."""
+    acc = _PairSums()
+    for va, vb in pairs:
+        acc.add(va, vb, epsilon)
+    return acc.metrics()
+
+
+def compare_blocks(name: str, infos, pairs: Iterator[Tuple[np.ndarray, np.ndarray]], epsilon: float,
+                   marks: Tuple[str, str] = ("", "")) -> Dequantized:
+    """Statistics and change metrics of one pair of tensors given as float64 blocks of equal
+    length, a's and b's (``marks`` appended to the record dtypes)."""
+    acc = [_Moments(), _Moments()]
+    pair = _PairSums()
+    for va, vb in pairs:
+        acc[0].add(va)
+        acc[1].add(vb)
+        pair.add(va, vb, epsilon)
+    stats = [m.stats(info) for m, info in zip(acc, infos)]
+    marked = [m.stats(info, mark) for m, info, mark in zip(acc, infos, marks)]
+    change = pair.metrics()
+    status = "changed" if change.changed_elements or infos[0][0] != infos[1][0] else "unchanged"
+    return Dequantized(TensorComparison(name, status, stats[0], stats[1], change), *marked)
 
 
 class _Moments:
@@ -129,15 +146,19 @@ class _Moments:
 
     def add(self, x: np.ndarray) -> None:
         self.numel += len(x)
-        finite = np.isfinite(x)
-        self.nan += int(np.isnan(x).sum())
-        self.inf += int(np.isinf(x).sum())
-        self.zeros += int((x == 0).sum())
-        f = x[finite]
+        self.zeros += len(x) - int(np.count_nonzero(x))
+        f = x
+        # A NaN or Inf makes the sum non-finite (an overflow merely sends finite values down the masked path).
+        if not np.isfinite(x.sum()):
+            finite = np.isfinite(x)
+            self.nan += int(np.isnan(x).sum())
+            self.inf += int(np.isinf(x).sum())
+            f = x[finite]
         if not f.size:
             return
         mean = float(f.mean())
-        m2 = float(((f - mean) ** 2).sum())
+        c = f - mean
+        m2 = float(c @ c)
         n = self.n + f.size
         delta = mean - self.mean
         self.mean += delta * f.size / n
@@ -159,21 +180,28 @@ class _PairSums:
         self.max_abs = self.sum_abs = self.sum_sq = self.dot = self.aa = self.bb = 0.0
 
     def add(self, a: np.ndarray, b: np.ndarray, epsilon: float) -> None:
-        both = np.isfinite(a) & np.isfinite(b)
-        x, y = a[both], b[both]
-        d = np.abs(y - x)
-        self.compared += int(both.sum())
-        self.changed += int((d > epsilon).sum())
-        # Off the finite positions: a NaN against a number, or unequal infinities, is a change.
-        xo, yo = a[~both], b[~both]
-        self.changed += int((~((xo == yo) | (np.isnan(xo) & np.isnan(yo)))).sum())
+        x, y = a, b
+        aa, bb = float(x @ x), float(y @ y)
+        # A NaN or Inf makes its side's sum of squares non-finite (an overflow merely sends finite
+        # values down the masked path): masks only then.
+        if not (math.isfinite(aa) and math.isfinite(bb)):
+            both = np.isfinite(a) & np.isfinite(b)
+            x, y = a[both], b[both]
+            # Off the finite positions: a NaN against a number, or unequal infinities, is a change.
+            xo, yo = a[~both], b[~both]
+            self.changed += int((~((xo == yo) | (np.isnan(xo) & np.isnan(yo)))).sum())
+            aa, bb = float(x @ x), float(y @ y)
+        d = y - x
+        self.compared += len(x)
+        np.abs(d, out=d)
+        self.changed += int(np.count_nonzero(d if epsilon == 0 else d > epsilon))
         if d.size:
             self.max_abs = max(self.max_abs, float(d.max()))
         self.sum_abs += float(d.sum())
-        self.sum_sq += float((d * d).sum())
-        self.dot += float((x * y).sum())
-        self.aa += float((x * x).sum())
-        self.bb += float((y * y).sum())
+        self.sum_sq += float(d @ d)
+        self.dot += float(x @ y)
+        self.aa += aa
+        self.bb += bb
 
     def metrics(self) -> ChangeMetrics:
         some = self.compared > 0

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
-from . import _core, dequantized, quantized
-from .align import align_names, choose_prefixes, find_renames, parse_strip_prefix
+from . import _core, dequantized, gguf_names, quantized
+from .align import align_names, choose_prefixes, find_renames, pair_by_keys, parse_strip_prefix
 from .errors import DiffaiError
 from .records import (
     Alignment,
@@ -288,7 +288,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     views = ((quantized.view_infos(a, logical_a), quantized.view_infos(b, logical_b))
              if logical_a or logical_b else None)
     # b_own: b's own name of an a name paired under another name (aligned prefixes, two .npy).
-    a_names, same_shape, reshaped, added, b_own = _pair_names(a, b, opts, result, prefix, views)
+    a_names, same_shape, reshaped, added, b_own, permuted = _pair_names(a, b, opts, result, prefix, views)
     # Tensors read on one side only: reshaped ones (both sides) and those a or b alone holds.
     only_a: List[str] = []
     if len(same_shape) != len(a_names):
@@ -322,7 +322,11 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         if not b_own:
             plain = [n for n in same_shape if n not in coded]
             coded.update(dequantized.compare(a, b, dequantized.dequantized_names(a, b, plain), opts.epsilon, prefix))
-        by_core = [n for n in same_shape if n not in coded] if coded else same_shape
+        # GGUF q/k rows compared with llama.cpp's permutation undone (diffai.gguf_names).
+        unpermuted = gguf_names.compare_permuted(a, b, "a" if a.format == "gguf" else "b", permuted, b_own,
+                                                 same_shape, opts.epsilon, prefix, opts.threads) if permuted else {}
+        by_core = ([n for n in same_shape if n not in coded and n not in unpermuted]
+                   if coded or unpermuted else same_shape)
         raw = _core.pair_stats(a.model, b.model, by_core, opts.epsilon, opts.threads, work.callback(),
                                b_names=[b_own.get(n, n) for n in by_core] if b_own else None, prefix=prefix)
         single_a = dict(zip(core_a, raw_a))
@@ -332,6 +336,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
                         if b_own.get(n, n) in logical_b)
         pairs = dict(zip(by_core, raw))
         pairs.update((n, d.comparison) for n, d in coded.items())
+        pairs.update(unpermuted)
         # Logical weights stay out of result.dequantized: the analyses' value reads know only
         # the files' own tensors (they skip pairs of a quantized storage dtype).
         result.dequantized.update(prefix + n for n in coded if n not in by_quantized)
@@ -439,7 +444,15 @@ def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pre
         a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
     b_own: Dict[str, str] = {}
     prefixes = opts._prefixes
-    if prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
+    permuted: Dict[str, gguf_names.Permuted] = {}
+    mapped = None
+    if prefixes is None and opts.align and not views and gguf_names.applies(a, b):
+        # GGUF beside Hugging Face names: llama.cpp's names mapped (diffai.gguf_names).
+        mapped = _gguf_pairing(a, b, result, prefix, len(same_shape) + len(reshaped))
+        if mapped is not None:
+            (a_names, same_shape, reshaped, added, b_of), permuted = mapped
+            b_own = {n: m for n, m in b_of.items() if n != m}
+    if mapped is None and prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
         chosen = choose_prefixes(list(infos_a), list(infos_b))
         prefixes = chosen[:2] if chosen else None
     if prefixes is not None:
@@ -457,7 +470,28 @@ def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pre
         same = infos_a[na][1] == infos_b[nb][1]
         same_shape, reshaped, added, b_own = [na] if same else [], [] if same else [na], [], {na: nb}
     result.b_names.update({prefix + n: m for n, m in b_own.items()})
-    return a_names, same_shape, reshaped, added, b_own
+    return a_names, same_shape, reshaped, added, b_own, permuted
+
+
+def _gguf_pairing(a: Source, b: Source, result: DiffResult, prefix: str, paired_as_is: int):
+    """``pair_by_keys``' answer and the permuted tensors when the GGUF side's architecture has
+    a name table (noted otherwise) and its names pair more tensors than the names as they are;
+    else None."""
+    side, g, other = ("a", a, b) if a.format == "gguf" else ("b", b, a)
+    mapping = gguf_names.gguf_mapping(g, other, side, prefix)
+    if mapping is None:
+        arch = g.metadata.get("general.architecture", "(none)")
+        result.notes.append(f"GGUF architecture {arch!r} has no Hugging Face name table "
+                            f"(llama, qwen2, qwen3, gemma, phi3): names compared as they are")
+        return None
+    if mapping.alignment.paired <= paired_as_is:  # the other side has GGUF names too
+        return None
+    result.alignments.append(mapping.alignment)
+    result.notes.extend(mapping.notes)
+    own = {n: n for n in other.tensor_infos()}
+    keys_g = {k: n for n, k in mapping.keys.items()}
+    keys_a, keys_b = (keys_g, own) if side == "a" else (own, keys_g)
+    return pair_by_keys(a.tensor_infos(), b.tensor_infos(), keys_a, keys_b), mapping.permuted
 
 
 def _not_compared(name: str, sa: TensorStats, sb: TensorStats) -> TensorComparison:
