@@ -52,3 +52,17 @@ def test_npz_records_sharing_one_entry_are_refused(tmp_path):
     path.write_bytes(data[:cd_start] + cd + bytes(eocd))
     with pytest.raises(diffai.DiffaiError, match="shares its data"):
         diffai.inspect(str(path))
+
+
+def test_a_stored_entry_whose_size_lies_is_named_as_such(tmp_path):
+    import diffai
+    path = tmp_path / "lying.npz"
+    np.savez(path, w=np.zeros(10, np.float32))
+    data = bytearray(path.read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    cd = struct.unpack("<I", data[end + 16:end + 20])[0]
+    struct.pack_into("<II", data, cd + 20, 1 << 30, 1 << 30)  # compressed and uncompressed sizes
+    path.write_bytes(bytes(data))
+    with pytest.raises(diffai.DiffaiError, match="damaged or forged entry header") as err:
+        diffai.inspect(str(path))
+    assert "truncated" not in str(err.value)

@@ -110,10 +110,12 @@ pub fn load_npz_bytes(path: &Path, map: Owner) -> Result<Model> {
         // The entry's bytes in the file (compressed or not).
         let range = match (usize::try_from(data_start), usize::try_from(compressed)) {
             (Ok(s), Ok(l)) if s.checked_add(l).is_some_and(|end| end <= bytes.len()) => s..s + l,
+            // The directory at the archive's end was read, so the file is whole: the size lies.
             _ => {
-                return Err(entry_err(Problem::Bad(
-                    "entry data runs past the end of the archive (truncated?)".into(),
-                )))
+                return Err(entry_err(Problem::Bad(format!(
+                    "its size field says {compressed} bytes from offset {data_start}, past the end of the {}-byte archive (a damaged or forged entry header)",
+                    bytes.len()
+                ))))
             }
         };
         let outcome = match method {

@@ -33,9 +33,12 @@ pub(super) fn read_entry(
             .and_then(|(s, n)| Some(s..s.checked_add(n)?))
             .filter(|r| r.end <= len && compressed == size)
             .ok_or_else(|| {
+                // The directory at the archive's end was read, so the file is whole: a size lies.
                 Error::format(
                     path,
-                    format!("zip entry {name} runs past the end of the file (truncated?)"),
+                    format!(
+                        "zip entry {name} is stored with sizes {compressed} and {size} from offset {start}, which do not fit the {len}-byte file (a damaged or forged entry header)"
+                    ),
                 )
             })?;
         return Ok(Some((map.clone(), range)));
