@@ -324,9 +324,9 @@ impl View<'_> {
             let size = self.dtype.size();
             let bytes = &self.bytes()[start * size..(start + out.len()) * size];
             for (o, c) in out.iter_mut().zip(bytes.chunks_exact(size)) {
-                *o = match c {
-                    &[l0, l1, h0, h1] => f32::from_le_bytes([l0, l1, h0, h1]),
-                    &[b0, b1] => f32::from_bits((u16::from_le_bytes([b0, b1]) as u32) << 16),
+                *o = match *c {
+                    [l0, l1, h0, h1] => f32::from_le_bytes([l0, l1, h0, h1]),
+                    [b0, b1] => f32::from_bits((u16::from_le_bytes([b0, b1]) as u32) << 16),
                     _ => f32::NAN, // fused_kind admits only f32 and bf16
                 };
             }

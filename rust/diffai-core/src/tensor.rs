@@ -287,7 +287,7 @@ impl Tensor {
                 self.name, self.dtype
             ));
         }
-        if n % elems != 0 || self.offset as u128 % elems != 0 {
+        if !n.is_multiple_of(elems) || !(self.offset as u128).is_multiple_of(elems) {
             return Err(format!(
                 "{}: {} elements from offset {} are not whole {}-element {} blocks",
                 self.name, n, self.offset, elems, self.dtype

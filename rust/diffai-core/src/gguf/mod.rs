@@ -278,7 +278,7 @@ impl TensorInfo {
             .try_fold(1u64, |n, &d| n.checked_mul(d))
             .filter(|&n| n <= usize::MAX as u64)
             .ok_or_else(|| format!("dimensions {:?} overflow", self.dims))?;
-        if self.offset % alignment != 0 {
+        if !self.offset.is_multiple_of(alignment) {
             return Err(format!(
                 "data offset {} is not a multiple of the alignment {alignment}",
                 self.offset
