@@ -189,11 +189,11 @@ def compare_permuted(a, b, gguf_side: str, permuted: Dict[str, Permuted], b_own:
     change metrics are summed over the unpermuted values (``dequantized.pair_metrics``), both
     sides read in blocks of the same whole heads, tensors on ``threads`` threads (0: every
     usable core; numpy and the core's reads release the GIL)."""
-    todo = [n for n in names if (n if gguf_side == "a" else b_own.get(n, n)) in permuted]
-    if not todo:
+    pending = [n for n in names if (n if gguf_side == "a" else b_own.get(n, n)) in permuted]
+    if not pending:
         return {}
-    stats_a = _core.tensor_stats(a.model, todo, threads)
-    stats_b = _core.tensor_stats(b.model, [b_own.get(n, n) for n in todo], threads)
+    stats_a = _core.tensor_stats(a.model, pending, threads)
+    stats_b = _core.tensor_stats(b.model, [b_own.get(n, n) for n in pending], threads)
 
     def change(n: str):
         own_b = b_own.get(n, n)
@@ -205,10 +205,10 @@ def compare_permuted(a, b, gguf_side: str, permuted: Dict[str, Permuted], b_own:
         return dequantized.pair_metrics(zip(blocks_a, blocks_b), epsilon)
 
     workers = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    with ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
-        changes = list(pool.map(change, todo))
+    with ThreadPoolExecutor(max(1, min(workers, len(pending)))) as pool:
+        changes = list(pool.map(change, pending))
     out = {}
-    for n, sa, sb, ch in zip(todo, stats_a, stats_b, changes):
+    for n, sa, sb, ch in zip(pending, stats_a, stats_b, changes):
         status = "changed" if ch.changed_elements or sa.dtype != sb.dtype else "unchanged"
         out[n] = TensorComparison(prefix + n, status, sa, sb, ch)
     return out
