@@ -29,10 +29,12 @@ from .records import (
 Style = Callable[[str, str], str]
 
 # What a terminal acts on instead of printing: C0 controls (ESC, BEL, CR, LF, ...), DEL, C1
-# controls, Unicode line/paragraph separators and bidirectional overrides. Names and strings read
-# from a file are printed with these escaped, so a tensor name cannot fake lines or retitle the
-# terminal; JSON and YAML keep them exact (escaped by their own syntax).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# controls, Unicode line/paragraph separators, bidirectional marks and overrides (which reorder
+# what is read), and lone surrogates (a file name that is not UTF-8, which cannot even be written
+# out). Names and strings read from a file are shown with these escaped, in text, Markdown and the
+# HTML report, so a tensor name cannot fake lines or retitle the terminal; JSON and YAML keep them
+# exact (escaped by their own syntax).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def _escape_one(m: "re.Match[str]") -> str:

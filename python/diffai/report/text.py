@@ -1,25 +1,18 @@
-"""Names and strings from a file, made safe to show: control characters (which could fake lines
-or retitle a terminal), bidirectional overrides (which reorder what is read) and lone surrogates
-(a file name that is not UTF-8, which cannot even be written out) become visible escapes such as
-``\\x1b``; then HTML-escaped for the HTML report. And the lines both reports open with on how the
-files were read."""
+"""Names and strings from a file, made safe to show: control characters, bidirectional marks and
+lone surrogates become visible escapes such as ``\\x1b`` (``output.escape_controls``, the same as
+the text output); then HTML-escaped for the HTML report. And the lines both reports open with
+on how the files were read."""
 
 from __future__ import annotations
 
 import html
-import re
 from typing import Any, List, Optional
 
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def _escape_char(match: "re.Match[str]") -> str:
-    code = ord(match[0])
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+from ..output import escape_controls
 
 
 def visible(value: Any) -> str:
-    return _INVISIBLE.sub(_escape_char, str(value))
+    return escape_controls(str(value))
 
 
 def esc(value: Any) -> str:
