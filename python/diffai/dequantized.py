@@ -43,14 +43,14 @@ def scale_name(src, local: str) -> Optional[str]:
     return name if size == 1 or (shape and size == shape[0]) else None
 
 
-def row_scales(src, local: str) -> Optional[np.ndarray]:
+def row_scales(src, local: str, threads: int = 0) -> Optional[np.ndarray]:
     """One scale per row of integer tensor ``local`` (a scalar scale repeated), or None."""
     name = scale_name(src, local)
     if name is None:
         return None
     shape = src.tensor_infos()[local][1]
     rows = shape[0] if shape else 1
-    scale = np.frombuffer(_core.values(src.model, name), dtype=np.float64)
+    scale = np.frombuffer(_core.values(src.model, name, threads=threads), dtype=np.float64)
     return np.full(rows, scale[0]) if scale.size == 1 else scale
 
 
@@ -67,10 +67,10 @@ def scaled_blocks(raw_blocks: Iterator[bytes], scales: Optional[np.ndarray], wid
         yield block
 
 
-def _blocks(src, local: str, scales: Optional[np.ndarray]) -> Iterator[np.ndarray]:
+def _blocks(src, local: str, scales: Optional[np.ndarray], threads: int) -> Iterator[np.ndarray]:
     shape = src.tensor_infos()[local][1]
     width = math.prod(shape[1:]) if len(shape) > 1 else 1
-    return scaled_blocks(_core.value_blocks(src.model, local, BLOCK_ELEMENTS), scales, width)
+    return scaled_blocks(_core.value_blocks(src.model, local, BLOCK_ELEMENTS, threads), scales, width)
 
 
 def dequantized_names(a, b, names: List[str]) -> List[str]:
@@ -97,17 +97,17 @@ class Dequantized:
         return TensorStatsChanged(name, self.record_a, self.record_b, self.comparison.change, dequantized=True)
 
 
-def compare(a, b, names: List[str], epsilon: float, prefix: str = "") -> Dict[str, Dequantized]:
+def compare(a, b, names: List[str], epsilon: float, prefix: str = "", threads: int = 0) -> Dict[str, Dequantized]:
     """Statistics and change metrics of ``names`` (from ``dequantized_names``) over q * scale,
     with the Rust core's definitions (float64, population std, metrics over the positions finite on
     both sides, a NaN against a number counts as changed)."""
     out: Dict[str, Dequantized] = {}
     for n in names:
-        scales = [row_scales(src, n) for src in (a, b)]
+        scales = [row_scales(src, n, threads) for src in (a, b)]
         infos = [src.tensor_infos()[n] for src in (a, b)]
         acc = [_Moments(), _Moments()]
         pair = _PairSums()
-        for va, vb in zip(_blocks(a, n, scales[0]), _blocks(b, n, scales[1])):
+        for va, vb in zip(_blocks(a, n, scales[0], threads), _blocks(b, n, scales[1], threads)):
             acc[0].add(va)
             acc[1].add(vb)
             pair.add(va, vb, epsilon)

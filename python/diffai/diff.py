@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import gc
 import math
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from . import _core, dequantized
-from .align import align_names, choose_prefixes, find_renames, parse_strip_prefix
 from .errors import DiffaiError
 from .records import (
     Alignment,
@@ -25,7 +23,6 @@ from .records import (
     TensorRemoved,
     TensorRenamed,
     TensorShapeChanged,
-    TensorStats,
     TensorStatsChanged,
 )
 from .sources import Folder, Source, load_pair
@@ -55,24 +52,32 @@ class DiffOptions:
     def __post_init__(self) -> None:
         if self.epsilon is None:
             self.epsilon = 0.0
-        if not (self.epsilon >= 0 and math.isfinite(self.epsilon)):
-            raise DiffaiError(f"epsilon must be a finite number >= 0, got {self.epsilon}")
-        if self.threads < 0:
-            raise DiffaiError(f"threads must be >= 0, got {self.threads}")
+        self.threads = check_threads(self.threads)
+        # Checked once, by the core (epsilon, the regex, --strip-prefix, threads).
         try:
-            self._ignore = re.compile(self.ignore_keys_regex) if self.ignore_keys_regex else None
-        except re.error as e:
-            raise DiffaiError(f"invalid --ignore-keys-regex {self.ignore_keys_regex!r}: {e}") from None
-        self._prefixes = parse_strip_prefix(self.strip_prefix) if self.strip_prefix is not None else None
+            epsilon = float(self.epsilon)
+        except (TypeError, ValueError):
+            raise DiffaiError(f"epsilon must be a finite number >= 0, got {self.epsilon!r}") from None
+        self.core = _core.DiffOptions(epsilon, self.path, self.ignore_keys_regex, self.align,
+                                      self.strip_prefix, self.shape_only, self.threads)
 
     @property
     def filters(self) -> bool:
-        return self.path is not None or self._ignore is not None
+        return self.core.filters
 
     def keeps(self, name: str) -> bool:
-        if self.path is not None and self.path not in name:
-            return False
-        return not (self._ignore is not None and self._ignore.search(name))
+        return self.core.keeps(name)
+
+
+def check_threads(threads: Any) -> int:
+    """The worker-thread count (0: every core) every core call of a run gets: the core's one
+    policy (``diffai_core::threads``), with anything that is not a whole number refused too."""
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise DiffaiError(f"threads must be a whole number (0: every core), got {threads!r}")
+    try:
+        return _core.check_threads(threads)
+    except OverflowError:
+        raise DiffaiError(f"threads must be between 0 (every core) and 1024, got {threads}") from None
 
 
 @dataclass
@@ -248,7 +253,11 @@ def _magnitude(r: Record) -> float:
 def _diff_folders(a: Folder, b: Folder, opts: DiffOptions, result: DiffResult) -> None:
     for rel in sorted(set(a.files) | set(b.files)):
         if opts.filters:
-            _count_filter_hits(opts, result, "", [rel])
+            hits = opts.core.hits([rel])
+            result.filter_hits["path"] += hits[0]
+            result.filter_hits["ignore"] += hits[1]
+            if result.example_name is None:
+                result.example_name = rel
         if not opts.keeps(rel) and opts.path is None:
             continue
         pa, pb = a.files.get(rel), b.files.get(rel)
@@ -271,203 +280,64 @@ def is_model_file(path) -> bool:
 
 
 def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
+    """One pair of models, diffed by the core (``diffai_core::diff``): names aligned and filtered,
+    tensors compared, renames found, the change rule applied, scalars and metadata compared. The
+    integer codes with a scale are compared here, as dequantized values (diffai.dequantized)."""
     result.sources.append((prefix, a, b))
-    # b_own: b's own name of an a name paired under another name (aligned prefixes, two .npy).
-    a_names, same_shape, reshaped, added, b_own = _pair_names(a, b, opts, result, prefix)
-    # Tensors read on one side only: reshaped ones (both sides) and those a or b alone holds.
-    only_a: List[str] = []
-    if len(same_shape) != len(a_names):
-        paired = set(same_shape)
-        only_a = [n for n in a_names if n not in paired]
-    only_b = reshaped + added
-
-    coded: Dict[str, dequantized.Dequantized] = {}
-    if opts.shape_only:
-        header_a, header_b = a.tensor_infos(), b.tensor_infos()
-        single_a = {n: TensorStats.from_header(header_a[n]) for n in only_a}
-        single_b = {n: TensorStats.from_header(header_b[b_own.get(n, n)]) for n in only_b}
-        pairs = {n: _not_compared(prefix + n, TensorStats.from_header(header_a[n]),
-                                  TensorStats.from_header(header_b[b_own.get(n, n)])) for n in same_shape}
-    else:
-        work = _Work(opts.progress, lambda: _nbytes(a, only_a + same_shape) + _nbytes(b, only_b + same_shape, b_own))
-        raw_a = _core.tensor_stats(a.model, only_a, opts.threads, work.callback()) if only_a else []
-        work.finish_call()
-        raw_b = (_core.tensor_stats(b.model, [b_own.get(n, n) for n in only_b], opts.threads, work.callback())
-                 if only_b else [])
-        work.finish_call()
-        # Dequantized hook: integer codes with a scale are compared as values (diffai.dequantized).
-        coded = {} if b_own else dequantized.compare(a, b, dequantized.dequantized_names(a, b, same_shape),
-                                                     opts.epsilon, prefix)
-        by_core = [n for n in same_shape if n not in coded] if coded else same_shape
-        raw = _core.pair_stats(a.model, b.model, by_core, opts.epsilon, opts.threads, work.callback(),
-                               b_names=[b_own.get(n, n) for n in by_core] if b_own else None, prefix=prefix)
-        single_a = dict(zip(only_a, raw_a))
-        single_b = dict(zip(only_b, raw_b))
-        pairs = dict(zip(by_core, raw))
-        pairs.update((n, d.comparison) for n, d in coded.items())
-        result.dequantized.update(prefix + n for n in coded)
-    # A tensor only a holds and one only b holds, equal element by element: one renamed tensor.
-    renames = {}
-    if added and not opts.shape_only and len(only_a) > len(reshaped):
-        kept = set(reshaped)
-        gone = {n: single_a[n] for n in only_a if n not in kept}
-        renames = find_renames(a.model, b.model, gone, {n: single_b[n] for n in added}, opts.threads, prefix)
-        added = [n for n in added if n not in {new for new, _ in renames.values()}]
-
-    # Runs once per tensor (tens of thousands on some models): local names, counts kept in locals.
-    add_record, add_comparison = result.records.append, result.comparisons.append
-    count = dict.fromkeys(("removed", "renamed", "reshaped", "changed", "unchanged", "not_compared", "added"), 0)
-    params_a = params_b = 0
-    for n in a_names:
-        name = prefix + n if prefix else n
-        c = pairs.get(n)
-        if c is not None:
-            sa, sb = c.a, c.b
-            params_a += sa.numel
-            params_b += sb.numel
-            status = c.status
-            if status == "changed":
-                add_record(coded[n].record(name) if n in coded else TensorStatsChanged(name, sa, sb, c.change))
-            add_comparison(c)
-        elif n in single_b:
-            sa, sb = single_a[n], single_b[n]
-            params_a += sa.numel
-            params_b += sb.numel
-            add_record(TensorShapeChanged(name, sa, sb))
-            add_comparison(TensorComparison(name, "reshaped", sa, sb))
-            status = "reshaped"
-        elif n in renames:
-            new, c = renames[n]
-            params_a += c.a.numel
-            params_b += c.b.numel
-            add_record(TensorRenamed(name, prefix + new, c.a))
-            add_comparison(c)  # under a's name, an unchanged pair for the analyses
-            result.b_names[name] = new
-            status = "renamed"
-        else:
-            st = single_a[n]
-            params_a += st.numel
-            add_record(TensorRemoved(name, st))
-            add_comparison(TensorComparison(name, "removed", st, None))
-            status = "removed"
-        count[status] += 1
-    for n in added:
-        st = single_b[n]
-        params_b += st.numel
-        add_record(TensorAdded(prefix + n, st))
-        add_comparison(TensorComparison(prefix + n, "added", None, st))
-    count["added"] = len(added)
-    s = result.summary
-    for key, value in count.items():
-        setattr(s, key, getattr(s, key) + value)
-    s.params_a += params_a
-    s.params_b += params_b
-
-    for key in _union(a.scalars, b.scalars):
-        name = prefix + key
-        va, vb = a.scalars.get(key), b.scalars.get(key)
-        if opts.keeps(name) and not _scalar_equal(va, vb, key in a.scalars, key in b.scalars, opts.epsilon):
-            result.records.append(ScalarChanged(name, va, vb))
-    for key in _union(a.metadata, b.metadata):
-        name = prefix + key
-        if opts.keeps(name) and a.metadata.get(key) != b.metadata.get(key):
-            result.records.append(MetadataChanged(name, a.metadata.get(key), b.metadata.get(key)))
-    # An entry neither file lets diffai read is not known to differ: it is listed apart from the
-    # changes (text shows it, the CLI notes it beside JSON), so identical files give no record.
-    in_b = {name for name, _ in b.skipped}
-    in_a = {name for name, _ in a.skipped}
-    for side, src, other in (("a", a, in_b), ("b", b, in_a)):
-        for name, reason in src.skipped:
-            if opts.keeps(prefix + name):
-                both = name in other
-                if not (both and side == "b"):
-                    (result.unread if both else result.records).append(
-                        EntrySkipped(prefix + name, "a and b" if both else side, reason))
-
-
-def _count_filter_hits(opts: DiffOptions, result: DiffResult, prefix: str, names: List[str]) -> None:
-    if names and result.example_name is None:
-        result.example_name = prefix + names[0]
-    hits = result.filter_hits
-    if opts.path is not None:
-        hits["path"] += sum(opts.path in prefix + n for n in names)
-    if opts._ignore is not None:
-        hits["ignore"] += sum(opts._ignore.search(prefix + n) is not None for n in names)
-
-
-def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str):
-    """a's tensor names; those paired with a b tensor of the same shape, of another shape; b's
-    unpaired names; and b's own name of each a name paired under another name. Names pair as
-    they are, or after stripping prefixes (``opts.align``, ``opts.strip_prefix``); the filters
-    apply to each side's own names."""
-    a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
-    b_own: Dict[str, str] = {}
-    prefixes = opts._prefixes
-    if prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
-        chosen = choose_prefixes(list(a.tensor_infos()), list(b.tensor_infos()))
-        prefixes = chosen[:2] if chosen else None
-    if prefixes is not None:
-        a_names, same_shape, reshaped, added, b_of = align_names(a.tensor_infos(), b.tensor_infos(), *prefixes)
-        result.alignments.append(Alignment(*prefixes, len(b_of), opts._prefixes is None, prefix))
-        b_own = {n: m for n, m in b_of.items() if n != m}
+    plan = _core.plan_diff(a.model, b.model, opts.core, prefix, (list(a.scalars.items()), list(b.scalars.items())),
+                           (list(a.metadata.items()), list(b.metadata.items())), (a.skipped, b.skipped))
+    if plan.alignment is not None:
+        result.alignments.append(Alignment(*plan.alignment, prefix))
     if opts.filters:
-        _count_filter_hits(opts, result, prefix, [*a_names, *added, *a.scalars, *b.scalars, *a.metadata, *b.metadata])
-        a_names, same_shape, reshaped, added = ([n for n in names if opts.keeps(prefix + n)]
-                                                for names in (a_names, same_shape, reshaped, added))
-    if a.format == b.format == "npy" and len(a_names) == len(added) == 1:
-        # A .npy holds one unnamed array (named by its file stem): two .npy files compare their
-        # arrays whatever the files are called.
-        (na,), (nb,) = a_names, added
-        same = a.tensor_infos()[na][1] == b.tensor_infos()[nb][1]
-        same_shape, reshaped, added, b_own = [na] if same else [], [] if same else [na], [], {na: nb}
+        hits = plan.hits
+        result.filter_hits["path"] += hits[0]
+        result.filter_hits["ignore"] += hits[1]
+        if result.example_name is None:
+            result.example_name = plan.example_name
+    b_own = dict(plan.b_names)
     result.b_names.update({prefix + n: m for n, m in b_own.items()})
-    return a_names, same_shape, reshaped, added, b_own
+    coded: Dict[str, dequantized.Dequantized] = {}
+    if not (opts.shape_only or plan.b_renamed):
+        coded = dequantized.compare(a, b, dequantized.dequantized_names(a, b, plan.same_names), opts.epsilon, prefix,
+                                    opts.threads)
+    result.dequantized.update(prefix + n for n in coded)
+    total = plan.nbytes if opts.progress else 0
+    progress = (lambda done: opts.progress(done, total)) if opts.progress else None
+    rows = plan.compare({n: d.comparison.status == "changed" for n, d in coded.items()}, progress)
+
+    comparisons = rows.comparisons()
+    for k, n in rows.elsewhere():
+        comparisons[k] = coded[n].comparison
+    renamed = dict(rows.renamed())
+    # Runs once per tensor (tens of thousands on some models): local names.
+    add_record, add_comparison = result.records.append, result.comparisons.append
+    for k, (c, status) in enumerate(zip(comparisons, rows.statuses())):
+        add_comparison(c)
+        if status == "changed":
+            local = c.name[len(prefix):]
+            add_record(coded[local].record(c.name) if local in coded else TensorStatsChanged(c.name, c.a, c.b, c.change))
+        elif status == "unchanged" or status == "not_compared":
+            pass
+        elif status == "reshaped":
+            add_record(TensorShapeChanged(c.name, c.a, c.b))
+        elif status == "renamed":
+            add_record(TensorRenamed(c.name, prefix + renamed[k], c.a))
+            result.b_names[c.name] = renamed[k]
+        elif status == "removed":
+            add_record(TensorRemoved(c.name, c.a))
+        else:
+            add_record(TensorAdded(c.name, c.b))
+    s = result.summary
+    for key, value in rows.summary.items():
+        setattr(s, key, getattr(s, key) + value)
+
+    for key in rows.scalars_changed:
+        result.records.append(ScalarChanged(prefix + key, a.scalars.get(key), b.scalars.get(key)))
+    for key in rows.metadata_changed:
+        result.records.append(MetadataChanged(prefix + key, a.metadata.get(key), b.metadata.get(key)))
+    # An entry neither file lets diffai read is not known to differ: listed apart from the
+    # changes (text shows it, the CLI notes it beside JSON), so identical files give no record.
+    for name, side, reason, unread in rows.skipped:
+        (result.unread if unread else result.records).append(EntrySkipped(prefix + name, side, reason))
 
 
-def _not_compared(name: str, sa: TensorStats, sb: TensorStats) -> TensorComparison:
-    """A same-shape pair known from headers only (--shape-only): changed when the dtype differs,
-    otherwise not known to be equal."""
-    return TensorComparison(name, "changed" if sa.dtype != sb.dtype else "not_compared", sa, sb)
-
-
-def _nbytes(src: Source, names: List[str], own: Optional[Dict[str, str]] = None) -> int:
-    infos = src.tensor_infos()
-    return sum(infos[own.get(n, n) if own else n][2] for n in names)
-
-
-def _union(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
-    return list(a) + [k for k in b if k not in a]
-
-
-def _scalar_equal(va: Any, vb: Any, in_a: bool, in_b: bool, eps: float) -> bool:
-    if in_a != in_b:
-        return False
-    if isinstance(va, float) and isinstance(vb, float):
-        if math.isnan(va) and math.isnan(vb):
-            return True
-        return abs(va - vb) <= eps if eps else va == vb
-    return type(va) is type(vb) and va == vb
-
-
-class _Work:
-    """Turns the per-call byte counters of the Rust calls into one running total."""
-
-    def __init__(self, progress: Optional[Progress], total: Callable[[], int]) -> None:
-        self.progress = progress
-        self.total = total() if progress else 0
-        self.base = 0
-        self.last = 0
-
-    def callback(self):
-        if self.progress is None:
-            return None
-
-        def cb(done: int) -> None:
-            self.last = done
-            self.progress(self.base + done, self.total)
-
-        return cb
-
-    def finish_call(self) -> None:
-        self.base += self.last
-        self.last = 0

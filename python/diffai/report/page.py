@@ -124,7 +124,7 @@ def _histograms(ctx: Context, config: AnalysisConfig) -> List[str]:
         counts: List[List[int]] = []
         for side in ("a", "b"):
             src, local = ctx.source(c.name, side)
-            counts.append(_core.histogram(src.model, local, config.histogram_bins, lo, hi))
+            counts.append(_core.histogram(src.model, local, config.histogram_bins, lo, hi, ctx.threads))
         charts.append(histogram_chart(counts[0], counts[1], lo, hi,
                                       f"{c.name}: rel change {cell(c.change.rel_l2)}"))
     return charts

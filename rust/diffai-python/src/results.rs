@@ -5,7 +5,6 @@
 use diffai_core::stats::{PairStats, TensorStats as CoreStats};
 use diffai_core::Tensor;
 use pyo3::basic::CompareOp;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
@@ -51,6 +50,26 @@ impl TensorStats {
                 nan_count: Some(s.nan_count),
                 inf_count: Some(s.inf_count),
                 zero_count: Some(s.zero_count),
+                nbytes: t.nbytes() as u64,
+            },
+        )
+    }
+
+    /// A tensor known from its header only (values not read).
+    pub fn header(py: Python<'_>, t: &Tensor, dtype: &Py<PyString>, shape: &Py<PyTuple>) -> PyResult<Py<TensorStats>> {
+        Py::new(
+            py,
+            TensorStats {
+                shape: shape.clone_ref(py),
+                dtype: dtype.clone_ref(py),
+                numel: t.numel() as u64,
+                mean: None,
+                std: None,
+                min: None,
+                max: None,
+                nan_count: None,
+                inf_count: None,
+                zero_count: None,
                 nbytes: t.nbytes() as u64,
             },
         )
@@ -509,31 +528,23 @@ pub struct TensorComparison {
 }
 
 impl TensorComparison {
-    /// A same-shape pair whose values were compared: changed when any element or the dtype
-    /// differs, else unchanged.
-    pub fn compared(
+    /// A row of the core's diff: `status` as the core decided it (`diffai_core::diff`).
+    pub fn row(
         py: Python<'_>,
         name: Py<PyString>,
-        a: Py<TensorStats>,
-        b: Py<TensorStats>,
-        change: Py<ChangeMetrics>,
+        status: &'static str,
+        a: Option<Py<TensorStats>>,
+        b: Option<Py<TensorStats>>,
+        change: Option<Py<ChangeMetrics>>,
     ) -> PyResult<Py<TensorComparison>> {
-        let (dtype_a, dtype_b) = (a.get().dtype.bind(py), b.get().dtype.bind(py));
-        let changed = change.get().changed_elements > 0
-            || !dtype_a.is(dtype_b) && dtype_a.to_str()? != dtype_b.to_str()?; // interned: usually one object
-        let status = if changed {
-            intern!(py, "changed")
-        } else {
-            intern!(py, "unchanged")
-        };
         Py::new(
             py,
             TensorComparison {
                 name,
-                status: status.clone().unbind(),
-                a: Some(a),
-                b: Some(b),
-                change: Some(change),
+                status: PyString::intern(py, status).unbind(),
+                a,
+                b,
+                change,
             },
         )
     }

@@ -1,0 +1,345 @@
+//! The Python face of `diffai_core::diff`: options checked by the core, the plan (what is
+//! compared with what) and the compared rows turned into Python objects. No diff logic here:
+//! names are aligned, filtered and compared, and the change rule applied, in the core.
+
+use crate::results::{ChangeMetrics, TensorComparison, TensorStats};
+use crate::{py_dtype, run, to_py_err, Model};
+use diffai_core::diff::{self, ModelDiff, Row, Side, Status};
+use diffai_core::{Model as CoreModel, Scalar, Skipped};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+/// What to compare and how, checked by the core (bad values are `DiffaiError`).
+#[pyclass(frozen, name = "DiffOptions", module = "diffai._core")]
+pub struct PyDiffOptions {
+    inner: diff::DiffOptions,
+}
+
+#[pymethods]
+impl PyDiffOptions {
+    #[new]
+    #[pyo3(signature = (epsilon=0.0, path=None, ignore_keys_regex=None, align=true, strip_prefix=None,
+                        shape_only=false, threads=0))]
+    fn new(
+        epsilon: f64,
+        path: Option<String>,
+        ignore_keys_regex: Option<&str>,
+        align: bool,
+        strip_prefix: Option<&str>,
+        shape_only: bool,
+        threads: i64,
+    ) -> PyResult<Self> {
+        let inner = diff::DiffOptions::new(epsilon, path, ignore_keys_regex, align, strip_prefix, shape_only, threads)
+            .map_err(to_py_err)?;
+        Ok(PyDiffOptions { inner })
+    }
+
+    #[getter]
+    fn threads(&self) -> usize {
+        self.inner.threads
+    }
+
+    /// Whether a path or ignore filter is set.
+    #[getter]
+    fn filters(&self) -> bool {
+        self.inner.filter.is_active()
+    }
+
+    /// Whether the filters keep `name`.
+    fn keeps(&self, name: &str) -> bool {
+        self.inner.filter.keeps(name)
+    }
+
+    /// `(path hits, ignore hits)` among `names`.
+    fn hits(&self, names: Vec<String>) -> (usize, usize) {
+        let f = &self.inner.filter;
+        let path = f.path.as_deref().map_or(0, |p| names.iter().filter(|n| n.contains(p)).count());
+        let ignore = f.ignore.as_ref().map_or(0, |r| names.iter().filter(|n| r.is_match(n)).count());
+        (path, ignore)
+    }
+}
+
+/// A side's non-tensor leaves as the caller read them.
+#[derive(Clone, Default)]
+struct Leaves {
+    scalars: Vec<(String, Scalar)>,
+    metadata: Vec<(String, String)>,
+    skipped: Vec<Skipped>,
+}
+
+impl Leaves {
+    fn side<'a>(&'a self, model: &'a CoreModel) -> Side<'a> {
+        Side {
+            model,
+            scalars: &self.scalars,
+            metadata: &self.metadata,
+            skipped: &self.skipped,
+        }
+    }
+}
+
+/// A Python scalar as the core compares it.
+fn scalar(v: &Bound<'_, PyAny>) -> PyResult<Scalar> {
+    Ok(if v.is_none() {
+        Scalar::None
+    } else if v.is_exact_instance_of::<PyBool>() {
+        Scalar::Bool(v.extract()?)
+    } else if v.is_exact_instance_of::<PyInt>() {
+        match v.extract::<i64>() {
+            Ok(i) => Scalar::Int(i),
+            Err(_) => Scalar::Other(format!("int:{}", v.repr()?)),
+        }
+    } else if v.is_exact_instance_of::<PyFloat>() {
+        Scalar::Float(v.extract()?)
+    } else if v.is_exact_instance_of::<PyString>() {
+        Scalar::Str(v.extract()?)
+    } else {
+        Scalar::Other(format!("{}:{}", v.get_type().qualname()?, v.repr()?))
+    })
+}
+
+/// What is compared with what (`diffai_core::diff::plan`), before the tensors are read.
+#[pyclass(module = "diffai._core")]
+pub struct DiffPlan {
+    a: Py<Model>,
+    b: Py<Model>,
+    leaves: [Leaves; 2],
+    options: diff::DiffOptions,
+    prefix: String,
+    plan: diff::Plan,
+}
+
+/// Plans the diff of `a` and `b` (`prefix`: a folder's file, before every name). The leaves are
+/// the sides' scalars (`(key, value)`), metadata and unread entries as the caller holds them.
+#[pyfunction]
+#[pyo3(signature = (a, b, options, prefix="", scalars=(Vec::new(), Vec::new()), metadata=(Vec::new(), Vec::new()),
+                    skipped=(Vec::new(), Vec::new())))]
+#[allow(clippy::type_complexity)]
+pub fn plan_diff(
+    a: Bound<'_, Model>,
+    b: Bound<'_, Model>,
+    options: &PyDiffOptions,
+    prefix: &str,
+    scalars: (Vec<(String, Bound<'_, PyAny>)>, Vec<(String, Bound<'_, PyAny>)>),
+    metadata: (Vec<(String, String)>, Vec<(String, String)>),
+    skipped: (Vec<(String, String)>, Vec<(String, String)>),
+) -> PyResult<DiffPlan> {
+    let leaves = |s: Vec<(String, Bound<'_, PyAny>)>, m, k: Vec<(String, String)>| -> PyResult<Leaves> {
+        Ok(Leaves {
+            scalars: s.into_iter().map(|(key, v)| Ok((key, scalar(&v)?))).collect::<PyResult<_>>()?,
+            metadata: m,
+            skipped: k.into_iter().map(|(name, reason)| Skipped { name, reason }).collect(),
+        })
+    };
+    let leaves = [leaves(scalars.0, metadata.0, skipped.0)?, leaves(scalars.1, metadata.1, skipped.1)?];
+    let (ma, mb) = (a.get().inner.clone(), b.get().inner.clone());
+    let plan = diff::plan(&leaves[0].side(&ma), &leaves[1].side(&mb), &options.inner, prefix).map_err(to_py_err)?;
+    Ok(DiffPlan {
+        a: a.unbind(),
+        b: b.unbind(),
+        leaves,
+        options: options.inner.clone(),
+        prefix: prefix.to_string(),
+        plan,
+    })
+}
+
+#[pymethods]
+impl DiffPlan {
+    /// `(a_prefix, b_prefix, paired, automatic)` when names were matched after stripping prefixes.
+    #[getter]
+    fn alignment(&self) -> Option<(String, String, usize, bool)> {
+        let a = self.plan.alignment.as_ref()?;
+        Some((a.a_prefix.clone(), a.b_prefix.clone(), a.paired, a.automatic))
+    }
+
+    /// Whether some a tensor is compared with a b tensor of another name.
+    #[getter]
+    fn b_renamed(&self) -> bool {
+        self.plan.b_renamed
+    }
+
+    /// `(path hits, ignore hits)` among this pair's names.
+    #[getter]
+    fn hits(&self) -> (usize, usize) {
+        (self.plan.hits.path, self.plan.hits.ignore)
+    }
+
+    #[getter]
+    fn example_name(&self) -> Option<String> {
+        self.plan.example_name.clone()
+    }
+
+    /// Bytes `compare` reads (both sides).
+    #[getter]
+    fn nbytes(&self) -> u64 {
+        self.plan.bytes(&self.a.get().inner, &self.b.get().inner)
+    }
+
+    /// a's names of the pairs of same-shape tensors.
+    #[getter]
+    fn same_names(&self) -> Vec<String> {
+        let ta = &self.a.get().inner.tensors;
+        self.plan.same.iter().map(|&(i, _)| ta[i].name.clone()).collect()
+    }
+
+    /// a's name -> b's own name, for pairs whose names differ.
+    #[getter]
+    fn b_names(&self) -> Vec<(String, String)> {
+        let (ta, tb) = (&self.a.get().inner.tensors, &self.b.get().inner.tensors);
+        (self.plan.same.iter().chain(&self.plan.reshaped))
+            .filter(|&&(i, j)| ta[i].name != tb[j].name)
+            .map(|&(i, j)| (ta[i].name.clone(), tb[j].name.clone()))
+            .collect()
+    }
+
+    /// Reads and compares the tensors (`elsewhere`: a's names of same-shape pairs the caller
+    /// compared itself -> whether they changed). `progress(bytes_done)` is called meanwhile.
+    #[pyo3(signature = (elsewhere=None, progress=None))]
+    fn compare(
+        &self,
+        py: Python<'_>,
+        elsewhere: Option<FxHashMap<String, bool>>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<ModelDiffRows> {
+        let (a, b) = (self.a.get(), self.b.get());
+        let elsewhere = (elsewhere.unwrap_or_default().into_iter())
+            .map(|(n, changed)| Ok((a.position(&n)?, changed)))
+            .collect::<PyResult<FxHashMap<_, _>>>()?;
+        let (ma, mb) = (a.inner.clone(), b.inner.clone());
+        let leaves = self.leaves.clone(); // small; the worker thread gets its own
+        let (plan, options, prefix) = (self.plan.clone(), self.options.clone(), self.prefix.clone());
+        let out = run(py, options.threads as i64, progress, move |ctl| {
+            diff::compare(&leaves[0].side(&ma), &leaves[1].side(&mb), &plan, &options, &prefix, &elsewhere, ctl)
+        })?;
+        Ok(ModelDiffRows {
+            a: self.a.clone_ref(py),
+            b: self.b.clone_ref(py),
+            prefix: self.prefix.clone(),
+            diff: Arc::new(out),
+        })
+    }
+}
+
+/// The compared rows of one pair of models (`diffai_core::diff::ModelDiff`).
+#[pyclass(frozen, module = "diffai._core")]
+pub struct ModelDiffRows {
+    a: Py<Model>,
+    b: Py<Model>,
+    prefix: String,
+    diff: Arc<ModelDiff>,
+}
+
+impl ModelDiffRows {
+    fn name(&self, py: Python<'_>, model: &Model, i: usize) -> PyResult<Py<PyString>> {
+        Ok(if self.prefix.is_empty() {
+            model.py_infos(py)?[i].name.clone_ref(py)
+        } else {
+            PyString::new(py, &format!("{}{}", self.prefix, model.inner.tensors[i].name)).unbind()
+        })
+    }
+
+    fn stats(
+        &self,
+        py: Python<'_>,
+        model: &Model,
+        i: Option<usize>,
+        s: Option<&diffai_core::stats::TensorStats>,
+    ) -> PyResult<Option<Py<TensorStats>>> {
+        let Some(i) = i else { return Ok(None) };
+        let t = &model.inner.tensors[i];
+        let shape = &model.py_infos(py)?[i].shape;
+        let dtype = py_dtype(py, t.dtype);
+        Ok(Some(match s {
+            Some(s) => TensorStats::computed(py, t, dtype, shape, s)?,
+            None => TensorStats::header(py, t, dtype, shape)?,
+        }))
+    }
+
+    fn comparison(&self, py: Python<'_>, row: &Row) -> PyResult<Option<Py<TensorComparison>>> {
+        if row.elsewhere {
+            return Ok(None);
+        }
+        let (a, b) = (self.a.get(), self.b.get());
+        let name = match row.a {
+            Some(i) => self.name(py, a, i)?,
+            None => self.name(py, b, row.b.unwrap_or_default())?,
+        };
+        // A renamed tensor is, for the analyses, an unchanged pair under a's name.
+        let status = if row.status == Status::Renamed { "unchanged" } else { row.status.name() };
+        let (sa, sb) = (self.stats(py, a, row.a, row.stats_a.as_ref())?, self.stats(py, b, row.b, row.stats_b.as_ref())?);
+        let change = row.change.as_ref().map(|p| ChangeMetrics::computed(py, p)).transpose()?;
+        TensorComparison::row(py, name, status, sa, sb, change).map(Some)
+    }
+}
+
+#[pymethods]
+impl ModelDiffRows {
+    /// One per tensor name, in record order: a TensorComparison, or None for a pair the caller
+    /// compared itself.
+    fn comparisons(&self, py: Python<'_>) -> PyResult<Vec<Option<Py<TensorComparison>>>> {
+        self.diff.rows.iter().map(|r| self.comparison(py, r)).collect()
+    }
+
+    /// Each row's status (added, removed, renamed, reshaped, changed, unchanged, not_compared).
+    fn statuses(&self) -> Vec<&'static str> {
+        self.diff.rows.iter().map(|r| r.status.name()).collect()
+    }
+
+    /// b's own name of each renamed row: `(row, name)`.
+    fn renamed(&self) -> Vec<(usize, String)> {
+        let tb = &self.b.get().inner.tensors;
+        (self.diff.rows.iter().enumerate())
+            .filter(|(_, r)| r.status == Status::Renamed)
+            .map(|(k, r)| (k, tb[r.b.unwrap_or_default()].name.clone()))
+            .collect()
+    }
+
+    /// a's name of each row compared by the caller: `(row, name)`.
+    fn elsewhere(&self) -> Vec<(usize, String)> {
+        let ta = &self.a.get().inner.tensors;
+        (self.diff.rows.iter().enumerate())
+            .filter(|(_, r)| r.elsewhere)
+            .map(|(k, r)| (k, ta[r.a.unwrap_or_default()].name.clone()))
+            .collect()
+    }
+
+    #[getter]
+    fn summary<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = &self.diff.summary;
+        let d = PyDict::new(py);
+        for (k, v) in [
+            ("added", s.added), ("removed", s.removed), ("renamed", s.renamed), ("reshaped", s.reshaped),
+            ("changed", s.changed), ("unchanged", s.unchanged), ("not_compared", s.not_compared),
+            ("params_a", s.params_a), ("params_b", s.params_b),
+        ] {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    /// Scalar keys whose values differ (the sides' own keys, without the prefix).
+    #[getter]
+    fn scalars_changed(&self) -> Vec<String> {
+        self.diff.scalars_changed.clone()
+    }
+
+    #[getter]
+    fn metadata_changed(&self) -> Vec<String> {
+        self.diff.metadata_changed.clone()
+    }
+
+    /// `(name, side, reason, unread)` for entries a reader could not read.
+    #[getter]
+    fn skipped(&self) -> Vec<(String, &'static str, String, bool)> {
+        (self.diff.skipped.iter())
+            .map(|e| (e.name.clone(), e.side, e.reason.clone(), e.unread))
+            .collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.diff.rows.len()
+    }
+}
