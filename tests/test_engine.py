@@ -3,6 +3,7 @@ the one threads policy, and the stubs of ``diffai._core``."""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import subprocess
@@ -78,3 +79,44 @@ def test_analyses_and_report_read_with_the_runs_threads(monkeypatch, tmp_path):
     write_report(str(tmp_path / "r.html"), result, True, None)
     assert {"values", "histogram"} <= {fn for fn, _ in seen}, seen
     assert all(threads == 3 for _, threads in seen), seen
+
+
+# --- the stubs match the module -----------------------------------------------------------
+
+def _stub_tree():
+    return ast.parse((Path(_core.__file__).parent / "_core.pyi").read_text())
+
+
+def _stub_params(fn: ast.FunctionDef):
+    args = fn.args
+    return [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs if a.arg != "self"]
+
+
+def _params(obj):
+    return [p for p in inspect.signature(obj).parameters if p != "self"]
+
+
+def test_stubs_name_exactly_what_the_module_holds():
+    tree = _stub_tree()
+    stubbed = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            stubbed[node.name] = node
+        elif isinstance(node, ast.AnnAssign):
+            stubbed[node.target.id] = node
+    public = {n for n in dir(_core) if not n.startswith("_")}
+    assert set(stubbed) == public
+    for name, node in stubbed.items():
+        obj = getattr(_core, name)
+        if isinstance(node, ast.FunctionDef):
+            assert _stub_params(node) == _params(obj), name
+        elif isinstance(node, ast.ClassDef) and name != "DiffaiError":
+            members = {m.name: m for m in node.body if isinstance(m, ast.FunctionDef)}
+            members.update({m.target.id: m for m in node.body if isinstance(m, ast.AnnAssign)})
+            real = {n for n in dir(obj) if not n.startswith("_")}
+            assert {n for n in members if not n.startswith("_")} == real, name
+            for m_name, m in members.items():
+                if isinstance(m, ast.FunctionDef) and not m.decorator_list and not m_name.startswith("__"):
+                    assert _stub_params(m) == _params(getattr(obj, m_name)), (name, m_name)
+            if "__init__" in members:
+                assert _stub_params(members["__init__"]) == _params(obj), name
