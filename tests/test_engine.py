@@ -120,3 +120,79 @@ def test_stubs_name_exactly_what_the_module_holds():
                     assert _stub_params(m) == _params(getattr(obj, m_name)), (name, m_name)
             if "__init__" in members:
                 assert _stub_params(members["__init__"]) == _params(obj), name
+
+
+# --- columnar results, records made when asked, JSON written by the core --------------------
+
+def _tricky_pair():
+    """Names JSON must escape, NaN/inf/huge values, every kind of tensor record."""
+    import numpy as np
+
+    a = {"caf\u00e9.w": np.array([1.0, np.nan, np.inf], np.float32), 'q"uote\\n': np.arange(4, dtype=np.int64),
+         "ctrl\x1b": np.ones((2, 2), np.float16), "gone": np.array([1e300, -1e-300]), "old": np.array([3.0, 4.0]),
+         "emoji\U0001F600": np.zeros(3, np.float32)}
+    b = {"caf\u00e9.w": np.array([1.5, np.nan, -np.inf], np.float32), 'q"uote\\n': np.arange(4, dtype=np.int64),
+         "ctrl\x1b": np.ones((4,), np.float16), "new": np.array([3.0, 4.0]), "fresh": np.array([5], np.uint8),
+         "emoji\U0001F600": np.zeros(3, np.float64)}
+    return a, b
+
+
+@pytest.mark.parametrize("options", [{}, {"shape_only": True}, {"epsilon": 0.6}])
+def test_core_json_lines_equal_the_records_own(options):
+    result = diffai.diff(*_tricky_pair(), **options)
+    core_lines = result.record_json_lines()
+    assert result._records is None  # nothing was made to write them
+    assert [r.json_line() for r in result.records] == core_lines
+    assert result.record_json_lines(ensure_ascii=False) == [r.json_line(False) for r in result.records]
+    assert [json.loads(line) for line in core_lines] == result.to_json_list()
+    kinds = [r.kind for r in result.records]
+    if not options:
+        assert kinds == ["TensorStatsChanged", "TensorShapeChanged", "TensorRemoved", "TensorRenamed",
+                         "TensorStatsChanged", "TensorAdded"]
+
+
+def test_results_are_made_lazily_and_agree_with_the_summary():
+    result = diffai.diff(*PAIR)
+    assert result._records is None and result._comparisons is None
+    assert result.has_differences
+    assert result._records is None
+    result.to_json()
+    assert result._records is None
+    s = result.summary
+    statuses = [c.status for c in result.comparisons]
+    assert statuses.count("changed") == s.changed and statuses.count("unchanged") == s.unchanged
+    assert sum(r.kind.startswith("Tensor") for r in result.records) == s.changed + s.added + s.removed + s.reshaped \
+        + s.renamed
+    assert not diffai.diff(PAIR[0], PAIR[0]).has_differences
+
+
+def test_table_columns_hold_every_comparison_computed_from_the_arrays():
+    import numpy as np
+
+    a, b = _tricky_pair()
+    result = diffai.diff(a, b)
+    t = result.table()
+    assert list(t["name"]) == [c.name for c in result.comparisons]
+    assert list(t["status"]) == ["changed", "unchanged", "reshaped", "removed", "renamed", "changed", "added"]
+    assert all(len(col) == len(result.comparisons) for col in t.values())
+    k = list(t["name"]).index("caf\u00e9.w")
+    x, y = a["caf\u00e9.w"].astype(np.float64), b["caf\u00e9.w"].astype(np.float64)
+    assert t["mean_a"][k] == pytest.approx(np.mean(x[np.isfinite(x)]))
+    assert t["max_b"][k] == 1.5 and t["nan_count_a"][k] == 1 and t["inf_count_b"][k] == 1
+    assert t["max_abs_diff"][k] == pytest.approx(0.5) and t["changed_elements"][k] == 2  # 1->1.5, inf->-inf
+    assert t["compared"][k] == 1
+    g = list(t["name"]).index("gone")
+    assert t["dtype_b"][g] is None and t["numel_b"][g] == -1 and np.isnan(t["mean_b"][g])
+    assert t["max_a"][g] == 1e300 and t["numel_a"][g] == 2
+    assert t["mean_a"].dtype == np.float64 and t["numel_a"].dtype == np.int64
+
+
+def test_table_of_dequantized_pairs_carries_their_values():
+    result = diffai.diff(str(FIXTURES / "analysis/int8.safetensors"), str(FIXTURES / "analysis/fp32.safetensors"))
+    t = result.table()
+    by_name = {c.name: c for c in result.comparisons}
+    for k, name in enumerate(t["name"]):
+        c = by_name[name]
+        if name in result.dequantized:
+            assert t["rel_l2"][k] == pytest.approx(c.change.rel_l2) and t["mean_a"][k] == pytest.approx(c.a.mean)
+    assert result.dequantized

@@ -1,4 +1,6 @@
-"""Pairing two models tensor by tensor and turning the Rust statistics into diff records."""
+"""A diff run: folders file by file, each pair of models diffed by the Rust core
+(``diffai_core::diff``), and the result: records and comparisons made from the core's rows only
+when asked for, the JSON of tensor records written by the core, a columnar view (``table()``)."""
 
 from __future__ import annotations
 
@@ -88,8 +90,6 @@ class DiffResult:
 
     a_label: str
     b_label: str
-    records: List[Record] = field(default_factory=list)
-    comparisons: List[TensorComparison] = field(default_factory=list)
     summary: Summary = field(default_factory=Summary)
     sources: List[Tuple[str, Optional[Source], Optional[Source]]] = field(default_factory=list)
     # Name compared -> b's own tensor name, where they differ (two single-array .npy files).
@@ -111,9 +111,64 @@ class DiffResult:
     filter_hits: Dict[str, int] = field(default_factory=lambda: {"path": 0, "ignore": 0})
     example_name: Optional[str] = None
 
+    # What the records are made of, in order: the core's rows of each pair of models
+    # (``_Rows``, turned into objects when first asked for) and records made in Python.
+    _parts: List[Any] = field(default_factory=list, repr=False)
+    _records: Optional[List[Record]] = field(default=None, repr=False)
+    _comparisons: Optional[List[TensorComparison]] = field(default=None, repr=False)
+
+    @property
+    def records(self) -> List[Record]:
+        """What differs, in order (made from the core's rows on first use)."""
+        if self._records is None:
+            self._records = [r for p in self._parts for r in (p.records() if isinstance(p, _Rows) else (p,))]
+        return self._records
+
+    @records.setter
+    def records(self, value: List[Record]) -> None:
+        self._records = value
+
+    @property
+    def comparisons(self) -> List[TensorComparison]:
+        """Every tensor name (unchanged ones too), for the analyses."""
+        if self._comparisons is None:
+            self._comparisons = [c for p in self._parts if isinstance(p, _Rows) for c in p.comparisons()]
+        return self._comparisons
+
+    @comparisons.setter
+    def comparisons(self, value: List[TensorComparison]) -> None:
+        self._comparisons = value
+
+    def _add(self, record: Record) -> None:
+        (self._parts if self._records is None else self._records).append(record)
+
+    def record_json_lines(self, ensure_ascii: bool = True) -> List[str]:
+        """Each record as one line of JSON: tensor records written by the core from its rows
+        (no Python object per tensor), unless the records were already made (or reordered)."""
+        if self._records is not None:
+            return [r.json_line(ensure_ascii) for r in self._records]
+        return [line for p in self._parts
+                for line in (p.json_lines(ensure_ascii) if isinstance(p, _Rows) else (p.json_line(ensure_ascii),))]
+
+    def table(self) -> Dict[str, Any]:
+        """Every tensor name as columns (numpy arrays, one entry per comparison): ``name``,
+        ``status``, ``dtype_a``/``dtype_b`` (object arrays; None for a side without the tensor),
+        ``numel_*``, ``nan_count_*``, ``inf_count_*``, ``zero_count_*``, ``changed_elements``,
+        ``compared`` (int64, -1: none), ``mean_*``, ``std_*``, ``min_*``, ``max_*``,
+        ``max_abs_diff``, ``mean_abs_diff``, ``rel_l2``, ``cosine``, ``l2_diff``, ``l2_a``
+        (float64, NaN: none). A renamed tensor has status "renamed" here."""
+        import numpy as np
+
+        parts = [p.columns() for p in self._parts if isinstance(p, _Rows)]
+        if not parts:
+            return {}
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
     @property
     def has_differences(self) -> bool:
-        return bool(self.records)
+        if self._records is not None:
+            return bool(self._records)
+        return any(p.record_count if isinstance(p, _Rows) else True for p in self._parts)
 
     @property
     def reading(self) -> Dict[str, Dict[str, Any]]:
@@ -262,12 +317,12 @@ def _diff_folders(a: Folder, b: Folder, opts: DiffOptions, result: DiffResult) -
             continue
         pa, pb = a.files.get(rel), b.files.get(rel)
         if pa is None or pb is None:
-            result.records.append(FileChanged(rel, "present" if pa else None, "present" if pb else None))
+            result._add(FileChanged(rel, "present" if pa else None, "present" if pb else None))
             continue
         if is_model_file(pa) and is_model_file(pb):
             _diff_sources(*load_pair(pa, pb, opts.format), opts, result, prefix=f"{rel}::")
         elif pa.read_bytes() != pb.read_bytes():
-            result.records.append(FileChanged(rel, "present", "present"))
+            result._add(FileChanged(rel, "present", "present"))
 
 
 def is_model_file(path) -> bool:
@@ -294,8 +349,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         result.filter_hits["ignore"] += hits[1]
         if result.example_name is None:
             result.example_name = plan.example_name
-    b_own = dict(plan.b_names)
-    result.b_names.update({prefix + n: m for n, m in b_own.items()})
+    result.b_names.update({prefix + n: m for n, m in plan.b_names})
     coded: Dict[str, dequantized.Dequantized] = {}
     if not (opts.shape_only or plan.b_renamed):
         coded = dequantized.compare(a, b, dequantized.dequantized_names(a, b, plan.same_names), opts.epsilon, prefix,
@@ -303,41 +357,102 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     result.dequantized.update(prefix + n for n in coded)
     total = plan.nbytes if opts.progress else 0
     progress = (lambda done: opts.progress(done, total)) if opts.progress else None
-    rows = plan.compare({n: d.comparison.status == "changed" for n, d in coded.items()}, progress)
-
-    comparisons = rows.comparisons()
-    for k, n in rows.elsewhere():
-        comparisons[k] = coded[n].comparison
-    renamed = dict(rows.renamed())
-    # Runs once per tensor (tens of thousands on some models): local names.
-    add_record, add_comparison = result.records.append, result.comparisons.append
-    for k, (c, status) in enumerate(zip(comparisons, rows.statuses())):
-        add_comparison(c)
-        if status == "changed":
-            local = c.name[len(prefix):]
-            add_record(coded[local].record(c.name) if local in coded else TensorStatsChanged(c.name, c.a, c.b, c.change))
-        elif status == "unchanged" or status == "not_compared":
-            pass
-        elif status == "reshaped":
-            add_record(TensorShapeChanged(c.name, c.a, c.b))
-        elif status == "renamed":
-            add_record(TensorRenamed(c.name, prefix + renamed[k], c.a))
-            result.b_names[c.name] = renamed[k]
-        elif status == "removed":
-            add_record(TensorRemoved(c.name, c.a))
-        else:
-            add_record(TensorAdded(c.name, c.b))
+    rows = _Rows(plan.compare({n: d.comparison.status == "changed" for n, d in coded.items()}, progress), prefix, coded)
+    result.b_names.update({prefix + a_name: b_name for a_name, b_name in rows.renamed.values()})
+    result._parts.append(rows)
     s = result.summary
-    for key, value in rows.summary.items():
+    for key, value in rows.core.summary.items():
         setattr(s, key, getattr(s, key) + value)
 
-    for key in rows.scalars_changed:
-        result.records.append(ScalarChanged(prefix + key, a.scalars.get(key), b.scalars.get(key)))
-    for key in rows.metadata_changed:
-        result.records.append(MetadataChanged(prefix + key, a.metadata.get(key), b.metadata.get(key)))
+    for key in rows.core.scalars_changed:
+        result._add(ScalarChanged(prefix + key, a.scalars.get(key), b.scalars.get(key)))
+    for key in rows.core.metadata_changed:
+        result._add(MetadataChanged(prefix + key, a.metadata.get(key), b.metadata.get(key)))
     # An entry neither file lets diffai read is not known to differ: listed apart from the
     # changes (text shows it, the CLI notes it beside JSON), so identical files give no record.
-    for name, side, reason, unread in rows.skipped:
-        (result.unread if unread else result.records).append(EntrySkipped(prefix + name, side, reason))
+    for name, side, reason, unread in rows.core.skipped:
+        if unread:
+            result.unread.append(EntrySkipped(prefix + name, side, reason))
+        else:
+            result._add(EntrySkipped(prefix + name, side, reason))
+
+
+class _Rows:
+    """The core's rows of one pair of models, turned into Python objects only when asked for
+    (a model can hold 100k tensors). ``coded``: the pairs compared here as dequantized values."""
+
+    def __init__(self, core: Any, prefix: str, coded: Dict[str, dequantized.Dequantized]) -> None:
+        self.core, self.prefix, self.coded = core, prefix, coded
+        s = core.summary
+        self.record_count = s["added"] + s["removed"] + s["renamed"] + s["reshaped"] + s["changed"]
+        # row -> (a's name, b's own name) of each renamed tensor
+        self.renamed = {k: (old, new) for k, old, new in core.renamed()}
+        self._comparisons: Optional[List[TensorComparison]] = None
+
+    def comparisons(self) -> List[TensorComparison]:
+        if self._comparisons is None:
+            comparisons = self.core.comparisons()
+            for k, name in self.core.elsewhere():
+                comparisons[k] = self.coded[name].comparison
+            self._comparisons = comparisons
+        return self._comparisons
+
+    def records(self) -> List[Record]:
+        out: List[Record] = []
+        add = out.append
+        prefix, coded = self.prefix, self.coded
+        for k, (c, status) in enumerate(zip(self.comparisons(), self.core.statuses())):
+            if status == "changed":
+                local = c.name[len(prefix):]
+                add(coded[local].record(c.name) if local in coded else TensorStatsChanged(c.name, c.a, c.b, c.change))
+            elif status == "unchanged" or status == "not_compared":
+                pass
+            elif status == "reshaped":
+                add(TensorShapeChanged(c.name, c.a, c.b))
+            elif status == "renamed":
+                add(TensorRenamed(c.name, prefix + self.renamed[k][1], c.a))
+            elif status == "removed":
+                add(TensorRemoved(c.name, c.a))
+            else:
+                add(TensorAdded(c.name, c.b))
+        return out
+
+    def json_lines(self, ensure_ascii: bool) -> List[str]:
+        lines = self.core.json_lines(ensure_ascii)
+        if None in lines:  # records of pairs compared here (dequantized) are written here
+            return [r.json_line(ensure_ascii) for r in self.records()]
+        return lines
+
+    def columns(self) -> Dict[str, Any]:
+        import numpy as np
+
+        raw = self.core.columns()
+        out: Dict[str, Any] = {}
+        for key, value in raw.items():
+            if isinstance(value, bytes):
+                out[key] = np.frombuffer(value, dtype=np.int64 if key.split("_")[0] in _INT_COLUMNS else np.float64)
+            else:
+                out[key] = np.array(value, dtype=object)
+        for k, name in self.core.elsewhere():  # dequantized pairs: the statistics made here
+            c = self.coded[name].comparison
+            for side, st in (("a", c.a), ("b", c.b)):
+                for stat in ("mean", "std", "min", "max"):
+                    out[f"{stat}_{side}"] = _set(out[f"{stat}_{side}"], k, getattr(st, stat), np.nan)
+                for stat in ("nan_count", "inf_count", "zero_count"):
+                    out[f"{stat}_{side}"] = _set(out[f"{stat}_{side}"], k, getattr(st, stat), -1)
+            for stat in ("max_abs_diff", "mean_abs_diff", "rel_l2", "cosine", "l2_diff", "l2_a"):
+                out[stat] = _set(out[stat], k, getattr(c.change, stat), np.nan)
+            for stat in ("changed_elements", "compared"):
+                out[stat] = _set(out[stat], k, getattr(c.change, stat), -1)
+        return out
+
+
+_INT_COLUMNS = {"numel", "nan", "inf", "zero", "changed", "compared"}
+
+
+def _set(column: Any, k: int, value: Any, missing: Any) -> Any:
+    column = column.copy() if not column.flags.writeable else column
+    column[k] = missing if value is None else value
+    return column
 
 

@@ -7,7 +7,7 @@ use crate::{py_dtype, run, to_py_err, Model};
 use diffai_core::diff::{self, ModelDiff, Row, Side, Status};
 use diffai_core::{Model as CoreModel, Scalar, Skipped};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
@@ -288,12 +288,12 @@ impl ModelDiffRows {
         self.diff.rows.iter().map(|r| r.status.name()).collect()
     }
 
-    /// b's own name of each renamed row: `(row, name)`.
-    fn renamed(&self) -> Vec<(usize, String)> {
-        let tb = &self.b.get().inner.tensors;
+    /// Each renamed row: `(row, a's name, b's name)`.
+    fn renamed(&self) -> Vec<(usize, String, String)> {
+        let (ta, tb) = (&self.a.get().inner.tensors, &self.b.get().inner.tensors);
         (self.diff.rows.iter().enumerate())
             .filter(|(_, r)| r.status == Status::Renamed)
-            .map(|(k, r)| (k, tb[r.b.unwrap_or_default()].name.clone()))
+            .map(|(k, r)| (k, ta[r.a.unwrap_or_default()].name.clone(), tb[r.b.unwrap_or_default()].name.clone()))
             .collect()
     }
 
@@ -337,6 +337,69 @@ impl ModelDiffRows {
         (self.diff.skipped.iter())
             .map(|e| (e.name.clone(), e.side, e.reason.clone(), e.unread))
             .collect()
+    }
+
+    /// The JSON line of each record row, in order (None: a row the caller compared, whose
+    /// record is the caller's), written by the core (`diffai_core::diff::json`).
+    #[pyo3(signature = (ensure_ascii=true))]
+    fn json_lines(&self, ensure_ascii: bool) -> Vec<Option<String>> {
+        let (ta, tb) = (&self.a.get().inner.tensors, &self.b.get().inner.tensors);
+        (self.diff.rows.iter())
+            .filter(|r| r.status.is_record())
+            .map(|r| diff::json::record_line(r, ta, tb, &self.prefix, ensure_ascii))
+            .collect()
+    }
+
+    /// The rows as columns: `name`, `status`, `dtype_a`, `dtype_b` as lists; every statistic as
+    /// native float64 (NaN: none) or int64 (-1: none) bytes, for `numpy.frombuffer`.
+    fn columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (ta, tb) = (&self.a.get().inner.tensors, &self.b.get().inner.tensors);
+        let rows = &self.diff.rows;
+        let d = PyDict::new(py);
+        let name = |r: &Row| match r.a {
+            Some(i) => format!("{}{}", self.prefix, ta[i].name),
+            None => format!("{}{}", self.prefix, tb[r.b.unwrap_or_default()].name),
+        };
+        d.set_item("name", rows.iter().map(name).collect::<Vec<_>>())?;
+        d.set_item("status", rows.iter().map(|r| r.status.name()).collect::<Vec<_>>())?;
+        d.set_item("dtype_a", rows.iter().map(|r| r.a.map(|i| ta[i].dtype.name())).collect::<Vec<_>>())?;
+        d.set_item("dtype_b", rows.iter().map(|r| r.b.map(|j| tb[j].dtype.name())).collect::<Vec<_>>())?;
+        let floats = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<u8> {
+            rows.iter().flat_map(|r| f(r).unwrap_or(f64::NAN).to_ne_bytes()).collect()
+        };
+        let ints = |f: &dyn Fn(&Row) -> Option<u64>| -> Vec<u8> {
+            rows.iter().flat_map(|r| f(r).map_or(-1, |n| n as i64).to_ne_bytes()).collect()
+        };
+        type Stat = fn(&diffai_core::stats::TensorStats) -> Option<f64>;
+        let stats: [(&str, Stat); 4] = [
+            ("mean", |s| s.mean()), ("std", |s| s.std()), ("min", |s| s.min()), ("max", |s| s.max()),
+        ];
+        for (key, g) in stats {
+            d.set_item(format!("{key}_a"), PyBytes::new(py, &floats(&|r| r.stats_a.as_ref().and_then(g))))?;
+            d.set_item(format!("{key}_b"), PyBytes::new(py, &floats(&|r| r.stats_b.as_ref().and_then(g))))?;
+        }
+        d.set_item("numel_a", PyBytes::new(py, &ints(&|r| r.a.map(|i| ta[i].numel() as u64))))?;
+        d.set_item("numel_b", PyBytes::new(py, &ints(&|r| r.b.map(|j| tb[j].numel() as u64))))?;
+        for (key, g) in [("nan_count", (|s| s.nan_count) as fn(&diffai_core::stats::TensorStats) -> u64),
+                         ("inf_count", |s| s.inf_count), ("zero_count", |s| s.zero_count)] {
+            d.set_item(format!("{key}_a"), PyBytes::new(py, &ints(&|r| r.stats_a.as_ref().map(g))))?;
+            d.set_item(format!("{key}_b"), PyBytes::new(py, &ints(&|r| r.stats_b.as_ref().map(g))))?;
+        }
+        type Change = fn(&diffai_core::stats::PairStats) -> Option<f64>;
+        let change: [(&str, Change); 6] = [
+            ("max_abs_diff", |p| (p.compared > 0).then_some(p.max_abs_diff)),
+            ("mean_abs_diff", |p| p.mean_abs_diff()),
+            ("rel_l2", |p| p.rel_l2()),
+            ("cosine", |p| p.cosine()),
+            ("l2_diff", |p| Some(p.sum_sq_diff.sqrt())),
+            ("l2_a", |p| Some(p.sum_sq_a.sqrt())),
+        ];
+        for (key, g) in change {
+            d.set_item(key, PyBytes::new(py, &floats(&|r| r.change.as_ref().and_then(g))))?;
+        }
+        d.set_item("changed_elements", PyBytes::new(py, &ints(&|r| r.change.map(|p| p.diff_count))))?;
+        d.set_item("compared", PyBytes::new(py, &ints(&|r| r.change.map(|p| p.compared))))?;
+        Ok(d)
     }
 
     fn __len__(&self) -> usize {

@@ -3,7 +3,7 @@
 //! dataclasses than computing the statistics) and read from Python as plain attributes.
 
 use diffai_core::stats::{PairStats, TensorStats as CoreStats};
-use diffai_core::Tensor;
+use diffai_core::{json, Tensor};
 use pyo3::basic::CompareOp;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -377,18 +377,11 @@ fn fields_json(py: Python<'_>, fields: &[(&str, Field)], ensure_ascii: bool) -> 
         if i > 0 {
             out.push_str(", ");
         }
-        push_json_str(&mut out, key, ensure_ascii);
+        json::push_str(&mut out, key, ensure_ascii);
         out.push_str(": ");
         match value {
-            Field::Float(None) | Field::Count(None) => out.push_str("null"),
-            Field::Float(Some(x)) if x.is_nan() => out.push_str("\"nan\""),
-            Field::Float(Some(x)) if x.is_infinite() => {
-                out.push_str(if *x > 0.0 { "\"inf\"" } else { "\"-inf\"" })
-            }
-            Field::Float(Some(x)) => push_float_repr(&mut out, *x),
-            Field::Count(Some(n)) => {
-                let _ = write!(out, "{n}");
-            }
+            Field::Float(x) => json::push_number(&mut out, *x),
+            Field::Count(n) => json::push_count(&mut out, *n),
             Field::Shape(s) => {
                 out.push('[');
                 for (j, d) in s.bind(py).iter().enumerate() {
@@ -399,93 +392,11 @@ fn fields_json(py: Python<'_>, fields: &[(&str, Field)], ensure_ascii: bool) -> 
                 }
                 out.push(']');
             }
-            Field::Text(t) => push_json_str(&mut out, &t.bind(py).to_cow()?, ensure_ascii),
+            Field::Text(t) => json::push_str(&mut out, &t.bind(py).to_cow()?, ensure_ascii),
         }
     }
     out.push('}');
     Ok(out)
-}
-
-/// A JSON string with `json.dumps`' escapes (`ensure_ascii`: everything past ASCII as \uXXXX).
-fn push_json_str(out: &mut String, s: &str, ensure_ascii: bool) {
-    use std::fmt::Write;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            '\u{7f}'.. if !ensure_ascii => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for u in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{u:04x}");
-                }
-            }
-        }
-    }
-    out.push('"');
-}
-
-/// A finite float as Python's `repr` writes it: the fewest digits that read back as `x` (of
-/// those, the closest to `x`, ties to even), positional when 1e-4 <= |x| < 1e16 (with ".0" if
-/// whole), else one digit, the rest after a point, and a signed exponent of at least two digits.
-fn push_float_repr(out: &mut String, x: f64) {
-    // The same digits from zmij (shortest, closest), whose layout ("0.001", "1.5e16") differs.
-    let mut buffer = zmij::Buffer::new();
-    let text = buffer.format_finite(x.abs());
-    let (mantissa, exp) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
-    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let all = whole.bytes().chain(fraction.bytes());
-    let leading = all.clone().take_while(|&b| b == b'0').count();
-    let digits: Vec<u8> = all.skip(leading).collect();
-    let digits = match digits.iter().rposition(|&b| b != b'0') {
-        Some(last) => &digits[..=last],
-        None => b"0".as_slice(), // zero
-    };
-    // The value is 0.d1d2... x 10^point.
-    let point = if digits == b"0" {
-        1
-    } else {
-        (whole.len() - leading) as i32 + exp.parse::<i32>().unwrap_or(0)
-    };
-    let digits = std::str::from_utf8(digits).unwrap_or("0");
-    if x.is_sign_negative() {
-        out.push('-');
-    }
-    let n = digits.len() as i32;
-    if -4 < point && point <= 16 {
-        if point <= 0 {
-            out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-point) as usize));
-            out.push_str(digits);
-        } else if point >= n {
-            out.push_str(digits);
-            out.extend(std::iter::repeat_n('0', (point - n) as usize));
-            out.push_str(".0");
-        } else {
-            out.push_str(&digits[..point as usize]);
-            out.push('.');
-            out.push_str(&digits[point as usize..]);
-        }
-    } else {
-        out.push_str(&digits[..1]);
-        if n > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        let e = point - 1;
-        out.push_str(if e < 0 { "e-" } else { "e+" });
-        if e.abs() < 10 {
-            out.push('0');
-        }
-        out.push_str(&e.abs().to_string());
-    }
 }
 
 fn richcmp<T>(

@@ -8,6 +8,7 @@
 //! `compare` reads the tensors.
 
 pub mod align;
+pub mod json;
 pub mod options;
 pub mod scalars;
 #[cfg(test)]

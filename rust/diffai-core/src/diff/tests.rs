@@ -116,3 +116,27 @@ fn scalars_metadata_and_unread_entries() {
     let skipped: Vec<_> = d.skipped.iter().map(|e| (e.name.as_str(), e.side, e.unread)).collect();
     assert_eq!(skipped, [("both", "a and b", true), ("only_a", "a", false)]);
 }
+
+#[test]
+fn record_lines_are_json_in_the_schema_order() {
+    let a = model(Format::Safetensors, vec![f32_tensor("w\"1", &[1.0, 1.0]), f32_tensor("same", &[0.0])]);
+    let b = model(Format::Safetensors, vec![f32_tensor("w\"1", &[1.0, 3.0]), f32_tensor("same", &[0.0])]);
+    let (_, d) = run(&a, &b, &opts());
+    let lines: Vec<_> = d.rows.iter().map(|r| json::record_line(r, &a.tensors, &b.tensors, "f::", true)).collect();
+    assert!(lines[1].is_none()); // unchanged: no record
+    let line = lines[0].as_deref().unwrap();
+    assert!(line.starts_with(r#"{"TensorStatsChanged": ["f::w\"1", {"mean": 1.0, "std": 0.0, "min": 1.0, "max": 1.0, "shape": [2], "dtype": "f32", "numel": 2, "nan_count": 0, "inf_count": 0}, {"mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0,"#), "{line}");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let change = &v["TensorStatsChanged"][3];
+    assert_eq!(change["max_abs_diff"], 2.0);
+    assert_eq!(change["mean_abs_diff"], 1.0);
+    assert!((change["rel_l2"].as_f64().unwrap() - 2f64.sqrt()).abs() < 1e-15);
+    assert!((change["cosine"].as_f64().unwrap() - 4.0 / 20f64.sqrt()).abs() < 1e-15);
+    assert_eq!((change["changed_elements"].as_u64(), change["compared"].as_u64()), (Some(1), Some(2)));
+    // Headers only: statistics unknown (null), no change object.
+    let headers = DiffOptions::new(0.0, None, None, true, None, true, 1).unwrap();
+    let b64 = model(Format::Safetensors, vec![Tensor::contiguous("w\"1".into(), DType::F64, vec![2], Storage::from_vec(vec![0; 16]))]);
+    let (_, d) = run(&a, &b64, &headers);
+    let line = json::record_line(&d.rows[0], &a.tensors, &b64.tensors, "", true).unwrap();
+    assert!(line.ends_with(r#""dtype": "f64", "numel": 2, "nan_count": null, "inf_count": null}, null]}"#), "{line}");
+}
