@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -73,16 +73,22 @@ def _blocks(src, local: str, scales: Optional[np.ndarray], threads: int) -> Iter
     return scaled_blocks(_core.value_blocks(src.model, local, BLOCK_ELEMENTS, threads), scales, width)
 
 
+def coded_names(src) -> Set[str]:
+    """The integer tensors of ``src`` that have a usable scale (headers only)."""
+    return {n for n, (dtype, _, _) in src.tensor_infos().items()
+            if not (is_float(dtype) or dtype == "bool") and scale_name(src, n) is not None}
+
+
 def dequantized_names(a, b, names: List[str]) -> List[str]:
     """Of the same-shape ``names``, those to compare as values: one side integer codes with a
-    scale, the other side float or also codes with a scale (from headers only)."""
-    out = []
-    for n in names:
-        sides = [(src, src.tensor_infos()[n][0]) for src in (a, b)]
-        coded = [scale_name(src, n) is not None for src, _ in sides]
-        if any(coded) and all(c or is_float(dt) for c, (_, dt) in zip(coded, sides)):
-            out.append(n)
-    return out
+    scale, the other side float or also codes with a scale (from headers only). One pass over
+    each side's integer tensors: most models hold none, and 100k names cost no Python loop."""
+    coded = (coded_names(a), coded_names(b))
+    if not (coded[0] or coded[1]):
+        return []
+    infos = (a.tensor_infos(), b.tensor_infos())
+    return [n for n in names if (n in coded[0] or n in coded[1])
+            and all(n in c or is_float(i[n][0]) for c, i in zip(coded, infos))]
 
 
 @dataclass

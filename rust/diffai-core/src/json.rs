@@ -39,9 +39,14 @@ pub fn push_float(out: &mut String, x: f64) {
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let all = whole.bytes().chain(fraction.bytes());
     let leading = all.clone().take_while(|&b| b == b'0').count();
-    let digits: Vec<u8> = all.skip(leading).collect();
-    let digits = match digits.iter().rposition(|&b| b != b'0') {
-        Some(last) => &digits[..=last],
+    let mut buf = [0u8; 40]; // at most 17 significant digits, plus zeros zmij may pad with
+    let mut len = 0;
+    for b in all.skip(leading).take(buf.len()) {
+        buf[len] = b;
+        len += 1;
+    }
+    let digits = match buf[..len].iter().rposition(|&b| b != b'0') {
+        Some(last) => &buf[..=last],
         None => b"0".as_slice(), // zero
     };
     // The value is 0.d1d2... x 10^point.

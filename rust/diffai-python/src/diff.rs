@@ -219,6 +219,7 @@ impl DiffPlan {
             b: self.b.clone_ref(py),
             prefix: self.prefix.clone(),
             diff: Arc::new(out),
+            threads: self.options.threads,
         })
     }
 }
@@ -230,6 +231,7 @@ pub struct ModelDiffRows {
     b: Py<Model>,
     prefix: String,
     diff: Arc<ModelDiff>,
+    threads: usize,
 }
 
 impl ModelDiffRows {
@@ -340,14 +342,19 @@ impl ModelDiffRows {
     }
 
     /// The JSON line of each record row, in order (None: a row the caller compared, whose
-    /// record is the caller's), written by the core (`diffai_core::diff::json`).
+    /// record is the caller's), written by the core (`diffai_core::diff::json`) on the diff's
+    /// worker threads.
     #[pyo3(signature = (ensure_ascii=true))]
-    fn json_lines(&self, ensure_ascii: bool) -> Vec<Option<String>> {
-        let (ta, tb) = (&self.a.get().inner.tensors, &self.b.get().inner.tensors);
-        (self.diff.rows.iter())
-            .filter(|r| r.status.is_record())
-            .map(|r| diff::json::record_line(r, ta, tb, &self.prefix, ensure_ascii))
-            .collect()
+    fn json_lines(&self, py: Python<'_>, ensure_ascii: bool) -> PyResult<Vec<Option<String>>> {
+        let (ma, mb) = (self.a.get().inner.clone(), self.b.get().inner.clone());
+        let (diff, prefix) = (self.diff.clone(), self.prefix.clone());
+        run(py, self.threads as i64, None, move |_| {
+            use rayon::prelude::*;
+            Ok((diff.rows.par_iter())
+                .filter(|r| r.status.is_record())
+                .map(|r| diff::json::record_line(r, &ma.tensors, &mb.tensors, &prefix, ensure_ascii))
+                .collect())
+        })
     }
 
     /// The rows as columns: `name`, `status`, `dtype_a`, `dtype_b` as lists; every statistic as
