@@ -196,3 +196,30 @@ def test_table_of_dequantized_pairs_carries_their_values():
         if name in result.dequantized:
             assert t["rel_l2"][k] == pytest.approx(c.change.rel_l2) and t["mean_a"][k] == pytest.approx(c.a.mean)
     assert result.dequantized
+
+
+def test_similarity_inner_products_from_the_core_match_numpy():
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from diffai.analyses import AnalysisConfig
+    from diffai.analyses.common import Context
+    from diffai.analyses.representation import _block_cross_dots, _core_cross_dots
+
+    a, b = FIXTURES / "analysis/base.safetensors", FIXTURES / "analysis/head_finetune.safetensors"
+    result = diffai.diff(str(a), str(b))
+    ctx = Context(result, AnalysisConfig())
+    by_shape = {}
+    for c in ctx.paired:
+        by_shape.setdefault(c.a.shape, []).append(c.name)
+    names = max(by_shape.values(), key=len)[:6]
+    assert len(names) > 1
+    got = _core_cross_dots(ctx, names)
+    xa, xb = load_file(str(a)), load_file(str(b))
+    va = np.stack([xa[n].astype(np.float64).ravel() for n in names])
+    vb = np.stack([xb[n].astype(np.float64).ravel() for n in names])
+    np.testing.assert_allclose(got[0], va @ vb.T, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[1], (va * va).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(got[2], (vb * vb).sum(1), rtol=1e-12)
+    for x, y in zip(got, _block_cross_dots(ctx, names)):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)

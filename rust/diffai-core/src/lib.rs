@@ -8,6 +8,7 @@
 pub mod diff;
 pub mod dtype;
 pub mod error;
+pub mod gram;
 pub mod json;
 pub mod matlab;
 pub mod model;

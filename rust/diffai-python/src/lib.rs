@@ -481,6 +481,30 @@ fn row_products<'py>(
     f64_bytes(py, sums.as_flattened())
 }
 
+/// `(dots, sq_a, sq_b)` as native f64 bytes: <a_i, b_j> for every a tensor `names_a[i]` and b
+/// tensor `names_b[j]` (row-major), and each one's squared norm, summed in one pass
+/// (`diffai_core::gram`). None when a tensor is not in memory as it is (compressed): the caller
+/// reads it block by block instead.
+#[pyfunction]
+#[pyo3(signature = (a, names_a, b, names_b, threads=0))]
+#[allow(clippy::type_complexity)]
+fn cross_dots<'py>(
+    py: Python<'py>,
+    a: &Model,
+    names_a: Vec<PyBackedStr>,
+    b: &Model,
+    names_b: Vec<PyBackedStr>,
+    threads: i64,
+) -> PyResult<Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+    let ta = names_a.iter().map(|n| a.tensor(n)).collect::<PyResult<Vec<_>>>()?;
+    let tb = names_b.iter().map(|n| b.tensor(n)).collect::<PyResult<Vec<_>>>()?;
+    if ta.iter().chain(&tb).any(|t| t.storage.resident().is_none()) {
+        return Ok(None);
+    }
+    let d = run(py, threads, None, move |ctl| diffai_core::gram::cross_dots(&ta, &tb, ctl))?;
+    Ok(Some((f64_bytes(py, &d.dots)?, f64_bytes(py, &d.sq_a)?, f64_bytes(py, &d.sq_b)?)))
+}
+
 /// A tensor's elements as f64, `block` at a time (native bytes, C order): what analyses of
 /// large tensors read, so that memory holds one block, not a float64 copy of the tensor. A
 /// compressed tensor is inflated once, here, not once per block.
@@ -566,6 +590,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(values, m)?)?;
     m.add_function(wrap_pyfunction!(value_blocks, m)?)?;
     m.add_function(wrap_pyfunction!(row_products, m)?)?;
+    m.add_function(wrap_pyfunction!(cross_dots, m)?)?;
     m.add_function(wrap_pyfunction!(check_threads, m)?)?;
     m.add_class::<ValueBlocks>()?;
     Ok(())
