@@ -156,7 +156,7 @@ class DiffPlan:
     @property
     def b_names(self) -> List[Tuple[str, str]]: ...
     def compare(
-        self, elsewhere: Optional[Dict[str, bool]] = None, progress: Optional[Callable[[int], None]] = None
+        self, elsewhere: Optional[Dict[str, int]] = None, progress: Optional[Callable[[int], None]] = None
     ) -> ModelDiffRows: ...
 
 class ValueBlocks:

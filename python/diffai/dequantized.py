@@ -13,7 +13,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import numpy as np
 
 from . import _core
-from .records import ChangeMetrics, TensorComparison, TensorStats, TensorStatsChanged
+from .records import ChangeMetrics, TensorStats, TensorStatsChanged
 
 DEFAULT_SCALE_SUFFIX = ".scale"
 BLOCK_ELEMENTS = 1 << 22  # float64 values per block read (32 MiB)
@@ -93,17 +93,20 @@ def dequantized_names(a, b, names: List[str]) -> List[str]:
 
 @dataclass
 class Dequantized:
-    """A comparison made on dequantized values, and the record statistics that say so."""
+    """Statistics and change of a pair compared on dequantized values (``a``, ``b``), and the
+    record statistics that say so (dtype marked). The diff's change rule decides its status."""
 
-    comparison: TensorComparison
+    a: TensorStats
+    b: TensorStats
+    change: ChangeMetrics
     record_a: TensorStats
     record_b: TensorStats
 
     def record(self, name: str) -> TensorStatsChanged:
-        return TensorStatsChanged(name, self.record_a, self.record_b, self.comparison.change, dequantized=True)
+        return TensorStatsChanged(name, self.record_a, self.record_b, self.change, dequantized=True)
 
 
-def compare(a, b, names: List[str], epsilon: float, prefix: str = "", threads: int = 0) -> Dict[str, Dequantized]:
+def compare(a, b, names: List[str], epsilon: float, threads: int = 0) -> Dict[str, Dequantized]:
     """Statistics and change metrics of ``names`` (from ``dequantized_names``) over q * scale,
     with the Rust core's definitions (float64, population std, metrics over the positions finite on
     both sides, a NaN against a number counts as changed)."""
@@ -119,9 +122,7 @@ def compare(a, b, names: List[str], epsilon: float, prefix: str = "", threads: i
             pair.add(va, vb, epsilon)
         stats = [m.stats(info) for m, info in zip(acc, infos)]
         marked = [m.stats(info, DTYPE_MARK if s is not None else "") for m, info, s in zip(acc, infos, scales)]
-        change = pair.metrics()
-        status = "changed" if change.changed_elements or infos[0][0] != infos[1][0] else "unchanged"
-        out[n] = Dequantized(TensorComparison(prefix + n, status, stats[0], stats[1], change), *marked)
+        out[n] = Dequantized(stats[0], stats[1], pair.metrics(), *marked)
     return out
 
 

@@ -352,12 +352,13 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     result.b_names.update({prefix + n: m for n, m in plan.b_names})
     coded: Dict[str, dequantized.Dequantized] = {}
     if not (opts.shape_only or plan.b_renamed):
-        coded = dequantized.compare(a, b, dequantized.dequantized_names(a, b, plan.same_names), opts.epsilon, prefix,
+        coded = dequantized.compare(a, b, dequantized.dequantized_names(a, b, plan.same_names), opts.epsilon,
                                     opts.threads)
     result.dequantized.update(prefix + n for n in coded)
     total = plan.nbytes if opts.progress else 0
     progress = (lambda done: opts.progress(done, total)) if opts.progress else None
-    rows = _Rows(plan.compare({n: d.comparison.status == "changed" for n, d in coded.items()}, progress), prefix, coded)
+    differ = {n: d.change.changed_elements for n, d in coded.items()}
+    rows = _Rows(plan.compare(differ, progress), prefix, coded)
     result.b_names.update({prefix + a_name: b_name for a_name, b_name in rows.renamed.values()})
     result._parts.append(rows)
     s = result.summary
@@ -392,8 +393,11 @@ class _Rows:
     def comparisons(self) -> List[TensorComparison]:
         if self._comparisons is None:
             comparisons = self.core.comparisons()
-            for k, name in self.core.elsewhere():
-                comparisons[k] = self.coded[name].comparison
+            elsewhere = self.core.elsewhere()
+            statuses = self.core.statuses() if elsewhere else []
+            for k, name in elsewhere:  # the core's status (change rule), the statistics made here
+                d = self.coded[name]
+                comparisons[k] = TensorComparison(self.prefix + name, statuses[k], d.a, d.b, d.change)
             self._comparisons = comparisons
         return self._comparisons
 
@@ -434,7 +438,7 @@ class _Rows:
             else:
                 out[key] = np.array(value, dtype=object)
         for k, name in self.core.elsewhere():  # dequantized pairs: the statistics made here
-            c = self.coded[name].comparison
+            c = self.coded[name]
             for side, st in (("a", c.a), ("b", c.b)):
                 for stat in ("mean", "std", "min", "max"):
                     out[f"{stat}_{side}"] = _set(out[f"{stat}_{side}"], k, getattr(st, stat), np.nan)

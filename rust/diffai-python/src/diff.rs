@@ -196,17 +196,17 @@ impl DiffPlan {
     }
 
     /// Reads and compares the tensors (`elsewhere`: a's names of same-shape pairs the caller
-    /// compared itself -> whether they changed). `progress(bytes_done)` is called meanwhile.
+    /// compared itself -> how many elements differ). `progress(bytes_done)` is called meanwhile.
     #[pyo3(signature = (elsewhere=None, progress=None))]
     fn compare(
         &self,
         py: Python<'_>,
-        elsewhere: Option<FxHashMap<String, bool>>,
+        elsewhere: Option<FxHashMap<String, u64>>,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<ModelDiffRows> {
         let (a, b) = (self.a.get(), self.b.get());
         let elsewhere = (elsewhere.unwrap_or_default().into_iter())
-            .map(|(n, changed)| Ok((a.position(&n)?, changed)))
+            .map(|(n, differ)| Ok((a.position(&n)?, differ)))
             .collect::<PyResult<FxHashMap<_, _>>>()?;
         let (ma, mb) = (a.inner.clone(), b.inner.clone());
         let leaves = self.leaves.clone(); // small; the worker thread gets its own

@@ -247,15 +247,16 @@ impl Plan {
     }
 }
 
-/// Reads and compares what `plan` paired (`prefix`: as given to `plan`). `elsewhere`: a's tensors of same-shape pairs the
-/// caller compares itself, with whether they changed (their rows carry no statistics).
+/// Reads and compares what `plan` paired (`prefix`: as given to `plan`). `elsewhere`: a's
+/// tensors of same-shape pairs the caller compared itself, with how many elements differ (the
+/// change rule decides their status too; their rows carry no statistics).
 pub fn compare(
     a: &Side,
     b: &Side,
     plan: &Plan,
     opts: &DiffOptions,
     prefix: &str,
-    elsewhere: &FxHashMap<usize, bool>,
+    elsewhere: &FxHashMap<usize, u64>,
     ctl: &Control,
 ) -> Result<ModelDiff> {
     let (ta, tb) = (&a.model.tensors, &b.model.tensors);
@@ -308,9 +309,10 @@ pub fn compare(
         out.rows.push(row);
     };
     for &i in &plan.a_names {
-        let row = if let Some(&changed) = elsewhere.get(&i) {
-            let status = if changed { Status::Changed } else { Status::Unchanged };
-            Row { status, a: Some(i), b: Some(b_of[&i]), stats_a: None, stats_b: None, change: None, elsewhere: true }
+        let row = if let Some(&diff_count) = elsewhere.get(&i) {
+            let j = b_of[&i];
+            let status = change_rule(&ta[i], &tb[j], Some(&PairStats { diff_count, ..Default::default() }));
+            Row { status, a: Some(i), b: Some(j), stats_a: None, stats_b: None, change: None, elsewhere: true }
         } else if let Some((j, s)) = pairs.get(&i) {
             let (stats_a, stats_b, change) = match s {
                 Some((x, y, p)) => (Some(*x), Some(*y), Some(*p)),

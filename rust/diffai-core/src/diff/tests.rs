@@ -140,3 +140,23 @@ fn record_lines_are_json_in_the_schema_order() {
     let line = json::record_line(&d.rows[0], &a.tensors, &b64.tensors, "", true).unwrap();
     assert!(line.ends_with(r#""dtype": "f64", "numel": 2, "nan_count": null, "inf_count": null}, null]}"#), "{line}");
 }
+
+#[test]
+fn pairs_compared_elsewhere_get_the_change_rule() {
+    let codes = Tensor::contiguous("w".into(), DType::I8, vec![2], Storage::from_vec(vec![1, 2]));
+    let a = model(Format::Safetensors, vec![f32_tensor("w", &[1.0, 2.0]), f32_tensor("v", &[1.0])]);
+    let b = model(Format::Safetensors, vec![codes, f32_tensor("v", &[1.0])]);
+    let b_same = model(Format::Safetensors, vec![f32_tensor("w", &[1.0, 2.0]), f32_tensor("v", &[1.0])]);
+    let (sa, sb, sc) = (Side::of(&a), Side::of(&b), Side::of(&b_same));
+    let ctl = Control::default();
+    let status = |side: &Side, differ: u64| {
+        let p = plan(&sa, side, &opts(), "").unwrap();
+        let elsewhere: FxHashMap<usize, u64> = [(0, differ)].into_iter().collect();
+        let d = compare(&sa, side, &p, &opts(), "", &elsewhere, &ctl).unwrap();
+        assert!(d.rows[0].elsewhere && d.rows[0].stats_a.is_none() && !d.rows[1].elsewhere);
+        d.rows[0].status
+    };
+    assert_eq!(status(&sb, 0), Status::Changed); // the dtype differs
+    assert_eq!(status(&sc, 0), Status::Unchanged);
+    assert_eq!(status(&sc, 3), Status::Changed);
+}
