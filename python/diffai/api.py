@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _core
-from .diff import DiffOptions, DiffResult, Progress, diff_inputs, gc_paused, is_model_file
+from .diff import DiffOptions, DiffResult, Progress, check_threads, diff_inputs, gc_paused, is_model_file
 from .errors import DiffaiError
 from .records import TensorStats
 from .sources import Folder, Input, Source, load, load_pair
@@ -115,6 +115,7 @@ class InspectResult:
 def inspect(x: Input, *, shape_only: bool = False, threads: int = 0, format: Optional[str] = None,
             progress: Optional[Progress] = None) -> List[InspectResult]:
     """Read a model (or every model file of a folder) and return its tensors with statistics."""
+    threads = check_threads(threads)
     with gc_paused():
         return _inspect(x, shape_only, threads, format, progress)
 

@@ -30,19 +30,28 @@ from . import __version__
 from .analyses import REGISTRY, AnalysisConfig, diff_series, failed_checks, run_analyses
 from .api import diff as run_diff
 from .api import inspect as run_inspect
+from .diff import check_threads
 from .errors import DiffaiError
 from .output import (check_text, dump_yaml, dumps, escape_controls, inspect_json, inspect_text, plain, to_json,
                      to_text, to_yaml)
 from .report import markdown, write_report
 
 _COMMON = [
-    click.option("--threads", type=click.IntRange(min=0, max=1024), default=0, show_default=True,
+    click.option("--threads", type=int, default=0, show_default=True, callback=lambda _ctx, _param, n: _threads(n),
                  help="Worker threads (0: every core)."),
     click.option("--format", "fmt", type=click.Choice(["safetensors", "pytorch", "npy", "npz", "mat", "gguf"]),
                  help="Override format detection."),
     click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     click.option("--no-color", is_flag=True, help="Never colour the output."),
 ]
+
+
+def _threads(n: int) -> int:
+    """--threads checked by the API's own policy (diff.check_threads), refused as a usage error."""
+    try:
+        return check_threads(n)
+    except DiffaiError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _common(f):

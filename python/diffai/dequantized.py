@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 import numpy as np
 
 from . import _core
-from .records import ChangeMetrics, TensorComparison, TensorStats, TensorStatsChanged
+from .records import ChangeMetrics, TensorStats, TensorStatsChanged
 
 DEFAULT_SCALE_SUFFIX = ".scale"
 BLOCK_ELEMENTS = 1 << 22  # float64 values per block read (32 MiB)
@@ -43,14 +43,14 @@ def scale_name(src, local: str) -> Optional[str]:
     return name if size == 1 or (shape and size == shape[0]) else None
 
 
-def row_scales(src, local: str) -> Optional[np.ndarray]:
+def row_scales(src, local: str, threads: int = 0) -> Optional[np.ndarray]:
     """One scale per row of integer tensor ``local`` (a scalar scale repeated), or None."""
     name = scale_name(src, local)
     if name is None:
         return None
     shape = src.tensor_infos()[local][1]
     rows = shape[0] if shape else 1
-    scale = np.frombuffer(_core.values(src.model, name), dtype=np.float64)
+    scale = np.frombuffer(_core.values(src.model, name, threads=threads), dtype=np.float64)
     return np.full(rows, scale[0]) if scale.size == 1 else scale
 
 
@@ -67,46 +67,62 @@ def scaled_blocks(raw_blocks: Iterator[bytes], scales: Optional[np.ndarray], wid
         yield block
 
 
-def _blocks(src, local: str, scales: Optional[np.ndarray]) -> Iterator[np.ndarray]:
+def _blocks(src, local: str, scales: Optional[np.ndarray], threads: int) -> Iterator[np.ndarray]:
     shape = src.tensor_infos()[local][1]
     width = math.prod(shape[1:]) if len(shape) > 1 else 1
-    return scaled_blocks(_core.value_blocks(src.model, local, BLOCK_ELEMENTS), scales, width)
+    return scaled_blocks(_core.value_blocks(src.model, local, BLOCK_ELEMENTS, threads), scales, width)
+
+
+def coded_names(src) -> Set[str]:
+    """The integer tensors of ``src`` that have a usable scale (headers only)."""
+    return {n for n, (dtype, _, _) in src.tensor_infos().items()
+            if not (is_float(dtype) or dtype == "bool") and scale_name(src, n) is not None}
 
 
 def dequantized_names(a, b, names: List[str]) -> List[str]:
     """Of the same-shape ``names``, those to compare as values: one side integer codes with a
-    scale, the other side float or also codes with a scale (from headers only)."""
-    out = []
-    for n in names:
-        sides = [(src, src.tensor_infos()[n][0]) for src in (a, b)]
-        coded = [scale_name(src, n) is not None for src, _ in sides]
-        if any(coded) and all(c or is_float(dt) for c, (_, dt) in zip(coded, sides)):
-            out.append(n)
-    return out
+    scale, the other side float or also codes with a scale (from headers only). One pass over
+    each side's integer tensors: most models hold none, and 100k names cost no Python loop."""
+    coded = (coded_names(a), coded_names(b))
+    if not (coded[0] or coded[1]):
+        return []
+    infos = (a.tensor_infos(), b.tensor_infos())
+    return [n for n in names if (n in coded[0] or n in coded[1])
+            and all(n in c or is_float(i[n][0]) for c, i in zip(coded, infos))]
 
 
 @dataclass
 class Dequantized:
-    """A comparison made on dequantized values, and the record statistics that say so."""
+    """Statistics and change of a pair compared outside the core's kernels (``a``, ``b``: as
+    the analyses see them), and the record statistics (dtype marked when ``marked``: dequantized
+    values). The diff's change rule (in the core) decides its status from ``change`` and whether
+    the stored types differ."""
 
-    comparison: TensorComparison
+    a: TensorStats
+    b: TensorStats
+    change: Optional[ChangeMetrics]  # None: values not read (headers only)
     record_a: TensorStats
     record_b: TensorStats
+    marked: bool = True
+
+    @property
+    def dtypes_differ(self) -> bool:
+        return self.a.dtype != self.b.dtype
 
     def record(self, name: str) -> TensorStatsChanged:
-        return TensorStatsChanged(name, self.record_a, self.record_b, self.comparison.change, dequantized=True)
+        return TensorStatsChanged(name, self.record_a, self.record_b, self.change, dequantized=self.marked)
 
 
-def compare(a, b, names: List[str], epsilon: float, prefix: str = "") -> Dict[str, Dequantized]:
+def compare(a, b, names: List[str], epsilon: float, threads: int = 0) -> Dict[str, Dequantized]:
     """Statistics and change metrics of ``names`` (from ``dequantized_names``) over q * scale,
     with the Rust core's definitions (float64, population std, metrics over the positions finite on
     both sides, a NaN against a number counts as changed)."""
     out: Dict[str, Dequantized] = {}
     for n in names:
-        scales = [row_scales(src, n) for src in (a, b)]
+        scales = [row_scales(src, n, threads) for src in (a, b)]
         infos = (a.tensor_infos()[n], b.tensor_infos()[n])
         marks = tuple(DTYPE_MARK if s is not None else "" for s in scales)
-        out[n] = compare_blocks(prefix + n, infos, zip(_blocks(a, n, scales[0]), _blocks(b, n, scales[1])),
+        out[n] = compare_blocks(infos, zip(_blocks(a, n, scales[0], threads), _blocks(b, n, scales[1], threads)),
                                 epsilon, marks)
     return out
 
@@ -119,7 +135,7 @@ def pair_metrics(pairs: Iterator[Tuple[np.ndarray, np.ndarray]], epsilon: float)
     return acc.metrics()
 
 
-def compare_blocks(name: str, infos, pairs: Iterator[Tuple[np.ndarray, np.ndarray]], epsilon: float,
+def compare_blocks(infos, pairs: Iterator[Tuple[np.ndarray, np.ndarray]], epsilon: float,
                    marks: Tuple[str, str] = ("", "")) -> Dequantized:
     """Statistics and change metrics of one pair of tensors given as float64 blocks of equal
     length, a's and b's (``marks`` appended to the record dtypes)."""
@@ -131,9 +147,7 @@ def compare_blocks(name: str, infos, pairs: Iterator[Tuple[np.ndarray, np.ndarra
         pair.add(va, vb, epsilon)
     stats = [m.stats(info) for m, info in zip(acc, infos)]
     marked = [m.stats(info, mark) for m, info, mark in zip(acc, infos, marks)]
-    change = pair.metrics()
-    status = "changed" if change.changed_elements or infos[0][0] != infos[1][0] else "unchanged"
-    return Dequantized(TensorComparison(name, status, stats[0], stats[1], change), *marked)
+    return Dequantized(stats[0], stats[1], pair.metrics(), *marked)
 
 
 class _Moments:

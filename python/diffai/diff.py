@@ -1,16 +1,16 @@
-"""Pairing two models tensor by tensor and turning the Rust statistics into diff records."""
+"""A diff run: folders file by file, each pair of models diffed by the Rust core
+(``diffai_core::diff``), and the result: records and comparisons made from the core's rows only
+when asked for, the JSON of tensor records written by the core, a columnar view (``table()``)."""
 
 from __future__ import annotations
 
 import gc
 import math
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from . import _core, dequantized, gguf_names, quantized
-from .align import align_names, choose_prefixes, find_renames, pair_by_keys, parse_strip_prefix
 from .errors import DiffaiError
 from .records import (
     Alignment,
@@ -56,24 +56,32 @@ class DiffOptions:
     def __post_init__(self) -> None:
         if self.epsilon is None:
             self.epsilon = 0.0
-        if not (self.epsilon >= 0 and math.isfinite(self.epsilon)):
-            raise DiffaiError(f"epsilon must be a finite number >= 0, got {self.epsilon}")
-        if self.threads < 0:
-            raise DiffaiError(f"threads must be >= 0, got {self.threads}")
+        self.threads = check_threads(self.threads)
+        # Checked once, by the core (epsilon, the regex, --strip-prefix, threads).
         try:
-            self._ignore = re.compile(self.ignore_keys_regex) if self.ignore_keys_regex else None
-        except re.error as e:
-            raise DiffaiError(f"invalid --ignore-keys-regex {self.ignore_keys_regex!r}: {e}") from None
-        self._prefixes = parse_strip_prefix(self.strip_prefix) if self.strip_prefix is not None else None
+            epsilon = float(self.epsilon)
+        except (TypeError, ValueError):
+            raise DiffaiError(f"epsilon must be a finite number >= 0, got {self.epsilon!r}") from None
+        self.core = _core.DiffOptions(epsilon, self.path, self.ignore_keys_regex, self.align,
+                                      self.strip_prefix, self.shape_only, self.threads)
 
     @property
     def filters(self) -> bool:
-        return self.path is not None or self._ignore is not None
+        return self.core.filters
 
     def keeps(self, name: str) -> bool:
-        if self.path is not None and self.path not in name:
-            return False
-        return not (self._ignore is not None and self._ignore.search(name))
+        return self.core.keeps(name)
+
+
+def check_threads(threads: Any) -> int:
+    """The worker-thread count (0: every core) every core call of a run gets: the core's one
+    policy (``diffai_core::threads``), with anything that is not a whole number refused too."""
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise DiffaiError(f"threads must be a whole number (0: every core), got {threads!r}")
+    try:
+        return _core.check_threads(threads)
+    except OverflowError:
+        raise DiffaiError(f"threads must be between 0 (every core) and 1024, got {threads}") from None
 
 
 @dataclass
@@ -84,8 +92,6 @@ class DiffResult:
 
     a_label: str
     b_label: str
-    records: List[Record] = field(default_factory=list)
-    comparisons: List[TensorComparison] = field(default_factory=list)
     summary: Summary = field(default_factory=Summary)
     sources: List[Tuple[str, Optional[Source], Optional[Source]]] = field(default_factory=list)
     # Name compared -> b's own tensor name, where they differ (two single-array .npy files).
@@ -109,9 +115,64 @@ class DiffResult:
     filter_hits: Dict[str, int] = field(default_factory=lambda: {"path": 0, "ignore": 0})
     example_name: Optional[str] = None
 
+    # What the records are made of, in order: the core's rows of each pair of models
+    # (``_Rows``, turned into objects when first asked for) and records made in Python.
+    _parts: List[Any] = field(default_factory=list, repr=False)
+    _records: Optional[List[Record]] = field(default=None, repr=False)
+    _comparisons: Optional[List[TensorComparison]] = field(default=None, repr=False)
+
+    @property
+    def records(self) -> List[Record]:
+        """What differs, in order (made from the core's rows on first use)."""
+        if self._records is None:
+            self._records = [r for p in self._parts for r in (p.records() if isinstance(p, _Rows) else (p,))]
+        return self._records
+
+    @records.setter
+    def records(self, value: List[Record]) -> None:
+        self._records = value
+
+    @property
+    def comparisons(self) -> List[TensorComparison]:
+        """Every tensor name (unchanged ones too), for the analyses."""
+        if self._comparisons is None:
+            self._comparisons = [c for p in self._parts if isinstance(p, _Rows) for c in p.comparisons()]
+        return self._comparisons
+
+    @comparisons.setter
+    def comparisons(self, value: List[TensorComparison]) -> None:
+        self._comparisons = value
+
+    def _add(self, record: Record) -> None:
+        (self._parts if self._records is None else self._records).append(record)
+
+    def record_json_lines(self, ensure_ascii: bool = True) -> List[str]:
+        """Each record as one line of JSON: tensor records written by the core from its rows
+        (no Python object per tensor), unless the records were already made (or reordered)."""
+        if self._records is not None:
+            return [r.json_line(ensure_ascii) for r in self._records]
+        return [line for p in self._parts
+                for line in (p.json_lines(ensure_ascii) if isinstance(p, _Rows) else (p.json_line(ensure_ascii),))]
+
+    def table(self) -> Dict[str, Any]:
+        """Every tensor name as columns (numpy arrays, one entry per comparison): ``name``,
+        ``status``, ``dtype_a``/``dtype_b`` (object arrays; None for a side without the tensor),
+        ``numel_*``, ``nan_count_*``, ``inf_count_*``, ``zero_count_*``, ``changed_elements``,
+        ``compared`` (int64, -1: none), ``mean_*``, ``std_*``, ``min_*``, ``max_*``,
+        ``max_abs_diff``, ``mean_abs_diff``, ``rel_l2``, ``cosine``, ``l2_diff``, ``l2_a``
+        (float64, NaN: none). A renamed tensor has status "renamed" here."""
+        import numpy as np
+
+        parts = [p.columns() for p in self._parts if isinstance(p, _Rows)]
+        if not parts:
+            return {}
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
     @property
     def has_differences(self) -> bool:
-        return bool(self.records)
+        if self._records is not None:
+            return bool(self._records)
+        return any(p.record_count if isinstance(p, _Rows) else True for p in self._parts)
 
     @property
     def reading(self) -> Dict[str, Dict[str, Any]]:
@@ -257,17 +318,21 @@ def _magnitude(r: Record) -> float:
 def _diff_folders(a: Folder, b: Folder, opts: DiffOptions, result: DiffResult) -> None:
     for rel in sorted(set(a.files) | set(b.files)):
         if opts.filters:
-            _count_filter_hits(opts, result, "", [rel])
+            hits = opts.core.hits([rel])
+            result.filter_hits["path"] += hits[0]
+            result.filter_hits["ignore"] += hits[1]
+            if result.example_name is None:
+                result.example_name = rel
         if not opts.keeps(rel) and opts.path is None:
             continue
         pa, pb = a.files.get(rel), b.files.get(rel)
         if pa is None or pb is None:
-            result.records.append(FileChanged(rel, "present" if pa else None, "present" if pb else None))
+            result._add(FileChanged(rel, "present" if pa else None, "present" if pb else None))
             continue
         if is_model_file(pa) and is_model_file(pb):
             _diff_sources(*load_pair(pa, pb, opts.format), opts, result, prefix=f"{rel}::")
         elif pa.read_bytes() != pb.read_bytes():
-            result.records.append(FileChanged(rel, "present", "present"))
+            result._add(FileChanged(rel, "present", "present"))
 
 
 def is_model_file(path) -> bool:
@@ -282,262 +347,213 @@ def is_model_file(path) -> bool:
 
 
 def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
+    """One pair of models, diffed by the core (``diffai_core::diff``): names aligned and filtered,
+    tensors compared, renames found, the change rule applied, scalars and metadata compared.
+    Compared here instead, as values, and handed to the core's change rule: quantized logical
+    weights (diffai.quantized, folded into one stand-in each), integer codes with a scale
+    (diffai.dequantized) and GGUF q/k tensors with llama.cpp's row permutation (diffai.gguf_names)."""
     result.sources.append((prefix, a, b))
-    # Quantized conventions (diffai.quantized): packed parts read as one logical weight each.
     logical_a, logical_b = quantized.find(a), quantized.find(b)
-    views = ((quantized.view_infos(a, logical_a), quantized.view_infos(b, logical_b))
-             if logical_a or logical_b else None)
-    # b_own: b's own name of an a name paired under another name (aligned prefixes, two .npy).
-    a_names, same_shape, reshaped, added, b_own, permuted = _pair_names(a, b, opts, result, prefix, views)
-    # Tensors read on one side only: reshaped ones (both sides) and those a or b alone holds.
-    only_a: List[str] = []
-    if len(same_shape) != len(a_names):
-        paired = set(same_shape)
-        only_a = [n for n in a_names if n not in paired]
-    only_b = reshaped + added
-
-    coded: Dict[str, dequantized.Dequantized] = {}
-    by_quantized = set(logical_a) | set(logical_b)
-    if opts.shape_only:
-        header_a, header_b = views or (a.tensor_infos(), b.tensor_infos())
-        single_a = {n: TensorStats.from_header(header_a[n]) for n in only_a}
-        single_b = {n: TensorStats.from_header(header_b[b_own.get(n, n)]) for n in only_b}
-        pairs = {n: _not_compared(prefix + n, TensorStats.from_header(header_a[n]),
-                                  TensorStats.from_header(header_b[b_own.get(n, n)])) for n in same_shape}
-    else:
-        work = _Work(opts.progress, lambda: _nbytes(a, only_a + same_shape, None, views and views[0])
-                     + _nbytes(b, only_b + same_shape, b_own, views and views[1]))
-        # Quantized hook: logical weights are read by diffai.quantized, the rest by the core.
-        core_a = [n for n in only_a if n not in logical_a] if views else only_a
-        core_b = [n for n in only_b if b_own.get(n, n) not in logical_b] if views else only_b
-        raw_a = _core.tensor_stats(a.model, core_a, opts.threads, work.callback()) if core_a else []
-        work.finish_call()
-        raw_b = (_core.tensor_stats(b.model, [b_own.get(n, n) for n in core_b], opts.threads, work.callback())
-                 if core_b else [])
-        work.finish_call()
-        if views:
-            coded = {n: quantized.compare(a, b, logical_a, logical_b, n, b_own.get(n, n), opts.epsilon, prefix)
-                     for n in same_shape if n in logical_a or b_own.get(n, n) in logical_b}
-        # Dequantized hook: integer codes with a scale are compared as values (diffai.dequantized).
-        if not b_own:
-            plain = [n for n in same_shape if n not in coded]
-            coded.update(dequantized.compare(a, b, dequantized.dequantized_names(a, b, plain), opts.epsilon, prefix))
-        # GGUF q/k rows compared with llama.cpp's permutation undone (diffai.gguf_names).
-        unpermuted = gguf_names.compare_permuted(a, b, "a" if a.format == "gguf" else "b", permuted, b_own,
-                                                 same_shape, opts.epsilon, prefix, opts.threads) if permuted else {}
-        by_core = ([n for n in same_shape if n not in coded and n not in unpermuted]
-                   if coded or unpermuted else same_shape)
-        raw = _core.pair_stats(a.model, b.model, by_core, opts.epsilon, opts.threads, work.callback(),
-                               b_names=[b_own.get(n, n) for n in by_core] if b_own else None, prefix=prefix)
-        single_a = dict(zip(core_a, raw_a))
-        single_b = dict(zip(core_b, raw_b))
-        single_a.update((n, quantized.stats(a, logical_a, n)) for n in only_a if n in logical_a)
-        single_b.update((n, quantized.stats(b, logical_b, b_own.get(n, n))) for n in only_b
-                        if b_own.get(n, n) in logical_b)
-        pairs = dict(zip(by_core, raw))
-        pairs.update((n, d.comparison) for n, d in coded.items())
-        pairs.update(unpermuted)
-        # Logical weights stay out of result.dequantized: the analyses' value reads know only
-        # the files' own tensors (they skip pairs of a quantized storage dtype).
-        result.dequantized.update(prefix + n for n in coded if n not in by_quantized)
-        result.quantized.update(prefix + n for n in coded if n in by_quantized)
-    # A tensor only a holds and one only b holds, equal element by element: one renamed tensor.
-    renames = {}
-    if added and not opts.shape_only and len(only_a) > len(reshaped):
-        kept = set(reshaped) | by_quantized  # a logical weight is no core tensor to confirm a rename with
-        gone = {n: single_a[n] for n in only_a if n not in kept}
-        renames = find_renames(a.model, b.model, gone, {n: single_b[n] for n in added if n not in by_quantized},
-                               opts.threads, prefix)
-        added = [n for n in added if n not in {new for new, _ in renames.values()}]
-
-    # Runs once per tensor (tens of thousands on some models): local names, counts kept in locals.
-    add_record, add_comparison = result.records.append, result.comparisons.append
-    count = dict.fromkeys(("removed", "renamed", "reshaped", "changed", "unchanged", "not_compared", "added"), 0)
-    params_a = params_b = 0
-    for n in a_names:
-        name = prefix + n if prefix else n
-        c = pairs.get(n)
-        if c is not None:
-            sa, sb = c.a, c.b
-            params_a += sa.numel
-            params_b += sb.numel
-            status = c.status
-            if status == "changed":
-                add_record(coded[n].record(name) if n in coded else TensorStatsChanged(name, sa, sb, c.change))
-            add_comparison(c)
-        elif n in single_b:
-            sa, sb = single_a[n], single_b[n]
-            params_a += sa.numel
-            params_b += sb.numel
-            add_record(TensorShapeChanged(name, sa, sb))
-            add_comparison(TensorComparison(name, "reshaped", sa, sb))
-            status = "reshaped"
-        elif n in renames:
-            new, c = renames[n]
-            params_a += c.a.numel
-            params_b += c.b.numel
-            add_record(TensorRenamed(name, prefix + new, c.a))
-            add_comparison(c)  # under a's name, an unchanged pair for the analyses
-            result.b_names[name] = new
-            status = "renamed"
-        else:
-            st = single_a[n]
-            params_a += st.numel
-            add_record(TensorRemoved(name, st))
-            add_comparison(TensorComparison(name, "removed", st, None))
-            status = "removed"
-        count[status] += 1
-    for n in added:
-        st = single_b[n]
-        params_b += st.numel
-        add_record(TensorAdded(prefix + n, st))
-        add_comparison(TensorComparison(prefix + n, "added", None, st))
-    count["added"] = len(added)
-    s = result.summary
-    for key, value in count.items():
-        setattr(s, key, getattr(s, key) + value)
-    s.params_a += params_a
-    s.params_b += params_b
-
-    for key in _union(a.scalars, b.scalars):
-        name = prefix + key
-        va, vb = a.scalars.get(key), b.scalars.get(key)
-        if opts.keeps(name) and not _scalar_equal(va, vb, key in a.scalars, key in b.scalars, opts.epsilon):
-            result.records.append(ScalarChanged(name, va, vb))
-    for key in _union(a.metadata, b.metadata):
-        name = prefix + key
-        if opts.keeps(name) and a.metadata.get(key) != b.metadata.get(key):
-            result.records.append(MetadataChanged(name, a.metadata.get(key), b.metadata.get(key)))
-    # An entry neither file lets diffai read is not known to differ: it is listed apart from the
-    # changes (text shows it, the CLI notes it beside JSON), so identical files give no record.
-    in_b = {name for name, _ in b.skipped}
-    in_a = {name for name, _ in a.skipped}
-    for side, src, other in (("a", a, in_b), ("b", b, in_a)):
-        for name, reason in src.skipped:
-            if opts.keeps(prefix + name):
-                both = name in other
-                if not (both and side == "b"):
-                    (result.unread if both else result.records).append(
-                        EntrySkipped(prefix + name, "a and b" if both else side, reason))
-
-
-def _count_filter_hits(opts: DiffOptions, result: DiffResult, prefix: str, names: List[str]) -> None:
-    if names and result.example_name is None:
-        result.example_name = prefix + names[0]
-    hits = result.filter_hits
-    if opts.path is not None:
-        hits["path"] += sum(opts.path in prefix + n for n in names)
-    if opts._ignore is not None:
-        hits["ignore"] += sum(opts._ignore.search(prefix + n) is not None for n in names)
-
-
-def _pair_names(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str, views=None):
-    """a's tensor names; those paired with a b tensor of the same shape, of another shape; b's
-    unpaired names; and b's own name of each a name paired under another name. Names pair as
-    they are, or after stripping prefixes (``opts.align``, ``opts.strip_prefix``); the filters
-    apply to each side's own names. ``views``: both sides' infos with quantized parts folded
-    into logical weights (diffai.quantized), paired instead of the files' own tensors."""
-    infos_a, infos_b = views or (a.tensor_infos(), b.tensor_infos())
-    if views:
-        a_names, same_shape, reshaped, added, _ = align_names(infos_a, infos_b, "", "")
-    else:
-        a_names, same_shape, reshaped, added = _core.align(a.model, b.model)
-    b_own: Dict[str, str] = {}
-    prefixes = opts._prefixes
-    permuted: Dict[str, gguf_names.Permuted] = {}
-    mapped = None
-    if prefixes is None and opts.align and not views and gguf_names.applies(a, b):
-        # GGUF beside Hugging Face names: llama.cpp's names mapped (diffai.gguf_names).
-        mapped = _gguf_pairing(a, b, result, prefix, len(same_shape) + len(reshaped))
-        if mapped is not None:
-            (a_names, same_shape, reshaped, added, b_of), permuted = mapped
-            b_own = {n: m for n, m in b_of.items() if n != m}
-    if mapped is None and prefixes is None and opts.align and added and len(same_shape) + len(reshaped) < len(a_names):
-        chosen = choose_prefixes(list(infos_a), list(infos_b))
-        prefixes = chosen[:2] if chosen else None
-    if prefixes is not None:
-        a_names, same_shape, reshaped, added, b_of = align_names(infos_a, infos_b, *prefixes)
-        result.alignments.append(Alignment(*prefixes, len(b_of), opts._prefixes is None, prefix))
-        b_own = {n: m for n, m in b_of.items() if n != m}
+    model_a, model_b = (_fold(src.model, logicals) for src, logicals in ((a, logical_a), (b, logical_b)))
+    keys, permuted = _gguf_keys(a, b, opts, result, prefix) if not (logical_a or logical_b) else ((None, None), {})
+    plan = _core.plan_diff(model_a, model_b, opts.core, prefix, (list(a.scalars.items()), list(b.scalars.items())),
+                           (list(a.metadata.items()), list(b.metadata.items())), (a.skipped, b.skipped),
+                           keys, (list(logical_a), list(logical_b)))
+    if plan.alignment is not None:
+        result.alignments.append(Alignment(*plan.alignment, prefix))
     if opts.filters:
-        _count_filter_hits(opts, result, prefix, [*a_names, *added, *a.scalars, *b.scalars, *a.metadata, *b.metadata])
-        a_names, same_shape, reshaped, added = ([n for n in names if opts.keeps(prefix + n)]
-                                                for names in (a_names, same_shape, reshaped, added))
-    if a.format == b.format == "npy" and len(a_names) == len(added) == 1:
-        # A .npy holds one unnamed array (named by its file stem): two .npy files compare their
-        # arrays whatever the files are called.
-        (na,), (nb,) = a_names, added
-        same = infos_a[na][1] == infos_b[nb][1]
-        same_shape, reshaped, added, b_own = [na] if same else [], [] if same else [na], [], {na: nb}
+        hits = plan.hits
+        result.filter_hits["path"] += hits[0]
+        result.filter_hits["ignore"] += hits[1]
+        if result.example_name is None:
+            result.example_name = plan.example_name
+    b_own = dict(plan.b_names)
     result.b_names.update({prefix + n: m for n, m in b_own.items()})
-    return a_names, same_shape, reshaped, added, b_own, permuted
+    coded: Dict[str, dequantized.Dequantized] = {}
+    singles: Dict[Tuple[str, str], TensorStats] = {}
+    same = plan.same_names
+    if opts.shape_only and (logical_a or logical_b):  # logical weights as their headers describe them
+        def header(src, logicals, n):
+            return TensorStats.from_header(logicals[n].info if n in logicals else src.tensor_infos()[n])
+
+        for n in same:
+            if n in logical_a or b_own.get(n, n) in logical_b:
+                ha, hb = header(a, logical_a, n), header(b, logical_b, b_own.get(n, n))
+                coded[n] = dequantized.Dequantized(ha, hb, None, ha, hb)
+        for side, src, logicals in (("a", a, logical_a), ("b", b, logical_b)):
+            singles.update(((side, n), header(src, logicals, n)) for n in plan.opaque_singles(side))
+    elif not opts.shape_only:
+        if logical_a or logical_b:
+            coded = {n: quantized.compare(a, b, logical_a, logical_b, n, b_own.get(n, n), opts.epsilon)
+                     for n in same if n in logical_a or b_own.get(n, n) in logical_b}
+        if not b_own:
+            plain = [n for n in same if n not in coded]
+            coded.update(dequantized.compare(a, b, dequantized.dequantized_names(a, b, plain), opts.epsilon,
+                                             opts.threads))
+        if permuted:
+            gguf_side = "a" if a.format == "gguf" else "b"
+            for n, c in gguf_names.compare_permuted(a, b, gguf_side, permuted, b_own, same, opts.epsilon, prefix,
+                                                    opts.threads).items():
+                coded[n] = dequantized.Dequantized(c.a, c.b, c.change, c.a, c.b, marked=False)
+        # Logical weights read alone (removed, added, reshaped): their statistics are made here.
+        for side, src, logicals in (("a", a, logical_a), ("b", b, logical_b)):
+            singles.update(((side, n), quantized.stats(src, logicals, n)) for n in plan.opaque_singles(side))
+    by_quantized = set(logical_a) | {n for n in coded if b_own.get(n, n) in logical_b}
+    result.dequantized.update(prefix + n for n in coded if n not in by_quantized and coded[n].marked)
+    result.quantized.update(prefix + n for n in coded if n in by_quantized)
+    total = plan.nbytes if opts.progress else 0
+    progress = (lambda done: opts.progress(done, total)) if opts.progress else None
+    elsewhere = {n: (d.change and d.change.changed_elements, d.dtypes_differ) for n, d in coded.items()}
+    rows = _Rows(plan.compare(elsewhere, progress), prefix, coded, singles)
+    result.b_names.update({prefix + a_name: b_name for a_name, b_name in rows.renamed.values()})
+    result._parts.append(rows)
+    s = result.summary
+    for key, value in rows.core.summary.items():
+        setattr(s, key, getattr(s, key) + value)
+
+    for key in rows.core.scalars_changed:
+        result._add(ScalarChanged(prefix + key, a.scalars.get(key), b.scalars.get(key)))
+    for key in rows.core.metadata_changed:
+        result._add(MetadataChanged(prefix + key, a.metadata.get(key), b.metadata.get(key)))
+    # An entry neither file lets diffai read is not known to differ: listed apart from the
+    # changes (text shows it, the CLI notes it beside JSON), so identical files give no record.
+    for name, side, reason, unread in rows.core.skipped:
+        if unread:
+            result.unread.append(EntrySkipped(prefix + name, side, reason))
+        else:
+            result._add(EntrySkipped(prefix + name, side, reason))
 
 
-def _gguf_pairing(a: Source, b: Source, result: DiffResult, prefix: str, paired_as_is: int):
-    """``pair_by_keys``' answer and the permuted tensors when the GGUF side's architecture has
-    a name table (noted otherwise) and its names pair more tensors than the names as they are;
-    else None."""
+def _fold(model: Any, logicals: Dict[str, quantized.Logical]) -> Any:
+    """The core model with each logical weight's parts folded into one stand-in."""
+    if not logicals:
+        return model
+    return _core.fold(model, [(lg.name, list(lg.members), list(lg.info[1])) for lg in logicals.values()])
+
+
+def _gguf_keys(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str):
+    """GGUF beside Hugging Face names (diffai.gguf_names): each side's pairing keys (the GGUF
+    side's names mapped) and the permuted q/k tensors, when the GGUF side's architecture has a
+    name table (noted otherwise) and its names pair more tensors than the names as they are."""
+    none = ((None, None), {})
+    if not (opts.align and opts.strip_prefix is None and gguf_names.applies(a, b)):
+        return none
     side, g, other = ("a", a, b) if a.format == "gguf" else ("b", b, a)
     mapping = gguf_names.gguf_mapping(g, other, side, prefix)
     if mapping is None:
         arch = g.metadata.get("general.architecture", "(none)")
         result.notes.append(f"GGUF architecture {arch!r} has no Hugging Face name table "
                             f"(llama, qwen2, qwen3, gemma, phi3): names compared as they are")
-        return None
-    if mapping.alignment.paired <= paired_as_is:  # the other side has GGUF names too
-        return None
+        return none
+    if mapping.alignment.paired <= len(a.tensor_infos().keys() & b.tensor_infos().keys()):
+        return none  # the other side has GGUF names too
     result.alignments.append(mapping.alignment)
     result.notes.extend(mapping.notes)
-    own = {n: n for n in other.tensor_infos()}
-    keys_g = {k: n for n, k in mapping.keys.items()}
-    keys_a, keys_b = (keys_g, own) if side == "a" else (own, keys_g)
-    return pair_by_keys(a.tensor_infos(), b.tensor_infos(), keys_a, keys_b), mapping.permuted
+    keys = dict(mapping.keys)
+    return ((keys, None) if side == "a" else (None, keys)), mapping.permuted
 
 
-def _not_compared(name: str, sa: TensorStats, sb: TensorStats) -> TensorComparison:
-    """A same-shape pair known from headers only (--shape-only): changed when the dtype differs,
-    otherwise not known to be equal."""
-    return TensorComparison(name, "changed" if sa.dtype != sb.dtype else "not_compared", sa, sb)
+class _Rows:
+    """The core's rows of one pair of models, turned into Python objects only when asked for
+    (a model can hold 100k tensors). ``coded``: the pairs compared here (a's name -> their
+    statistics); ``singles``: (side, own name) -> statistics of opaque tensors read alone."""
+
+    def __init__(self, core: Any, prefix: str, coded: Dict[str, dequantized.Dequantized],
+                 singles: Dict[Tuple[str, str], TensorStats]) -> None:
+        self.core, self.prefix, self.coded, self.singles = core, prefix, coded, singles
+        s = core.summary
+        self.record_count = s["added"] + s["removed"] + s["renamed"] + s["reshaped"] + s["changed"]
+        # row -> (a's name, b's own name) of each renamed tensor
+        self.renamed = {k: (old, new) for k, old, new in core.renamed()}
+        self._comparisons: Optional[List[TensorComparison]] = None
+
+    def _made_here(self, rows: Optional[List[TensorComparison]] = None) -> Dict[int, TensorComparison]:
+        """The rows whose statistics were made here: the core's status (change rule) with the
+        statistics of ``coded`` or ``singles`` (``rows``: the core's comparisons, if made)."""
+        elsewhere = self.core.elsewhere()
+        if not elsewhere:
+            return {}
+        statuses = self.core.statuses()
+        core_rows = rows if rows is not None else self.core.comparisons([k for k, _, _ in elsewhere])
+        out = {}
+        for n, (k, a_name, b_name) in enumerate(elsewhere):
+            c = core_rows[k] if rows is not None else core_rows[n]
+            d = self.coded.get(a_name) if a_name is not None and b_name is not None else None
+            if d is not None:
+                out[k] = TensorComparison(c.name, statuses[k], d.a, d.b, d.change)
+            else:
+                out[k] = TensorComparison(c.name, c.status, self.singles.get(("a", a_name), c.a),
+                                          self.singles.get(("b", b_name), c.b), c.change)
+        return out
+
+    def comparisons(self) -> List[TensorComparison]:
+        if self._comparisons is None:
+            comparisons = self.core.comparisons()
+            for k, c in self._made_here(comparisons).items():
+                comparisons[k] = c
+            self._comparisons = comparisons
+        return self._comparisons
+
+    def records(self) -> List[Record]:
+        out: List[Record] = []
+        add = out.append
+        prefix, coded = self.prefix, self.coded
+        for k, (c, status) in enumerate(zip(self.comparisons(), self.core.statuses())):
+            if status == "changed":
+                local = c.name[len(prefix):]
+                d = coded.get(local)
+                add(d.record(c.name) if d is not None else TensorStatsChanged(c.name, c.a, c.b, c.change))
+            elif status == "unchanged" or status == "not_compared":
+                pass
+            elif status == "reshaped":
+                add(TensorShapeChanged(c.name, c.a, c.b))
+            elif status == "renamed":
+                add(TensorRenamed(c.name, prefix + self.renamed[k][1], c.a))
+            elif status == "removed":
+                add(TensorRemoved(c.name, c.a))
+            else:
+                add(TensorAdded(c.name, c.b))
+        return out
+
+    def json_lines(self, ensure_ascii: bool) -> List[str]:
+        lines = self.core.json_lines(ensure_ascii)
+        if None in lines:  # records of pairs compared here (dequantized) are written here
+            return [r.json_line(ensure_ascii) for r in self.records()]
+        return lines
+
+    def columns(self) -> Dict[str, Any]:
+        import numpy as np
+
+        raw = self.core.columns()
+        out: Dict[str, Any] = {}
+        for key, value in raw.items():
+            if isinstance(value, bytes):
+                out[key] = np.frombuffer(value, dtype=np.int64 if key.split("_")[0] in _INT_COLUMNS else np.float64)
+            else:
+                out[key] = np.array(value, dtype=object)
+        for k, c in self._made_here(self._comparisons).items():  # the statistics made here
+            for side, st in (("a", c.a), ("b", c.b)):
+                if st is None:
+                    continue
+                out[f"dtype_{side}"] = _set(out[f"dtype_{side}"], k, st.dtype, None)
+                for stat in ("mean", "std", "min", "max"):
+                    out[f"{stat}_{side}"] = _set(out[f"{stat}_{side}"], k, getattr(st, stat), np.nan)
+                for stat in ("nan_count", "inf_count", "zero_count"):
+                    out[f"{stat}_{side}"] = _set(out[f"{stat}_{side}"], k, getattr(st, stat), -1)
+            if c.change is not None:
+                for stat in ("max_abs_diff", "mean_abs_diff", "rel_l2", "cosine", "l2_diff", "l2_a"):
+                    out[stat] = _set(out[stat], k, getattr(c.change, stat), np.nan)
+                for stat in ("changed_elements", "compared"):
+                    out[stat] = _set(out[stat], k, getattr(c.change, stat), -1)
+        return out
 
 
-def _nbytes(src: Source, names: List[str], own: Optional[Dict[str, str]] = None, infos=None) -> int:
-    infos = infos or src.tensor_infos()
-    return sum(infos[own.get(n, n) if own else n][2] for n in names)
+_INT_COLUMNS = {"numel", "nan", "inf", "zero", "changed", "compared"}
 
 
-def _union(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
-    return list(a) + [k for k in b if k not in a]
+def _set(column: Any, k: int, value: Any, missing: Any) -> Any:
+    column = column.copy() if not column.flags.writeable else column
+    column[k] = missing if value is None else value
+    return column
 
 
-def _scalar_equal(va: Any, vb: Any, in_a: bool, in_b: bool, eps: float) -> bool:
-    if in_a != in_b:
-        return False
-    if isinstance(va, float) and isinstance(vb, float):
-        if math.isnan(va) and math.isnan(vb):
-            return True
-        return abs(va - vb) <= eps if eps else va == vb
-    return type(va) is type(vb) and va == vb
-
-
-class _Work:
-    """Turns the per-call byte counters of the Rust calls into one running total."""
-
-    def __init__(self, progress: Optional[Progress], total: Callable[[], int]) -> None:
-        self.progress = progress
-        self.total = total() if progress else 0
-        self.base = 0
-        self.last = 0
-
-    def callback(self):
-        if self.progress is None:
-            return None
-
-        def cb(done: int) -> None:
-            self.last = done
-            self.progress(self.base + done, self.total)
-
-        return cb
-
-    def finish_call(self) -> None:
-        self.base += self.last
-        self.last = 0

@@ -89,7 +89,7 @@ def to_json(result) -> str:
     tensor's name finds its whole record). Records go straight to the C encoder: json's
     ``indent=`` switches to its pure-Python encoder, which took seconds on a 20,000-tensor diff."""
     parts = [_layout(a, "  ") for a in _analyses_json(result)]
-    parts.extend(r.json_line() for r in result.records)
+    parts.extend(result.record_json_lines())  # tensor records written by the core
     return "[\n" + ",\n".join("  " + p for p in parts) + "\n]" if parts else "[]"
 
 

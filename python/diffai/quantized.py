@@ -445,7 +445,7 @@ def stats(src, logicals: Dict[str, Logical], name: str) -> TensorStats:
 
 
 def compare(a, b, logicals_a: Dict[str, Logical], logicals_b: Dict[str, Logical], name: str, b_name: str,
-            epsilon: float, prefix: str = "") -> dequantized.Dequantized:
+            epsilon: float) -> dequantized.Dequantized:
     """Statistics of both sides and elementwise change metrics over dequantized values (the
     definitions of ``dequantized.compare``); a side that is not quantized is read as it is."""
     (info_a, rows_a), (info_b, rows_b) = _reader(a, logicals_a, name), _reader(b, logicals_b, b_name)
@@ -458,8 +458,7 @@ def compare(a, b, logicals_a: Dict[str, Logical], logicals_b: Dict[str, Logical]
         pair.add(va, vb, epsilon)
     sa, sb = acc[0].stats(info_a), acc[1].stats(info_b)
     change = pair.metrics()
-    status = "changed" if change.changed_elements or info_a[0] != info_b[0] else "unchanged"
-    return dequantized.Dequantized(TensorComparison(prefix + name, status, sa, sb, change), sa, sb)
+    return dequantized.Dequantized(sa, sb, change, sa, sb)
 
 
 def folded(logicals: Dict[str, Logical]) -> Set[str]:

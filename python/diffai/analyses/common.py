@@ -185,6 +185,8 @@ class Context:
     def __init__(self, result, config: AnalysisConfig) -> None:
         self.result = result
         self.config = config
+        # Every core call of the analyses and the report runs on the diff's worker threads.
+        self.threads = result.options.threads
         self.all = list(result.comparisons)
         self.model = [c for c in self.all if not is_optimizer_state(c.name)]
         self.optimizer = [c for c in self.all if is_optimizer_state(c.name)]
@@ -242,7 +244,7 @@ class Context:
         values are then read as code * scale), else None."""
         def read() -> Optional[np.ndarray]:
             src, local = self.source(name, side)
-            return dequantized.row_scales(src, local)
+            return dequantized.row_scales(src, local, self.threads)
 
         return self.memo(f"scales {side} {name}", read)
 
@@ -271,7 +273,7 @@ class Context:
             return self._cache[key]
         src, local = self.source(name, side)
         shape = src.tensor_infos()[local][1]
-        out = np.frombuffer(_core.values(src.model, local), dtype=np.float64).reshape(shape)
+        out = np.frombuffer(_core.values(src.model, local, threads=self.threads), dtype=np.float64).reshape(shape)
         scales = self.scales(name, side)
         if scales is not None:
             out = (out.reshape(len(scales), -1) * scales[:, None]).reshape(shape)
@@ -288,7 +290,7 @@ class Context:
         """Rows [start, stop) of a tensor, as float64 [rows, the rest flattened] (not cached)."""
         src, local = self.source(name, side)
         width = math.prod(src.tensor_infos()[local][1][1:])
-        raw = _core.values(src.model, local, start * width, (stop - start) * width)
+        raw = _core.values(src.model, local, start * width, (stop - start) * width, self.threads)
         out = np.frombuffer(raw, dtype=np.float64).reshape(stop - start, width)
         scales = self.scales(name, side)
         return out if scales is None else out * scales[start:stop, None]
@@ -300,7 +302,7 @@ class Context:
         src, local = self.source(name, side)
         shape = src.tensor_infos()[local][1]
         width = math.prod(shape[1:]) if len(shape) > 1 else 1
-        raw = _core.value_blocks(src.model, local, max(BLOCK_BYTES // 8 // readers, 1))
+        raw = _core.value_blocks(src.model, local, max(BLOCK_BYTES // 8 // readers, 1), self.threads)
         yield from dequantized.scaled_blocks(raw, self.scales(name, side), width)
 
     def row_blocks(self, name: str, side: str) -> Iterator[np.ndarray]:
@@ -310,7 +312,7 @@ class Context:
         shape = src.tensor_infos()[local][1]
         width = math.prod(shape[1:]) if shape else 1
         per = max(BLOCK_BYTES // 8 // max(width, 1), 1) * width
-        blocks = _core.value_blocks(src.model, local, max(per, 1))
+        blocks = _core.value_blocks(src.model, local, max(per, 1), self.threads)
         for block in dequantized.scaled_blocks(blocks, self.scales(name, side), width):
             yield block.reshape(-1, width)
 

@@ -20,7 +20,7 @@ def _row_norms_and_cosines(ctx: Context, name: str, rows: int, width: int) -> Tu
     """||a_i||, ||b_i|| and cos(a_i, b_i) for the first ``rows`` rows of a 2-D tensor on both
     sides (summed by the core, row by row: no float64 copy of either matrix)."""
     (src_a, name_a), (src_b, name_b) = ctx.source(name, "a"), ctx.source(name, "b")
-    raw = _core.row_products(src_a.model, name_a, src_b.model, name_b, rows, width)
+    raw = _core.row_products(src_a.model, name_a, src_b.model, name_b, rows, width, ctx.threads)
     dot, na2, nb2 = np.frombuffer(raw, dtype=np.float64).reshape(rows, 3).T
     na, nb = np.sqrt(na2), np.sqrt(nb2)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -139,8 +139,30 @@ def similarity_matrix(ctx: Context) -> Analysis:
 
 
 def _cross_cosines(ctx: Context, names: List[str]) -> List[List[float]]:
-    """cos(a_i, b_j) for every pair of the named same-shape tensors, the dot products summed a
-    block at a time (one block of each tensor in memory, not all of them as float64)."""
+    """cos(a_i, b_j) for every pair of the named same-shape tensors: the inner products summed by
+    the core in one pass over them (``_core.cross_dots``) or, for tensors of several files,
+    compressed or stored as integer codes with a scale, here a block at a time (one block of each
+    tensor in memory, not all of them as float64)."""
+    gram, na2, nb2 = _core_cross_dots(ctx, names) or _block_cross_dots(ctx, names)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (gram / np.sqrt(na2)[:, None] / np.sqrt(nb2)[None, :]).tolist()
+
+
+def _core_cross_dots(ctx: Context, names: List[str]) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    sides = [[ctx.source(n, side) for n in names] for side in ("a", "b")]
+    models = [{id(src.model) for src, _ in side} for side in sides]
+    if len(models[0]) != 1 or len(models[1]) != 1 or any(ctx.scales(n, s) is not None for n in names for s in "ab"):
+        return None
+    (src_a, _), (src_b, _) = sides[0][0], sides[1][0]
+    raw = _core.cross_dots(src_a.model, [local for _, local in sides[0]], src_b.model,
+                           [local for _, local in sides[1]], ctx.threads)
+    if raw is None:
+        return None
+    dots, sq_a, sq_b = (np.frombuffer(r, dtype=np.float64) for r in raw)
+    return dots.reshape(len(names), len(names)), sq_a, sq_b
+
+
+def _block_cross_dots(ctx: Context, names: List[str]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     gram = np.zeros((len(names), len(names)))
     na2, nb2 = np.zeros(len(names)), np.zeros(len(names))
     readers = [ctx.blocks(n, side, 2 * len(names)) for side in ("a", "b") for n in names]
@@ -149,8 +171,7 @@ def _cross_cosines(ctx: Context, names: List[str]) -> List[List[float]]:
         gram += va @ vb.T
         na2 += np.einsum("ij,ij->i", va, va)
         nb2 += np.einsum("ij,ij->i", vb, vb)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (gram / np.sqrt(na2)[:, None] / np.sqrt(nb2)[None, :]).tolist()
+    return gram, na2, nb2
 
 
 # --- clustering -------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def _histograms(ctx: Context, config: AnalysisConfig) -> List[str]:
         counts: List[List[int]] = []
         for side in ("a", "b"):
             src, local = ctx.source(c.name, side)
-            counts.append(_core.histogram(src.model, local, config.histogram_bins, lo, hi))
+            counts.append(_core.histogram(src.model, local, config.histogram_bins, lo, hi, ctx.threads))
         update = updates[c.name]
         how = (f"rel change {cell(update['update_ratio'])}" if update["update_ratio"] is not None
                else f"all zero in a, moved by ||\u0394|| = {cell(update['update_norm'])}")

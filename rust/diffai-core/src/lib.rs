@@ -2,13 +2,17 @@
 //! exact per-tensor and pairwise statistics over them in parallel.
 //!
 //! One module per file format (`safetensors`, `pytorch`, `numpy`, `matlab`, `gguf` with its
-//! block dequantizers), `stats` for the kernels, `model` for format detection, `mapped` for
-//! opening and mapping files.
+//! block dequantizers), `diff` for the diff of two models (alignment, filters, the change rule),
+//! `stats` for the kernels, `model` for format detection, `mapped` for opening and mapping files,
+//! `threads` for the worker-thread policy.
 
 pub mod cancel;
+pub mod diff;
 pub mod dtype;
 pub mod error;
 pub mod gguf;
+pub mod gram;
+pub mod json;
 pub mod mapped;
 pub mod matlab;
 pub mod model;
@@ -19,6 +23,7 @@ pub mod shards;
 pub mod sparse;
 pub mod stats;
 pub mod tensor;
+pub mod threads;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

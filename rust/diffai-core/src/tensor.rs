@@ -316,6 +316,9 @@ pub enum Scalar {
     Int(i64),
     Float(f64),
     Str(String),
+    /// A value of a type the readers never produce (from a caller's mapping: an integer past
+    /// 64 bits, a complex number), by its type and repr; equal to another by that text.
+    Other(String),
 }
 
 /// Something the reader found but does not turn into a tensor or scalar, with the reason.

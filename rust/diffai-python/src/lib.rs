@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+mod diff;
 mod results;
 use results::{ChangeMetrics, TensorComparison, TensorStats};
 
@@ -66,7 +67,7 @@ fn py_dtype(py: Python<'_>, dtype: DType) -> &Py<PyString> {
 }
 
 impl Model {
-    fn wrap(inner: CoreModel) -> Model {
+    pub(crate) fn wrap(inner: CoreModel) -> Model {
         let index = inner
             .tensors
             .iter()
@@ -97,7 +98,7 @@ impl Model {
             .map(Vec::as_slice)
     }
 
-    fn position(&self, name: &str) -> PyResult<usize> {
+    pub(crate) fn position(&self, name: &str) -> PyResult<usize> {
         self.index
             .get(name)
             .copied()
@@ -183,6 +184,7 @@ impl Model {
                     Scalar::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
                     Scalar::Float(f) => f.into_pyobject(py)?.into_any().unbind(),
                     Scalar::Str(s) => s.into_pyobject(py)?.into_any().unbind(),
+                    Scalar::Other(text) => text.into_pyobject(py)?.into_any().unbind(),
                 };
                 Ok((name.clone(), v))
             })
@@ -240,11 +242,12 @@ impl AsRef<[u8]> for PyBytesOwner {
     }
 }
 
-/// Runs `job` on a worker thread inside a Rayon pool of `threads` threads (0: all cores) with
-/// the GIL released, while this thread reports progress and watches for Ctrl-C.
+/// Runs `job` on a worker thread inside a Rayon pool of `threads` threads (0: all cores; checked
+/// by `diffai_core::threads::check`) with the GIL released, while this thread reports progress
+/// and watches for Ctrl-C.
 fn run<T: Send + 'static>(
     py: Python<'_>,
-    threads: usize,
+    threads: i64,
     progress: Option<&Bound<'_, PyAny>>,
     job: impl FnOnce(&Control) -> diffai_core::Result<T> + Send + 'static,
 ) -> PyResult<T> {
@@ -304,7 +307,8 @@ fn run<T: Send + 'static>(
     }
 }
 
-fn pool(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
+fn pool(threads: i64) -> PyResult<Arc<rayon::ThreadPool>> {
+    let threads = diffai_core::threads::check(threads).map_err(to_py_err)?;
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let mut pools = POOLS
         .get_or_init(Default::default)
@@ -408,48 +412,6 @@ fn merge_shards(py: Python<'_>, shards: Vec<(String, PyRef<'_, Model>)>) -> PyRe
     })
 }
 
-/// Names as Python strings.
-type Names = Vec<Py<PyString>>;
-
-/// How the tensors of a and b line up by name: `(a_names, same, reshaped, added)`: a's names in
-/// file order; those b also holds with the same shape; those b holds with another shape; and
-/// b's names that a lacks, in b's order. A name that appears twice counts once, at its first
-/// place and with its last tensor (as in `Model.tensors`).
-#[pyfunction]
-fn align(py: Python<'_>, a: &Model, b: &Model) -> PyResult<(Names, Names, Names, Names)> {
-    let infos_a = a.py_infos(py)?;
-    let (mut a_names, mut same, mut reshaped) = (Vec::new(), Vec::new(), Vec::new());
-    // Names are unique unless the index holds fewer entries than there are tensors.
-    let unique = |m: &Model| m.index.len() == m.inner.tensors.len();
-    let (unique_a, unique_b) = (unique(a), unique(b));
-    let mut seen = rustc_hash::FxHashSet::default();
-    for (t, info) in a.inner.tensors.iter().zip(infos_a) {
-        if !unique_a && !seen.insert(t.name.as_str()) {
-            continue;
-        }
-        a_names.push(info.name.clone_ref(py));
-        if let Some(&j) = b.index.get(&t.name) {
-            let shape_a = if unique_a {
-                &t.shape
-            } else {
-                &a.inner.tensors[a.index[&t.name]].shape // the name's last tensor
-            };
-            if &b.inner.tensors[j].shape == shape_a {
-                same.push(info.name.clone_ref(py));
-            } else {
-                reshaped.push(info.name.clone_ref(py));
-            }
-        }
-    }
-    seen.clear();
-    // b's own name objects are not made for this: a diff needs only the few b adds.
-    let added = (b.inner.tensors.iter())
-        .filter(|t| (unique_b || seen.insert(t.name.as_str())) && !a.index.contains_key(&t.name))
-        .map(|t| PyString::new(py, &t.name).unbind())
-        .collect();
-    Ok((a_names, same, reshaped, added))
-}
-
 /// Statistics of the named tensors, computed in parallel. `progress(bytes_done)` is called
 /// from this thread while the work runs.
 #[pyfunction]
@@ -458,7 +420,7 @@ fn tensor_stats<'py>(
     py: Python<'py>,
     model: &Model,
     names: Vec<PyBackedStr>,
-    threads: usize,
+    threads: i64,
     progress: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Vec<Py<TensorStats>>> {
     // Positions into the shared model, not clones: a model can hold tens of thousands of tensors.
@@ -482,73 +444,6 @@ fn tensor_stats<'py>(
         .collect()
 }
 
-/// For each name: the comparison of a's tensor with b's tensor of that name (or of the name at
-/// the same place in `b_names`): the statistics of both and of their elementwise change, from one
-/// pass over both, named `prefix + name`. The tensors of a pair must have the same number of
-/// elements.
-#[pyfunction]
-#[pyo3(signature = (a, b, names, epsilon=0.0, threads=0, progress=None, b_names=None, prefix=""))]
-#[allow(clippy::too_many_arguments)]
-fn pair_stats<'py>(
-    py: Python<'py>,
-    a: &Model,
-    b: &Model,
-    names: Vec<PyBackedStr>,
-    epsilon: f64,
-    threads: usize,
-    progress: Option<&Bound<'py, PyAny>>,
-    b_names: Option<Vec<PyBackedStr>>,
-    prefix: &str,
-) -> PyResult<Vec<Py<TensorComparison>>> {
-    let b_names = b_names.as_ref().unwrap_or(&names);
-    if b_names.len() != names.len() {
-        return Err(DiffaiError::new_err(format!(
-            "{} names for a but {} for b",
-            names.len(),
-            b_names.len()
-        )));
-    }
-    let at = names
-        .iter()
-        .zip(b_names)
-        .map(|(x, y)| Ok((a.position(x)?, b.position(y)?)))
-        .collect::<PyResult<Vec<_>>>()?;
-    let (ma, mb) = (a.inner.clone(), b.inner.clone());
-    let out = run(py, threads, progress, move |ctl| {
-        use rayon::prelude::*;
-        at.par_iter()
-            .map(|&(i, j)| {
-                let stats = stats::pair_stats(&ma.tensors[i], &mb.tensors[j], epsilon, ctl)?;
-                Ok(((i, j), stats))
-            })
-            .collect::<diffai_core::Result<Vec<_>>>()
-    })?;
-    let infos_a = a.py_infos(py)?;
-    out.iter()
-        .map(|((i, j), (x, y, p))| {
-            let (ia, ta, tb) = (&infos_a[*i], &a.inner.tensors[*i], &b.inner.tensors[*j]);
-            let name = if prefix.is_empty() {
-                ia.name.clone_ref(py)
-            } else {
-                PyString::new(py, &format!("{prefix}{}", ta.name)).unbind()
-            };
-            // b's shape object is a's when they are equal (always, for pairs from `align`).
-            let shape_b = if tb.shape == ta.shape {
-                ia.shape.clone_ref(py)
-            } else {
-                PyTuple::new(py, &tb.shape)?.unbind()
-            };
-            TensorComparison::compared(
-                py,
-                name,
-                TensorStats::computed(py, ta, py_dtype(py, ta.dtype), &ia.shape, x)?,
-                TensorStats::computed(py, tb, py_dtype(py, tb.dtype), &shape_b, y)?,
-                ChangeMetrics::computed(py, p)?,
-            )
-        })
-        .collect()
-}
-
 /// Counts of the finite elements of a tensor in `bins` equal bins over [lo, hi].
 #[pyfunction]
 #[pyo3(signature = (model, name, bins, lo, hi, threads=0))]
@@ -559,7 +454,7 @@ fn histogram(
     bins: usize,
     lo: f64,
     hi: f64,
-    threads: usize,
+    threads: i64,
 ) -> PyResult<Vec<u64>> {
     let t = model.tensor(name)?;
     run(py, threads, None, move |ctl| {
@@ -570,16 +465,17 @@ fn histogram(
 /// A tensor's elements (or `count` of them from `start`) as native f64 bytes in C order, for
 /// `numpy.frombuffer`.
 #[pyfunction]
-#[pyo3(signature = (model, name, start=0, count=None))]
+#[pyo3(signature = (model, name, start=0, count=None, threads=0))]
 fn values<'py>(
     py: Python<'py>,
     model: &Model,
     name: &str,
     start: usize,
     count: Option<usize>,
+    threads: i64,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let t = model.tensor(name)?;
-    let vals = run(py, 0, None, move |_| stats::to_f64(&t, start, count))?;
+    let vals = run(py, threads, None, move |_| stats::to_f64(&t, start, count))?;
     f64_bytes(py, &vals)
 }
 
@@ -600,7 +496,7 @@ fn column_values<'py>(
         if c0 > c1 || c1 > width {
             return Err(Error::Invalid(format!("{}: columns {c0}..{c1} outside its {width} columns", t.name)));
         }
-        let rows = if width == 0 { 0 } else { t.shape.iter().product::<usize>() / width };
+        let rows = t.shape.iter().product::<usize>().checked_div(width).unwrap_or(0);
         let mut out = Vec::with_capacity(rows * (c1 - c0));
         for r in 0..rows {
             out.extend(stats::to_f64(&t, r * width + c0, Some(c1 - c0))?);
@@ -622,6 +518,8 @@ fn f64_bytes<'py>(py: Python<'py>, vals: &[f64]) -> PyResult<Bound<'py, PyBytes>
 /// For each of the first `rows` rows of a's tensor `name_a` and b's `name_b`, read as
 /// [_, width]: a.b, a.a and b.b, as native f64 bytes (3 per row).
 #[pyfunction]
+#[pyo3(signature = (a, name_a, b, name_b, rows, width, threads=0))]
+#[allow(clippy::too_many_arguments)]
 fn row_products<'py>(
     py: Python<'py>,
     a: &Model,
@@ -630,10 +528,35 @@ fn row_products<'py>(
     name_b: &str,
     rows: usize,
     width: usize,
+    threads: i64,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let (ta, tb) = (a.tensor(name_a)?, b.tensor(name_b)?);
-    let sums = run(py, 0, None, move |ctl| stats::row_products(&ta, &tb, rows, width, ctl))?;
+    let sums = run(py, threads, None, move |ctl| stats::row_products(&ta, &tb, rows, width, ctl))?;
     f64_bytes(py, sums.as_flattened())
+}
+
+/// `(dots, sq_a, sq_b)` as native f64 bytes: <a_i, b_j> for every a tensor `names_a[i]` and b
+/// tensor `names_b[j]` (row-major), and each one's squared norm, summed in one pass
+/// (`diffai_core::gram`). None when a tensor is not in memory as it is (compressed): the caller
+/// reads it block by block instead.
+#[pyfunction]
+#[pyo3(signature = (a, names_a, b, names_b, threads=0))]
+#[allow(clippy::type_complexity)]
+fn cross_dots<'py>(
+    py: Python<'py>,
+    a: &Model,
+    names_a: Vec<PyBackedStr>,
+    b: &Model,
+    names_b: Vec<PyBackedStr>,
+    threads: i64,
+) -> PyResult<Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+    let ta = names_a.iter().map(|n| a.tensor(n)).collect::<PyResult<Vec<_>>>()?;
+    let tb = names_b.iter().map(|n| b.tensor(n)).collect::<PyResult<Vec<_>>>()?;
+    if ta.iter().chain(&tb).any(|t| t.storage.resident().is_none()) {
+        return Ok(None);
+    }
+    let d = run(py, threads, None, move |ctl| diffai_core::gram::cross_dots(&ta, &tb, ctl))?;
+    Ok(Some((f64_bytes(py, &d.dots)?, f64_bytes(py, &d.sq_a)?, f64_bytes(py, &d.sq_b)?)))
 }
 
 /// A tensor's elements as f64, `block` at a time (native bytes, C order): what analyses of
@@ -646,6 +569,7 @@ struct ValueBlocks {
     sparse: Option<Arc<diffai_core::sparse::Entries>>,
     next: usize,
     block: usize,
+    threads: i64,
 }
 
 #[pymethods]
@@ -666,7 +590,7 @@ impl ValueBlocks {
                 entries.fill(start, &mut vals);
                 vals
             }
-            None => run(py, 0, None, move |_| stats::to_f64(&t, start, Some(count)))?,
+            None => run(py, self.threads, None, move |_| stats::to_f64(&t, start, Some(count)))?,
         };
         self.next += count;
         f64_bytes(py, &vals).map(Some)
@@ -674,16 +598,24 @@ impl ValueBlocks {
 }
 
 #[pyfunction]
-fn value_blocks(py: Python<'_>, model: &Model, name: &str, block: usize) -> PyResult<ValueBlocks> {
+#[pyo3(signature = (model, name, block, threads=0))]
+fn value_blocks(
+    py: Python<'_>,
+    model: &Model,
+    name: &str,
+    block: usize,
+    threads: i64,
+) -> PyResult<ValueBlocks> {
     if block == 0 {
         return Err(DiffaiError::new_err("block must be at least one element"));
     }
+    diffai_core::threads::check(threads).map_err(to_py_err)?; // refused now, not at the first block
     let mut tensor = model.tensor(name)?;
     let t = tensor.clone();
     let sparse = run(py, 0, None, move |_| diffai_core::sparse::Entries::of(&t))?.map(Arc::new);
     if sparse.is_none() && tensor.storage.resident().is_none() {
         let t = tensor.clone();
-        let bytes = run(py, 0, None, move |_| Ok(t.storage.load()?.into_owned()))?;
+        let bytes = run(py, threads, None, move |_| Ok(t.storage.load()?.into_owned()))?;
         tensor.storage = Storage::from_vec(bytes);
     }
     Ok(ValueBlocks {
@@ -691,7 +623,15 @@ fn value_blocks(py: Python<'_>, model: &Model, name: &str, block: usize) -> PyRe
         sparse,
         next: 0,
         block,
+        threads,
     })
+}
+
+/// The worker-thread count asked for (0: every core) as the pool size every call uses, or a
+/// `DiffaiError` saying why it is refused: the one check the API and the CLI share.
+#[pyfunction]
+fn check_threads(threads: i64) -> PyResult<usize> {
+    diffai_core::threads::check(threads).map_err(to_py_err)
 }
 
 #[pymodule]
@@ -706,14 +646,19 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(detect, m)?)?;
     m.add_function(wrap_pyfunction!(from_buffers, m)?)?;
     m.add_function(wrap_pyfunction!(merge_shards, m)?)?;
-    m.add_function(wrap_pyfunction!(align, m)?)?;
     m.add_function(wrap_pyfunction!(tensor_stats, m)?)?;
-    m.add_function(wrap_pyfunction!(pair_stats, m)?)?;
+    m.add_class::<diff::PyDiffOptions>()?;
+    m.add_class::<diff::DiffPlan>()?;
+    m.add_class::<diff::ModelDiffRows>()?;
+    m.add_function(wrap_pyfunction!(diff::plan_diff, m)?)?;
+    m.add_function(wrap_pyfunction!(diff::fold, m)?)?;
     m.add_function(wrap_pyfunction!(histogram, m)?)?;
     m.add_function(wrap_pyfunction!(values, m)?)?;
     m.add_function(wrap_pyfunction!(column_values, m)?)?;
     m.add_function(wrap_pyfunction!(value_blocks, m)?)?;
     m.add_function(wrap_pyfunction!(row_products, m)?)?;
+    m.add_function(wrap_pyfunction!(cross_dots, m)?)?;
+    m.add_function(wrap_pyfunction!(check_threads, m)?)?;
     m.add_class::<ValueBlocks>()?;
     Ok(())
 }

@@ -3,9 +3,8 @@
 //! dataclasses than computing the statistics) and read from Python as plain attributes.
 
 use diffai_core::stats::{PairStats, TensorStats as CoreStats};
-use diffai_core::Tensor;
+use diffai_core::{json, Tensor};
 use pyo3::basic::CompareOp;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
@@ -51,6 +50,26 @@ impl TensorStats {
                 nan_count: Some(s.nan_count),
                 inf_count: Some(s.inf_count),
                 zero_count: Some(s.zero_count),
+                nbytes: t.nbytes() as u64,
+            },
+        )
+    }
+
+    /// A tensor known from its header only (values not read).
+    pub fn header(py: Python<'_>, t: &Tensor, dtype: &Py<PyString>, shape: &Py<PyTuple>) -> PyResult<Py<TensorStats>> {
+        Py::new(
+            py,
+            TensorStats {
+                shape: shape.clone_ref(py),
+                dtype: dtype.clone_ref(py),
+                numel: t.numel() as u64,
+                mean: None,
+                std: None,
+                min: None,
+                max: None,
+                nan_count: None,
+                inf_count: None,
+                zero_count: None,
                 nbytes: t.nbytes() as u64,
             },
         )
@@ -358,18 +377,11 @@ fn fields_json(py: Python<'_>, fields: &[(&str, Field)], ensure_ascii: bool) -> 
         if i > 0 {
             out.push_str(", ");
         }
-        push_json_str(&mut out, key, ensure_ascii);
+        json::push_str(&mut out, key, ensure_ascii);
         out.push_str(": ");
         match value {
-            Field::Float(None) | Field::Count(None) => out.push_str("null"),
-            Field::Float(Some(x)) if x.is_nan() => out.push_str("\"nan\""),
-            Field::Float(Some(x)) if x.is_infinite() => {
-                out.push_str(if *x > 0.0 { "\"inf\"" } else { "\"-inf\"" })
-            }
-            Field::Float(Some(x)) => push_float_repr(&mut out, *x),
-            Field::Count(Some(n)) => {
-                let _ = write!(out, "{n}");
-            }
+            Field::Float(x) => json::push_number(&mut out, *x),
+            Field::Count(n) => json::push_count(&mut out, *n),
             Field::Shape(s) => {
                 out.push('[');
                 for (j, d) in s.bind(py).iter().enumerate() {
@@ -380,93 +392,11 @@ fn fields_json(py: Python<'_>, fields: &[(&str, Field)], ensure_ascii: bool) -> 
                 }
                 out.push(']');
             }
-            Field::Text(t) => push_json_str(&mut out, &t.bind(py).to_cow()?, ensure_ascii),
+            Field::Text(t) => json::push_str(&mut out, &t.bind(py).to_cow()?, ensure_ascii),
         }
     }
     out.push('}');
     Ok(out)
-}
-
-/// A JSON string with `json.dumps`' escapes (`ensure_ascii`: everything past ASCII as \uXXXX).
-fn push_json_str(out: &mut String, s: &str, ensure_ascii: bool) {
-    use std::fmt::Write;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            '\u{7f}'.. if !ensure_ascii => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for u in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{u:04x}");
-                }
-            }
-        }
-    }
-    out.push('"');
-}
-
-/// A finite float as Python's `repr` writes it: the fewest digits that read back as `x` (of
-/// those, the closest to `x`, ties to even), positional when 1e-4 <= |x| < 1e16 (with ".0" if
-/// whole), else one digit, the rest after a point, and a signed exponent of at least two digits.
-fn push_float_repr(out: &mut String, x: f64) {
-    // The same digits from zmij (shortest, closest), whose layout ("0.001", "1.5e16") differs.
-    let mut buffer = zmij::Buffer::new();
-    let text = buffer.format_finite(x.abs());
-    let (mantissa, exp) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
-    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let all = whole.bytes().chain(fraction.bytes());
-    let leading = all.clone().take_while(|&b| b == b'0').count();
-    let digits: Vec<u8> = all.skip(leading).collect();
-    let digits = match digits.iter().rposition(|&b| b != b'0') {
-        Some(last) => &digits[..=last],
-        None => b"0".as_slice(), // zero
-    };
-    // The value is 0.d1d2... x 10^point.
-    let point = if digits == b"0" {
-        1
-    } else {
-        (whole.len() - leading) as i32 + exp.parse::<i32>().unwrap_or(0)
-    };
-    let digits = std::str::from_utf8(digits).unwrap_or("0");
-    if x.is_sign_negative() {
-        out.push('-');
-    }
-    let n = digits.len() as i32;
-    if -4 < point && point <= 16 {
-        if point <= 0 {
-            out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-point) as usize));
-            out.push_str(digits);
-        } else if point >= n {
-            out.push_str(digits);
-            out.extend(std::iter::repeat_n('0', (point - n) as usize));
-            out.push_str(".0");
-        } else {
-            out.push_str(&digits[..point as usize]);
-            out.push('.');
-            out.push_str(&digits[point as usize..]);
-        }
-    } else {
-        out.push_str(&digits[..1]);
-        if n > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        let e = point - 1;
-        out.push_str(if e < 0 { "e-" } else { "e+" });
-        if e.abs() < 10 {
-            out.push('0');
-        }
-        out.push_str(&e.abs().to_string());
-    }
 }
 
 fn richcmp<T>(
@@ -509,31 +439,23 @@ pub struct TensorComparison {
 }
 
 impl TensorComparison {
-    /// A same-shape pair whose values were compared: changed when any element or the dtype
-    /// differs, else unchanged.
-    pub fn compared(
+    /// A row of the core's diff: `status` as the core decided it (`diffai_core::diff`).
+    pub fn row(
         py: Python<'_>,
         name: Py<PyString>,
-        a: Py<TensorStats>,
-        b: Py<TensorStats>,
-        change: Py<ChangeMetrics>,
+        status: &'static str,
+        a: Option<Py<TensorStats>>,
+        b: Option<Py<TensorStats>>,
+        change: Option<Py<ChangeMetrics>>,
     ) -> PyResult<Py<TensorComparison>> {
-        let (dtype_a, dtype_b) = (a.get().dtype.bind(py), b.get().dtype.bind(py));
-        let changed = change.get().changed_elements > 0
-            || !dtype_a.is(dtype_b) && dtype_a.to_str()? != dtype_b.to_str()?; // interned: usually one object
-        let status = if changed {
-            intern!(py, "changed")
-        } else {
-            intern!(py, "unchanged")
-        };
         Py::new(
             py,
             TensorComparison {
                 name,
-                status: status.clone().unbind(),
-                a: Some(a),
-                b: Some(b),
-                change: Some(change),
+                status: PyString::intern(py, status).unbind(),
+                a,
+                b,
+                change,
             },
         )
     }
