@@ -54,10 +54,7 @@ impl PyDiffOptions {
 
     /// `(path hits, ignore hits)` among `names`.
     fn hits(&self, names: Vec<String>) -> (usize, usize) {
-        let f = &self.inner.filter;
-        let path = f.path.as_deref().map_or(0, |p| names.iter().filter(|n| n.contains(p)).count());
-        let ignore = f.ignore.as_ref().map_or(0, |r| names.iter().filter(|n| r.is_match(n)).count());
-        (path, ignore)
+        self.inner.filter.hits(names.iter().map(String::as_str))
     }
 }
 
@@ -190,16 +187,16 @@ impl DiffPlan {
     /// Names of `side`'s ("a" or "b") opaque tensors that are read alone (no same-shape pair):
     /// their statistics are the caller's to make.
     fn opaque_singles(&self, side: &str) -> PyResult<Vec<String>> {
-        let p = &self.plan;
-        let (model, opaque, alone): (&Model, _, Vec<usize>) = match side {
-            "a" => {
-                let paired: FxHashSet<usize> = p.same.iter().map(|x| x.0).collect();
-                (self.a.get(), &self.leaves[0].opaque, p.a_names.iter().copied().filter(|i| !paired.contains(i)).collect())
-            }
-            "b" => (self.b.get(), &self.leaves[1].opaque, p.reshaped.iter().map(|x| x.1).chain(p.added.iter().copied()).collect()),
+        let (model, k) = match side {
+            "a" => (self.a.get(), 0),
+            "b" => (self.b.get(), 1),
             _ => return Err(DiffaiError::new_err(format!("side must be 'a' or 'b', not {side:?}"))),
         };
-        Ok(alone.into_iter().filter(|i| opaque.contains(i)).map(|i| model.inner.tensors[i].name.clone()).collect())
+        let opaque = &self.leaves[k].opaque;
+        Ok((self.plan.read_alone(k == 0).into_iter())
+            .filter(|i| opaque.contains(i))
+            .map(|i| model.inner.tensors[i].name.clone())
+            .collect())
     }
 
     /// Bytes `compare` reads (both sides).

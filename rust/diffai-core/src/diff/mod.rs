@@ -218,9 +218,7 @@ pub fn plan(a: &Side, b: &Side, opts: &DiffOptions, prefix: &str) -> Result<Plan
             .chain(a.metadata.iter().chain(b.metadata).map(|(k, _)| full(k)))
             .collect();
         out.example_name = names.first().cloned();
-        let path = f.path.as_deref();
-        out.hits.path = path.map_or(0, |p| names.iter().filter(|n| n.contains(p)).count());
-        out.hits.ignore = f.ignore.as_ref().map_or(0, |r| names.iter().filter(|n| r.is_match(n)).count());
+        (out.hits.path, out.hits.ignore) = f.hits(names.iter().map(String::as_str));
         let keeps = |t: &Tensor| f.keeps(&full(&t.name));
         pairing.a_names.retain(|&i| keeps(&ta[i]));
         pairing.same.retain(|&(i, _)| keeps(&ta[i]));
@@ -252,12 +250,21 @@ fn tensor_names(t: &[Tensor]) -> Vec<&str> {
 }
 
 impl Plan {
+    /// The tensors of side a (`a_side`) or b read alone: with no same-shape pair.
+    pub fn read_alone(&self, a_side: bool) -> Vec<usize> {
+        if a_side {
+            let paired: FxHashSet<usize> = self.same.iter().map(|p| p.0).collect();
+            self.a_names.iter().copied().filter(|i| !paired.contains(i)).collect()
+        } else {
+            self.reshaped.iter().map(|p| p.1).chain(self.added.iter().copied()).collect()
+        }
+    }
+
     /// Bytes `compare` reads (for progress): every tensor once, both sides of a pair.
     pub fn bytes(&self, a: &Model, b: &Model) -> u64 {
         let (ta, tb) = (&a.tensors, &b.tensors);
-        let paired: FxHashSet<usize> = self.same.iter().map(|p| p.0).collect();
-        let only_a = self.a_names.iter().filter(|i| !paired.contains(i)).map(|&i| ta[i].nbytes());
-        let only_b = (self.reshaped.iter().map(|p| p.1).chain(self.added.iter().copied())).map(|j| tb[j].nbytes());
+        let only_a = self.read_alone(true).into_iter().map(|i| ta[i].nbytes());
+        let only_b = self.read_alone(false).into_iter().map(|j| tb[j].nbytes());
         let same = self.same.iter().map(|&(i, j)| ta[i].nbytes() + tb[j].nbytes());
         only_a.chain(only_b).chain(same).map(|n| n as u64).sum()
     }
@@ -288,8 +295,7 @@ pub fn compare(
     ctl: &Control,
 ) -> Result<ModelDiff> {
     let (ta, tb) = (&a.model.tensors, &b.model.tensors);
-    let paired: FxHashSet<usize> = plan.same.iter().map(|p| p.0).collect();
-    let only_a: Vec<usize> = plan.a_names.iter().copied().filter(|i| !paired.contains(i)).collect();
+    let only_a = plan.read_alone(true);
     // b's tensors read alone, by the name they are listed under: a's for reshaped ones.
     let only_b: Vec<(&str, usize)> = (plan.reshaped.iter().map(|&(i, j)| (ta[i].name.as_str(), j)))
         .chain(plan.added.iter().map(|&j| (tb[j].name.as_str(), j)))

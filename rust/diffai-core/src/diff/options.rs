@@ -15,6 +15,13 @@ impl NameFilter {
         self.path.is_some() || self.ignore.is_some()
     }
 
+    /// How many of `names` the path filter keeps and the ignore filter drops.
+    pub fn hits<'n>(&self, names: impl Iterator<Item = &'n str> + Clone) -> (usize, usize) {
+        let path = self.path.as_deref().map_or(0, |p| names.clone().filter(|n| n.contains(p)).count());
+        let ignore = self.ignore.as_ref().map_or(0, |r| names.filter(|n| r.is_match(n)).count());
+        (path, ignore)
+    }
+
     pub fn keeps(&self, name: &str) -> bool {
         if let Some(p) = &self.path {
             if !name.contains(p.as_str()) {
