@@ -122,7 +122,7 @@ pub(super) unsafe fn chunk_pair_avx2(
 macro_rules! fused_drivers {
     ($m:ident, $lanes:ty, $features:literal) => {
         pub(super) mod $m {
-            use super::fused::{block_pair, block_stats, Bf16, Load, F32};
+            use super::fused::{block_pair, block_stats, block_stats_two_chains, Bf16, Load, F32};
             use super::{as_bytes, chunk_pair_body, chunk_stats_body, fused_kind, DType, BLOCK};
             use super::{PairStats, TensorStats, View};
 
@@ -138,6 +138,15 @@ macro_rules! fused_drivers {
             unsafe fn block_s<A: Load<L>>(x: &[u8], i: usize, n: usize) -> Option<TensorStats> {
                 // SAFETY: as this function's contract.
                 unsafe { block_stats::<L, A>(x, i, n) }
+            }
+
+            /// # Safety
+            /// As `fused::block_stats_two_chains`, with the module's features.
+            #[target_feature(enable = $features)]
+            #[inline(never)]
+            unsafe fn block_s2(x: &[u8], i: usize, n: usize) -> Option<TensorStats> {
+                // SAFETY: as this function's contract.
+                unsafe { block_stats_two_chains::<L, F32>(x, i, n) }
             }
 
             /// # Safety
@@ -192,7 +201,7 @@ macro_rules! fused_drivers {
                 chunk_stats_body(v, start, end, |i, n| {
                     v.decode_f32(i, &mut buf[..n]);
                     // SAFETY: the buffer holds n f32; the features are this function's.
-                    unsafe { block_s::<F32>(as_bytes(&buf[..n]), 0, n) }
+                    unsafe { block_s2(as_bytes(&buf[..n]), 0, n) }
                 })
             }
 

@@ -36,6 +36,7 @@ pub(super) trait Lanes {
     /// Adds 1 to each counter whose lane of `x` is greater than (ordered) that of `y`.
     unsafe fn count_gt(acc: Self::C, x: Self::V, y: Self::V) -> Self::C;
     unsafe fn hcount(acc: Self::C) -> u64;
+    unsafe fn add_counts(a: Self::C, b: Self::C) -> Self::C;
     /// Stores the `N` lanes into `out[..N]`.
     unsafe fn store(v: Self::V, out: &mut [f64; 8]);
 
@@ -128,6 +129,10 @@ impl Lanes for Avx2 {
         _mm256_sub_epi64(acc, _mm256_castpd_si256(m))
     }
     #[inline(always)]
+    unsafe fn add_counts(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi64(a, b)
+    }
+    #[inline(always)]
     unsafe fn hcount(acc: __m256i) -> u64 {
         let mut t = [0i64; 4];
         _mm256_storeu_si256(t.as_mut_ptr() as *mut __m256i, acc);
@@ -191,6 +196,10 @@ impl Lanes for Avx512 {
     unsafe fn count_gt(acc: __m512i, x: __m512d, y: __m512d) -> __m512i {
         let m = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(x, y);
         _mm512_mask_add_epi64(acc, m, acc, _mm512_set1_epi64(1))
+    }
+    #[inline(always)]
+    unsafe fn add_counts(a: __m512i, b: __m512i) -> __m512i {
+        _mm512_add_epi64(a, b)
     }
     #[inline(always)]
     unsafe fn hcount(acc: __m512i) -> u64 {
@@ -279,6 +288,16 @@ impl<L: Lanes> Moments<L> {
         self.zeros = L::count_eq_zero(self.zeros, x);
     }
 
+    /// Folds in accumulators of the same block (same shift) kept in a second chain.
+    #[inline(always)]
+    unsafe fn absorb(&mut self, o: &Self) {
+        self.s1 = L::add(self.s1, o.s1);
+        self.s2 = L::add(self.s2, o.s2);
+        self.mn = L::min(self.mn, o.mn);
+        self.mx = L::max(self.mx, o.mx);
+        self.zeros = L::add_counts(self.zeros, o.zeros);
+    }
+
     #[inline(always)]
     unsafe fn finish(&self, n: usize) -> Option<TensorStats> {
         let (t1, t2) = (L::hsum(self.s1), L::hsum(self.s2));
@@ -324,6 +343,37 @@ pub(super) unsafe fn block_stats<L: Lanes, A: Load<L>>(
         k += L::N;
     }
     m.finish(n)
+}
+
+/// `block_stats` with two independent accumulator chains (even and odd vectors), for the
+/// block-quantized views whose f32 buffer is already in L1: one chain was bound by the adds'
+/// latency. The sums' order differs from `block_stats`, so it is kept apart from the f32/bf16
+/// tensors' path, whose results stay as they were.
+///
+/// # Safety
+/// As `block_stats`.
+#[inline(always)]
+pub(super) unsafe fn block_stats_two_chains<L: Lanes, A: Load<L>>(
+    bytes: &[u8],
+    i: usize,
+    n: usize,
+) -> Option<TensorStats> {
+    let x = span::<L, A>(bytes, i, n)?;
+    let p = x.as_ptr();
+    // SAFETY (all loads): `x` holds n elements, n is a multiple of L::N and k < n.
+    let first = A::load(p);
+    let (mut even, mut odd) = (Moments::<L>::new(first), Moments::<L>::new(first));
+    let mut k = 0;
+    while k + 2 * L::N <= n {
+        even.add(A::load(p.add(k * A::SIZE)));
+        odd.add(A::load(p.add((k + L::N) * A::SIZE)));
+        k += 2 * L::N;
+    }
+    if k < n {
+        even.add(A::load(p.add(k * A::SIZE)));
+    }
+    even.absorb(&odd);
+    even.finish(n)
 }
 
 /// Statistics of both tensors and of their difference over elements [i, i + n).
