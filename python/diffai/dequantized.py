@@ -111,14 +111,6 @@ def compare(a, b, names: List[str], epsilon: float, prefix: str = "") -> Dict[st
     return out
 
 
-def pair_metrics(pairs: Iterator[Tuple[np.ndarray, np.ndarray]], epsilon: float) -> ChangeMetrics:
-    """The core's change metrics of two tensors given as float64 blocks of equal length."""
-    acc = _PairSums()
-    for va, vb in pairs:
-        acc.add(va, vb, epsilon)
-    return acc.metrics()
-
-
 def compare_blocks(name: str, infos, pairs: Iterator[Tuple[np.ndarray, np.ndarray]], epsilon: float,
                    marks: Tuple[str, str] = ("", "")) -> Dequantized:
     """Statistics and change metrics of one pair of tensors given as float64 blocks of equal

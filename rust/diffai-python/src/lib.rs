@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+mod gguf_pairs;
 mod results;
 use results::{ChangeMetrics, TensorComparison, TensorStats};
 
@@ -714,6 +715,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(column_values, m)?)?;
     m.add_function(wrap_pyfunction!(value_blocks, m)?)?;
     m.add_function(wrap_pyfunction!(row_products, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf_pairs::pair_stats_unpermuted, m)?)?;
     m.add_class::<ValueBlocks>()?;
     Ok(())
 }

@@ -68,7 +68,48 @@ pub fn pair_stats(
             },
         );
     }
-    let (va, vb) = (View::new(a)?, View::new(b)?);
+    pair_views(a, b, View::new(a)?, View::new(b)?, epsilon, ctl)
+}
+
+/// The logical rows of a tensor read in another order than stored: logical row r (the tensor
+/// read as [rows.len(), _] in C order) is stored row `rows[r]`, `rows` a permutation.
+#[derive(Clone, Copy, Debug)]
+pub struct RowOrder<'a> {
+    pub rows: &'a [usize],
+}
+
+/// `pair_stats` with either tensor's rows read in a given order (e.g. llama.cpp's q/k row
+/// permutation undone, `crate::gguf::llama_qk_rows`), in the same pass and kernels. Each
+/// side's statistics do not depend on the order; the change metrics pair logical rows.
+pub fn pair_stats_reordered(
+    a: &Tensor,
+    b: &Tensor,
+    a_rows: Option<RowOrder>,
+    b_rows: Option<RowOrder>,
+    epsilon: f64,
+    ctl: &Control,
+) -> Result<(TensorStats, TensorStats, PairStats)> {
+    if a_rows.is_none() && b_rows.is_none() {
+        return pair_stats(a, b, epsilon, ctl);
+    }
+    fn view<'a>(t: &'a Tensor, order: Option<RowOrder<'a>>) -> Result<View<'a>> {
+        match order {
+            Some(o) => View::reordered(t, o.rows),
+            None => View::new(t),
+        }
+    }
+    // A streamed storage is loaded whole by `View::new`, which refuses sparse tensors.
+    pair_views(a, b, view(a, a_rows)?, view(b, b_rows)?, epsilon, ctl)
+}
+
+fn pair_views(
+    a: &Tensor,
+    b: &Tensor,
+    va: View,
+    vb: View,
+    epsilon: f64,
+    ctl: &Control,
+) -> Result<(TensorStats, TensorStats, PairStats)> {
     if va.numel != vb.numel {
         return Err(Error::Invalid(format!(
             "cannot compare {} ({} elements) with {} ({} elements)",

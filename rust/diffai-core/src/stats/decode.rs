@@ -20,6 +20,9 @@ pub(super) struct View<'a> {
     pub(super) start: usize,
     /// `None` when the elements are one contiguous run in C order.
     pub(super) strided: Option<Strided>,
+    /// Rows read out of storage order (contiguous views only): logical row r, of
+    /// `numel / rows.len()` elements, is stored row `rows[r]`. See `View::reordered`.
+    pub(super) rows: Option<&'a [usize]>,
 }
 
 pub(super) struct Strided {
@@ -59,7 +62,51 @@ impl<'a> View<'a> {
             data,
             start,
             strided,
+            rows: None,
         })
+    }
+
+    /// A view of `t` whose logical row r is its stored row `rows[r]` (`t` read as
+    /// [rows.len(), _] in C order; `rows` a permutation).
+    pub(super) fn reordered(t: &'a Tensor, rows: &'a [usize]) -> Result<View<'a>> {
+        let mut v = View::new(t)?;
+        let whole_rows = !rows.is_empty() && v.numel % rows.len() == 0;
+        let mut seen = vec![false; rows.len()];
+        let permutation = rows
+            .iter()
+            .all(|&r| r < seen.len() && !std::mem::replace(&mut seen[r], true));
+        if v.strided.is_some() || !whole_rows || !permutation {
+            return Err(Error::Invalid(format!(
+                "{}: a row order of {} rows needs a contiguous tensor of whole rows and a \
+                 permutation of its rows",
+                t.name,
+                rows.len()
+            )));
+        }
+        v.rows = Some(rows);
+        Ok(v)
+    }
+
+    /// Logical elements [start, start + len) cut at row boundaries when rows are reordered:
+    /// `f(stored start, range in the output)` for each run (one run otherwise).
+    #[inline(always)]
+    fn stored_runs(
+        &self,
+        start: usize,
+        len: usize,
+        mut f: impl FnMut(usize, std::ops::Range<usize>),
+    ) {
+        let Some(rows) = self.rows else {
+            return f(start, 0..len);
+        };
+        let width = self.numel / rows.len();
+        let mut done = 0;
+        while done < len {
+            let (row, col) = ((start + done) / width, (start + done) % width);
+            let n = (width - col).min(len - done);
+            f(rows[row] * width + col, done..done + n);
+            done += n;
+        }
     }
 
     /// Whether the bytes read are still the file's: a mapped file that shrank during the pass
@@ -77,7 +124,11 @@ impl<'a> View<'a> {
     pub(super) fn element(&self, i: usize) -> &[u8] {
         let size = self.dtype.size();
         let pos = match &self.strided {
-            None => return &self.bytes()[i * size..(i + 1) * size],
+            None => {
+                let mut stored = i;
+                self.stored_runs(i, 1, |at, _| stored = at);
+                return &self.bytes()[stored * size..(stored + 1) * size];
+            }
             Some(s) => {
                 let (mut rem, mut pos) = (i, s.offset);
                 for d in (0..s.shape.len()).rev() {
@@ -90,13 +141,22 @@ impl<'a> View<'a> {
         &self.data[pos * size..(pos + 1) * size]
     }
 
+    /// Logical elements [start, start + out.len()) as f64.
     #[inline(always)]
     pub(super) fn decode(&self, start: usize, out: &mut [f64]) {
+        self.stored_runs(start, out.len(), |at, range| {
+            self.decode_stored(at, &mut out[range])
+        });
+    }
+
+    /// Elements [start, start + out.len()) in storage order (C order unless strided).
+    #[inline(always)]
+    fn decode_stored(&self, start: usize, out: &mut [f64]) {
         if self.dtype.codec().is_some() {
             let mut buf = [0f32; BLOCK];
             for (k, piece) in out.chunks_mut(BLOCK).enumerate() {
                 let values = &mut buf[..piece.len()];
-                self.decode_f32(start + k * BLOCK, values);
+                self.decode_f32_stored(start + k * BLOCK, values);
                 piece
                     .iter_mut()
                     .zip(values)
@@ -146,9 +206,17 @@ impl<'a> View<'a> {
 }
 
 impl View<'_> {
-    /// Elements [start, start + out.len()) as f32, for the views the fused kernels read through
-    /// an f32 buffer: contiguous f32/bf16 (exact) and block-quantized dtypes (f32 by definition).
+    /// Logical elements [start, start + out.len()) as f32, for the views the fused kernels read
+    /// through an f32 buffer: contiguous f32/bf16 (exact) and block-quantized dtypes (f32 by
+    /// definition), rows reordered or not.
     pub(super) fn decode_f32(&self, start: usize, out: &mut [f32]) {
+        self.stored_runs(start, out.len(), |at, range| {
+            self.decode_f32_stored(at, &mut out[range])
+        });
+    }
+
+    /// As `decode_f32`, elements in storage order.
+    fn decode_f32_stored(&self, start: usize, out: &mut [f32]) {
         let Some(codec) = self.dtype.codec() else {
             let size = self.dtype.size();
             let bytes = &self.bytes()[start * size..(start + out.len()) * size];

@@ -255,7 +255,13 @@ macro_rules! fused_drivers {
                 // SAFETY: the caller checked the features; the views' kinds are matched here.
                 unsafe {
                     Some(match (fused_kind(va)?, fused_kind(vb)?) {
-                        (a, b) if a.codec().is_some() || b.codec().is_some() => {
+                        // Reordered rows cannot be read in place either.
+                        (a, b)
+                            if a.codec().is_some()
+                                || b.codec().is_some()
+                                || va.rows.is_some()
+                                || vb.rows.is_some() =>
+                        {
                             pair_buffered(va, vb, start, end, eps)
                         }
                         (DType::F32, DType::F32) => pair::<F32, F32>(va, vb, start, end, eps),

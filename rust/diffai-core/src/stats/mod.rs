@@ -37,7 +37,9 @@ mod summary;
 mod tests;
 
 pub(crate) use api::to_i64;
-pub use api::{histogram, pair_stats, row_products, tensor_stats, to_f64};
+pub use api::{
+    histogram, pair_stats, pair_stats_reordered, row_products, tensor_stats, to_f64, RowOrder,
+};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use dispatch::cpu_has_avx2;
 pub use summary::{PairStats, TensorStats};

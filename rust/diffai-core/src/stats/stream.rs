@@ -114,6 +114,7 @@ pub(super) fn stream_fold<T>(
                 data: Cow::Borrowed(b),
                 start: 0,
                 strided: None,
+                rows: None,
             })
             .collect();
         merge(&mut total, part(&views));
