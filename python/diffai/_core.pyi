@@ -113,6 +113,18 @@ def pair_stats(
     b_names: Optional[Sequence[str]] = None,
     prefix: str = "",
 ) -> List[TensorComparison]: ...
+def pair_stats_unpermuted(
+    a: Model,
+    b: Model,
+    names: Sequence[str],
+    b_names: Sequence[str],
+    a_heads: Sequence[int],
+    b_heads: Sequence[int],
+    epsilon: float = 0.0,
+    threads: int = 0,
+    prefix: str = "",
+    progress: Optional[Callable[[int], None]] = None,
+) -> List[TensorComparison]: ...
 def histogram(model: Model, name: str, bins: int, lo: float, hi: float, threads: int = 0) -> List[int]: ...
 def values(model: Model, name: str) -> bytes: ...
 def column_values(model: Model, name: str, c0: int, c1: int) -> bytes: ...
