@@ -401,3 +401,56 @@ fn reordered_pair_matches_a_float64_reference() {
         assert!(err.to_string().contains("permutation"), "{err}");
     }
 }
+
+/// The unquantized GGUF dtypes take the other read paths (f32 through the f32 buffer instead of
+/// in place, f16 through the f64 decode): reading stored rows in Hugging Face order gives the
+/// same comparison as a tensor written in that order.
+#[test]
+fn reordered_rows_in_f32_and_f16_match_the_tensor_in_order() {
+    let (rows, heads, width) = (8, 2, 20);
+    let stored_rows = llama_qk_rows(rows, heads).unwrap();
+    let value = |i: usize| ((i * 37 % 101) as f32 - 50.0) / 8.0;
+    let in_order: Vec<f32> = (0..rows * width).map(value).collect();
+    let permuted: Vec<f32> = (0..rows * width)
+        .map(|i| {
+            let hf_row = stored_rows.iter().position(|&s| s == i / width).unwrap();
+            value(hf_row * width + i % width)
+        })
+        .collect();
+    let other: Vec<f32> = in_order
+        .iter()
+        .map(|x| x + 0.25 * (x > &0.0) as u8 as f32)
+        .collect();
+    let tensor = |dtype: DType, v: &[f32]| {
+        let bytes: Vec<u8> = match dtype {
+            DType::F16 => v
+                .iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect(),
+            _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        Tensor::contiguous(
+            "t".into(),
+            dtype,
+            vec![rows, width],
+            Storage::from_vec(bytes),
+        )
+    };
+    let ctl = Control::default();
+    for dtype in [DType::F32, DType::F16] {
+        let a = tensor(DType::F32, &other);
+        let (stored, ordered) = (tensor(dtype, &permuted), tensor(dtype, &in_order));
+        let order = Some(stats::RowOrder { rows: &stored_rows });
+        let got = stats::pair_stats_reordered(&a, &stored, None, order, 0.0, &ctl).unwrap();
+        let want = stats::pair_stats(&a, &ordered, 0.0, &ctl).unwrap();
+        assert!(want.2.diff_count > 0 && want.2.diff_count < (rows * width) as u64);
+        assert_eq!(got.2.diff_count, want.2.diff_count, "{dtype}");
+        assert_eq!(got.2.max_abs_diff, want.2.max_abs_diff, "{dtype}");
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * y.abs();
+        assert!(close(got.2.dot, want.2.dot) && close(got.2.sum_sq_diff, want.2.sum_sq_diff));
+        assert!(
+            close(got.1.mean, want.1.mean) && got.1.min == want.1.min,
+            "{dtype}"
+        );
+    }
+}
