@@ -120,9 +120,9 @@ pub(super) unsafe fn chunk_pair_avx2(
 /// `chunk_stats`/`chunk_pair` return `None` when a view is not contiguous f32/bf16.
 #[cfg(target_arch = "x86_64")]
 macro_rules! fused_drivers {
-    ($m:ident, $lanes:ty, $features:literal) => {
+    ($m:ident, $lanes:ty, $features:literal, $buffer_stats:path) => {
         pub(super) mod $m {
-            use super::fused::{block_pair, block_stats, block_stats_two_chains, Bf16, Load, F32};
+            use super::fused::{block_pair, block_stats, Bf16, Load, F32};
             use super::{as_bytes, chunk_pair_body, chunk_stats_body, fused_kind, DType, BLOCK};
             use super::{PairStats, TensorStats, View};
 
@@ -140,13 +140,15 @@ macro_rules! fused_drivers {
                 unsafe { block_stats::<L, A>(x, i, n) }
             }
 
+            /// The statistics of an f32 buffer (`$buffer_stats`).
+            ///
             /// # Safety
             /// As `fused::block_stats_two_chains`, with the module's features.
             #[target_feature(enable = $features)]
             #[inline(never)]
             unsafe fn block_s2(x: &[u8], i: usize, n: usize) -> Option<TensorStats> {
                 // SAFETY: as this function's contract.
-                unsafe { block_stats_two_chains::<L, F32>(x, i, n) }
+                unsafe { $buffer_stats(x, i, n) }
             }
 
             /// # Safety
@@ -276,12 +278,18 @@ macro_rules! fused_drivers {
 }
 
 #[cfg(target_arch = "x86_64")]
-fused_drivers!(fused_avx2, super::fused::Avx2, "avx2,fma,f16c");
+fused_drivers!(
+    fused_avx2,
+    super::fused::Avx2,
+    "avx2,fma,f16c",
+    super::fused::block_stats_f32_avx2
+);
 #[cfg(target_arch = "x86_64")]
 fused_drivers!(
     fused_avx512,
     super::fused::Avx512,
-    "avx512f,avx512dq,avx2,fma,f16c"
+    "avx512f,avx512dq,avx2,fma,f16c",
+    super::fused::block_stats_two_chains::<super::fused::Avx512, super::fused::F32>
 );
 
 pub(super) fn chunk_stats(v: &View, start: usize, end: usize) -> TensorStats {

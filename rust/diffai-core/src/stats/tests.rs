@@ -210,3 +210,39 @@ fn fp8_tables_match_known_values() {
     assert_eq!(e5[0x7c], f32::INFINITY);
     assert!(e5[0x7d].is_nan());
 }
+
+/// The AVX2 kernel of f32 buffers gives exactly the statistics of the generic two-chain kernel
+/// it replaces (same sums in the same chains; min/max/zeros on f32 lanes), with zeros, a 4-value
+/// tail, and a NaN block refused by both.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn f32_buffer_kernel_matches_the_two_chain_kernel() {
+    use super::fused::{block_stats_f32_avx2, block_stats_two_chains, Avx2, F32};
+    if !cpu_has_avx2() {
+        return;
+    }
+    let values: Vec<f32> = (0..2052)
+        .map(|i| match i % 7 {
+            0 => 0.0,
+            3 => -0.0,
+            _ => ((i * 7919 % 1000) as f32 - 480.5) * 1.5e-3,
+        })
+        .collect();
+    let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+    for (i, n) in [(0, 2048), (4, 2044), (0, 4), (8, 12), (0, 2052)] {
+        // SAFETY: the CPU has AVX2 (checked above with FMA and F16C); n is a multiple of 4.
+        let (got, want) = unsafe {
+            (
+                block_stats_f32_avx2(&bytes, i, n).unwrap(),
+                block_stats_two_chains::<Avx2, F32>(&bytes, i, n).unwrap(),
+            )
+        };
+        assert_eq!(got, want, "{i} {n}");
+        assert_eq!(got.mean.to_bits(), want.mean.to_bits());
+        assert_eq!(got.m2.to_bits(), want.m2.to_bits());
+    }
+    let mut with_nan = bytes.clone();
+    with_nan[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
+    // SAFETY: as above.
+    assert!(unsafe { block_stats_f32_avx2(&with_nan, 0, 2048) }.is_none());
+}
