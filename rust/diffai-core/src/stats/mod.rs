@@ -19,6 +19,10 @@
 //! - There, contiguous f32/bf16 skip the buffer: fused blocks convert straight into AVX-512 (8
 //!   lanes) or AVX2 (4 lanes) registers, one kernel generic over both (same blocks, shifts and
 //!   merge; NaN/Inf blocks and tails not a multiple of the lane count take the path above).
+//! - Block-quantized (GGUF) tensors are decoded a block at a time into an L1 f32 buffer and
+//!   summed by a kernel with two accumulator chains (on AVX2, min/max/zeros on f32 lanes).
+//! - A `RowOrder` reads a tensor's rows in another order than stored, in the same kernels
+//!   (`pair_stats_reordered`: GGUF q/k rows compared in Hugging Face order).
 //!
 //! Where things are: `api` (the public entry points), `summary` (the result types and their
 //! merges), `decode` (bytes of any dtype/layout to f64 or f32), `block` (the generic block
