@@ -183,6 +183,7 @@ def plan_diff(
     skipped: Tuple[Sequence[Tuple[str, str]], Sequence[Tuple[str, str]]] = ...,
     keys: Tuple[Optional[Dict[str, str]], Optional[Dict[str, str]]] = ...,
     opaque: Tuple[Sequence[str], Sequence[str]] = ...,
+    qk_heads: Tuple[Sequence[Tuple[str, int]], Sequence[Tuple[str, int]]] = ...,
 ) -> DiffPlan: ...
 def fold(model: Model, logicals: Sequence[Tuple[str, Sequence[str], Sequence[int]]]) -> Model: ...
 def tensor_stats(

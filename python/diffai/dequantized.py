@@ -93,24 +93,23 @@ def dequantized_names(a, b, names: List[str]) -> List[str]:
 
 @dataclass
 class Dequantized:
-    """Statistics and change of a pair compared outside the core's kernels (``a``, ``b``: as
-    the analyses see them), and the record statistics (dtype marked when ``marked``: dequantized
-    values). The diff's change rule (in the core) decides its status from ``change`` and whether
-    the stored types differ."""
+    """Statistics and change of a pair compared on dequantized values outside the core's
+    kernels (``a``, ``b``: as the analyses see them), and the record statistics that say so
+    (dtype marked). The diff's change rule (in the core) decides its status from ``change`` and
+    whether the stored types differ."""
 
     a: TensorStats
     b: TensorStats
     change: Optional[ChangeMetrics]  # None: values not read (headers only)
     record_a: TensorStats
     record_b: TensorStats
-    marked: bool = True
 
     @property
     def dtypes_differ(self) -> bool:
         return self.a.dtype != self.b.dtype
 
     def record(self, name: str) -> TensorStatsChanged:
-        return TensorStatsChanged(name, self.record_a, self.record_b, self.change, dequantized=self.marked)
+        return TensorStatsChanged(name, self.record_a, self.record_b, self.change, dequantized=True)
 
 
 def compare(a, b, names: List[str], epsilon: float, threads: int = 0) -> Dict[str, Dequantized]:
@@ -125,14 +124,6 @@ def compare(a, b, names: List[str], epsilon: float, threads: int = 0) -> Dict[st
         out[n] = compare_blocks(infos, zip(_blocks(a, n, scales[0], threads), _blocks(b, n, scales[1], threads)),
                                 epsilon, marks)
     return out
-
-
-def pair_metrics(pairs: Iterator[Tuple[np.ndarray, np.ndarray]], epsilon: float) -> ChangeMetrics:
-    """The core's change metrics of two tensors given as float64 blocks of equal length."""
-    acc = _PairSums()
-    for va, vb in pairs:
-        acc.add(va, vb, epsilon)
-    return acc.metrics()
 
 
 def compare_blocks(infos, pairs: Iterator[Tuple[np.ndarray, np.ndarray]], epsilon: float,

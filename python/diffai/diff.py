@@ -349,16 +349,17 @@ def is_model_file(path) -> bool:
 def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str) -> None:
     """One pair of models, diffed by the core (``diffai_core::diff``): names aligned and filtered,
     tensors compared, renames found, the change rule applied, scalars and metadata compared.
-    Compared here instead, as values, and handed to the core's change rule: quantized logical
-    weights (diffai.quantized, folded into one stand-in each), integer codes with a scale
-    (diffai.dequantized) and GGUF q/k tensors with llama.cpp's row permutation (diffai.gguf_names)."""
+    GGUF names pair by their Hugging Face names, q/k rows with llama.cpp's permutation undone
+    (diffai.gguf_names). Compared here instead, as values, and handed to the core's change rule:
+    quantized logical weights (diffai.quantized, folded into one stand-in each) and integer codes
+    with a scale (diffai.dequantized)."""
     result.sources.append((prefix, a, b))
     logical_a, logical_b = quantized.find(a), quantized.find(b)
     model_a, model_b = (_fold(src.model, logicals) for src, logicals in ((a, logical_a), (b, logical_b)))
-    keys, permuted = _gguf_keys(a, b, opts, result, prefix) if not (logical_a or logical_b) else ((None, None), {})
+    keys, qk_heads = _gguf_keys(a, b, opts, result, prefix) if not (logical_a or logical_b) else ((None, None), ([], []))
     plan = _core.plan_diff(model_a, model_b, opts.core, prefix, (list(a.scalars.items()), list(b.scalars.items())),
                            (list(a.metadata.items()), list(b.metadata.items())), (a.skipped, b.skipped),
-                           keys, (list(logical_a), list(logical_b)))
+                           keys, (list(logical_a), list(logical_b)), qk_heads)
     if plan.alignment is not None:
         result.alignments.append(Alignment(*plan.alignment, prefix))
     if opts.filters:
@@ -390,16 +391,11 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
             plain = [n for n in same if n not in coded]
             coded.update(dequantized.compare(a, b, dequantized.dequantized_names(a, b, plain), opts.epsilon,
                                              opts.threads))
-        if permuted:
-            gguf_side = "a" if a.format == "gguf" else "b"
-            for n, c in gguf_names.compare_permuted(a, b, gguf_side, permuted, b_own, same, opts.epsilon, prefix,
-                                                    opts.threads).items():
-                coded[n] = dequantized.Dequantized(c.a, c.b, c.change, c.a, c.b, marked=False)
         # Logical weights read alone (removed, added, reshaped): their statistics are made here.
         for side, src, logicals in (("a", a, logical_a), ("b", b, logical_b)):
             singles.update(((side, n), quantized.stats(src, logicals, n)) for n in plan.opaque_singles(side))
     by_quantized = set(logical_a) | {n for n in coded if b_own.get(n, n) in logical_b}
-    result.dequantized.update(prefix + n for n in coded if n not in by_quantized and coded[n].marked)
+    result.dequantized.update(prefix + n for n in coded if n not in by_quantized)
     result.quantized.update(prefix + n for n in coded if n in by_quantized)
     total = plan.nbytes if opts.progress else 0
     progress = (lambda done: opts.progress(done, total)) if opts.progress else None
@@ -433,9 +429,10 @@ def _fold(model: Any, logicals: Dict[str, quantized.Logical]) -> Any:
 
 def _gguf_keys(a: Source, b: Source, opts: DiffOptions, result: DiffResult, prefix: str):
     """GGUF beside Hugging Face names (diffai.gguf_names): each side's pairing keys (the GGUF
-    side's names mapped) and the permuted q/k tensors, when the GGUF side's architecture has a
-    name table (noted otherwise) and its names pair more tensors than the names as they are."""
-    none = ((None, None), {})
+    side's names mapped) and its permuted q/k tensors with their head counts, when the GGUF
+    side's architecture has a name table (noted otherwise) and its names pair more tensors than
+    the names as they are."""
+    none = ((None, None), ([], []))
     if not (opts.align and opts.strip_prefix is None and gguf_names.applies(a, b)):
         return none
     side, g, other = ("a", a, b) if a.format == "gguf" else ("b", b, a)
@@ -450,7 +447,8 @@ def _gguf_keys(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pref
     result.alignments.append(mapping.alignment)
     result.notes.extend(mapping.notes)
     keys = dict(mapping.keys)
-    return ((keys, None) if side == "a" else (None, keys)), mapping.permuted
+    heads = [(n, p.heads) for n, p in mapping.permuted.items()]
+    return ((keys, None), (heads, [])) if side == "a" else ((None, keys), ([], heads))
 
 
 class _Rows:

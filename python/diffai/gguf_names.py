@@ -5,21 +5,15 @@ the architecture comes from the GGUF's ``general.architecture``.
 
 llama.cpp's converter permutes the rows of attn_q / attn_k for the llama architecture
 (``LlamaModel.permute``: rows read as [heads, 2, head_dim/2] are swapped to [heads, head_dim/2, 2]);
-those tensors are compared with the permutation undone, a block of whole heads at a time."""
+those tensors are compared with the permutation undone by the core, which reads the GGUF rows back
+in Hugging Face order."""
 
 from __future__ import annotations
 
-import math
-import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
-import numpy as np
-
-from . import _core, dequantized
-from .records import TensorComparison
 
 # GGUF name (after ``blk.N.``) -> Hugging Face name (after ``model.layers.N.``).
 _LLAMA_BLOCK = {
@@ -56,7 +50,6 @@ PERMUTED = {"llama"}
 VALUE_NOTES = {"gemma": "gemma's converter stores norm weights + 1 in GGUF: its *norm.weight tensors differ by 1"}
 
 _BLOCK = re.compile(r"^blk\.(\d+)\.(.+)$")
-HEAD_BLOCK_ELEMENTS = 1 << 20  # float64 values per block of whole heads read (8 MiB, per thread)
 
 
 def hf_name(arch: str, name: str) -> Optional[str]:
@@ -158,57 +151,3 @@ def gguf_mapping(gguf_src, other_src, side: str, file: str = "") -> Optional[Map
 def applies(a, b) -> bool:
     """One side GGUF, the other not: the only case names are mapped."""
     return (a.format == "gguf") != (b.format == "gguf")
-
-
-def _head_block(src, name: str, heads: int) -> int:
-    """Elements per block read: whole heads, about HEAD_BLOCK_ELEMENTS."""
-    shape = src.tensor_infos()[name][1]
-    head = shape[0] // heads * (math.prod(shape[1:]) if len(shape) > 1 else 1)
-    return max(HEAD_BLOCK_ELEMENTS // head, 1) * head
-
-
-def unpermuted_blocks(src, name: str, heads: int, per: int) -> Iterator[np.ndarray]:
-    """GGUF tensor ``name`` as float64 blocks of ``per`` elements (whole heads) with llama.cpp's
-    q/k row permutation undone: a head's rows [head_dim/2, 2, width] read back as [2, head_dim/2, width]."""
-    shape = src.tensor_infos()[name][1]
-    width = math.prod(shape[1:]) if len(shape) > 1 else 1
-    for raw in _core.value_blocks(src.model, name, per):
-        block = np.frombuffer(raw, dtype=np.float64)
-        yield block.reshape(-1, shape[0] // heads // 2, 2, width).swapaxes(1, 2).reshape(-1)
-
-
-def plain_blocks(src, name: str, per: int) -> Iterator[np.ndarray]:
-    for raw in _core.value_blocks(src.model, name, per):
-        yield np.frombuffer(raw, dtype=np.float64)
-
-
-def compare_permuted(a, b, gguf_side: str, permuted: Dict[str, Permuted], b_own: Dict[str, str],
-                     names: List[str], epsilon: float, prefix: str, threads: int = 0) -> Dict[str, TensorComparison]:
-    """Comparisons of a's ``names`` (same shape on both sides) whose GGUF tensor is permuted.
-    Each side's statistics do not depend on element order: the core's kernels give them. The
-    change metrics are summed over the unpermuted values (``dequantized.pair_metrics``), both
-    sides read in blocks of the same whole heads, tensors on ``threads`` threads (0: every
-    usable core; numpy and the core's reads release the GIL)."""
-    pending = [n for n in names if (n if gguf_side == "a" else b_own.get(n, n)) in permuted]
-    if not pending:
-        return {}
-    stats_a = _core.tensor_stats(a.model, pending, threads)
-    stats_b = _core.tensor_stats(b.model, [b_own.get(n, n) for n in pending], threads)
-
-    def change(n: str):
-        own_b = b_own.get(n, n)
-        g_src, g_name = (a, n) if gguf_side == "a" else (b, own_b)
-        heads = permuted[g_name].heads
-        per = _head_block(g_src, g_name, heads)
-        blocks_a = unpermuted_blocks(a, n, heads, per) if gguf_side == "a" else plain_blocks(a, n, per)
-        blocks_b = unpermuted_blocks(b, own_b, heads, per) if gguf_side == "b" else plain_blocks(b, own_b, per)
-        return dequantized.pair_metrics(zip(blocks_a, blocks_b), epsilon)
-
-    workers = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    with ThreadPoolExecutor(max(1, min(workers, len(pending)))) as pool:
-        changes = list(pool.map(change, pending))
-    out = {}
-    for n, sa, sb, ch in zip(pending, stats_a, stats_b, changes):
-        status = "changed" if ch.changed_elements or sa.dtype != sb.dtype else "unchanged"
-        out[n] = TensorComparison(prefix + n, status, sa, sb, ch)
-    return out

@@ -45,7 +45,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 import numpy as np
 
 from . import _core, dequantized
-from .records import TensorComparison, TensorStats
+from .records import TensorStats
 
 BAND_ELEMENTS = 1 << 20  # logical values per band (8 MiB of float64 per side, a few temporaries)
 AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]  # AWQ packs column order_map[i] into nibble i

@@ -5,6 +5,7 @@
 use crate::results::{ChangeMetrics, TensorComparison, TensorStats};
 use crate::{py_dtype, run, to_py_err, DiffaiError, Model};
 use diffai_core::diff::{self, ModelDiff, Row, Side, Status};
+use diffai_core::gguf::llama_qk_rows;
 use diffai_core::{Model as CoreModel, Scalar, Skipped};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString};
@@ -67,6 +68,7 @@ struct Leaves {
     skipped: Vec<Skipped>,
     keys: Option<FxHashMap<String, String>>,
     opaque: FxHashSet<usize>,
+    row_orders: FxHashMap<usize, Vec<usize>>,
 }
 
 impl Leaves {
@@ -78,6 +80,7 @@ impl Leaves {
             skipped: &self.skipped,
             keys: self.keys.as_ref(),
             opaque: &self.opaque,
+            row_orders: Some(&self.row_orders),
         }
     }
 }
@@ -116,10 +119,13 @@ pub struct DiffPlan {
 /// Plans the diff of `a` and `b` (`prefix`: a folder's file, before every name). The leaves are
 /// the sides' scalars (`(key, value)`), metadata and unread entries as the caller holds them;
 /// `keys`: per side, names paired by another key (`{name: key}`, e.g. GGUF -> Hugging Face);
-/// `opaque`: per side, tensors whose values the caller reads (`fold`'s stand-ins).
+/// `opaque`: per side, tensors whose values the caller reads (`fold`'s stand-ins); `qk_heads`:
+/// per side, GGUF q/k tensors stored with llama.cpp's row permutation (`{name: heads}`), compared
+/// with it undone.
 #[pyfunction]
 #[pyo3(signature = (a, b, options, prefix="", scalars=(Vec::new(), Vec::new()), metadata=(Vec::new(), Vec::new()),
-                    skipped=(Vec::new(), Vec::new()), keys=(None, None), opaque=(Vec::new(), Vec::new())))]
+                    skipped=(Vec::new(), Vec::new()), keys=(None, None), opaque=(Vec::new(), Vec::new()),
+                    qk_heads=(Vec::new(), Vec::new())))]
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
 pub fn plan_diff(
     a: Bound<'_, Model>,
@@ -131,20 +137,30 @@ pub fn plan_diff(
     skipped: (Vec<(String, String)>, Vec<(String, String)>),
     keys: (Option<FxHashMap<String, String>>, Option<FxHashMap<String, String>>),
     opaque: (Vec<String>, Vec<String>),
+    qk_heads: (Vec<(String, usize)>, Vec<(String, usize)>),
 ) -> PyResult<DiffPlan> {
     type Parts<'py> = (Vec<(String, Bound<'py, PyAny>)>, Vec<(String, String)>, Vec<(String, String)>);
-    let leaves = |(s, m, k): Parts<'_>, keys, opaque: Vec<String>, model: &Model| -> PyResult<Leaves> {
+    type Reading = (Option<FxHashMap<String, String>>, Vec<String>, Vec<(String, usize)>);
+    let leaves = |(s, m, k): Parts<'_>, (keys, opaque, heads): Reading, model: &Model| -> PyResult<Leaves> {
+        let mut row_orders = FxHashMap::default();
+        for (name, h) in heads {
+            let i = model.position(&name)?;
+            let rows = model.inner.tensors[i].shape.first().copied().unwrap_or(0);
+            let order = llama_qk_rows(rows, h).map_err(|e| DiffaiError::new_err(format!("{name}: {e}")))?;
+            row_orders.insert(i, order);
+        }
         Ok(Leaves {
             scalars: s.into_iter().map(|(key, v)| Ok((key, scalar(&v)?))).collect::<PyResult<_>>()?,
             metadata: m,
             skipped: k.into_iter().map(|(name, reason)| Skipped { name, reason }).collect(),
             keys,
             opaque: opaque.iter().map(|n| model.position(n)).collect::<PyResult<_>>()?,
+            row_orders,
         })
     };
     let leaves = [
-        leaves((scalars.0, metadata.0, skipped.0), keys.0, opaque.0, a.get())?,
-        leaves((scalars.1, metadata.1, skipped.1), keys.1, opaque.1, b.get())?,
+        leaves((scalars.0, metadata.0, skipped.0), (keys.0, opaque.0, qk_heads.0), a.get())?,
+        leaves((scalars.1, metadata.1, skipped.1), (keys.1, opaque.1, qk_heads.1), b.get())?,
     ];
     let (ma, mb) = (a.get().inner.clone(), b.get().inner.clone());
     let plan = diff::plan(&leaves[0].side(&ma), &leaves[1].side(&mb), &options.inner, prefix).map_err(to_py_err)?;

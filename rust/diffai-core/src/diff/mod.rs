@@ -39,6 +39,15 @@ pub struct Side<'a> {
     /// Tensors whose values the caller reads (a quantized logical weight's stand-in, `view`):
     /// never read here; every pair holding one is compared by the caller (`elsewhere`).
     pub opaque: &'a FxHashSet<usize>,
+    /// Tensors whose rows are compared in another order than stored (tensor index -> the
+    /// stored row of each logical row: a GGUF q/k tensor with llama.cpp's permutation undone).
+    pub row_orders: Option<&'a FxHashMap<usize, Vec<usize>>>,
+}
+
+impl Side<'_> {
+    fn rows_of(&self, i: usize) -> Option<stats::RowOrder<'_>> {
+        self.row_orders?.get(&i).map(|rows| stats::RowOrder { rows })
+    }
 }
 
 impl<'a> Side<'a> {
@@ -50,6 +59,7 @@ impl<'a> Side<'a> {
             skipped: &model.skipped,
             keys: None,
             opaque: empty_set(),
+            row_orders: None,
         }
     }
 }
@@ -317,7 +327,7 @@ pub fn compare(
         let single_b =
             only_b.par_iter().map(|&(_, j)| read(&tb[j], b.opaque.contains(&j))).collect::<Result<Vec<_>>>()?;
         let pairs = (by_kernel.par_iter())
-            .map(|&(i, j)| stats::pair_stats(&ta[i], &tb[j], opts.epsilon, ctl).map(Some))
+            .map(|&(i, j)| stats::pair_stats_reordered(&ta[i], &tb[j], a.rows_of(i), b.rows_of(j), opts.epsilon, ctl).map(Some))
             .collect::<Result<Vec<_>>>()?;
         (single_a, single_b, pairs)
     };

@@ -134,11 +134,17 @@ fn q6_k(b: &[u8; 210], out: &mut [f32; 256]) {
     let (mut low, mut high) = ([0u8; 256], [0u8; 256]);
     unpack::<4, 64>(ql, &mut low);
     unpack::<2, 32>(qh, &mut high);
-    for (i, sixteen) in out.chunks_exact_mut(16).enumerate() {
-        let dl = d * scales[i] as i8 as f32;
-        let codes = low[16 * i..].iter().zip(&high[16 * i..]);
-        for (o, (&l, &h)) in sixteen.iter_mut().zip(codes) {
-            *o = dl * ((l | h << 4) as i32 - 32) as f32;
+    // The codes first, in one elementwise loop, then fixed 16-value runs: zipping the three
+    // arrays per run made LLVM assemble vectors byte by byte.
+    let mut codes = [0i32; 256];
+    for ((c, &l), &h) in codes.iter_mut().zip(&low).zip(&high) {
+        *c = (l | h << 4) as i32 - 32;
+    }
+    let runs = out.as_chunks_mut::<16>().0.iter_mut();
+    for ((sixteen, c), &sc) in runs.zip(codes.as_chunks::<16>().0).zip(scales) {
+        let dl = d * sc as i8 as f32;
+        for k in 0..16 {
+            sixteen[k] = dl * c[k] as f32;
         }
     }
 }

@@ -48,6 +48,7 @@ mod iquants;
 mod kquants;
 mod legacy;
 mod metadata;
+mod qk_rows;
 mod ternary;
 
 use crate::dtype::{BlockCodec, DType};
@@ -55,6 +56,7 @@ use crate::error::{Error, Result};
 use crate::mapped::{self, Owner};
 use crate::tensor::{Format, Model, Skipped, Storage, Tensor};
 use cursor::Cursor;
+pub use qk_rows::llama_qk_rows;
 use rustc_hash::FxHashSet;
 use std::path::Path;
 

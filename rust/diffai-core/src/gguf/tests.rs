@@ -312,3 +312,145 @@ fn unknown_and_undecoded_types_are_named_skips() {
         ]
     );
 }
+
+#[test]
+fn qk_rows_undo_the_converters_permutation() {
+    assert_eq!(llama_qk_rows(8, 2).unwrap(), [0, 2, 1, 3, 4, 6, 5, 7]);
+    assert_eq!(llama_qk_rows(6, 1).unwrap(), [0, 2, 4, 1, 3, 5]);
+    assert!(llama_qk_rows(6, 2).is_err());
+    assert!(llama_qk_rows(6, 0).is_err());
+}
+
+/// A Q8_0 tensor stored with permuted rows against its f32 original: the reordered pair pass
+/// gives the change metrics of the rows paired in Hugging Face order (a float64 reference over
+/// explicitly unpermuted values), and refuses row orders that are not permutations.
+#[test]
+fn reordered_pair_matches_a_float64_reference() {
+    let (rows, heads, width) = (16, 2, 96);
+    let stored_rows = llama_qk_rows(rows, heads).unwrap();
+    let mut seed = 7u64;
+    let mut code = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 57) as i8 - 64
+    };
+    let blocks: Vec<u8> = (0..rows * width / 32)
+        .flat_map(|b| {
+            let codes: Vec<i8> = (0..32).map(|_| code()).collect();
+            q8_0_block(0.25 + b as f32 / 64.0, |i| codes[i])
+        })
+        .collect();
+    let q = Tensor::contiguous(
+        "q".into(),
+        DType::Q8_0,
+        vec![rows, width],
+        Storage::from_vec(blocks),
+    );
+    let stored = stats::to_f64(&q, 0, None).unwrap();
+    // The original: stored row stored_rows[r] is row r; every 5th value nudged.
+    let original: Vec<f64> = (0..rows * width)
+        .map(|i| {
+            stored[stored_rows[i / width] * width + i % width] + [0.0, 0.5][(i % 5 == 0) as usize]
+        })
+        .collect();
+    let f = Tensor::contiguous(
+        "f".into(),
+        DType::F32,
+        vec![rows, width],
+        Storage::from_vec(
+            original
+                .iter()
+                .flat_map(|&x| (x as f32).to_le_bytes())
+                .collect(),
+        ),
+    );
+    let order = stats::RowOrder { rows: &stored_rows };
+    let ctl = Control::default();
+    let (sa, sb, p) = stats::pair_stats_reordered(&f, &q, None, Some(order), 0.0, &ctl).unwrap();
+    let unpermuted: Vec<f64> = (0..rows * width)
+        .map(|i| stored[stored_rows[i / width] * width + i % width])
+        .collect();
+    let (mut dot, mut aa, mut bb, mut sd, mut changed) = (0.0, 0.0, 0.0, 0.0, 0);
+    for (x, y) in original.iter().zip(&unpermuted) {
+        dot += x * y;
+        aa += x * x;
+        bb += y * y;
+        sd += (y - x) * (y - x);
+        changed += (x != y) as u64;
+    }
+    let close = |got: f64, want: f64| (got - want).abs() <= 1e-12 * want.abs();
+    assert_eq!((p.numel, p.compared, p.diff_count), (1536, 1536, changed));
+    assert!(changed > 0 && p.max_abs_diff == 0.5);
+    assert!(close(p.dot, dot) && close(p.sum_sq_a, aa) && close(p.sum_sq_b, bb));
+    assert!(close(p.sum_sq_diff, sd));
+    // Each side's statistics do not depend on the order.
+    let plain = stats::tensor_stats(&q, &ctl).unwrap();
+    assert!(close(sb.mean, plain.mean) && close(sb.m2, plain.m2));
+    assert_eq!((sb.min, sb.max, sa.numel), (plain.min, plain.max, 1536));
+    // Reading the unpermuted side in stored order instead makes nearly everything differ.
+    let (_, _, unordered) = stats::pair_stats(&f, &q, 0.0, &ctl).unwrap();
+    assert!(unordered.diff_count > changed);
+    for bad in [
+        vec![0usize; rows],
+        (0..rows - 1).collect(),
+        (1..=rows).collect(),
+    ] {
+        let order = Some(stats::RowOrder { rows: &bad });
+        let err = stats::pair_stats_reordered(&f, &q, None, order, 0.0, &ctl).unwrap_err();
+        assert!(err.to_string().contains("permutation"), "{err}");
+    }
+}
+
+/// The unquantized GGUF dtypes take the other read paths (f32 through the f32 buffer instead of
+/// in place, f16 through the f64 decode): reading stored rows in Hugging Face order gives the
+/// same comparison as a tensor written in that order.
+#[test]
+fn reordered_rows_in_f32_and_f16_match_the_tensor_in_order() {
+    let (rows, heads, width) = (8, 2, 20);
+    let stored_rows = llama_qk_rows(rows, heads).unwrap();
+    let value = |i: usize| ((i * 37 % 101) as f32 - 50.0) / 8.0;
+    let in_order: Vec<f32> = (0..rows * width).map(value).collect();
+    let permuted: Vec<f32> = (0..rows * width)
+        .map(|i| {
+            let hf_row = stored_rows.iter().position(|&s| s == i / width).unwrap();
+            value(hf_row * width + i % width)
+        })
+        .collect();
+    let other: Vec<f32> = in_order
+        .iter()
+        .map(|x| x + 0.25 * (x > &0.0) as u8 as f32)
+        .collect();
+    let tensor = |dtype: DType, v: &[f32]| {
+        let bytes: Vec<u8> = match dtype {
+            DType::F16 => v
+                .iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect(),
+            _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        };
+        Tensor::contiguous(
+            "t".into(),
+            dtype,
+            vec![rows, width],
+            Storage::from_vec(bytes),
+        )
+    };
+    let ctl = Control::default();
+    for dtype in [DType::F32, DType::F16] {
+        let a = tensor(DType::F32, &other);
+        let (stored, ordered) = (tensor(dtype, &permuted), tensor(dtype, &in_order));
+        let order = Some(stats::RowOrder { rows: &stored_rows });
+        let got = stats::pair_stats_reordered(&a, &stored, None, order, 0.0, &ctl).unwrap();
+        let want = stats::pair_stats(&a, &ordered, 0.0, &ctl).unwrap();
+        assert!(want.2.diff_count > 0 && want.2.diff_count < (rows * width) as u64);
+        assert_eq!(got.2.diff_count, want.2.diff_count, "{dtype}");
+        assert_eq!(got.2.max_abs_diff, want.2.max_abs_diff, "{dtype}");
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * y.abs();
+        assert!(close(got.2.dot, want.2.dot) && close(got.2.sum_sq_diff, want.2.sum_sq_diff));
+        assert!(
+            close(got.1.mean, want.1.mean) && got.1.min == want.1.min,
+            "{dtype}"
+        );
+    }
+}
