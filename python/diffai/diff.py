@@ -298,6 +298,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
 
     coded: Dict[str, dequantized.Dequantized] = {}
     by_quantized = set(logical_a) | set(logical_b)
+    decoded: Set[str] = set()  # pairs of which the core read a side as dequantized values
     if opts.shape_only:
         header_a, header_b = views or (a.tensor_infos(), b.tensor_infos())
         single_a = {n: TensorStats.from_header(header_a[n]) for n in only_a}
@@ -335,6 +336,11 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         single_b.update((n, quantized.stats(b, logical_b, b_own.get(n, n))) for n in only_b
                         if b_own.get(n, n) in logical_b)
         pairs = dict(zip(by_core, raw))
+        # PyTorch quantized tensors: the core reads them as their dequantized values.
+        encoded_a, encoded_b = a.model.encoded, b.model.encoded
+        if encoded_a or encoded_b:
+            decoded = {n for n in by_core if n in encoded_a or b_own.get(n, n) in encoded_b}
+            result.dequantized.update(prefix + n for n in decoded)
         pairs.update((n, d.comparison) for n, d in coded.items())
         pairs.update(unpermuted)
         # Logical weights stay out of result.dequantized: the analyses' value reads know only
@@ -363,7 +369,8 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
             params_b += sb.numel
             status = c.status
             if status == "changed":
-                add_record(coded[n].record(name) if n in coded else TensorStatsChanged(name, sa, sb, c.change))
+                add_record(coded[n].record(name) if n in coded
+                           else TensorStatsChanged(name, sa, sb, c.change, dequantized=n in decoded))
             add_comparison(c)
         elif n in single_b:
             sa, sb = single_a[n], single_b[n]

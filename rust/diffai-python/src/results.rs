@@ -51,7 +51,7 @@ impl TensorStats {
                 nan_count: Some(s.nan_count),
                 inf_count: Some(s.inf_count),
                 zero_count: Some(s.zero_count),
-                nbytes: t.nbytes() as u64,
+                nbytes: t.stored_nbytes() as u64,
             },
         )
     }
