@@ -75,8 +75,8 @@ pub(super) enum QScheme {
         zero_point: i64,
     },
     PerChannel {
-        scales: TensorRef,
-        zero_points: TensorRef,
+        scales: Box<TensorRef>,
+        zero_points: Box<TensorRef>,
         axis: usize,
     },
 }
@@ -220,12 +220,10 @@ impl Vm<'_> {
         v: &Value,
         channels: u64,
         what: &str,
-    ) -> VmResult<std::result::Result<TensorRef, Value>> {
+    ) -> VmResult<std::result::Result<Box<TensorRef>, Value>> {
         let t = match v {
             Value::Node(i) => match self.nodes.get(*i) {
-                Some(Node::Tensor(t)) if t.sparse.is_none() && t.quant.is_none() => {
-                    Some((**t).clone())
-                }
+                Some(Node::Tensor(t)) if t.sparse.is_none() && t.quant.is_none() => Some(t.clone()),
                 Some(Node::Opaque(why)) => {
                     let why = format!("a quantized tensor whose {what} are {why}");
                     return Ok(Err(self.new_node(Node::Opaque(why))));
