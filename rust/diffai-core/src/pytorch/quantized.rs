@@ -461,7 +461,8 @@ fn decode(plan: &Plan, codes: &[u8], start: usize, n: usize, out: &mut Vec<u8>) 
     }
 }
 
-/// `decode` for one code type: `code(p)` is the code at position `p` of the storage.
+/// `decode` for one code type: `code(p)` is the code at position `p` of the storage. Runs along
+/// the last dimension in a tight loop; an odometer steps the other dimensions between runs.
 fn decode_with(
     plan: &Plan,
     start: usize,
@@ -470,9 +471,15 @@ fn decode_with(
     code: impl Fn(usize) -> f32,
 ) {
     let (shape, strides) = (&plan.shape, &plan.strides);
+    // A 0-dimensional tensor is one run of one element (its `last` dimension has size 1).
+    let last = shape.len().saturating_sub(1);
+    let (width, step) = (
+        shape.get(last).copied().unwrap_or(1),
+        strides.get(last).copied().unwrap_or(0),
+    );
     // The multi-index of `start` and its position; positions wrap like the odometer below, which
     // may step one stride past the last element (never read).
-    let mut index = vec![0usize; shape.len()];
+    let mut index = vec![0usize; shape.len().max(1)];
     let mut rest = start;
     for d in (0..shape.len()).rev() {
         index[d] = rest % shape[d].max(1);
@@ -480,35 +487,45 @@ fn decode_with(
     }
     let mut pos = (index.iter().zip(strides))
         .fold(plan.offset, |p, (&i, &s)| p.wrapping_add(i.wrapping_mul(s)));
-    for _ in 0..n {
-        let q = code(pos);
-        let value = match &plan.params {
-            Params::PerTensor { scale, zero_point } => (q - zero_point) * scale,
+    let mut left = n;
+    while left > 0 {
+        let run = (width - index[last]).min(left);
+        let at = |k: usize| code(pos.wrapping_add(k.wrapping_mul(step)));
+        let mut push = |value: f32| out.extend_from_slice(&value.to_le_bytes());
+        match &plan.params {
+            Params::PerTensor { scale, zero_point } => {
+                (0..run).for_each(|k| push((at(k) - zero_point) * scale))
+            }
             Params::PerChannel {
                 axis,
                 scales,
                 zero_points,
                 float_zero_points,
             } => {
-                let c = index.get(*axis).copied().unwrap_or_default();
-                let scale = scales.get(c).copied().unwrap_or_default();
-                let zero_point = zero_points.get(c).copied().unwrap_or_default();
-                if *float_zero_points {
-                    (q - zero_point) * scale as f32
-                } else {
-                    ((q - zero_point) as f64 * scale) as f32
+                let channel = |k: usize| index[*axis] + if *axis == last { k } else { 0 };
+                for k in 0..run {
+                    let c = channel(k);
+                    let scale = scales.get(c).copied().unwrap_or_default();
+                    let zero_point = zero_points.get(c).copied().unwrap_or_default();
+                    push(if *float_zero_points {
+                        (at(k) - zero_point) * scale as f32
+                    } else {
+                        ((at(k) - zero_point) as f64 * scale) as f32
+                    });
                 }
             }
-        };
-        out.extend_from_slice(&value.to_le_bytes());
-        for d in (0..shape.len()).rev() {
-            index[d] += 1;
-            pos = pos.wrapping_add(strides[d]);
-            if index[d] < shape[d] {
-                break;
-            }
+        }
+        left -= run;
+        index[last] += run;
+        pos = pos.wrapping_add(run.wrapping_mul(step));
+        // Carry into the outer dimensions.
+        let mut d = last;
+        while index[d] >= shape.get(d).copied().unwrap_or(1) && d > 0 {
             pos = pos.wrapping_sub(strides[d].wrapping_mul(shape[d]));
             index[d] = 0;
+            d -= 1;
+            index[d] += 1;
+            pos = pos.wrapping_add(strides[d]);
         }
     }
 }
