@@ -208,8 +208,8 @@ def test_fixture_references_are_torchs_dequantize():
 @pytest.mark.filterwarnings("ignore::UserWarning")  # torch's quantized-dtype deprecation note
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_large_and_strided_tensors_against_torch(tmp_path, legacy):
-    """Tensors of several decoding bands (16384 values), strided views and qint32 codes past 2^24,
-    against torch's dequantize() and numpy float64."""
+    """Tensors of several decoding bands (16384 values), strided views, qint32 codes past 2^24 and
+    quint2x4, against torch's dequantize() and numpy float64."""
     torch = pytest.importorskip("torch")
     g = torch.Generator().manual_seed(7)
     x = torch.randn(5, 70, 101, generator=g) * 4
@@ -229,6 +229,10 @@ def test_large_and_strided_tensors_against_torch(tmp_path, legacy):
         "quint4x2": torch.quantize_per_channel(
             x.reshape(350, 101), torch.rand(350, generator=g) * 0.5 + 0.5, torch.rand(350, generator=g) * 8, 0,
             torch.quint4x2),
+        # Four codes a byte, 35347 of them: the last byte is partly used.
+        "quint2x4": torch.quantize_per_channel(
+            x.reshape(1, -1)[:, :35347].contiguous(), torch.rand(1, generator=g) + 0.5,
+            torch.rand(1, generator=g) * 2, 0, torch.quint2x4),
         "sliced": torch.quantize_per_tensor(x, 0.02, 5, torch.qint8)[1:4, ::3, 7:],
     }
     path = tmp_path / "big.pt"
