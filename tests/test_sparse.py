@@ -2,11 +2,14 @@
 `torch.save` files and compared by their dense values without making the dense tensor: every
 number here is checked against numpy float64 on `t.to_dense()`."""
 
+import pickle
+
 import numpy as np
 import pytest
 
 import diffai
 from diffai import _core
+from diffai.output import record_line
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # torch's "sparse is beta" notes
@@ -190,3 +193,24 @@ def test_a_batched_csr_tensor_is_a_named_skip_and_the_rest_is_read(tmp_path, ten
     assert list(m.tensors) == ["csr"]
     ((name, reason),) = m.skipped
     assert name == "batched" and "sparse_csr tensor of shape [2, 3, 4]" in reason
+
+
+def test_text_output_shows_the_layout_and_stored_entries(tmp_path, tensors):
+    """Text shows ``layout=... nnz=...`` for sparse sides; JSON and dense lines stay as they were."""
+    a, b = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
+    coo, other = tensors["coo"], tensors["other_coo"]
+    torch.save({"w": coo, "retyped": tensors["dense"], "same": tensors["dense"], "gone": tensors["csr"]}, a)
+    torch.save({"w": other, "retyped": (tensors["dense"] * 3).to_sparse_csr(), "same": tensors["dense"] * 2}, b)
+    result = diffai.diff(a, b)
+    lines = {r.name: record_line(r) for r in result.records}
+    nnz_a, nnz_b = coo._nnz(), other._nnz()
+    assert f": layout=sparse_coo, nnz={nnz_a}->{nnz_b}, mean=" in lines["w"]
+    nnz_csr = tensors["csr"]._nnz()
+    assert f": layout=strided->sparse_csr, nnz={nnz_csr}, mean=" in lines["retyped"]
+    assert lines["gone"] == f"  - gone: shape=[6, 8], dtype=f32, params=48, layout=sparse_csr, nnz={nnz_csr}"
+    assert "layout" not in lines["same"] and "nnz" not in lines["same"]  # dense on both sides
+    for r in result.records:
+        assert "layout" not in r.json_line() and "nnz" not in r.json_line()
+    (s,) = _core.tensor_stats(_core.open(a), ["w"])
+    assert (s.layout, s.nnz) == ("sparse_coo", nnz_a)
+    assert pickle.loads(pickle.dumps(s)).layout == "sparse_coo"

@@ -19,6 +19,8 @@ class TensorStats:
     inf_count: Optional[int]
     zero_count: Optional[int]
     nbytes: int
+    layout: Optional[str]  # a sparse tensor's layout (sparse_coo, sparse_csr ...); None when dense
+    nnz: Optional[int]
     def __init__(
         self,
         shape: Sequence[int],
@@ -32,6 +34,8 @@ class TensorStats:
         inf_count: Optional[int] = None,
         zero_count: Optional[int] = None,
         nbytes: int = 0,
+        layout: Optional[str] = None,
+        nnz: Optional[int] = None,
     ) -> None: ...
     @staticmethod
     def from_header(info: Tuple[str, Sequence[int], int]) -> TensorStats: ...
@@ -99,6 +103,8 @@ class Model:
     def name_collisions(self) -> List[Tuple[str, str]]: ...
     @property
     def skipped(self) -> List[Tuple[str, str]]: ...
+    @property
+    def encoded(self) -> Dict[str, str]: ...  # tensors read dequantized -> the dtype the file stores
     def __len__(self) -> int: ...
 
 class DiffOptions:

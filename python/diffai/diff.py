@@ -396,11 +396,16 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
             singles.update(((side, n), quantized.stats(src, logicals, n)) for n in plan.opaque_singles(side))
     by_quantized = set(logical_a) | {n for n in coded if b_own.get(n, n) in logical_b}
     result.dequantized.update(prefix + n for n in coded if n not in by_quantized)
+    # PyTorch quantized tensors: the core reads them as their dequantized values.
+    encoded_a, encoded_b = a.model.encoded, b.model.encoded
+    decoded = ({n for n in same if n in encoded_a or b_own.get(n, n) in encoded_b}
+               if (encoded_a or encoded_b) and not opts.shape_only else set())
+    result.dequantized.update(prefix + n for n in decoded)
     result.quantized.update(prefix + n for n in coded if n in by_quantized)
     total = plan.nbytes if opts.progress else 0
     progress = (lambda done: opts.progress(done, total)) if opts.progress else None
     elsewhere = {n: (d.change and d.change.changed_elements, d.dtypes_differ) for n, d in coded.items()}
-    rows = _Rows(plan.compare(elsewhere, progress), prefix, coded, singles)
+    rows = _Rows(plan.compare(elsewhere, progress), prefix, coded, singles, decoded)
     result.b_names.update({prefix + a_name: b_name for a_name, b_name in rows.renamed.values()})
     result._parts.append(rows)
     s = result.summary
@@ -454,11 +459,12 @@ def _gguf_keys(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pref
 class _Rows:
     """The core's rows of one pair of models, turned into Python objects only when asked for
     (a model can hold 100k tensors). ``coded``: the pairs compared here (a's name -> their
-    statistics); ``singles``: (side, own name) -> statistics of opaque tensors read alone."""
+    statistics); ``singles``: (side, own name) -> statistics of opaque tensors read alone;
+    ``decoded``: pairs the core read as dequantized values (PyTorch quantized tensors)."""
 
     def __init__(self, core: Any, prefix: str, coded: Dict[str, dequantized.Dequantized],
-                 singles: Dict[Tuple[str, str], TensorStats]) -> None:
-        self.core, self.prefix, self.coded, self.singles = core, prefix, coded, singles
+                 singles: Dict[Tuple[str, str], TensorStats], decoded: Set[str]) -> None:
+        self.core, self.prefix, self.coded, self.singles, self.decoded = core, prefix, coded, singles, decoded
         s = core.summary
         self.record_count = s["added"] + s["removed"] + s["renamed"] + s["reshaped"] + s["changed"]
         # row -> (a's name, b's own name) of each renamed tensor
@@ -500,7 +506,8 @@ class _Rows:
             if status == "changed":
                 local = c.name[len(prefix):]
                 d = coded.get(local)
-                add(d.record(c.name) if d is not None else TensorStatsChanged(c.name, c.a, c.b, c.change))
+                add(d.record(c.name) if d is not None
+                    else TensorStatsChanged(c.name, c.a, c.b, c.change, dequantized=local in self.decoded))
             elif status == "unchanged" or status == "not_compared":
                 pass
             elif status == "reshaped":

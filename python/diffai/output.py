@@ -268,13 +268,28 @@ def _shape(shape) -> str:
 
 
 def _brief(st: TensorStats) -> str:
-    return f"shape={_shape(st.shape)}, dtype={st.dtype}, params={st.numel}"
+    sparse = f", layout={st.layout}, nnz={st.nnz}" if st.layout else ""
+    return f"shape={_shape(st.shape)}, dtype={st.dtype}, params={st.numel}{sparse}"
+
+
+def _sparse_change(before: TensorStats, after: TensorStats) -> List[str]:
+    """The layout and stored entries of a pair where a side is sparse (a dense side is ``strided``)."""
+    if not (before.layout or after.layout):
+        return []
+    la, lb = before.layout or "strided", after.layout or "strided"
+    parts = [f"layout={la}" if la == lb else f"layout={la}->{lb}"]
+    if before.layout and after.layout:
+        parts.append(f"nnz={before.nnz}" if before.nnz == after.nnz else f"nnz={before.nnz}->{after.nnz}")
+    else:
+        parts.append(f"nnz={before.nnz if before.layout else after.nnz}")
+    return parts
 
 
 def _stats_change(before: TensorStats, after: TensorStats) -> List[str]:
     parts = []
     if before.dtype != after.dtype:
         parts.append(f"dtype={before.dtype}->{after.dtype}")
+    parts += _sparse_change(before, after)
     for key in ("mean", "std"):
         parts.append(f"{key}={num(getattr(before, key))}->{num(getattr(after, key))}")
     return parts
@@ -299,6 +314,7 @@ def record_line(r: Record, style: Style = plain) -> str:
         text = f"  ~ {name}: shape={_shape(r.before.shape)} -> {_shape(r.after.shape)}"
         if r.before.dtype != r.after.dtype:
             text += f", dtype={r.before.dtype}->{r.after.dtype}"
+        text += "".join(f", {part}" for part in _sparse_change(r.before, r.after))
         return style(text, "yellow")
     if isinstance(r, TensorRenamed):
         return style(f"  ~ {name} -> {escape_controls(r.new_name)}: renamed, {_brief(r.stats)}", "yellow")

@@ -112,8 +112,9 @@ def safe_div(a: float, b: float) -> Optional[float]:
     return a / b if b else None
 
 
-# GGUF's block-quantized dtypes (q4_0, q4_k, iq2_xs, tq1_0, mxfp4, nvfp4 ...) decode to floats.
-_BLOCK_QUANTIZED = re.compile(r"(i?q|tq)\d|mxfp4|nvfp4")
+# GGUF's block-quantized dtypes (q4_0, q4_k, iq2_xs, tq1_0, mxfp4, nvfp4 ...) and PyTorch's
+# quantized tensors (qint8 per-channel, quint4x2 ...: the core reads them dequantized) decode to floats.
+_BLOCK_QUANTIZED = re.compile(r"(i?q|tq)\d|qu?int\d|mxfp4|nvfp4")
 
 
 def is_float(dtype: str) -> bool:

@@ -160,6 +160,7 @@ pub fn sparse_tensor(
         offset: 0,
         strides: None,
         sparse: Some(Arc::new(parts)),
+        encoded: None,
     })
 }
 

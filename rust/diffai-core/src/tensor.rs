@@ -159,6 +159,18 @@ pub struct Tensor {
     /// A sparse tensor: `shape` and `dtype` are the dense tensor's, `storage` its values'; the
     /// statistics read the parts (`crate::sparse`).
     pub sparse: Option<Arc<SparseParts>>,
+    /// A tensor the reader decodes (a PyTorch quantized tensor): `dtype` and `storage` are its
+    /// decoded values', this is how the file stores them.
+    pub encoded: Option<Arc<Encoded>>,
+}
+
+/// How a decoded tensor is stored in its file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Encoded {
+    /// What diffai shows as the tensor's dtype, e.g. `qint8 per-channel`.
+    pub dtype: String,
+    /// Bytes the file holds for it (codes and their parameters).
+    pub nbytes: usize,
 }
 
 impl Tensor {
@@ -172,6 +184,7 @@ impl Tensor {
             offset: 0,
             strides: None,
             sparse: None,
+            encoded: None,
         }
     }
 
@@ -185,6 +198,22 @@ impl Tensor {
             return parts.nbytes();
         }
         self.numel() / self.dtype.block_elems() * self.dtype.size()
+    }
+
+    /// The dtype shown for the tensor: how its file stores it (`qint8 per-channel` for a
+    /// decoded tensor).
+    pub fn shown_dtype(&self) -> &str {
+        self.encoded.as_ref().map_or_else(|| self.dtype.name(), |e| e.dtype.as_str())
+    }
+
+    /// Whether two tensors are stored with the same dtype (decoded ones: the same encoding).
+    pub fn same_dtype(&self, other: &Tensor) -> bool {
+        self.dtype == other.dtype && self.shown_dtype() == other.shown_dtype()
+    }
+
+    /// The bytes the file holds for the tensor: `nbytes` unless it is decoded on read.
+    pub fn stored_nbytes(&self) -> usize {
+        self.encoded.as_ref().map_or_else(|| self.nbytes(), |e| e.nbytes)
     }
 
     /// The C-contiguous strides for `shape`.

@@ -3,7 +3,7 @@
 //! names are aligned, filtered and compared, and the change rule applied, in the core.
 
 use crate::results::{ChangeMetrics, TensorComparison, TensorStats};
-use crate::{py_dtype, run, to_py_err, DiffaiError, Model};
+use crate::{run, tensor_dtype, to_py_err, DiffaiError, Model};
 use diffai_core::diff::{self, ModelDiff, Row, Side, Status};
 use diffai_core::gguf::llama_qk_rows;
 use diffai_core::{Model as CoreModel, Scalar, Skipped};
@@ -298,10 +298,10 @@ impl ModelDiffRows {
         let Some(i) = i else { return Ok(None) };
         let t = &model.inner.tensors[i];
         let shape = &model.py_infos(py)?[i].shape;
-        let dtype = py_dtype(py, t.dtype);
+        let dtype = tensor_dtype(py, t);
         Ok(Some(match s {
-            Some(s) => TensorStats::computed(py, t, dtype, shape, s)?,
-            None => TensorStats::header(py, t, dtype, shape)?,
+            Some(s) => TensorStats::computed(py, t, &dtype, shape, s)?,
+            None => TensorStats::header(py, t, &dtype, shape)?,
         }))
     }
 
@@ -422,8 +422,8 @@ impl ModelDiffRows {
         };
         d.set_item("name", rows.iter().map(name).collect::<Vec<_>>())?;
         d.set_item("status", rows.iter().map(|r| r.status.name()).collect::<Vec<_>>())?;
-        d.set_item("dtype_a", rows.iter().map(|r| r.a.map(|i| ta[i].dtype.name())).collect::<Vec<_>>())?;
-        d.set_item("dtype_b", rows.iter().map(|r| r.b.map(|j| tb[j].dtype.name())).collect::<Vec<_>>())?;
+        d.set_item("dtype_a", rows.iter().map(|r| r.a.map(|i| ta[i].shown_dtype())).collect::<Vec<_>>())?;
+        d.set_item("dtype_b", rows.iter().map(|r| r.b.map(|j| tb[j].shown_dtype())).collect::<Vec<_>>())?;
         let floats = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<u8> {
             rows.iter().flat_map(|r| f(r).unwrap_or(f64::NAN).to_ne_bytes()).collect()
         };

@@ -66,6 +66,14 @@ fn py_dtype(py: Python<'_>, dtype: DType) -> &Py<PyString> {
     &names[dtype as usize]
 }
 
+/// The dtype a tensor shows: how the file stores it when it is decoded on read (`qint8 per-channel`).
+pub(crate) fn tensor_dtype(py: Python<'_>, t: &Tensor) -> Py<PyString> {
+    match &t.encoded {
+        Some(e) => PyString::intern(py, &e.dtype).unbind(),
+        None => py_dtype(py, t.dtype).clone_ref(py),
+    }
+}
+
 impl Model {
     pub(crate) fn wrap(inner: CoreModel) -> Model {
         let index = inner
@@ -145,7 +153,7 @@ impl Model {
     fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for (t, i) in self.inner.tensors.iter().zip(self.py_infos(py)?) {
-            d.set_item(&i.name, (py_dtype(py, t.dtype), &i.shape, t.nbytes()))?;
+            d.set_item(&i.name, (tensor_dtype(py, t), &i.shape, t.stored_nbytes()))?;
         }
         Ok(d)
     }
@@ -159,6 +167,15 @@ impl Model {
                 let parts = t.sparse.as_ref()?;
                 Some((t.name.clone(), (parts.layout.name(), parts.nnz())))
             })
+            .collect()
+    }
+
+    /// The names of the tensors decoded on read (PyTorch quantized tensors, read as their
+    /// dequantized values), each with the dtype the file stores.
+    #[getter]
+    fn encoded(&self) -> HashMap<String, String> {
+        (self.inner.tensors.iter())
+            .filter_map(|t| Some((t.name.clone(), t.encoded.as_ref()?.dtype.clone())))
             .collect()
     }
 
@@ -439,7 +456,7 @@ fn tensor_stats<'py>(
     out.iter()
         .map(|(i, st)| {
             let t = &model.inner.tensors[*i];
-            TensorStats::computed(py, t, py_dtype(py, t.dtype), &infos[*i].shape, st)
+            TensorStats::computed(py, t, &tensor_dtype(py, t), &infos[*i].shape, st)
         })
         .collect()
 }

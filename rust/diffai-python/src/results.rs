@@ -2,6 +2,7 @@
 //! `TensorComparison`: made here in one step per tensor (a model of 20,000 small tensors spent longer turning dicts into Python
 //! dataclasses than computing the statistics) and read from Python as plain attributes.
 
+use diffai_core::sparse::SparseLayout;
 use diffai_core::stats::{PairStats, TensorStats as CoreStats};
 use diffai_core::{json, Tensor};
 use pyo3::basic::CompareOp;
@@ -12,7 +13,9 @@ use pyo3::IntoPyObjectExt;
 /// Statistics of one tensor. mean/std/min/max are over its finite elements, accumulated in
 /// float64; std is the population std (ddof=0). They are None for an empty or all-NaN tensor,
 /// and for every tensor when only headers were read (``shape_only``). ``zero_count`` and
-/// ``nbytes`` serve the analyses: they are neither serialised nor compared by ``==``.
+/// ``nbytes`` serve the analyses, ``layout`` and ``nnz`` (a sparse tensor's layout, e.g.
+/// ``sparse_coo``, and its stored entries; None when dense) the text output: they are neither
+/// serialised nor compared by ``==``.
 #[pyclass(frozen, module = "diffai._core", get_all)]
 pub struct TensorStats {
     shape: Py<PyTuple>,
@@ -26,6 +29,8 @@ pub struct TensorStats {
     inf_count: Option<u64>,
     zero_count: Option<u64>,
     nbytes: u64,
+    layout: Option<&'static str>,
+    nnz: Option<u64>,
 }
 
 impl TensorStats {
@@ -50,7 +55,9 @@ impl TensorStats {
                 nan_count: Some(s.nan_count),
                 inf_count: Some(s.inf_count),
                 zero_count: Some(s.zero_count),
-                nbytes: t.nbytes() as u64,
+                nbytes: t.stored_nbytes() as u64,
+                layout: t.sparse.as_ref().map(|p| p.layout.name()),
+                nnz: t.sparse.as_ref().map(|p| p.nnz() as u64),
             },
         )
     }
@@ -70,7 +77,9 @@ impl TensorStats {
                 nan_count: None,
                 inf_count: None,
                 zero_count: None,
-                nbytes: t.nbytes() as u64,
+                nbytes: t.stored_nbytes() as u64,
+                layout: t.sparse.as_ref().map(|p| p.layout.name()),
+                nnz: t.sparse.as_ref().map(|p| p.nnz() as u64),
             },
         )
     }
@@ -112,7 +121,8 @@ impl TensorStats {
 impl TensorStats {
     #[new]
     #[pyo3(signature = (shape, dtype, numel, mean=None, std=None, min=None, max=None,
-                        nan_count=None, inf_count=None, zero_count=None, nbytes=0))]
+                        nan_count=None, inf_count=None, zero_count=None, nbytes=0, layout=None,
+                        nnz=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -127,7 +137,21 @@ impl TensorStats {
         inf_count: Option<u64>,
         zero_count: Option<u64>,
         nbytes: u64,
+        layout: Option<&str>,
+        nnz: Option<u64>,
     ) -> PyResult<Self> {
+        let layout = match layout {
+            None => None,
+            Some(name) => Some(
+                SparseLayout::from_name(name)
+                    .ok_or_else(|| {
+                        pyo3::exceptions::PyValueError::new_err(format!(
+                            "unknown sparse layout {name:?}"
+                        ))
+                    })?
+                    .name(),
+            ),
+        };
         Ok(TensorStats {
             shape: PyTuple::new(py, shape)?.unbind(),
             dtype: PyString::intern(py, dtype).unbind(),
@@ -140,6 +164,8 @@ impl TensorStats {
             inf_count,
             zero_count,
             nbytes,
+            layout,
+            nnz,
         })
     }
 
@@ -149,7 +175,7 @@ impl TensorStats {
         let (dtype, shape, nbytes) = info;
         let numel = shape.iter().product();
         Self::new(
-            py, shape, &dtype, numel, None, None, None, None, None, None, None, nbytes,
+            py, shape, &dtype, numel, None, None, None, None, None, None, None, nbytes, None, None,
         )
     }
 
@@ -172,9 +198,17 @@ impl TensorStats {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let sparse = match self.layout {
+            Some(layout) => format!(
+                ", layout={}, nnz={}",
+                repr(py, layout)?,
+                repr(py, self.nnz)?
+            ),
+            None => String::new(),
+        };
         Ok(format!(
             "TensorStats(shape={}, dtype={}, numel={}, mean={}, std={}, min={}, max={}, \
-             nan_count={}, inf_count={}, zero_count={}, nbytes={})",
+             nan_count={}, inf_count={}, zero_count={}, nbytes={}{sparse})",
             self.shape.bind(py).repr()?,
             self.dtype.bind(py).repr()?,
             self.numel,
@@ -193,19 +227,24 @@ impl TensorStats {
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, PyObject)> {
         let py = slf.py();
         let s = slf.get();
-        let args = (
-            s.shape.clone_ref(py),
-            s.dtype.clone_ref(py),
-            s.numel,
-            s.mean,
-            s.std,
-            s.min,
-            s.max,
-            s.nan_count,
-            s.inf_count,
-            s.zero_count,
-            s.nbytes,
-        );
+        let args = PyTuple::new(
+            py,
+            [
+                s.shape.clone_ref(py).into_any(),
+                s.dtype.clone_ref(py).into_any(),
+                s.numel.into_py_any(py)?,
+                s.mean.into_py_any(py)?,
+                s.std.into_py_any(py)?,
+                s.min.into_py_any(py)?,
+                s.max.into_py_any(py)?,
+                s.nan_count.into_py_any(py)?,
+                s.inf_count.into_py_any(py)?,
+                s.zero_count.into_py_any(py)?,
+                s.nbytes.into_py_any(py)?,
+                s.layout.into_py_any(py)?,
+                s.nnz.into_py_any(py)?,
+            ],
+        )?;
         Ok((slf.get_type().into_any(), args.into_py_any(py)?))
     }
 }
@@ -251,7 +290,10 @@ impl ChangeMetrics {
             ("mean_abs_diff", Field::Float(self.mean_abs_diff)),
             ("rel_l2", Field::Float(self.rel_l2)),
             ("cosine", Field::Float(self.cosine)),
-            ("changed_elements", Field::Count(Some(self.changed_elements))),
+            (
+                "changed_elements",
+                Field::Count(Some(self.changed_elements)),
+            ),
             ("compared", Field::Count(Some(self.compared))),
         ]
     }

@@ -24,7 +24,7 @@ pub fn push_stats(out: &mut String, t: &Tensor, s: Option<&TensorStats>, ensure_
         let _ = write!(out, "{d}");
     }
     out.push_str("], \"dtype\": ");
-    push_str(out, t.dtype.name(), ensure_ascii);
+    push_str(out, t.shown_dtype(), ensure_ascii);
     let _ = write!(out, ", \"numel\": {}, \"nan_count\": ", t.numel());
     push_count(out, s.map(|s| s.nan_count));
     out.push_str(", \"inf_count\": ");
@@ -32,8 +32,9 @@ pub fn push_stats(out: &mut String, t: &Tensor, s: Option<&TensorStats>, ensure_
     out.push('}');
 }
 
-/// The change between the two sides, or `null` when values were not read.
-pub fn push_change(out: &mut String, p: Option<&PairStats>) {
+/// The change between the two sides, or `null` when values were not read; `dequantized`: a
+/// side was read as its decoded values (a PyTorch quantized tensor), which the change says.
+pub fn push_change(out: &mut String, p: Option<&PairStats>, dequantized: bool) {
     let Some(p) = p else {
         out.push_str("null");
         return;
@@ -46,7 +47,8 @@ pub fn push_change(out: &mut String, p: Option<&PairStats>) {
     push_number(out, p.rel_l2());
     out.push_str(", \"cosine\": ");
     push_number(out, p.cosine());
-    let _ = write!(out, ", \"changed_elements\": {}, \"compared\": {}}}", p.diff_count, p.compared);
+    let _ = write!(out, ", \"changed_elements\": {}, \"compared\": {}", p.diff_count, p.compared);
+    out.push_str(if dequantized { ", \"dequantized\": true}" } else { "}" });
 }
 
 /// The record line of `row` (names `prefix` + each side's own), or None when the row is no
@@ -82,7 +84,8 @@ pub fn record_line(row: &Row, a: &[Tensor], b: &[Tensor], prefix: &str, ensure_a
             push_stats(&mut out, tb?, row.stats_b.as_ref(), ensure_ascii);
             if row.status == Status::Changed {
                 out.push_str(", ");
-                push_change(&mut out, row.change.as_ref());
+                let decoded = ta.is_some_and(|t| t.encoded.is_some()) || tb.is_some_and(|t| t.encoded.is_some());
+                push_change(&mut out, row.change.as_ref(), decoded);
             }
         }
     }

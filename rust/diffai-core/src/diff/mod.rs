@@ -436,7 +436,7 @@ fn compare_leaves(a: &Side, b: &Side, opts: &DiffOptions, prefix: &str, out: &mu
 /// Changed when any element differs (by more than epsilon) or the dtype differs; with headers
 /// only, changed when the dtype differs and otherwise not known.
 pub fn change_rule(a: &Tensor, b: &Tensor, change: Option<&PairStats>) -> Status {
-    change_rule_of(a.dtype != b.dtype, change)
+    change_rule_of(!a.same_dtype(b), change)
 }
 
 /// `change_rule` given whether the stored types differ.
@@ -451,9 +451,9 @@ pub fn change_rule_of(dtypes_differ: bool, change: Option<&PairStats>) -> Status
 
 /// The exact facts equal contents share (no rounded sum): dtype, shape, NaN/inf/zero counts and
 /// the range (-0.0 as 0.0, as they compare equal).
-fn content_key(t: &Tensor, s: &TensorStats) -> (DType, Vec<usize>, [u64; 5]) {
+fn content_key<'t>(t: &'t Tensor, s: &TensorStats) -> (DType, &'t str, Vec<usize>, [u64; 5]) {
     let bits = |x: Option<f64>| x.map_or(u64::MAX, |v| (v + 0.0).to_bits());
-    (t.dtype, t.shape.clone(), [s.nan_count, s.inf_count, s.zero_count, bits(s.min()), bits(s.max())])
+    (t.dtype, t.shown_dtype(), t.shape.clone(), [s.nan_count, s.inf_count, s.zero_count, bits(s.min()), bits(s.max())])
 }
 
 /// a's removed tensor -> (b's added tensor, their statistics) for tensors equal element by
@@ -493,7 +493,7 @@ fn find_renames(
             .map(|&(_, i, j)| stats::pair_stats(&ta[i], &tb[j], 0.0, ctl))
             .collect::<Result<Vec<_>>>()?;
         for (&(k, i, j), r) in trial.iter().zip(results) {
-            if r.2.diff_count == 0 && ta[i].dtype == tb[j].dtype {
+            if r.2.diff_count == 0 && ta[i].same_dtype(&tb[j]) {
                 found.insert(i, (j, r));
                 taken.insert(j);
                 pending[k] = None;

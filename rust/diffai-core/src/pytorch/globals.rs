@@ -30,7 +30,9 @@ pub(super) enum Known {
     RebuildTensorV3,
     RebuildParameter,
     RebuildFromTypeV2,
-    /// Other `torch._utils._rebuild_*`: quantized, sparse, nested, meta, device tensors.
+    /// `torch._utils._rebuild_qtensor`: a quantized tensor (`quantized.rs`).
+    RebuildQTensor,
+    /// Other `torch._utils._rebuild_*`: sparse, nested, meta, device tensors.
     RebuildOther,
     TensorType,
     Storage(StorageKind),
@@ -84,6 +86,7 @@ pub(super) fn known_global(module: &str, name: &str) -> Option<Known> {
         ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
             RebuildParameter
         }
+        ("torch._utils", "_rebuild_qtensor") => RebuildQTensor,
         ("torch._utils", n) if n.starts_with("_rebuild_") => RebuildOther,
         ("torch._tensor", "_rebuild_from_type_v2") => RebuildFromTypeV2,
         ("torch._tensor" | "torch", "Tensor")
@@ -176,8 +179,11 @@ pub(super) fn storage_kind(name: &str) -> Option<StorageKind> {
         "ComplexDoubleStorage" => Complex(DType::F64),
         "ComplexFloatStorage" => Complex(DType::F32),
         "ComplexHalfStorage" => Complex(DType::F16),
-        "QInt32Storage" => Other(4),
-        "QInt8Storage" | "QUInt8Storage" | "QUInt4x2Storage" | "QUInt2x4Storage" => Other(1),
+        "QInt8Storage" => Quantized(QDType::QInt8),
+        "QUInt8Storage" => Quantized(QDType::QUInt8),
+        "QInt32Storage" => Quantized(QDType::QInt32),
+        "QUInt4x2Storage" => Quantized(QDType::QUInt4x2),
+        "QUInt2x4Storage" => Quantized(QDType::QUInt2x4),
         _ => return None,
     })
 }

@@ -72,6 +72,7 @@ const LEGACY_PROTOCOL_VERSION: i64 = 1001;
 
 mod flatten;
 mod globals;
+mod quantized;
 mod sparse;
 mod storage;
 #[cfg(test)]
@@ -81,6 +82,7 @@ mod vm;
 
 use flatten::*;
 use globals::*;
+use quantized::*;
 use sparse::*;
 use storage::*;
 use value::*;

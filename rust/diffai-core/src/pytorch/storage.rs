@@ -129,6 +129,11 @@ pub(super) fn finish(
 ) -> Result<Model> {
     let mut model = Model::new(format);
     for (name, t) in flat.tensors {
+        if let Some(q) = &t.quant {
+            let quantized = make_quantized_tensor(path, name, &t, q, &mut storage)?;
+            model.tensors.push(quantized);
+            continue;
+        }
         if let Some(s) = &t.sparse {
             let sparse = make_sparse_tensor(path, name, &t, s, &mut storage)?;
             model.tensors.push(sparse);
@@ -210,6 +215,7 @@ pub(super) fn make_tensor(
         offset,
         strides: if contiguous { None } else { Some(strides) },
         sparse: None,
+        encoded: None,
     };
     tensor.check_bounds().map_err(|e| {
         Error::format(

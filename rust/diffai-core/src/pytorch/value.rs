@@ -76,8 +76,8 @@ pub(super) enum StorageKind {
     Untyped,
     /// Complex storages: each element is two values of the dtype (real, imaginary).
     Complex(DType),
-    /// Quantized storages: only their element size is known.
-    Other(usize),
+    /// Quantized storages: codes of a quantized dtype (`quantized.rs`).
+    Quantized(QDType),
 }
 
 impl StorageKind {
@@ -86,7 +86,7 @@ impl StorageKind {
             StorageKind::Typed(d) => d.size(),
             StorageKind::Untyped => 1,
             StorageKind::Complex(d) => 2 * d.size(),
-            StorageKind::Other(n) => n,
+            StorageKind::Quantized(q) => q.storage_dtype().size(),
         }
     }
 }
@@ -112,6 +112,9 @@ pub(super) struct TensorRef {
     pub(super) strides: Vec<u64>,
     /// A sparse tensor: `shape` is the dense size, the parts are here (`sparse.rs`).
     pub(super) sparse: Option<Rc<SparseRef>>,
+    /// A quantized tensor: `storage`, `offset`, `shape` and `strides` address its codes, and
+    /// `dtype` is their storage dtype (`quantized.rs`).
+    pub(super) quant: Option<Rc<QuantRef>>,
 }
 
 pub(super) fn text_of(v: &Value) -> Option<String> {

@@ -760,9 +760,10 @@ impl<'a> Vm<'a> {
                 self.rebuild_nesting -= 1;
                 v?
             }
+            Known::RebuildQTensor => self.rebuild_qtensor(&args)?,
             Known::RebuildOther if g.name == "_rebuild_sparse_tensor" => self.rebuild_sparse(&args)?,
             Known::RebuildOther => self.new_node(opaque(format!(
-                "{} builds a quantized, sparse, nested, meta or device-specific tensor, which diffai does not read",
+                "{} builds a sparse, nested, meta or device-specific tensor, which diffai does not read",
                 g.dotted()
             ))),
             Known::TensorType => match args.first() {
@@ -899,7 +900,7 @@ impl<'a> Vm<'a> {
                     complex = true;
                     (Some(d), String::new())
                 }
-                StorageKind::Other(_) => (None, String::new()),
+                StorageKind::Quantized(_) => (None, String::new()),
             }
         };
         // Complex: (real, imaginary) as a trailing dimension of 2, as torch.view_as_real shows it.
@@ -931,6 +932,7 @@ impl<'a> Vm<'a> {
             shape: shape.into_iter().map(|d| d as u64).collect(),
             strides: strides.into_iter().map(|s| s as u64).collect(),
             sparse: None,
+            quant: None,
         };
         Ok(self.new_node(Node::Tensor(Box::new(tensor))))
     }
