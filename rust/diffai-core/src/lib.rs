@@ -2,7 +2,8 @@
 //! exact per-tensor and pairwise statistics over them in parallel.
 //!
 //! One module per file format (`safetensors`, `pytorch`, `numpy`, `matlab`, `gguf` with its
-//! block dequantizers), `stats` for the kernels, `model` for format detection, `mapped` for
+//! block dequantizers), `quantized` for the quantized safetensors conventions (GPTQ, AWQ,
+//! bitsandbytes, FP8, MXFP4), `stats` for the kernels, `model` for format detection, `mapped` for
 //! opening and mapping files.
 
 pub mod cancel;
@@ -14,6 +15,7 @@ pub mod matlab;
 pub mod model;
 pub mod numpy;
 pub mod pytorch;
+pub mod quantized;
 pub mod safetensors;
 pub mod shards;
 pub mod sparse;

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+mod quantized;
 mod results;
 use results::{ChangeMetrics, TensorComparison, TensorStats};
 
@@ -715,5 +716,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(value_blocks, m)?)?;
     m.add_function(wrap_pyfunction!(row_products, m)?)?;
     m.add_class::<ValueBlocks>()?;
+    quantized::register(m)?;
     Ok(())
 }
