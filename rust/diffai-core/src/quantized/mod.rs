@@ -209,18 +209,20 @@ impl Band {
     fn decode(side: Side, rows: Range<usize>, width: usize, buf: &mut Vec<f32>) -> Result<Band> {
         let (start, n) = (rows.start * width, rows.len() * width);
         match side {
-            Side::Quantized(q) => {
-                let mut values = std::mem::take(buf);
-                values.resize(n, 0.0);
-                q.decode_rows(rows.start, &mut values);
-                let owner = Arc::new(F32Buffer(values));
-                let storage = Storage::new(owner.clone(), 0..n * 4);
-                Ok(Band {
-                    tensor: Tensor::contiguous("band".into(), DType::F32, vec![n], storage),
-                    buffer: Some(owner),
-                })
+            Side::Quantized(q) => Ok(Band::f32(buf, n, |out| q.decode_rows(rows.start, out))),
+            // f16 (the usual reference model) widened to f32 here, exactly, so the pair takes
+            // the kernels' fused f32 path instead of their f64 buffers.
+            Side::Dense(t) if t.dtype == DType::F16 && t.contiguous_bytes().is_some() => {
+                let bytes = &t.contiguous_bytes().unwrap_or_default()[2 * start..2 * (start + n)];
+                Ok(Band::f32(buf, n, |out| widen_f16(bytes, out)))
             }
-            Side::Dense(t) if t.sparse.is_none() && t.is_c_contiguous() => {
+            // Sliced in place; a block-quantized dtype (GGUF) only at whole blocks.
+            Side::Dense(t)
+                if t.sparse.is_none()
+                    && t.is_c_contiguous()
+                    && start.is_multiple_of(t.dtype.block_elems())
+                    && n.is_multiple_of(t.dtype.block_elems()) =>
+            {
                 let mut slice = t.clone();
                 slice.offset = t.offset + start;
                 slice.shape = vec![n];
@@ -246,6 +248,19 @@ impl Band {
         }
     }
 
+    /// `n` values written by `fill` into the reused buffer `buf`.
+    fn f32(buf: &mut Vec<f32>, n: usize, fill: impl FnOnce(&mut [f32])) -> Band {
+        let mut values = std::mem::take(buf);
+        values.resize(n, 0.0);
+        fill(&mut values);
+        let owner = Arc::new(F32Buffer(values));
+        let storage = Storage::new(owner.clone(), 0..n * 4);
+        Band {
+            tensor: Tensor::contiguous("band".into(), DType::F32, vec![n], storage),
+            buffer: Some(owner),
+        }
+    }
+
     /// The f32 buffer back for the next band (a fresh one if another owner still holds it).
     fn into_buffer(self) -> Vec<f32> {
         drop(self.tensor);
@@ -253,6 +268,37 @@ impl Band {
             .and_then(|b| Arc::try_unwrap(b).ok())
             .map(|b| b.0)
             .unwrap_or_default()
+    }
+}
+
+/// Little-endian f16 values to f32 (exact), eight at a time with F16C where the CPU has it.
+fn widen_f16(bytes: &[u8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU reports F16C (and so AVX, which it requires).
+        return unsafe { widen_f16_f16c(bytes, out) };
+    }
+    for (o, h) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *o = half::f16::from_bits(u16::from_le_bytes([h[0], h[1]])).to_f32();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+unsafe fn widen_f16_f16c(bytes: &[u8], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = out.len().min(bytes.len() / 2);
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n keeps the 16-byte load and the 8-lane store in bounds.
+        unsafe {
+            let halves = _mm_loadu_si128(bytes.as_ptr().add(2 * i) as *const __m128i);
+            _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_cvtph_ps(halves));
+        }
+        i += 8;
+    }
+    for (o, h) in out[i..n].iter_mut().zip(bytes[2 * i..].chunks_exact(2)) {
+        *o = half::f16::from_bits(u16::from_le_bytes([h[0], h[1]])).to_f32();
     }
 }
 

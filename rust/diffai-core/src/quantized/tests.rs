@@ -393,3 +393,36 @@ fn parts_that_do_not_fit_are_errors() {
     )
     .is_err());
 }
+
+#[test]
+fn pair_with_an_f16_tensor_of_odd_width() {
+    let (rows, width) = (900, 301);
+    let codes: Vec<u8> = random(14, rows * width).iter().map(|x| *x as u8).collect();
+    let scb: Vec<f32> = random(15, rows)
+        .iter()
+        .map(|x| (x % 5000) as f32 / 37.0)
+        .collect();
+    let (w, s) = (
+        tensor("weight", DType::I8, &[rows, width], codes),
+        f32_tensor("SCB", &[rows], &scb),
+    );
+    let q = BnbInt8::new(&w, &s).unwrap();
+    let exact = values(&q, 0..rows).unwrap();
+    let halves: Vec<u8> = exact
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes())
+        .collect();
+    let h = tensor("h", DType::F16, &[rows, width], halves);
+    let ctl = Control::default();
+    let (_, y, p) = pair_stats(Side::Quantized(&q), Side::Dense(&h), 0.0, &ctl).unwrap();
+    let dense = f32_tensor("dense", &[rows, width], &exact);
+    let (_, wy, wp) = crate::stats::pair_stats(&dense, &h, 0.0, &ctl).unwrap();
+    assert_eq!((y.min, y.max, y.numel), (wy.min, wy.max, wy.numel));
+    assert_eq!(
+        (p.diff_count, p.compared, p.max_abs_diff),
+        (wp.diff_count, wp.compared, wp.max_abs_diff)
+    );
+    assert!(p.diff_count > 0);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+    assert!(close(p.sum_sq_diff, wp.sum_sq_diff) && close(p.dot, wp.dot) && close(y.m2, wy.m2));
+}
