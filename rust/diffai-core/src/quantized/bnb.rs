@@ -110,16 +110,31 @@ impl Dequantize for Bnb4<'_> {
     fn decode_rows(&self, r0: usize, out: &mut [f32]) {
         let bytes = self.codes.bytes();
         let e0 = r0 * self.width;
-        // One absmax block at a time: its scale is a constant of the inner loop.
+        // One absmax block at a time: its scale is a constant of the inner loop; whole bytes
+        // (two codes, high nibble first) where the run starts at an even element.
         let mut i = 0;
         while i < out.len() {
             let e = e0 + i;
             let block = e / self.blocksize;
             let end = ((block + 1) * self.blocksize - e0).min(out.len());
             let scale = self.absmax[block];
-            for (o, e) in out[i..end].iter_mut().zip(e..) {
-                let code = (bytes[e / 2] >> (4 * (1 - e % 2))) & 15;
-                *o = self.quant_map[code as usize] * scale;
+            let value = |code: u8| self.quant_map[(code & 15) as usize] * scale;
+            let mut run = &mut out[i..end];
+            let mut byte = e / 2;
+            if e % 2 == 1 {
+                run[0] = value(bytes[byte]);
+                run = &mut run[1..];
+                byte += 1;
+            }
+            let tail_byte = byte + run.len() / 2;
+            let mut pairs = run.chunks_exact_mut(2);
+            for (pair, &b) in (&mut pairs).zip(&bytes[byte..]) {
+                pair[0] = value(b >> 4);
+                pair[1] = value(b);
+            }
+            let last = pairs.into_remainder();
+            if let Some(o) = last.first_mut() {
+                *o = value(bytes[tail_byte] >> 4);
             }
             i = end;
         }

@@ -168,7 +168,7 @@ impl<'a> IntPacked<'a> {
         let zero_words = Packed::of(qzeros, &[DType::I32])?;
         let zeros: Vec<f32> = (0..groups * n)
             .map(|i| {
-                let shift = 4 * nibble_of(i % 8);
+                let shift = 4 * AWQ_NIBBLE[i % 8];
                 ((zero_words.word(i / 8) >> shift) & 15) as f32
             })
             .collect();
@@ -222,22 +222,24 @@ impl<'a> IntPacked<'a> {
 
     /// Codes of rows [r0, r0 + out.len() / width) into `out` as f32.
     fn unpack(&self, r0: usize, out: &mut [f32]) {
-        let (bits, width) = (self.bits, self.width);
-        let per = 32 / bits;
-        let mask = (1u32 << bits) - 1;
+        // Bits as a constant: the shifts of a word unroll.
+        match self.bits {
+            2 => self.unpack_bits::<2>(r0, out),
+            4 => self.unpack_bits::<4>(r0, out),
+            _ => self.unpack_bits::<8>(r0, out),
+        }
+    }
+
+    fn unpack_bits<const BITS: usize>(&self, r0: usize, out: &mut [f32]) {
+        let per = 32 / BITS;
+        let mask = (1u32 << BITS) - 1;
+        let width = self.width;
         let count = out.len() / width.max(1);
         let bytes = self.words.bytes();
-        let word_at = |i: usize| {
-            u32::from_le_bytes([
-                bytes[4 * i],
-                bytes[4 * i + 1],
-                bytes[4 * i + 2],
-                bytes[4 * i + 3],
-            ])
-        };
+        let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let spread = |w: u32, to: &mut [f32]| {
-            for (j, o) in to.iter_mut().enumerate() {
-                *o = ((w >> (j * bits)) & mask) as f32;
+            for (j, o) in to.iter_mut().enumerate().take(per) {
+                *o = ((w >> (j * BITS)) & mask) as f32;
             }
         };
         match self.layout {
@@ -246,27 +248,27 @@ impl<'a> IntPacked<'a> {
                 for p in 0..width / per {
                     let row = &bytes[4 * (p * self.rows + r0)..4 * (p * self.rows + r0 + count)];
                     for (i, w) in row.chunks_exact(4).enumerate() {
-                        let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-                        spread(w, &mut out[i * width + p * per..i * width + (p + 1) * per]);
+                        let at = i * width + p * per;
+                        spread(word(w), &mut out[at..at + per]);
                     }
                 }
             }
             Layout::RowsAlongK => {
-                let words_per_row = width.div_ceil(per);
-                for (i, row) in out.chunks_exact_mut(width).enumerate() {
-                    let first = (r0 + i) * words_per_row;
-                    for (p, to) in row.chunks_mut(per).enumerate() {
-                        spread(word_at(first + p), to);
+                let row_bytes = 4 * width.div_ceil(per);
+                let words = bytes[r0 * row_bytes..].chunks_exact(row_bytes);
+                for (row, packed) in out.chunks_exact_mut(width).zip(words) {
+                    for (to, w) in row.chunks_mut(per).zip(packed.chunks_exact(4)) {
+                        spread(word(w), to);
                     }
                 }
             }
             Layout::RowsInterleaved => {
-                let words_per_k = self.rows / 8;
-                for k in 0..width {
+                let row_bytes = 4 * (self.rows / 8);
+                for (k, packed) in bytes.chunks_exact(row_bytes).enumerate().take(width) {
                     for i in 0..count {
                         let n = r0 + i;
-                        let w = word_at(k * words_per_k + n / 8);
-                        out[i * width + k] = ((w >> (4 * nibble_of(n % 8))) & 15) as f32;
+                        let w = word(&packed[4 * (n / 8)..]);
+                        out[i * width + k] = ((w >> (4 * AWQ_NIBBLE[n % 8])) & 15) as f32;
                     }
                 }
             }
@@ -274,10 +276,16 @@ impl<'a> IntPacked<'a> {
     }
 }
 
-/// The nibble of a packed AWQ word that holds column `c` of its run of 8.
-fn nibble_of(c: usize) -> usize {
-    AWQ_ORDER.iter().position(|&o| o == c).unwrap_or(0)
-}
+/// The nibble of a packed AWQ word that holds column `c` of its run of 8 (`AWQ_ORDER` inverted).
+const AWQ_NIBBLE: [usize; 8] = {
+    let mut inv = [0; 8];
+    let mut i = 0;
+    while i < 8 {
+        inv[AWQ_ORDER[i]] = i;
+        i += 1;
+    }
+    inv
+};
 
 impl Dequantize for IntPacked<'_> {
     fn matrix(&self) -> (usize, usize) {
