@@ -315,6 +315,18 @@ def test_cli_json_lists_each_logical_weight_once(tmp_path, ref):
     assert by_name[Q][2]["dtype"] == "gptq-int4 g128 desc_act" and by_name[Q][3]["dequantized"] is True
 
 
+def test_cli_text_with_analyses(tmp_path, ref):
+    """The default output runs the analyses, whose value reads meet the logical weight's name
+    (not a tensor of the file): they must not fail on it."""
+    fp16 = _write(tmp_path, "fp16", ref)
+    path = _write(tmp_path, "gptq", *mk.gptq(ref, desc_act=False))
+    env = dict(os.environ, PYTHONPATH=str(Path(diffai.__file__).parents[1]))
+    out = subprocess.run([sys.executable, "-m", "diffai", str(fp16), str(path)], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode in (0, 1), out.stderr
+    assert "dtype=f16->gptq-int4 g128" in out.stdout
+
+
 def test_prefix_alignment_and_shards(tmp_path, ref):
     """A logical weight pairs across stripped wrapper prefixes, and its parts may sit in
     different shards of one checkpoint (config.json beside the index)."""

@@ -19,10 +19,10 @@ decoder follows:
   of ``nested_quant_map`` times ``nested_absmax`` per ``nested_blocksize`` plus ``nested_offset``);
   the value is ``quant_map[code] * absmax``; shape and block sizes from ``quant_state.*`` JSON.
 - bitsandbytes int8 (``int8_vectorwise_dequant``): ``weight`` int8 and ``SCB`` per row:
-  ``W = q * SCB / 127``.
+  ``W = q * SCB * 7.874015718698502e-3`` (its reciprocal of 127), in float32 as bitsandbytes does.
 - FP8 with scales: ``weight`` float8 and ``weight_scale_inv`` per 128x128 block (DeepSeek-V3
   ``weight_dequant``; block from ``weight_block_size``) or compressed-tensors ``weight_scale``
-  (per tensor, channel or group): ``W = w * scale`` of the element's block.
+  (per tensor, channel or group): ``W = w * scale`` of the element's block, in float32 as both do.
 - compressed-tensors ``pack-quantized`` (``pack_to_int32``): ``weight_packed`` int32 [N, K/(32/b)],
   codes plus ``2**(b-1)``, low bits first; ``W = (code - 2**(b-1)) * weight_scale`` (symmetric).
 - MXFP4 (gpt-oss, transformers ``convert_moe_packed_tensors``): ``*_blocks`` / ``*.blocks`` uint8
