@@ -33,6 +33,8 @@ def scale_name(src, local: str) -> Optional[str]:
     """The name of the scale tensor of integer tensor ``local`` in ``src``, if it has a usable one
     (a float tensor of one value or one value per row)."""
     infos = src.tensor_infos()
+    if local not in infos:
+        return None  # a logical weight of a quantized convention (diffai.quantized), not a file tensor
     dtype, shape, _ = infos[local]
     if is_float(dtype) or dtype == "bool":
         return None

@@ -385,7 +385,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
             singles.update(((side, n), header(src, logicals, n)) for n in plan.opaque_singles(side))
     elif not opts.shape_only:
         if logical_a or logical_b:
-            coded = {n: quantized.compare(a, b, logical_a, logical_b, n, b_own.get(n, n), opts.epsilon)
+            coded = {n: quantized.compare(a, b, logical_a, logical_b, n, b_own.get(n, n), opts.epsilon, opts.threads)
                      for n in same if n in logical_a or b_own.get(n, n) in logical_b}
         if not b_own:
             plain = [n for n in same if n not in coded]
@@ -393,7 +393,8 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
                                              opts.threads))
         # Logical weights read alone (removed, added, reshaped): their statistics are made here.
         for side, src, logicals in (("a", a, logical_a), ("b", b, logical_b)):
-            singles.update(((side, n), quantized.stats(src, logicals, n)) for n in plan.opaque_singles(side))
+            singles.update(((side, n), quantized.stats(src, logicals, n, opts.threads))
+                           for n in plan.opaque_singles(side))
     by_quantized = set(logical_a) | {n for n in coded if b_own.get(n, n) in logical_b}
     result.dequantized.update(prefix + n for n in coded if n not in by_quantized)
     # PyTorch quantized tensors: the core reads them as their dequantized values.

@@ -19,10 +19,10 @@ decoder follows:
   of ``nested_quant_map`` times ``nested_absmax`` per ``nested_blocksize`` plus ``nested_offset``);
   the value is ``quant_map[code] * absmax``; shape and block sizes from ``quant_state.*`` JSON.
 - bitsandbytes int8 (``int8_vectorwise_dequant``): ``weight`` int8 and ``SCB`` per row:
-  ``W = q * SCB / 127``.
+  ``W = q * SCB * 7.874015718698502e-3`` (its reciprocal of 127), in float32 as bitsandbytes does.
 - FP8 with scales: ``weight`` float8 and ``weight_scale_inv`` per 128x128 block (DeepSeek-V3
   ``weight_dequant``; block from ``weight_block_size``) or compressed-tensors ``weight_scale``
-  (per tensor, channel or group): ``W = w * scale`` of the element's block.
+  (per tensor, channel or group): ``W = w * scale`` of the element's block, in float32 as both do.
 - compressed-tensors ``pack-quantized`` (``pack_to_int32``): ``weight_packed`` int32 [N, K/(32/b)],
   codes plus ``2**(b-1)``, low bits first; ``W = (code - 2**(b-1)) * weight_scale`` (symmetric).
 - MXFP4 (gpt-oss, transformers ``convert_moe_packed_tensors``): ``*_blocks`` / ``*.blocks`` uint8
@@ -31,8 +31,10 @@ decoder follows:
   layout, not transformers' transposed one).
 
 Tensors of a convention that does not apply (another bit width, asymmetric pack-quantized) stay
-visible as their raw tensors. Values are produced a band of rows at a time in numpy (bounded
-memory, slower than the Rust kernels); no whole-tensor float copy is made.
+visible as their raw tensors. This module decides which tensors form a logical weight and with
+which parameters (a ``spec``); the Rust core (``rust/diffai-core/src/quantized/``) checks the parts
+against each other, decodes them band by band in f32 as the references do, and computes the
+statistics: no whole-tensor float copy is made.
 """
 
 from __future__ import annotations
@@ -40,45 +42,45 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
 from . import _core, dequantized
 from .records import TensorStats
 
-BAND_ELEMENTS = 1 << 20  # logical values per band (8 MiB of float64 per side, a few temporaries)
-AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]  # AWQ packs column order_map[i] into nibble i
-NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-                -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-                0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-                0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], dtype=np.float32)
-E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
-                 -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], dtype=np.float32)
+# (kind, {role: tensor name}, {parameter: number}): what the core needs to decode a logical weight.
+Spec = Tuple[str, Dict[str, str], Dict[str, float]]
 
 
 @dataclass
 class Logical:
-    """One logical weight of a quantized model. ``rows(r0, r1)`` gives rows [r0, r1) of its
-    ``matrix`` view (every dim but the last flattened into rows) as float64 [r1 - r0, width]."""
+    """One logical weight of a quantized model, decoded by the core from ``spec``."""
 
     name: str
     storage: str
     shape: Tuple[int, ...]
     members: List[str]
     nbytes: int
-    rows: Callable[[int, int], np.ndarray]
+    spec: Spec
+    model: object
 
     @property
     def info(self) -> Tuple[str, Tuple[int, ...], int]:
         return self.storage, self.shape, self.nbytes
+
+    def rows(self, r0: int, r1: int) -> np.ndarray:
+        """Rows [r0, r1) of its ``matrix`` view (every dim but the last flattened into rows) as
+        float64 [r1 - r0, width] (the core's f32 values, widened exactly)."""
+        raw = _core.quantized_values(self.model, self.spec, r0, r1)
+        return np.frombuffer(raw, dtype=np.float32).astype(np.float64).reshape(r1 - r0, matrix(self.shape)[1])
 
 
 # ----------------------------------------------------------------------------- reading parts
 
 
 class _Parts:
-    """The tensors of one source, read as float64 (exact for every integer and float code)."""
+    """The tensors of one source: headers, and small parts (configs, group indices) whole."""
 
     def __init__(self, src) -> None:
         self.src = src
@@ -91,43 +93,19 @@ class _Parts:
         return tuple(self.infos[name][1])
 
     def whole(self, name: str) -> np.ndarray:
-        """An auxiliary tensor (scales, zeros: a fraction of the weight's size) whole."""
+        """A small part (a shape, a JSON state, ``g_idx``) whole, as float64."""
         return np.frombuffer(_core.values(self.src.model, name), dtype=np.float64).reshape(self.shape(name))
 
-    def rows(self, name: str, r0: int, r1: int) -> np.ndarray:
-        width = matrix(self.shape(name))[1]
-        raw = _core.values(self.src.model, name, r0 * width, (r1 - r0) * width)
-        return np.frombuffer(raw, dtype=np.float64).reshape(r1 - r0, width)
-
-    def columns(self, name: str, c0: int, c1: int) -> np.ndarray:
-        """Columns [c0, c1) of every row of a 2-D tensor (one strided read in the core)."""
-        raw = _core.column_values(self.src.model, name, c0, c1)
-        return np.frombuffer(raw, dtype=np.float64).reshape(-1, c1 - c0)
+    def logical(self, name: str, storage: str, shape: Tuple[int, ...], members: List[str], kind: str,
+                roles: Dict[str, str], **params: float) -> Logical:
+        return Logical(name, storage, shape, members, sum(self.infos[m][2] for m in members),
+                       (kind, roles, {k: float(v) for k, v in params.items()}), self.src.model)
 
 
 def matrix(shape: Tuple[int, ...]) -> Tuple[int, int]:
     """The (rows, width) a tensor is read as: every dim but the last flattened into rows."""
     width = shape[-1] if shape else 1
     return (math.prod(shape) // width if width else 0), width
-
-
-def _words(x: np.ndarray) -> np.ndarray:
-    """int32 codes read as float64 -> their unsigned 32-bit patterns."""
-    return x.astype(np.int64) & 0xFFFFFFFF
-
-
-def _unpack(words: np.ndarray, bits: int, axis: int, order: Optional[List[int]] = None) -> np.ndarray:
-    """Split each 32-bit word into 32/bits codes, low bits first, along ``axis`` (code i of a
-    word holds element ``order[i]`` of its run when ``order`` is given)."""
-    per = 32 // bits
-    shifts = np.arange(per, dtype=np.int64) * bits
-    codes = (words[..., None] >> shifts) & ((1 << bits) - 1)  # [..., word, code]
-    if order is not None:
-        codes = codes[..., np.argsort(order)]
-    codes = np.moveaxis(codes, -1, axis + 1) if axis == 0 else codes
-    shape = list(words.shape)
-    shape[axis] *= per
-    return codes.reshape(shape)
 
 
 # ----------------------------------------------------------------------------- conventions
@@ -142,28 +120,24 @@ def _gptq(parts: _Parts, base: str, config: dict) -> Optional[Logical]:
     packed_k, n = parts.shape(qweight)
     k = packed_k * per
     groups = parts.shape(scales)[0]
-    if parts.shape(scales)[1] != n or parts.shape(qzeros) != (groups, n // per):
+    if parts.shape(scales)[1] != n or parts.shape(qzeros) != (groups, n // per) or n % per:
         return None
-    zeros = _unpack(_words(parts.whole(qzeros)), bits, axis=1)
-    if config.get("checkpoint_format", "gptq") != "gptq_v2":
-        zeros = (zeros + 1) & ((1 << bits) - 1)  # AutoGPTQ stores zero - 1 (a zero of 0 wraps)
-    scale = parts.whole(scales)
+    group = k // groups
+    roles = {"qweight": qweight, "qzeros": qzeros, "scales": scales}
+    desc = ""
     if parts.has(g_idx):
         group_of = parts.whole(g_idx).astype(np.int64)
-    else:
-        group_of = np.arange(k) // max(k // groups, 1)
-    if group_of.shape != (k,) or group_of.min(initial=0) < 0 or group_of.max(initial=0) >= groups:
+        if group_of.shape != (k,) or group_of.min(initial=0) < 0 or group_of.max(initial=0) >= groups:
+            return None
+        desc = "" if np.array_equal(group_of, np.arange(k) // group) else " desc_act"
+        roles["g_idx"] = g_idx
+    elif -(-k // max(group, 1)) > groups:
         return None
-
-    def rows(r0: int, r1: int) -> np.ndarray:
-        q = _unpack(_words(parts.columns(qweight, r0, r1)), bits, axis=0)  # [K, r1 - r0]
-        return ((q - zeros[group_of, r0:r1]) * scale[group_of, r0:r1]).T
-
-    group = k // groups
-    desc = " desc_act" if parts.has(g_idx) and not np.array_equal(group_of, np.arange(k) // group) else ""
-    members = [m for m in (qweight, qzeros, scales, g_idx) if parts.has(m)]
-    return Logical(base + "weight", f"gptq-int{bits} g{group}{desc}", (n, k), members,
-                   sum(parts.infos[m][2] for m in members), rows)
+    members = list(roles.values())
+    # AutoGPTQ stores zero - 1 (checkpoint_format gptq); gptq_v2 stores the zeros as they are.
+    minus_one = config.get("checkpoint_format", "gptq") != "gptq_v2"
+    return parts.logical(base + "weight", f"gptq-int{bits} g{group}{desc}", (n, k), members, "gptq", roles,
+                         bits=bits, zeros_minus_one=minus_one)
 
 
 def _awq(parts: _Parts, base: str, config: dict) -> Optional[Logical]:
@@ -173,66 +147,41 @@ def _awq(parts: _Parts, base: str, config: dict) -> Optional[Logical]:
     k, packed_n = parts.shape(qweight)
     n = packed_n * 8
     groups = parts.shape(scales)[0]
-    if parts.shape(scales) != (groups, n) or parts.shape(qzeros) != (groups, packed_n) or k % groups:
+    if parts.shape(scales) != (groups, n) or parts.shape(qzeros) != (groups, packed_n) or not groups or k % groups:
         return None
-    group = k // groups
-    zeros = _unpack(_words(parts.whole(qzeros)), 4, axis=1, order=AWQ_ORDER)
-    scale = parts.whole(scales)
-    group_of = np.arange(k) // group
-
-    def rows(r0: int, r1: int) -> np.ndarray:
-        w0, w1 = r0 // 8, -(-r1 // 8)
-        q = _unpack(_words(parts.columns(qweight, w0, w1)), 4, axis=1, order=AWQ_ORDER)
-        q = q[:, r0 - w0 * 8: r1 - w0 * 8]
-        return ((q - zeros[group_of, r0:r1]) * scale[group_of, r0:r1]).T
-
-    members = [qweight, qzeros, scales]
-    return Logical(base + "weight", f"awq-int4 g{group}", (n, k), members,
-                   sum(parts.infos[m][2] for m in members), rows)
+    roles = {"qweight": qweight, "qzeros": qzeros, "scales": scales}
+    return parts.logical(base + "weight", f"awq-int4 g{k // groups}", (n, k), list(roles.values()), "awq", roles)
 
 
 def _bnb_4bit(parts: _Parts, weight: str) -> Optional[Logical]:
     states = [n for n in (weight + ".quant_state.bitsandbytes__nf4", weight + ".quant_state.bitsandbytes__fp4")
               if parts.has(n, "u8")]
-    absmax_name, qmap_name = weight + ".absmax", weight + ".quant_map"
-    if not (states and parts.has(weight, "u8") and parts.has(absmax_name) and parts.has(qmap_name)):
+    absmax, qmap = weight + ".absmax", weight + ".quant_map"
+    if not (states and parts.has(weight, "u8") and parts.has(absmax) and parts.has(qmap)):
         return None
     try:
         state = json.loads(parts.whole(states[0]).astype(np.uint8).tobytes())
         shape, block = tuple(int(d) for d in state["shape"]), int(state["blocksize"])
     except (ValueError, KeyError, TypeError):
         return None
-    code = parts.whole(qmap_name).astype(np.float32)
-    absmax = parts.whole(absmax_name)
-    members = [weight, absmax_name, qmap_name, states[0]]
-    nested = parts.infos[absmax_name][0] == "u8"
+    rows, width = matrix(shape)
+    roles = {"weight": weight, "absmax": absmax, "quant_map": qmap}
+    params = dict(rows=rows, width=width, blocksize=block)
+    nested = parts.infos[absmax][0] == "u8"
     if nested:
-        nested_names = [weight + ".nested_absmax", weight + ".nested_quant_map"]
-        if not all(parts.has(n) for n in nested_names) or "nested_blocksize" not in state:
+        nested_roles = {"nested_absmax": weight + ".nested_absmax", "nested_quant_map": weight + ".nested_quant_map"}
+        if not all(parts.has(n) for n in nested_roles.values()) or "nested_blocksize" not in state:
             return None
-        members += nested_names
-        n_absmax, n_code = (parts.whole(n).astype(np.float32) for n in nested_names)
-        # bitsandbytes: dequantize_blockwise(absmax codes) + offset, in float32
-        blocks = np.arange(absmax.size) // int(state["nested_blocksize"])
-        absmax = (n_code[absmax.astype(np.int64)] * n_absmax[blocks]).astype(np.float32)
-        absmax = absmax + np.float32(state.get("nested_offset", 0.0))
-    absmax = absmax.astype(np.float32)
+        roles.update(nested_roles)
+        params.update(nested_blocksize=int(state["nested_blocksize"]),
+                      nested_offset=float(state.get("nested_offset", 0.0)))
     numel = math.prod(shape)
-    if parts.infos[weight][2] * 2 < numel or absmax.size * block < numel:
+    if parts.infos[weight][2] * 2 < numel or math.prod(parts.shape(absmax)) * block < numel:
         return None
-    width = matrix(shape)[1]
-
-    def rows(r0: int, r1: int) -> np.ndarray:
-        e0, e1 = r0 * width, r1 * width
-        b0, b1 = e0 // 2, -(-e1 // 2)
-        raw = np.frombuffer(_core.values(parts.src.model, weight, b0, b1 - b0), dtype=np.float64).astype(np.int64)
-        codes = np.stack([raw >> 4, raw & 0xF], axis=1).reshape(-1)[e0 - 2 * b0: e1 - 2 * b0]
-        vals = code[codes] * absmax[np.arange(e0, e1) // block]  # float32 like bitsandbytes
-        return vals.astype(np.float64).reshape(r1 - r0, width)
-
+    members = [weight, absmax, qmap, states[0]] + [roles[r] for r in ("nested_absmax", "nested_quant_map") if r in roles]
     kind = "nf4" if states[0].endswith("nf4") else "fp4"
-    return Logical(weight, f"bnb-{kind} b{block}" + (" dq" if nested else ""), shape, members,
-                   sum(parts.infos[m][2] for m in members), rows)
+    return parts.logical(weight, f"bnb-{kind} b{block}" + (" dq" if nested else ""), shape, members, "bnb4", roles,
+                         **params)
 
 
 def _bnb_int8(parts: _Parts, base: str) -> Optional[Logical]:
@@ -240,13 +189,8 @@ def _bnb_int8(parts: _Parts, base: str) -> Optional[Logical]:
     if not (parts.has(weight, "i8") and parts.has(scb) and len(parts.shape(weight)) == 2
             and parts.shape(scb) == parts.shape(weight)[:1]):
         return None
-    row_scale = parts.whole(scb).astype(np.float32) / np.float32(127)
     members = [weight, scb] + [base + "weight_format"] * parts.has(base + "weight_format")
-
-    def rows(r0: int, r1: int) -> np.ndarray:
-        return parts.rows(weight, r0, r1) * row_scale[r0:r1, None]
-
-    return Logical(weight, "bnb-int8", parts.shape(weight), members, sum(parts.infos[m][2] for m in members), rows)
+    return parts.logical(weight, "bnb-int8", parts.shape(weight), members, "bnb_int8", {"weight": weight, "scb": scb})
 
 
 FP8 = ("f8_e4m3", "f8_e5m2")
@@ -255,56 +199,47 @@ FP8 = ("f8_e4m3", "f8_e5m2")
 def _fp8_scaled(parts: _Parts, base: str, scale_name: str, config: dict) -> Optional[Logical]:
     """float8 ``weight`` times a scale per block (DeepSeek ``weight_scale_inv``: 128x128 or the
     config's ``weight_block_size``) or per tensor / channel / group (compressed-tensors
-    ``weight_scale``). Products of a float8 and a float32 are exact in float64."""
+    ``weight_scale``)."""
     weight = base + "weight"
     if not (parts.has(weight, *FP8) and parts.has(scale_name)) or len(parts.shape(weight)) != 2:
         return None
     n, k = parts.shape(weight)
-    scale = parts.whole(scale_name)
-    scale = scale.reshape(-1, 1) if scale.ndim < 2 else scale  # per tensor () / (1,), per channel (N,)
-    if scale.ndim != 2:
+    scale = parts.shape(scale_name)
+    scale = (math.prod(scale), 1) if len(scale) < 2 else scale  # per tensor () / (1,), per channel (N,)
+    if len(scale) != 2 or 0 in scale:
         return None
     if scale_name.endswith("_inv"):
         br, bc = (int(x) for x in config.get("weight_block_size", (128, 128)))
         kind = f"block{br}x{bc}"
     else:
-        br, bc = -(-n // scale.shape[0]), -(-k // scale.shape[1])
-        kind = "tensor" if scale.size == 1 else "channel" if scale.shape == (n, 1) else f"group{bc}"
-    if scale.shape != (-(-n // br), -(-k // bc)):
+        br, bc = -(-n // scale[0]), -(-k // scale[1])
+        kind = "tensor" if scale == (1, 1) else "channel" if scale == (n, 1) else f"group{bc}"
+    if br <= 0 or bc <= 0 or scale != (-(-n // br), -(-k // bc)):
         return None
-    column_block = np.arange(k) // bc
     members = [weight, scale_name] + [base + "input_scale"] * parts.has(base + "input_scale")
-
-    def rows(r0: int, r1: int) -> np.ndarray:
-        return parts.rows(weight, r0, r1) * scale[np.arange(r0, r1)[:, None] // br, column_block]
-
     label = parts.infos[weight][0].replace("f8_", "fp8-")
-    return Logical(weight, f"{label} {kind}", (n, k), members, sum(parts.infos[m][2] for m in members), rows)
+    return parts.logical(weight, f"{label} {kind}", (n, k), members, "fp8", {"weight": weight, "scale": scale_name},
+                         block_rows=br, block_cols=bc)
 
 
 def _pack_quantized(parts: _Parts, base: str) -> Optional[Logical]:
-    packed, scale_name, shape_name = base + "weight_packed", base + "weight_scale", base + "weight_shape"
-    if not (parts.has(packed, "i32") and parts.has(scale_name) and parts.has(shape_name)):
+    packed, scale, shape_name = base + "weight_packed", base + "weight_scale", base + "weight_shape"
+    if not (parts.has(packed, "i32") and parts.has(scale) and parts.has(shape_name)):
         return None
     if parts.has(base + "weight_zero_point"):
         return None  # asymmetric pack-quantized: not decoded, its raw tensors stay visible
     n, k = (int(x) for x in parts.whole(shape_name).reshape(-1)[:2])
     rows_p, words = parts.shape(packed)
     bits = 32 * words // k if k else 0
-    scale = parts.whole(scale_name).reshape(n, -1) if parts.shape(scale_name) else None
-    if bits not in (4, 8) or rows_p != n or words * 32 != k * bits or scale is None or k % scale.shape[1]:
+    scales = math.prod(parts.shape(scale))
+    groups = scales // n if n else 0
+    if bits not in (4, 8) or rows_p != n or words * 32 != k * bits or not groups or groups * n != scales or k % groups:
         return None
-    group = k // scale.shape[1]
-    column_group = np.arange(k) // group
-
-    def rows(r0: int, r1: int) -> np.ndarray:
-        codes = _unpack(_words(parts.rows(packed, r0, r1)), bits, axis=1) - (1 << (bits - 1))
-        return codes * scale[r0:r1][:, column_group]
-
-    members = [packed, scale_name, shape_name]
+    group = k // groups
+    members = [packed, scale, shape_name]
     kind = "channel" if group == k else f"g{group}"
-    return Logical(base + "weight", f"ct-int{bits} {kind}", (n, k), members,
-                   sum(parts.infos[m][2] for m in members), rows)
+    return parts.logical(base + "weight", f"ct-int{bits} {kind}", (n, k), members, "pack_quantized",
+                         {"packed": packed, "scale": scale}, rows=n, width=k, bits=bits)
 
 
 def _mxfp4(parts: _Parts, blocks: str) -> Optional[Logical]:
@@ -316,16 +251,7 @@ def _mxfp4(parts: _Parts, blocks: str) -> Optional[Logical]:
     if len(shape) < 2 or shape[-1] != 16 or parts.shape(scales) != shape[:-1]:
         return None
     logical = shape[:-2] + (shape[-2] * 32,)
-    groups = shape[-2]
-
-    def rows(r0: int, r1: int) -> np.ndarray:
-        raw = parts.rows(blocks, r0 * groups, r1 * groups).astype(np.int64)  # [row*G, 16]
-        codes = np.stack([raw & 0xF, raw >> 4], axis=2).reshape(raw.shape[0], 32)  # low nibble first
-        exponent = parts.rows(scales, r0, r1).reshape(-1, 1) - 127
-        return np.ldexp(E2M1[codes].astype(np.float64), exponent.astype(np.int64)).reshape(r1 - r0, -1)
-
-    members = [blocks, scales]
-    return Logical(base, "mxfp4 b32", logical, members, sum(parts.infos[m][2] for m in members), rows)
+    return parts.logical(base, "mxfp4 b32", logical, [blocks, scales], "mxfp4", {"blocks": blocks, "scales": scales})
 
 
 # ----------------------------------------------------------------------------- detection
@@ -420,44 +346,31 @@ def view_infos(src, logicals: Dict[str, Logical]) -> Dict[str, Tuple[str, Tuple[
 # ----------------------------------------------------------------------------- statistics
 
 
-def _reader(src, logicals: Dict[str, Logical], name: str):
-    """(info, rows(r0, r1)) of a logical weight or of a plain tensor (read as float64)."""
-    if name in logicals:
-        return logicals[name].info, logicals[name].rows
-    parts = _Parts(src)
-    return parts.infos[name], lambda r0, r1: parts.rows(name, r0, r1)
+def _record(info: Tuple[str, Tuple[int, ...], int], s) -> TensorStats:
+    """A record from the core's ``(numel, mean, std, min, max, nan, inf, zeros)``."""
+    dtype, shape, nbytes = info
+    return TensorStats(shape, dtype, *s, nbytes)
 
 
-def _bands(shape: Tuple[int, ...]) -> Iterator[Tuple[int, int]]:
-    rows, width = matrix(tuple(shape))
-    step = max(1, BAND_ELEMENTS // max(width, 1))
-    for r0 in range(0, rows, step):
-        yield r0, min(rows, r0 + step)
+def _spec(logicals: Dict[str, Logical], name: str) -> Optional[Spec]:
+    return logicals[name].spec if name in logicals else None
 
 
-def stats(src, logicals: Dict[str, Logical], name: str) -> TensorStats:
-    """Statistics of one side's tensor ``name`` over its dequantized values."""
-    info, rows = _reader(src, logicals, name)
-    acc = dequantized._Moments()
-    for r0, r1 in _bands(info[1]):
-        acc.add(rows(r0, r1).reshape(-1))
-    return acc.stats(info)
+def stats(src, logicals: Dict[str, Logical], name: str, threads: int = 0) -> TensorStats:
+    """Statistics of one side's logical weight ``name`` over its dequantized values."""
+    lg = logicals[name]
+    return _record(lg.info, _core.quantized_stats(src.model, lg.spec, threads))
 
 
 def compare(a, b, logicals_a: Dict[str, Logical], logicals_b: Dict[str, Logical], name: str, b_name: str,
-            epsilon: float) -> dequantized.Dequantized:
+            epsilon: float, threads: int = 0) -> dequantized.Dequantized:
     """Statistics of both sides and elementwise change metrics over dequantized values (the
     definitions of ``dequantized.compare``); a side that is not quantized is read as it is."""
-    (info_a, rows_a), (info_b, rows_b) = _reader(a, logicals_a, name), _reader(b, logicals_b, b_name)
-    acc = [dequantized._Moments(), dequantized._Moments()]
-    pair = dequantized._PairSums()
-    for r0, r1 in _bands(info_a[1]):
-        va, vb = rows_a(r0, r1).reshape(-1), rows_b(r0, r1).reshape(-1)
-        acc[0].add(va)
-        acc[1].add(vb)
-        pair.add(va, vb, epsilon)
-    sa, sb = acc[0].stats(info_a), acc[1].stats(info_b)
-    change = pair.metrics()
+    info_a = logicals_a[name].info if name in logicals_a else a.tensor_infos()[name]
+    info_b = logicals_b[b_name].info if b_name in logicals_b else b.tensor_infos()[b_name]
+    x, y, change = _core.quantized_pair(a.model, name, _spec(logicals_a, name), b.model, b_name,
+                                        _spec(logicals_b, b_name), epsilon, threads)
+    sa, sb = _record(info_a, x), _record(info_b, y)
     return dequantized.Dequantized(sa, sb, change, sa, sb)
 
 

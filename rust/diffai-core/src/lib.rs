@@ -2,9 +2,10 @@
 //! exact per-tensor and pairwise statistics over them in parallel.
 //!
 //! One module per file format (`safetensors`, `pytorch`, `numpy`, `matlab`, `gguf` with its
-//! block dequantizers), `diff` for the diff of two models (alignment, filters, the change rule),
-//! `stats` for the kernels, `model` for format detection, `mapped` for opening and mapping files,
-//! `threads` for the worker-thread policy.
+//! block dequantizers), `quantized` for the quantized safetensors conventions (GPTQ, AWQ,
+//! bitsandbytes, FP8, MXFP4), `diff` for the diff of two models (alignment, filters, the change
+//! rule), `stats` for the kernels, `model` for format detection, `mapped` for opening and mapping
+//! files, `threads` for the worker-thread policy.
 
 pub mod cancel;
 pub mod diff;
@@ -18,6 +19,7 @@ pub mod matlab;
 pub mod model;
 pub mod numpy;
 pub mod pytorch;
+pub mod quantized;
 pub mod safetensors;
 pub mod shards;
 pub mod sparse;

@@ -20,6 +20,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 mod diff;
+mod quantized;
 mod results;
 use results::{ChangeMetrics, TensorComparison, TensorStats};
 
@@ -496,33 +497,6 @@ fn values<'py>(
     f64_bytes(py, &vals)
 }
 
-/// Columns `[c0, c1)` of every row of a tensor read as [rows, width] (width: its last dim), as
-/// native f64 bytes [rows, c1 - c0] in C order: one call where packed quantized weights keep a
-/// logical row down a column (GPTQ, AWQ `qweight`).
-#[pyfunction]
-fn column_values<'py>(
-    py: Python<'py>,
-    model: &Model,
-    name: &str,
-    c0: usize,
-    c1: usize,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let t = model.tensor(name)?;
-    let vals = run(py, 0, None, move |_| {
-        let width = t.shape.last().copied().unwrap_or(1);
-        if c0 > c1 || c1 > width {
-            return Err(Error::Invalid(format!("{}: columns {c0}..{c1} outside its {width} columns", t.name)));
-        }
-        let rows = t.shape.iter().product::<usize>().checked_div(width).unwrap_or(0);
-        let mut out = Vec::with_capacity(rows * (c1 - c0));
-        for r in 0..rows {
-            out.extend(stats::to_f64(&t, r * width + c0, Some(c1 - c0))?);
-        }
-        Ok(out)
-    })?;
-    f64_bytes(py, &vals)
-}
-
 fn f64_bytes<'py>(py: Python<'py>, vals: &[f64]) -> PyResult<Bound<'py, PyBytes>> {
     PyBytes::new_with(py, vals.len() * 8, |out| {
         for (o, v) in out.chunks_exact_mut(8).zip(vals) {
@@ -671,11 +645,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(diff::fold, m)?)?;
     m.add_function(wrap_pyfunction!(histogram, m)?)?;
     m.add_function(wrap_pyfunction!(values, m)?)?;
-    m.add_function(wrap_pyfunction!(column_values, m)?)?;
     m.add_function(wrap_pyfunction!(value_blocks, m)?)?;
     m.add_function(wrap_pyfunction!(row_products, m)?)?;
     m.add_function(wrap_pyfunction!(cross_dots, m)?)?;
     m.add_function(wrap_pyfunction!(check_threads, m)?)?;
     m.add_class::<ValueBlocks>()?;
+    quantized::register(m)?;
     Ok(())
 }
