@@ -6,6 +6,7 @@
 //! opening and mapping files.
 
 pub mod cancel;
+pub(crate) mod deflated;
 pub mod dtype;
 pub mod error;
 pub mod gguf;
