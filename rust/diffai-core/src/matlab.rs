@@ -339,7 +339,7 @@ impl Buf {
                 *streamed += range.len() as u64;
                 if *skipped > *streamed + SKIP_BUDGET {
                     return Err(format!(
-                        "{name}: its arrays lie so deep in the compressed stream that reading them would inflate {} bytes only to reach {} bytes of data (budget {SKIP_BUDGET} bytes)",
+                        "its arrays lie so deep in the compressed stream that reading them would inflate {} bytes only to reach {} bytes of data (budget {SKIP_BUDGET} bytes)",
                         *skipped, *streamed
                     ));
                 }

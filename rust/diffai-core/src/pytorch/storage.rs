@@ -8,6 +8,7 @@ use crate::deflated::DeflatedEntry;
 /// A strided view (gaps or repeats, not one run of its storage) over a deflated storage is read
 /// whole by the statistics, so the part of the storage it spans may be at most this large.
 const STRIDED_INFLATE_LIMIT: usize = 64 << 20;
+
 /// The bytes of one storage (or of the part of it the checkpoint declares).
 #[derive(Clone)]
 pub(super) enum StorageBytes {
