@@ -8,6 +8,7 @@
 //! files, `threads` for the worker-thread policy.
 
 pub mod cancel;
+pub(crate) mod deflated;
 pub mod diff;
 pub mod dtype;
 pub mod error;

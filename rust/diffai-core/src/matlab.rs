@@ -26,8 +26,11 @@
 //! inflates anyway, are kept (`SMALL_FIELD`, at most `KEPT_PER_VARIABLE` per variable). A
 //! compressed element is read as one variable, as MATLAB and scipy write it. Inflating only to
 //! reach data (streams that skip far into their element) is bounded per variable by
-//! `SKIP_BUDGET`, so no file can make each of many arrays re-inflate a long stream.
+//! `SKIP_BUDGET`, so no file can make each of many arrays re-inflate a long stream, and what all
+//! the streamed arrays of a file inflate by `deflated::check_inflation` (checked on the declared
+//! sizes as the headers are read). The header pass polls Ctrl-C at every tag.
 
+use crate::cancel;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::mapped::{self, MapReader};
@@ -143,13 +146,15 @@ pub fn load_bytes(path: &Path, map: Owner) -> Result<Model> {
     let mut reader = Reader {
         model: Model::new(Format::Mat5),
         big,
+        inflating: 0,
+        file_len: bytes.len(),
     };
     let mut file = Buf::Mapped(map.clone());
     let mut pos = 128usize;
     while bytes.len() - pos >= 8 {
         let element_pos = pos;
         let el = read_tag(&mut file, pos, bytes.len(), big)
-            .map_err(|e| Error::format(path, format!("at byte {pos}: {e}")))?;
+            .map_err(|e| failed(path, format!("at byte {pos}: {e}")))?;
         // Compressed data is not padded to 8 bytes (matrices are multiples of 8 anyway).
         pos = if el.ty == MI_COMPRESSED {
             el.data.end
@@ -162,15 +167,10 @@ pub fn load_bytes(path: &Path, map: Owner) -> Result<Model> {
         match el.ty {
             MI_MATRIX => reader
                 .top_matrix(&mut file, el.data.clone())
-                .map_err(|e| Error::format(path, format!("variable at byte {element_pos}: {e}")))?,
+                .map_err(|e| failed(path, format!("variable at byte {element_pos}: {e}")))?,
             MI_COMPRESSED => reader
                 .compressed(Stream::new(&map, el.data.clone(), path), element_pos)
-                .map_err(|e| {
-                    Error::format(
-                        path,
-                        format!("compressed variable at byte {element_pos}: {e}"),
-                    )
-                })?,
+                .map_err(|e| failed(path, format!("compressed variable at byte {element_pos}: {e}")))?,
             ty => reader.model.skipped.push(Skipped {
                 name: format!("<element at byte {element_pos}>"),
                 reason: format!("top-level data element of type {ty} is not a variable"),
@@ -178,6 +178,16 @@ pub fn load_bytes(path: &Path, map: Owner) -> Result<Model> {
         }
     }
     Ok(reader.model)
+}
+
+/// The error of a variable that could not be read, or the interruption that stopped it (Ctrl-C
+/// makes the header pass fail wherever it was).
+fn failed(path: &Path, message: String) -> Error {
+    if cancel::requested() {
+        Error::Interrupted
+    } else {
+        Error::format(path, message)
+    }
 }
 
 /// One compressed element of the file and the means to inflate it from its start.
@@ -279,8 +289,8 @@ impl Buf {
                     ));
                 }
                 let skip = (range.start - *pos) as u64;
-                let skipped = std::io::copy(&mut (&mut **decoder).take(skip), &mut std::io::sink())
-                    .map_err(|e| inflate_error(e, *pos))?;
+                let skipped =
+                    cancel::skip(&mut **decoder, skip).map_err(|e| inflate_error(e, *pos))?;
                 if skipped < skip {
                     return Err(inflate_error(
                         std::io::ErrorKind::UnexpectedEof.into(),
@@ -329,7 +339,7 @@ impl Buf {
                 *streamed += range.len() as u64;
                 if *skipped > *streamed + SKIP_BUDGET {
                     return Err(format!(
-                        "{name}: its arrays lie so deep in the compressed stream that reading them would inflate {} bytes only to reach {} bytes of data (budget {SKIP_BUDGET} bytes)",
+                        "its arrays lie so deep in the compressed stream that reading them would inflate {} bytes only to reach {} bytes of data (budget {SKIP_BUDGET} bytes)",
                         *skipped, *streamed
                     ));
                 }
@@ -346,12 +356,14 @@ impl Buf {
         let open = move || -> Result<Box<dyn Read + Send>> {
             let mut decoder = stream.inflate();
             let what = format!("{}: variable {name}", stream.path.display());
-            let fail = |e: std::io::Error| Error::Invalid(array_error(&what, e, range.start));
-            let skipped = std::io::copy(
-                &mut (&mut decoder).take(range.start as u64),
-                &mut std::io::sink(),
-            )
-            .map_err(fail)?;
+            let fail = |e: std::io::Error| {
+                if cancel::is_cancelled(&e) {
+                    Error::Interrupted
+                } else {
+                    Error::Invalid(array_error(&what, e, range.start))
+                }
+            };
+            let skipped = cancel::skip(&mut decoder, range.start as u64).map_err(fail)?;
             if skipped < range.start as u64 {
                 return Err(fail(std::io::ErrorKind::UnexpectedEof.into()));
             }
@@ -455,6 +467,11 @@ fn u32_at(b: &[u8], pos: usize, big: bool) -> u32 {
 /// Reads the tag at `pos` (full 8-byte tag or small-data-element tag); the element must end by
 /// `end`.
 fn read_tag(buf: &mut Buf, pos: usize, end: usize, big: bool) -> Res<Element> {
+    // Every loop of the header pass reads tags: Ctrl-C is polled here (`failed` turns the
+    // error into an interruption).
+    if cancel::requested() {
+        return Err(cancel::cancelled_io().to_string());
+    }
     if pos.checked_add(8).is_none_or(|e| e > end) {
         return Err("data element tag runs past the end of its container (truncated?)".into());
     }
@@ -660,6 +677,10 @@ struct MatrixHead {
 struct Reader {
     model: Model,
     big: bool,
+    /// Bytes one pass over the streamed arrays inflates (each from its variable's start to the
+    /// end of its data), and the file's size: `deflated::check_inflation`.
+    inflating: u64,
+    file_len: usize,
 }
 
 impl Reader {
@@ -801,6 +822,10 @@ impl Reader {
             let storage = buf
                 .storage(real.data.clone(), real.ty, dtype, big, &name)
                 .map_err(|e| format!("{name}: {e}"))?;
+            if storage.is_streamed() {
+                self.inflating = self.inflating.saturating_add(real.data.end as u64);
+                crate::deflated::check_inflation(self.inflating, self.file_len)?;
+            }
             let mut tensor = Tensor::contiguous(name, dtype, head.dims.clone(), storage);
             if head.dims.iter().filter(|&&d| d > 1).count() > 1 {
                 tensor.strides = Some(fortran_strides(&head.dims));

@@ -3,8 +3,8 @@
 //!
 //! The array data stays where it is whenever the bytes are already little-endian: a `.npy` file
 //! and the stored entries of an `.npz` are viewed straight in the memory map; deflated entries are
-//! decompressed once into a buffer that the tensor then views. Big-endian arrays are converted to
-//! a little-endian copy. Fortran-ordered arrays keep their bytes and get column-major strides.
+//! inflated a buffer at a time while the statistics are computed (`crate::deflated`), never whole.
+//! Big-endian arrays are converted to a little-endian copy (streamed ones a buffer at a time). Fortran-ordered arrays keep their bytes and get column-major strides.
 //!
 //! Naming: a single `.npy` holds one tensor named after the file stem (`weights.npy` ->
 //! `weights`); an `.npz` names each tensor by its key (`np.savez(f, w=...)` -> `w`, the entry name
@@ -19,8 +19,8 @@
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::deflated::DeflatedEntry;
 use crate::mapped;
-use crate::mapped::MapReader;
 use crate::tensor::{Format, Model, Skipped, Storage, Tensor};
 use std::io::{Cursor, Read};
 use std::path::Path;
@@ -63,6 +63,8 @@ pub fn load_npz_bytes(path: &Path, map: Owner) -> Result<Model> {
         .map_err(|e| Error::format(path, format!("damaged zip archive: {e}")))?;
     let mut model = Model::new(Format::Npz);
     let mut data_owner = std::collections::HashSet::new();
+    // Bytes one pass over the deflated entries inflates (`deflated::check_inflation`).
+    let mut inflating = 0u64;
     for index in 0..archive.len() {
         let (entry_name, method, encrypted, is_dir, data_start, compressed, size, crc) = {
             let entry = archive.by_index_raw(index).map_err(|e| {
@@ -122,13 +124,17 @@ pub fn load_npz_bytes(path: &Path, map: Owner) -> Result<Model> {
             zip::CompressionMethod::Stored => parse_header(&bytes[range.clone()])
                 .and_then(|h| build_tensor(key.clone(), &map, range.start, range.len(), &h)),
             zip::CompressionMethod::Deflated => {
-                let entry = Deflated {
-                    index,
-                    range,
+                let entry = DeflatedEntry {
+                    map: map.clone(),
+                    compressed: range,
                     size,
                     crc,
                 };
-                deferred_entry(path, &map, &mut archive, entry, &key)
+                // Checked before its header is inflated: the sum only grows.
+                inflating = inflating.saturating_add(size);
+                crate::deflated::check_inflation(inflating, bytes.len())
+                    .map_err(|e| Error::format(path, e))?;
+                deferred_entry(path, entry, &key)
             }
             other => Err(Problem::Unsupported(format!(
                 "zip compression method {other} is not supported"
@@ -143,47 +149,29 @@ pub fn load_npz_bytes(path: &Path, map: Owner) -> Result<Model> {
     Ok(model)
 }
 
-/// Where a deflated entry sits in the archive and what it must inflate to.
-struct Deflated {
-    index: usize,
-    range: std::ops::Range<usize>,
-    size: u64,
-    crc: u32,
-}
-
-/// A deflated entry: only its `.npy` header is inflated now; the array is inflated each time
-/// it is used and dropped afterwards, so an archive is never held in memory whole.
+/// A deflated entry: only its `.npy` header is inflated now; the array is inflated a buffer at a
+/// time each time it is used (`Storage::streamed`), so an archive is never held in memory whole.
 fn deferred_entry(
     path: &Path,
-    map: &Owner,
-    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
-    entry: Deflated,
+    entry: DeflatedEntry,
     key: &str,
 ) -> std::result::Result<Tensor, Problem> {
-    let Deflated {
-        index,
-        range: compressed,
-        size,
-        crc,
-    } = entry;
     // Headers are small; read a growing prefix until one parses (pathological ones up to 16 MiB).
     let mut want = 4096u64;
     let h = loop {
         let mut prefix = Vec::new();
-        let entry = archive
-            .by_index(index)
-            .map_err(|e| Problem::Bad(format!("cannot read entry: {e}")))?;
         entry
-            .take(want.min(size))
+            .inflate()
+            .take(want.min(entry.size))
             .read_to_end(&mut prefix)
             .map_err(|e| Problem::Bad(format!("cannot decompress entry: {e}")))?;
         match parse_header(&prefix) {
             Ok(h) => break h,
-            Err(Problem::Bad(_)) if want < size && want < (1 << 24) => want *= 16,
+            Err(Problem::Bad(_)) if want < entry.size && want < (1 << 24) => want *= 16,
             Err(e) => return Err(e),
         }
     };
-    let available = usize::try_from(size)
+    let available = usize::try_from(entry.size)
         .unwrap_or(usize::MAX)
         .saturating_sub(h.data_start);
     if available < h.nbytes {
@@ -192,80 +180,15 @@ fn deferred_entry(
             h.shape, h.dtype, h.nbytes
         )));
     }
-    let (map, path, name) = (map.clone(), path.to_path_buf(), key.to_string());
-    let (data_start, nbytes) = (h.data_start, h.nbytes);
-    if h.big_endian && h.dtype.size() > 1 {
-        // Rare: inflated whole on each use, to be byte-swapped.
-        let swap = h.dtype.size();
-        let produce = move || -> Result<Vec<u8>> {
-            let fail = |why: String| Error::format(&path, format!("entry {name}.npy: {why}"));
-            let mut out = Vec::with_capacity(size.min(1 << 30) as usize);
-            CrcChecked::new(
-                flate2::read::DeflateDecoder::new(MapReader::new(map.clone(), compressed.clone())),
-                size,
-                crc,
-            )
-            .take(size.saturating_add(1))
-            .read_to_end(&mut out)
-            .map_err(|e| fail(format!("cannot decompress: {e}")))?;
-            out.truncate(data_start + nbytes);
-            out.drain(..data_start);
-            out.chunks_exact_mut(swap).for_each(|c| c.reverse());
-            Ok(out)
-        };
-        return Ok(h.tensor(key.to_string(), Storage::deferred(nbytes, Arc::new(produce))));
-    }
-    // Inflated a chunk at a time while the statistics are computed, never whole.
+    let (data_start, nbytes) = (h.data_start as u64, h.nbytes as u64);
+    let swap = if h.big_endian { h.dtype.size() } else { 1 };
+    let what = format!("{}: entry {key}.npy", path.display());
     let open = move || -> Result<Box<dyn Read + Send>> {
-        let mut reader = CrcChecked::new(
-            flate2::read::DeflateDecoder::new(MapReader::new(map.clone(), compressed.clone())),
-            size,
-            crc,
-        );
-        std::io::copy(&mut (&mut reader).take(data_start as u64), &mut std::io::sink()).map_err(
-            |e| Error::format(&path, format!("entry {name}.npy: cannot decompress: {e}")),
-        )?;
-        Ok(Box::new(reader.take(nbytes as u64)))
+        entry
+            .span(data_start, nbytes, swap, what.clone())
+            .map_err(crate::deflated::stream_error)
     };
-    Ok(h.tensor(key.to_string(), Storage::streamed(nbytes, Arc::new(open))))
-}
-
-/// Passes an inflated entry through, and fails the read that completes it when its CRC-32 is not
-/// the one the archive records (a damaged entry can still inflate).
-struct CrcChecked<R> {
-    inner: R,
-    hasher: crc32fast::Hasher,
-    seen: u64,
-    size: u64,
-    crc: u32,
-}
-
-impl<R> CrcChecked<R> {
-    fn new(inner: R, size: u64, crc: u32) -> Self {
-        CrcChecked {
-            inner,
-            hasher: crc32fast::Hasher::new(),
-            seen: 0,
-            size,
-            crc,
-        }
-    }
-}
-
-impl<R: Read> Read for CrcChecked<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(out)?;
-        self.hasher.update(&out[..n]);
-        self.seen += n as u64;
-        let damaged = || std::io::Error::other("decompressed data does not match the entry's size and CRC (damaged archive)");
-        if self.seen > self.size || (n == 0 && self.seen < self.size) {
-            return Err(damaged());
-        }
-        if n > 0 && self.seen == self.size && self.hasher.clone().finalize() != self.crc {
-            return Err(damaged());
-        }
-        Ok(n)
-    }
+    Ok(h.tensor(key.to_string(), Storage::streamed(h.nbytes, Arc::new(open))))
 }
 
 /// Why an array could not be read: a dtype diffai does not handle (an `.npz` skips the entry) or

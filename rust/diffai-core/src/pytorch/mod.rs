@@ -4,7 +4,8 @@
 //! Both hold a pickle describing the object tree. Tensors in it are calls such as
 //! `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)` whose `storage` is a
 //! persistent id naming raw bytes stored elsewhere in the file. Those bytes stay in the memory map
-//! (zero copy) unless a zip entry is compressed or the file was written on a big-endian machine.
+//! (zero copy) unless the file was written on a big-endian machine; a deflated zip entry is
+//! inflated a buffer at a time while the statistics are computed, never at open (`storage`).
 //!
 //! The pickle is decoded by a small VM of our own (`Vm`), not `candle_core::pickle::Stack`:
 //! Candle's VM reverses the items of every SETITEMS batch (state dicts come out backwards),
@@ -156,17 +157,12 @@ pub fn load_zip_bytes(path: &Path, map: Owner) -> Result<Model> {
     let mut flat = flatten(&vm.nodes, &root, vm.ops).map_err(|e| vm_error(path, e))?;
     flat.inert = vm.inert.into_iter().collect();
 
-    let mut storages = ZipStorages {
-        path,
-        archive,
-        map: map.clone(),
-        prefix,
-        big_endian,
-        cache: HashMap::new(),
-    };
-    finish(path, Format::PyTorchZip, flat, |s, dtype| {
+    let mut storages = ZipStorages::new(path, archive, map.clone(), prefix, big_endian)?;
+    let model = finish(path, Format::PyTorchZip, flat, |s, dtype| {
         storages.get(s, dtype)
-    })
+    })?;
+    storages.check_inflation()?;
+    Ok(model)
 }
 
 /// Reads a legacy checkpoint: pickles of the magic number, the protocol version, the system info,
@@ -331,7 +327,7 @@ pub fn load_legacy_bytes(path: &Path, map: Owner) -> Result<Model> {
             }
         };
         if little_endian || dtype.size() == 1 {
-            return Ok((map.clone(), range));
+            return Ok(StorageBytes::Resident(map.clone(), range));
         }
         let swap = dtype.size();
         let owner = swapped
@@ -340,6 +336,9 @@ pub fn load_legacy_bytes(path: &Path, map: Owner) -> Result<Model> {
                 Arc::new(byteswap(bytes.get(root.clone()).unwrap_or_default(), swap)) as Owner
             })
             .clone();
-        Ok((owner, range.start - root.start..range.end - root.start))
+        Ok(StorageBytes::Resident(
+            owner,
+            range.start - root.start..range.end - root.start,
+        ))
     })
 }

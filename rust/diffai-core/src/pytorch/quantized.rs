@@ -274,7 +274,7 @@ pub(super) fn make_quantized_tensor(
     name: String,
     t: &TensorRef,
     q: &QuantRef,
-    mut storage: impl FnMut(&StorageRef, DType) -> Result<(Owner, Range<usize>)>,
+    mut storage: impl FnMut(&StorageRef, DType) -> Result<StorageBytes>,
 ) -> Result<Tensor> {
     let bad = |what: String| Error::format(path, format!("tensor {name}: {what}"));
     if t.sparse.is_some() {
@@ -283,7 +283,13 @@ pub(super) fn make_quantized_tensor(
         ));
     }
     let code_dtype = q.qdtype.storage_dtype();
-    let (owner, range) = storage(&t.storage, code_dtype)?;
+    // The codes are decoded from their bytes read whole: a deflated entry only as far as its
+    // compressed size justifies.
+    let bytes = storage(&t.storage, code_dtype)?;
+    if let Some(why) = bytes.refuse_whole("a quantized tensor") {
+        return Err(bad(why));
+    }
+    let codes = bytes.whole(path, &t.storage.key);
     let usize_of = |v: u64, what: &str| {
         usize::try_from(v).map_err(|_| bad(format!("{what} {v} is too large")))
     };
@@ -298,7 +304,7 @@ pub(super) fn make_quantized_tensor(
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .filter(|n| n.checked_mul(4).is_some())
         .ok_or_else(|| bad(format!("shape {shape:?} has more elements than can exist")))?;
-    let stored = range.len() / code_dtype.size() * q.qdtype.per_element();
+    let stored = codes.len() / code_dtype.size() * q.qdtype.per_element();
     if numel > 0 {
         let last = (shape.iter().zip(&strides))
             .try_fold(offset as u128, |last, (&d, &s)| {
@@ -335,8 +341,11 @@ pub(super) fn make_quantized_tensor(
             axis,
         } => {
             let mut read = |label: &str, r: &TensorRef| -> Result<(Vec<f64>, DType, usize)> {
-                let (owner, range) = storage(&r.storage, r.dtype)?;
-                let part = make_tensor(path, format!("{name}.{label}"), r, owner, range)?;
+                let bytes = storage(&r.storage, r.dtype)?;
+                if let Some(why) = bytes.refuse_whole("a quantized tensor") {
+                    return Err(bad(format!("{label}: {why}")));
+                }
+                let part = make_tensor(path, format!("{name}.{label}"), r, bytes)?;
                 Ok((
                     crate::stats::to_f64(&part, 0, None)?,
                     part.dtype,
@@ -370,7 +379,7 @@ pub(super) fn make_quantized_tensor(
         nbytes: code_bytes + param_bytes,
     };
     let plan = Arc::new(Plan {
-        codes: Storage::new(owner, range),
+        codes,
         qdtype: q.qdtype,
         offset,
         shape: shape.clone(),

@@ -110,16 +110,24 @@ impl Vm<'_> {
 }
 
 /// The `Tensor` of a sparse `TensorRef`, its parts' storages resolved by `storage`.
+///
+/// The sparse statistics read each part whole (`crate::sparse::Entries`: 16 bytes per stored
+/// value), so a part in a deflated entry is inflated whole when used: it is accepted only as far
+/// as its compressed size justifies (`StorageBytes::refuse_whole`), which real index and value
+/// data always is, a bomb of zeros never.
 pub(super) fn make_sparse_tensor(
     path: &Path,
     name: String,
     t: &TensorRef,
     s: &SparseRef,
-    mut storage: impl FnMut(&StorageRef, DType) -> Result<(Owner, Range<usize>)>,
+    mut storage: impl FnMut(&StorageRef, DType) -> Result<StorageBytes>,
 ) -> Result<Tensor> {
     let mut part = |label: &str, r: &TensorRef| -> Result<Tensor> {
-        let (owner, range) = storage(&r.storage, r.dtype)?;
-        make_tensor(path, format!("{name}.{label}"), r, owner, range)
+        let bytes = storage(&r.storage, r.dtype)?;
+        if let Some(why) = bytes.refuse_whole("a sparse tensor") {
+            return Err(Error::format(path, format!("tensor {name}.{label}: {why}")));
+        }
+        make_tensor(path, format!("{name}.{label}"), r, bytes)
     };
     let labels: &[&str] = if s.layout == SparseLayout::Coo {
         &["indices"]

@@ -1,108 +1,255 @@
-//! Zip entries and legacy storages turned into tensor views over the file's bytes.
+//! Zip entries and legacy storages turned into tensor views: over the file's bytes in place, or
+//! over a deflated zip entry inflated a buffer at a time while the statistics are computed
+//! (`crate::deflated`): opening, `--shape-only` and `--check` inflate no tensor data.
 
 use super::*;
+use crate::deflated::DeflatedEntry;
 
-/// Reads zip entry `name`: the memory-mapped bytes when stored, a decompressed copy otherwise.
-/// `None` when the archive has no such entry.
+/// A strided view (gaps or repeats, not one run of its storage) over a deflated storage is read
+/// whole by the statistics, so the part of the storage it spans may be at most this large.
+const STRIDED_INFLATE_LIMIT: usize = 64 << 20;
+
+/// The bytes of one storage (or of the part of it the checkpoint declares).
+#[derive(Clone)]
+pub(super) enum StorageBytes {
+    /// `owner[range]`: the memory map, or a copy in memory.
+    Resident(Owner, Range<usize>),
+    /// Bytes `range` of a deflated entry once inflated; `swap` is the element width of
+    /// big-endian data (reversed as it is read), else 1.
+    Deflated {
+        entry: Arc<DeflatedEntry>,
+        range: Range<usize>,
+        swap: usize,
+    },
+}
+
+impl StorageBytes {
+    fn len(&self) -> usize {
+        match self {
+            StorageBytes::Resident(_, range) | StorageBytes::Deflated { range, .. } => range.len(),
+        }
+    }
+
+    /// The first `len` bytes (at most `self.len()`).
+    fn prefix(self, len: usize) -> StorageBytes {
+        match self {
+            StorageBytes::Resident(owner, r) => StorageBytes::Resident(owner, r.start..r.start + len),
+            StorageBytes::Deflated { entry, range, swap } => StorageBytes::Deflated {
+                entry,
+                range: range.start..range.start + len,
+                swap,
+            },
+        }
+    }
+
+    /// The bytes as a `Storage` that is read whole when used (a deflated one streamed from its
+    /// start), for a reader that reads its parts whole (`refuse_whole` first); `key` names the
+    /// storage in errors.
+    pub(super) fn whole(self, path: &Path, key: &str) -> Storage {
+        match self {
+            StorageBytes::Resident(owner, range) => Storage::new(owner, range),
+            StorageBytes::Deflated { entry, range, swap } => {
+                let (start, len) = (range.start as u64, range.len() as u64);
+                let what = format!("{}: storage {key}", path.display());
+                let open = move || -> Result<Box<dyn Read + Send>> {
+                    entry.span(start, len, swap, what.clone()).map_err(crate::deflated::stream_error)
+                };
+                Storage::streamed(range.len(), Arc::new(open))
+            }
+        }
+    }
+
+    /// A deflated storage's entry, when it would be read whole by `reader` and inflates to more
+    /// than its compressed size justifies (`DeflatedEntry::whole_limit`): the error to give.
+    pub(super) fn refuse_whole(&self, reader: &str) -> Option<String> {
+        match self {
+            StorageBytes::Deflated { entry, range, .. }
+                if range.len() as u64 > entry.whole_limit() =>
+            {
+                Some(format!(
+                    "{reader} reads its parts whole, and this one would inflate {} bytes from a {}-byte deflated entry (more than {}; a decompression bomb?); budget: inflated in memory",
+                    range.len(),
+                    entry.compressed.len(),
+                    entry.whole_limit()
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Where zip entry `name` is: its stored bytes in the file, or a deflated entry. `None` when the
+/// archive has no such entry.
+fn locate(
+    path: &Path,
+    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    map: &Owner,
+    name: &str,
+) -> Result<Option<StorageBytes>> {
+    let Some(index) = archive.index_for_name(name) else {
+        return Ok(None);
+    };
+    let file = archive
+        .by_index_raw(index)
+        .map_err(|e| Error::format(path, format!("zip entry {name} cannot be read: {e}")))?;
+    let (method, start, compressed, size) = (
+        file.compression(),
+        file.data_start(),
+        file.compressed_size(),
+        file.size(),
+    );
+    if file.encrypted() {
+        return Err(Error::format(path, format!("zip entry {name} is encrypted")));
+    }
+    let len = (**map).as_ref().len();
+    let range = usize::try_from(start)
+        .ok()
+        .zip(usize::try_from(compressed).ok())
+        .and_then(|(s, n)| Some(s..s.checked_add(n)?))
+        .filter(|r| r.end <= len);
+    let forged = || {
+        // The directory at the archive's end was read, so the file is whole: a size lies.
+        Error::format(
+            path,
+            format!(
+                "zip entry {name} is stored with sizes {compressed} and {size} from offset {start}, which do not fit the {len}-byte file (a damaged or forged entry header)"
+            ),
+        )
+    };
+    match method {
+        zip::CompressionMethod::Stored => match range.filter(|_| compressed == size) {
+            Some(range) => Ok(Some(StorageBytes::Resident(map.clone(), range))),
+            None => Err(forged()),
+        },
+        zip::CompressionMethod::Deflated => {
+            let compressed = range.ok_or_else(forged)?;
+            let inflated = usize::try_from(size).map_err(|_| forged())?;
+            let entry = DeflatedEntry {
+                map: map.clone(),
+                compressed,
+                size,
+                crc: file.crc32(),
+            };
+            Ok(Some(StorageBytes::Deflated {
+                entry: Arc::new(entry),
+                range: 0..inflated,
+                swap: 1,
+            }))
+        }
+        other => Err(Error::format(
+            path,
+            format!("zip entry {name} is compressed with {other}, which diffai does not read"),
+        )),
+    }
+}
+
+/// Reads zip entry `name` whole (the pickle, `byteorder`): the mapped bytes when stored, an
+/// inflated copy, bounded by its compressed size, otherwise. `None` when the archive has no such
+/// entry.
 pub(super) fn read_entry(
     path: &Path,
     archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
     map: &Owner,
     name: &str,
 ) -> Result<Option<(Owner, Range<usize>)>> {
-    let Some(index) = archive.index_for_name(name) else {
-        return Ok(None);
-    };
-    let damaged = |e: zip::result::ZipError| {
-        Error::format(path, format!("zip entry {name} cannot be read: {e}"))
-    };
-    let (stored, start, compressed, size) = {
-        let file = archive.by_index_raw(index).map_err(damaged)?;
-        (
-            file.compression() == zip::CompressionMethod::Stored && !file.encrypted(),
-            file.data_start(),
-            file.compressed_size(),
-            file.size(),
-        )
-    };
-    let len = (**map).as_ref().len();
-    if stored {
-        let range = usize::try_from(start)
-            .ok()
-            .zip(usize::try_from(compressed).ok())
-            .and_then(|(s, n)| Some(s..s.checked_add(n)?))
-            .filter(|r| r.end <= len && compressed == size)
-            .ok_or_else(|| {
-                // The directory at the archive's end was read, so the file is whole: a size lies.
-                Error::format(
+    Ok(match locate(path, archive, map, name)? {
+        None => None,
+        Some(StorageBytes::Resident(owner, range)) => Some((owner, range)),
+        Some(StorageBytes::Deflated { entry, .. }) => {
+            let data = entry.read_whole().map_err(|e| {
+                Error::format(path, format!("zip entry {name}: {e}"))
+            })?;
+            let n = data.len();
+            Some((Arc::new(data), 0..n))
+        }
+    })
+}
+
+/// The storages of a zip checkpoint, each located once.
+pub(super) struct ZipStorages<'p, 'a> {
+    path: &'p Path,
+    archive: zip::ZipArchive<Cursor<&'a [u8]>>,
+    map: Owner,
+    prefix: String,
+    big_endian: bool,
+    /// (key, byte-swap width) → the whole record.
+    cache: HashMap<(Rc<str>, usize), StorageBytes>,
+    /// Bytes one pass over the tensors inflates: each tensor over a deflated storage inflates
+    /// all of it (to check its CRC), so views sharing one count it each.
+    inflating: u64,
+}
+
+impl<'p, 'a> ZipStorages<'p, 'a> {
+    /// Refuses an archive whose directory points several entries at the same data: a real
+    /// archive never shares data, and a bomb does it to have one entry inflated many times
+    /// (20,000 records over one 64 MB entry would be 1.3 TB of inflating).
+    pub(super) fn new(
+        path: &'p Path,
+        mut archive: zip::ZipArchive<Cursor<&'a [u8]>>,
+        map: Owner,
+        prefix: String,
+        big_endian: bool,
+    ) -> Result<Self> {
+        let mut owner_of = HashMap::new();
+        for index in 0..archive.len() {
+            let file = archive.by_index_raw(index).map_err(|e| {
+                Error::format(path, format!("damaged zip archive (entry {index}): {e}"))
+            })?;
+            if file.is_dir() {
+                continue;
+            }
+            if let Some(first) = owner_of.insert(file.data_start(), file.name().to_owned()) {
+                return Err(Error::format(
                     path,
                     format!(
-                        "zip entry {name} is stored with sizes {compressed} and {size} from offset {start}, which do not fit the {len}-byte file (a damaged or forged entry header)"
+                        "zip entry {} shares its data with {first} (a zip bomb?); refused",
+                        file.name()
                     ),
-                )
-            })?;
-        return Ok(Some((map.clone(), range)));
-    }
-    let mut file = archive.by_index(index).map_err(damaged)?;
-    let mut data = Vec::with_capacity(usize::try_from(size.min(1 << 26)).unwrap_or(0));
-    (&mut file)
-        .take(size.saturating_add(1))
-        .read_to_end(&mut data)
-        .map_err(|e| {
-            Error::format(
-                path,
-                format!("zip entry {name} cannot be decompressed: {e}"),
-            )
-        })?;
-    if data.len() as u64 != size {
-        return Err(Error::format(
+                ));
+            }
+        }
+        Ok(ZipStorages {
             path,
-            format!(
-                "zip entry {name} decompresses to {} bytes but the archive says {size}",
-                data.len()
-            ),
-        ));
+            archive,
+            map,
+            prefix,
+            big_endian,
+            cache: HashMap::new(),
+            inflating: 0,
+        })
     }
-    let n = data.len();
-    Ok(Some((Arc::new(data), 0..n)))
-}
 
-/// The storages of a zip checkpoint, each read once.
-pub(super) struct ZipStorages<'p, 'a> {
-    pub(super) path: &'p Path,
-    pub(super) archive: zip::ZipArchive<Cursor<&'a [u8]>>,
-    pub(super) map: Owner,
-    pub(super) prefix: String,
-    pub(super) big_endian: bool,
-    /// (key, byte-swap width) → the whole record.
-    pub(super) cache: HashMap<(Rc<str>, usize), (Owner, Range<usize>)>,
-}
-
-impl ZipStorages<'_, '_> {
-    pub(super) fn get(&mut self, s: &StorageRef, dtype: DType) -> Result<(Owner, Range<usize>)> {
+    pub(super) fn get(&mut self, s: &StorageRef, dtype: DType) -> Result<StorageBytes> {
         let name = format!("{}data/{}", self.prefix, s.key);
         let swap = if self.big_endian { dtype.size() } else { 1 };
-        let (owner, record) = match self.cache.get(&(s.key.clone(), swap)) {
+        let record = match self.cache.get(&(s.key.clone(), swap)) {
             Some(found) => found.clone(),
             None => {
-                let (owner, range) = read_entry(self.path, &mut self.archive, &self.map, &name)?
+                let found = locate(self.path, &mut self.archive, &self.map, &name)?
                     .ok_or_else(|| {
                         Error::format(
                             self.path,
                             format!("storage {name} is missing from the archive"),
                         )
                     })?;
-                let found = if swap > 1 {
-                    let swapped = byteswap((*owner).as_ref().get(range).unwrap_or_default(), swap);
-                    let n = swapped.len();
-                    (Arc::new(swapped) as Owner, 0..n)
-                } else {
-                    (owner, range)
+                let found = match found {
+                    StorageBytes::Resident(owner, range) if swap > 1 => {
+                        let swapped = byteswap((*owner).as_ref().get(range).unwrap_or_default(), swap);
+                        let n = swapped.len();
+                        StorageBytes::Resident(Arc::new(swapped), 0..n)
+                    }
+                    StorageBytes::Deflated { entry, range, .. } => {
+                        StorageBytes::Deflated { entry, range, swap }
+                    }
+                    resident => resident,
                 };
                 self.cache.insert((s.key.clone(), swap), found.clone());
                 found
             }
         };
+        if let StorageBytes::Deflated { entry, .. } = &record {
+            self.inflating = self.inflating.saturating_add(entry.size);
+        }
         let elem = s.kind.elem_size() as u64;
         let declared = byte_len(s.numel, elem)
             .map_err(|e| Error::format(self.path, format!("storage {name}: {e}")))?;
@@ -116,7 +263,15 @@ impl ZipStorages<'_, '_> {
                 ),
             ));
         }
-        Ok((owner, record.start..record.start + declared))
+        Ok(record.prefix(declared))
+    }
+
+    /// Refuses a checkpoint whose tensors would inflate more than its size justifies
+    /// (`deflated::check_inflation`), before anything is inflated.
+    pub(super) fn check_inflation(&self) -> Result<()> {
+        let file_len = (*self.map).as_ref().len();
+        crate::deflated::check_inflation(self.inflating, file_len)
+            .map_err(|e| Error::format(self.path, e))
     }
 }
 
@@ -125,7 +280,7 @@ pub(super) fn finish(
     path: &Path,
     format: Format,
     flat: Flat,
-    mut storage: impl FnMut(&StorageRef, DType) -> Result<(Owner, Range<usize>)>,
+    mut storage: impl FnMut(&StorageRef, DType) -> Result<StorageBytes>,
 ) -> Result<Model> {
     let mut model = Model::new(format);
     for (name, t) in flat.tensors {
@@ -139,10 +294,8 @@ pub(super) fn finish(
             model.tensors.push(sparse);
             continue;
         }
-        let (owner, range) = storage(&t.storage, t.dtype)?;
-        model
-            .tensors
-            .push(make_tensor(path, name, &t, owner, range)?);
+        let bytes = storage(&t.storage, t.dtype)?;
+        model.tensors.push(make_tensor(path, name, &t, bytes)?);
     }
     model.scalars = flat.scalars;
     model.skipped = flat.skipped;
@@ -151,12 +304,12 @@ pub(super) fn finish(
     Ok(model)
 }
 
+/// The tensor `t` over `bytes`, its storage (or the storage's declared part).
 pub(super) fn make_tensor(
     path: &Path,
     name: String,
     t: &TensorRef,
-    owner: Owner,
-    range: Range<usize>,
+    bytes: StorageBytes,
 ) -> Result<Tensor> {
     let bad = |what: String| Error::format(path, format!("tensor {name}: {what}"));
     let shape: Vec<usize> = t
@@ -175,7 +328,8 @@ pub(super) fn make_tensor(
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
         .ok_or_else(|| bad(format!("shape {shape:?} has more elements than can exist")))?;
-    numel.checked_mul(t.dtype.size()).ok_or_else(|| {
+    let elem = t.dtype.size();
+    numel.checked_mul(elem).ok_or_else(|| {
         bad(format!(
             "shape {shape:?} of {} is larger than can exist",
             t.dtype
@@ -183,7 +337,7 @@ pub(super) fn make_tensor(
     })?;
     // Stride-0 and overlapping views address elements many times over: bound the work a view
     // implies by the bytes that back it (a 582-byte file could ask for 2^40 reads).
-    let stored = range.len() / t.dtype.size().max(1);
+    let stored = bytes.len() / elem.max(1);
     if numel > MAX_VIEW_READS_FREE && numel / MAX_VIEW_READS_PER_ELEMENT > stored {
         return Err(bad(format!(
             "a view of {numel} elements over {stored} stored ones (stride 0 or overlapping \
@@ -191,6 +345,8 @@ pub(super) fn make_tensor(
              budget: view reads"
         )));
     }
+    // One past the last element the view addresses (0 when it has none).
+    let mut end = 0usize;
     if numel > 0 {
         // Tensor::check_bounds does this in u128 without overflow checks; make sure it cannot overflow.
         let mut last = offset as u128;
@@ -199,10 +355,41 @@ pub(super) fn make_tensor(
                 .checked_add((d as u128 - 1) * s as u128)
                 .ok_or_else(|| bad("its strides address more elements than can exist".into()))?;
         }
-        last.checked_add(1)
-            .and_then(|n| n.checked_mul(t.dtype.size() as u128))
+        end = last
+            .checked_add(1)
+            .filter(|n| n.checked_mul(elem as u128).is_some_and(|b| b <= usize::MAX as u128))
+            .map(|n| n as usize)
             .ok_or_else(|| bad("its strides address more elements than can exist".into()))?;
     }
+    let (storage, offset) = match bytes {
+        StorageBytes::Resident(owner, range) => (Storage::new(owner, range), offset),
+        StorageBytes::Deflated { entry, range, swap } => {
+            let span = if numel == 0 { 0..0 } else { offset * elem..end * elem };
+            if span.end > range.len() {
+                return Err(bad(format!(
+                    "shape {shape:?} from offset {offset} needs {} bytes but its storage {} holds {}",
+                    span.end,
+                    t.storage.key,
+                    range.len()
+                )));
+            }
+            if !fills_its_span(&shape, &strides) && span.len() > STRIDED_INFLATE_LIMIT {
+                return Err(bad(format!(
+                    "a strided view spanning {} bytes of a deflated storage would be inflated into memory whole (more than {STRIDED_INFLATE_LIMIT}); budget: inflated in memory",
+                    span.len()
+                )));
+            }
+            let (start, len) = ((range.start + span.start) as u64, span.len() as u64);
+            let what = format!("{}: storage {}", path.display(), t.storage.key);
+            let open = move || -> Result<Box<dyn Read + Send>> {
+                entry
+                    .span(start, len, swap, what.clone())
+                    .map_err(crate::deflated::stream_error)
+            };
+            // The view now starts at the first byte of its streamed span.
+            (Storage::streamed(span.len(), Arc::new(open)), 0)
+        }
+    };
     let contiguous = shape
         .iter()
         .zip(strides.iter().zip(Tensor::c_strides(&shape)))
@@ -211,7 +398,7 @@ pub(super) fn make_tensor(
         name,
         dtype: t.dtype,
         shape,
-        storage: Storage::new(owner, range),
+        storage,
         offset,
         strides: if contiguous { None } else { Some(strides) },
         sparse: None,
@@ -227,6 +414,23 @@ pub(super) fn make_tensor(
         )
     })?;
     Ok(tensor)
+}
+
+/// Whether a view's elements fill the part of its storage they span, each once, in C order or
+/// any order of the dimensions: then the statistics stream a deflated storage in storage order
+/// (`stats` checks the same before streaming); any other view is read whole.
+fn fills_its_span(shape: &[usize], strides: &[usize]) -> bool {
+    let mut dims: Vec<(usize, usize)> = (shape.iter().zip(strides))
+        .filter(|(&d, _)| d > 1)
+        .map(|(&d, &s)| (s, d))
+        .collect();
+    dims.sort_unstable();
+    let mut expect = 1usize;
+    dims.into_iter().all(|(stride, dim)| {
+        let fits = stride == expect;
+        expect = expect.saturating_mul(dim);
+        fits
+    })
 }
 
 /// `count * elem` as a byte length.
