@@ -234,10 +234,20 @@ class Context:
 
     def has_scale(self, name: str, side: str) -> bool:
         """Whether the tensor is integer codes with a usable scale beside it (headers only)."""
+        if name not in self._where or not self._holds_codes(self._where[name][1 if side == "a" else 2]):
+            return False  # no integer tensor in that file: nothing to scale (the common case, fast)
         if not self.has(name, side):
             return False
         src, local = self.source(name, side)
         return dequantized.scale_name(src, local) is not None
+
+    def _holds_codes(self, src) -> bool:
+        """Whether the source holds any integer (non-bool) tensor, which a scale could turn into
+        values: once per source, so that asking per tensor costs a lookup."""
+        if src is None:
+            return False
+        return self.memo(f"holds codes {id(src)}", lambda: any(
+            not dequantized.is_float(dtype) and dtype != "bool" for dtype, _, _ in src.tensor_infos().values()))
 
     def scales(self, name: str, side: str) -> Optional[np.ndarray]:
         """Per-row scales when the tensor is integer codes with a ``<name>.scale`` beside it (its
