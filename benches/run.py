@@ -180,13 +180,15 @@ class _Task:
         sa, sb = self.state_dicts
         nbytes = sum(t.numel() * 4 for t in sa.values())
         diffai.diff(sa, sb, threads=threads)
-        times = []
+        times, cpu = [], []
         for _ in range(calls):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             r = diffai.diff(sa, sb, threads=threads)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         return {"tensors": len(r.comparisons), "model_bytes": nbytes, "calls": calls,
-                "ms_median": 1e3 * statistics.median(times), "ms_all": [1e3 * t for t in times]}
+                "ms_median": 1e3 * statistics.median(times), "cpu_ms_median": 1e3 * statistics.median(cpu),
+                "ms_all": [1e3 * t for t in times]}
 
     def _diffai_inspect(self, a, threads):
         import diffai
@@ -1153,9 +1155,9 @@ class Bench:
         row = self.run("inmemory", f"diffai.diff x{self.INMEMORY_CALLS} (dicts)", "diffai_inmemory", args,
                        2 * self.INMEMORY_BYTES, threads=2, needs_torch=True)
         if "result" in row:
-            ms = row["result"]["ms_median"]
-            self.log(f"  median {ms:.1f} ms per call ({row['result']['tensors']} tensors)")
-            self.target("inmemory: diffai.diff ms per call (median)", ms, None, "<", 30.0, unit="ms")
+            ms, cpu_ms = row["result"]["ms_median"], row["result"]["cpu_ms_median"]
+            self.log(f"  median {ms:.1f} ms per call, {cpu_ms:.1f} CPU-ms ({row['result']['tensors']} tensors)")
+            self.target("inmemory: diffai.diff ms per call (median)", ms, cpu_ms, "<", 30.0, unit="ms")
 
     def target(self, name, value, cpu_value, op, limit, unit="x"):
         ok = {"<=": value <= limit, "<": value < limit, ">=": value >= limit}[op]
@@ -1186,7 +1188,8 @@ class Bench:
         lines = ["targets (issue 11):"]
         for t in self.targets:
             value = f"{t['wall']:.1f} ms" if t["unit"] == "ms" else f"{t['wall']:.2f}{t['unit']}"
-            cpu = f" (CPU {t['cpu']:.2f}{t['unit']})" if t["cpu"] is not None else ""
+            cpu = "" if t["cpu"] is None else f" (CPU {t['cpu']:.1f} ms)" if t["unit"] == "ms" else \
+                f" (CPU {t['cpu']:.2f}{t['unit']})"
             lines.append(f"  {t['target']:<66} {value:>9}{cpu:<14} target {t['op']} {t['limit']}{t['unit']}  "
                          f"{'met' if t['met'] else 'NOT MET'}")
         return "\n".join(lines)
