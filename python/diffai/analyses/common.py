@@ -199,6 +199,7 @@ class Context:
                     self._where.setdefault(prefix + n, (prefix, a, b))
         self._cache: Dict[Tuple[str, str], np.ndarray] = {}  # oldest first
         self._memo: Dict[str, Any] = {}
+        self._holds_codes_by_source: Dict[int, bool] = {}  # id(source) -> it holds integer tensors
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         """`compute()` once per context: for results several analyses share."""
@@ -246,8 +247,11 @@ class Context:
         values: once per source, so that asking per tensor costs a lookup."""
         if src is None:
             return False
-        return self.memo(f"holds codes {id(src)}", lambda: any(
-            not dequantized.is_float(dtype) and dtype != "bool" for dtype, _, _ in src.tensor_infos().values()))
+        known = self._holds_codes_by_source.get(id(src))
+        if known is None:
+            known = self._holds_codes_by_source[id(src)] = any(
+                not dequantized.is_float(dtype) and dtype != "bool" for dtype, _, _ in src.tensor_infos().values())
+        return known
 
     def scales(self, name: str, side: str) -> Optional[np.ndarray]:
         """Per-row scales when the tensor is integer codes with a ``<name>.scale`` beside it (its
