@@ -64,13 +64,7 @@ pub fn cross_dots(a: &[Tensor], b: &[Tensor], ctl: &Control) -> Result<CrossDots
             let va = a.iter().map(read).collect::<Result<Vec<_>>>()?;
             let vb = b.iter().map(read).collect::<Result<Vec<_>>>()?;
             let mut part = CrossDots::zeros(a.len(), b.len());
-            gram(&va, &vb, &mut part.dots);
-            for (i, x) in va.iter().enumerate() {
-                part.sq_a[i] = dots([x], [x])[0][0];
-            }
-            for (j, y) in vb.iter().enumerate() {
-                part.sq_b[j] = dots([y], [y])[0][0];
-            }
+            products(&va, &vb, &mut part);
             ctl.bytes_done
                 .fetch_add((count * bytes) as u64, Ordering::Relaxed);
             Ok(part)
@@ -78,68 +72,96 @@ pub fn cross_dots(a: &[Tensor], b: &[Tensor], ctl: &Control) -> Result<CrossDots
         .try_reduce(|| CrossDots::zeros(a.len(), b.len()), |x, y| Ok(x.add(y)))
 }
 
-/// `out[i * b.len() + j]` = <a_i, b_j>, two rows of each side at a time (each span loaded once
-/// for two products, not once per product), with AVX2 when the CPU has it.
-fn gram(a: &[Vec<f64>], b: &[Vec<f64>], out: &mut [f64]) {
+/// The span's share of every sum of `CrossDots`, with AVX2 when the CPU has it.
+fn products(a: &[Vec<f64>], b: &[Vec<f64>], part: &mut CrossDots) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { gram_avx2(a, b, out) };
+        return unsafe { products_avx2(a, b, part) };
     }
-    gram_tiles(a, b, out)
+    products_portable(a, b, part)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn gram_avx2(a: &[Vec<f64>], b: &[Vec<f64>], out: &mut [f64]) {
-    gram_tiles(a, b, out)
+unsafe fn products_avx2(a: &[Vec<f64>], b: &[Vec<f64>], part: &mut CrossDots) {
+    products_portable(a, b, part)
 }
 
+/// The Gram two rows of each side at a time (each span loaded once for two products, not once
+/// per product), then the squared norms.
 #[inline(always)]
-fn gram_tiles(a: &[Vec<f64>], b: &[Vec<f64>], out: &mut [f64]) {
+fn products_portable(a: &[Vec<f64>], b: &[Vec<f64>], part: &mut CrossDots) {
     let nb = b.len();
+    let out = &mut part.dots;
     for i in (0..a.len()).step_by(2) {
         let i2 = (i + 1).min(a.len() - 1); // an odd last row is paired with itself
         for j in (0..nb).step_by(2) {
             let j2 = (j + 1).min(nb - 1);
-            let d = dots([&a[i], &a[i2]], [&b[j], &b[j2]]);
-            out[i * nb + j] = d[0][0];
-            out[i * nb + j2] = d[0][1];
-            out[i2 * nb + j] = d[1][0];
-            out[i2 * nb + j2] = d[1][1];
+            let [d00, d01, d10, d11] = dots_2x2(&a[i], &a[i2], &b[j], &b[j2]);
+            out[i * nb + j] = d00;
+            out[i * nb + j2] = d01;
+            out[i2 * nb + j] = d10;
+            out[i2 * nb + j2] = d11;
         }
+    }
+    for (sq, x) in part.sq_a.iter_mut().zip(a) {
+        *sq = dot(x, x);
+    }
+    for (sq, y) in part.sq_b.iter_mut().zip(b) {
+        *sq = dot(y, y);
     }
 }
 
-/// `<x_r, y_c>` for every pair of the rows given: eight running sums per pair (the compiler
-/// keeps them in vector registers), so every product is summed in the same order whatever the
-/// tile.
+/// <x0, y0>, <x0, y1>, <x1, y0>, <x1, y1>, each summed as `dot` sums one pair. Four named
+/// accumulators of eight lanes: the compiler keeps them in vector registers (an array of
+/// them indexed per pair was left on the stack, scalar).
 #[inline(always)]
-fn dots<const R: usize, const C: usize>(x: [&[f64]; R], y: [&[f64]; C]) -> [[f64; C]; R] {
-    let n = x[0].len();
-    let full = n - n % 8;
-    let mut acc = [[[0.0f64; 8]; C]; R];
-    for k in (0..full).step_by(8) {
-        let xs: [&[f64]; R] = std::array::from_fn(|r| &x[r][k..k + 8]);
-        let ys: [&[f64]; C] = std::array::from_fn(|c| &y[c][k..k + 8]);
-        for r in 0..R {
-            for c in 0..C {
-                for l in 0..8 {
-                    acc[r][c][l] += xs[r][l] * ys[c][l];
-                }
-            }
+fn dots_2x2(x0: &[f64], x1: &[f64], y0: &[f64], y1: &[f64]) -> [f64; 4] {
+    let (mut a00, mut a01, mut a10, mut a11) = ([0.0f64; 8], [0.0f64; 8], [0.0f64; 8], [0.0f64; 8]);
+    let rows = x0
+        .chunks_exact(8)
+        .zip(x1.chunks_exact(8))
+        .zip(y0.chunks_exact(8))
+        .zip(y1.chunks_exact(8));
+    for (((p0, p1), q0), q1) in rows {
+        for k in 0..8 {
+            a00[k] += p0[k] * q0[k];
+            a01[k] += p0[k] * q1[k];
+            a10[k] += p1[k] * q0[k];
+            a11[k] += p1[k] * q1[k];
         }
     }
-    std::array::from_fn(|r| {
-        std::array::from_fn(|c| {
-            let tail: f64 = x[r][full..]
-                .iter()
-                .zip(&y[c][full..])
-                .map(|(p, q)| p * q)
-                .sum();
-            acc[r][c].iter().sum::<f64>() + tail
-        })
-    })
+    let full = x0.len() - x0.len() % 8;
+    let total = |acc: [f64; 8], x: &[f64], y: &[f64]| {
+        let tail: f64 = x[full..].iter().zip(&y[full..]).map(|(p, q)| p * q).sum();
+        acc.iter().sum::<f64>() + tail
+    };
+    [
+        total(a00, x0, y0),
+        total(a01, x0, y1),
+        total(a10, x1, y0),
+        total(a11, x1, y1),
+    ]
+}
+
+/// Eight running sums (the compiler keeps them in vector registers).
+#[inline(always)]
+fn dot(x: &[f64], y: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (cx, cy) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: f64 = cx
+        .remainder()
+        .iter()
+        .zip(cy.remainder())
+        .map(|(a, b)| a * b)
+        .sum();
+    for (p, q) in cx.zip(cy) {
+        for k in 0..8 {
+            acc[k] += p[k] * q[k];
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
 #[cfg(test)]
