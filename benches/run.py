@@ -7,6 +7,19 @@ write, and against the machine's own read limit, all measured in one run on the 
     python benches/run.py --size-gb 1 --cases f32,bf16,threads
     python benches/run.py --scale-gb 1,2,4
 
+Issue 11's targets, side by side in one run (a "targets" block follows the table):
+
+    python benches/run.py --cases analysis,many,inmemory
+
+  analysis  whole `diffai` processes (imports included) on eight tall f32 matrices (65536x1024 at
+            2 GiB per file) and on the bf16 decoder pair: --no-analysis, the default text run and
+            -o json with every analysis flag; the ratio to --no-analysis (wall and CPU), and on
+            the f32 pair the share of the read limit and the speed-up over numpy.
+  many      20,000 tensors of 4-64 KB (fewer below --size-gb 2): --no-analysis, default, json,
+            yaml; time per byte against the tall pair's --no-analysis, yaml / json.
+  inmemory  diffai.diff on two ~100 MB torch state dicts, threads=2: median ms (and CPU-ms) per
+            call after a warm-up (needs torch).
+
 Data is generated into benches/data/ (git-ignored) and reused by later runs when its
 specification matches (benches/data/manifest.json). Results: a table on stdout and
 benches/results.json.
