@@ -7,6 +7,19 @@ write, and against the machine's own read limit, all measured in one run on the 
     python benches/run.py --size-gb 1 --cases f32,bf16,threads
     python benches/run.py --scale-gb 1,2,4
 
+Issue 11's targets, side by side in one run (a "targets" block follows the table):
+
+    python benches/run.py --cases analysis,many,inmemory
+
+  analysis  whole `diffai` processes (imports included) on eight tall f32 matrices (65536x1024 at
+            2 GiB per file) and on the bf16 decoder pair: --no-analysis, the default text run and
+            -o json with every analysis flag; the ratio to --no-analysis (wall and CPU), and on
+            the f32 pair the share of the read limit and the speed-up over numpy.
+  many      20,000 tensors of 4-64 KB (fewer below --size-gb 2): --no-analysis, default, json,
+            yaml; time per byte against the tall pair's --no-analysis, yaml / json.
+  inmemory  diffai.diff on two ~100 MB torch state dicts, threads=2: median ms (and CPU-ms) per
+            call after a warm-up (needs torch).
+
 Data is generated into benches/data/ (git-ignored) and reused by later runs when its
 specification matches (benches/data/manifest.json). Results: a table on stdout and
 benches/results.json.
@@ -50,7 +63,8 @@ ROOT = HERE.parent
 GEN_VERSION = 2
 READ_WINDOW = 64 << 20
 GB = 1e9  # throughput unit: 10^9 bytes per second
-ALL_CASES = ["f32", "bf16", "pt", "legacy", "npz", "small", "inspect", "cli", "threads", "scaling", "gguf", "gguf-pair"]
+ALL_CASES = ["f32", "bf16", "pt", "legacy", "npz", "small", "inspect", "cli", "threads", "scaling", "gguf", "gguf-pair",
+             "analysis", "many", "inmemory"]
 GGUF_STATS_BYTES = 256 << 20  # file bytes of each GGUF of the statistics case
 
 
@@ -109,6 +123,8 @@ class _Task:
 
     def prepare(self):
         kind = self.spec["kind"]
+        if kind == "diffai_process":
+            return  # the call imports diffai itself, as a fresh `diffai` process does
         import numpy  # noqa: F401
 
         if kind.startswith("diffai"):
@@ -118,6 +134,8 @@ class _Task:
             import torch  # noqa: F401
         if "safetensors" in kind:
             import safetensors  # noqa: F401
+        if kind == "diffai_inmemory":
+            self.state_dicts = _state_dict_pair(self.spec["args"]["model_bytes"])
 
     def run(self):
         return getattr(self, "_" + self.spec["kind"])(**self.spec["args"])
@@ -145,6 +163,45 @@ class _Task:
         if code:
             raise RuntimeError(f"diffai exited with {code}")
         return {"exit_code": code}
+
+    def _diffai_process(self, argv):
+        """The `diffai` command as a whole process: the call imports diffai (and numpy, click)
+        itself, then runs the command line with stdout to /dev/null. Only the interpreter's own
+        start (~20 ms) is outside the timed call."""
+        import contextlib
+
+        with open(os.devnull, "w") as out, contextlib.redirect_stdout(out):
+            from diffai.cli import main
+
+            try:
+                main(argv)
+                code = 0
+            except SystemExit as e:
+                code = e.code
+        if code:
+            raise RuntimeError(f"diffai {' '.join(argv)} exited with {code}")
+        return {"exit_code": code}
+
+    def _diffai_inmemory(self, model_bytes, calls, threads):
+        """`diffai.diff(state_dict_a, state_dict_b, threads=...)` on in-memory torch tensors (a
+        training loop comparing against a reference): the dicts are built in `prepare` (not
+        timed); one warm-up call, then `calls` timed calls; the median is the result."""
+        import statistics
+
+        import diffai
+
+        sa, sb = self.state_dicts
+        nbytes = sum(t.numel() * 4 for t in sa.values())
+        diffai.diff(sa, sb, threads=threads)
+        times, cpu = [], []
+        for _ in range(calls):
+            c0, t0 = time.process_time(), time.perf_counter()
+            r = diffai.diff(sa, sb, threads=threads)
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        return {"tensors": len(r.comparisons), "model_bytes": nbytes, "calls": calls,
+                "ms_median": 1e3 * statistics.median(times), "cpu_ms_median": 1e3 * statistics.median(cpu),
+                "ms_all": [1e3 * t for t in times]}
 
     def _diffai_inspect(self, a, threads):
         import diffai
@@ -289,6 +346,17 @@ class _Task:
                     s = sum(ex.map(one, windows))
             passes.append(time.perf_counter() - t0)
         return {"bytes": total, "fresh_s": passes[0], "warm_s": passes[1], "checksum": s % (1 << 61)}
+
+
+def _state_dict_pair(model_bytes):
+    """Two torch state dicts (f32) of a decoder-style model of about `model_bytes`: b = a plus a
+    small perturbation everywhere."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    sa = {n: torch.randn(s, generator=gen) * 0.02 for n, s in model_recipe(model_bytes, 4, hidden_for(model_bytes))}
+    sb = {n: t + torch.randn(t.shape, generator=gen) * 2e-5 for n, t in sa.items()}
+    return sa, sb
 
 
 def worker_main(spec_json):
@@ -487,6 +555,13 @@ def model_recipe(target_bytes, itemsize, h):
     if rows > 0:
         out.append(("lm_head.weight", (rows, h)))
     return out
+
+
+def tall_recipe(target_bytes, count=8, width=1024):
+    """`count` tall f32 matrices [rows, width] of `target_bytes` together (65536 x 1024 each at
+    2 GiB): few tensors, each many kernel chunks, every analysis that reads values at full size."""
+    rows = max(1, target_bytes // (count * width * 4))
+    return [(f"layers.{i}.weight", (rows, width)) for i in range(count)]
 
 
 def small_recipe(count, seed=7):
@@ -751,6 +826,7 @@ class Bench:
         self.cache = {}
         self.scaling = []
         self.notes = []
+        self.targets = []
 
     # ---- data sets ------------------------------------------------------------------------
     def st_pair(self, dtype, size):
@@ -775,6 +851,12 @@ class Bench:
         else:
             make = lambda tmp: (write_pt_pair(tmp, src, kind == "legacy"), [tb, tb])[1]  # noqa: E731
         return self.data.ensure(names, spec, make, 2 * self.size)
+
+    def tall_pair(self):
+        names = [f"tall_{self.size >> 20}MB_{s}.safetensors" for s in "ab"]
+        spec = f"v{GEN_VERSION} tall F32 {self.size}"
+        return self.data.ensure(names, spec, lambda tmp: write_st_pair(tmp, tall_recipe(self.size), "F32"),
+                                2 * self.size)
 
     def small_pair(self):
         count = int(min(20000, max(1000, round(20000 * self.size / (2 << 30)))))
@@ -1010,6 +1092,91 @@ class Bench:
             b["time_ratio_to_safetensors_pair"] = b["seconds"] / a["seconds"]
             self.log(f"  time ratio GGUF pair / safetensors pair: {b['time_ratio_to_safetensors_pair']:.2f} (h={h})")
 
+    def cli_rows(self, case, paths, rows, read=None):
+        """Whole `diffai` processes on a pair: [(tool label, extra argv)]; returns label -> row."""
+        ib = self.input_bytes(paths)
+        return {label: self.run(case, label, "diffai_process", {"argv": [str(paths[0]), str(paths[1]), *argv]}, ib,
+                                threads=self.nthreads, read=read)
+                for label, argv in rows}
+
+    def case_analysis(self):
+        """The command users run against the diff alone: `--no-analysis`, the default text run
+        (every analysis that applies) and `-o json` with every analysis flag, as whole processes,
+        on eight tall f32 matrices and on the bf16 decoder pair. Target: default and all-flags
+        within 1.5x of --no-analysis (wall and CPU). On the f32 pair also the read limit and the
+        numpy baseline (target: default run >= 50% of the read limit and >= 8x numpy)."""
+        from diffai.analyses import REGISTRY
+
+        every = [f"--{flag}" for flag in REGISTRY]
+        for case, paths in (("analysis-f32", self.tall_pair()), ("analysis-bf16", self.st_pair("BF16", self.size))):
+            self.log(f"[{case}] {paths[0].name} vs {paths[1].name}")
+            self.warm(paths)
+            read = self.read_limit(paths, self.nthreads, f"{case} pair")
+            rows = self.cli_rows(case, paths, [("diffai --no-analysis", ["--no-analysis"]),
+                                               ("diffai (default, text)", []),
+                                               ("diffai -o json, every analysis", ["-o", "json", *every])], read)
+            if case == "analysis-f32":
+                bl = self.st_baselines(paths)[0]
+                self.run(case, bl[0], bl[1], bl[2], self.input_bytes(paths), repeats=self.args.baseline_repeats)
+            base = rows["diffai --no-analysis"]
+            for label in ("diffai (default, text)", "diffai -o json, every analysis"):
+                r = rows[label]
+                if "seconds" in r and "seconds" in base:
+                    self.target(f"{case}: {label} / --no-analysis", r["seconds"] / base["seconds"],
+                                r["cpu_seconds"] / base["cpu_seconds"], "<=", 1.5)
+
+    def case_many(self):
+        """20,000 tensors of 4-64 KB (small_pair: the count scales with --size-gb below 2 GiB) as
+        whole processes: --no-analysis, default text, -o json, -o yaml. Targets: default and json
+        time per byte <= 2x the large-tensor diff's (the tall f32 pair's --no-analysis process,
+        measured here unless the analysis case did), yaml <= 1.3x json."""
+        big = self.tall_pair()
+        self.log(f"[many] reference: {big[0].name} vs {big[1].name} --no-analysis")
+        self.warm(big)
+        ref = self.cli_rows("analysis-f32", big, [("diffai --no-analysis", ["--no-analysis"])])["diffai --no-analysis"]
+        paths = self.small_pair()
+        self.log(f"[many] {paths[0].name} vs {paths[1].name}")
+        self.warm(paths)
+        rows = self.cli_rows("many", paths, [("diffai --no-analysis", ["--no-analysis"]),
+                                             ("diffai (default, text)", []), ("diffai -o json", ["-o", "json"]),
+                                             ("diffai -o yaml", ["-o", "yaml"])])
+        if "seconds" not in ref:
+            return
+        per_byte = lambda r, k: r[k] / r["input_bytes"]  # noqa: E731
+        for label in ("diffai (default, text)", "diffai -o json"):
+            r = rows[label]
+            if "seconds" in r:
+                self.target(f"many: {label} per byte / large-tensor diff per byte",
+                            per_byte(r, "seconds") / per_byte(ref, "seconds"),
+                            per_byte(r, "cpu_seconds") / per_byte(ref, "cpu_seconds"), "<=", 2.0)
+        y, j = rows["diffai -o yaml"], rows["diffai -o json"]
+        if "seconds" in y and "seconds" in j:
+            self.target("many: -o yaml / -o json", y["seconds"] / j["seconds"], y["cpu_seconds"] / j["cpu_seconds"],
+                        "<=", 1.3)
+
+    INMEMORY_BYTES = 100 << 20
+    INMEMORY_CALLS = 9
+
+    def case_inmemory(self):
+        """diffai.diff on two in-memory torch state dicts of ~100 MB (2 threads): the median of
+        INMEMORY_CALLS calls after a warm-up, in one process. Target < 30 ms."""
+        if not self.has_torch:
+            self.notes.append("inmemory: skipped (torch not importable; the state dicts are torch tensors)")
+            return
+        self.log(f"[inmemory] diffai.diff(state_dict_a, state_dict_b, threads=2), {fmt_bytes(self.INMEMORY_BYTES)}")
+        args = {"model_bytes": self.INMEMORY_BYTES, "calls": self.INMEMORY_CALLS, "threads": 2}
+        row = self.run("inmemory", f"diffai.diff x{self.INMEMORY_CALLS} (dicts)", "diffai_inmemory", args,
+                       2 * self.INMEMORY_BYTES, threads=2, needs_torch=True)
+        if "result" in row:
+            ms, cpu_ms = row["result"]["ms_median"], row["result"]["cpu_ms_median"]
+            self.log(f"  median {ms:.1f} ms per call, {cpu_ms:.1f} CPU-ms ({row['result']['tensors']} tensors)")
+            self.target("inmemory: diffai.diff ms per call (median)", ms, cpu_ms, "<", 30.0, unit="ms")
+
+    def target(self, name, value, cpu_value, op, limit, unit="x"):
+        ok = {"<=": value <= limit, "<": value < limit, ">=": value >= limit}[op]
+        self.targets.append({"target": name, "wall": value, "cpu": cpu_value, "op": op, "limit": limit, "unit": unit,
+                             "met": ok})
+
     # ---- report ---------------------------------------------------------------------------
     def finalize(self):
         """Speed-up of each diffai row over the numpy baseline of the same case and files."""
@@ -1020,21 +1187,40 @@ class Bench:
                 if ref:
                     r["x_numpy"] = ref["seconds"] / r["seconds"]
                     r["numpy_tool"] = ref["tool"]
+        default = next((r for r in self.rows if r["case"] == "analysis-f32" and r["tool"] == "diffai (default, text)"
+                        and "seconds" in r), None)
+        if default is not None:
+            if "share_of_read" in default:
+                self.target("analysis-f32: default process, share of the read limit", default["share_of_read"], None,
+                            ">=", 0.5, unit="")
+            if "x_numpy" in default:
+                self.target("analysis-f32: default process, x numpy baseline", default["x_numpy"], None, ">=", 8.0)
+
+    def targets_text(self):
+        """Issue 11's targets as measured in this run: wall ratio (and CPU ratio where it applies)."""
+        lines = ["targets (issue 11):"]
+        for t in self.targets:
+            value = f"{t['wall']:.1f} ms" if t["unit"] == "ms" else f"{t['wall']:.2f}{t['unit']}"
+            cpu = "" if t["cpu"] is None else f" (CPU {t['cpu']:.1f} ms)" if t["unit"] == "ms" else \
+                f" (CPU {t['cpu']:.2f}{t['unit']})"
+            lines.append(f"  {t['target']:<66} {value:>9}{cpu:<14} target {t['op']} {t['limit']}{t['unit']}  "
+                         f"{'met' if t['met'] else 'NOT MET'}")
+        return "\n".join(lines)
 
     def table(self):
-        hdr = f"{'case':<12} {'tool':<34} {'thr':>3} {'input':>8} {'time s':>8} {'CPU s':>7} {'GB/s':>7} " \
+        hdr = f"{'case':<14} {'tool':<34} {'thr':>3} {'input':>8} {'time s':>8} {'CPU s':>7} {'GB/s':>7} " \
               f"{'x numpy':>7} {'% read':>7} {'peak priv':>10} {'VmHWM':>9}"
         lines = [hdr, "-" * len(hdr)]
         for r in self.rows:
             thr = str(r["threads"]) if r.get("threads") else "-"
             tool = r["tool"] + (" *" if "same_run_as" in r else "")
             if "error" in r:
-                lines.append(f"{r['case']:<12} {tool:<34} {thr:>3} {fmt_bytes(r['input_bytes']):>8}   "
+                lines.append(f"{r['case']:<14} {tool:<34} {thr:>3} {fmt_bytes(r['input_bytes']):>8}   "
                              f"n/a: {r['error'][:60]}")
                 continue
             xn = f"{r['x_numpy']:.1f}x" if "x_numpy" in r else ""
             sh = f"{100 * r['share_of_read']:.0f}%" if "share_of_read" in r else ""
-            lines.append(f"{r['case']:<12} {tool:<34} {thr:>3} {fmt_bytes(r['input_bytes']):>8} "
+            lines.append(f"{r['case']:<14} {tool:<34} {thr:>3} {fmt_bytes(r['input_bytes']):>8} "
                          f"{r['seconds']:8.3f} {r['cpu_seconds']:7.3f} {r['gbps']:7.2f} {xn:>7} {sh:>7} "
                          f"{fmt_bytes(r['peak_private']):>10} {fmt_bytes(r['vmhwm']):>9}")
         if any("same_run_as" in r for r in self.rows):
@@ -1099,6 +1285,9 @@ def main(argv=None):
     elapsed = time.perf_counter() - t_start
     print()
     print(b.table())
+    if b.targets:
+        print()
+        print(b.targets_text())
     if b.scaling:
         print()
         print("scaling (all threads): " + ", ".join(
@@ -1127,6 +1316,7 @@ def main(argv=None):
         "rows": b.rows,
         "read_limit": [r | {"files": list(f)} for (f, t), r in b.reads.items() if r],
         "scaling": b.scaling,
+        "targets": b.targets,
         "notes": b.notes,
         "data": {"generated": b.data.generated, "reused": b.data.reused, "generate_seconds": b.data.gen_seconds},
         "elapsed_seconds": elapsed,

@@ -3,6 +3,7 @@ single-key records), and inspect listings."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -142,7 +143,7 @@ def to_yaml(result) -> str:
 
 # JSON is YAML flow syntax, except that YAML 1.1 (PyYAML) reads a float without a decimal point
 # (1e-05) as a string: such numbers outside strings get ".0" (1.0e-05).
-_MAYBE_FLOAT_WITHOUT_POINT = re.compile(r"(?<![\d.])\d+[eE][-+]?\d")
+_EXPONENT = re.compile(r"[eE][-+]?\d")
 _FLOAT_WITHOUT_POINT = re.compile(r'("(?:[^"\\]|\\.)*")|(?<![\d.])(-?\d+)([eE][-+]?\d+)')
 # Characters YAML does not allow raw (or reads as line breaks) inside a double-quoted scalar.
 _NOT_YAML_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -169,8 +170,19 @@ def _yaml_flow_text(text: str, value: Callable[[], Any]) -> str:
 
 
 def _maybe_float_without_point(text: str) -> bool:
+    r"""Whether the text holds digits not after a point followed by an exponent (what the regex
+    ``(?<![\d.])\d+[eE][-+]?\d`` finds): from each exponent back over its digits, in half that
+    regex's time (it tries every digit of every number)."""
     # Floats are written as repr writes them: an exponent always has its sign.
-    return ("e-" in text or "e+" in text) and _MAYBE_FLOAT_WITHOUT_POINT.search(text) is not None
+    if not ("e-" in text or "e+" in text):
+        return False
+    for m in _EXPONENT.finditer(text):
+        start = end = m.start()
+        while start and text[start - 1].isdecimal():
+            start -= 1
+        if start < end and (start == 0 or text[start - 1] != "."):
+            return True
+    return False
 
 
 def _points(text: str) -> str:
@@ -202,7 +214,7 @@ def _yaml_members(body: str) -> str:
     start = body.find(': "')
     while start >= 0:  # a plain string value (the dtype) loses its quotes
         end = body.find('"', start + 3)
-        body = body[:start + 2] + _unquoted(body[start + 2:end + 1]) + body[end + 1:]
+        body = body[:start + 2] + _unquoted_value(body[start + 2:end + 1]) + body[end + 1:]
         start = body.find(': "', start + 2)
     return body
 
@@ -215,6 +227,10 @@ def _unquoted(text: str) -> str:
     if text[:1] == '"' and _PLAIN_NAME.fullmatch(text, 1, len(text) - 1) and text[1:-1].lower() not in _YAML_WORDS:
         return text[1:-1]
     return text
+
+
+# A member's string value is a dtype: a handful of distinct values over every record.
+_unquoted_value = functools.lru_cache(maxsize=256)(_unquoted)
 
 
 def dump_yaml(value: Any) -> str:

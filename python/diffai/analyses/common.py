@@ -200,6 +200,7 @@ class Context:
                     self._where.setdefault(prefix + n, (prefix, a, b))
         self._cache: Dict[Tuple[str, str], np.ndarray] = {}  # oldest first
         self._memo: Dict[str, Any] = {}
+        self._holds_codes_by_source: Dict[int, bool] = {}  # id(source) -> it holds integer tensors
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         """`compute()` once per context: for results several analyses share."""
@@ -235,10 +236,23 @@ class Context:
 
     def has_scale(self, name: str, side: str) -> bool:
         """Whether the tensor is integer codes with a usable scale beside it (headers only)."""
+        if name not in self._where or not self._holds_codes(self._where[name][1 if side == "a" else 2]):
+            return False  # no integer tensor in that file: nothing to scale (the common case, fast)
         if not self.has(name, side):
             return False
         src, local = self.source(name, side)
         return dequantized.scale_name(src, local) is not None
+
+    def _holds_codes(self, src) -> bool:
+        """Whether the source holds any integer (non-bool) tensor, which a scale could turn into
+        values: once per source, so that asking per tensor costs a lookup."""
+        if src is None:
+            return False
+        known = self._holds_codes_by_source.get(id(src))
+        if known is None:
+            known = self._holds_codes_by_source[id(src)] = any(
+                not dequantized.is_float(dtype) and dtype != "bool" for dtype, _, _ in src.tensor_infos().values())
+        return known
 
     def scales(self, name: str, side: str) -> Optional[np.ndarray]:
         """Per-row scales when the tensor is integer codes with a ``<name>.scale`` beside it (its

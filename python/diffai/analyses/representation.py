@@ -176,27 +176,31 @@ def _block_cross_dots(ctx: Context, names: List[str]) -> Tuple[np.ndarray, np.nd
 
 # --- clustering -------------------------------------------------------------------------------
 
-def _sq_dists(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+def _sq_dists(x: np.ndarray, c: np.ndarray, xx: Optional[np.ndarray] = None) -> np.ndarray:
     """Squared distances between the rows of x and of c from the Gram form, so memory is n*k
-    (never n*k*d: a 1024x3072 layer would need 24 GiB)."""
-    return np.maximum((x * x).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T), 0.0)
+    (never n*k*d: a 1024x3072 layer would need 24 GiB). ``xx``: the rows' squared norms of x,
+    when the caller has them (k-means reuses them every iteration)."""
+    if xx is None:
+        xx = (x * x).sum(1)
+    return np.maximum(xx[:, None] + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T), 0.0)
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, start: Optional[np.ndarray] = None) -> np.ndarray:
     """Lloyd's k-means from the centres ``start`` or, without them, k-means++ seeding from a fixed
     seed; returns labels."""
+    xx = (x * x).sum(1)
     if start is None:
         rng = np.random.default_rng(seed)
         centres = [x[rng.integers(len(x))]]
         for _ in range(1, k):
-            d2 = _sq_dists(x, np.asarray(centres)).min(axis=1)
+            d2 = _sq_dists(x, np.asarray(centres), xx).min(axis=1)
             total = d2.sum()
             centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
         start = np.asarray(centres)
     c = np.asarray(start, dtype=float)
     labels = np.zeros(len(x), dtype=int)
     for i in range(iters):
-        new = np.argmin(_sq_dists(x, c), axis=1)
+        new = np.argmin(_sq_dists(x, c, xx), axis=1)
         if i and np.array_equal(new, labels):
             break
         labels = new
@@ -204,17 +208,33 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, start: Optional[n
     return labels
 
 
-def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
-    d = np.sqrt(_sq_dists(x, x))
+def distances(x: np.ndarray) -> np.ndarray:
+    """Euclidean distances between the rows of x (what ``silhouette`` takes: computed once per
+    matrix, whatever k is scored)."""
+    return np.sqrt(_sq_dists(x, x))
+
+
+def silhouette(d: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette of the grouping ``labels`` given the rows' distances ``d``. A row's sum of
+    distances to each cluster is one row-wise sum per cluster (the same sums, in the same order,
+    as one row at a time)."""
     ks = np.unique(labels)
     if len(ks) < 2:
         return -1.0
-    scores = []
-    for i in range(len(x)):
-        own = labels == labels[i]
-        a = d[i, own].sum() / max(own.sum() - 1, 1)
-        b = min(d[i, labels == j].mean() for j in ks if j != labels[i])
-        scores.append(0.0 if own.sum() == 1 else (b - a) / max(a, b))
+    members = [labels == j for j in ks]
+    counts = np.array([m.sum() for m in members])
+    # (fancy indexing returns the columns Fortran-ordered: made C-contiguous so each row is summed
+    # pairwise, as numpy sums one row)
+    sums = np.stack([np.ascontiguousarray(d[:, m]).sum(axis=1) for m in members], axis=1)  # [rows, clusters]
+    own = np.searchsorted(ks, labels)
+    rows = np.arange(len(labels))
+    own_count = counts[own]
+    a = sums[rows, own] / np.maximum(own_count - 1, 1)
+    means = sums / counts[None, :]
+    means[rows, own] = np.inf
+    b = means.min(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = np.where(own_count == 1, 0.0, (b - a) / np.maximum(a, b))
     return float(np.mean(scores))
 
 
@@ -250,9 +270,10 @@ def clustering_change(ctx: Context) -> Analysis:
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             continue
         ks = range(2, min(cfg.cluster_max_k, len(a) - 1) + 1)
-        scored = [(silhouette(a, kmeans(a, k, cfg.seed)), k) for k in ks]
-        score, k = max(scored)
-        la = kmeans(a, k, cfg.seed)
+        dist_a = distances(a)
+        labelings = {k: kmeans(a, k, cfg.seed) for k in ks}
+        score, k = max((silhouette(dist_a, labels), k) for k, labels in labelings.items())
+        la = labelings[k]
         # b starts from a's centroids: a fresh start would add k-means' own initialisation noise.
         centroids = np.asarray([a[la == j].mean(0) for j in range(k) if np.any(la == j)])
         lb = kmeans(b, len(centroids), cfg.seed, start=centroids)

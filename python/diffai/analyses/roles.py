@@ -45,6 +45,8 @@ def roles(ctx: Context) -> Dict[str, str]:
 
 def _quant_base(ctx: Context, name: str) -> Optional[str]:
     """The integer tensor that ``name`` scales, if ``name`` is ``<base><suffix>`` beside one."""
+    if not name.endswith(QUANT_SUFFIXES):
+        return None  # most names: one test instead of one per suffix
     for suffix in QUANT_SUFFIXES:
         if name.endswith(suffix):
             base = name[: -len(suffix)]
