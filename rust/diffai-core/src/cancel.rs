@@ -85,7 +85,10 @@ pub fn skip(r: &mut impl Read, n: u64) -> std::io::Result<u64> {
         if requested() {
             return Err(cancelled_io());
         }
-        let step = std::io::copy(&mut r.by_ref().take(SKIP_STEP.min(n - done)), &mut std::io::sink())?;
+        let step = std::io::copy(
+            &mut r.by_ref().take(SKIP_STEP.min(n - done)),
+            &mut std::io::sink(),
+        )?;
         if step == 0 {
             break;
         }

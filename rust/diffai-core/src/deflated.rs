@@ -182,7 +182,9 @@ impl Span {
         if self.left == 0 || out.is_empty() {
             return Ok(0);
         }
-        let want = out.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = out
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inflated.read(&mut out[..want])?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -228,7 +230,9 @@ impl<R: Read> Read for ByteSwapped<R> {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
             self.buf.truncate(n);
-            self.buf.chunks_exact_mut(self.width).for_each(|c| c.reverse());
+            self.buf
+                .chunks_exact_mut(self.width)
+                .for_each(|c| c.reverse());
             self.at = 0;
         }
         let n = out.len().min(self.buf.len() - self.at);

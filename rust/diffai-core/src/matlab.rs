@@ -170,7 +170,12 @@ pub fn load_bytes(path: &Path, map: Owner) -> Result<Model> {
                 .map_err(|e| failed(path, format!("variable at byte {element_pos}: {e}")))?,
             MI_COMPRESSED => reader
                 .compressed(Stream::new(&map, el.data.clone(), path), element_pos)
-                .map_err(|e| failed(path, format!("compressed variable at byte {element_pos}: {e}")))?,
+                .map_err(|e| {
+                    failed(
+                        path,
+                        format!("compressed variable at byte {element_pos}: {e}"),
+                    )
+                })?,
             ty => reader.model.skipped.push(Skipped {
                 name: format!("<element at byte {element_pos}>"),
                 reason: format!("top-level data element of type {ty} is not a variable"),

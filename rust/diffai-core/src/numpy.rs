@@ -17,9 +17,9 @@
 //! dtypes are not read: the array becomes a `Skipped` entry naming its dtype, in a `.npy` as in
 //! an `.npz`, so a folder or archive still loads the rest.
 
+use crate::deflated::DeflatedEntry;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::deflated::DeflatedEntry;
 use crate::mapped;
 use crate::tensor::{Format, Model, Skipped, Storage, Tensor};
 use std::io::{Cursor, Read};
@@ -97,7 +97,9 @@ pub fn load_npz_bytes(path: &Path, map: Owner) -> Result<Model> {
         if !data_owner.insert(data_start) {
             return Err(Error::format(
                 path,
-                format!("entry {entry_name} shares its data with another entry (a zip bomb?); refused"),
+                format!(
+                    "entry {entry_name} shares its data with another entry (a zip bomb?); refused"
+                ),
             ));
         }
         if encrypted {

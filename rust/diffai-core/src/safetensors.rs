@@ -224,7 +224,9 @@ mod fast {
         fn string(&mut self) -> Option<&'a str> {
             self.eat(b'"')?;
             let rest = &self.b[self.i..];
-            let len = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            let len = rest
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
             if rest[len] != b'"' {
                 return None;
             }
@@ -235,7 +237,10 @@ mod fast {
         /// An unsigned integer in JSON's spelling (no leading zeros, no fraction or exponent).
         fn uint(&mut self) -> Option<usize> {
             self.ws();
-            let digits = self.b[self.i..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let digits = self.b[self.i..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
             let text = &self.b[self.i..self.i + digits];
             self.i += digits;
             if digits == 0
@@ -244,8 +249,9 @@ mod fast {
             {
                 return None;
             }
-            text.iter()
-                .try_fold(0usize, |n, &d| n.checked_mul(10)?.checked_add((d - b'0') as usize))
+            text.iter().try_fold(0usize, |n, &d| {
+                n.checked_mul(10)?.checked_add((d - b'0') as usize)
+            })
         }
 
         fn uints(&mut self) -> Option<Vec<usize>> {

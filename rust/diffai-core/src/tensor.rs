@@ -203,7 +203,9 @@ impl Tensor {
     /// The dtype shown for the tensor: how its file stores it (`qint8 per-channel` for a
     /// decoded tensor).
     pub fn shown_dtype(&self) -> &str {
-        self.encoded.as_ref().map_or_else(|| self.dtype.name(), |e| e.dtype.as_str())
+        self.encoded
+            .as_ref()
+            .map_or_else(|| self.dtype.name(), |e| e.dtype.as_str())
     }
 
     /// Whether two tensors are stored with the same dtype (decoded ones: the same encoding).
@@ -213,7 +215,9 @@ impl Tensor {
 
     /// The bytes the file holds for the tensor: `nbytes` unless it is decoded on read.
     pub fn stored_nbytes(&self) -> usize {
-        self.encoded.as_ref().map_or_else(|| self.nbytes(), |e| e.nbytes)
+        self.encoded
+            .as_ref()
+            .map_or_else(|| self.nbytes(), |e| e.nbytes)
     }
 
     /// The C-contiguous strides for `shape`.

@@ -77,7 +77,11 @@ fn check_model(file: &str, m: &Model, exp: &Json) {
         );
         assert_eq!(t.shape, usizes(&w["shape"]), "{what}: shape");
         // A view of a deflated storage streams only the part it spans, from its first element.
-        let offset = if t.storage.is_streamed() { 0 } else { w["offset"].as_u64().unwrap() as usize };
+        let offset = if t.storage.is_streamed() {
+            0
+        } else {
+            w["offset"].as_u64().unwrap() as usize
+        };
         assert_eq!(t.offset, offset, "{what}: storage offset");
         let torch_strides = usizes(&w["strides"]);
         for ((&dim, have), want) in t.shape.iter().zip(strides(t)).zip(torch_strides) {
@@ -584,7 +588,12 @@ fn pytorch_views_are_checked_against_their_storage() {
     // once (it would take about 40 minutes to read).
     let burn = pickle(dict(&[(
         "w",
-        tensor_v2(pid("FloatStorage", "0", 4, None), 0, &[1 << 20, 1 << 20], &[0, 0]),
+        tensor_v2(
+            pid("FloatStorage", "0", 4, None),
+            0,
+            &[1 << 20, 1 << 20],
+            &[0, 0],
+        ),
     )]));
     write_zip(&path, &burn, &[("0", data.clone())]);
     let started = std::time::Instant::now();
@@ -608,7 +617,10 @@ fn pytorch_views_are_checked_against_their_storage() {
             tensor_v2(pid("FloatStorage", "0", 4, None), 0, &[4], &[1]),
         ),
     ]));
-    let z: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let z: Vec<u8> = [1.5f32, -2.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     write_zip(
         &path,
         &mixed,

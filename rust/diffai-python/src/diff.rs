@@ -32,8 +32,16 @@ impl PyDiffOptions {
         shape_only: bool,
         threads: i64,
     ) -> PyResult<Self> {
-        let inner = diff::DiffOptions::new(epsilon, path, ignore_keys_regex, align, strip_prefix, shape_only, threads)
-            .map_err(to_py_err)?;
+        let inner = diff::DiffOptions::new(
+            epsilon,
+            path,
+            ignore_keys_regex,
+            align,
+            strip_prefix,
+            shape_only,
+            threads,
+        )
+        .map_err(to_py_err)?;
         Ok(PyDiffOptions { inner })
     }
 
@@ -132,38 +140,77 @@ pub fn plan_diff(
     b: Bound<'_, Model>,
     options: &PyDiffOptions,
     prefix: &str,
-    scalars: (Vec<(String, Bound<'_, PyAny>)>, Vec<(String, Bound<'_, PyAny>)>),
+    scalars: (
+        Vec<(String, Bound<'_, PyAny>)>,
+        Vec<(String, Bound<'_, PyAny>)>,
+    ),
     metadata: (Vec<(String, String)>, Vec<(String, String)>),
     skipped: (Vec<(String, String)>, Vec<(String, String)>),
-    keys: (Option<FxHashMap<String, String>>, Option<FxHashMap<String, String>>),
+    keys: (
+        Option<FxHashMap<String, String>>,
+        Option<FxHashMap<String, String>>,
+    ),
     opaque: (Vec<String>, Vec<String>),
     qk_heads: (Vec<(String, usize)>, Vec<(String, usize)>),
 ) -> PyResult<DiffPlan> {
-    type Parts<'py> = (Vec<(String, Bound<'py, PyAny>)>, Vec<(String, String)>, Vec<(String, String)>);
-    type Reading = (Option<FxHashMap<String, String>>, Vec<String>, Vec<(String, usize)>);
-    let leaves = |(s, m, k): Parts<'_>, (keys, opaque, heads): Reading, model: &Model| -> PyResult<Leaves> {
-        let mut row_orders = FxHashMap::default();
-        for (name, h) in heads {
-            let i = model.position(&name)?;
-            let rows = model.inner.tensors[i].shape.first().copied().unwrap_or(0);
-            let order = llama_qk_rows(rows, h).map_err(|e| DiffaiError::new_err(format!("{name}: {e}")))?;
-            row_orders.insert(i, order);
-        }
-        Ok(Leaves {
-            scalars: s.into_iter().map(|(key, v)| Ok((key, scalar(&v)?))).collect::<PyResult<_>>()?,
-            metadata: m,
-            skipped: k.into_iter().map(|(name, reason)| Skipped { name, reason }).collect(),
-            keys,
-            opaque: opaque.iter().map(|n| model.position(n)).collect::<PyResult<_>>()?,
-            row_orders,
-        })
-    };
+    type Parts<'py> = (
+        Vec<(String, Bound<'py, PyAny>)>,
+        Vec<(String, String)>,
+        Vec<(String, String)>,
+    );
+    type Reading = (
+        Option<FxHashMap<String, String>>,
+        Vec<String>,
+        Vec<(String, usize)>,
+    );
+    let leaves =
+        |(s, m, k): Parts<'_>, (keys, opaque, heads): Reading, model: &Model| -> PyResult<Leaves> {
+            let mut row_orders = FxHashMap::default();
+            for (name, h) in heads {
+                let i = model.position(&name)?;
+                let rows = model.inner.tensors[i].shape.first().copied().unwrap_or(0);
+                let order = llama_qk_rows(rows, h)
+                    .map_err(|e| DiffaiError::new_err(format!("{name}: {e}")))?;
+                row_orders.insert(i, order);
+            }
+            Ok(Leaves {
+                scalars: s
+                    .into_iter()
+                    .map(|(key, v)| Ok((key, scalar(&v)?)))
+                    .collect::<PyResult<_>>()?,
+                metadata: m,
+                skipped: k
+                    .into_iter()
+                    .map(|(name, reason)| Skipped { name, reason })
+                    .collect(),
+                keys,
+                opaque: opaque
+                    .iter()
+                    .map(|n| model.position(n))
+                    .collect::<PyResult<_>>()?,
+                row_orders,
+            })
+        };
     let leaves = [
-        leaves((scalars.0, metadata.0, skipped.0), (keys.0, opaque.0, qk_heads.0), a.get())?,
-        leaves((scalars.1, metadata.1, skipped.1), (keys.1, opaque.1, qk_heads.1), b.get())?,
+        leaves(
+            (scalars.0, metadata.0, skipped.0),
+            (keys.0, opaque.0, qk_heads.0),
+            a.get(),
+        )?,
+        leaves(
+            (scalars.1, metadata.1, skipped.1),
+            (keys.1, opaque.1, qk_heads.1),
+            b.get(),
+        )?,
     ];
     let (ma, mb) = (a.get().inner.clone(), b.get().inner.clone());
-    let plan = diff::plan(&leaves[0].side(&ma), &leaves[1].side(&mb), &options.inner, prefix).map_err(to_py_err)?;
+    let plan = diff::plan(
+        &leaves[0].side(&ma),
+        &leaves[1].side(&mb),
+        &options.inner,
+        prefix,
+    )
+    .map_err(to_py_err)?;
     Ok(DiffPlan {
         a: a.unbind(),
         b: b.unbind(),
@@ -180,7 +227,12 @@ impl DiffPlan {
     #[getter]
     fn alignment(&self) -> Option<(String, String, usize, bool)> {
         let a = self.plan.alignment.as_ref()?;
-        Some((a.a_prefix.clone(), a.b_prefix.clone(), a.paired, a.automatic))
+        Some((
+            a.a_prefix.clone(),
+            a.b_prefix.clone(),
+            a.paired,
+            a.automatic,
+        ))
     }
 
     /// Whether some a tensor is compared with a b tensor of another name.
@@ -206,7 +258,11 @@ impl DiffPlan {
         let (model, k) = match side {
             "a" => (self.a.get(), 0),
             "b" => (self.b.get(), 1),
-            _ => return Err(DiffaiError::new_err(format!("side must be 'a' or 'b', not {side:?}"))),
+            _ => {
+                return Err(DiffaiError::new_err(format!(
+                    "side must be 'a' or 'b', not {side:?}"
+                )))
+            }
         };
         let opaque = &self.leaves[k].opaque;
         Ok((self.plan.read_alone(k == 0).into_iter())
@@ -225,7 +281,11 @@ impl DiffPlan {
     #[getter]
     fn same_names(&self) -> Vec<String> {
         let ta = &self.a.get().inner.tensors;
-        self.plan.same.iter().map(|&(i, _)| ta[i].name.clone()).collect()
+        self.plan
+            .same
+            .iter()
+            .map(|&(i, _)| ta[i].name.clone())
+            .collect()
     }
 
     /// a's name -> b's own name, for pairs whose names differ.
@@ -251,13 +311,30 @@ impl DiffPlan {
     ) -> PyResult<ModelDiffRows> {
         let (a, b) = (self.a.get(), self.b.get());
         let elsewhere = (elsewhere.unwrap_or_default().into_iter())
-            .map(|(n, (diff_count, dtypes_differ))| Ok((a.position(&n)?, diff::Elsewhere { diff_count, dtypes_differ })))
+            .map(|(n, (diff_count, dtypes_differ))| {
+                Ok((
+                    a.position(&n)?,
+                    diff::Elsewhere {
+                        diff_count,
+                        dtypes_differ,
+                    },
+                ))
+            })
             .collect::<PyResult<FxHashMap<_, _>>>()?;
         let (ma, mb) = (a.inner.clone(), b.inner.clone());
         let leaves = self.leaves.clone(); // small; the worker thread gets its own
-        let (plan, options, prefix) = (self.plan.clone(), self.options.clone(), self.prefix.clone());
+        let (plan, options, prefix) =
+            (self.plan.clone(), self.options.clone(), self.prefix.clone());
         let out = run(py, options.threads as i64, progress, move |ctl| {
-            diff::compare(&leaves[0].side(&ma), &leaves[1].side(&mb), &plan, &options, &prefix, &elsewhere, ctl)
+            diff::compare(
+                &leaves[0].side(&ma),
+                &leaves[1].side(&mb),
+                &plan,
+                &options,
+                &prefix,
+                &elsewhere,
+                ctl,
+            )
         })?;
         Ok(ModelDiffRows {
             a: self.a.clone_ref(py),
@@ -284,7 +361,11 @@ impl ModelDiffRows {
         Ok(if self.prefix.is_empty() {
             model.py_infos(py)?[i].name.clone_ref(py)
         } else {
-            PyString::new(py, &format!("{}{}", self.prefix, model.inner.tensors[i].name)).unbind()
+            PyString::new(
+                py,
+                &format!("{}{}", self.prefix, model.inner.tensors[i].name),
+            )
+            .unbind()
         })
     }
 
@@ -312,9 +393,20 @@ impl ModelDiffRows {
             None => self.name(py, b, row.b.unwrap_or_default())?,
         };
         // A renamed tensor is, for the analyses, an unchanged pair under a's name.
-        let status = if row.status == Status::Renamed { "unchanged" } else { row.status.name() };
-        let (sa, sb) = (self.stats(py, a, row.a, row.stats_a.as_ref())?, self.stats(py, b, row.b, row.stats_b.as_ref())?);
-        let change = row.change.as_ref().map(|p| ChangeMetrics::computed(py, p)).transpose()?;
+        let status = if row.status == Status::Renamed {
+            "unchanged"
+        } else {
+            row.status.name()
+        };
+        let (sa, sb) = (
+            self.stats(py, a, row.a, row.stats_a.as_ref())?,
+            self.stats(py, b, row.b, row.stats_b.as_ref())?,
+        );
+        let change = row
+            .change
+            .as_ref()
+            .map(|p| ChangeMetrics::computed(py, p))
+            .transpose()?;
         TensorComparison::row(py, name, status, sa, sb, change)
     }
 }
@@ -324,13 +416,19 @@ impl ModelDiffRows {
     /// One TensorComparison per tensor name, in record order (or of the rows given). A row
     /// whose statistics are the caller's (`elsewhere`) carries header statistics only.
     #[pyo3(signature = (rows=None))]
-    fn comparisons(&self, py: Python<'_>, rows: Option<Vec<usize>>) -> PyResult<Vec<Py<TensorComparison>>> {
+    fn comparisons(
+        &self,
+        py: Python<'_>,
+        rows: Option<Vec<usize>>,
+    ) -> PyResult<Vec<Py<TensorComparison>>> {
         let all = &self.diff.rows;
         match rows {
             None => all.iter().map(|r| self.comparison(py, r)).collect(),
             Some(ks) => (ks.into_iter())
                 .map(|k| {
-                    let row = all.get(k).ok_or_else(|| DiffaiError::new_err(format!("no row {k}")))?;
+                    let row = all
+                        .get(k)
+                        .ok_or_else(|| DiffaiError::new_err(format!("no row {k}")))?;
                     self.comparison(py, row)
                 })
                 .collect(),
@@ -347,7 +445,13 @@ impl ModelDiffRows {
         let (ta, tb) = (&self.a.get().inner.tensors, &self.b.get().inner.tensors);
         (self.diff.rows.iter().enumerate())
             .filter(|(_, r)| r.status == Status::Renamed)
-            .map(|(k, r)| (k, ta[r.a.unwrap_or_default()].name.clone(), tb[r.b.unwrap_or_default()].name.clone()))
+            .map(|(k, r)| {
+                (
+                    k,
+                    ta[r.a.unwrap_or_default()].name.clone(),
+                    tb[r.b.unwrap_or_default()].name.clone(),
+                )
+            })
             .collect()
     }
 
@@ -357,7 +461,13 @@ impl ModelDiffRows {
         let (ta, tb) = (&self.a.get().inner.tensors, &self.b.get().inner.tensors);
         (self.diff.rows.iter().enumerate())
             .filter(|(_, r)| r.elsewhere)
-            .map(|(k, r)| (k, r.a.map(|i| ta[i].name.clone()), r.b.map(|j| tb[j].name.clone())))
+            .map(|(k, r)| {
+                (
+                    k,
+                    r.a.map(|i| ta[i].name.clone()),
+                    r.b.map(|j| tb[j].name.clone()),
+                )
+            })
             .collect()
     }
 
@@ -366,9 +476,15 @@ impl ModelDiffRows {
         let s = &self.diff.summary;
         let d = PyDict::new(py);
         for (k, v) in [
-            ("added", s.added), ("removed", s.removed), ("renamed", s.renamed), ("reshaped", s.reshaped),
-            ("changed", s.changed), ("unchanged", s.unchanged), ("not_compared", s.not_compared),
-            ("params_a", s.params_a), ("params_b", s.params_b),
+            ("added", s.added),
+            ("removed", s.removed),
+            ("renamed", s.renamed),
+            ("reshaped", s.reshaped),
+            ("changed", s.changed),
+            ("unchanged", s.unchanged),
+            ("not_compared", s.not_compared),
+            ("params_a", s.params_a),
+            ("params_b", s.params_b),
         ] {
             d.set_item(k, v)?;
         }
@@ -405,7 +521,9 @@ impl ModelDiffRows {
             use rayon::prelude::*;
             Ok((diff.rows.par_iter())
                 .filter(|r| r.status.is_record())
-                .map(|r| diff::json::record_line(r, &ma.tensors, &mb.tensors, &prefix, ensure_ascii))
+                .map(|r| {
+                    diff::json::record_line(r, &ma.tensors, &mb.tensors, &prefix, ensure_ascii)
+                })
                 .collect())
         })
     }
@@ -421,33 +539,79 @@ impl ModelDiffRows {
             None => format!("{}{}", self.prefix, tb[r.b.unwrap_or_default()].name),
         };
         d.set_item("name", rows.iter().map(name).collect::<Vec<_>>())?;
-        d.set_item("status", rows.iter().map(|r| r.status.name()).collect::<Vec<_>>())?;
-        d.set_item("dtype_a", rows.iter().map(|r| r.a.map(|i| ta[i].shown_dtype())).collect::<Vec<_>>())?;
-        d.set_item("dtype_b", rows.iter().map(|r| r.b.map(|j| tb[j].shown_dtype())).collect::<Vec<_>>())?;
+        d.set_item(
+            "status",
+            rows.iter().map(|r| r.status.name()).collect::<Vec<_>>(),
+        )?;
+        d.set_item(
+            "dtype_a",
+            rows.iter()
+                .map(|r| r.a.map(|i| ta[i].shown_dtype()))
+                .collect::<Vec<_>>(),
+        )?;
+        d.set_item(
+            "dtype_b",
+            rows.iter()
+                .map(|r| r.b.map(|j| tb[j].shown_dtype()))
+                .collect::<Vec<_>>(),
+        )?;
         let floats = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<u8> {
-            rows.iter().flat_map(|r| f(r).unwrap_or(f64::NAN).to_ne_bytes()).collect()
+            rows.iter()
+                .flat_map(|r| f(r).unwrap_or(f64::NAN).to_ne_bytes())
+                .collect()
         };
         let ints = |f: &dyn Fn(&Row) -> Option<u64>| -> Vec<u8> {
-            rows.iter().flat_map(|r| f(r).map_or(-1, |n| n as i64).to_ne_bytes()).collect()
+            rows.iter()
+                .flat_map(|r| f(r).map_or(-1, |n| n as i64).to_ne_bytes())
+                .collect()
         };
         type Stat = fn(&diffai_core::stats::TensorStats) -> Option<f64>;
         let stats: [(&str, Stat); 4] = [
-            ("mean", |s| s.mean()), ("std", |s| s.std()), ("min", |s| s.min()), ("max", |s| s.max()),
+            ("mean", |s| s.mean()),
+            ("std", |s| s.std()),
+            ("min", |s| s.min()),
+            ("max", |s| s.max()),
         ];
         for (key, g) in stats {
-            d.set_item(format!("{key}_a"), PyBytes::new(py, &floats(&|r| r.stats_a.as_ref().and_then(g))))?;
-            d.set_item(format!("{key}_b"), PyBytes::new(py, &floats(&|r| r.stats_b.as_ref().and_then(g))))?;
+            d.set_item(
+                format!("{key}_a"),
+                PyBytes::new(py, &floats(&|r| r.stats_a.as_ref().and_then(g))),
+            )?;
+            d.set_item(
+                format!("{key}_b"),
+                PyBytes::new(py, &floats(&|r| r.stats_b.as_ref().and_then(g))),
+            )?;
         }
-        d.set_item("numel_a", PyBytes::new(py, &ints(&|r| r.a.map(|i| ta[i].numel() as u64))))?;
-        d.set_item("numel_b", PyBytes::new(py, &ints(&|r| r.b.map(|j| tb[j].numel() as u64))))?;
-        for (key, g) in [("nan_count", (|s| s.nan_count) as fn(&diffai_core::stats::TensorStats) -> u64),
-                         ("inf_count", |s| s.inf_count), ("zero_count", |s| s.zero_count)] {
-            d.set_item(format!("{key}_a"), PyBytes::new(py, &ints(&|r| r.stats_a.as_ref().map(g))))?;
-            d.set_item(format!("{key}_b"), PyBytes::new(py, &ints(&|r| r.stats_b.as_ref().map(g))))?;
+        d.set_item(
+            "numel_a",
+            PyBytes::new(py, &ints(&|r| r.a.map(|i| ta[i].numel() as u64))),
+        )?;
+        d.set_item(
+            "numel_b",
+            PyBytes::new(py, &ints(&|r| r.b.map(|j| tb[j].numel() as u64))),
+        )?;
+        for (key, g) in [
+            (
+                "nan_count",
+                (|s| s.nan_count) as fn(&diffai_core::stats::TensorStats) -> u64,
+            ),
+            ("inf_count", |s| s.inf_count),
+            ("zero_count", |s| s.zero_count),
+        ] {
+            d.set_item(
+                format!("{key}_a"),
+                PyBytes::new(py, &ints(&|r| r.stats_a.as_ref().map(g))),
+            )?;
+            d.set_item(
+                format!("{key}_b"),
+                PyBytes::new(py, &ints(&|r| r.stats_b.as_ref().map(g))),
+            )?;
         }
         type Change = fn(&diffai_core::stats::PairStats) -> Option<f64>;
         let change: [(&str, Change); 6] = [
-            ("max_abs_diff", |p| (p.compared > 0).then_some(p.max_abs_diff)),
+            ("max_abs_diff", |p| {
+                (p.compared > 0).then_some(p.max_abs_diff)
+            }),
             ("mean_abs_diff", |p| p.mean_abs_diff()),
             ("rel_l2", |p| p.rel_l2()),
             ("cosine", |p| p.cosine()),
@@ -455,10 +619,19 @@ impl ModelDiffRows {
             ("l2_a", |p| Some(p.sum_sq_a.sqrt())),
         ];
         for (key, g) in change {
-            d.set_item(key, PyBytes::new(py, &floats(&|r| r.change.as_ref().and_then(g))))?;
+            d.set_item(
+                key,
+                PyBytes::new(py, &floats(&|r| r.change.as_ref().and_then(g))),
+            )?;
         }
-        d.set_item("changed_elements", PyBytes::new(py, &ints(&|r| r.change.map(|p| p.diff_count))))?;
-        d.set_item("compared", PyBytes::new(py, &ints(&|r| r.change.map(|p| p.compared))))?;
+        d.set_item(
+            "changed_elements",
+            PyBytes::new(py, &ints(&|r| r.change.map(|p| p.diff_count))),
+        )?;
+        d.set_item(
+            "compared",
+            PyBytes::new(py, &ints(&|r| r.change.map(|p| p.compared))),
+        )?;
         Ok(d)
     }
 
@@ -473,7 +646,11 @@ impl ModelDiffRows {
 #[pyfunction]
 pub fn fold(model: &Model, logicals: Vec<(String, Vec<String>, Vec<usize>)>) -> PyResult<Model> {
     let logicals: Vec<diff::fold::Logical> = (logicals.into_iter())
-        .map(|(name, members, shape)| diff::fold::Logical { name, members, shape })
+        .map(|(name, members, shape)| diff::fold::Logical {
+            name,
+            members,
+            shape,
+        })
         .collect();
     let (folded, _) = diff::fold::fold(&model.inner, &logicals).map_err(to_py_err)?;
     Ok(Model::wrap(folded))

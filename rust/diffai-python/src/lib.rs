@@ -133,7 +133,8 @@ impl Drop for Model {
             // Python objects first, on this thread: freeing them while the other thread holds
             // the address-space lock to unmap would wait for it.
             drop(self.py_infos.take());
-            let inner = std::mem::replace(&mut self.inner, Arc::new(CoreModel::new(Format::InMemory)));
+            let inner =
+                std::mem::replace(&mut self.inner, Arc::new(CoreModel::new(Format::InMemory)));
             let index = std::mem::take(&mut self.index);
             let _ = std::thread::Builder::new()
                 .name("diffai-drop".into())
@@ -522,7 +523,9 @@ fn row_products<'py>(
     threads: i64,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let (ta, tb) = (a.tensor(name_a)?, b.tensor(name_b)?);
-    let sums = run(py, threads, None, move |ctl| stats::row_products(&ta, &tb, rows, width, ctl))?;
+    let sums = run(py, threads, None, move |ctl| {
+        stats::row_products(&ta, &tb, rows, width, ctl)
+    })?;
     f64_bytes(py, sums.as_flattened())
 }
 
@@ -540,14 +543,32 @@ fn cross_dots<'py>(
     b: &Model,
     names_b: Vec<PyBackedStr>,
     threads: i64,
-) -> PyResult<Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
-    let ta = names_a.iter().map(|n| a.tensor(n)).collect::<PyResult<Vec<_>>>()?;
-    let tb = names_b.iter().map(|n| b.tensor(n)).collect::<PyResult<Vec<_>>>()?;
+) -> PyResult<
+    Option<(
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+    )>,
+> {
+    let ta = names_a
+        .iter()
+        .map(|n| a.tensor(n))
+        .collect::<PyResult<Vec<_>>>()?;
+    let tb = names_b
+        .iter()
+        .map(|n| b.tensor(n))
+        .collect::<PyResult<Vec<_>>>()?;
     if ta.iter().chain(&tb).any(|t| t.storage.resident().is_none()) {
         return Ok(None);
     }
-    let d = run(py, threads, None, move |ctl| diffai_core::gram::cross_dots(&ta, &tb, ctl))?;
-    Ok(Some((f64_bytes(py, &d.dots)?, f64_bytes(py, &d.sq_a)?, f64_bytes(py, &d.sq_b)?)))
+    let d = run(py, threads, None, move |ctl| {
+        diffai_core::gram::cross_dots(&ta, &tb, ctl)
+    })?;
+    Ok(Some((
+        f64_bytes(py, &d.dots)?,
+        f64_bytes(py, &d.sq_a)?,
+        f64_bytes(py, &d.sq_b)?,
+    )))
 }
 
 /// A tensor's elements as f64, `block` at a time (native bytes, C order): what analyses of
@@ -574,14 +595,20 @@ impl ValueBlocks {
         if self.next >= numel {
             return Ok(None);
         }
-        let (t, start, count) = (self.tensor.clone(), self.next, self.block.min(numel - self.next));
+        let (t, start, count) = (
+            self.tensor.clone(),
+            self.next,
+            self.block.min(numel - self.next),
+        );
         let vals = match &self.sparse {
             Some(entries) => {
                 let mut vals = vec![0.0; count];
                 entries.fill(start, &mut vals);
                 vals
             }
-            None => run(py, self.threads, None, move |_| stats::to_f64(&t, start, Some(count)))?,
+            None => run(py, self.threads, None, move |_| {
+                stats::to_f64(&t, start, Some(count))
+            })?,
         };
         self.next += count;
         f64_bytes(py, &vals).map(Some)
@@ -606,7 +633,9 @@ fn value_blocks(
     let sparse = run(py, 0, None, move |_| diffai_core::sparse::Entries::of(&t))?.map(Arc::new);
     if sparse.is_none() && tensor.storage.resident().is_none() {
         let t = tensor.clone();
-        let bytes = run(py, threads, None, move |_| Ok(t.storage.load()?.into_owned()))?;
+        let bytes = run(py, threads, None, move |_| {
+            Ok(t.storage.load()?.into_owned())
+        })?;
         tensor.storage = Storage::from_vec(bytes);
     }
     Ok(ValueBlocks {

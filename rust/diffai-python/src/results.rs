@@ -63,7 +63,12 @@ impl TensorStats {
     }
 
     /// A tensor known from its header only (values not read).
-    pub fn header(py: Python<'_>, t: &Tensor, dtype: &Py<PyString>, shape: &Py<PyTuple>) -> PyResult<Py<TensorStats>> {
+    pub fn header(
+        py: Python<'_>,
+        t: &Tensor,
+        dtype: &Py<PyString>,
+        shape: &Py<PyTuple>,
+    ) -> PyResult<Py<TensorStats>> {
         Py::new(
             py,
             TensorStats {

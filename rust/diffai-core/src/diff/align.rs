@@ -72,7 +72,11 @@ pub fn pair(a: &[Tensor], b: &[Tensor], keying_a: Keying, keying_b: Keying) -> R
     Ok(p)
 }
 
-fn keyed<'a>(names: &[(&'a str, usize)], (prefix, keys): Keying<'a>, side: &str) -> Result<Vec<&'a str>> {
+fn keyed<'a>(
+    names: &[(&'a str, usize)],
+    (prefix, keys): Keying<'a>,
+    side: &str,
+) -> Result<Vec<&'a str>> {
     let Some(keys) = keys else {
         return stripped(names.iter().map(|n| n.0), prefix).ok_or_else(|| {
             Error::Invalid(format!(
@@ -85,7 +89,9 @@ fn keyed<'a>(names: &[(&'a str, usize)], (prefix, keys): Keying<'a>, side: &str)
     for &(n, _) in names {
         let key = keys.get(n).map_or(n, String::as_str);
         if !seen.insert(key) {
-            return Err(Error::Invalid(format!("two tensors of {side} are paired by the same name {key:?}")));
+            return Err(Error::Invalid(format!(
+                "two tensors of {side} are paired by the same name {key:?}"
+            )));
         }
         out.push(key);
     }
@@ -131,13 +137,19 @@ fn candidates(names: &[&str]) -> Vec<String> {
     for _ in 0..MAX_DEPTH {
         let mut next = Vec::new();
         for p in &frontier {
-            let rest: Vec<&str> = names.iter().filter_map(|n| n.strip_prefix(p.as_str())).collect();
+            let rest: Vec<&str> = names
+                .iter()
+                .filter_map(|n| n.strip_prefix(p.as_str()))
+                .collect();
             let mut found: Vec<String> = KNOWN_PREFIXES
                 .iter()
                 .filter(|k| rest.iter().any(|r| r.starts_with(*k)))
                 .map(|k| k.to_string())
                 .collect();
-            let heads: FxHashSet<&str> = rest.iter().map(|r| r.split('.').next().unwrap_or("")).collect();
+            let heads: FxHashSet<&str> = rest
+                .iter()
+                .map(|r| r.split('.').next().unwrap_or(""))
+                .collect();
             if heads.len() == 1 && rest.iter().all(|r| r.contains('.')) {
                 let head = format!("{}.", heads.into_iter().next().unwrap_or(""));
                 if !found.contains(&head) {
@@ -166,7 +178,10 @@ pub fn choose_prefixes(names_a: &[&str], names_b: &[&str]) -> Option<(String, St
     if paired_as_is == names_a.len().min(names_b.len()) {
         return None; // nothing left to pair (the common case, decided in one set operation)
     }
-    let (keys_a, keys_b) = (stripped_by_candidate(names_a), stripped_by_candidate(names_b));
+    let (keys_a, keys_b) = (
+        stripped_by_candidate(names_a),
+        stripped_by_candidate(names_b),
+    );
     let mut best: Option<(String, String, usize)> = None;
     for (pa, ka) in &keys_a {
         for (pb, kb) in &keys_b {
@@ -179,7 +194,10 @@ pub fn choose_prefixes(names_a: &[&str], names_b: &[&str]) -> Option<(String, St
             let score = ka.iter().filter(|k| kb.contains(*k)).count();
             let better = match &best {
                 None => true,
-                Some((ba, bb, bs)) => (score, -((pa.len() + pb.len()) as i64)) > (*bs, -((ba.len() + bb.len()) as i64)),
+                Some((ba, bb, bs)) => {
+                    (score, -((pa.len() + pb.len()) as i64))
+                        > (*bs, -((ba.len() + bb.len()) as i64))
+                }
             };
             if score > paired_as_is && better {
                 best = Some((pa.clone(), pb.clone(), score));
@@ -198,7 +216,12 @@ mod tests {
         names
             .iter()
             .map(|(n, len)| {
-                Tensor::contiguous(n.to_string(), DType::U8, vec![*len], Storage::from_vec(vec![0; *len]))
+                Tensor::contiguous(
+                    n.to_string(),
+                    DType::U8,
+                    vec![*len],
+                    Storage::from_vec(vec![0; *len]),
+                )
             })
             .collect()
     }
@@ -218,9 +241,15 @@ mod tests {
     fn chooses_the_prefix_that_pairs_most_and_the_shortest_on_ties() {
         let a = ["w", "b"];
         let b = ["module.w", "module.b"];
-        assert_eq!(choose_prefixes(&a, &b), Some((String::new(), "module.".into())));
+        assert_eq!(
+            choose_prefixes(&a, &b),
+            Some((String::new(), "module.".into()))
+        );
         let nested = ["model.module.w", "model.module.b"];
-        assert_eq!(choose_prefixes(&a, &nested), Some((String::new(), "model.module.".into())));
+        assert_eq!(
+            choose_prefixes(&a, &nested),
+            Some((String::new(), "model.module.".into()))
+        );
         assert_eq!(choose_prefixes(&a, &a), None);
         // Nothing pairs more than as-is: no prefix.
         assert_eq!(choose_prefixes(&["w", "v"], &["w", "u"]), None);
@@ -235,9 +264,17 @@ mod tests {
     fn stripping_into_a_collision_is_an_error() {
         let a = model(&[("module.w", 1), ("w", 1)]);
         let b = model(&[("w", 1)]);
-        let e = pair(&a, &b, ("module.", None), ("", None)).unwrap_err().to_string();
+        let e = pair(&a, &b, ("module.", None), ("", None))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("two tensors of a the same name"), "{e}");
-        let p = pair(&model(&[("w", 1)]), &model(&[("module.w", 1), ("module.v", 2)]), ("", None), ("module.", None)).unwrap();
+        let p = pair(
+            &model(&[("w", 1)]),
+            &model(&[("module.w", 1), ("module.v", 2)]),
+            ("", None),
+            ("module.", None),
+        )
+        .unwrap();
         assert_eq!((p.same, p.added), (vec![(0, 0)], vec![1]));
     }
 }

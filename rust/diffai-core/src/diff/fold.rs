@@ -35,13 +35,21 @@ pub fn fold(model: &Model, logicals: &[Logical]) -> Result<(Model, FxHashSet<usi
                 placed[k] = true;
                 opaque.insert(out.tensors.len());
                 let lg = &logicals[k];
-                out.tensors.push(Tensor::contiguous(lg.name.clone(), DType::U8, lg.shape.clone(), Storage::from_vec(Vec::new())));
+                out.tensors.push(Tensor::contiguous(
+                    lg.name.clone(),
+                    DType::U8,
+                    lg.shape.clone(),
+                    Storage::from_vec(Vec::new()),
+                ));
             }
             Some(_) => {}
         }
     }
     if let Some(k) = placed.iter().position(|p| !p) {
-        return Err(Error::Invalid(format!("{}: none of its parts is in the model", logicals[k].name)));
+        return Err(Error::Invalid(format!(
+            "{}: none of its parts is in the model",
+            logicals[k].name
+        )));
     }
     Ok((out, opaque))
 }

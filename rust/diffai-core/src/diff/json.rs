@@ -11,8 +11,12 @@ use std::fmt::Write;
 /// A tensor's statistics (None: known from its header only).
 pub fn push_stats(out: &mut String, t: &Tensor, s: Option<&TensorStats>, ensure_ascii: bool) {
     let f = |g: fn(&TensorStats) -> Option<f64>| s.and_then(g);
-    for (key, x) in [("{\"mean\": ", f(TensorStats::mean)), (", \"std\": ", f(TensorStats::std)),
-                     (", \"min\": ", f(TensorStats::min)), (", \"max\": ", f(TensorStats::max))] {
+    for (key, x) in [
+        ("{\"mean\": ", f(TensorStats::mean)),
+        (", \"std\": ", f(TensorStats::std)),
+        (", \"min\": ", f(TensorStats::min)),
+        (", \"max\": ", f(TensorStats::max)),
+    ] {
         out.push_str(key);
         push_number(out, x);
     }
@@ -47,13 +51,27 @@ pub fn push_change(out: &mut String, p: Option<&PairStats>, dequantized: bool) {
     push_number(out, p.rel_l2());
     out.push_str(", \"cosine\": ");
     push_number(out, p.cosine());
-    let _ = write!(out, ", \"changed_elements\": {}, \"compared\": {}", p.diff_count, p.compared);
-    out.push_str(if dequantized { ", \"dequantized\": true}" } else { "}" });
+    let _ = write!(
+        out,
+        ", \"changed_elements\": {}, \"compared\": {}",
+        p.diff_count, p.compared
+    );
+    out.push_str(if dequantized {
+        ", \"dequantized\": true}"
+    } else {
+        "}"
+    });
 }
 
 /// The record line of `row` (names `prefix` + each side's own), or None when the row is no
 /// record (unchanged, not compared) or was compared by the caller.
-pub fn record_line(row: &Row, a: &[Tensor], b: &[Tensor], prefix: &str, ensure_ascii: bool) -> Option<String> {
+pub fn record_line(
+    row: &Row,
+    a: &[Tensor],
+    b: &[Tensor],
+    prefix: &str,
+    ensure_ascii: bool,
+) -> Option<String> {
     if !row.status.is_record() || row.elsewhere {
         return None;
     }
@@ -84,7 +102,8 @@ pub fn record_line(row: &Row, a: &[Tensor], b: &[Tensor], prefix: &str, ensure_a
             push_stats(&mut out, tb?, row.stats_b.as_ref(), ensure_ascii);
             if row.status == Status::Changed {
                 out.push_str(", ");
-                let decoded = ta.is_some_and(|t| t.encoded.is_some()) || tb.is_some_and(|t| t.encoded.is_some());
+                let decoded = ta.is_some_and(|t| t.encoded.is_some())
+                    || tb.is_some_and(|t| t.encoded.is_some());
                 push_change(&mut out, row.change.as_ref(), decoded);
             }
         }

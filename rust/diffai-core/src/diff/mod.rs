@@ -46,7 +46,9 @@ pub struct Side<'a> {
 
 impl Side<'_> {
     fn rows_of(&self, i: usize) -> Option<stats::RowOrder<'_>> {
-        self.row_orders?.get(&i).map(|rows| stats::RowOrder { rows })
+        self.row_orders?
+            .get(&i)
+            .map(|rows| stats::RowOrder { rows })
     }
 }
 
@@ -209,7 +211,11 @@ pub fn plan(a: &Side, b: &Side, opts: &DiffOptions, prefix: &str) -> Result<Plan
     let mut pairing = align::pair(ta, tb, ("", a.keys), ("", b.keys))?;
     let mut out = Plan::default();
     let keyed = a.keys.is_some() || b.keys.is_some();
-    let mut prefixes = opts.strip_prefix.clone().filter(|_| !keyed).map(|p| (p, false));
+    let mut prefixes = opts
+        .strip_prefix
+        .clone()
+        .filter(|_| !keyed)
+        .map(|p| (p, false));
     let unpaired = pairing.same.len() + pairing.reshaped.len() < pairing.a_names.len();
     if prefixes.is_none() && !keyed && opts.align && !pairing.added.is_empty() && unpaired {
         prefixes = align::choose_prefixes(&tensor_names(ta), &tensor_names(tb)).map(|p| (p, true));
@@ -217,7 +223,12 @@ pub fn plan(a: &Side, b: &Side, opts: &DiffOptions, prefix: &str) -> Result<Plan
     if let Some(((pa, pb), automatic)) = prefixes {
         pairing = align::pair(ta, tb, (&pa, None), (&pb, None))?;
         let paired = pairing.same.len() + pairing.reshaped.len();
-        out.alignment = Some(Alignment { a_prefix: pa, b_prefix: pb, paired, automatic });
+        out.alignment = Some(Alignment {
+            a_prefix: pa,
+            b_prefix: pb,
+            paired,
+            automatic,
+        });
     }
     let f = &opts.filter;
     if f.is_active() {
@@ -264,9 +275,17 @@ impl Plan {
     pub fn read_alone(&self, a_side: bool) -> Vec<usize> {
         if a_side {
             let paired: FxHashSet<usize> = self.same.iter().map(|p| p.0).collect();
-            self.a_names.iter().copied().filter(|i| !paired.contains(i)).collect()
+            self.a_names
+                .iter()
+                .copied()
+                .filter(|i| !paired.contains(i))
+                .collect()
         } else {
-            self.reshaped.iter().map(|p| p.1).chain(self.added.iter().copied()).collect()
+            self.reshaped
+                .iter()
+                .map(|p| p.1)
+                .chain(self.added.iter().copied())
+                .collect()
         }
     }
 
@@ -275,7 +294,10 @@ impl Plan {
         let (ta, tb) = (&a.tensors, &b.tensors);
         let only_a = self.read_alone(true).into_iter().map(|i| ta[i].nbytes());
         let only_b = self.read_alone(false).into_iter().map(|j| tb[j].nbytes());
-        let same = self.same.iter().map(|&(i, j)| ta[i].nbytes() + tb[j].nbytes());
+        let same = self
+            .same
+            .iter()
+            .map(|&(i, j)| ta[i].nbytes() + tb[j].nbytes());
         only_a.chain(only_b).chain(same).map(|n| n as u64).sum()
     }
 }
@@ -310,8 +332,17 @@ pub fn compare(
     let only_b: Vec<(&str, usize)> = (plan.reshaped.iter().map(|&(i, j)| (ta[i].name.as_str(), j)))
         .chain(plan.added.iter().map(|&j| (tb[j].name.as_str(), j)))
         .collect();
-    let by_kernel: Vec<(usize, usize)> = plan.same.iter().copied().filter(|p| !elsewhere.contains_key(&p.0)).collect();
-    if let Some(&(i, _)) = by_kernel.iter().filter(|_| !opts.shape_only).find(|&&(i, j)| a.opaque.contains(&i) || b.opaque.contains(&j)) {
+    let by_kernel: Vec<(usize, usize)> = plan
+        .same
+        .iter()
+        .copied()
+        .filter(|p| !elsewhere.contains_key(&p.0))
+        .collect();
+    if let Some(&(i, _)) = by_kernel
+        .iter()
+        .filter(|_| !opts.shape_only)
+        .find(|&&(i, j)| a.opaque.contains(&i) || b.opaque.contains(&j))
+    {
         return Err(crate::Error::Invalid(format!(
             "{}: a pair holding a tensor the caller reads was not compared by the caller",
             ta[i].name
@@ -319,23 +350,55 @@ pub fn compare(
     }
 
     let (single_a, single_b, pairs) = if opts.shape_only {
-        (vec![None; only_a.len()], vec![None; only_b.len()], vec![None; by_kernel.len()])
+        (
+            vec![None; only_a.len()],
+            vec![None; only_b.len()],
+            vec![None; by_kernel.len()],
+        )
     } else {
         // An opaque tensor's statistics are the caller's.
-        let read = |t: &Tensor, opaque: bool| if opaque { Ok(None) } else { stats::tensor_stats(t, ctl).map(Some) };
-        let single_a = only_a.par_iter().map(|&i| read(&ta[i], a.opaque.contains(&i))).collect::<Result<Vec<_>>>()?;
-        let single_b =
-            only_b.par_iter().map(|&(_, j)| read(&tb[j], b.opaque.contains(&j))).collect::<Result<Vec<_>>>()?;
+        let read = |t: &Tensor, opaque: bool| {
+            if opaque {
+                Ok(None)
+            } else {
+                stats::tensor_stats(t, ctl).map(Some)
+            }
+        };
+        let single_a = only_a
+            .par_iter()
+            .map(|&i| read(&ta[i], a.opaque.contains(&i)))
+            .collect::<Result<Vec<_>>>()?;
+        let single_b = only_b
+            .par_iter()
+            .map(|&(_, j)| read(&tb[j], b.opaque.contains(&j)))
+            .collect::<Result<Vec<_>>>()?;
         let pairs = (by_kernel.par_iter())
-            .map(|&(i, j)| stats::pair_stats_reordered(&ta[i], &tb[j], a.rows_of(i), b.rows_of(j), opts.epsilon, ctl).map(Some))
+            .map(|&(i, j)| {
+                stats::pair_stats_reordered(
+                    &ta[i],
+                    &tb[j],
+                    a.rows_of(i),
+                    b.rows_of(j),
+                    opts.epsilon,
+                    ctl,
+                )
+                .map(Some)
+            })
             .collect::<Result<Vec<_>>>()?;
         (single_a, single_b, pairs)
     };
-    let single_a: FxHashMap<usize, Option<TensorStats>> = only_a.iter().copied().zip(single_a).collect();
-    let single_b: FxHashMap<&str, (usize, Option<TensorStats>)> =
-        only_b.iter().zip(single_b).map(|(&(n, j), s)| (n, (j, s))).collect();
-    let pairs: FxHashMap<usize, (usize, Option<Compared>)> =
-        by_kernel.iter().zip(pairs).map(|(&(i, j), s)| (i, (j, s))).collect();
+    let single_a: FxHashMap<usize, Option<TensorStats>> =
+        only_a.iter().copied().zip(single_a).collect();
+    let single_b: FxHashMap<&str, (usize, Option<TensorStats>)> = only_b
+        .iter()
+        .zip(single_b)
+        .map(|(&(n, j), s)| (n, (j, s)))
+        .collect();
+    let pairs: FxHashMap<usize, (usize, Option<Compared>)> = by_kernel
+        .iter()
+        .zip(pairs)
+        .map(|(&(i, j), s)| (i, (j, s)))
+        .collect();
     let b_of: FxHashMap<usize, usize> = plan.same.iter().copied().collect();
 
     // A tensor only a holds and one only b holds, equal element by element: one renamed tensor.
@@ -346,8 +409,11 @@ pub fn compare(
             .filter(|i| !reshaped.contains(i))
             .filter_map(|&i| single_a[&i].map(|s| (i, s)))
             .collect();
-        let added: Vec<(usize, TensorStats)> =
-            plan.added.iter().filter_map(|&j| single_b[tb[j].name.as_str()].1.map(|s| (j, s))).collect();
+        let added: Vec<(usize, TensorStats)> = plan
+            .added
+            .iter()
+            .filter_map(|&j| single_b[tb[j].name.as_str()].1.map(|s| (j, s)))
+            .collect();
         renames = find_renames(ta, tb, &gone, &added, ctl)?;
     }
     let renamed_to: FxHashSet<usize> = renames.values().map(|r: &(usize, _)| r.0).collect();
@@ -366,22 +432,65 @@ pub fn compare(
     for &i in &plan.a_names {
         let mut row = if let Some(e) = elsewhere.get(&i) {
             let j = b_of[&i];
-            let change = e.diff_count.map(|diff_count| PairStats { diff_count, ..Default::default() });
+            let change = e.diff_count.map(|diff_count| PairStats {
+                diff_count,
+                ..Default::default()
+            });
             let status = change_rule_of(e.dtypes_differ, change.as_ref());
-            Row { status, a: Some(i), b: Some(j), stats_a: None, stats_b: None, change: None, elsewhere: true }
+            Row {
+                status,
+                a: Some(i),
+                b: Some(j),
+                stats_a: None,
+                stats_b: None,
+                change: None,
+                elsewhere: true,
+            }
         } else if let Some((j, s)) = pairs.get(&i) {
             let (stats_a, stats_b, change) = match s {
                 Some((x, y, p)) => (Some(*x), Some(*y), Some(*p)),
                 None => (None, None, None),
             };
             let status = change_rule(&ta[i], &tb[*j], change.as_ref());
-            Row { status, a: Some(i), b: Some(*j), stats_a, stats_b, change, elsewhere: false }
+            Row {
+                status,
+                a: Some(i),
+                b: Some(*j),
+                stats_a,
+                stats_b,
+                change,
+                elsewhere: false,
+            }
         } else if let Some(&(j, sb)) = single_b.get(ta[i].name.as_str()) {
-            Row { status: Status::Reshaped, a: Some(i), b: Some(j), stats_a: single_a[&i], stats_b: sb, change: None, elsewhere: false }
+            Row {
+                status: Status::Reshaped,
+                a: Some(i),
+                b: Some(j),
+                stats_a: single_a[&i],
+                stats_b: sb,
+                change: None,
+                elsewhere: false,
+            }
         } else if let Some(&(j, (x, y, p))) = renames.get(&i) {
-            Row { status: Status::Renamed, a: Some(i), b: Some(j), stats_a: Some(x), stats_b: Some(y), change: Some(p), elsewhere: false }
+            Row {
+                status: Status::Renamed,
+                a: Some(i),
+                b: Some(j),
+                stats_a: Some(x),
+                stats_b: Some(y),
+                change: Some(p),
+                elsewhere: false,
+            }
         } else {
-            Row { status: Status::Removed, a: Some(i), b: None, stats_a: single_a[&i], stats_b: None, change: None, elsewhere: false }
+            Row {
+                status: Status::Removed,
+                a: Some(i),
+                b: None,
+                stats_a: single_a[&i],
+                stats_b: None,
+                change: None,
+                elsewhere: false,
+            }
         };
         row.elsewhere |= opaque(row.a, row.b);
         push(&mut out, row);
@@ -389,7 +498,18 @@ pub fn compare(
     for &j in plan.added.iter().filter(|j| !renamed_to.contains(j)) {
         let stats_b = single_b[tb[j].name.as_str()].1;
         let elsewhere = opaque(None, Some(j));
-        push(&mut out, Row { status: Status::Added, a: None, b: Some(j), stats_a: None, stats_b, change: None, elsewhere });
+        push(
+            &mut out,
+            Row {
+                status: Status::Added,
+                a: None,
+                b: Some(j),
+                stats_a: None,
+                stats_b,
+                change: None,
+                elsewhere,
+            },
+        );
     }
 
     compare_leaves(a, b, opts, prefix, &mut out);
@@ -404,7 +524,9 @@ fn compare_leaves(a: &Side, b: &Side, opts: &DiffOptions, prefix: &str, out: &mu
         b.scalars.iter().map(|(k, v)| (k.as_str(), v)).collect(),
     );
     out.scalars_changed = (scalars::union(a.scalars, b.scalars).into_iter())
-        .filter(|k| keeps(k) && !scalars::scalar_equal(sa.get(k).copied(), sb.get(k).copied(), opts.epsilon))
+        .filter(|k| {
+            keeps(k) && !scalars::scalar_equal(sa.get(k).copied(), sb.get(k).copied(), opts.epsilon)
+        })
         .map(String::from)
         .collect();
     let (ma, mb): (FxHashMap<_, _>, FxHashMap<_, _>) = (
@@ -453,7 +575,18 @@ pub fn change_rule_of(dtypes_differ: bool, change: Option<&PairStats>) -> Status
 /// the range (-0.0 as 0.0, as they compare equal).
 fn content_key<'t>(t: &'t Tensor, s: &TensorStats) -> (DType, &'t str, Vec<usize>, [u64; 5]) {
     let bits = |x: Option<f64>| x.map_or(u64::MAX, |v| (v + 0.0).to_bits());
-    (t.dtype, t.shown_dtype(), t.shape.clone(), [s.nan_count, s.inf_count, s.zero_count, bits(s.min()), bits(s.max())])
+    (
+        t.dtype,
+        t.shown_dtype(),
+        t.shape.clone(),
+        [
+            s.nan_count,
+            s.inf_count,
+            s.zero_count,
+            bits(s.min()),
+            bits(s.max()),
+        ],
+    )
 }
 
 /// a's removed tensor -> (b's added tensor, their statistics) for tensors equal element by
@@ -473,15 +606,26 @@ fn find_renames(
     }
     // In removed order, as the rounds try them; a found one leaves (None).
     let mut pending: Vec<Option<(usize, Vec<usize>)>> = (removed.iter())
-        .filter_map(|(i, s)| by_key.get(&content_key(&ta[*i], s)).map(|c| Some((*i, c.clone()))))
+        .filter_map(|(i, s)| {
+            by_key
+                .get(&content_key(&ta[*i], s))
+                .map(|c| Some((*i, c.clone())))
+        })
         .collect();
     let mut found = FxHashMap::default();
     let mut taken = FxHashSet::default();
     for _ in 0..RENAME_ROUNDS {
         let mut used = FxHashSet::default();
         let mut trial = Vec::new();
-        for (k, (i, candidates)) in pending.iter().enumerate().filter_map(|(k, p)| Some((k, p.as_ref()?))) {
-            if let Some(&j) = candidates.iter().find(|j| !taken.contains(*j) && !used.contains(*j)) {
+        for (k, (i, candidates)) in pending
+            .iter()
+            .enumerate()
+            .filter_map(|(k, p)| Some((k, p.as_ref()?)))
+        {
+            if let Some(&j) = candidates
+                .iter()
+                .find(|j| !taken.contains(*j) && !used.contains(*j))
+            {
                 trial.push((k, *i, j));
                 used.insert(j);
             }

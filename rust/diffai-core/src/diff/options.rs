@@ -17,8 +17,14 @@ impl NameFilter {
 
     /// How many of `names` the path filter keeps and the ignore filter drops.
     pub fn hits<'n>(&self, names: impl Iterator<Item = &'n str> + Clone) -> (usize, usize) {
-        let path = self.path.as_deref().map_or(0, |p| names.clone().filter(|n| n.contains(p)).count());
-        let ignore = self.ignore.as_ref().map_or(0, |r| names.filter(|n| r.is_match(n)).count());
+        let path = self
+            .path
+            .as_deref()
+            .map_or(0, |p| names.clone().filter(|n| n.contains(p)).count());
+        let ignore = self
+            .ignore
+            .as_ref()
+            .map_or(0, |r| names.filter(|n| r.is_match(n)).count());
         (path, ignore)
     }
 
@@ -67,7 +73,11 @@ impl DiffOptions {
         let ignore = match ignore_keys_regex {
             Some(re) if !re.is_empty() => Some(Regex::new(re).map_err(|e| {
                 let reason = e.to_string();
-                let reason = reason.lines().last().unwrap_or("").trim_start_matches("error: ");
+                let reason = reason
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ");
                 Error::Invalid(format!("invalid --ignore-keys-regex {re:?}: {reason}"))
             })?),
             _ => None,
@@ -133,8 +143,16 @@ mod tests {
 
     #[test]
     fn filter_keeps_path_matches_not_ignored() {
-        let o = DiffOptions::new(0.0, Some("layer".into()), Some(r"\.bias$"), true, None, false, 2)
-            .unwrap();
+        let o = DiffOptions::new(
+            0.0,
+            Some("layer".into()),
+            Some(r"\.bias$"),
+            true,
+            None,
+            false,
+            2,
+        )
+        .unwrap();
         assert!(o.filter.keeps("layer.0.weight"));
         assert!(!o.filter.keeps("layer.0.bias"));
         assert!(!o.filter.keeps("head.weight"));

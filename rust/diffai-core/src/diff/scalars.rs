@@ -19,7 +19,11 @@ pub fn scalar_equal(a: Option<&Scalar>, b: Option<&Scalar>, epsilon: f64) -> boo
 pub fn union<'k, V>(a: &'k [(String, V)], b: &'k [(String, V)]) -> Vec<&'k str> {
     let in_a: rustc_hash::FxHashSet<&str> = a.iter().map(|(k, _)| k.as_str()).collect();
     (a.iter().map(|(k, _)| k.as_str()))
-        .chain(b.iter().map(|(k, _)| k.as_str()).filter(|k| !in_a.contains(k)))
+        .chain(
+            b.iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| !in_a.contains(k)),
+        )
         .collect()
 }
 
@@ -37,12 +41,28 @@ mod tests {
         assert!(scalar_equal(Some(&f(f64::NAN)), Some(&f(f64::NAN)), 0.0));
         assert!(scalar_equal(Some(&f(1.0)), Some(&f(1.05)), 0.1));
         assert!(!scalar_equal(Some(&f(1.0)), Some(&f(1.05)), 0.0));
-        assert!(scalar_equal(Some(&f(f64::INFINITY)), Some(&f(f64::INFINITY)), 0.1));
-        assert!(!scalar_equal(Some(&f(f64::INFINITY)), Some(&f(f64::NEG_INFINITY)), 0.1));
-        assert!(!scalar_equal(Some(&Scalar::Bool(true)), Some(&Scalar::Int(1)), 0.0));
+        assert!(scalar_equal(
+            Some(&f(f64::INFINITY)),
+            Some(&f(f64::INFINITY)),
+            0.1
+        ));
+        assert!(!scalar_equal(
+            Some(&f(f64::INFINITY)),
+            Some(&f(f64::NEG_INFINITY)),
+            0.1
+        ));
+        assert!(!scalar_equal(
+            Some(&Scalar::Bool(true)),
+            Some(&Scalar::Int(1)),
+            0.0
+        ));
         assert!(!scalar_equal(Some(&Scalar::Int(1)), Some(&f(1.0)), 0.0));
         assert!(!scalar_equal(Some(&Scalar::None), None, 0.0));
-        assert!(scalar_equal(Some(&Scalar::Str("x".into())), Some(&Scalar::Str("x".into())), 0.0));
+        assert!(scalar_equal(
+            Some(&Scalar::Str("x".into())),
+            Some(&Scalar::Str("x".into())),
+            0.0
+        ));
     }
 
     #[test]

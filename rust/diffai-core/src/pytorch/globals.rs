@@ -147,12 +147,10 @@ pub(super) fn torch_dtype(name: &str) -> Option<Option<DType>> {
         "uint16" => DType::U16,
         "uint8" => DType::U8,
         "bool" => DType::Bool,
-        "float8_e4m3fnuz" | "float8_e5m2fnuz" | "float8_e8m0fnu" | "float4_e2m1fn_x2"
-        | "qint8" | "quint8" | "qint32" | "quint4x2" | "quint2x4" | "bits1x8" | "bits2x4"
-        | "bits4x2" | "bits8" | "bits16" | "int1" | "int2" | "int3" | "int4" | "int5" | "int6"
-        | "int7" | "uint1" | "uint2" | "uint3" | "uint4" | "uint5" | "uint6" | "uint7" => {
-            return Some(None)
-        }
+        "float8_e4m3fnuz" | "float8_e5m2fnuz" | "float8_e8m0fnu" | "float4_e2m1fn_x2" | "qint8"
+        | "quint8" | "qint32" | "quint4x2" | "quint2x4" | "bits1x8" | "bits2x4" | "bits4x2"
+        | "bits8" | "bits16" | "int1" | "int2" | "int3" | "int4" | "int5" | "int6" | "int7"
+        | "uint1" | "uint2" | "uint3" | "uint4" | "uint5" | "uint6" | "uint7" => return Some(None),
         _ => return None,
     }))
 }
@@ -192,44 +190,164 @@ pub(super) fn storage_kind(name: &str) -> Option<StorageKind> {
 /// callables (getattr, functools.partial, operator.attrgetter): a pickle that names anything
 /// in them is refused, never kept as a placeholder.
 const DANGEROUS_PACKAGES: &[&str] = &[
-    "__builtin__", "__builtins__", "_ctypes", "_io", "_operator",
-    "_pickle", "_posixsubprocess", "_thread", "asyncio", "atexit", "bdb", "builtins", "cPickle",
-    "code", "codeop", "commands", "copy_reg", "copyreg", "ctypes", "dbm", "dill", "distutils",
-    "fcntl", "ftplib", "functools", "gc", "glob", "http", "httplib", "imp", "importlib",
-    "inspect", "io", "IPython", "joblib", "linecache", "marshal", "mmap", "multiprocessing", "nt",
-    "ntpath", "operator", "os", "pathlib", "pdb", "pickle", "pickletools", "pip", "pkgutil",
-    "platform", "popen2", "posix", "posixpath", "profile", "pty", "pydoc", "requests", "resource",
-    "runpy", "sched", "select", "selectors", "setuptools", "shelve", "shutil", "signal", "site",
-    "smtplib", "socket", "sqlite3", "ssl", "subprocess", "sys", "tempfile", "telnetlib", "thread",
-    "threading", "timeit", "trace", "types", "urllib", "urllib2", "urllib3", "webbrowser",
-    "yaml", "zipimport",
+    "__builtin__",
+    "__builtins__",
+    "_ctypes",
+    "_io",
+    "_operator",
+    "_pickle",
+    "_posixsubprocess",
+    "_thread",
+    "asyncio",
+    "atexit",
+    "bdb",
+    "builtins",
+    "cPickle",
+    "code",
+    "codeop",
+    "commands",
+    "copy_reg",
+    "copyreg",
+    "ctypes",
+    "dbm",
+    "dill",
+    "distutils",
+    "fcntl",
+    "ftplib",
+    "functools",
+    "gc",
+    "glob",
+    "http",
+    "httplib",
+    "imp",
+    "importlib",
+    "inspect",
+    "io",
+    "IPython",
+    "joblib",
+    "linecache",
+    "marshal",
+    "mmap",
+    "multiprocessing",
+    "nt",
+    "ntpath",
+    "operator",
+    "os",
+    "pathlib",
+    "pdb",
+    "pickle",
+    "pickletools",
+    "pip",
+    "pkgutil",
+    "platform",
+    "popen2",
+    "posix",
+    "posixpath",
+    "profile",
+    "pty",
+    "pydoc",
+    "requests",
+    "resource",
+    "runpy",
+    "sched",
+    "select",
+    "selectors",
+    "setuptools",
+    "shelve",
+    "shutil",
+    "signal",
+    "site",
+    "smtplib",
+    "socket",
+    "sqlite3",
+    "ssl",
+    "subprocess",
+    "sys",
+    "tempfile",
+    "telnetlib",
+    "thread",
+    "threading",
+    "timeit",
+    "trace",
+    "types",
+    "urllib",
+    "urllib2",
+    "urllib3",
+    "webbrowser",
+    "yaml",
+    "zipimport",
 ];
 
 /// Callable names refused in any module (a placeholder named `eval` is an attack, not a class).
 const DANGEROUS_NAMES: &[&str] = &[
-    "__import__", "__reduce__", "__reduce_ex__", "__setstate__", "_load_from_bytes", "apply",
-    "attrgetter", "breakpoint", "call", "check_call", "check_output", "compile", "delattr",
-    "eval", "exec", "execfile", "execv", "execve", "exit", "fork", "getattr", "globals",
-    "import_module", "input", "itemgetter", "kill", "load", "load_module", "loads",
-    "methodcaller", "open", "partial", "popen", "Popen", "remove", "rmtree", "run", "runstring",
-    "setattr", "spawn", "system", "unlink", "vars",
+    "__import__",
+    "__reduce__",
+    "__reduce_ex__",
+    "__setstate__",
+    "_load_from_bytes",
+    "apply",
+    "attrgetter",
+    "breakpoint",
+    "call",
+    "check_call",
+    "check_output",
+    "compile",
+    "delattr",
+    "eval",
+    "exec",
+    "execfile",
+    "execv",
+    "execve",
+    "exit",
+    "fork",
+    "getattr",
+    "globals",
+    "import_module",
+    "input",
+    "itemgetter",
+    "kill",
+    "load",
+    "load_module",
+    "loads",
+    "methodcaller",
+    "open",
+    "partial",
+    "popen",
+    "Popen",
+    "remove",
+    "rmtree",
+    "run",
+    "runstring",
+    "setattr",
+    "spawn",
+    "system",
+    "unlink",
+    "vars",
 ];
 
 /// The torch packages whose classes may be kept inert: modules, optimizers, schedulers,
 /// quantization observers. Any other unknown `torch.*` name (torch.load, torch.hub, torch._C,
 /// torch.jit, torch.ops, torch.serialization ...) is refused.
 const TORCH_INERT_PACKAGES: &[&str] = &[
-    "torch.nn.", "torch.optim.", "torch.ao.", "torch.nn.modules.", "torch.distributions.",
+    "torch.nn.",
+    "torch.optim.",
+    "torch.ao.",
+    "torch.nn.modules.",
+    "torch.distributions.",
 ];
 
 /// What an unknown global becomes: `Ok(())` for an inert placeholder, or the refusal.
 pub(super) fn unknown_global(module: &str, name: &str) -> VmResult<()> {
     let root = module.split('.').next().unwrap_or(module);
     let dangerous = DANGEROUS_PACKAGES.contains(&root)
-        || name.split('.').any(|part| DANGEROUS_NAMES.contains(&part) || part.starts_with("__"))
+        || name
+            .split('.')
+            .any(|part| DANGEROUS_NAMES.contains(&part) || part.starts_with("__"))
         || module.starts_with("__torch__")
-        || (matches!(root, "torch" | "numpy" | "_codecs" | "collections" | "argparse")
-            && !TORCH_INERT_PACKAGES.iter().any(|p| module.starts_with(p)));
+        || (matches!(
+            root,
+            "torch" | "numpy" | "_codecs" | "collections" | "argparse"
+        ) && !TORCH_INERT_PACKAGES.iter().any(|p| module.starts_with(p)));
     if dangerous {
         Err(refusal(module, name))
     } else {

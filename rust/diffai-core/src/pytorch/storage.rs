@@ -33,7 +33,9 @@ impl StorageBytes {
     /// The first `len` bytes (at most `self.len()`).
     fn prefix(self, len: usize) -> StorageBytes {
         match self {
-            StorageBytes::Resident(owner, r) => StorageBytes::Resident(owner, r.start..r.start + len),
+            StorageBytes::Resident(owner, r) => {
+                StorageBytes::Resident(owner, r.start..r.start + len)
+            }
             StorageBytes::Deflated { entry, range, swap } => StorageBytes::Deflated {
                 entry,
                 range: range.start..range.start + len,
@@ -52,7 +54,9 @@ impl StorageBytes {
                 let (start, len) = (range.start as u64, range.len() as u64);
                 let what = format!("{}: storage {key}", path.display());
                 let open = move || -> Result<Box<dyn Read + Send>> {
-                    entry.span(start, len, swap, what.clone()).map_err(crate::deflated::stream_error)
+                    entry
+                        .span(start, len, swap, what.clone())
+                        .map_err(crate::deflated::stream_error)
                 };
                 Storage::streamed(range.len(), Arc::new(open))
             }
@@ -99,7 +103,10 @@ fn locate(
         file.size(),
     );
     if file.encrypted() {
-        return Err(Error::format(path, format!("zip entry {name} is encrypted")));
+        return Err(Error::format(
+            path,
+            format!("zip entry {name} is encrypted"),
+        ));
     }
     let len = (**map).as_ref().len();
     let range = usize::try_from(start)
@@ -156,9 +163,9 @@ pub(super) fn read_entry(
         None => None,
         Some(StorageBytes::Resident(owner, range)) => Some((owner, range)),
         Some(StorageBytes::Deflated { entry, .. }) => {
-            let data = entry.read_whole().map_err(|e| {
-                Error::format(path, format!("zip entry {name}: {e}"))
-            })?;
+            let data = entry
+                .read_whole()
+                .map_err(|e| Error::format(path, format!("zip entry {name}: {e}")))?;
             let n = data.len();
             Some((Arc::new(data), 0..n))
         }
@@ -225,8 +232,8 @@ impl<'p, 'a> ZipStorages<'p, 'a> {
         let record = match self.cache.get(&(s.key.clone(), swap)) {
             Some(found) => found.clone(),
             None => {
-                let found = locate(self.path, &mut self.archive, &self.map, &name)?
-                    .ok_or_else(|| {
+                let found =
+                    locate(self.path, &mut self.archive, &self.map, &name)?.ok_or_else(|| {
                         Error::format(
                             self.path,
                             format!("storage {name} is missing from the archive"),
@@ -234,7 +241,8 @@ impl<'p, 'a> ZipStorages<'p, 'a> {
                     })?;
                 let found = match found {
                     StorageBytes::Resident(owner, range) if swap > 1 => {
-                        let swapped = byteswap((*owner).as_ref().get(range).unwrap_or_default(), swap);
+                        let swapped =
+                            byteswap((*owner).as_ref().get(range).unwrap_or_default(), swap);
                         let n = swapped.len();
                         StorageBytes::Resident(Arc::new(swapped), 0..n)
                     }
@@ -357,14 +365,21 @@ pub(super) fn make_tensor(
         }
         end = last
             .checked_add(1)
-            .filter(|n| n.checked_mul(elem as u128).is_some_and(|b| b <= usize::MAX as u128))
+            .filter(|n| {
+                n.checked_mul(elem as u128)
+                    .is_some_and(|b| b <= usize::MAX as u128)
+            })
             .map(|n| n as usize)
             .ok_or_else(|| bad("its strides address more elements than can exist".into()))?;
     }
     let (storage, offset) = match bytes {
         StorageBytes::Resident(owner, range) => (Storage::new(owner, range), offset),
         StorageBytes::Deflated { entry, range, swap } => {
-            let span = if numel == 0 { 0..0 } else { offset * elem..end * elem };
+            let span = if numel == 0 {
+                0..0
+            } else {
+                offset * elem..end * elem
+            };
             if span.end > range.len() {
                 return Err(bad(format!(
                     "shape {shape:?} from offset {offset} needs {} bytes but its storage {} holds {}",

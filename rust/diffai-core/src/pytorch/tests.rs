@@ -133,11 +133,14 @@ fn placeholders_never_reach_dangerous_callables() {
         let mut data = b"\x80\x02c".to_vec();
         data.extend(format!("{module}\n{name}\n").as_bytes());
         data.extend(b")R.");
-        let e = run(&data).err().unwrap_or_else(|| panic!("{module}.{name} accepted"));
+        let e = run(&data)
+            .err()
+            .unwrap_or_else(|| panic!("{module}.{name} accepted"));
         assert!(e.contains(&format!("{module}.{name}")), "{e}");
     }
     // An inert class called with a tensor-free argument, BUILD state and SETITEMS.
-    let data = b"\x80\x02c__main__\nNet\nq\x00)\x81}X\x01\x00\x00\x00kK\x07sbX\x01\x00\x00\x00xK\x01s.";
+    let data =
+        b"\x80\x02c__main__\nNet\nq\x00)\x81}X\x01\x00\x00\x00kK\x07sbX\x01\x00\x00\x00xK\x01s.";
     let (vm, v) = run(data).unwrap();
     assert_eq!(vm.inert.iter().collect::<Vec<_>>(), ["__main__.Net"]);
     let f = flatten(&vm.nodes, &v, vm.ops).unwrap();

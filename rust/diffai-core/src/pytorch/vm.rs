@@ -905,13 +905,20 @@ impl<'a> Vm<'a> {
         };
         // Complex: (real, imaginary) as a trailing dimension of 2, as torch.view_as_real shows it.
         let (offset, shape, strides) = if complex {
-            let twice = |x: u64| x.checked_mul(2).ok_or_else(|| self.err(format!("{name}: offset or stride too large")));
+            let twice = |x: u64| {
+                x.checked_mul(2)
+                    .ok_or_else(|| self.err(format!("{name}: offset or stride too large")))
+            };
             let strides: Vec<i64> = strides
                 .iter()
                 .map(|&s| twice(s as u64).map(|s| s as i64))
                 .chain([Ok(1)])
                 .collect::<VmResult<_>>()?;
-            (twice(offset)?, shape.into_iter().chain([2]).collect(), strides)
+            (
+                twice(offset)?,
+                shape.into_iter().chain([2]).collect(),
+                strides,
+            )
         } else {
             (offset, shape, strides)
         };
