@@ -215,9 +215,9 @@ mod tests {
         )
         .unwrap();
         let (sa, sb) = ([&x, &y, &z], [&z, &x, &y]);
-        for i in 0..3 {
-            for j in 0..3 {
-                let (got, exact) = (d.dots[i * 3 + j], want(sa[i], sb[j]));
+        for (i, va) in sa.iter().enumerate() {
+            for (j, vb) in sb.iter().enumerate() {
+                let (got, exact) = (d.dots[i * 3 + j], want(va, vb));
                 assert!(
                     (got - exact).abs() <= 1e-12 * exact.abs().max(1.0),
                     "{i},{j}: {got} vs {exact}"
