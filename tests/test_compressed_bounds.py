@@ -318,6 +318,25 @@ def test_views_of_one_deflated_storage_read_their_own_elements(tmp_path):
             assert (st.min, st.max) == (want.min(), want.max()), name
 
 
+def test_a_transposed_view_over_a_large_deflated_storage_is_refused_at_open(tmp_path):
+    """Compared with a tensor in storage order, a transposed view of a deflated storage would be
+    inflated whole: beyond 64 MiB it is refused at open; a small one is read exactly."""
+    import diffai
+    big, size, crc = deflated_zeros(b"", 80)
+    rows = 4096
+    cols = size // 4 // rows
+    path = tmp_path / "t.pt"
+    checkpoint(path, [("wt", "0", size // 4, 0, (cols, rows), (1, cols))], [("0", DEFLATED, big, size, crc)])
+    got = measured("shape", path)
+    assert "not in storage order" in got["error"] and "budget: inflated in memory" in got["error"], got
+    assert_bounded(got)
+    x = np.arange(4096, dtype=np.float32)
+    small = tmp_path / "small.pt"
+    checkpoint(small, [("wt", "0", x.size, 0, (64, 64), (1, 64))], [deflated("0", x.tobytes())])
+    (r,) = diffai.inspect(small)
+    assert (r.tensors[0].stats.max, r.tensors[0].stats.numel) == (x.max(), x.size)
+
+
 def test_a_torch_checkpoint_rezipped_with_deflate_reads_the_same(tmp_path):
     """What torch.save wrote (views sharing a storage, a transpose, a sparse tensor, integers),
     its entries deflated: every statistic equals the stored file's, from streamed storages."""

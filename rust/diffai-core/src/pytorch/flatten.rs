@@ -288,7 +288,12 @@ impl Walker<'_> {
     /// than `MAX_NAME_BYTES` (checked as it grows, so shared tuples cannot make it explode).
     fn write_key(&self, key: &Value, depth: usize, out: &mut String) -> bool {
         use std::fmt::Write;
+        // A text longer than a name may be is refused before it is copied (a memoized 1 MiB
+        // key referenced thousands of times would otherwise be copied each time).
+        let fits = |out: &String, n: usize| out.len() + n <= MAX_NAME_BYTES;
         match key {
+            Value::Str(s) if !fits(out, s.len()) => return false,
+            Value::Bytes(b) if !fits(out, b.len()) => return false,
             Value::Str(s) => out.push_str(s),
             Value::Int(i) => {
                 let _ = write!(out, "{i}");

@@ -388,9 +388,11 @@ pub(super) fn make_tensor(
                     range.len()
                 )));
             }
-            if !fills_its_span(&shape, &strides) && span.len() > STRIDED_INFLATE_LIMIT {
+            // Only a view in storage order can be streamed beside another tensor; any other
+            // (strided, or a permutation such as a transpose) is read whole when paired.
+            if !is_c_order(&shape, &strides) && span.len() > STRIDED_INFLATE_LIMIT {
                 return Err(bad(format!(
-                    "a strided view spanning {} bytes of a deflated storage would be inflated into memory whole (more than {STRIDED_INFLATE_LIMIT}); budget: inflated in memory",
+                    "a view not in storage order spanning {} bytes of a deflated storage would be inflated into memory whole when compared (more than {STRIDED_INFLATE_LIMIT}); budget: inflated in memory",
                     span.len()
                 )));
             }
@@ -405,10 +407,7 @@ pub(super) fn make_tensor(
             (Storage::streamed(span.len(), Arc::new(open)), 0)
         }
     };
-    let contiguous = shape
-        .iter()
-        .zip(strides.iter().zip(Tensor::c_strides(&shape)))
-        .all(|(&d, (&have, want))| d <= 1 || have == want);
+    let contiguous = is_c_order(&shape, &strides);
     let tensor = Tensor {
         name,
         dtype: t.dtype,
@@ -431,21 +430,13 @@ pub(super) fn make_tensor(
     Ok(tensor)
 }
 
-/// Whether a view's elements fill the part of its storage they span, each once, in C order or
-/// any order of the dimensions: then the statistics stream a deflated storage in storage order
-/// (`stats` checks the same before streaming); any other view is read whole.
-fn fills_its_span(shape: &[usize], strides: &[usize]) -> bool {
-    let mut dims: Vec<(usize, usize)> = (shape.iter().zip(strides))
-        .filter(|(&d, _)| d > 1)
-        .map(|(&d, &s)| (s, d))
-        .collect();
-    dims.sort_unstable();
-    let mut expect = 1usize;
-    dims.into_iter().all(|(stride, dim)| {
-        let fits = stride == expect;
-        expect = expect.saturating_mul(dim);
-        fits
-    })
+/// Whether a view addresses its elements in storage order (C-contiguous; size-1 dimensions
+/// may have any stride).
+fn is_c_order(shape: &[usize], strides: &[usize]) -> bool {
+    (shape
+        .iter()
+        .zip(strides.iter().zip(Tensor::c_strides(shape))))
+    .all(|(&d, (&have, want))| d <= 1 || have == want)
 }
 
 /// `count * elem` as a byte length.
