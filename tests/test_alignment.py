@@ -157,3 +157,23 @@ def test_a_single_container_key_is_stripped():
     result = diffai.diff(sd, {"net": sd, "step": 7})
     assert result.alignments == [Alignment("", "net.", 2, True)]
     assert _kinds(result) == ["ScalarChanged"]  # only the step counter b adds
+
+
+def test_integer_codes_with_a_scale_are_dequantized_under_an_aligned_prefix(tmp_path):
+    """b's int8 codes and their row scales sit under `module.`: paired with a's float weight by
+    prefix alignment, they are still compared as codes times scale (not as raw codes)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4, 8)).astype(np.float32)
+    scale = (np.abs(w).max(axis=1) / 127).astype(np.float32)
+    codes = np.round(w / scale[:, None]).astype(np.int8)
+    save_file({"w": w, "b": np.ones(3, np.float32)}, str(tmp_path / "a.safetensors"))
+    save_file({"w": codes, "w.scale": scale, "b": np.ones(3, np.float32)}, str(tmp_path / "plain.safetensors"))
+    save_file({"module.w": codes, "module.w.scale": scale, "module.b": np.ones(3, np.float32)},
+              str(tmp_path / "wrapped.safetensors"))
+    deq = codes.astype(np.float64) * scale.astype(np.float64)[:, None]
+    want = np.linalg.norm(deq - w) / np.linalg.norm(w.astype(np.float64))
+    for b in ("plain", "wrapped"):
+        r = diffai.diff(str(tmp_path / "a.safetensors"), str(tmp_path / f"{b}.safetensors"))
+        (c,) = [c for c in r.comparisons if c.name == "w"]
+        assert c.change.rel_l2 == pytest.approx(want, rel=1e-9), b
+        assert "w" in r.dequantized, b

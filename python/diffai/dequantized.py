@@ -81,16 +81,23 @@ def coded_names(src) -> Set[str]:
             if not (is_float(dtype) or dtype == "bool") and scale_name(src, n) is not None}
 
 
-def dequantized_names(a, b, names: List[str]) -> List[str]:
-    """Of the same-shape ``names``, those to compare as values: one side integer codes with a
-    scale, the other side float or also codes with a scale (from headers only). One pass over
-    each side's integer tensors: most models hold none, and 100k names cost no Python loop."""
+def dequantized_names(a, b, names: List[str], b_own: Optional[Dict[str, str]] = None) -> List[str]:
+    """Of a's same-shape ``names`` (paired with b's own name in ``b_own`` where it differs),
+    those to compare as values: one side integer codes with a scale, the other side float or also
+    codes with a scale (from headers only). One pass over each side's integer tensors: most
+    models hold none, and 100k names cost no Python loop."""
     coded = (coded_names(a), coded_names(b))
     if not (coded[0] or coded[1]):
         return []
     infos = (a.tensor_infos(), b.tensor_infos())
-    return [n for n in names if (n in coded[0] or n in coded[1])
-            and all(n in c or is_float(i[n][0]) for c, i in zip(coded, infos))]
+    own = b_own or {}
+    out = []
+    for n in names:
+        m = own.get(n, n)
+        if ((n in coded[0] or m in coded[1]) and (n in coded[0] or is_float(infos[0][n][0]))
+                and (m in coded[1] or is_float(infos[1][m][0]))):
+            out.append(n)
+    return out
 
 
 @dataclass
@@ -114,16 +121,19 @@ class Dequantized:
         return TensorStatsChanged(name, self.record_a, self.record_b, self.change, dequantized=True)
 
 
-def compare(a, b, names: List[str], epsilon: float, threads: int = 0) -> Dict[str, Dequantized]:
-    """Statistics and change metrics of ``names`` (from ``dequantized_names``) over q * scale,
+def compare(a, b, names: List[str], epsilon: float, threads: int = 0,
+            b_own: Optional[Dict[str, str]] = None) -> Dict[str, Dequantized]:
+    """Statistics and change metrics of a's ``names`` (from ``dequantized_names``; b's own name
+    in ``b_own`` where it differs) over q * scale,
     with the Rust core's definitions (float64, population std, metrics over the positions finite on
     both sides, a NaN against a number counts as changed)."""
     out: Dict[str, Dequantized] = {}
     for n in names:
-        scales = [row_scales(src, n, threads) for src in (a, b)]
-        infos = (a.tensor_infos()[n], b.tensor_infos()[n])
+        m = (b_own or {}).get(n, n)
+        scales = [row_scales(a, n, threads), row_scales(b, m, threads)]
+        infos = (a.tensor_infos()[n], b.tensor_infos()[m])
         marks = tuple(DTYPE_MARK if s is not None else "" for s in scales)
-        out[n] = compare_blocks(infos, zip(_blocks(a, n, scales[0], threads), _blocks(b, n, scales[1], threads)),
+        out[n] = compare_blocks(infos, zip(_blocks(a, n, scales[0], threads), _blocks(b, m, scales[1], threads)),
                                 epsilon, marks)
     return out
 

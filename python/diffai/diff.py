@@ -356,7 +356,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     result.sources.append((prefix, a, b))
     logical_a, logical_b = quantized.find(a), quantized.find(b)
     model_a, model_b = (_fold(src.model, logicals) for src, logicals in ((a, logical_a), (b, logical_b)))
-    keys, qk_heads = _gguf_keys(a, b, opts, result, prefix) if not (logical_a or logical_b) else ((None, None), ([], []))
+    keys, qk_heads = _gguf_keys(a, b, opts, result, prefix)
     plan = _core.plan_diff(model_a, model_b, opts.core, prefix, (list(a.scalars.items()), list(b.scalars.items())),
                            (list(a.metadata.items()), list(b.metadata.items())), (a.skipped, b.skipped),
                            keys, (list(logical_a), list(logical_b)), qk_heads)
@@ -384,13 +384,21 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         for side, src, logicals in (("a", a, logical_a), ("b", b, logical_b)):
             singles.update(((side, n), header(src, logicals, n)) for n in plan.opaque_singles(side))
     elif not opts.shape_only:
-        if logical_a or logical_b:
-            coded = {n: quantized.compare(a, b, logical_a, logical_b, n, b_own.get(n, n), opts.epsilon, opts.threads)
-                     for n in same if n in logical_a or b_own.get(n, n) in logical_b}
-        if not b_own:
-            plain = [n for n in same if n not in coded]
-            coded.update(dequantized.compare(a, b, dequantized.dequantized_names(a, b, plain), opts.epsilon,
-                                             opts.threads))
+        permuted = ({n for n, _ in qk_heads[0]}, {n for n, _ in qk_heads[1]})
+        for n in (n for n in same if n in logical_a or b_own.get(n, n) in logical_b):
+            m = b_own.get(n, n)
+            if n in permuted[0] or m in permuted[1]:
+                # GGUF q/k rows against a quantized logical weight: no row order for its decoder.
+                ha = TensorStats.from_header(logical_a[n].info if n in logical_a else a.tensor_infos()[n])
+                hb = TensorStats.from_header(logical_b[m].info if m in logical_b else b.tensor_infos()[m])
+                coded[n] = dequantized.Dequantized(ha, hb, None, ha, hb)
+                result.notes.append(f"{prefix}{n}: GGUF q/k rows against a quantized weight are not compared "
+                                    f"(their row order cannot be undone for it)")
+            else:
+                coded[n] = quantized.compare(a, b, logical_a, logical_b, n, m, opts.epsilon, opts.threads)
+        plain = [n for n in same if n not in coded]
+        coded.update(dequantized.compare(a, b, dequantized.dequantized_names(a, b, plain, b_own), opts.epsilon,
+                                         opts.threads, b_own))
         # Logical weights read alone (removed, added, reshaped): their statistics are made here.
         for side, src, logicals in (("a", a, logical_a), ("b", b, logical_b)):
             singles.update(((side, n), quantized.stats(src, logicals, n, opts.threads))

@@ -328,10 +328,10 @@ pub fn compare(
 ) -> Result<ModelDiff> {
     let (ta, tb) = (&a.model.tensors, &b.model.tensors);
     let only_a = plan.read_alone(true);
-    // b's tensors read alone, by the name they are listed under: a's for reshaped ones.
-    let only_b: Vec<(&str, usize)> = (plan.reshaped.iter().map(|&(i, j)| (ta[i].name.as_str(), j)))
-        .chain(plan.added.iter().map(|&j| (tb[j].name.as_str(), j)))
-        .collect();
+    // b's tensors read alone (reshaped partners and added ones), by index: an added tensor may
+    // have the own name of an a tensor paired under another name.
+    let only_b = plan.read_alone(false);
+    let reshaped_to: FxHashMap<usize, usize> = plan.reshaped.iter().copied().collect();
     let by_kernel: Vec<(usize, usize)> = plan
         .same
         .iter()
@@ -370,7 +370,7 @@ pub fn compare(
             .collect::<Result<Vec<_>>>()?;
         let single_b = only_b
             .par_iter()
-            .map(|&(_, j)| read(&tb[j], b.opaque.contains(&j)))
+            .map(|&j| read(&tb[j], b.opaque.contains(&j)))
             .collect::<Result<Vec<_>>>()?;
         let pairs = (by_kernel.par_iter())
             .map(|&(i, j)| {
@@ -389,11 +389,8 @@ pub fn compare(
     };
     let single_a: FxHashMap<usize, Option<TensorStats>> =
         only_a.iter().copied().zip(single_a).collect();
-    let single_b: FxHashMap<&str, (usize, Option<TensorStats>)> = only_b
-        .iter()
-        .zip(single_b)
-        .map(|(&(n, j), s)| (n, (j, s)))
-        .collect();
+    let single_b: FxHashMap<usize, Option<TensorStats>> =
+        only_b.iter().copied().zip(single_b).collect();
     let pairs: FxHashMap<usize, (usize, Option<Compared>)> = by_kernel
         .iter()
         .zip(pairs)
@@ -412,7 +409,7 @@ pub fn compare(
         let added: Vec<(usize, TensorStats)> = plan
             .added
             .iter()
-            .filter_map(|&j| single_b[tb[j].name.as_str()].1.map(|s| (j, s)))
+            .filter_map(|&j| single_b[&j].map(|s| (j, s)))
             .collect();
         renames = find_renames(ta, tb, &gone, &added, ctl)?;
     }
@@ -461,13 +458,13 @@ pub fn compare(
                 change,
                 elsewhere: false,
             }
-        } else if let Some(&(j, sb)) = single_b.get(ta[i].name.as_str()) {
+        } else if let Some(&j) = reshaped_to.get(&i) {
             Row {
                 status: Status::Reshaped,
                 a: Some(i),
                 b: Some(j),
                 stats_a: single_a[&i],
-                stats_b: sb,
+                stats_b: single_b[&j],
                 change: None,
                 elsewhere: false,
             }
@@ -496,7 +493,7 @@ pub fn compare(
         push(&mut out, row);
     }
     for &j in plan.added.iter().filter(|j| !renamed_to.contains(j)) {
-        let stats_b = single_b[tb[j].name.as_str()].1;
+        let stats_b = single_b[&j];
         let elsewhere = opaque(None, Some(j));
         push(
             &mut out,

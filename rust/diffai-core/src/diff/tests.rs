@@ -363,3 +363,31 @@ fn keys_pair_names_and_opaque_tensors_are_left_to_the_caller() {
     )
     .is_err());
 }
+
+#[test]
+fn an_added_tensor_named_like_an_aligned_a_tensor_is_not_taken_for_its_partner() {
+    let opts = DiffOptions::new(0.0, None, None, true, Some("module.:"), false, 1).unwrap();
+    // Every name of b keeps its prefix: nothing pairs; both tensors are found renamed.
+    let a = model(
+        Format::Safetensors,
+        vec![
+            f32_tensor("module.x", &[1.0, 2.0]),
+            f32_tensor("module.y", &[3.0, 4.0, 5.0]),
+        ],
+    );
+    let (_, d) = run(&a, &a, &opts);
+    assert_eq!(statuses(&d), ["renamed", "renamed"]);
+    // a's module.x pairs with b's x (another shape); b's own module.x is added, not its partner.
+    let b = model(
+        Format::Safetensors,
+        vec![
+            f32_tensor("x", &[1.0, 2.0, 3.0]),
+            f32_tensor("module.x", &[7.0, 8.0]),
+        ],
+    );
+    let (_, d) = run(&a, &b, &opts);
+    assert_eq!(statuses(&d), ["reshaped", "removed", "added"]);
+    assert_eq!((d.rows[0].b, d.rows[2].b), (Some(0), Some(1)));
+    assert_eq!(d.rows[0].stats_b.unwrap().max(), Some(3.0));
+    assert_eq!((d.summary.params_a, d.summary.params_b), (5, 5));
+}
