@@ -202,12 +202,17 @@ def _yaml_records(lines: List[str]) -> str:
     what follows, objects and null, is rewritten as text for all such records at once."""
     heads: List[str] = []
     bodies: List[Optional[str]] = []
+    plain_name, words = _PLAIN_NAME.fullmatch, _YAML_WORDS
     for line in lines:
         kind_end = line.find('"', 2)
         name_end = line.find('"', kind_end + 5)  # the name's closing quote (no backslash: no quote in it)
-        if (line[2:kind_end] in _STATS_KINDS and line.startswith(', {"', name_end + 1) and line.isascii()
+        kind = line[2:kind_end]
+        if (kind in _STATS_KINDS and line.startswith(', {"', name_end + 1) and line.isascii()
                 and "\\" not in line and "\x7f" not in line):
-            heads.append(f"- {line[2:kind_end]}:\n  - {_unquoted(line[kind_end + 4:name_end + 1])}\n  - ")
+            name = line[kind_end + 5:name_end]  # as _unquoted leaves it:
+            if not plain_name(name) or name.lower() in words:
+                name = f'"{name}"'
+            heads.append(f"- {kind}:\n  - {name}\n  - ")
             bodies.append(line[name_end + 4:-3] if line[-3] == "}" else line[name_end + 4:-2])
         else:
             heads.append(_yaml_record(line))
