@@ -209,7 +209,7 @@ def _yaml_records(lines: List[str]) -> str:
         kind = line[2:kind_end]
         if (kind in _STATS_KINDS and line.startswith(', {"', name_end + 1) and line.isascii()
                 and "\\" not in line and "\x7f" not in line):
-            name = line[kind_end + 5:name_end]  # as _unquoted leaves it:
+            name = line[kind_end + 5:name_end]  # quoted unless it reads back as itself (_unquoted)
             if not plain_name(name) or name.lower() in words:
                 name = f'"{name}"'
             heads.append(f"- {kind}:\n  - {name}\n  - ")
