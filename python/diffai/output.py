@@ -24,7 +24,6 @@ from .records import (
     TensorStats,
     TensorStatsChanged,
     json_safe,
-    json_text,
 )
 
 Style = Callable[[str, str], str]
@@ -135,15 +134,14 @@ def _layout(v: Any, pad: str) -> str:
 def to_yaml(result) -> str:
     """The JSON list as block YAML (as in the guide): analyses laid out as in JSON, then each record
     as ``- Kind:`` with its name and values below, statistics one ``key: value`` line each. Written
-    from the records' JSON text: PyYAML represents values in Python even with libyaml's emitter,
-    10 s for a 20,000-tensor diff."""
+    from the records' JSON lines (tensor records: the core's, no Python object per tensor): PyYAML
+    represents values in Python even with libyaml's emitter, 10 s for a 20,000-tensor diff."""
     head = dump_yaml(_analyses_json(result)) if _json_analyses(result) else ""
-    return head + "".join(_yaml_record(r) for r in result.records) or "[]\n"
+    return head + _yaml_records(result.record_json_lines(ensure_ascii=False)) or "[]\n"
 
 
 # JSON is YAML flow syntax, except that YAML 1.1 (PyYAML) reads a float without a decimal point
 # (1e-05) as a string: such numbers outside strings get ".0" (1.0e-05).
-_EXPONENT = re.compile(r"[eE][-+]?\d")
 _FLOAT_WITHOUT_POINT = re.compile(r'("(?:[^"\\]|\\.)*")|(?<![\d.])(-?\d+)([eE][-+]?\d+)')
 # Characters YAML does not allow raw (or reads as line breaks) inside a double-quoted scalar.
 _NOT_YAML_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -171,17 +169,18 @@ def _yaml_flow_text(text: str, value: Callable[[], Any]) -> str:
 
 def _maybe_float_without_point(text: str) -> bool:
     r"""Whether the text holds digits not after a point followed by an exponent (what the regex
-    ``(?<![\d.])\d+[eE][-+]?\d`` finds): from each exponent back over its digits, in half that
-    regex's time (it tries every digit of every number)."""
-    # Floats are written as repr writes them: an exponent always has its sign.
-    if not ("e-" in text or "e+" in text):
-        return False
-    for m in _EXPONENT.finditer(text):
-        start = end = m.start()
-        while start and text[start - 1].isdecimal():
-            start -= 1
-        if start < end and (start == 0 or text[start - 1] != "."):
-            return True
+    ``(?<![\d.])\d+[eE][-+]?\d`` finds): from each exponent back over its digits, in a fraction of
+    that regex's time (it tries every digit of every number)."""
+    # Floats are written as repr writes them: an exponent is always "e" and its sign.
+    for sign in "e-", "e+":
+        end = text.find(sign)
+        while end >= 0:
+            start = end
+            while start and text[start - 1].isdecimal():
+                start -= 1
+            if start < end and (start == 0 or text[start - 1] != ".") and text[end + 2:end + 3].isdecimal():
+                return True
+            end = text.find(sign, end + 2)
     return False
 
 
@@ -191,14 +190,74 @@ def _points(text: str) -> str:
     return text
 
 
-def _yaml_record(record: Record) -> str:
-    parts = [json_text(v, ensure_ascii=False) for v in (record.name, *record.values())]
-    joined = "".join(parts)
-    if _needs_pyyaml(joined):
-        return _pyyaml([json_safe(record.to_json())])
-    if _maybe_float_without_point(joined):
+# Records whose values are statistics objects and a change object or null (the core's rows).
+_STATS_KINDS = {"TensorStatsChanged", "TensorShapeChanged", "TensorAdded", "TensorRemoved"}
+# A string value of a member (after its key's ': '): a dtype or a layout.
+_MEMBER_STRING = re.compile(r': ("[^"]*")')
+
+
+def _yaml_records(lines: List[str]) -> str:
+    """Records' JSON lines as YAML list items. A statistics record whose text is ASCII without a
+    backslash (so every '"' delimits a string, and no string holds one) is cut after its name;
+    what follows, objects and null, is rewritten as text for all such records at once."""
+    heads: List[str] = []
+    bodies: List[Optional[str]] = []
+    plain_name, words = _PLAIN_NAME.fullmatch, _YAML_WORDS
+    for line in lines:
+        kind_end = line.find('"', 2)
+        name_end = line.find('"', kind_end + 5)  # the name's closing quote (no backslash: no quote in it)
+        kind = line[2:kind_end]
+        if (kind in _STATS_KINDS and line.startswith(', {"', name_end + 1) and line.isascii()
+                and "\\" not in line and "\x7f" not in line):
+            name = line[kind_end + 5:name_end]  # quoted unless it reads back as itself (_unquoted)
+            if not plain_name(name) or name.lower() in words:
+                name = f'"{name}"'
+            heads.append(f"- {kind}:\n  - {name}\n  - ")
+            bodies.append(line[name_end + 4:-3] if line[-3] == "}" else line[name_end + 4:-2])
+        else:
+            heads.append(_yaml_record(line))
+            bodies.append(None)
+    rewritten = iter(_yaml_stats_values([b for b in bodies if b is not None]))
+    # Each rewritten body still opens with its first key's quote.
+    return "".join(h if b is None else h + next(rewritten)[1:] + "\n" for h, b in zip(heads, bodies))
+
+
+def _yaml_stats_values(bodies: List[str]) -> List[str]:
+    """Each ``"k": v, ...}, {...}, null`` (flat objects, then perhaps null, without the first
+    object's '{' and the last one's '}'; no backslash) as the YAML ``_yaml_record`` writes for
+    those items, joined by "\n  - ": one pass over all of them."""
+    if not bodies:
+        return []
+    text = _points("\x00".join(bodies))  # NUL: never raw in JSON text, so it parts the bodies
+    text = (text.replace('}, {"', "\n  - ").replace("}, null", "\n  - null")
+            .replace(', "', "\n    ").replace('": ', ": "))
+    for value in set(_MEMBER_STRING.findall(text)):  # a dtype or layout loses its quotes if it can
+        plain = _unquoted_value(value)
+        if plain != value:
+            text = text.replace(": " + value, ": " + plain)
+    return text.split("\x00")
+
+
+# The end of the JSON value starting at an index (C scanner; the value itself is not used).
+_scan_json = json.JSONDecoder().scan_once
+
+
+def _yaml_record(line: str) -> str:
+    """A record's JSON line (``{"Kind": [name, value, ...]}``, items joined by ", ", as
+    ``Record.json_line`` and the core write it) as a YAML list item."""
+    if _needs_pyyaml(line):
+        return _pyyaml([json.loads(line)])
+    kind_end = line.index('"', 2)
+    parts, start = [], kind_end + 4  # past '": ['
+    while True:
+        end = _scan_json(line, start)[1]
+        parts.append(line[start:end])
+        if line[end] == "]":
+            break
+        start = end + 2
+    if _maybe_float_without_point(line):
         parts = [_points(p) for p in parts]
-    lines = [f"- {record.kind}:", f"  - {_unquoted(parts[0])}"]
+    lines = [f"- {line[2:kind_end]}:", f"  - {_unquoted(parts[0])}"]
     for text in parts[1:]:
         lines.append("  - " + (_yaml_members(text[2:-1]) if text.startswith('{"') else text))
     return "\n".join(lines) + "\n"
