@@ -223,3 +223,16 @@ def test_similarity_inner_products_from_the_core_match_numpy():
     np.testing.assert_allclose(got[2], (vb * vb).sum(1), rtol=1e-12)
     for x, y in zip(got, _block_cross_dots(ctx, names)):
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("a,b", [
+    ("examples/base.safetensors", "examples/finetuned.safetensors"),
+    ("examples/llama-tiny.safetensors", "examples/llama-tiny-Q4_K.gguf"),
+    ("tests/fixtures/torch_quantized/fp32.pt", "tests/fixtures/torch_quantized/dynamic.pt"),
+])
+def test_progress_ends_at_its_total_and_never_passes_it(a, b):
+    root = Path(__file__).resolve().parent.parent
+    seen = []
+    diffai.diff(str(root / a), str(root / b), progress=lambda done, total: seen.append((done, total)))
+    assert seen and all(done <= total for done, total in seen)
+    assert seen[-1][0] == seen[-1][1] > 0

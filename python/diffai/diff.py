@@ -411,8 +411,15 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
                if (encoded_a or encoded_b) and not opts.shape_only else set())
     result.dequantized.update(prefix + n for n in decoded)
     result.quantized.update(prefix + n for n in coded if n in by_quantized)
-    total = plan.nbytes if opts.progress else 0
-    progress = (lambda done: opts.progress(done, total)) if opts.progress else None
+    progress = None
+    if opts.progress:
+        # The bytes the core reads: not those of pairs and tensors whose values were read here.
+        sizes = {"a": model_a.tensors, "b": model_b.tensors}
+        here = sum(sizes["a"][n][2] + sizes["b"][b_own.get(n, n)][2] for n in coded)
+        here += sum(sizes[side][n][2] for side, n in singles)
+        total = max(plan.nbytes - here, 0)
+        # A rename is confirmed by reading a pair again: the count may pass the total.
+        progress = lambda done: opts.progress(min(done, total), total)  # noqa: E731
     elsewhere = {n: (d.change and d.change.changed_elements, d.dtypes_differ) for n, d in coded.items()}
     rows = _Rows(plan.compare(elsewhere, progress), prefix, coded, singles, decoded)
     result.b_names.update({prefix + a_name: b_name for a_name, b_name in rows.renamed.values()})
