@@ -237,3 +237,13 @@ def test_name_tables_agree_with_gguf_py(arch):
         assert theirs in (g, None), (g, hf, theirs)
         found += theirs == g
     assert found >= len(ours) - 1
+
+
+def test_a_filter_may_use_either_sides_names_and_strip_prefix_says_it_stops_the_mapping():
+    root = Path(__file__).resolve().parent.parent / "examples"
+    st, gg = str(root / "llama-tiny.safetensors"), str(root / "llama-tiny-Q4_K.gguf")
+    for path in ("blk.0.attn_q", "layers.0.self_attn.q_proj"):
+        r = diffai.diff(st, gg, path=path)
+        assert [c.name for c in r.comparisons] == ["model.layers.0.self_attn.q_proj.weight"], path
+    r = diffai.diff(st, gg, strip_prefix="model.:")
+    assert any("not mapped" in n and "--strip-prefix" in n for n in r.notes)

@@ -454,7 +454,11 @@ def _gguf_keys(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pref
     side's architecture has a name table (noted otherwise) and its names pair more tensors than
     the names as they are."""
     none = ((None, None), ([], []))
-    if not (opts.align and opts.strip_prefix is None and gguf_names.applies(a, b)):
+    if not gguf_names.applies(a, b):
+        return none
+    if not opts.align or opts.strip_prefix is not None:
+        how = "--strip-prefix was given" if opts.strip_prefix is not None else "alignment is off"
+        result.notes.append(f"GGUF names are not mapped to Hugging Face names ({how}): names compared as they are")
         return none
     side, g, other = ("a", a, b) if a.format == "gguf" else ("b", b, a)
     mapping = gguf_names.gguf_mapping(g, other, side, prefix)

@@ -233,7 +233,13 @@ pub fn plan(a: &Side, b: &Side, opts: &DiffOptions, prefix: &str) -> Result<Plan
     let f = &opts.filter;
     if f.is_active() {
         let full = |n: &str| format!("{prefix}{n}");
+        // b's own name of each a tensor paired under another name: a filter may name either.
+        let b_of: FxHashMap<usize, usize> = (pairing.same.iter().chain(&pairing.reshaped))
+            .copied()
+            .filter(|&(i, j)| ta[i].name != tb[j].name)
+            .collect();
         let names: Vec<String> = (pairing.a_names.iter().map(|&i| full(&ta[i].name)))
+            .chain(b_of.values().map(|&j| full(&tb[j].name)))
             .chain(pairing.added.iter().map(|&j| full(&tb[j].name)))
             .chain(a.scalars.iter().chain(b.scalars).map(|(k, _)| full(k)))
             .chain(a.metadata.iter().chain(b.metadata).map(|(k, _)| full(k)))
@@ -241,9 +247,13 @@ pub fn plan(a: &Side, b: &Side, opts: &DiffOptions, prefix: &str) -> Result<Plan
         out.example_name = names.first().cloned();
         (out.hits.path, out.hits.ignore) = f.hits(names.iter().map(String::as_str));
         let keeps = |t: &Tensor| f.keeps(&full(&t.name));
-        pairing.a_names.retain(|&i| keeps(&ta[i]));
-        pairing.same.retain(|&(i, _)| keeps(&ta[i]));
-        pairing.reshaped.retain(|&(i, _)| keeps(&ta[i]));
+        let keeps_a = |i: usize| match b_of.get(&i) {
+            Some(&j) => f.keeps_pair(&full(&ta[i].name), &full(&tb[j].name)),
+            None => keeps(&ta[i]),
+        };
+        pairing.a_names.retain(|&i| keeps_a(i));
+        pairing.same.retain(|&(i, _)| keeps_a(i));
+        pairing.reshaped.retain(|&(i, _)| keeps_a(i));
         pairing.added.retain(|&j| keeps(&tb[j]));
     }
     let npy = a.model.format == Format::Npy && b.model.format == Format::Npy;

@@ -28,6 +28,19 @@ impl NameFilter {
         (path, ignore)
     }
 
+    /// Whether the filters keep a pair of tensors known by two names (a prefix stripped, a GGUF
+    /// name mapped): the path in either name, the ignore pattern in neither.
+    pub fn keeps_pair(&self, a: &str, b: &str) -> bool {
+        let path = self
+            .path
+            .as_deref()
+            .is_none_or(|p| a.contains(p) || b.contains(p));
+        path && !self
+            .ignore
+            .as_ref()
+            .is_some_and(|r| r.is_match(a) || r.is_match(b))
+    }
+
     pub fn keeps(&self, name: &str) -> bool {
         if let Some(p) = &self.path {
             if !name.contains(p.as_str()) {

@@ -172,7 +172,8 @@ fn wrapper_prefix_is_aligned_and_filters_apply_to_own_names() {
         DiffOptions::new(0.0, Some("bias".into()), Some("^zzz"), true, None, false, 1).unwrap();
     let (p, d) = run(&a, &b, &only_bias);
     assert_eq!(statuses(&d), ["unchanged"]);
-    assert_eq!((p.hits.path, p.hits.ignore), (1, 0));
+    // fc.bias and b's own module.fc.bias: a filter may name either side of an aligned pair.
+    assert_eq!((p.hits.path, p.hits.ignore), (2, 0));
     assert_eq!(p.example_name.as_deref(), Some("fc.weight"));
 }
 
@@ -390,4 +391,39 @@ fn an_added_tensor_named_like_an_aligned_a_tensor_is_not_taken_for_its_partner()
     assert_eq!((d.rows[0].b, d.rows[2].b), (Some(0), Some(1)));
     assert_eq!(d.rows[0].stats_b.unwrap().max(), Some(3.0));
     assert_eq!((d.summary.params_a, d.summary.params_b), (5, 5));
+}
+
+#[test]
+fn a_filter_may_name_either_side_of_a_pair_known_by_two_names() {
+    let a = model(
+        Format::Gguf,
+        vec![f32_tensor("blk.0.w", &[1.0]), f32_tensor("blk.1.w", &[2.0])],
+    );
+    let b = model(
+        Format::Safetensors,
+        vec![
+            f32_tensor("layers.0.w", &[1.0]),
+            f32_tensor("layers.1.w", &[3.0]),
+        ],
+    );
+    let keys: FxHashMap<String, String> = [("blk.0.w", "layers.0.w"), ("blk.1.w", "layers.1.w")]
+        .into_iter()
+        .map(|(x, y)| (x.to_string(), y.to_string()))
+        .collect();
+    let sa = Side {
+        keys: Some(&keys),
+        ..Side::of(&a)
+    };
+    let sb = Side::of(&b);
+    for (path, ignore) in [
+        (Some("blk.1"), None),
+        (Some("layers.1"), None),
+        (None, Some("0")),
+    ] {
+        let opts =
+            DiffOptions::new(0.0, path.map(String::from), ignore, true, None, false, 1).unwrap();
+        let p = plan(&sa, &sb, &opts, "").unwrap();
+        assert_eq!(p.same, vec![(1, 1)], "{path:?} {ignore:?}");
+        assert!(p.hits.path + p.hits.ignore > 0);
+    }
 }
