@@ -373,14 +373,18 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
     coded: Dict[str, dequantized.Dequantized] = {}
     singles: Dict[Tuple[str, str], TensorStats] = {}
     same = plan.same_names
-    if opts.shape_only and (logical_a or logical_b):  # logical weights as their headers describe them
-        def header(src, logicals, n):
-            return TensorStats.from_header(logicals[n].info if n in logicals else src.tensor_infos()[n])
 
+    def header(src, logicals, n: str) -> TensorStats:
+        return TensorStats.from_header(quantized.info(src, logicals, n))
+
+    def not_compared(n: str, m: str) -> dequantized.Dequantized:
+        ha, hb = header(a, logical_a, n), header(b, logical_b, m)
+        return dequantized.Dequantized(ha, hb, None, ha, hb)
+
+    if opts.shape_only and (logical_a or logical_b):  # logical weights as their headers describe them
         for n in same:
             if n in logical_a or b_own.get(n, n) in logical_b:
-                ha, hb = header(a, logical_a, n), header(b, logical_b, b_own.get(n, n))
-                coded[n] = dequantized.Dequantized(ha, hb, None, ha, hb)
+                coded[n] = not_compared(n, b_own.get(n, n))
         for side, src, logicals in (("a", a, logical_a), ("b", b, logical_b)):
             singles.update(((side, n), header(src, logicals, n)) for n in plan.opaque_singles(side))
     elif not opts.shape_only:
@@ -389,9 +393,7 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
             m = b_own.get(n, n)
             if n in permuted[0] or m in permuted[1]:
                 # GGUF q/k rows against a quantized logical weight: no row order for its decoder.
-                ha = TensorStats.from_header(logical_a[n].info if n in logical_a else a.tensor_infos()[n])
-                hb = TensorStats.from_header(logical_b[m].info if m in logical_b else b.tensor_infos()[m])
-                coded[n] = dequantized.Dequantized(ha, hb, None, ha, hb)
+                coded[n] = not_compared(n, m)
                 result.notes.append(f"{prefix}{n}: GGUF q/k rows against a quantized weight are not compared "
                                     f"(their row order cannot be undone for it)")
             else:

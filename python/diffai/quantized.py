@@ -362,12 +362,16 @@ def stats(src, logicals: Dict[str, Logical], name: str, threads: int = 0) -> Ten
     return _record(lg.info, _core.quantized_stats(src.model, lg.spec, threads))
 
 
+def info(src, logicals: Dict[str, Logical], name: str) -> Tuple[str, Tuple[int, ...], int]:
+    """(dtype, shape, bytes) of a logical weight, or of the file's own tensor ``name``."""
+    return logicals[name].info if name in logicals else src.tensor_infos()[name]
+
+
 def compare(a, b, logicals_a: Dict[str, Logical], logicals_b: Dict[str, Logical], name: str, b_name: str,
             epsilon: float, threads: int = 0) -> dequantized.Dequantized:
     """Statistics of both sides and elementwise change metrics over dequantized values (the
     definitions of ``dequantized.compare``); a side that is not quantized is read as it is."""
-    info_a = logicals_a[name].info if name in logicals_a else a.tensor_infos()[name]
-    info_b = logicals_b[b_name].info if b_name in logicals_b else b.tensor_infos()[b_name]
+    info_a, info_b = info(a, logicals_a, name), info(b, logicals_b, b_name)
     x, y, change = _core.quantized_pair(a.model, name, _spec(logicals_a, name), b.model, b_name,
                                         _spec(logicals_b, b_name), epsilon, threads)
     sa, sb = _record(info_a, x), _record(info_b, y)
