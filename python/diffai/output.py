@@ -9,6 +9,7 @@ import math
 import re
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
+import numpy as np
 import yaml
 
 from .records import (
@@ -417,10 +418,12 @@ def model_parameters(result) -> Tuple[int, int, int, int]:
     """Parameters of the model in a and in b, and the elements of optimizer state (role
     ``optimizer_state`` in analyses/roles.py: Adam moments, step counters, scheduler state saved
     beside the model) in a and in b, which are not parameters of the model."""
-    from .analyses.common import is_optimizer_state  # analyses format their numbers with ours
+    from .analyses.common import is_optimizer_state, optimizer_flags  # analyses format their numbers with ours
 
-    optimizer = [sum(getattr(c, side).numel for c in result.comparisons
-                     if getattr(c, side) is not None and is_optimizer_state(c.name)) for side in "ab"]
+    optimizer = [0, 0]
+    if any(optimizer_flags(result.tensor_names())):  # most models have none: no comparison made
+        optimizer = [sum(getattr(c, side).numel for c in result.comparisons
+                         if getattr(c, side) is not None and is_optimizer_state(c.name)) for side in "ab"]
     s = result.summary
     return s.params_a - optimizer[0], s.params_b - optimizer[1], optimizer[0], optimizer[1]
 
@@ -440,10 +443,67 @@ def summary_line(result) -> str:
 def to_text(result, style: Style = plain, summary: bool = True) -> str:
     # Analyses quote tensor names; an alignment names a folder's file.
     lines = [escape_controls(a.text_line()) for a in [*result.alignments, *result.analyses]]
-    lines += [record_line(r, style) for r in [*result.records, *result.unread]]
+    for part in result.record_parts():
+        if isinstance(part, Record):
+            lines.append(record_line(part, style))
+            continue
+        block = _stats_lines(part.columns(), part.coded or part.singles or _sparse(result))
+        lines.extend(block if block is not None else (record_line(r, style) for r in part.records()))
+        if block and style is not plain:
+            lines[-len(block):] = [style(line, "yellow") for line in block]
+    lines += [record_line(r, style) for r in result.unread]
     if summary:
         lines.append(summary_line(result))
     return "\n".join(lines) + "\n"
+
+
+def _sparse(result) -> bool:
+    return any(src is not None and src.model.sparse for _, *pair in result.sources for src in pair)
+
+
+_STATS_LINE = "  ~ %s: mean=%s->%s, std=%s->%s, max_abs_diff=%s, rel_l2=%s, cosine=%s, changed=%d/%d"
+
+
+def _stats_lines(t: Dict[str, Any], special: bool) -> Optional[List[str]]:
+    """``record_line`` of every record of a pair of models, from the core's columns at once, when
+    each is a ``TensorStatsChanged`` of the plain kind: same dtype, dense, every figure finite
+    (NaN in a column is a missing figure, shown "n/a"), the same NaN/Inf counts on both sides,
+    names without control characters. None otherwise (``special``: statistics made in Python, or
+    sparse tensors): then the records are rendered one by one."""
+    status = t.get("status")
+    if special or status is None:
+        return None
+    changed = status == "changed"
+    if not (changed | (status == "unchanged") | (status == "not_compared")).all():
+        return None
+    rows = np.flatnonzero(changed)
+    names = t["name"][rows].tolist()
+    floats = [t[k][rows] for k in ("mean_a", "mean_b", "std_a", "std_b", "max_abs_diff", "rel_l2", "cosine")]
+    counts = [t[k][rows] for k in ("changed_elements", "numel_a")]
+    if not (all(np.isfinite(x).all() for x in floats) and all((x >= 0).all() for x in counts)
+            and (t["dtype_a"][rows] == t["dtype_b"][rows]).all()
+            and all((t[f"{k}_a"][rows] == t[f"{k}_b"][rows]).all() for k in ("nan_count", "inf_count"))
+            and "".join(names).isprintable()):
+        return None
+    if not names:
+        return []
+    table = np.empty((len(names), 10), dtype=object)
+    table[:, 0] = names
+    for j, x in enumerate(floats):
+        table[:, j + 1] = _nums(x)
+    for j, x in enumerate(counts):
+        table[:, j + 8] = x.tolist()
+    return ("\n".join([_STATS_LINE] * len(names)) % tuple(table.ravel().tolist())).split("\n")
+
+
+def _nums(x: "np.ndarray") -> List[str]:
+    """``num`` of every (finite) value of a float64 column: its format chosen per value by the
+    same rules, then all of them written by one %-format."""
+    magnitude = np.abs(x)
+    whole = x == np.floor(x)
+    spec = np.where((magnitude >= 1e-3) & (magnitude < 1e5) & ~whole, "%.4f",
+                    np.where(whole & (magnitude < 1e12), "%d", "%.4g"))
+    return ("\x00".join(spec.tolist()) % tuple(x.tolist())).split("\x00")
 
 
 def inspect_text(results, style: Style = plain) -> str:

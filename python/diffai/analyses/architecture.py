@@ -34,13 +34,20 @@ def _family_params(ctx: Context, side: str) -> Dict[str, int]:
     return ctx.memo(f"family params {side}", count)
 
 
+_BLOCK = re.compile(r"^(.*?)\.(\d+)(?:\.|$)")
+_BLOCKS = re.compile(_BLOCK.pattern, re.MULTILINE)  # the same, on each line of the names joined
+
+
 def _depth(names: List[str]) -> Dict[str, int]:
     """Repeated blocks: container (text before a numeric component) -> distinct indices."""
+    joined = "\n".join(names)
+    if joined.count("\n") == len(names) - 1:  # no name holds a line break: one pass over all
+        found = dict.fromkeys(_BLOCKS.findall(joined))  # (container, index) once each, in order
+    else:
+        found = dict.fromkeys(m.groups() for m in map(_BLOCK.match, names) if m)
     blocks: Dict[str, set] = {}
-    for n in names:
-        m = re.match(r"^(.*?)\.(\d+)(\.|$)", n)
-        if m:
-            blocks.setdefault(m[1], set()).add(int(m[2]))
+    for container, index in found:
+        blocks.setdefault(container, set()).add(int(index))
     return {k: len(v) for k, v in blocks.items() if len(v) > 1}
 
 
@@ -182,13 +189,16 @@ def compute_cost(ctx: Context, side: str) -> Dict[str, Any]:
     """FLOPs per token from linear/attention projections (2*out*in per 2-D weight; embeddings are
     lookups) and per output position of each conv (2*out*in_per_group*prod(kernel)); bytes read
     per forward pass at batch 1 = every weight once."""
-    tensors = _side(ctx, side)
-    fam = _families(ctx, side)
-    linear = sum(2 * st.numel for n, st in tensors
-                 if len(st.shape) == 2 and n.endswith("weight") and fam[n] in ("linear", "attention", "recurrent"))
-    conv = sum(2 * st.numel for n, st in tensors if len(st.shape) >= 3 and fam[n] == "conv")
-    return {"linear_flops_per_token": linear, "conv_flops_per_output_position": conv,
-            "bytes_per_forward": sum(st.nbytes for _, st in tensors)}
+    def compute() -> Dict[str, Any]:
+        tensors = _side(ctx, side)
+        fam = _families(ctx, side)
+        linear = sum(2 * st.numel for n, st in tensors
+                     if len(st.shape) == 2 and n.endswith("weight") and fam[n] in ("linear", "attention", "recurrent"))
+        conv = sum(2 * st.numel for n, st in tensors if len(st.shape) >= 3 and fam[n] == "conv")
+        return {"linear_flops_per_token": linear, "conv_flops_per_output_position": conv,
+                "bytes_per_forward": sum(st.nbytes for _, st in tensors)}
+
+    return dict(ctx.memo(f"compute cost {side}", compute))
 
 
 def speed_verdict(memory_bound_ratio) -> str:

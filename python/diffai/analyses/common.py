@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from functools import cached_property
+from functools import cached_property, lru_cache
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -14,7 +14,7 @@ import numpy as np
 from .. import _core, dequantized
 from ..errors import DiffaiError
 from ..output import num
-from ..records import TensorComparison, TensorRenamed
+from ..records import TensorComparison
 
 
 @dataclass
@@ -117,6 +117,7 @@ def safe_div(a: float, b: float) -> Optional[float]:
 _BLOCK_QUANTIZED = re.compile(r"(i?q|tq)\d|qu?int\d|mxfp4|nvfp4")
 
 
+@lru_cache(maxsize=256)  # asked per tensor and side, of a handful of dtype names
 def is_float(dtype: str) -> bool:
     return dtype.startswith(("f", "bf")) or _BLOCK_QUANTIZED.match(dtype) is not None
 
@@ -128,9 +129,25 @@ def is_optimizer_state(name: str) -> bool:
     return bool(_OPTIMIZER.search(name))
 
 
+def optimizer_flags(names: List[str]) -> List[bool]:
+    """``is_optimizer_state`` of every name: one substring test over all of them when none can
+    match (every name _OPTIMIZER matches holds "optimizer" or "lr_scheduler")."""
+    joined = "\n".join(names)
+    if "optimizer" not in joined and "lr_scheduler" not in joined:
+        return [False] * len(names)
+    return [bool(_OPTIMIZER.search(n)) for n in names]
+
+
+# An ASCII name up to its first all-digit component (for ASCII, [0-9]+ is what str.isdigit accepts).
+_FIRST_NUMERIC = re.compile(r"(?:[^.]*\.)*?[0-9]+(?=\.|\Z)")
+
+
 def layer_group(name: str) -> str:
     """The layer a tensor belongs to: up to the first numeric component (``encoder.layer.3``),
     otherwise its module (the name without the last component)."""
+    if name.isascii():  # one regex match instead of a split and a loop (20k-tensor models)
+        m = _FIRST_NUMERIC.match(name)
+        return m[0] if m else name.rpartition(".")[0] or name
     parts = name.split(".")
     for i, p in enumerate(parts):
         if p.isdigit():
@@ -189,15 +206,19 @@ class Context:
         # Every core call of the analyses and the report runs on the diff's worker threads.
         self.threads = result.options.threads
         self.all = list(result.comparisons)
-        self.model = [c for c in self.all if not is_optimizer_state(c.name)]
-        self.optimizer = [c for c in self.all if is_optimizer_state(c.name)]
+        self.names = [c.name for c in self.all]
+        optimizer = optimizer_flags(self.names)
+        self.model = [c for c, opt in zip(self.all, optimizer) if not opt]
+        self.optimizer = [c for c, opt in zip(self.all, optimizer) if opt]
+        # Rows of `model` in `all` (and in `columns`).
+        self.model_rows = np.flatnonzero(~np.array(optimizer, dtype=bool))
+        # Tensor name -> the pair of sources holding it (the first pair that does).
         self._where: Dict[str, Tuple[str, Any, Any]] = {}
-        for prefix, a, b in result.sources:
-            for side in (a, b):
-                if side is None:
-                    continue
-                for n in side.tensor_infos():
-                    self._where.setdefault(prefix + n, (prefix, a, b))
+        for prefix, a, b in reversed(result.sources):  # so that the first pair's entries win
+            for side in (b, a):
+                if side is not None:
+                    self._where.update(dict.fromkeys((prefix + n for n in side.tensor_infos()) if prefix
+                                                     else side.tensor_infos(), (prefix, a, b)))
         self._cache: Dict[Tuple[str, str], np.ndarray] = {}  # oldest first
         self._memo: Dict[str, Any] = {}
         self._holds_codes_by_source: Dict[int, bool] = {}  # id(source) -> it holds integer tensors
@@ -208,6 +229,16 @@ class Context:
             self._memo[key] = compute()
         return self._memo[key]
 
+    @cached_property
+    def columns(self) -> Optional[Dict[str, np.ndarray]]:
+        """``result.table()``: one entry per tensor of `all`, in order (numeric statistics as numpy
+        columns: NaN or -1 where there is none), for screening every tensor at once; None when
+        the comparisons were set by hand and the table does not describe them."""
+        table = self.result.table()
+        if list(table.get("name", ())) != self.names:
+            return None
+        return table
+
     @property
     def has_stats(self) -> bool:
         return not self.result.options.shape_only
@@ -217,13 +248,17 @@ class Context:
         """Model tensors b holds under another name (same content: ``TensorRenamed`` records), a's
         name -> b's. Their comparisons are unchanged pairs under a's name, so the structural
         analyses (architecture, protected shapes, risk, review) count them from here."""
-        return {r.name: r.new_name for r in self.result.records
-                if isinstance(r, TensorRenamed) and not is_optimizer_state(r.name)}
+        return {old: new for old, new in self.result.renames() if not is_optimizer_state(old)}
 
     @cached_property
     def paired_groups(self) -> List[Dict[str, Any]]:
         """`ranked_groups` of the paired tensors, which several analyses report."""
         return ranked_groups(self.paired)
+
+    @cached_property
+    def paired_update(self) -> Tuple[float, float]:
+        """`global_update` of the paired tensors, which several analyses report."""
+        return global_update(self.paired)
 
     @cached_property
     def paired(self) -> List[TensorComparison]:
@@ -236,14 +271,14 @@ class Context:
 
     def has_scale(self, name: str, side: str) -> bool:
         """Whether the tensor is integer codes with a usable scale beside it (headers only)."""
-        if name not in self._where or not self._holds_codes(self._where[name][1 if side == "a" else 2]):
+        if name not in self._where or not self.holds_codes(self._where[name][1 if side == "a" else 2]):
             return False  # no integer tensor in that file: nothing to scale (the common case, fast)
         if not self.has(name, side):
             return False
         src, local = self.source(name, side)
         return dequantized.scale_name(src, local) is not None
 
-    def _holds_codes(self, src) -> bool:
+    def holds_codes(self, src) -> bool:
         """Whether the source holds any integer (non-bool) tensor, which a scale could turn into
         values: once per source, so that asking per tensor costs a lookup."""
         if src is None:

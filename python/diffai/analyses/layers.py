@@ -6,17 +6,18 @@ from __future__ import annotations
 from collections import Counter
 from typing import List
 
-from .common import Analysis, Context, Table, global_update, safe_div
+from .common import Analysis, Context, Table, safe_div
 from .health import assess_risk
 from .training import NO_STATS, convergence_verdict
 
 
 def change_summary(ctx: Context) -> Analysis:
-    kinds = Counter(r.kind for r in ctx.result.records)
+    kinds = Counter(ctx.result.record_kinds())
     s = ctx.result.summary
     structural = kinds["TensorAdded"] + kinds["TensorRemoved"] + kinds["TensorRenamed"] + kinds["TensorShapeChanged"]
     # With --shape-only no value was read: no record does not mean no change.
-    change = "structure" if structural else "values" if ctx.result.records else "none" if ctx.has_stats else "unknown"
+    change = "structure" if structural else "values" if ctx.result.has_differences else "none" if ctx.has_stats \
+        else "unknown"
     # Model parameters: optimizer state (Adam moments) is counted apart.
     params = {side: sum(getattr(c, side).numel for c in ctx.model if getattr(c, side) is not None) for side in "ab"}
     optimizer = {side: sum(getattr(c, side).numel for c in ctx.optimizer if getattr(c, side) is not None)
@@ -63,7 +64,7 @@ def review_friendly(ctx: Context) -> Analysis:
                      "changed values"
                      + (f"; {', '.join(structure)}" if structure else "; no structural change") + ".")
     if ctx.has_stats and ctx.paired:
-        delta, weight = global_update(ctx.paired)
+        delta, weight = ctx.paired_update
         rel = safe_div(delta, weight)
         groups = [g for g in ctx.paired_groups if g["update_norm"] > 0]
         if groups:

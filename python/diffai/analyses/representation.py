@@ -320,6 +320,8 @@ def attention_layers(ctx: Context, side: str) -> Dict[str, Dict[str, str]]:
 def _attention_layers(ctx: Context, side: str) -> Dict[str, Dict[str, str]]:
     layers: Dict[str, Dict[str, str]] = {}
     for c in ctx.model:
+        if not c.name.endswith("weight"):  # what both patterns end with: one test for most names
+            continue
         st = getattr(c, side)
         if st is None or len(st.shape) != 2:
             continue

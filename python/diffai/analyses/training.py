@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .common import Analysis, Context, Table, global_update, grade, is_float, safe_div
+from .common import Analysis, Context, Table, grade, is_float, safe_div
 from .roles import JUMP_ROLES, roles
 
 NO_STATS = "only headers were read (--shape-only)"
@@ -29,14 +29,15 @@ def tensor_updates(ctx: Context) -> List[Dict[str, Any]]:
     it moved), ``jumping`` (ratio above --large-jump-above, for the roles in roles.JUMP_ROLES)."""
     def compute() -> List[Dict[str, Any]]:
         role = roles(ctx)
+        limit = ctx.config.large_jump_above
         out = []
         for c in ctx.paired:
-            ratio = c.change.rel_l2
-            out.append({"name": c.name, "role": role[c.name], "update_ratio": ratio,
-                        "update_norm": c.change.l2_diff, "update_rms": c.change.l2_diff / math.sqrt(c.a.numel)
-                        if c.a.numel else 0.0, "changed": c.change.changed_elements,
-                        "from_zero": c.change.l2_a == 0 and c.change.l2_diff > 0,
-                        "jumping": role[c.name] in JUMP_ROLES and (ratio or 0) > ctx.config.large_jump_above})
+            change, name = c.change, c.name
+            ratio, norm, numel, r = change.rel_l2, change.l2_diff, c.a.numel, role[name]
+            out.append({"name": name, "role": r, "update_ratio": ratio, "update_norm": norm,
+                        "update_rms": norm / math.sqrt(numel) if numel else 0.0, "changed": change.changed_elements,
+                        "from_zero": change.l2_a == 0 and norm > 0,
+                        "jumping": r in JUMP_ROLES and (ratio or 0) > limit})
         return out
 
     return ctx.memo("tensor updates", compute)
@@ -53,7 +54,7 @@ def learning_progress(ctx: Context) -> Analysis:
     if reason:
         return Analysis.na("LearningProgress", reason)
     pairs = ctx.paired
-    delta, weight = global_update(pairs)
+    delta, weight = ctx.paired_update
     changed = sum(c.change.changed_elements for c in pairs)
     params = sum(c.a.numel for c in pairs)
     groups = ctx.paired_groups
@@ -92,7 +93,7 @@ def convergence(ctx: Context) -> Analysis:
     reason = _pairs_or_reason(ctx)
     if reason:
         return Analysis.na("ConvergenceAnalysis", reason)
-    delta, weight = global_update(ctx.paired)
+    delta, weight = ctx.paired_update
     rel = safe_div(delta, weight)
     rows = tensor_updates(ctx)
     ratios = [r["update_ratio"] for r in rows if r["update_ratio"] is not None]
@@ -284,7 +285,7 @@ def hyperparameter_impact(ctx: Context) -> Analysis:
     summary: Dict[str, Any] = {"hyperparameters_changed": "yes" if changed else "no", "hyperparameters": len(keys),
                                "changed": changed}
     if ctx.has_stats and ctx.paired:
-        delta, weight = global_update(ctx.paired)
+        delta, weight = ctx.paired_update
         summary["rel_update"] = safe_div(delta, weight)
     return Analysis("HyperparameterImpact", summary=summary,
                     details={"values": {r[0]: {"a": r[1], "b": r[2]} for r in rows}},
