@@ -7,7 +7,7 @@ import math
 import re
 from functools import cached_property, lru_cache
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -48,11 +48,21 @@ class AnalysisConfig:
                 raise DiffaiError(f"invalid --protected-shapes pattern {self.protected_shapes!r}: {e}") from None
 
 
-@dataclass
 class Table:
-    title: str
-    columns: List[str]
-    rows: List[List[Any]]
+    """A table of the Markdown/HTML report. ``rows`` may be a function that makes them, called on
+    first use: the per-tensor tables of a 20k-tensor model are made only when a report shows them."""
+
+    def __init__(self, title: str, columns: List[str], rows: Union[List[List[Any]], Callable[[], List[List[Any]]]]):
+        self.title, self.columns, self._rows = title, columns, rows
+
+    @property
+    def rows(self) -> List[List[Any]]:
+        if callable(self._rows):
+            self._rows = self._rows()
+        return self._rows
+
+    def __repr__(self) -> str:
+        return f"Table({self.title!r}, {self.columns!r}, {self.rows!r})"
 
 
 @dataclass
@@ -253,7 +263,12 @@ class Context:
     @cached_property
     def paired_groups(self) -> List[Dict[str, Any]]:
         """`ranked_groups` of the paired tensors, which several analyses report."""
-        return ranked_groups(self.paired)
+        return ranked_groups(self.paired, self.paired_layers)
+
+    @cached_property
+    def paired_layers(self) -> List[str]:
+        """`layer_group` of each paired tensor, in order."""
+        return [layer_group(c.name) for c in self.paired]
 
     @cached_property
     def paired_update(self) -> Tuple[float, float]:
@@ -285,8 +300,9 @@ class Context:
             return False
         known = self._holds_codes_by_source.get(id(src))
         if known is None:
+            dtypes = {dtype for dtype, _, _ in src.tensor_infos().values()}
             known = self._holds_codes_by_source[id(src)] = any(
-                not dequantized.is_float(dtype) and dtype != "bool" for dtype, _, _ in src.tensor_infos().values())
+                not dequantized.is_float(dtype) and dtype != "bool" for dtype in dtypes)
         return known
 
     def scales(self, name: str, side: str) -> Optional[np.ndarray]:
@@ -388,21 +404,28 @@ def global_update(comparisons: Iterable[TensorComparison]) -> Tuple[float, float
     return math.sqrt(d2), math.sqrt(w2)
 
 
-def per_group_update(comparisons: Iterable[TensorComparison]) -> Dict[str, Dict[str, float]]:
-    """layer group -> {delta2, weight2, params, changed}: summed squared norms and counts."""
+def per_group_update(comparisons: Iterable[TensorComparison],
+                     layers: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, float]]:
+    """layer group -> {delta2, weight2, params, changed}: summed squared norms and counts
+    (``layers``: the comparisons' `layer_group`, when known)."""
     groups: Dict[str, Dict[str, float]] = {}
-    for c in comparisons:
-        g = groups.setdefault(layer_group(c.name), {"delta2": 0.0, "weight2": 0.0, "params": 0, "changed": 0})
-        g["delta2"] += c.change.l2_diff ** 2
-        g["weight2"] += c.change.l2_a ** 2
+    comparisons = list(comparisons)
+    for c, layer in zip(comparisons, layers if layers is not None else map(layer_group, (c.name for c in comparisons))):
+        change = c.change
+        g = groups.get(layer)
+        if g is None:
+            g = groups[layer] = {"delta2": 0.0, "weight2": 0.0, "params": 0, "changed": 0}
+        g["delta2"] += change.l2_diff ** 2
+        g["weight2"] += change.l2_a ** 2
         g["params"] += c.a.numel
-        g["changed"] += c.change.changed_elements
+        g["changed"] += change.changed_elements
     return groups
 
 
-def ranked_groups(comparisons: List[TensorComparison]) -> List[Dict[str, Any]]:
-    """Layer groups by their share of the squared update, largest first."""
-    groups = per_group_update(comparisons)
+def ranked_groups(comparisons: List[TensorComparison], layers: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+    """Layer groups by their share of the squared update, largest first (``layers``: the
+    comparisons' `layer_group`, when known)."""
+    groups = per_group_update(comparisons, layers)
     total = sum(g["delta2"] for g in groups.values())
     rows = [
         {

@@ -3,6 +3,7 @@ attention heads. These read tensor values (float64) from the sources."""
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import re
@@ -115,7 +116,9 @@ def similarity_matrix(ctx: Context) -> Analysis:
     if not pairs:
         return Analysis.na("SimilarityMatrix", "no common tensor with nonzero norms on both sides")
     cos = {c.name: c.change.cosine for c in pairs}
-    lowest = sorted(cos, key=cos.get)[: ctx.config.top_k]
+    # sorted(...)[:top_k] without sorting all (the same unless a NaN makes the order arbitrary)
+    lowest = (heapq.nsmallest(ctx.config.top_k, cos, key=cos.get) if not any(v != v for v in cos.values())
+              else sorted(cos, key=cos.get)[: ctx.config.top_k])
     by_shape: Dict[Tuple[int, ...], List[str]] = {}
     for c in pairs:
         by_shape.setdefault(c.a.shape, []).append(c.name)
@@ -134,7 +137,7 @@ def similarity_matrix(ctx: Context) -> Analysis:
         "SimilarityMatrix", summary=summary,
         details={"cosine": cos, "matrix": {"tensors": names, "cosine_a_rows_b_cols": matrix}},
         tables=[Table("Cosine similarity a vs b per tensor (lowest first)", ["tensor", "cosine"],
-                      [[n, cos[n]] for n in sorted(cos, key=cos.get)])],
+                      lambda: [[n, cos[n]] for n in sorted(cos, key=cos.get)])],
     )
 
 

@@ -220,8 +220,8 @@ def gradient(ctx: Context) -> Analysis:
     }
     tables = [Table("Update per tensor: ratio ||delta||/||W_a|| (n/a when W_a = 0) and absolute ||delta||",
                     ["tensor", "role", "ratio", "update norm", "update RMS", "changed elements"],
-                    [[r["name"], r["role"], r["update_ratio"], r["update_norm"], r["update_rms"], r["changed"]]
-                     for r in rows])]
+                    lambda: [[r["name"], r["role"], r["update_ratio"], r["update_norm"], r["update_rms"], r["changed"]]
+                             for r in rows])]
     moments = []
     numel = {c.name: c.b.numel for c in ctx.model if c.b is not None}
     for name, st in adam_state(ctx, "b").items():
