@@ -143,8 +143,12 @@ def to_yaml(result) -> str:
 # JSON is YAML flow syntax, except that YAML 1.1 (PyYAML) reads a float without a decimal point
 # (1e-05) as a string: such numbers outside strings get ".0" (1.0e-05).
 _FLOAT_WITHOUT_POINT = re.compile(r'("(?:[^"\\]|\\.)*")|(?<![\d.])(-?\d+)([eE][-+]?\d+)')
-# Characters YAML does not allow raw (or reads as line breaks) inside a double-quoted scalar.
-_NOT_YAML_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+@functools.lru_cache(maxsize=1)  # compiled on first use (its ranges take ~10 ms, at every start otherwise)
+def _not_yaml_printable() -> "re.Pattern[str]":
+    """Characters YAML does not allow raw (or reads as line breaks) inside a double-quoted scalar."""
+    return re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
 # A name written unquoted reads back as the same string: no YAML indicator, number, bool or null.
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 _YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}
@@ -156,7 +160,7 @@ def _yaml_flow(value: Any) -> str:
 
 
 def _needs_pyyaml(text: str) -> bool:
-    return "\x7f" in text or not text.isascii() and _NOT_YAML_PRINTABLE.search(text) is not None
+    return "\x7f" in text or not text.isascii() and _not_yaml_printable().search(text) is not None
 
 
 def _yaml_flow_text(text: str, value: Callable[[], Any]) -> str:
