@@ -207,7 +207,10 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, start: Optional[n
         if i and np.array_equal(new, labels):
             break
         labels = new
-        c = np.asarray([x[labels == j].mean(0) if np.any(labels == j) else c[j] for j in range(k)])
+        # Each cluster's mean (what .mean(0) computes, without its per-call overhead); an empty
+        # cluster keeps its centre.
+        counts = np.bincount(labels, minlength=k).tolist()
+        c = np.asarray([np.add.reduce(x[labels == j], axis=0) / n if n else c[j] for j, n in enumerate(counts)])
     return labels
 
 
