@@ -8,6 +8,7 @@ from typing import Any, Dict, List
 
 from .common import Analysis, Context, Table, families, grade, safe_div
 from .roles import QUANT_SCALE, TRAINABLE, roles
+from .training import requantized_reason
 
 MIB = 2 ** 20
 
@@ -146,7 +147,9 @@ def param_efficiency(ctx: Context) -> Analysis:
         summary["sparsity"] = grade(summary["sparsity_b"], [(0.1, "dense"), (0.5, "partly_sparse")], "sparse")
         paired = ctx.paired
         changed = sum(c.change.changed_elements for c in paired)
-        summary["changed_share"] = safe_div(changed, sum(c.a.numel for c in paired))
+        requantized = requantized_reason(ctx)  # their every element differs by quantization error
+        summary["changed_share"] = f"n/a ({requantized})" if requantized \
+            else safe_div(changed, sum(c.a.numel for c in paired))
         groups: Dict[str, Dict[str, int]] = {}
         for c, layer in zip(paired, ctx.paired_layers):
             g = groups.setdefault(layer, {"params": 0, "changed": 0, "zeros": 0})

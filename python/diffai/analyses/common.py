@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 import numpy as np
 
-from .. import _core, dequantized
+from .. import _core, dequantized, quantized
 from ..errors import DiffaiError
 from ..output import num
 from ..records import TensorComparison
@@ -232,6 +232,7 @@ class Context:
         self._cache: Dict[Tuple[str, str], np.ndarray] = {}  # oldest first
         self._memo: Dict[str, Any] = {}
         self._holds_codes_by_source: Dict[int, bool] = {}  # id(source) -> it holds integer tensors
+        self._logicals_located = False  # whether `_where` has the logical weights' names too
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         """`compute()` once per context: for results several analyses share."""
@@ -280,15 +281,29 @@ class Context:
         """Float model tensors present on both sides with the same shape and a change measurement.
         Integer tensors (step counters such as BatchNorm's num_batches_tracked, ids) are not
         weights: their jumps would swamp the update norms. Integer codes with a scale count: the
-        diff compared them as dequantized values (``result.dequantized``)."""
+        diff compared them as dequantized values (``result.dequantized``); so do quantized logical
+        weights stored alike on both sides (``result.quantized``), not `requantized` ones."""
+        quantized_pairs, requantized = self.result.quantized, {c.name for c in self.requantized}
         return [c for c in self.model if c.status in ("changed", "unchanged") and c.change is not None
-                and ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in self.result.dequantized)]
+                and ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in self.result.dequantized
+                     or c.name in quantized_pairs) and c.name not in requantized]
+
+    @cached_property
+    def requantized(self) -> List[TensorComparison]:
+        """Quantized logical weights (diffai.quantized) whose storage differs between a and b
+        (f16 -> gptq-int4 g128, gptq -> awq): compared as decoded values, their difference is
+        quantization error, not an update, so they are not `paired`."""
+        quantized_pairs = self.result.quantized
+        if not quantized_pairs:
+            return []
+        return [c for c in self.model if c.name in quantized_pairs and c.a is not None and c.b is not None
+                and c.a.dtype != c.b.dtype]
 
     def has_scale(self, name: str, side: str) -> bool:
         """Whether the tensor is integer codes with a usable scale beside it (headers only)."""
         if name not in self._where or not self.holds_codes(self._where[name][1 if side == "a" else 2]):
             return False  # no integer tensor in that file: nothing to scale (the common case, fast)
-        if not self.has(name, side):
+        if not self.has(name, side) or self.logical(name, side) is not None:
             return False
         src, local = self.source(name, side)
         return dequantized.scale_name(src, local) is not None
@@ -305,17 +320,51 @@ class Context:
                 not dequantized.is_float(dtype) and dtype != "bool" for dtype in dtypes)
         return known
 
+    # --- quantized logical weights (diffai.quantized): one name for several stored parts, whose
+    # values the quantized reader decodes. Looked up only for names that are no tensor of a file.
+
+    def _logicals(self, src) -> Dict[str, quantized.Logical]:
+        return self.memo(f"logical weights {id(src)}", lambda: quantized.find(src))
+
+    def _locate(self, name: str) -> Tuple[str, Any, Any]:
+        """(prefix, a, b) of the sources holding a tensor or logical weight of that name."""
+        where = self._where.get(name)
+        if where is None and not self._logicals_located:
+            self._logicals_located = True
+            for prefix, a, b in self.result.sources:
+                for src in (a, b):
+                    if src is not None:
+                        for n in self._logicals(src):
+                            self._where.setdefault(prefix + n, (prefix, a, b))
+            where = self._where.get(name)
+        if where is None:
+            raise KeyError(name)
+        return where
+
+    def logical(self, name: str, side: str) -> Optional[quantized.Logical]:
+        """The quantized logical weight a side holds under that name, or None (a plain tensor, or
+        none at all)."""
+        try:
+            src, local = self.source(name, side)
+        except KeyError:
+            return None
+        if src is None or local in src.tensor_infos():
+            return None
+        return self._logicals(src).get(local)
+
     def scales(self, name: str, side: str) -> Optional[np.ndarray]:
         """Per-row scales when the tensor is integer codes with a ``<name>.scale`` beside it (its
         values are then read as code * scale), else None."""
         def read() -> Optional[np.ndarray]:
+            if self.logical(name, side) is not None:
+                return None  # its reader decodes its values whole
             src, local = self.source(name, side)
             return dequantized.row_scales(src, local, self.threads)
 
         return self.memo(f"scales {side} {name}", read)
 
     def source(self, name: str, side: str):
-        prefix, a, b = self._where[name]
+        prefix, a, b = self._locate(name)
         if side == "b":
             return b, self.result.b_names.get(name, name[len(prefix):])
         return a, name[len(prefix):]
@@ -324,10 +373,11 @@ class Context:
         return [(prefix, a if side == "a" else b) for prefix, a, b in self.result.sources]
 
     def has(self, name: str, side: str) -> bool:
-        if name not in self._where:
+        try:
+            src, local = self.source(name, side)
+        except KeyError:
             return False
-        src, local = self.source(name, side)
-        return local in src.tensor_infos()
+        return src is not None and (local in src.tensor_infos() or local in self._logicals(src))
 
     def values(self, name: str, side: str) -> np.ndarray:
         """The tensor as float64 with its shape. The most recent ones stay cached up to
@@ -337,23 +387,35 @@ class Context:
         if key in self._cache:
             self._cache[key] = self._cache.pop(key)  # now the most recent
             return self._cache[key]
-        src, local = self.source(name, side)
-        shape = src.tensor_infos()[local][1]
-        out = np.frombuffer(_core.values(src.model, local, threads=self.threads), dtype=np.float64).reshape(shape)
-        scales = self.scales(name, side)
-        if scales is not None:
-            out = (out.reshape(len(scales), -1) * scales[:, None]).reshape(shape)
+        lg = self.logical(name, side)
+        if lg is not None:
+            out = lg.rows(0, quantized.matrix(lg.shape)[0]).reshape(lg.shape)
+        else:
+            src, local = self.source(name, side)
+            shape = src.tensor_infos()[local][1]
+            out = np.frombuffer(_core.values(src.model, local, threads=self.threads),
+                                dtype=np.float64).reshape(shape)
+            scales = self.scales(name, side)
+            if scales is not None:
+                out = (out.reshape(len(scales), -1) * scales[:, None]).reshape(shape)
         self._cache[key] = out
         while sum(v.nbytes for v in self._cache.values()) > CACHE_BYTES and len(self._cache) > 1:
             del self._cache[next(iter(self._cache))]
         return out
 
     def shape(self, name: str, side: str) -> Tuple[int, ...]:
+        lg = self.logical(name, side)
+        if lg is not None:
+            return tuple(lg.shape)
         src, local = self.source(name, side)
         return src.tensor_infos()[local][1]
 
     def rows(self, name: str, side: str, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of a tensor, as float64 [rows, the rest flattened] (not cached)."""
+        lg = self.logical(name, side)
+        if lg is not None:  # its reader's rows flatten every dim but the last
+            per = math.prod(lg.shape[1:-1]) if len(lg.shape) > 2 else 1
+            return lg.rows(start * per, stop * per).reshape(stop - start, -1)
         src, local = self.source(name, side)
         width = math.prod(src.tensor_infos()[local][1][1:])
         raw = _core.values(src.model, local, start * width, (stop - start) * width, self.threads)
@@ -365,20 +427,29 @@ class Context:
         """The tensor's elements as float64 in C order, ``BLOCK_BYTES / readers`` at a time (for
         reading that many tensors in step; the last block may be shorter): how analyses read
         tensors too large for ``values()``. Tensors of as many elements give aligned blocks."""
+        per = max(BLOCK_BYTES // 8 // readers, 1)
+        lg = self.logical(name, side)
+        if lg is not None:
+            yield from _logical_blocks(lg, per)
+            return
         src, local = self.source(name, side)
         shape = src.tensor_infos()[local][1]
         width = math.prod(shape[1:]) if len(shape) > 1 else 1
-        raw = _core.value_blocks(src.model, local, max(BLOCK_BYTES // 8 // readers, 1), self.threads)
+        raw = _core.value_blocks(src.model, local, per, self.threads)
         yield from dequantized.scaled_blocks(raw, self.scales(name, side), width)
 
     def row_blocks(self, name: str, side: str) -> Iterator[np.ndarray]:
         """The tensor as float64 blocks of whole rows, [rows, rest flattened], about
         ``BLOCK_BYTES`` each (at least one row)."""
-        src, local = self.source(name, side)
-        shape = src.tensor_infos()[local][1]
+        shape = self.shape(name, side)
         width = math.prod(shape[1:]) if shape else 1
-        per = max(BLOCK_BYTES // 8 // max(width, 1), 1) * width
-        blocks = _core.value_blocks(src.model, local, max(per, 1), self.threads)
+        rows = max(BLOCK_BYTES // 8 // max(width, 1), 1)
+        if self.logical(name, side) is not None:
+            for r0 in range(0, shape[0] if shape else 1, rows):
+                yield self.rows(name, side, r0, min(r0 + rows, shape[0]))
+            return
+        src, local = self.source(name, side)
+        blocks = _core.value_blocks(src.model, local, max(rows * width, 1), self.threads)
         for block in dequantized.scaled_blocks(blocks, self.scales(name, side), width):
             yield block.reshape(-1, width)
 
@@ -393,6 +464,17 @@ class Context:
         for prefix, src in self.sources(side):
             out.update({prefix + k: v for k, v in src.metadata.items()})
         return out
+
+
+def _logical_blocks(lg: quantized.Logical, per: int) -> Iterator[np.ndarray]:
+    """A logical weight's values in C order, ``per`` at a time: the boundaries ``value_blocks``
+    gives a tensor of as many elements (read a few rows of its matrix view at a time)."""
+    rows, width = quantized.matrix(lg.shape)
+    numel = rows * width
+    for start in range(0, numel, per):
+        stop = min(start + per, numel)
+        r0, r1 = start // width, -(-stop // width)
+        yield lg.rows(r0, r1).reshape(-1)[start - r0 * width:stop - r0 * width]
 
 
 def global_update(comparisons: Iterable[TensorComparison]) -> Tuple[float, float]:

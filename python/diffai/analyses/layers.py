@@ -8,7 +8,7 @@ from typing import List
 
 from .common import Analysis, Context, Table, safe_div
 from .health import assess_risk
-from .training import NO_STATS, convergence_verdict
+from .training import NO_STATS, convergence_verdict, requantized_reason
 
 
 def change_summary(ctx: Context) -> Analysis:
@@ -35,6 +35,8 @@ CONCENTRATED_SHARE = 0.5  # one layer group with this share of the squared updat
 def layer_impact(ctx: Context) -> Analysis:
     if not ctx.has_stats:
         return Analysis.na("LayerImpact", NO_STATS)
+    if requantized_reason(ctx):
+        return Analysis.na("LayerImpact", requantized_reason(ctx))
     if not ctx.paired:
         return Analysis.na("LayerImpact", "no tensor is present with the same shape in both files")
     groups = ctx.paired_groups
@@ -63,7 +65,9 @@ def review_friendly(ctx: Context) -> Analysis:
     sentences.append(f"{s.changed} of {s.changed + s.unchanged + s.reshaped + s.removed + s.renamed} tensors "
                      "changed values"
                      + (f"; {', '.join(structure)}" if structure else "; no structural change") + ".")
-    if ctx.has_stats and ctx.paired:
+    if requantized_reason(ctx):
+        sentences.append(requantized_reason(ctx)[0].upper() + requantized_reason(ctx)[1:] + ".")
+    elif ctx.has_stats and ctx.paired:
         delta, weight = ctx.paired_update
         rel = safe_div(delta, weight)
         groups = [g for g in ctx.paired_groups if g["update_norm"] > 0]

@@ -44,6 +44,12 @@ def embedding(ctx: Context) -> Analysis:
     role = roles(ctx)
     mats = [c for c in ctx.model if role[c.name] == EMBEDDING and c.a is not None and c.b is not None
             and len(c.a.shape) == 2 and len(c.b.shape) == 2 and c.a.shape[1] == c.b.shape[1]]
+    # A quantized logical weight has no rows the core's row products read (diffai.quantized).
+    quantized = [c.name for c in mats if ctx.logical(c.name, "a") is not None or ctx.logical(c.name, "b") is not None]
+    mats = [c for c in mats if c.name not in quantized]
+    if quantized and not mats:
+        return Analysis.na("EmbeddingAnalysis", f"the embedding matrices are quantized logical weights, whose rows "
+                                                f"are not read here: {', '.join(quantized)}")
     if not mats:
         return Analysis.na("EmbeddingAnalysis", "no 2-D embedding matrix (name with embed/wte/wpe) on both sides "
                                                 "with the same width")
@@ -120,9 +126,11 @@ def similarity_matrix(ctx: Context) -> Analysis:
     lowest = (heapq.nsmallest(ctx.config.top_k, cos, key=cos.get) if not any(v != v for v in cos.values())
               else sorted(cos, key=cos.get)[: ctx.config.top_k])
     by_shape: Dict[Tuple[int, ...], List[str]] = {}
+    logical = ctx.result.quantized  # quantized logical weights: no tensor the core's cross products read
     for c in pairs:
-        by_shape.setdefault(c.a.shape, []).append(c.name)
-    shape, names = max(by_shape.items(), key=lambda kv: len(kv[1]))
+        if c.name not in logical:
+            by_shape.setdefault(c.a.shape, []).append(c.name)
+    shape, names = max(by_shape.items(), key=lambda kv: len(kv[1])) if by_shape else (None, [])
     names = names[: ctx.config.similarity_max_tensors]
     matrix = _cross_cosines(ctx, names) if len(names) > 1 else None
     mean_cos = float(np.mean(list(cos.values())))
@@ -133,9 +141,12 @@ def similarity_matrix(ctx: Context) -> Analysis:
         summary["matrix_tensor_shape"] = list(shape)  # the tensors in the matrix share it
         summary["matrix_tensors"] = len(names)
         summary["diagonal_dominant"] = float(np.mean(np.argmax(m, axis=1) == np.arange(len(names))))
+    details: Dict[str, Any] = {"cosine": cos, "matrix": {"tensors": names, "cosine_a_rows_b_cols": matrix}}
+    left_out = sum(1 for c in pairs if c.name in logical)
+    if left_out:
+        details["matrix_without"] = f"{left_out} quantized logical weights (decoded by their reader, not read here)"
     return Analysis(
-        "SimilarityMatrix", summary=summary,
-        details={"cosine": cos, "matrix": {"tensors": names, "cosine_a_rows_b_cols": matrix}},
+        "SimilarityMatrix", summary=summary, details=details,
         tables=[Table("Cosine similarity a vs b per tensor (lowest first)", ["tensor", "cosine"],
                       lambda: [[n, cos[n]] for n in sorted(cos, key=cos.get)])],
     )

@@ -67,7 +67,8 @@ def _roles(ctx: Context) -> Dict[str, str]:
         a, b = c.a, c.b
         rank = max(len(a.shape), len(b.shape)) if a is not None and b is not None \
             else len((a if a is not None else b).shape)
-        not_float = (a is not None and not is_float(a.dtype)) or (b is not None and not is_float(b.dtype))
+        not_float = ((a is not None and not is_float(a.dtype)) or (b is not None and not is_float(b.dtype))) \
+            and _not_float(ctx, c)
         key = (template, rank, not_float)
         role = decided.get(key)
         if role is None:
@@ -102,7 +103,14 @@ def _role(ctx: Context, c) -> str:
     for side, st in (("a", c.a), ("b", c.b)):
         if st is not None and ctx.has_scale(name, side):
             return QUANT_CODES
-    return _name_role(name, rank, any(not is_float(s.dtype) for s in sides))
+    return _name_role(name, rank, _not_float(ctx, c))
+
+
+def _not_float(ctx: Context, c) -> bool:
+    """Whether a side holds values that are not floats. A quantized logical weight's storage
+    (``gptq-int4 g128``) is no float dtype, but its values are: its reader decodes them."""
+    return any(st is not None and not is_float(st.dtype) and ctx.logical(c.name, side) is None
+               for side, st in (("a", c.a), ("b", c.b)))
 
 
 def _name_role(name: str, rank: int, not_float: bool) -> str:

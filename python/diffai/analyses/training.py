@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from statistics import median
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -20,7 +21,19 @@ NO_PAIRS = "no tensor is present with the same shape in both files"
 def _pairs_or_reason(ctx: Context) -> Optional[str]:
     if not ctx.has_stats:
         return NO_STATS
-    return None if ctx.paired else NO_PAIRS
+    return requantized_reason(ctx) or (None if ctx.paired else NO_PAIRS)
+
+
+def requantized_reason(ctx: Context) -> Optional[str]:
+    """Why the update between the checkpoints is not measured: weights whose quantized storage
+    changed (``Context.requantized``) differ by quantization error, and the other tensors alone
+    would call the update none or tiny."""
+    changed = ctx.requantized
+    if not changed:
+        return None
+    transitions = Counter(f"{c.a.dtype}->{c.b.dtype}" for c in changed)
+    return (f"{len(changed)} weights changed storage ({', '.join(f'{t}: {n}' for t, n in transitions.items())}): "
+            "their difference from a is quantization error, not an update (quantization_analysis measures it)")
 
 
 def tensor_updates(ctx: Context) -> List[Dict[str, Any]]:
@@ -284,7 +297,7 @@ def hyperparameter_impact(ctx: Context) -> Analysis:
     changed = [r[0] for r in rows if r[3]]
     summary: Dict[str, Any] = {"hyperparameters_changed": "yes" if changed else "no", "hyperparameters": len(keys),
                                "changed": changed}
-    if ctx.has_stats and ctx.paired:
+    if ctx.has_stats and ctx.paired and not ctx.requantized:
         delta, weight = ctx.paired_update
         summary["rel_update"] = safe_div(delta, weight)
     return Analysis("HyperparameterImpact", summary=summary,
