@@ -146,3 +146,21 @@ def test_gptq_vs_awq_every_analysis_runs(tmp_path):
     q = out["QuantizationAnalysis"].summary
     assert q["measured_tensors"] == 2 and q["max_abs_error"] == 0 and q["rel_l2_error"] == 0
     assert out["LearningProgress"].not_applicable.startswith("2 weights changed storage")
+
+
+@pytest.mark.parametrize("kind", ["nf4", "int8"])
+def test_bitsandbytes_weight_named_like_its_packed_part(tmp_path, kind):
+    """bitsandbytes names the logical weight after its packed part (a tensor of the file too):
+    it is still a weight, and quantization_analysis measures it from the diff's comparisons (whose
+    values tests/test_quantized_conventions.py checks against bitsandbytes' dequantization)."""
+    ref = mk.reference()
+    fp16 = mk.write(tmp_path / "fp16", ref)
+    path = mk.write(tmp_path / kind, *(mk.bnb_4bit(ref, "nf4", False) if kind == "nf4" else mk.bnb_int8(ref)))
+    result, out = _analyses(fp16, path, ["quantization-analysis", "learning-progress"])
+    assert roles(Context(result, AnalysisConfig()))[Q] == "weight"
+    by_name = {c.name: c for c in result.comparisons}
+    err2 = sum(by_name[n].change.l2_diff ** 2 for n in (Q, D))
+    ref2 = sum(float((ref[n].double() ** 2).sum()) for n in (Q, D))
+    q = out["QuantizationAnalysis"].summary
+    assert q["measured_tensors"] == 2 and q["rel_l2_error"] == pytest.approx(math.sqrt(err2 / ref2), rel=1e-9)
+    assert out["LearningProgress"].not_applicable.startswith("2 weights changed storage (f16->bnb-")

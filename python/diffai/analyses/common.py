@@ -348,8 +348,8 @@ class Context:
             src, local = self.source(name, side)
         except KeyError:
             return None
-        if src is None or local in src.tensor_infos():
-            return None
+        if src is None or local in src.tensor_infos() and not self.result.quantized:
+            return None  # a tensor of the file (bnb names a logical weight after its packed part)
         return self._logicals(src).get(local)
 
     def scales(self, name: str, side: str) -> Optional[np.ndarray]:
