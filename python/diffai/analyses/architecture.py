@@ -13,32 +13,11 @@ from .training import requantized_reason
 MIB = 2 ** 20
 
 
-class _Side:
-    """The model tensors present on one side, as columns read from their statistics once (a
-    20k-tensor model is walked once per side, not once per figure)."""
-
-    def __init__(self, ctx: Context, side: str) -> None:
-        pairs = [(c.name, st) for c, st in ((c, getattr(c, side)) for c in ctx.model) if st is not None]
-        self.names = [n for n, _ in pairs]
-        self.stats = [st for _, st in pairs]
-        self.shapes = [st.shape for st in self.stats]
-        self.dtypes = [st.dtype for st in self.stats]
-        self.numel = [st.numel for st in self.stats]
-        self.nbytes = [st.nbytes for st in self.stats]
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-
-def _side(ctx: Context, side: str) -> _Side:
-    return ctx.memo(f"side {side}", lambda: _Side(ctx, side))
-
-
 def _families(ctx: Context, side: str) -> Dict[str, str]:
     def compute() -> Dict[str, str]:
-        tensors = _side(ctx, side)
+        tensors = ctx.side(side)
         if side == "b":
-            a = _side(ctx, "a")
+            a = ctx.side("a")
             if a.names == tensors.names and a.shapes == tensors.shapes:  # the same tensors: the same families
                 return _families(ctx, "a")
         return families(dict(zip(tensors.names, tensors.shapes)), roles(ctx))
@@ -50,7 +29,7 @@ def _family_params(ctx: Context, side: str) -> Dict[str, int]:
     def count() -> Dict[str, int]:
         fam = _families(ctx, side)
         out: Dict[str, int] = {}
-        for n, numel in zip(_side(ctx, side).names, _side(ctx, side).numel):
+        for n, numel in zip(ctx.side(side).names, ctx.side(side).numel):
             f = fam[n]
             out[f] = out.get(f, 0) + numel
         return out
@@ -77,7 +56,7 @@ def _depth(names: List[str]) -> Dict[str, int]:
 
 
 def _widths(ctx: Context, side: str) -> List[int]:
-    tensors = _side(ctx, side)
+    tensors = ctx.side(side)
     fam = _families(ctx, side)
     return sorted({shape[0] for n, shape in zip(tensors.names, tensors.shapes)
                    if len(shape) == 2 and fam[n] in ("linear", "attention")})
@@ -97,7 +76,7 @@ def migration_verdict(names_moved: int, reshaped: int, tensors_a: int) -> str:
 
 def architecture_comparison(ctx: Context) -> Analysis:
     fa, fb = _family_params(ctx, "a"), _family_params(ctx, "b")
-    names_a, names_b = _side(ctx, "a").names, _side(ctx, "b").names
+    names_a, names_b = ctx.side("a").names, ctx.side("b").names
     da = _depth(names_a)
     db = da if names_b == names_a else _depth(names_b)
     added = [c.name for c in ctx.model if c.status == "added"]
@@ -111,7 +90,7 @@ def architecture_comparison(ctx: Context) -> Analysis:
     return Analysis(
         "ArchitectureComparison",
         summary={
-            "migration": migration_verdict(structural, len(reshaped), len(_side(ctx, "a"))),
+            "migration": migration_verdict(structural, len(reshaped), len(ctx.side("a"))),
             "families_inferred": {f: fb.get(f, 0) for f in fams},
             "depth_a": da, "depth_b": db,
             "widths_b": _widths(ctx, "b"),
@@ -132,7 +111,7 @@ def architecture_comparison(ctx: Context) -> Analysis:
 def param_efficiency(ctx: Context) -> Analysis:
     fb = _family_params(ctx, "b")
     per_dtype: Dict[str, Dict[str, int]] = {}
-    side_b = _side(ctx, "b")
+    side_b = ctx.side("b")
     for dtype, numel, nbytes in zip(side_b.dtypes, side_b.numel, side_b.nbytes):
         d = per_dtype.setdefault(dtype, {"params": 0, "bytes": 0})
         d["params"] += numel
@@ -164,7 +143,7 @@ def param_efficiency(ctx: Context) -> Analysis:
 
 def _bytes_per_dtype(ctx: Context, side: str) -> Dict[str, int]:
     """Bytes of the model tensors of a side per dtype."""
-    tensors = _side(ctx, side)
+    tensors = ctx.side(side)
     out: Dict[str, int] = {}
     for dtype, nbytes in zip(tensors.dtypes, tensors.nbytes):
         out[dtype] = out.get(dtype, 0) + nbytes
@@ -178,7 +157,7 @@ def memory_estimates(ctx: Context, side: str) -> Dict[str, Any]:
     f16, bf16, f8 and integer codes). Trainable = the learned roles (roles.TRAINABLE): not index or
     counter buffers, norm running statistics or quantization scales."""
     role = roles(ctx)
-    tensors = _side(ctx, side)
+    tensors = ctx.side(side)
     trainable = [(numel, nbytes, dtype) for n, numel, nbytes, dtype
                  in zip(tensors.names, tensors.numel, tensors.nbytes, tensors.dtypes) if role[n] in TRAINABLE]
     weights = sum(tensors.nbytes)
@@ -221,7 +200,7 @@ def compute_cost(ctx: Context, side: str) -> Dict[str, Any]:
     lookups) and per output position of each conv (2*out*in_per_group*prod(kernel)); bytes read
     per forward pass at batch 1 = every weight once."""
     def compute() -> Dict[str, Any]:
-        tensors = _side(ctx, side)
+        tensors = ctx.side(side)
         fam = _families(ctx, side)
         columns = list(zip(tensors.names, tensors.shapes, tensors.numel))
         linear = sum(2 * numel for n, shape, numel in columns

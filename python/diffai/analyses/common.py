@@ -206,6 +206,23 @@ BLOCK_BYTES = 32 << 20
 CACHE_BYTES = 256 << 20
 
 
+class SideTensors:
+    """The model tensors present on one side, as columns read from their statistics once (a
+    20k-tensor model is walked once per side, not once per figure)."""
+
+    def __init__(self, model: List[TensorComparison], side: str) -> None:
+        pairs = [(c.name, st) for c, st in ((c, getattr(c, side)) for c in model) if st is not None]
+        self.names = [n for n, _ in pairs]
+        self.stats = [st for _, st in pairs]
+        self.shapes = [st.shape for st in self.stats]
+        self.dtypes = [st.dtype for st in self.stats]
+        self.numel = [st.numel for st in self.stats]
+        self.nbytes = [st.nbytes for st in self.stats]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
 class Context:
     """The diff result seen by the analyses: model tensors (optimizer state apart), values read
     on demand from the sources, and the configuration."""
@@ -249,6 +266,10 @@ class Context:
         if list(table.get("name", ())) != self.names:
             return None
         return table
+
+    def side(self, side: str) -> SideTensors:
+        """The model tensors of side "a" or "b" as columns (made once)."""
+        return self.memo(f"side {side}", lambda: SideTensors(self.model, side))
 
     @property
     def has_stats(self) -> bool:

@@ -19,7 +19,7 @@ def change_summary(ctx: Context) -> Analysis:
     change = "structure" if structural else "values" if ctx.result.has_differences else "none" if ctx.has_stats \
         else "unknown"
     # Model parameters: optimizer state (Adam moments) is counted apart.
-    params = {side: sum(getattr(c, side).numel for c in ctx.model if getattr(c, side) is not None) for side in "ab"}
+    params = {side: sum(ctx.side(side).numel) for side in "ab"}
     optimizer = {side: sum(getattr(c, side).numel for c in ctx.optimizer if getattr(c, side) is not None)
                  for side in "ab"}
     return Analysis("ChangeSummary",
