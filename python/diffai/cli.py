@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import click
 
 from . import __version__
-from .analyses import REGISTRY, AnalysisConfig, diff_series, failed_checks, run_analyses
+from .analyses import REGISTRY, AnalysisConfig, failed_checks, run_analyses
 from .api import diff as run_diff
 from .api import inspect as run_inspect
 from .diff import check_threads
@@ -300,6 +300,8 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
                 with _phase(progress, "diffai: analyses"):
                     run_analyses(result, selected, config)
         else:
+            from .analyses import diff_series  # a checkpoint series
+
             result = diff_series(inputs, selected, config, analyse=analyse, progress=progress, **diff_args)
     series = len(inputs) > 2
     notes: Dict[str, None] = {}  # in order, once (a series' pairs share their filters)
