@@ -124,17 +124,17 @@ def param_efficiency(ctx: Context) -> Analysis:
         total = sum(side_b.numel)
         summary["sparsity_b"] = safe_div(zeros, total)
         summary["sparsity"] = grade(summary["sparsity_b"], [(0.1, "dense"), (0.5, "partly_sparse")], "sparse")
-        paired = ctx.paired
-        changed = sum(c.change.changed_elements for c in paired)
+        pairs = ctx.paired_columns
         requantized = requantized_reason(ctx)  # their every element differs by quantization error
         summary["changed_share"] = f"n/a ({requantized})" if requantized \
-            else safe_div(changed, sum(c.a.numel for c in paired))
+            else safe_div(sum(pairs.changed), sum(pairs.numel))
         groups: Dict[str, Dict[str, int]] = {}
-        for c, layer in zip(paired, ctx.paired_layers):
+        for c, layer, changed in zip(ctx.paired, pairs.layers, pairs.changed):
             g = groups.setdefault(layer, {"params": 0, "changed": 0, "zeros": 0})
-            g["params"] += c.b.numel
-            g["changed"] += c.change.changed_elements
-            g["zeros"] += c.b.zero_count or 0
+            b = c.b
+            g["params"] += b.numel
+            g["changed"] += changed
+            g["zeros"] += b.zero_count or 0
         tables.append(Table("Per layer group (b)", ["layer", "params", "changed share", "zero fraction"],
                             [[k, v["params"], safe_div(v["changed"], v["params"]), safe_div(v["zeros"], v["params"])]
                              for k, v in groups.items()]))

@@ -7,7 +7,7 @@ import math
 import re
 from functools import cached_property, lru_cache
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -285,17 +285,17 @@ class Context:
     @cached_property
     def paired_groups(self) -> List[Dict[str, Any]]:
         """`ranked_groups` of the paired tensors, which several analyses report."""
-        return ranked_groups(self.paired, self.paired_layers)
+        return ranked_groups(self.paired_columns)
 
     @cached_property
-    def paired_layers(self) -> List[str]:
-        """`layer_group` of each paired tensor, in order."""
-        return [layer_group(c.name) for c in self.paired]
+    def paired_columns(self) -> PairedColumns:
+        """The change figures of `paired`, as lists."""
+        return PairedColumns(self.paired)
 
     @cached_property
     def paired_update(self) -> Tuple[float, float]:
         """`global_update` of the paired tensors, which several analyses report."""
-        return global_update(self.paired)
+        return global_update(self.paired_columns)
 
     @cached_property
     def paired(self) -> List[TensorComparison]:
@@ -498,37 +498,47 @@ def _logical_blocks(lg: quantized.Logical, per: int) -> Iterator[np.ndarray]:
         yield lg.rows(r0, r1).reshape(-1)[start - r0 * width:stop - r0 * width]
 
 
-def global_update(comparisons: Iterable[TensorComparison]) -> Tuple[float, float]:
+class PairedColumns:
+    """Change figures of compared pairs as lists, read from their comparisons once (the update
+    analyses of a 20k-tensor model share one walk over them)."""
+
+    def __init__(self, comparisons: List[TensorComparison], layers: Optional[List[str]] = None) -> None:
+        changes = [c.change for c in comparisons]
+        self.names = [c.name for c in comparisons]
+        self.l2_diff = [ch.l2_diff for ch in changes]
+        self.l2_a = [ch.l2_a for ch in changes]
+        self.rel_l2 = [ch.rel_l2 for ch in changes]
+        self.changed = [ch.changed_elements for ch in changes]
+        self.numel = [c.a.numel for c in comparisons]
+        self.layers = layers if layers is not None else [layer_group(n) for n in self.names]
+
+
+def global_update(pairs: PairedColumns) -> Tuple[float, float]:
     """(||delta||, ||W_a||) over the given pairs: the square root of the summed squared norms."""
     d2 = w2 = 0.0
-    for c in comparisons:
-        d2 += c.change.l2_diff ** 2
-        w2 += c.change.l2_a ** 2
+    for d, w in zip(pairs.l2_diff, pairs.l2_a):
+        d2 += d ** 2
+        w2 += w ** 2
     return math.sqrt(d2), math.sqrt(w2)
 
 
-def per_group_update(comparisons: Iterable[TensorComparison],
-                     layers: Optional[Iterable[str]] = None) -> Dict[str, Dict[str, float]]:
-    """layer group -> {delta2, weight2, params, changed}: summed squared norms and counts
-    (``layers``: the comparisons' `layer_group`, when known)."""
+def per_group_update(pairs: PairedColumns) -> Dict[str, Dict[str, float]]:
+    """layer group -> {delta2, weight2, params, changed}: summed squared norms and counts."""
     groups: Dict[str, Dict[str, float]] = {}
-    comparisons = list(comparisons)
-    for c, layer in zip(comparisons, layers if layers is not None else map(layer_group, (c.name for c in comparisons))):
-        change = c.change
+    for layer, d, w, numel, changed in zip(pairs.layers, pairs.l2_diff, pairs.l2_a, pairs.numel, pairs.changed):
         g = groups.get(layer)
         if g is None:
             g = groups[layer] = {"delta2": 0.0, "weight2": 0.0, "params": 0, "changed": 0}
-        g["delta2"] += change.l2_diff ** 2
-        g["weight2"] += change.l2_a ** 2
-        g["params"] += c.a.numel
-        g["changed"] += change.changed_elements
+        g["delta2"] += d ** 2
+        g["weight2"] += w ** 2
+        g["params"] += numel
+        g["changed"] += changed
     return groups
 
 
-def ranked_groups(comparisons: List[TensorComparison], layers: Optional[List[str]] = None) -> List[Dict[str, Any]]:
-    """Layer groups by their share of the squared update, largest first (``layers``: the
-    comparisons' `layer_group`, when known)."""
-    groups = per_group_update(comparisons, layers)
+def ranked_groups(pairs: Union[List[TensorComparison], PairedColumns]) -> List[Dict[str, Any]]:
+    """Layer groups by their share of the squared update, largest first."""
+    groups = per_group_update(pairs if isinstance(pairs, PairedColumns) else PairedColumns(pairs))
     total = sum(g["delta2"] for g in groups.values())
     rows = [
         {

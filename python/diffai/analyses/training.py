@@ -43,14 +43,13 @@ def tensor_updates(ctx: Context) -> List[Dict[str, Any]]:
     def compute() -> List[Dict[str, Any]]:
         role = roles(ctx)
         limit = ctx.config.large_jump_above
+        p = ctx.paired_columns
         out = []
-        for c in ctx.paired:
-            change, name = c.change, c.name
-            ratio, norm, numel, r = change.rel_l2, change.l2_diff, c.a.numel, role[name]
+        for name, ratio, norm, numel, changed, weight in zip(p.names, p.rel_l2, p.l2_diff, p.numel, p.changed, p.l2_a):
+            r = role[name]
             out.append({"name": name, "role": r, "update_ratio": ratio, "update_norm": norm,
-                        "update_rms": norm / math.sqrt(numel) if numel else 0.0, "changed": change.changed_elements,
-                        "from_zero": change.l2_a == 0 and norm > 0,
-                        "jumping": r in JUMP_ROLES and (ratio or 0) > limit})
+                        "update_rms": norm / math.sqrt(numel) if numel else 0.0, "changed": changed,
+                        "from_zero": weight == 0 and norm > 0, "jumping": r in JUMP_ROLES and (ratio or 0) > limit})
         return out
 
     return ctx.memo("tensor updates", compute)
@@ -66,10 +65,9 @@ def learning_progress(ctx: Context) -> Analysis:
     reason = _pairs_or_reason(ctx)
     if reason:
         return Analysis.na("LearningProgress", reason)
-    pairs = ctx.paired
     delta, weight = ctx.paired_update
-    changed = sum(c.change.changed_elements for c in pairs)
-    params = sum(c.a.numel for c in pairs)
+    changed = sum(ctx.paired_columns.changed)
+    params = sum(ctx.paired_columns.numel)
     groups = ctx.paired_groups
     top = [g["layer"] for g in groups[: ctx.config.top_k] if g["update_norm"] > 0]
     top_share = sum(g["share"] for g in groups[: len(top)])
