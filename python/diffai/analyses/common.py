@@ -342,7 +342,8 @@ class Context:
         return known
 
     # --- quantized logical weights (diffai.quantized): one name for several stored parts, whose
-    # values the quantized reader decodes. Looked up only for names that are no tensor of a file.
+    # values the quantized reader decodes. Looked up for names that are no tensor of a file, and
+    # for every name once the diff compared logical weights (bitsandbytes names one after a part).
 
     def _logicals(self, src) -> Dict[str, quantized.Logical]:
         return self.memo(f"logical weights {id(src)}", lambda: quantized.find(src))
