@@ -27,14 +27,13 @@ from typing import Any, Dict, Iterator, List, Optional
 import click
 
 from . import __version__
-from .analyses import REGISTRY, AnalysisConfig, diff_series, failed_checks, run_analyses
+from .analyses import REGISTRY, AnalysisConfig, failed_checks, run_analyses
 from .api import diff as run_diff
 from .api import inspect as run_inspect
 from .diff import check_threads
 from .errors import DiffaiError
 from .output import (check_text, dump_yaml, dumps, escape_controls, inspect_json, inspect_text, plain, to_json,
                      to_text, to_yaml)
-from .report import markdown, write_report
 
 _COMMON = [
     click.option("--threads", type=int, default=0, show_default=True, callback=lambda _ctx, _param, n: _threads(n),
@@ -301,6 +300,8 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
                 with _phase(progress, "diffai: analyses"):
                     run_analyses(result, selected, config)
         else:
+            from .analyses import diff_series  # a checkpoint series
+
             result = diff_series(inputs, selected, config, analyse=analyse, progress=progress, **diff_args)
     series = len(inputs) > 2
     notes: Dict[str, None] = {}  # in order, once (a series' pairs share their filters)
@@ -315,6 +316,8 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
     for message in notes:
         _note(message)
     if markdown_output:  # a document: its own line breaks stay, every other control is escaped
+        from .report import markdown  # imported by the runs that write one
+
         click.echo(escape_controls(markdown(result), keep="\n"), nl=False)
     elif output == "json":
         click.echo(dumps(result.to_json_obj()) if series else to_json(result))
@@ -328,6 +331,8 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
         text = escape_controls(result.to_text(plain), keep="\n") if series else to_text(result, _style(no_color))
         click.echo(text, nl=False)
     if report_path:
+        from .report import write_report
+
         write_report(report_path, result, include_charts, config)
         _note(f"report written to {report_path}")
     gating = selected is not None and any(f in selected for f in FAILING_FLAGS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import math
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
@@ -142,6 +143,38 @@ class DiffResult:
     @comparisons.setter
     def comparisons(self, value: List[TensorComparison]) -> None:
         self._comparisons = value
+
+    def tensor_names(self) -> List[str]:
+        """The name of every comparison, in order (from the core's columns while the comparisons
+        are not made)."""
+        if self._comparisons is not None:
+            return [c.name for c in self._comparisons]
+        return [n for p in self._parts if isinstance(p, _Rows) for n in p.core_columns()["name"]]
+
+    def record_parts(self) -> List[Union[Record, "_Rows"]]:
+        """What the records are, in order, for writers that can render the core's rows of a pair
+        of models whole: records, and ``_Rows`` not made into records yet."""
+        return list(self._records) if self._records is not None else list(self._parts)
+
+    def record_kinds(self) -> Dict[str, int]:
+        """How many records of each kind (``TensorStatsChanged``: n, ...), without making them."""
+        if self._records is not None:
+            return dict(Counter(r.kind for r in self._records))
+        kinds: Counter = Counter()
+        for p in self._parts:
+            if isinstance(p, _Rows):
+                kinds.update(_STATUS_KINDS[s] for s in p.core.statuses() if s in _STATUS_KINDS)
+            else:
+                kinds[p.kind] += 1
+        return dict(kinds)
+
+    def renames(self) -> List[Tuple[str, str]]:
+        """(name in a, name in b) of every ``TensorRenamed`` record, in order, without making the
+        records."""
+        if self._records is not None:
+            return [(r.name, r.new_name) for r in self._records if isinstance(r, TensorRenamed)]
+        return [(p.prefix + old, p.prefix + new) for p in self._parts if isinstance(p, _Rows)
+                for _, (old, new) in sorted(p.renamed.items())]
 
     def _add(self, record: Record) -> None:
         (self._parts if self._records is None else self._records).append(record)
@@ -478,6 +511,11 @@ def _gguf_keys(a: Source, b: Source, opts: DiffOptions, result: DiffResult, pref
     return ((keys, None), (heads, [])) if side == "a" else ((None, keys), ([], heads))
 
 
+# The record each status of the core's rows makes (``_Rows.records``); the others make none.
+_STATUS_KINDS = {"changed": "TensorStatsChanged", "reshaped": "TensorShapeChanged", "renamed": "TensorRenamed",
+                 "removed": "TensorRemoved", "added": "TensorAdded"}
+
+
 class _Rows:
     """The core's rows of one pair of models, turned into Python objects only when asked for
     (a model can hold 100k tensors). ``coded``: the pairs compared here (a's name -> their
@@ -492,6 +530,7 @@ class _Rows:
         # row -> (a's name, b's own name) of each renamed tensor
         self.renamed = {k: (old, new) for k, old, new in core.renamed()}
         self._comparisons: Optional[List[TensorComparison]] = None
+        self._core_columns: Optional[Dict[str, Any]] = None
 
     def _made_here(self, rows: Optional[List[TensorComparison]] = None) -> Dict[int, TensorComparison]:
         """The rows whose statistics were made here: the core's status (change rule) with the
@@ -548,10 +587,16 @@ class _Rows:
             return [r.json_line(ensure_ascii) for r in self.records()]
         return lines
 
+    def core_columns(self) -> Dict[str, Any]:
+        """The core's columns as it gives them (lists and bytes), made once."""
+        if self._core_columns is None:
+            self._core_columns = self.core.columns()
+        return self._core_columns
+
     def columns(self) -> Dict[str, Any]:
         import numpy as np
 
-        raw = self.core.columns()
+        raw = self.core_columns()
         out: Dict[str, Any] = {}
         for key, value in raw.items():
             if isinstance(value, bytes):

@@ -9,7 +9,7 @@ import math
 import re
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-import yaml
+import numpy as np
 
 from .records import (
     EntrySkipped,
@@ -90,7 +90,7 @@ def to_json(result) -> str:
     ``indent=`` switches to its pure-Python encoder, which took seconds on a 20,000-tensor diff."""
     parts = [_layout(a, "  ") for a in _analyses_json(result)]
     parts.extend(result.record_json_lines())  # tensor records written by the core
-    return "[\n" + ",\n".join("  " + p for p in parts) + "\n]" if parts else "[]"
+    return "[\n  " + ",\n  ".join(parts) + "\n]" if parts else "[]"
 
 
 def _json_analyses(result) -> List[Any]:
@@ -143,8 +143,12 @@ def to_yaml(result) -> str:
 # JSON is YAML flow syntax, except that YAML 1.1 (PyYAML) reads a float without a decimal point
 # (1e-05) as a string: such numbers outside strings get ".0" (1.0e-05).
 _FLOAT_WITHOUT_POINT = re.compile(r'("(?:[^"\\]|\\.)*")|(?<![\d.])(-?\d+)([eE][-+]?\d+)')
-# Characters YAML does not allow raw (or reads as line breaks) inside a double-quoted scalar.
-_NOT_YAML_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+@functools.lru_cache(maxsize=1)  # compiled on first use (its ranges take ~10 ms, at every start otherwise)
+def _not_yaml_printable() -> "re.Pattern[str]":
+    """Characters YAML does not allow raw (or reads as line breaks) inside a double-quoted scalar."""
+    return re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
 # A name written unquoted reads back as the same string: no YAML indicator, number, bool or null.
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 _YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}
@@ -156,7 +160,7 @@ def _yaml_flow(value: Any) -> str:
 
 
 def _needs_pyyaml(text: str) -> bool:
-    return "\x7f" in text or not text.isascii() and _NOT_YAML_PRINTABLE.search(text) is not None
+    return "\x7f" in text or not text.isascii() and _not_yaml_printable().search(text) is not None
 
 
 def _yaml_flow_text(text: str, value: Callable[[], Any]) -> str:
@@ -167,21 +171,17 @@ def _yaml_flow_text(text: str, value: Callable[[], Any]) -> str:
     return _points(text)
 
 
+# A float written without a decimal point: floats are written as repr writes them (one digit,
+# then "e", a sign and the exponent: 1e-05), so it is a digit not after a digit or a point, then
+# "e" and a signed exponent. Searched from each "e" and checked behind it: a regex that starts at
+# every digit took 30 times as long on a 20,000-tensor diff.
+_EXPONENT_WITHOUT_POINT = re.compile(r"e[-+]\d(?<=[^\d.]\de[-+]\d)")
+
+
 def _maybe_float_without_point(text: str) -> bool:
-    r"""Whether the text holds digits not after a point followed by an exponent (what the regex
-    ``(?<![\d.])\d+[eE][-+]?\d`` finds): from each exponent back over its digits, in a fraction of
-    that regex's time (it tries every digit of every number)."""
-    # Floats are written as repr writes them: an exponent is always "e" and its sign.
-    for sign in "e-", "e+":
-        end = text.find(sign)
-        while end >= 0:
-            start = end
-            while start and text[start - 1].isdecimal():
-                start -= 1
-            if start < end and (start == 0 or text[start - 1] != ".") and text[end + 2:end + 3].isdecimal():
-                return True
-            end = text.find(sign, end + 2)
-    return False
+    """Whether the text may hold a float without a decimal point outside its strings (a string
+    may hold such text too: ``_points`` tells them apart)."""
+    return _EXPONENT_WITHOUT_POINT.search(text) is not None or text[:1].isdecimal() and text[1:3] in ("e-", "e+")
 
 
 def _points(text: str) -> str:
@@ -331,6 +331,8 @@ def _yaml_block(v: Any, pad: str) -> Iterator[str]:
 def _pyyaml(value: Any, flow: bool = False) -> str:
     """Through libyaml when PyYAML has it (the pure-Python emitter is ~10x slower); libyaml cannot
     encode a name that is not valid UTF-8 (a file name's lone surrogate), PyYAML escapes it."""
+    import yaml  # rare: most YAML is written here without it
+
     options = dict(sort_keys=False, allow_unicode=True, default_flow_style=flow, width=1 << 30 if flow else 80)
     try:
         return yaml.dump(value, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), **options)
@@ -417,10 +419,12 @@ def model_parameters(result) -> Tuple[int, int, int, int]:
     """Parameters of the model in a and in b, and the elements of optimizer state (role
     ``optimizer_state`` in analyses/roles.py: Adam moments, step counters, scheduler state saved
     beside the model) in a and in b, which are not parameters of the model."""
-    from .analyses.common import is_optimizer_state  # analyses format their numbers with ours
+    from .analyses.common import is_optimizer_state, optimizer_flags  # analyses format their numbers with ours
 
-    optimizer = [sum(getattr(c, side).numel for c in result.comparisons
-                     if getattr(c, side) is not None and is_optimizer_state(c.name)) for side in "ab"]
+    optimizer = [0, 0]
+    if any(optimizer_flags(result.tensor_names())):  # most models have none: no comparison made
+        optimizer = [sum(getattr(c, side).numel for c in result.comparisons
+                         if getattr(c, side) is not None and is_optimizer_state(c.name)) for side in "ab"]
     s = result.summary
     return s.params_a - optimizer[0], s.params_b - optimizer[1], optimizer[0], optimizer[1]
 
@@ -440,10 +444,67 @@ def summary_line(result) -> str:
 def to_text(result, style: Style = plain, summary: bool = True) -> str:
     # Analyses quote tensor names; an alignment names a folder's file.
     lines = [escape_controls(a.text_line()) for a in [*result.alignments, *result.analyses]]
-    lines += [record_line(r, style) for r in [*result.records, *result.unread]]
+    for part in result.record_parts():
+        if isinstance(part, Record):
+            lines.append(record_line(part, style))
+            continue
+        block = _stats_lines(part.columns(), part.coded or part.singles or _sparse(result))
+        lines.extend(block if block is not None else (record_line(r, style) for r in part.records()))
+        if block and style is not plain:
+            lines[-len(block):] = [style(line, "yellow") for line in block]
+    lines += [record_line(r, style) for r in result.unread]
     if summary:
         lines.append(summary_line(result))
     return "\n".join(lines) + "\n"
+
+
+def _sparse(result) -> bool:
+    return any(src is not None and src.model.sparse for _, *pair in result.sources for src in pair)
+
+
+_STATS_LINE = "  ~ %s: mean=%s->%s, std=%s->%s, max_abs_diff=%s, rel_l2=%s, cosine=%s, changed=%d/%d"
+
+
+def _stats_lines(t: Dict[str, Any], special: bool) -> Optional[List[str]]:
+    """``record_line`` of every record of a pair of models, from the core's columns at once, when
+    each is a ``TensorStatsChanged`` of the plain kind: same dtype, dense, every figure finite
+    (NaN in a column is a missing figure, shown "n/a"), the same NaN/Inf counts on both sides,
+    names without control characters. None otherwise (``special``: statistics made in Python, or
+    sparse tensors): then the records are rendered one by one."""
+    status = t.get("status")
+    if special or status is None:
+        return None
+    changed = status == "changed"
+    if not (changed | (status == "unchanged") | (status == "not_compared")).all():
+        return None
+    rows = np.flatnonzero(changed)
+    names = t["name"][rows].tolist()
+    floats = [t[k][rows] for k in ("mean_a", "mean_b", "std_a", "std_b", "max_abs_diff", "rel_l2", "cosine")]
+    counts = [t[k][rows] for k in ("changed_elements", "numel_a")]
+    if not (all(np.isfinite(x).all() for x in floats) and all((x >= 0).all() for x in counts)
+            and (t["dtype_a"][rows] == t["dtype_b"][rows]).all()
+            and all((t[f"{k}_a"][rows] == t[f"{k}_b"][rows]).all() for k in ("nan_count", "inf_count"))
+            and "".join(names).isprintable()):
+        return None
+    if not names:
+        return []
+    table = np.empty((len(names), 10), dtype=object)
+    table[:, 0] = names
+    for j, x in enumerate(floats):
+        table[:, j + 1] = _nums(x)
+    for j, x in enumerate(counts):
+        table[:, j + 8] = x.tolist()
+    return ("\n".join([_STATS_LINE] * len(names)) % tuple(table.ravel().tolist())).split("\n")
+
+
+def _nums(x: "np.ndarray") -> List[str]:
+    """``num`` of every (finite) value of a float64 column: its format chosen per value by the
+    same rules, then all of them written by one %-format."""
+    magnitude = np.abs(x)
+    whole = x == np.floor(x)
+    spec = np.where((magnitude >= 1e-3) & (magnitude < 1e5) & ~whole, "%.4f",
+                    np.where(whole & (magnitude < 1e12), "%d", "%.4g"))
+    return ("\x00".join(spec.tolist()) % tuple(x.tolist())).split("\x00")
 
 
 def inspect_text(results, style: Style = plain) -> str:

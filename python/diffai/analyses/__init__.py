@@ -9,40 +9,57 @@ formula, threshold and limitation.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+from importlib import import_module
+from typing import Any, Callable, Dict, List, Optional
 
-from . import architecture, health, layers, quantization, representation, training
 from .common import Analysis, AnalysisConfig, Context, Table
-from .trajectory import SeriesResult, diff_series
+
+
+def _lazy(module: str, function: str) -> Callable[[Context], Analysis]:
+    """The analysis ``function`` of ``module``, imported when first run: a run that runs none
+    (--no-analysis, JSON without an analysis flag) never imports the analysis modules."""
+    def run(ctx: Context) -> Analysis:
+        return getattr(import_module(f"{__name__}.{module}"), function)(ctx)
+
+    run.__name__ = run.__qualname__ = function
+    return run
+
 
 # flag (without the leading dashes) -> analysis; the order is the order of the output.
-REGISTRY: Dict[str, Callable[[Context], Analysis]] = {
-    "change-summary": layers.change_summary,
-    "show-layer-impact": layers.layer_impact,
-    "learning-progress": training.learning_progress,
-    "convergence-analysis": training.convergence,
-    "gradient-analysis": training.gradient,
-    "hyperparameter-impact": training.hyperparameter_impact,
-    "learning-rate-analysis": training.learning_rate,
-    "anomaly-detection": health.anomaly_detection,
-    "regression-test": health.regression_test,
-    "alert-on-degradation": health.alert_on_degradation,
-    "risk-assessment": health.risk_assessment,
-    "deployment-readiness": health.deployment_readiness,
-    "architecture-comparison": architecture.architecture_comparison,
-    "param-efficiency-analysis": architecture.param_efficiency,
-    "memory-analysis": architecture.memory,
-    "inference-speed-estimate": architecture.inference_speed,
-    "performance-impact-estimate": architecture.performance_impact,
-    "quantization-analysis": quantization.quantization,
-    "embedding-analysis": representation.embedding,
-    "similarity-matrix": representation.similarity_matrix,
-    "clustering-change": representation.clustering_change,
-    "attention-analysis": representation.attention_analysis,
-    "head-importance": representation.head_importance,
-    "attention-pattern-diff": representation.attention_pattern_diff,
-    "review-friendly": layers.review_friendly,
-}
+REGISTRY: Dict[str, Callable[[Context], Analysis]] = {flag: _lazy(*where.split(".")) for flag, where in {
+    "change-summary": "layers.change_summary",
+    "show-layer-impact": "layers.layer_impact",
+    "learning-progress": "training.learning_progress",
+    "convergence-analysis": "training.convergence",
+    "gradient-analysis": "training.gradient",
+    "hyperparameter-impact": "training.hyperparameter_impact",
+    "learning-rate-analysis": "training.learning_rate",
+    "anomaly-detection": "health.anomaly_detection",
+    "regression-test": "health.regression_test",
+    "alert-on-degradation": "health.alert_on_degradation",
+    "risk-assessment": "health.risk_assessment",
+    "deployment-readiness": "health.deployment_readiness",
+    "architecture-comparison": "architecture.architecture_comparison",
+    "param-efficiency-analysis": "architecture.param_efficiency",
+    "memory-analysis": "architecture.memory",
+    "inference-speed-estimate": "architecture.inference_speed",
+    "performance-impact-estimate": "architecture.performance_impact",
+    "quantization-analysis": "quantization.quantization",
+    "embedding-analysis": "representation.embedding",
+    "similarity-matrix": "representation.similarity_matrix",
+    "clustering-change": "representation.clustering_change",
+    "attention-analysis": "representation.attention_analysis",
+    "head-importance": "representation.head_importance",
+    "attention-pattern-diff": "representation.attention_pattern_diff",
+    "review-friendly": "layers.review_friendly",
+}.items()}
+
+
+def __getattr__(name: str) -> Any:
+    """The checkpoint-series API (trajectory.py), imported when asked for."""
+    if name in ("SeriesResult", "diff_series"):
+        return getattr(import_module(f"{__name__}.trajectory"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_analyses(result, selected: Optional[List[str]] = None, config: Optional[AnalysisConfig] = None) -> List[Analysis]:

@@ -4,50 +4,62 @@ memory, and FLOPs/bandwidth estimates derived from the weight shapes."""
 from __future__ import annotations
 
 import re
-from collections import Counter
 from typing import Any, Dict, List
 
-from .common import Analysis, Context, Table, families, grade, layer_group, safe_div
+from .common import Analysis, Context, Table, families, grade, safe_div
 from .roles import QUANT_SCALE, TRAINABLE, roles
+from .training import requantized_reason
 
 MIB = 2 ** 20
 
 
-def _side(ctx: Context, side: str):
-    """(name, stats) of the model tensors on one side (computed once per context)."""
-    return ctx.memo(f"side {side}", lambda: [(c.name, getattr(c, side)) for c in ctx.model
-                                             if getattr(c, side) is not None])
-
-
 def _families(ctx: Context, side: str) -> Dict[str, str]:
-    return ctx.memo(f"families {side}", lambda: families({n: st.shape for n, st in _side(ctx, side)}, roles(ctx)))
+    def compute() -> Dict[str, str]:
+        tensors = ctx.side(side)
+        if side == "b":
+            a = ctx.side("a")
+            if a.names == tensors.names and a.shapes == tensors.shapes:  # the same tensors: the same families
+                return _families(ctx, "a")
+        return families(dict(zip(tensors.names, tensors.shapes)), roles(ctx))
+
+    return ctx.memo(f"families {side}", compute)
 
 
 def _family_params(ctx: Context, side: str) -> Dict[str, int]:
     def count() -> Dict[str, int]:
         fam = _families(ctx, side)
-        out: Counter = Counter()
-        for n, st in _side(ctx, side):
-            out[fam[n]] += st.numel
-        return dict(out)
+        out: Dict[str, int] = {}
+        for n, numel in zip(ctx.side(side).names, ctx.side(side).numel):
+            f = fam[n]
+            out[f] = out.get(f, 0) + numel
+        return out
 
     return ctx.memo(f"family params {side}", count)
 
 
+_BLOCK = re.compile(r"^(.*?)\.(\d+)(?:\.|$)")
+# The same on each line of the names joined ([^\n] is what . matches, and twice as fast here).
+_BLOCKS = re.compile(r"^([^\n]*?)\.(\d+)(?:\.|$)", re.MULTILINE)
+
+
 def _depth(names: List[str]) -> Dict[str, int]:
     """Repeated blocks: container (text before a numeric component) -> distinct indices."""
+    joined = "\n".join(names)
+    if joined.count("\n") == len(names) - 1:  # no name holds a line break: one pass over all
+        found = dict.fromkeys(_BLOCKS.findall(joined))  # (container, index) once each, in order
+    else:
+        found = dict.fromkeys(m.groups() for m in map(_BLOCK.match, names) if m)
     blocks: Dict[str, set] = {}
-    for n in names:
-        m = re.match(r"^(.*?)\.(\d+)(\.|$)", n)
-        if m:
-            blocks.setdefault(m[1], set()).add(int(m[2]))
+    for container, index in found:
+        blocks.setdefault(container, set()).add(int(index))
     return {k: len(v) for k, v in blocks.items() if len(v) > 1}
 
 
 def _widths(ctx: Context, side: str) -> List[int]:
-    tensors = _side(ctx, side)
+    tensors = ctx.side(side)
     fam = _families(ctx, side)
-    return sorted({st.shape[0] for n, st in tensors if len(st.shape) == 2 and fam[n] in ("linear", "attention")})
+    return sorted({shape[0] for n, shape in zip(tensors.names, tensors.shapes)
+                   if len(shape) == 2 and fam[n] in ("linear", "attention")})
 
 
 MIGRATION_EASY_SHARE = 0.1  # added + removed + renamed tensors up to this share of a's: migration "easy"
@@ -64,7 +76,9 @@ def migration_verdict(names_moved: int, reshaped: int, tensors_a: int) -> str:
 
 def architecture_comparison(ctx: Context) -> Analysis:
     fa, fb = _family_params(ctx, "a"), _family_params(ctx, "b")
-    da, db = _depth([n for n, _ in _side(ctx, "a")]), _depth([n for n, _ in _side(ctx, "b")])
+    names_a, names_b = ctx.side("a").names, ctx.side("b").names
+    da = _depth(names_a)
+    db = da if names_b == names_a else _depth(names_b)
     added = [c.name for c in ctx.model if c.status == "added"]
     removed = [c.name for c in ctx.model if c.status == "removed"]
     renamed = [f"{old} -> {new}" for old, new in ctx.renamed.items()]
@@ -76,7 +90,7 @@ def architecture_comparison(ctx: Context) -> Analysis:
     return Analysis(
         "ArchitectureComparison",
         summary={
-            "migration": migration_verdict(structural, len(reshaped), len(_side(ctx, "a"))),
+            "migration": migration_verdict(structural, len(reshaped), len(ctx.side("a"))),
             "families_inferred": {f: fb.get(f, 0) for f in fams},
             "depth_a": da, "depth_b": db,
             "widths_b": _widths(ctx, "b"),
@@ -97,41 +111,43 @@ def architecture_comparison(ctx: Context) -> Analysis:
 def param_efficiency(ctx: Context) -> Analysis:
     fb = _family_params(ctx, "b")
     per_dtype: Dict[str, Dict[str, int]] = {}
-    for _, st in _side(ctx, "b"):
-        d = per_dtype.setdefault(st.dtype, {"params": 0, "bytes": 0})
-        d["params"] += st.numel
-        d["bytes"] += st.nbytes
+    side_b = ctx.side("b")
+    for dtype, numel, nbytes in zip(side_b.dtypes, side_b.numel, side_b.nbytes):
+        d = per_dtype.setdefault(dtype, {"params": 0, "bytes": 0})
+        d["params"] += numel
+        d["bytes"] += nbytes
     summary: Dict[str, Any] = {"sparsity": "unknown", "params_b": sum(fb.values()), "params_per_family_b": fb}
     tables = [Table("Parameters and bytes by dtype (b)", ["dtype", "params", "bytes"],
                     [[dt, v["params"], v["bytes"]] for dt, v in per_dtype.items()])]
     if ctx.has_stats:
-        tensors = _side(ctx, "b")
-        zeros = sum(st.zero_count or 0 for _, st in tensors)
-        total = sum(st.numel for _, st in tensors)
+        zeros = sum(st.zero_count or 0 for st in side_b.stats)
+        total = sum(side_b.numel)
         summary["sparsity_b"] = safe_div(zeros, total)
         summary["sparsity"] = grade(summary["sparsity_b"], [(0.1, "dense"), (0.5, "partly_sparse")], "sparse")
-        paired = ctx.paired
-        changed = sum(c.change.changed_elements for c in paired)
-        summary["changed_share"] = safe_div(changed, sum(c.a.numel for c in paired))
+        pairs = ctx.paired_columns
+        requantized = requantized_reason(ctx)  # their every element differs by quantization error
+        summary["changed_share"] = f"n/a ({requantized})" if requantized \
+            else safe_div(sum(pairs.changed), sum(pairs.numel))
         groups: Dict[str, Dict[str, int]] = {}
-        for c in paired:
-            g = groups.setdefault(layer_group(c.name), {"params": 0, "changed": 0, "zeros": 0})
-            g["params"] += c.b.numel
-            g["changed"] += c.change.changed_elements
-            g["zeros"] += c.b.zero_count or 0
+        for c, layer, changed in zip(ctx.paired, pairs.layers, pairs.changed):
+            g = groups.setdefault(layer, {"params": 0, "changed": 0, "zeros": 0})
+            b = c.b
+            g["params"] += b.numel
+            g["changed"] += changed
+            g["zeros"] += b.zero_count or 0
         tables.append(Table("Per layer group (b)", ["layer", "params", "changed share", "zero fraction"],
                             [[k, v["params"], safe_div(v["changed"], v["params"]), safe_div(v["zeros"], v["params"])]
                              for k, v in groups.items()]))
     return Analysis("ParamEfficiency", summary=summary, details={"dtypes_b": per_dtype}, tables=tables)
 
 
-def _bytes_per_dtype(ctx: Context, side: str, tensors) -> Dict[str, int]:
-    out: Counter = Counter()
-    for c in tensors:
-        st = getattr(c, side)
-        if st is not None:
-            out[st.dtype] += st.nbytes
-    return dict(out)
+def _bytes_per_dtype(ctx: Context, side: str) -> Dict[str, int]:
+    """Bytes of the model tensors of a side per dtype."""
+    tensors = ctx.side(side)
+    out: Dict[str, int] = {}
+    for dtype, nbytes in zip(tensors.dtypes, tensors.nbytes):
+        out[dtype] = out.get(dtype, 0) + nbytes
+    return out
 
 
 def memory_estimates(ctx: Context, side: str) -> Dict[str, Any]:
@@ -141,19 +157,20 @@ def memory_estimates(ctx: Context, side: str) -> Dict[str, Any]:
     f16, bf16, f8 and integer codes). Trainable = the learned roles (roles.TRAINABLE): not index or
     counter buffers, norm running statistics or quantization scales."""
     role = roles(ctx)
-    tensors = [(c.name, getattr(c, side)) for c in ctx.model if getattr(c, side) is not None]
-    trainable = [(n, st) for n, st in tensors if role[n] in TRAINABLE]
-    weights = sum(st.nbytes for _, st in tensors)
-    params = sum(st.numel for _, st in trainable)
-    trainable_bytes = sum(st.nbytes for _, st in trainable)
-    low = sum(st.numel for _, st in trainable if st.dtype not in ("f32", "f64"))
+    tensors = ctx.side(side)
+    trainable = [(numel, nbytes, dtype) for n, numel, nbytes, dtype
+                 in zip(tensors.names, tensors.numel, tensors.nbytes, tensors.dtypes) if role[n] in TRAINABLE]
+    weights = sum(tensors.nbytes)
+    params = sum(numel for numel, _, _ in trainable)
+    trainable_bytes = sum(nbytes for _, nbytes, _ in trainable)
+    low = sum(numel for numel, _, dtype in trainable if dtype not in ("f32", "f64"))
     return {"weights": weights, "params": params, "trainable_bytes": trainable_bytes, "low_precision_params": low,
             "training": weights + trainable_bytes + 8 * params + 4 * low}
 
 
 def memory(ctx: Context) -> Analysis:
     ma, mb = memory_estimates(ctx, "a"), memory_estimates(ctx, "b")
-    ba, bb = _bytes_per_dtype(ctx, "a", ctx.model), _bytes_per_dtype(ctx, "b", ctx.model)
+    ba, bb = _bytes_per_dtype(ctx, "a"), _bytes_per_dtype(ctx, "b")
     oa, ob = (sum(getattr(c, s).nbytes for c in ctx.optimizer if getattr(c, s) is not None) for s in ("a", "b"))
     formula = ("training ~= weight_bytes + trainable_bytes + 8 * trainable_params + 4 * trainable_params_below_fp32 "
                "(weights, grads, Adam m+v fp32, fp32 master copy)")
@@ -182,13 +199,17 @@ def compute_cost(ctx: Context, side: str) -> Dict[str, Any]:
     """FLOPs per token from linear/attention projections (2*out*in per 2-D weight; embeddings are
     lookups) and per output position of each conv (2*out*in_per_group*prod(kernel)); bytes read
     per forward pass at batch 1 = every weight once."""
-    tensors = _side(ctx, side)
-    fam = _families(ctx, side)
-    linear = sum(2 * st.numel for n, st in tensors
-                 if len(st.shape) == 2 and n.endswith("weight") and fam[n] in ("linear", "attention", "recurrent"))
-    conv = sum(2 * st.numel for n, st in tensors if len(st.shape) >= 3 and fam[n] == "conv")
-    return {"linear_flops_per_token": linear, "conv_flops_per_output_position": conv,
-            "bytes_per_forward": sum(st.nbytes for _, st in tensors)}
+    def compute() -> Dict[str, Any]:
+        tensors = ctx.side(side)
+        fam = _families(ctx, side)
+        columns = list(zip(tensors.names, tensors.shapes, tensors.numel))
+        linear = sum(2 * numel for n, shape, numel in columns
+                     if len(shape) == 2 and n.endswith("weight") and fam[n] in ("linear", "attention", "recurrent"))
+        conv = sum(2 * numel for n, shape, numel in columns if len(shape) >= 3 and fam[n] == "conv")
+        return {"linear_flops_per_token": linear, "conv_flops_per_output_position": conv,
+                "bytes_per_forward": sum(tensors.nbytes)}
+
+    return dict(ctx.memo(f"compute cost {side}", compute))
 
 
 def speed_verdict(memory_bound_ratio) -> str:

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import math
 import re
-from functools import cached_property
+from functools import cached_property, lru_cache
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .. import _core, dequantized
+from .. import _core, dequantized, quantized
 from ..errors import DiffaiError
 from ..output import num
-from ..records import TensorComparison, TensorRenamed
+from ..records import TensorComparison
 
 
 @dataclass
@@ -48,11 +48,21 @@ class AnalysisConfig:
                 raise DiffaiError(f"invalid --protected-shapes pattern {self.protected_shapes!r}: {e}") from None
 
 
-@dataclass
 class Table:
-    title: str
-    columns: List[str]
-    rows: List[List[Any]]
+    """A table of the Markdown/HTML report. ``rows`` may be a function that makes them, called on
+    first use: the per-tensor tables of a 20k-tensor model are made only when a report shows them."""
+
+    def __init__(self, title: str, columns: List[str], rows: Union[List[List[Any]], Callable[[], List[List[Any]]]]):
+        self.title, self.columns, self._rows = title, columns, rows
+
+    @property
+    def rows(self) -> List[List[Any]]:
+        if callable(self._rows):
+            self._rows = self._rows()
+        return self._rows
+
+    def __repr__(self) -> str:
+        return f"Table({self.title!r}, {self.columns!r}, {self.rows!r})"
 
 
 @dataclass
@@ -117,6 +127,7 @@ def safe_div(a: float, b: float) -> Optional[float]:
 _BLOCK_QUANTIZED = re.compile(r"(i?q|tq)\d|qu?int\d|mxfp4|nvfp4")
 
 
+@lru_cache(maxsize=256)  # asked per tensor and side, of a handful of dtype names
 def is_float(dtype: str) -> bool:
     return dtype.startswith(("f", "bf")) or _BLOCK_QUANTIZED.match(dtype) is not None
 
@@ -128,9 +139,25 @@ def is_optimizer_state(name: str) -> bool:
     return bool(_OPTIMIZER.search(name))
 
 
+def optimizer_flags(names: List[str]) -> List[bool]:
+    """``is_optimizer_state`` of every name: one substring test over all of them when none can
+    match (every name _OPTIMIZER matches holds "optimizer" or "lr_scheduler")."""
+    joined = "\n".join(names)
+    if "optimizer" not in joined and "lr_scheduler" not in joined:
+        return [False] * len(names)
+    return [bool(_OPTIMIZER.search(n)) for n in names]
+
+
+# An ASCII name up to its first all-digit component (for ASCII, [0-9]+ is what str.isdigit accepts).
+_FIRST_NUMERIC = re.compile(r"(?:[^.]*\.)*?[0-9]+(?=\.|\Z)")
+
+
 def layer_group(name: str) -> str:
     """The layer a tensor belongs to: up to the first numeric component (``encoder.layer.3``),
     otherwise its module (the name without the last component)."""
+    if name.isascii():  # one regex match instead of a split and a loop (20k-tensor models)
+        m = _FIRST_NUMERIC.match(name)
+        return m[0] if m else name.rpartition(".")[0] or name
     parts = name.split(".")
     for i, p in enumerate(parts):
         if p.isdigit():
@@ -179,6 +206,23 @@ BLOCK_BYTES = 32 << 20
 CACHE_BYTES = 256 << 20
 
 
+class SideTensors:
+    """The model tensors present on one side, as columns read from their statistics once (a
+    20k-tensor model is walked once per side, not once per figure)."""
+
+    def __init__(self, model: List[TensorComparison], side: str) -> None:
+        pairs = [(c.name, st) for c, st in ((c, getattr(c, side)) for c in model) if st is not None]
+        self.names = [n for n, _ in pairs]
+        self.stats = [st for _, st in pairs]
+        self.shapes = [st.shape for st in self.stats]
+        self.dtypes = [st.dtype for st in self.stats]
+        self.numel = [st.numel for st in self.stats]
+        self.nbytes = [st.nbytes for st in self.stats]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
 class Context:
     """The diff result seen by the analyses: model tensors (optimizer state apart), values read
     on demand from the sources, and the configuration."""
@@ -189,24 +233,43 @@ class Context:
         # Every core call of the analyses and the report runs on the diff's worker threads.
         self.threads = result.options.threads
         self.all = list(result.comparisons)
-        self.model = [c for c in self.all if not is_optimizer_state(c.name)]
-        self.optimizer = [c for c in self.all if is_optimizer_state(c.name)]
+        self.names = [c.name for c in self.all]
+        optimizer = optimizer_flags(self.names)
+        self.model = [c for c, opt in zip(self.all, optimizer) if not opt]
+        self.optimizer = [c for c, opt in zip(self.all, optimizer) if opt]
+        # Rows of `model` in `all` (and in `columns`).
+        self.model_rows = np.flatnonzero(~np.array(optimizer, dtype=bool))
+        # Tensor name -> the pair of sources holding it (the first pair that does).
         self._where: Dict[str, Tuple[str, Any, Any]] = {}
-        for prefix, a, b in result.sources:
-            for side in (a, b):
-                if side is None:
-                    continue
-                for n in side.tensor_infos():
-                    self._where.setdefault(prefix + n, (prefix, a, b))
+        for prefix, a, b in reversed(result.sources):  # so that the first pair's entries win
+            for side in (b, a):
+                if side is not None:
+                    self._where.update(dict.fromkeys((prefix + n for n in side.tensor_infos()) if prefix
+                                                     else side.tensor_infos(), (prefix, a, b)))
         self._cache: Dict[Tuple[str, str], np.ndarray] = {}  # oldest first
         self._memo: Dict[str, Any] = {}
         self._holds_codes_by_source: Dict[int, bool] = {}  # id(source) -> it holds integer tensors
+        self._logicals_located = False  # whether `_where` has the logical weights' names too
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         """`compute()` once per context: for results several analyses share."""
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    @cached_property
+    def columns(self) -> Optional[Dict[str, np.ndarray]]:
+        """``result.table()``: one entry per tensor of `all`, in order (numeric statistics as numpy
+        columns: NaN or -1 where there is none), for screening every tensor at once; None when
+        the comparisons were set by hand and the table does not describe them."""
+        table = self.result.table()
+        if list(table.get("name", ())) != self.names:
+            return None
+        return table
+
+    def side(self, side: str) -> SideTensors:
+        """The model tensors of side "a" or "b" as columns (made once)."""
+        return self.memo(f"side {side}", lambda: SideTensors(self.model, side))
 
     @property
     def has_stats(self) -> bool:
@@ -217,54 +280,113 @@ class Context:
         """Model tensors b holds under another name (same content: ``TensorRenamed`` records), a's
         name -> b's. Their comparisons are unchanged pairs under a's name, so the structural
         analyses (architecture, protected shapes, risk, review) count them from here."""
-        return {r.name: r.new_name for r in self.result.records
-                if isinstance(r, TensorRenamed) and not is_optimizer_state(r.name)}
+        return {old: new for old, new in self.result.renames() if not is_optimizer_state(old)}
 
     @cached_property
     def paired_groups(self) -> List[Dict[str, Any]]:
         """`ranked_groups` of the paired tensors, which several analyses report."""
-        return ranked_groups(self.paired)
+        return ranked_groups(self.paired_columns)
+
+    @cached_property
+    def paired_columns(self) -> PairedColumns:
+        """The change figures of `paired`, as lists."""
+        return PairedColumns(self.paired)
+
+    @cached_property
+    def paired_update(self) -> Tuple[float, float]:
+        """`global_update` of the paired tensors, which several analyses report."""
+        return global_update(self.paired_columns)
 
     @cached_property
     def paired(self) -> List[TensorComparison]:
         """Float model tensors present on both sides with the same shape and a change measurement.
         Integer tensors (step counters such as BatchNorm's num_batches_tracked, ids) are not
         weights: their jumps would swamp the update norms. Integer codes with a scale count: the
-        diff compared them as dequantized values (``result.dequantized``)."""
+        diff compared them as dequantized values (``result.dequantized``); so do quantized logical
+        weights stored alike on both sides (``result.quantized``), not `requantized` ones."""
+        quantized_pairs, requantized = self.result.quantized, {c.name for c in self.requantized}
         return [c for c in self.model if c.status in ("changed", "unchanged") and c.change is not None
-                and ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in self.result.dequantized)]
+                and ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in self.result.dequantized
+                     or c.name in quantized_pairs) and c.name not in requantized]
+
+    @cached_property
+    def requantized(self) -> List[TensorComparison]:
+        """Quantized logical weights (diffai.quantized) whose storage differs between a and b
+        (f16 -> gptq-int4 g128, gptq -> awq): compared as decoded values, their difference is
+        quantization error, not an update, so they are not `paired`."""
+        quantized_pairs = self.result.quantized
+        if not quantized_pairs:
+            return []
+        return [c for c in self.model if c.name in quantized_pairs and c.a is not None and c.b is not None
+                and c.a.dtype != c.b.dtype]
 
     def has_scale(self, name: str, side: str) -> bool:
         """Whether the tensor is integer codes with a usable scale beside it (headers only)."""
-        if name not in self._where or not self._holds_codes(self._where[name][1 if side == "a" else 2]):
+        if name not in self._where or not self.holds_codes(self._where[name][1 if side == "a" else 2]):
             return False  # no integer tensor in that file: nothing to scale (the common case, fast)
-        if not self.has(name, side):
+        if not self.has(name, side) or self.logical(name, side) is not None:
             return False
         src, local = self.source(name, side)
         return dequantized.scale_name(src, local) is not None
 
-    def _holds_codes(self, src) -> bool:
+    def holds_codes(self, src) -> bool:
         """Whether the source holds any integer (non-bool) tensor, which a scale could turn into
         values: once per source, so that asking per tensor costs a lookup."""
         if src is None:
             return False
         known = self._holds_codes_by_source.get(id(src))
         if known is None:
+            dtypes = {dtype for dtype, _, _ in src.tensor_infos().values()}
             known = self._holds_codes_by_source[id(src)] = any(
-                not dequantized.is_float(dtype) and dtype != "bool" for dtype, _, _ in src.tensor_infos().values())
+                not dequantized.is_float(dtype) and dtype != "bool" for dtype in dtypes)
         return known
+
+    # --- quantized logical weights (diffai.quantized): one name for several stored parts, whose
+    # values the quantized reader decodes. Looked up for names that are no tensor of a file, and
+    # for every name once the diff compared logical weights (bitsandbytes names one after a part).
+
+    def _logicals(self, src) -> Dict[str, quantized.Logical]:
+        return self.memo(f"logical weights {id(src)}", lambda: quantized.find(src))
+
+    def _locate(self, name: str) -> Tuple[str, Any, Any]:
+        """(prefix, a, b) of the sources holding a tensor or logical weight of that name."""
+        where = self._where.get(name)
+        if where is None and not self._logicals_located:
+            self._logicals_located = True
+            for prefix, a, b in self.result.sources:
+                for src in (a, b):
+                    if src is not None:
+                        for n in self._logicals(src):
+                            self._where.setdefault(prefix + n, (prefix, a, b))
+            where = self._where.get(name)
+        if where is None:
+            raise KeyError(name)
+        return where
+
+    def logical(self, name: str, side: str) -> Optional[quantized.Logical]:
+        """The quantized logical weight a side holds under that name, or None (a plain tensor, or
+        none at all)."""
+        try:
+            src, local = self.source(name, side)
+        except KeyError:
+            return None
+        if src is None or local in src.tensor_infos() and not self.result.quantized:
+            return None  # a tensor of the file (bnb names a logical weight after its packed part)
+        return self._logicals(src).get(local)
 
     def scales(self, name: str, side: str) -> Optional[np.ndarray]:
         """Per-row scales when the tensor is integer codes with a ``<name>.scale`` beside it (its
         values are then read as code * scale), else None."""
         def read() -> Optional[np.ndarray]:
+            if self.logical(name, side) is not None:
+                return None  # its reader decodes its values whole
             src, local = self.source(name, side)
             return dequantized.row_scales(src, local, self.threads)
 
         return self.memo(f"scales {side} {name}", read)
 
     def source(self, name: str, side: str):
-        prefix, a, b = self._where[name]
+        prefix, a, b = self._locate(name)
         if side == "b":
             return b, self.result.b_names.get(name, name[len(prefix):])
         return a, name[len(prefix):]
@@ -273,10 +395,11 @@ class Context:
         return [(prefix, a if side == "a" else b) for prefix, a, b in self.result.sources]
 
     def has(self, name: str, side: str) -> bool:
-        if name not in self._where:
+        try:
+            src, local = self.source(name, side)
+        except KeyError:
             return False
-        src, local = self.source(name, side)
-        return local in src.tensor_infos()
+        return src is not None and (local in src.tensor_infos() or local in self._logicals(src))
 
     def values(self, name: str, side: str) -> np.ndarray:
         """The tensor as float64 with its shape. The most recent ones stay cached up to
@@ -286,23 +409,35 @@ class Context:
         if key in self._cache:
             self._cache[key] = self._cache.pop(key)  # now the most recent
             return self._cache[key]
-        src, local = self.source(name, side)
-        shape = src.tensor_infos()[local][1]
-        out = np.frombuffer(_core.values(src.model, local, threads=self.threads), dtype=np.float64).reshape(shape)
-        scales = self.scales(name, side)
-        if scales is not None:
-            out = (out.reshape(len(scales), -1) * scales[:, None]).reshape(shape)
+        lg = self.logical(name, side)
+        if lg is not None:
+            out = lg.rows(0, quantized.matrix(lg.shape)[0]).reshape(lg.shape)
+        else:
+            src, local = self.source(name, side)
+            shape = src.tensor_infos()[local][1]
+            out = np.frombuffer(_core.values(src.model, local, threads=self.threads),
+                                dtype=np.float64).reshape(shape)
+            scales = self.scales(name, side)
+            if scales is not None:
+                out = (out.reshape(len(scales), -1) * scales[:, None]).reshape(shape)
         self._cache[key] = out
         while sum(v.nbytes for v in self._cache.values()) > CACHE_BYTES and len(self._cache) > 1:
             del self._cache[next(iter(self._cache))]
         return out
 
     def shape(self, name: str, side: str) -> Tuple[int, ...]:
+        lg = self.logical(name, side)
+        if lg is not None:
+            return tuple(lg.shape)
         src, local = self.source(name, side)
         return src.tensor_infos()[local][1]
 
     def rows(self, name: str, side: str, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of a tensor, as float64 [rows, the rest flattened] (not cached)."""
+        lg = self.logical(name, side)
+        if lg is not None:  # its reader's rows flatten every dim but the last
+            per = math.prod(lg.shape[1:-1]) if len(lg.shape) > 2 else 1
+            return lg.rows(start * per, stop * per).reshape(stop - start, -1)
         src, local = self.source(name, side)
         width = math.prod(src.tensor_infos()[local][1][1:])
         raw = _core.values(src.model, local, start * width, (stop - start) * width, self.threads)
@@ -314,20 +449,29 @@ class Context:
         """The tensor's elements as float64 in C order, ``BLOCK_BYTES / readers`` at a time (for
         reading that many tensors in step; the last block may be shorter): how analyses read
         tensors too large for ``values()``. Tensors of as many elements give aligned blocks."""
+        per = max(BLOCK_BYTES // 8 // readers, 1)
+        lg = self.logical(name, side)
+        if lg is not None:
+            yield from _logical_blocks(lg, per)
+            return
         src, local = self.source(name, side)
         shape = src.tensor_infos()[local][1]
         width = math.prod(shape[1:]) if len(shape) > 1 else 1
-        raw = _core.value_blocks(src.model, local, max(BLOCK_BYTES // 8 // readers, 1), self.threads)
+        raw = _core.value_blocks(src.model, local, per, self.threads)
         yield from dequantized.scaled_blocks(raw, self.scales(name, side), width)
 
     def row_blocks(self, name: str, side: str) -> Iterator[np.ndarray]:
         """The tensor as float64 blocks of whole rows, [rows, rest flattened], about
         ``BLOCK_BYTES`` each (at least one row)."""
-        src, local = self.source(name, side)
-        shape = src.tensor_infos()[local][1]
+        shape = self.shape(name, side)
         width = math.prod(shape[1:]) if shape else 1
-        per = max(BLOCK_BYTES // 8 // max(width, 1), 1) * width
-        blocks = _core.value_blocks(src.model, local, max(per, 1), self.threads)
+        rows = max(BLOCK_BYTES // 8 // max(width, 1), 1)
+        if self.logical(name, side) is not None:
+            for r0 in range(0, shape[0] if shape else 1, rows):
+                yield self.rows(name, side, r0, min(r0 + rows, shape[0]))
+            return
+        src, local = self.source(name, side)
+        blocks = _core.value_blocks(src.model, local, max(rows * width, 1), self.threads)
         for block in dequantized.scaled_blocks(blocks, self.scales(name, side), width):
             yield block.reshape(-1, width)
 
@@ -344,30 +488,58 @@ class Context:
         return out
 
 
-def global_update(comparisons: Iterable[TensorComparison]) -> Tuple[float, float]:
+def _logical_blocks(lg: quantized.Logical, per: int) -> Iterator[np.ndarray]:
+    """A logical weight's values in C order, ``per`` at a time: the boundaries ``value_blocks``
+    gives a tensor of as many elements (read a few rows of its matrix view at a time)."""
+    rows, width = quantized.matrix(lg.shape)
+    numel = rows * width
+    for start in range(0, numel, per):
+        stop = min(start + per, numel)
+        r0, r1 = start // width, -(-stop // width)
+        yield lg.rows(r0, r1).reshape(-1)[start - r0 * width:stop - r0 * width]
+
+
+class PairedColumns:
+    """Change figures of compared pairs as lists, read from their comparisons once (the update
+    analyses of a 20k-tensor model share one walk over them)."""
+
+    def __init__(self, comparisons: List[TensorComparison], layers: Optional[List[str]] = None) -> None:
+        changes = [c.change for c in comparisons]
+        self.names = [c.name for c in comparisons]
+        self.l2_diff = [ch.l2_diff for ch in changes]
+        self.l2_a = [ch.l2_a for ch in changes]
+        self.rel_l2 = [ch.rel_l2 for ch in changes]
+        self.changed = [ch.changed_elements for ch in changes]
+        self.numel = [c.a.numel for c in comparisons]
+        self.layers = layers if layers is not None else [layer_group(n) for n in self.names]
+
+
+def global_update(pairs: PairedColumns) -> Tuple[float, float]:
     """(||delta||, ||W_a||) over the given pairs: the square root of the summed squared norms."""
     d2 = w2 = 0.0
-    for c in comparisons:
-        d2 += c.change.l2_diff ** 2
-        w2 += c.change.l2_a ** 2
+    for d, w in zip(pairs.l2_diff, pairs.l2_a):
+        d2 += d ** 2
+        w2 += w ** 2
     return math.sqrt(d2), math.sqrt(w2)
 
 
-def per_group_update(comparisons: Iterable[TensorComparison]) -> Dict[str, Dict[str, float]]:
+def per_group_update(pairs: PairedColumns) -> Dict[str, Dict[str, float]]:
     """layer group -> {delta2, weight2, params, changed}: summed squared norms and counts."""
     groups: Dict[str, Dict[str, float]] = {}
-    for c in comparisons:
-        g = groups.setdefault(layer_group(c.name), {"delta2": 0.0, "weight2": 0.0, "params": 0, "changed": 0})
-        g["delta2"] += c.change.l2_diff ** 2
-        g["weight2"] += c.change.l2_a ** 2
-        g["params"] += c.a.numel
-        g["changed"] += c.change.changed_elements
+    for layer, d, w, numel, changed in zip(pairs.layers, pairs.l2_diff, pairs.l2_a, pairs.numel, pairs.changed):
+        g = groups.get(layer)
+        if g is None:
+            g = groups[layer] = {"delta2": 0.0, "weight2": 0.0, "params": 0, "changed": 0}
+        g["delta2"] += d ** 2
+        g["weight2"] += w ** 2
+        g["params"] += numel
+        g["changed"] += changed
     return groups
 
 
-def ranked_groups(comparisons: List[TensorComparison]) -> List[Dict[str, Any]]:
+def ranked_groups(pairs: Union[List[TensorComparison], PairedColumns]) -> List[Dict[str, Any]]:
     """Layer groups by their share of the squared update, largest first."""
-    groups = per_group_update(comparisons)
+    groups = per_group_update(pairs if isinstance(pairs, PairedColumns) else PairedColumns(pairs))
     total = sum(g["delta2"] for g in groups.values())
     rows = [
         {

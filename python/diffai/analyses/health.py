@@ -79,21 +79,51 @@ def _applies(rule: str, role: str) -> bool:
     return role in RULES[rule][1]
 
 
+def _candidates(ctx: Context) -> List[Any]:
+    """The model tensors of b that a rule of the loop in `_find_anomalies` may fire on, screened
+    over the table's columns at once with looser limits (the rules decide per tensor): those with
+    NaN/Inf, added, a std of 0, or a magnitude or std beyond a limit. Every tensor of b when the
+    result has no table for its comparisons."""
+    in_b = [c for c in ctx.model if c.b is not None]
+    t = ctx.columns
+    if t is None or not len(ctx.model_rows):
+        return in_b
+    cfg = ctx.config
+    col = {k: t[k][ctx.model_rows] for k in ("nan_count_b", "inf_count_b", "numel_a", "numel_b", "min_a", "max_a",
+                                             "min_b", "max_b", "std_a", "std_b")}
+    slack = 1 - 1e-9  # the limits a little looser than the rules' own (float rounding)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        peak_a = np.maximum(np.abs(col["min_a"]), np.abs(col["max_a"]))
+        peak_b = np.maximum(np.abs(col["min_b"]), np.abs(col["max_b"]))
+        ratio = col["std_b"] / col["std_a"]
+        hit = ((col["nan_count_b"] > 0) | (col["inf_count_b"] > 0) | (col["numel_a"] < 0)
+               | (peak_b > cfg.explode_abs * slack) | (peak_b > cfg.outlier_factor * slack * peak_a)
+               | (col["std_b"] == 0) | (ratio > cfg.std_factor * slack) | (ratio * cfg.std_factor < 1 / slack))
+    hit &= col["numel_b"] >= 0
+    return [ctx.model[i] for i in np.flatnonzero(hit)]
+
+
 def _find_anomalies(ctx: Context) -> List[Dict[str, Any]]:
     cfg = ctx.config
     role = roles(ctx)
     found = _Findings()
-    in_b = [c for c in ctx.model if c.b is not None]
-    peaks_by_role: Dict[str, List[float]] = {}
-    for c in in_b:
-        peak = _max_abs(c.b)
-        if peak:
-            peaks_by_role.setdefault(role[c.name], []).append(peak)
-    for values in peaks_by_role.values():
-        values.sort()
-    learned_a = [p for p in (_max_abs(c.a) for c in ctx.model if role[c.name] in LEARNED) if p]
-    negligible = NEGLIGIBLE_SHARE * median(learned_a) if learned_a else 0.0
-    for c in in_b:
+    candidates = _candidates(ctx)
+
+    def peaks_by_role() -> Dict[str, List[float]]:  # only the outlier rule needs them
+        out: Dict[str, List[float]] = {}
+        for c in ctx.model:
+            peak = _max_abs(c.b)
+            if peak:
+                out.setdefault(role[c.name], []).append(peak)
+        for values in out.values():
+            values.sort()
+        return out
+
+    def negligible() -> float:  # only the collapse rule needs it
+        learned_a = [p for p in (_max_abs(c.a) for c in ctx.model if role[c.name] in LEARNED) if p]
+        return NEGLIGIBLE_SHARE * median(learned_a) if learned_a else 0.0
+
+    for c in candidates:
         a, b, r = c.a, c.b, role[c.name]
         if (b.nan_count or 0) or (b.inf_count or 0):
             new = a is None or (b.nan_count, b.inf_count) != (a.nan_count, a.inf_count)
@@ -109,12 +139,13 @@ def _find_anomalies(ctx: Context) -> List[Dict[str, Any]]:
             found.add(c.name, "grew_vs_a", f"max|x| {peak_a:.4g} -> {peak_b:.4g} (x{peak_b / peak_a:.4g} > "
                                            f"--outlier-factor {cfg.outlier_factor:g})")
         if a is None and peak_b and _applies("outlier_in_role", r):
-            others = _median_without(peaks_by_role[r], peak_b)
-            if others and len(peaks_by_role[r]) > 3 and peak_b > cfg.outlier_factor * others:
+            peaks = ctx.memo("peaks by role", peaks_by_role)[r]
+            others = _median_without(peaks, peak_b)
+            if others and len(peaks) > 3 and peak_b > cfg.outlier_factor * others:
                 found.add(c.name, "outlier_in_role", f"added with max|x|={peak_b:.4g}, x{peak_b / others:.4g} the "
                                                      f"median of the other {r} tensors ({others:.4g})")
         if a is not None and _applies("collapsed", r) and b.numel > 1 and b.std == 0 and a.std \
-                and (peak_a or 0) > negligible:
+                and (peak_a or 0) > ctx.memo("negligible peak", negligible):
             found.add(c.name, "collapsed", f"std {a.std:.4g} -> 0 ("
                       + ("every element 0)" if b.zero_count == b.numel else f"every element {b.mean:.4g})"))
         elif a is not None and a.std and b.std and _applies("std_shift", r) and c.status != "reshaped":

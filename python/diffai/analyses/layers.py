@@ -6,19 +6,20 @@ from __future__ import annotations
 from collections import Counter
 from typing import List
 
-from .common import Analysis, Context, Table, global_update, safe_div
+from .common import Analysis, Context, Table, safe_div
 from .health import assess_risk
-from .training import NO_STATS, convergence_verdict
+from .training import NO_STATS, convergence_verdict, requantized_reason
 
 
 def change_summary(ctx: Context) -> Analysis:
-    kinds = Counter(r.kind for r in ctx.result.records)
+    kinds = Counter(ctx.result.record_kinds())
     s = ctx.result.summary
     structural = kinds["TensorAdded"] + kinds["TensorRemoved"] + kinds["TensorRenamed"] + kinds["TensorShapeChanged"]
     # With --shape-only no value was read: no record does not mean no change.
-    change = "structure" if structural else "values" if ctx.result.records else "none" if ctx.has_stats else "unknown"
+    change = "structure" if structural else "values" if ctx.result.has_differences else "none" if ctx.has_stats \
+        else "unknown"
     # Model parameters: optimizer state (Adam moments) is counted apart.
-    params = {side: sum(getattr(c, side).numel for c in ctx.model if getattr(c, side) is not None) for side in "ab"}
+    params = {side: sum(ctx.side(side).numel) for side in "ab"}
     optimizer = {side: sum(getattr(c, side).numel for c in ctx.optimizer if getattr(c, side) is not None)
                  for side in "ab"}
     return Analysis("ChangeSummary",
@@ -34,6 +35,8 @@ CONCENTRATED_SHARE = 0.5  # one layer group with this share of the squared updat
 def layer_impact(ctx: Context) -> Analysis:
     if not ctx.has_stats:
         return Analysis.na("LayerImpact", NO_STATS)
+    if requantized_reason(ctx):
+        return Analysis.na("LayerImpact", requantized_reason(ctx))
     if not ctx.paired:
         return Analysis.na("LayerImpact", "no tensor is present with the same shape in both files")
     groups = ctx.paired_groups
@@ -62,8 +65,10 @@ def review_friendly(ctx: Context) -> Analysis:
     sentences.append(f"{s.changed} of {s.changed + s.unchanged + s.reshaped + s.removed + s.renamed} tensors "
                      "changed values"
                      + (f"; {', '.join(structure)}" if structure else "; no structural change") + ".")
-    if ctx.has_stats and ctx.paired:
-        delta, weight = global_update(ctx.paired)
+    if requantized_reason(ctx):
+        sentences.append(requantized_reason(ctx)[0].upper() + requantized_reason(ctx)[1:] + ".")
+    elif ctx.has_stats and ctx.paired:
+        delta, weight = ctx.paired_update
         rel = safe_div(delta, weight)
         groups = [g for g in ctx.paired_groups if g["update_norm"] > 0]
         if groups:

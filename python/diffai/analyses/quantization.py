@@ -28,12 +28,13 @@ OUTLIER_MIN_DB = 3.0  # dB: error power twice the type's median
 OUTLIER_MIN_TENSORS = 5
 
 
-def _bits(st) -> float:
-    """Precision order: floats by width, block-quantized types by their stored bits per value
-    (q8_0: 8.5, q4_k: 4.5), integer codes below every float."""
+def _bits(st, logical: bool) -> float:
+    """Precision order: floats by width, block-quantized types and quantized logical weights
+    (``logical``: diffai.quantized, every stored part counted) by their stored bits per value
+    (q8_0: 8.5, q4_k: 4.5, gptq-int4 g128: ~4.3), integer codes below every float."""
     if st.dtype in _FLOAT_BITS:
         return _FLOAT_BITS[st.dtype]
-    return 8 * st.nbytes / st.numel if is_float(st.dtype) and st.numel else 0.0
+    return 8 * st.nbytes / st.numel if (logical or is_float(st.dtype)) and st.numel else 0.0
 
 
 def _sum_squares(st) -> float:
@@ -118,11 +119,13 @@ def quantization(ctx: Context) -> Analysis:
     rows: List[Dict[str, Any]] = []
     skipped: List[str] = []
     for c in retyped:
-        hi = "a" if _bits(c.a) >= _bits(c.b) else "b"
-        lo_dtype = (c.b if hi == "a" else c.a).dtype
+        logical = {side: ctx.logical(c.name, side) is not None for side in "ab"}
+        hi = "a" if _bits(c.a, logical["a"]) >= _bits(c.b, logical["b"]) else "b"
+        lo = "b" if hi == "a" else "a"
+        lo_dtype = getattr(c, lo).dtype
         if c.a.shape != c.b.shape:
             skipped.append(f"{c.name}: shape changed too, {list(c.a.shape)} -> {list(c.b.shape)}")
-        elif not is_float(lo_dtype) and ctx.scales(c.name, "b" if hi == "a" else "a") is None:
+        elif not is_float(lo_dtype) and not logical[lo] and ctx.scales(c.name, lo) is None:
             suffix = ctx.metadata("b" if hi == "a" else "a").get("scale_suffix", dequantized.DEFAULT_SCALE_SUFFIX)
             skipped.append(f"{c.name}: {lo_dtype} without a usable '{suffix}' scale tensor")
         elif c.change is None:

@@ -3,6 +3,7 @@ attention heads. These read tensor values (float64) from the sources."""
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import re
@@ -43,6 +44,12 @@ def embedding(ctx: Context) -> Analysis:
     role = roles(ctx)
     mats = [c for c in ctx.model if role[c.name] == EMBEDDING and c.a is not None and c.b is not None
             and len(c.a.shape) == 2 and len(c.b.shape) == 2 and c.a.shape[1] == c.b.shape[1]]
+    # A quantized logical weight has no rows the core's row products read (diffai.quantized).
+    quantized = [c.name for c in mats if ctx.logical(c.name, "a") is not None or ctx.logical(c.name, "b") is not None]
+    mats = [c for c in mats if c.name not in quantized]
+    if quantized and not mats:
+        return Analysis.na("EmbeddingAnalysis", f"the embedding matrices are quantized logical weights, whose rows "
+                                                f"are not read here: {', '.join(quantized)}")
     if not mats:
         return Analysis.na("EmbeddingAnalysis", "no 2-D embedding matrix (name with embed/wte/wpe) on both sides "
                                                 "with the same width")
@@ -115,11 +122,15 @@ def similarity_matrix(ctx: Context) -> Analysis:
     if not pairs:
         return Analysis.na("SimilarityMatrix", "no common tensor with nonzero norms on both sides")
     cos = {c.name: c.change.cosine for c in pairs}
-    lowest = sorted(cos, key=cos.get)[: ctx.config.top_k]
+    # sorted(...)[:top_k] without sorting all (the same unless a NaN makes the order arbitrary)
+    lowest = (heapq.nsmallest(ctx.config.top_k, cos, key=cos.get) if not any(v != v for v in cos.values())
+              else sorted(cos, key=cos.get)[: ctx.config.top_k])
     by_shape: Dict[Tuple[int, ...], List[str]] = {}
+    logical = ctx.result.quantized  # quantized logical weights: no tensor the core's cross products read
     for c in pairs:
-        by_shape.setdefault(c.a.shape, []).append(c.name)
-    shape, names = max(by_shape.items(), key=lambda kv: len(kv[1]))
+        if c.name not in logical:
+            by_shape.setdefault(c.a.shape, []).append(c.name)
+    shape, names = max(by_shape.items(), key=lambda kv: len(kv[1])) if by_shape else (None, [])
     names = names[: ctx.config.similarity_max_tensors]
     matrix = _cross_cosines(ctx, names) if len(names) > 1 else None
     mean_cos = float(np.mean(list(cos.values())))
@@ -130,11 +141,14 @@ def similarity_matrix(ctx: Context) -> Analysis:
         summary["matrix_tensor_shape"] = list(shape)  # the tensors in the matrix share it
         summary["matrix_tensors"] = len(names)
         summary["diagonal_dominant"] = float(np.mean(np.argmax(m, axis=1) == np.arange(len(names))))
+    details: Dict[str, Any] = {"cosine": cos, "matrix": {"tensors": names, "cosine_a_rows_b_cols": matrix}}
+    left_out = sum(1 for c in pairs if c.name in logical)
+    if left_out:
+        details["matrix_without"] = f"{left_out} quantized logical weights (decoded by their reader, not read here)"
     return Analysis(
-        "SimilarityMatrix", summary=summary,
-        details={"cosine": cos, "matrix": {"tensors": names, "cosine_a_rows_b_cols": matrix}},
+        "SimilarityMatrix", summary=summary, details=details,
         tables=[Table("Cosine similarity a vs b per tensor (lowest first)", ["tensor", "cosine"],
-                      [[n, cos[n]] for n in sorted(cos, key=cos.get)])],
+                      lambda: [[n, cos[n]] for n in sorted(cos, key=cos.get)])],
     )
 
 
@@ -204,7 +218,10 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, start: Optional[n
         if i and np.array_equal(new, labels):
             break
         labels = new
-        c = np.asarray([x[labels == j].mean(0) if np.any(labels == j) else c[j] for j in range(k)])
+        # Each cluster's mean (what .mean(0) computes, without its per-call overhead); an empty
+        # cluster keeps its centre.
+        counts = np.bincount(labels, minlength=k).tolist()
+        c = np.asarray([np.add.reduce(x[labels == j], axis=0) / n if n else c[j] for j, n in enumerate(counts)])
     return labels
 
 
@@ -215,10 +232,10 @@ def distances(x: np.ndarray) -> np.ndarray:
 
 
 def silhouette(d: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette of the grouping ``labels`` given the rows' distances ``d``. A row's sum of
-    distances to each cluster is one row-wise sum per cluster (the same sums, in the same order,
-    as one row at a time)."""
-    ks = np.unique(labels)
+    """Mean silhouette of the grouping ``labels`` (k-means labels: 0..k-1) given the rows'
+    distances ``d``. A row's sum of distances to each cluster is one row-wise sum per cluster (the
+    same sums, in the same order, as one row at a time)."""
+    ks = np.flatnonzero(np.bincount(labels))  # np.unique's values (which imports numpy.ma, ~20 ms)
     if len(ks) < 2:
         return -1.0
     members = [labels == j for j in ks]
@@ -320,6 +337,8 @@ def attention_layers(ctx: Context, side: str) -> Dict[str, Dict[str, str]]:
 def _attention_layers(ctx: Context, side: str) -> Dict[str, Dict[str, str]]:
     layers: Dict[str, Dict[str, str]] = {}
     for c in ctx.model:
+        if not c.name.endswith("weight"):  # what both patterns end with: one test for most names
+            continue
         st = getattr(c, side)
         if st is None or len(st.shape) != 2:
             continue

@@ -5,7 +5,7 @@ per role. docs/analyses.md ("Tensor roles") lists the same rules in the same ord
 from __future__ import annotations
 
 import re
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from .common import EMBED_MODULE, Context, is_float, is_optimizer_state
 
@@ -40,7 +40,41 @@ _NORM_MODULE = re.compile(r"(^|[._])(\w*norm\w*|ln(_?\w+)?|ln\d*|bn\d*|\w*_ln|gn
 
 def roles(ctx: Context) -> Dict[str, str]:
     """Role of every tensor of the diff (both sides considered), computed once per context."""
-    return ctx.memo("roles", lambda: {c.name: _role(ctx, c) for c in ctx.all})
+    return ctx.memo("roles", lambda: _roles(ctx))
+
+
+# Runs of ASCII digits: no rule below tells one digit run from another (the patterns see digits
+# only through \d, \w and [0-9]-free literals), so names equal but for them share a role.
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _roles(ctx: Context) -> Dict[str, str]:
+    """Each name's role. The rules that look at a tensor's siblings (a scale beside integer codes)
+    run per name; the others depend only on the name's pattern, rank and whether a side is not
+    float, so each such combination is decided once (a 20k-tensor model has a few dozen)."""
+    names = ctx.names
+    templates = _DIGITS.sub("0", "\x00".join(names)).split("\x00")
+    if len(templates) != len(names):  # a name holding NUL
+        templates = [_DIGITS.sub("0", n) for n in names]
+    holds_codes = any(ctx.holds_codes(src) for _, a, b in ctx.result.sources for src in (a, b))
+    out: Dict[str, str] = {}
+    decided: Dict[Tuple[str, int, bool], str] = {}
+    for c, template in zip(ctx.all, templates):
+        name = c.name
+        if holds_codes or name.endswith(QUANT_SUFFIXES):
+            out[name] = _role(ctx, c)
+            continue
+        a, b = c.a, c.b
+        rank = max(len(a.shape), len(b.shape)) if a is not None and b is not None \
+            else len((a if a is not None else b).shape)
+        not_float = ((a is not None and not is_float(a.dtype)) or (b is not None and not is_float(b.dtype))) \
+            and _not_float(ctx, c)
+        key = (template, rank, not_float)
+        role = decided.get(key)
+        if role is None:
+            role = decided[key] = _name_role(template, rank, not_float)
+        out[name] = role
+    return out
 
 
 def _quant_base(ctx: Context, name: str) -> Optional[str]:
@@ -61,9 +95,7 @@ def _quant_base(ctx: Context, name: str) -> Optional[str]:
 def _role(ctx: Context, c) -> str:
     name = c.name
     sides = [s for s in (c.a, c.b) if s is not None]
-    dtypes = [s.dtype for s in sides]
     rank = max(len(s.shape) for s in sides)
-    module, _, last = name.rpartition(".")
     if is_optimizer_state(name):
         return OPTIMIZER
     if _quant_base(ctx, name) is not None:
@@ -71,7 +103,23 @@ def _role(ctx: Context, c) -> str:
     for side, st in (("a", c.a), ("b", c.b)):
         if st is not None and ctx.has_scale(name, side):
             return QUANT_CODES
-    if any(not is_float(d) for d in dtypes) or _INDEX_NAME.search(name) \
+    return _name_role(name, rank, _not_float(ctx, c))
+
+
+def _not_float(ctx: Context, c) -> bool:
+    """Whether a side holds values that are not floats. A quantized logical weight's storage
+    (``gptq-int4 g128``) is no float dtype, but its values are: its reader decodes them."""
+    return any(st is not None and not is_float(st.dtype) and ctx.logical(c.name, side) is None
+               for side, st in (("a", c.a), ("b", c.b)))
+
+
+def _name_role(name: str, rank: int, not_float: bool) -> str:
+    """The rules that look at the name, the largest rank of the two sides and whether a side is
+    not float only (the optimizer-state rule first, as in ``_role``)."""
+    module, _, last = name.rpartition(".")
+    if is_optimizer_state(name):
+        return OPTIMIZER
+    if not_float or _INDEX_NAME.search(name) \
             or (last == "bias" and rank >= 3 and "attn" in module):  # GPT-2's causal mask buffer
         return INDEX
     if last in ("running_mean", "running_var"):

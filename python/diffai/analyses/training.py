@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from statistics import median
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .common import Analysis, Context, Table, global_update, grade, is_float, safe_div
+from .common import Analysis, Context, Table, grade, is_float, safe_div
 from .roles import JUMP_ROLES, roles
 
 NO_STATS = "only headers were read (--shape-only)"
@@ -20,7 +21,19 @@ NO_PAIRS = "no tensor is present with the same shape in both files"
 def _pairs_or_reason(ctx: Context) -> Optional[str]:
     if not ctx.has_stats:
         return NO_STATS
-    return None if ctx.paired else NO_PAIRS
+    return requantized_reason(ctx) or (None if ctx.paired else NO_PAIRS)
+
+
+def requantized_reason(ctx: Context) -> Optional[str]:
+    """Why the update between the checkpoints is not measured: weights whose quantized storage
+    changed (``Context.requantized``) differ by quantization error, and the other tensors alone
+    would call the update none or tiny."""
+    changed = ctx.requantized
+    if not changed:
+        return None
+    transitions = Counter(f"{c.a.dtype}->{c.b.dtype}" for c in changed)
+    return (f"{len(changed)} weights changed storage ({', '.join(f'{t}: {n}' for t, n in transitions.items())}): "
+            "their difference from a is quantization error, not an update (quantization_analysis measures it)")
 
 
 def tensor_updates(ctx: Context) -> List[Dict[str, Any]]:
@@ -29,14 +42,14 @@ def tensor_updates(ctx: Context) -> List[Dict[str, Any]]:
     it moved), ``jumping`` (ratio above --large-jump-above, for the roles in roles.JUMP_ROLES)."""
     def compute() -> List[Dict[str, Any]]:
         role = roles(ctx)
+        limit = ctx.config.large_jump_above
+        p = ctx.paired_columns
         out = []
-        for c in ctx.paired:
-            ratio = c.change.rel_l2
-            out.append({"name": c.name, "role": role[c.name], "update_ratio": ratio,
-                        "update_norm": c.change.l2_diff, "update_rms": c.change.l2_diff / math.sqrt(c.a.numel)
-                        if c.a.numel else 0.0, "changed": c.change.changed_elements,
-                        "from_zero": c.change.l2_a == 0 and c.change.l2_diff > 0,
-                        "jumping": role[c.name] in JUMP_ROLES and (ratio or 0) > ctx.config.large_jump_above})
+        for name, ratio, norm, numel, changed, weight in zip(p.names, p.rel_l2, p.l2_diff, p.numel, p.changed, p.l2_a):
+            r = role[name]
+            out.append({"name": name, "role": r, "update_ratio": ratio, "update_norm": norm,
+                        "update_rms": norm / math.sqrt(numel) if numel else 0.0, "changed": changed,
+                        "from_zero": weight == 0 and norm > 0, "jumping": r in JUMP_ROLES and (ratio or 0) > limit})
         return out
 
     return ctx.memo("tensor updates", compute)
@@ -52,10 +65,9 @@ def learning_progress(ctx: Context) -> Analysis:
     reason = _pairs_or_reason(ctx)
     if reason:
         return Analysis.na("LearningProgress", reason)
-    pairs = ctx.paired
-    delta, weight = global_update(pairs)
-    changed = sum(c.change.changed_elements for c in pairs)
-    params = sum(c.a.numel for c in pairs)
+    delta, weight = ctx.paired_update
+    changed = sum(ctx.paired_columns.changed)
+    params = sum(ctx.paired_columns.numel)
     groups = ctx.paired_groups
     top = [g["layer"] for g in groups[: ctx.config.top_k] if g["update_norm"] > 0]
     top_share = sum(g["share"] for g in groups[: len(top)])
@@ -92,7 +104,7 @@ def convergence(ctx: Context) -> Analysis:
     reason = _pairs_or_reason(ctx)
     if reason:
         return Analysis.na("ConvergenceAnalysis", reason)
-    delta, weight = global_update(ctx.paired)
+    delta, weight = ctx.paired_update
     rel = safe_div(delta, weight)
     rows = tensor_updates(ctx)
     ratios = [r["update_ratio"] for r in rows if r["update_ratio"] is not None]
@@ -219,8 +231,8 @@ def gradient(ctx: Context) -> Analysis:
     }
     tables = [Table("Update per tensor: ratio ||delta||/||W_a|| (n/a when W_a = 0) and absolute ||delta||",
                     ["tensor", "role", "ratio", "update norm", "update RMS", "changed elements"],
-                    [[r["name"], r["role"], r["update_ratio"], r["update_norm"], r["update_rms"], r["changed"]]
-                     for r in rows])]
+                    lambda: [[r["name"], r["role"], r["update_ratio"], r["update_norm"], r["update_rms"], r["changed"]]
+                             for r in rows])]
     moments = []
     numel = {c.name: c.b.numel for c in ctx.model if c.b is not None}
     for name, st in adam_state(ctx, "b").items():
@@ -283,8 +295,8 @@ def hyperparameter_impact(ctx: Context) -> Analysis:
     changed = [r[0] for r in rows if r[3]]
     summary: Dict[str, Any] = {"hyperparameters_changed": "yes" if changed else "no", "hyperparameters": len(keys),
                                "changed": changed}
-    if ctx.has_stats and ctx.paired:
-        delta, weight = global_update(ctx.paired)
+    if ctx.has_stats and ctx.paired and not ctx.requantized:
+        delta, weight = ctx.paired_update
         summary["rel_update"] = safe_div(delta, weight)
     return Analysis("HyperparameterImpact", summary=summary,
                     details={"values": {r[0]: {"a": r[1], "b": r[2]} for r in rows}},
