@@ -88,6 +88,7 @@ impl Resolved {
             "pack_quantized" => Box::new(IntPacked::pack_quantized(
                 self.part(m, "packed")?,
                 self.part(m, "scale")?,
+                self.optional(m, "zero_point"),
                 self.count("rows")?,
                 self.count("width")?,
                 self.count("bits")?,
