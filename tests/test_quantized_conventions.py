@@ -411,3 +411,42 @@ def test_prefix_alignment_and_shards(tmp_path, ref):
     result = diffai.diff(str(single), str(folder / "model.safetensors.index.json"))
     assert not result.records
     assert {x.name: x for x in result.comparisons}[Q].b.dtype == "gptq-int4 g128 desc_act"
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+@pytest.mark.parametrize("gguf_first", [False, True])
+def test_gguf_qk_rows_against_a_gptq_weight(tmp_path, qtype, gguf_first):
+    """A GGUF (q/k rows permuted by llama.cpp's converter) against a GPTQ checkpoint of the same
+    llama: each q/k pair is compared with the GGUF rows read in Hugging Face order, so the
+    metrics equal numpy's on gguf-py's dequantized GGUF rows and the GPTQ values permuted the way
+    the converter permutes (elementwise metrics do not change under one permutation of both)."""
+    gguf = pytest.importorskip("gguf")
+    from conftest import assert_change
+
+    spec = importlib.util.spec_from_file_location(
+        "make_gguf_example", Path(__file__).resolve().parents[1] / "examples" / "make_gguf_example.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    heads, kv_heads = 4, 2
+    sd = example.llama_state_dict(hidden=256, intermediate=512, layers=1, heads=heads, kv_heads=kv_heads, vocab=32,
+                                  seed=1)
+    gguf_path = tmp_path / "model.gguf"
+    example.write_gguf(gguf_path, sd, heads, kv_heads, lambda name, data: getattr(gguf.GGMLQuantizationType, qtype))
+    path = _write(tmp_path, "gptq", *mk.gptq({k: torch.from_numpy(v).half() for k, v in sd.items()}, desc_act=True))
+    stored = {t.name: gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64).reshape(
+        [int(x) for x in reversed(t.shape)]) for t in gguf.GGUFReader(str(gguf_path)).tensors}
+    pair = (gguf_path, path) if gguf_first else (path, gguf_path)
+    result = diffai.diff(str(pair[0]), str(pair[1]))
+    assert not [n for n in result.notes if "q/k" in n], result.notes
+    by_name = {c.name: c for c in result.comparisons}
+    for hf, kv in (("model.layers.0.self_attn.q_proj.weight", heads),
+                   ("model.layers.0.self_attn.k_proj.weight", kv_heads),
+                   ("model.layers.0.self_attn.v_proj.weight", None)):
+        name = example.gguf_name(hf) if gguf_first else hf
+        c = by_name[name]
+        assert (c.b if gguf_first else c.a).dtype == "gptq-int4 g128 desc_act"
+        gptq = _logical(path, hf)[3]
+        converted = gptq if kv is None else example.permute(gptq, heads, kv)
+        ours, theirs = stored[example.gguf_name(hf)], converted
+        assert_change(c.change, *((ours, theirs) if gguf_first else (theirs, ours)))
+        assert c.change.rel_l2 < 0.15  # rows in place: the permutation left undone gives ~1.4

@@ -400,12 +400,15 @@ def info(src, logicals: Dict[str, Logical], name: str) -> Tuple[str, Tuple[int, 
 
 
 def compare(a, b, logicals_a: Dict[str, Logical], logicals_b: Dict[str, Logical], name: str, b_name: str,
-            epsilon: float, threads: int = 0) -> dequantized.Dequantized:
+            epsilon: float, threads: int = 0,
+            heads: Tuple[Optional[int], Optional[int]] = (None, None)) -> dequantized.Dequantized:
     """Statistics of both sides and elementwise change metrics over dequantized values (the
-    definitions of ``dequantized.compare``); a side that is not quantized is read as it is."""
+    definitions of ``dequantized.compare``); a side that is not quantized is read as it is. A side
+    with ``heads`` is a GGUF q/k weight, its rows read in Hugging Face order (llama.cpp's
+    permutation undone)."""
     info_a, info_b = info(a, logicals_a, name), info(b, logicals_b, b_name)
     x, y, change = _core.quantized_pair(a.model, name, _spec(logicals_a, name), b.model, b_name,
-                                        _spec(logicals_b, b_name), epsilon, threads)
+                                        _spec(logicals_b, b_name), epsilon, threads, *heads)
     sa, sb = _record(info_a, x), _record(info_b, y)
     return dequantized.Dequantized(sa, sb, change, sa, sb)
 

@@ -560,3 +560,59 @@ fn pair_with_an_f16_tensor_of_odd_width() {
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
     assert!(close(p.sum_sq_diff, wp.sum_sq_diff) && close(p.dot, wp.dot) && close(y.m2, wy.m2));
 }
+
+#[test]
+fn rows_read_in_a_given_order_on_either_side() {
+    // 1024 rows of 300: several bands; 8 heads of 128 rows permuted as llama.cpp stores q/k.
+    let (rows, width) = (1024, 300);
+    let codes: Vec<u8> = random(16, rows * width).iter().map(|x| *x as u8).collect();
+    let scb: Vec<f32> = random(17, rows).iter().map(|x| (x % 900) as f32).collect();
+    let (w, s) = (
+        tensor("weight", DType::I8, &[rows, width], codes),
+        f32_tensor("SCB", &[rows], &scb),
+    );
+    let q = BnbInt8::new(&w, &s).unwrap();
+    let exact = values(&q, 0..rows).unwrap();
+    let order = crate::gguf::llama_qk_rows(rows, 8).unwrap();
+    // Stored row order[r] holds logical row r, as in a GGUF q/k weight.
+    let mut stored = vec![0f32; rows * width];
+    for (r, &at) in order.iter().enumerate() {
+        stored[at * width..(at + 1) * width].copy_from_slice(&exact[r * width..(r + 1) * width]);
+    }
+    let permuted = f32_tensor("permuted", &[rows, width], &stored);
+    let ctl = Control::default();
+    let by = |threads: usize, a: Side, b: Side, ra, rb| {
+        pool(threads)
+            .install(|| pair_stats_reordered(a, b, ra, rb, 0.0, &ctl))
+            .unwrap()
+    };
+    let rows_of = RowOrder { rows: &order };
+    let (qs, ds) = (Side::Quantized(&q), Side::Dense(&permuted));
+    for threads in [1, 3] {
+        let (x, y, p) = by(threads, qs, ds, None, Some(rows_of));
+        assert_eq!((p.diff_count, p.max_abs_diff), (0, 0.0));
+        assert_eq!(p.compared, (rows * width) as u64);
+        assert_eq!((x.min, x.max), (y.min, y.max));
+        assert_eq!(by(threads, ds, qs, Some(rows_of), None).2.diff_count, 0);
+    }
+    assert_eq!(
+        by(1, qs, ds, None, Some(rows_of)),
+        by(3, qs, ds, None, Some(rows_of))
+    );
+    // Left undone, the rows do not pair; the quantized side read permuted pairs them again.
+    assert!(by(1, qs, ds, None, None).2.diff_count > 0);
+    let mut inverse = vec![0; rows];
+    order
+        .iter()
+        .enumerate()
+        .for_each(|(r, &at)| inverse[at] = r);
+    let inv = RowOrder { rows: &inverse };
+    assert_eq!(by(1, ds, qs, None, Some(inv)).2.diff_count, 0);
+    // Not a permutation of the rows: an error, not a panic.
+    let mut twice = order.clone();
+    twice[1] = twice[0];
+    for bad in [&twice[..], &order[..rows - 1]] {
+        let err = pair_stats_reordered(qs, ds, None, Some(RowOrder { rows: bad }), 0.0, &ctl);
+        assert!(err.unwrap_err().to_string().contains("not a permutation"));
+    }
+}
