@@ -287,6 +287,9 @@ def test_gptq_other_bit_widths_and_v2_zeros(tmp_path, ref, bits, v2):
     _, _, lg, values = _logical(path, Q)
     np.testing.assert_array_equal(values, expected)
     assert lg.storage == f"gptq-int{bits} g128 desc_act"
+    if not v2:  # without a config (so gptq, zeros minus 1) the zeros' row length gives the width
+        (tmp_path / "gptq" / "config.json").unlink()
+        np.testing.assert_array_equal(_logical(path, Q)[3], expected)
 
 
 def test_unsupported_bit_width_stays_raw(tmp_path, ref):

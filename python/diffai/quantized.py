@@ -119,10 +119,13 @@ def matrix(shape: Tuple[int, ...]) -> Tuple[int, int]:
 
 def _gptq(parts: _Parts, base: str, config: dict) -> Optional[Logical]:
     qweight, qzeros, scales, g_idx = (base + s for s in ("qweight", "qzeros", "scales", "g_idx"))
-    bits = int(config.get("bits", 4))
-    if bits not in (2, 3, 4, 8) or not (parts.has(qweight, "i32") and parts.has(qzeros, "i32") and parts.has(scales)):
+    if not (parts.has(qweight, "i32") and parts.has(qzeros, "i32") and parts.has(scales)):
         return None
     packed_k, n = parts.shape(qweight)
+    # Without a config, the zeros' row length gives the width (N * b / 32 words).
+    bits = int(config["bits"]) if "bits" in config else 32 * parts.shape(qzeros)[1] // max(n, 1)
+    if bits not in (2, 3, 4, 8):
+        return None
     k = packed_k * 32 // bits  # 3-bit: 32 codes in 3 words
     groups = parts.shape(scales)[0]
     if (packed_k * 32) % bits or (n * bits) % 32:

@@ -328,29 +328,36 @@ impl<'a> IntPacked<'a> {
         }
     }
 
-    /// Widths that do not divide 32 (3-bit GPTQ, 3/5/6/7-bit compressed-tensors): codes read
-    /// from the bit stream one by one.
+    /// Widths that do not divide 32 (3-bit GPTQ, 3/5/6/7-bit compressed-tensors): each run of 32
+    /// codes fills `bits` words, read once and then split.
     fn unpack_straddling(&self, r0: usize, out: &mut [f32]) {
         let (bits, width) = (self.bits, self.width.max(1));
+        let mut run_words = [0u32; 8];
         if let Layout::ColumnsAlongK = self.layout {
-            // Each run of 32 columns fills `bits` packed rows (the constructor makes K a
-            // multiple of 32 for these widths); a band's words of one packed row are contiguous.
+            // Run j of column n is packed rows [j * bits, (j + 1) * bits) (the constructor makes
+            // K a multiple of 32 for these widths); a band's words of one packed row are adjacent.
             let count = out.len() / width;
             for run in 0..width / 32 {
                 for i in 0..count {
-                    let word = |j: usize| self.words.word((run * bits + j) * self.rows + r0 + i);
-                    let at = i * width + run * 32;
-                    for (t, o) in out[at..at + 32].iter_mut().enumerate() {
-                        *o = dense_code(word, t, bits) as f32;
+                    for (j, w) in run_words[..bits].iter_mut().enumerate() {
+                        *w = self.words.word((run * bits + j) * self.rows + r0 + i);
                     }
+                    let at = i * width + run * 32;
+                    split_run(&run_words[..bits], bits, &mut out[at..at + 32]);
                 }
             }
         } else {
+            // A row's last run may hold fewer than 32 codes, and its words stop with them.
             let row_words = (width * bits).div_ceil(32);
             for (i, row) in out.chunks_exact_mut(width).enumerate() {
                 let base = (r0 + i) * row_words;
-                for (k, o) in row.iter_mut().enumerate() {
-                    *o = dense_code(|j| self.words.word(base + j), k, bits) as f32;
+                for (run, to) in row.chunks_mut(32).enumerate() {
+                    let first = run * bits;
+                    let n = bits.min(row_words - first);
+                    for (j, w) in run_words[..n].iter_mut().enumerate() {
+                        *w = self.words.word(base + first + j);
+                    }
+                    split_run(&run_words[..n], bits, to);
                 }
             }
         }
@@ -374,6 +381,13 @@ impl<'a> IntPacked<'a> {
                 out[i * width + k] = ((w >> (4 * AWQ_NIBBLE[n % 8])) & 15) as f32;
             }
         }
+    }
+}
+
+/// The codes of one run (up to 32) of a dense bit stream held in `words`.
+fn split_run(words: &[u32], bits: usize, out: &mut [f32]) {
+    for (t, o) in out.iter_mut().enumerate() {
+        *o = dense_code(|j| words[j], t, bits) as f32;
     }
 }
 
