@@ -300,6 +300,29 @@ impl Band {
                     q.decode_rows(r, row);
                 }
             })),
+            // Rows of whole blocks (or of plain values) copied as stored: the kernels decode
+            // them as they decode the tensor itself.
+            Side::Dense(t)
+                if t.contiguous_bytes().is_some() && t.dtype.bytes_for(width).is_some() =>
+            {
+                let (bytes, row) = (
+                    t.contiguous_bytes().unwrap_or_default(),
+                    t.dtype.bytes_for(width).unwrap_or(0),
+                );
+                let mut band = Vec::with_capacity(row * stored.len());
+                for &r in stored {
+                    band.extend_from_slice(&bytes[r * row..(r + 1) * row]);
+                }
+                Ok(Band {
+                    tensor: Tensor::contiguous(
+                        "band".into(),
+                        t.dtype,
+                        vec![n],
+                        Storage::from_vec(band),
+                    ),
+                    buffer: None,
+                })
+            }
             Side::Dense(t) => {
                 let mut bytes = Vec::with_capacity(8 * n);
                 for &r in stored {

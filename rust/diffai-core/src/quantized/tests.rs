@@ -608,6 +608,17 @@ fn rows_read_in_a_given_order_on_either_side() {
         .for_each(|(r, &at)| inverse[at] = r);
     let inv = RowOrder { rows: &inverse };
     assert_eq!(by(1, ds, qs, None, Some(inv)).2.diff_count, 0);
+    // A strided dense side (the permuted rows stored transposed) is read row by row.
+    let mut columns = vec![0f32; rows * width];
+    for r in 0..rows {
+        for c in 0..width {
+            columns[c * rows + r] = stored[r * width + c];
+        }
+    }
+    let mut strided = f32_tensor("strided", &[width, rows], &columns);
+    (strided.shape, strided.strides) = (vec![rows, width], Some(vec![1, rows]));
+    let (_, _, p) = by(3, qs, Side::Dense(&strided), None, Some(rows_of));
+    assert_eq!((p.diff_count, p.compared), (0, (rows * width) as u64));
     // Not a permutation of the rows: an error, not a panic.
     let mut twice = order.clone();
     twice[1] = twice[0];
