@@ -12,7 +12,7 @@ decoder follows:
   ``qzeros`` int32 [G, N*b/32] packed along N the same way, stored minus 1 (``checkpoint_format``
   ``gptq``; ``gptq_v2`` stores them as they are); ``scales`` [G, N]; ``g_idx`` [K] the group of
   each input column (``desc_act`` permutes it). ``W[n, k] = scales[g, n] * (q[k, n] - zero[g, n])``
-  with ``g = g_idx[k]``.
+  with ``g = g_idx[k]``. The width is the config's ``bits``, else the one the zeros' row length gives.
 - AWQ (AutoAWQ GEMM ``pack``): ``qweight`` int32 [K, N/8] and ``qzeros`` [G, N/8] packed along N in
   the order ``[0, 2, 4, 6, 1, 3, 5, 7]``; ``W[n, k] = scales[k // g, n] * (q[k, n] - zero[k // g, n])``.
 - bitsandbytes 4-bit (``bitsandbytes.functional.dequantize_4bit``): ``weight`` uint8, two codes a
