@@ -13,7 +13,9 @@
 //! last flattened into rows), a band of whole rows at a time. Bands are fixed by the shape and
 //! their statistics merged in band order, so results do not depend on the thread count. Values
 //! are computed in f32 as the conventions' own dequantizers do (and are exact whenever the
-//! product of a code and its scale fits in f32, as it does for f16/bf16 scales).
+//! product of a code and its scale fits in f32, as it does for f16/bf16 scales). A comparison may
+//! read either side's rows in another order than stored (`pair_stats_reordered`: a GGUF q/k
+//! weight against a quantized one).
 
 mod bnb;
 mod fp8;
