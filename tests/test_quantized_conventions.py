@@ -104,6 +104,39 @@ def test_gptq_unpacks_like_autogptq(tmp_path, ref):
     np.testing.assert_array_equal(_logical(path, Q)[3], expected)
 
 
+def test_gptq_3bit_unpacks_like_autogptq(tmp_path, ref):
+    """AutoGPTQ's torch dequantization of 3-bit codes (qlinear_cuda_old ``forward``): each run of
+    3 words shifted by its ``wf`` table, the two codes split across words stitched back, zeros + 1."""
+    tensors, config = mk.gptq(ref, desc_act=True, bits=3)
+    path = _write(tmp_path, "gptq3", tensors, config)
+    base = Q[:-6]
+    qweight, qzeros = tensors[base + "qweight"], tensors[base + "qzeros"]
+    wf = torch.tensor([[0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 0],
+                       [0, 1, 4, 7, 10, 13, 16, 19, 22, 25, 28, 31],
+                       [0, 2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 0]], dtype=torch.int32).reshape(1, 3, 12)
+    zeros = qzeros.reshape(qzeros.shape[0], qzeros.shape[1] // 3, 3, 1).expand(-1, -1, -1, 12)
+    zeros = zeros >> wf.unsqueeze(0)
+    zeros[:, :, 0, 10] = (zeros[:, :, 0, 10] & 0x3) | ((zeros[:, :, 1, 0] << 2) & 0x4)
+    zeros[:, :, 1, 11] = (zeros[:, :, 1, 11] & 0x1) | ((zeros[:, :, 2, 0] << 1) & 0x6)
+    zeros = torch.cat([zeros[:, :, 0, :11], zeros[:, :, 1, 1:12], zeros[:, :, 2, 1:11]], dim=2) & 0x7
+    zeros = ((zeros + 1) & 0x7).reshape(zeros.shape[0], -1)  # the wrap diffai applies to 2/4/8 bits too
+    weight = qweight.reshape(qweight.shape[0] // 3, 3, 1, qweight.shape[1]).expand(-1, -1, 12, -1)
+    weight = (weight >> wf.unsqueeze(-1)) & 0x7
+    weight[:, 0, 10] = (weight[:, 0, 10] & 0x3) | ((weight[:, 1, 0] << 2) & 0x4)
+    weight[:, 1, 11] = (weight[:, 1, 11] & 0x1) | ((weight[:, 2, 0] << 1) & 0x6)
+    weight = (torch.cat([weight[:, 0, :11], weight[:, 1, 1:12], weight[:, 2, 1:11]], dim=1) & 0x7).reshape(
+        -1, qweight.shape[1])
+    g = tensors[base + "g_idx"].long()
+    expected = (tensors[base + "scales"].double()[g] * (weight - zeros[g]).double()).T.numpy()
+    _, _, lg, values = _logical(path, Q)
+    np.testing.assert_array_equal(values, expected)
+    assert lg.storage == "gptq-int3 g128 desc_act"
+    assert lg.nbytes == 384 * 256 * 3 // 8 + 3 * 256 * 3 // 8 + 3 * 256 * 2 + 384 * 4
+    # AutoGPTQ multiplies in float16: diffai's f32 values round to exactly its products.
+    f16 = (tensors[base + "scales"][g] * (weight - zeros[g]).half()).T.numpy()
+    np.testing.assert_array_equal(values.astype(np.float16), f16)
+
+
 def test_awq(tmp_path, ref):
     fp16 = _write(tmp_path, "fp16", ref)
     tensors, config = mk.awq(ref)
@@ -198,6 +231,31 @@ def test_compressed_tensors_pack_quantized(tmp_path, ref):
     _no_aux_records(result, {Q, D})
 
 
+@pytest.mark.parametrize("bits, strategy, label", [(4, "group", "ct-int4 g128 asym"),
+                                                   (3, "group", "ct-int3 g128 asym"),
+                                                   (5, "channel", "ct-int5 channel asym"),
+                                                   (8, "tensor", "ct-int8 tensor asym")])
+def test_compressed_tensors_pack_quantized_asymmetric(tmp_path, ref, bits, strategy, label):
+    """Made by compressed-tensors' own compressor (symmetric=False: zero points packed along dim 0
+    for group and channel, one int8 for the tensor), checked against its own decompress."""
+    pytest.importorskip("compressed_tensors")
+    fp16 = _write(tmp_path, "fp16", ref)
+    tensors, config, scheme = mk.pack_quantized_asym(ref, bits, strategy)
+    path = _write(tmp_path, "ct", tensors, config)
+    expected = mk.pack_quantized_decompressed(tensors, scheme, Q).double().numpy()
+    src, _, lg, values = _logical(path, Q)
+    np.testing.assert_array_equal(values, expected)
+    assert lg.storage == label
+    assert lg.nbytes == sum(t.numel() * t.element_size() for n, t in tensors.items() if n.startswith(Q[:-6]))
+    assert Q[:-6] + "weight_zero_point" in lg.members
+    result, c = _check_pair(fp16, path, Q, expected)
+    assert c.b.dtype == label
+    _no_aux_records(result, {Q, D})
+    # Without a config the row length alone gives the width (the dense packing is unambiguous).
+    (tmp_path / "ct" / "config.json").unlink()
+    np.testing.assert_array_equal(_logical(path, Q)[3], expected)
+
+
 def test_mxfp4(tmp_path):
     tensors, codes, exps = mk.mxfp4()
     path = _write(tmp_path, "mxfp4", tensors)
@@ -218,7 +276,7 @@ def test_mxfp4(tmp_path):
     assert st.mean == pytest.approx(expected.mean(), rel=1e-9) and st.std == pytest.approx(expected.std(), rel=1e-9)
 
 
-@pytest.mark.parametrize("bits, v2", [(2, False), (8, False), (4, True)])
+@pytest.mark.parametrize("bits, v2", [(2, False), (3, False), (8, False), (4, True), (3, True)])
 def test_gptq_other_bit_widths_and_v2_zeros(tmp_path, ref, bits, v2):
     tensors, config = mk.gptq(ref, desc_act=True, bits=bits, v2=v2)
     path = _write(tmp_path, "gptq", tensors, config)
@@ -229,11 +287,14 @@ def test_gptq_other_bit_widths_and_v2_zeros(tmp_path, ref, bits, v2):
     _, _, lg, values = _logical(path, Q)
     np.testing.assert_array_equal(values, expected)
     assert lg.storage == f"gptq-int{bits} g128 desc_act"
+    if not v2:  # without a config (so gptq, zeros minus 1) the zeros' row length gives the width
+        (tmp_path / "gptq" / "config.json").unlink()
+        np.testing.assert_array_equal(_logical(path, Q)[3], expected)
 
 
 def test_unsupported_bit_width_stays_raw(tmp_path, ref):
     tensors, config = mk.gptq(ref, desc_act=False)
-    path = _write(tmp_path, "gptq3", tensors, dict(config, bits=3))
+    path = _write(tmp_path, "gptq5", tensors, dict(config, bits=5))
     src = open_file(Path(path))
     assert quantized.find(src) == {}
     result = diffai.diff(str(_write(tmp_path, "fp16", ref)), str(path))
@@ -245,13 +306,16 @@ def _variants(tmp_path, ref):
     """(path, logical name) of every convention, written once."""
     out = []
     for label, (tensors, config) in {
-        "gptq": mk.gptq(ref, True), "awq": mk.awq(ref), "ct-int4": mk.pack_quantized(ref),
+        "gptq": mk.gptq(ref, True), "gptq3": mk.gptq(ref, True, bits=3), "awq": mk.awq(ref),
+        "ct-int4": mk.pack_quantized(ref),
         "ct-fp8": mk.fp8_channel(ref),
     }.items():
         out.append((_write(tmp_path, label, tensors, config), Q))
     _, quant, config = mk.fp8_block(ref)
     out.append((_write(tmp_path, "fp8-block", quant, config), Q))
     out.append((_write(tmp_path, "mxfp4", mk.mxfp4()[0]), "block.0.mlp.mlp1_weight"))
+    if importlib.util.find_spec("compressed_tensors"):
+        out.append((_write(tmp_path, "ct-int3-asym", *mk.pack_quantized_asym(ref, 3)[:2]), Q))
     if importlib.util.find_spec("bitsandbytes"):
         out.append((_write(tmp_path, "nf4", *mk.bnb_4bit(ref, "nf4", True)), Q))
         out.append((_write(tmp_path, "int8", *mk.bnb_int8(ref)), Q))
@@ -350,3 +414,42 @@ def test_prefix_alignment_and_shards(tmp_path, ref):
     result = diffai.diff(str(single), str(folder / "model.safetensors.index.json"))
     assert not result.records
     assert {x.name: x for x in result.comparisons}[Q].b.dtype == "gptq-int4 g128 desc_act"
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+@pytest.mark.parametrize("gguf_first", [False, True])
+def test_gguf_qk_rows_against_a_gptq_weight(tmp_path, qtype, gguf_first):
+    """A GGUF (q/k rows permuted by llama.cpp's converter) against a GPTQ checkpoint of the same
+    llama: each q/k pair is compared with the GGUF rows read in Hugging Face order, so the
+    metrics equal numpy's on gguf-py's dequantized GGUF rows and the GPTQ values permuted the way
+    the converter permutes (elementwise metrics do not change under one permutation of both)."""
+    gguf = pytest.importorskip("gguf")
+    from conftest import assert_change
+
+    spec = importlib.util.spec_from_file_location(
+        "make_gguf_example", Path(__file__).resolve().parents[1] / "examples" / "make_gguf_example.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    heads, kv_heads = 4, 2
+    sd = example.llama_state_dict(hidden=256, intermediate=512, layers=1, heads=heads, kv_heads=kv_heads, vocab=32,
+                                  seed=1)
+    gguf_path = tmp_path / "model.gguf"
+    example.write_gguf(gguf_path, sd, heads, kv_heads, lambda name, data: getattr(gguf.GGMLQuantizationType, qtype))
+    path = _write(tmp_path, "gptq", *mk.gptq({k: torch.from_numpy(v).half() for k, v in sd.items()}, desc_act=True))
+    stored = {t.name: gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64).reshape(
+        [int(x) for x in reversed(t.shape)]) for t in gguf.GGUFReader(str(gguf_path)).tensors}
+    pair = (gguf_path, path) if gguf_first else (path, gguf_path)
+    result = diffai.diff(str(pair[0]), str(pair[1]))
+    assert not [n for n in result.notes if "q/k" in n], result.notes
+    by_name = {c.name: c for c in result.comparisons}
+    for hf, kv in (("model.layers.0.self_attn.q_proj.weight", heads),
+                   ("model.layers.0.self_attn.k_proj.weight", kv_heads),
+                   ("model.layers.0.self_attn.v_proj.weight", None)):
+        name = example.gguf_name(hf) if gguf_first else hf
+        c = by_name[name]
+        assert (c.b if gguf_first else c.a).dtype == "gptq-int4 g128 desc_act"
+        gptq = _logical(path, hf)[3]
+        converted = gptq if kv is None else example.permute(gptq, heads, kv)
+        ours, theirs = stored[example.gguf_name(hf)], converted
+        assert_change(c.change, *((ours, theirs) if gguf_first else (theirs, ours)))
+        assert c.change.rel_l2 < 0.15  # rows in place: the permutation left undone gives ~1.4

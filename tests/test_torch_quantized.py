@@ -171,6 +171,25 @@ def test_a_scheme_diffai_does_not_read_is_a_named_skip(tmp_path):
     assert set(m.encoded) == set(QUANTIZED) - per_tensor
 
 
+def test_torch_itself_neither_makes_nor_loads_a_symmetric_scheme(tmp_path):
+    """Why the symmetric schemes stay a named skip: torch's quantized tensors are all affine (an
+    observer's ``per_tensor_symmetric`` still yields one), and torch refuses to load the rewritten
+    file, so there is no reference to read them against."""
+    torch = pytest.importorskip("torch")
+    observer = torch.ao.quantization.MinMaxObserver(qscheme=torch.per_tensor_symmetric, dtype=torch.qint8)
+    x = torch.randn(4, 3)
+    observer(x)
+    scale, zero_point = observer.calculate_qparams()
+    assert torch.quantize_per_tensor(x, float(scale), int(zero_point), torch.qint8).qscheme() == torch.per_tensor_affine
+    path = tmp_path / "symmetric.pt"
+    _rewrite(FIX / "qint8.pt", path,
+             lambda n, b: b.replace(b"torch\nper_tensor_affine\n", b"torch\nper_tensor_symmetric\n"))
+    with pytest.raises(RuntimeError, match="qscheme torch.per_tensor_symmetric"):
+        torch.load(path, weights_only=False)
+    reasons = dict(_core.open(str(path)).skipped).values()
+    assert reasons and all("torch itself neither saves nor loads this scheme" in r for r in reasons)
+
+
 def _shrink_quint4x2_storage(name: str, data: bytes) -> bytes:
     """The quint4x2 codes (60 codes, two a byte: the only 30-byte storage) cut to 20 bytes, and
     the element count of its persistent id (the first BININT1 after the storage class) with them."""

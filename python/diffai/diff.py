@@ -421,16 +421,12 @@ def _diff_sources(a: Source, b: Source, opts: DiffOptions, result: DiffResult, p
         for side, src, logicals in (("a", a, logical_a), ("b", b, logical_b)):
             singles.update(((side, n), header(src, logicals, n)) for n in plan.opaque_singles(side))
     elif not opts.shape_only:
-        permuted = ({n for n, _ in qk_heads[0]}, {n for n, _ in qk_heads[1]})
+        # GGUF q/k rows against a quantized logical weight: read in Hugging Face order by the core.
+        heads_a, heads_b = dict(qk_heads[0]), dict(qk_heads[1])
         for n in (n for n in same if n in logical_a or b_own.get(n, n) in logical_b):
             m = b_own.get(n, n)
-            if n in permuted[0] or m in permuted[1]:
-                # GGUF q/k rows against a quantized logical weight: no row order for its decoder.
-                coded[n] = not_compared(n, m)
-                result.notes.append(f"{prefix}{n}: GGUF q/k rows against a quantized weight are not compared "
-                                    f"(their row order cannot be undone for it)")
-            else:
-                coded[n] = quantized.compare(a, b, logical_a, logical_b, n, m, opts.epsilon, opts.threads)
+            coded[n] = quantized.compare(a, b, logical_a, logical_b, n, m, opts.epsilon, opts.threads,
+                                         heads=(heads_a.get(n), heads_b.get(m)))
         plain = [n for n in same if n not in coded]
         coded.update(dequantized.compare(a, b, dequantized.dequantized_names(a, b, plain, b_own), opts.epsilon,
                                          opts.threads, b_own))

@@ -7,11 +7,12 @@ Conventions (recognised from tensor names and dtypes, and ``quantization_config`
 ``config.json`` beside the file or in the safetensors ``__metadata__``), with the reference each
 decoder follows:
 
-- GPTQ (AutoGPTQ / GPTQModel ``pack``): ``qweight`` int32 [K/(32/b), N] packed along K, low bits
-  first; ``qzeros`` int32 [G, N/(32/b)] packed along N, stored minus 1 (``checkpoint_format``
+- GPTQ (AutoGPTQ / GPTQModel ``pack``, 2/3/4/8-bit): ``qweight`` int32 [K*b/32, N] packed along K,
+  low bits first, as a bit stream (3-bit: 32 codes in 3 words, two of them split across words);
+  ``qzeros`` int32 [G, N*b/32] packed along N the same way, stored minus 1 (``checkpoint_format``
   ``gptq``; ``gptq_v2`` stores them as they are); ``scales`` [G, N]; ``g_idx`` [K] the group of
   each input column (``desc_act`` permutes it). ``W[n, k] = scales[g, n] * (q[k, n] - zero[g, n])``
-  with ``g = g_idx[k]``.
+  with ``g = g_idx[k]``. The width is the config's ``bits``, else the one the zeros' row length gives.
 - AWQ (AutoAWQ GEMM ``pack``): ``qweight`` int32 [K, N/8] and ``qzeros`` [G, N/8] packed along N in
   the order ``[0, 2, 4, 6, 1, 3, 5, 7]``; ``W[n, k] = scales[k // g, n] * (q[k, n] - zero[k // g, n])``.
 - bitsandbytes 4-bit (``bitsandbytes.functional.dequantize_4bit``): ``weight`` uint8, two codes a
@@ -23,14 +24,19 @@ decoder follows:
 - FP8 with scales: ``weight`` float8 and ``weight_scale_inv`` per 128x128 block (DeepSeek-V3
   ``weight_dequant``; block from ``weight_block_size``) or compressed-tensors ``weight_scale``
   (per tensor, channel or group): ``W = w * scale`` of the element's block, in float32 as both do.
-- compressed-tensors ``pack-quantized`` (``pack_to_int32``): ``weight_packed`` int32 [N, K/(32/b)],
-  codes plus ``2**(b-1)``, low bits first; ``W = (code - 2**(b-1)) * weight_scale`` (symmetric).
+- compressed-tensors ``pack-quantized`` (``pack_to_int32``, 1-8 bits): ``weight_packed`` int32
+  [N, ceil(K*b/32)], each row a dense bit stream of the codes plus ``2**(b-1)``; ``weight_scale``
+  [N, G], [N, 1] or one value. Symmetric: ``W = (code - 2**(b-1)) * scale``. Asymmetric (the
+  compressor's ``symmetric=False``): ``weight_zero_point`` int32 [ceil(N*b/32), G] packed along N
+  the same way (per tensor: one int8, not packed), ``W = (code - zero) * scale`` (compressed-tensors
+  ``_dequantize``, in the scale's dtype: float32 is bit for bit). The width ``b`` is the one that
+  gives the packed row length (and that the config's ``config_groups`` name).
 - MXFP4 (gpt-oss, transformers ``convert_moe_packed_tensors``): ``*_blocks`` / ``*.blocks`` uint8
   [..., G, 16] with two E2M1 codes a byte (low nibble first) and ``*_scales`` uint8 [..., G] E8M0:
   ``W = LUT[code] * 2**(scale - 127)``; the logical shape is [..., G * 32] (the checkpoint's own
   layout, not transformers' transposed one).
 
-Tensors of a convention that does not apply (another bit width, asymmetric pack-quantized) stay
+Tensors of a convention that does not apply (another bit width, parts whose shapes disagree) stay
 visible as their raw tensors. This module decides which tensors form a logical weight and with
 which parameters (a ``spec``); the Rust core (``rust/diffai-core/src/quantized/``) checks the parts
 against each other, decodes them band by band in f32 as the references do, and computes the
@@ -113,14 +119,18 @@ def matrix(shape: Tuple[int, ...]) -> Tuple[int, int]:
 
 def _gptq(parts: _Parts, base: str, config: dict) -> Optional[Logical]:
     qweight, qzeros, scales, g_idx = (base + s for s in ("qweight", "qzeros", "scales", "g_idx"))
-    bits = int(config.get("bits", 4))
-    if bits not in (2, 4, 8) or not (parts.has(qweight, "i32") and parts.has(qzeros, "i32") and parts.has(scales)):
+    if not (parts.has(qweight, "i32") and parts.has(qzeros, "i32") and parts.has(scales)):
         return None
-    per = 32 // bits
     packed_k, n = parts.shape(qweight)
-    k = packed_k * per
+    # Without a config, the zeros' row length gives the width (N * b / 32 words).
+    bits = int(config["bits"]) if "bits" in config else 32 * parts.shape(qzeros)[1] // max(n, 1)
+    if bits not in (2, 3, 4, 8):
+        return None
+    k = packed_k * 32 // bits  # 3-bit: 32 codes in 3 words
     groups = parts.shape(scales)[0]
-    if parts.shape(scales)[1] != n or parts.shape(qzeros) != (groups, n // per) or n % per:
+    if (packed_k * 32) % bits or (n * bits) % 32:
+        return None
+    if parts.shape(scales)[1] != n or parts.shape(qzeros) != (groups, n * bits // 32):
         return None
     group = k // groups
     roles = {"qweight": qweight, "qzeros": qzeros, "scales": scales}
@@ -222,24 +232,49 @@ def _fp8_scaled(parts: _Parts, base: str, scale_name: str, config: dict) -> Opti
                          block_rows=br, block_cols=bc)
 
 
-def _pack_quantized(parts: _Parts, base: str) -> Optional[Logical]:
+def _config_bits(config: dict) -> Set[int]:
+    """The ``num_bits`` of the weights of every compressed-tensors ``config_groups`` entry."""
+    groups = config.get("config_groups")
+    if not isinstance(groups, dict):
+        return set()
+    return {int(g["weights"]["num_bits"]) for g in groups.values()
+            if isinstance(g, dict) and isinstance(g.get("weights"), dict) and "num_bits" in g["weights"]}
+
+
+def _pack_quantized(parts: _Parts, base: str, config: dict) -> Optional[Logical]:
     packed, scale, shape_name = base + "weight_packed", base + "weight_scale", base + "weight_shape"
+    zero_point = base + "weight_zero_point"
     if not (parts.has(packed, "i32") and parts.has(scale) and parts.has(shape_name)):
         return None
-    if parts.has(base + "weight_zero_point"):
-        return None  # asymmetric pack-quantized: not decoded, its raw tensors stay visible
     n, k = (int(x) for x in parts.whole(shape_name).reshape(-1)[:2])
     rows_p, words = parts.shape(packed)
-    bits = 32 * words // k if k else 0
+    # Codes are a dense bit stream, ceil(k * b / 32) words a row; the width that gives this row
+    # length, among the config's widths when it names them.
+    widths = [b for b in range(1, 9) if -(-k * b // 32) == words]
+    named = _config_bits(config)
+    widths = [b for b in widths if b in named] if named else widths
+    if len(widths) != 1 or rows_p != n:
+        return None
+    bits = widths[0]
     scales = math.prod(parts.shape(scale))
-    groups = scales // n if n else 0
-    if bits not in (4, 8) or rows_p != n or words * 32 != k * bits or not groups or groups * n != scales or k % groups:
+    groups = 1 if scales == 1 else scales // n if n else 0
+    if not groups or (scales != 1 and groups * n != scales) or k % groups:
         return None
     group = k // groups
     members = [packed, scale, shape_name]
-    kind = "channel" if group == k else f"g{group}"
-    return parts.logical(base + "weight", f"ct-int{bits} {kind}", (n, k), members, "pack_quantized",
-                         {"packed": packed, "scale": scale}, rows=n, width=k, bits=bits)
+    roles = {"packed": packed, "scale": scale}
+    asym = ""
+    if parts.has(zero_point):
+        zp_shape = parts.shape(zero_point)
+        packed_zp = parts.infos[zero_point][0] == "i32" and zp_shape == (-(-n * bits // 32), groups)
+        if not packed_zp and math.prod(zp_shape) != scales:
+            return None
+        members.append(zero_point)
+        roles["zero_point"] = zero_point
+        asym = " asym"
+    kind = "tensor" if scales == 1 else "channel" if group == k else f"g{group}"
+    return parts.logical(base + "weight", f"ct-int{bits} {kind}{asym}", (n, k), members, "pack_quantized",
+                         roles, rows=n, width=k, bits=bits)
 
 
 def _mxfp4(parts: _Parts, blocks: str) -> Optional[Logical]:
@@ -296,7 +331,7 @@ def _detect(parts: _Parts, name: str, config: dict, method: str) -> Optional[Log
             name[: -len("weight_scale")] + "weight_packed"):
         return _fp8_scaled(parts, name[: name.rindex("weight_scale")], name, config)
     if name.endswith("weight_packed"):
-        return _pack_quantized(parts, name[: -len("weight_packed")])
+        return _pack_quantized(parts, name[: -len("weight_packed")], config)
     if name.endswith("SCB"):
         return _bnb_int8(parts, name[: -len("SCB")])
     if name.endswith(".absmax"):
@@ -368,12 +403,15 @@ def info(src, logicals: Dict[str, Logical], name: str) -> Tuple[str, Tuple[int, 
 
 
 def compare(a, b, logicals_a: Dict[str, Logical], logicals_b: Dict[str, Logical], name: str, b_name: str,
-            epsilon: float, threads: int = 0) -> dequantized.Dequantized:
+            epsilon: float, threads: int = 0,
+            heads: Tuple[Optional[int], Optional[int]] = (None, None)) -> dequantized.Dequantized:
     """Statistics of both sides and elementwise change metrics over dequantized values (the
-    definitions of ``dequantized.compare``); a side that is not quantized is read as it is."""
+    definitions of ``dequantized.compare``); a side that is not quantized is read as it is. A side
+    with ``heads`` is a GGUF q/k weight, its rows read in Hugging Face order (llama.cpp's
+    permutation undone)."""
     info_a, info_b = info(a, logicals_a, name), info(b, logicals_b, b_name)
     x, y, change = _core.quantized_pair(a.model, name, _spec(logicals_a, name), b.model, b_name,
-                                        _spec(logicals_b, b_name), epsilon, threads)
+                                        _spec(logicals_b, b_name), epsilon, threads, *heads)
     sa, sb = _record(info_a, x), _record(info_b, y)
     return dequantized.Dequantized(sa, sb, change, sa, sb)
 

@@ -6,10 +6,11 @@
 
 use super::{run, DiffaiError, Model};
 use crate::results::ChangeMetrics;
+use diffai_core::gguf::llama_qk_rows;
 use diffai_core::quantized::{
     self as q, Bnb4, BnbInt8, Dequantize, Fp8Scaled, IntPacked, Mxfp4, NestedAbsmax, Side,
 };
-use diffai_core::stats::TensorStats as CoreStats;
+use diffai_core::stats::{RowOrder, TensorStats as CoreStats};
 use diffai_core::{Error, Model as CoreModel, Tensor};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -88,6 +89,7 @@ impl Resolved {
             "pack_quantized" => Box::new(IntPacked::pack_quantized(
                 self.part(m, "packed")?,
                 self.part(m, "scale")?,
+                self.optional(m, "zero_point"),
                 self.count("rows")?,
                 self.count("width")?,
                 self.count("bits")?,
@@ -228,12 +230,23 @@ impl<'m> Built<'m> {
             Built::Dense(t) => Side::Dense(t),
         }
     }
+
+    /// The Hugging Face row order of a GGUF q/k weight of `heads` heads (rows: its first dim).
+    fn qk_rows(&self, heads: Option<usize>) -> diffai_core::Result<Option<Vec<usize>>> {
+        let Some(heads) = heads else { return Ok(None) };
+        let rows = match self {
+            Built::Quantized(d) => d.matrix().0,
+            Built::Dense(t) => t.shape.first().copied().unwrap_or(0),
+        };
+        llama_qk_rows(rows, heads).map(Some)
+    }
 }
 
 /// Both sides' statistics and their change metrics over dequantized values; a side without a
-/// spec is the plain tensor `name` of its model.
+/// spec is the plain tensor `name` of its model. A side with `heads` is a GGUF q/k weight whose
+/// rows llama.cpp's converter permuted: read in Hugging Face order (`llama_qk_rows`).
 #[pyfunction]
-#[pyo3(signature = (a, a_name, a_spec, b, b_name, b_spec, epsilon=0.0, threads=0))]
+#[pyo3(signature = (a, a_name, a_spec, b, b_name, b_spec, epsilon=0.0, threads=0, a_heads=None, b_heads=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn quantized_pair(
     py: Python<'_>,
@@ -245,6 +258,8 @@ pub fn quantized_pair(
     b_spec: Option<Spec>,
     epsilon: f64,
     threads: i64,
+    a_heads: Option<usize>,
+    b_heads: Option<usize>,
 ) -> PyResult<(StatsTuple, StatsTuple, Py<ChangeMetrics>)> {
     if a_spec.is_none() && b_spec.is_none() {
         return Err(DiffaiError::new_err(
@@ -255,7 +270,12 @@ pub fn quantized_pair(
     let (mb, gb) = given(b, b_name, b_spec)?;
     let (x, y, p) = run(py, threads, None, move |ctl| {
         let (da, db) = (Built::of(&ma, &ga)?, Built::of(&mb, &gb)?);
-        q::pair_stats(da.side(), db.side(), epsilon, ctl)
+        let (oa, ob) = (da.qk_rows(a_heads)?, db.qk_rows(b_heads)?);
+        let (ra, rb) = (
+            oa.as_deref().map(|rows| RowOrder { rows }),
+            ob.as_deref().map(|rows| RowOrder { rows }),
+        );
+        q::pair_stats_reordered(da.side(), db.side(), ra, rb, epsilon, ctl)
     })?;
     Ok((
         stats_tuple(&x),

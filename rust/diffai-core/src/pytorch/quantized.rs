@@ -194,9 +194,13 @@ impl Vm<'_> {
                     params.len() - 1
                 )))
             }
+            // torch's own `_reduce_ex_internal` refuses to save any other scheme and its
+            // `_rebuild_qtensor` to load one (the symmetric schemes are observer settings: every
+            // quantized tensor torch makes is affine), so there is no reference to read against.
             _ => {
                 return Ok(self.new_node(Node::Opaque(format!(
-                    "a {} tensor quantized with torch.{scheme_name}, which diffai does not read",
+                    "a {} tensor quantized with torch.{scheme_name}, which diffai does not read \
+                     (torch itself neither saves nor loads this scheme)",
                     qdtype.name()
                 ))))
             }

@@ -13,7 +13,9 @@
 //! last flattened into rows), a band of whole rows at a time. Bands are fixed by the shape and
 //! their statistics merged in band order, so results do not depend on the thread count. Values
 //! are computed in f32 as the conventions' own dequantizers do (and are exact whenever the
-//! product of a code and its scale fits in f32, as it does for f16/bf16 scales).
+//! product of a code and its scale fits in f32, as it does for f16/bf16 scales). A comparison may
+//! read either side's rows in another order than stored (`pair_stats_reordered`: a GGUF q/k
+//! weight against a quantized one).
 
 mod bnb;
 mod fp8;
@@ -27,7 +29,7 @@ pub use mxfp4::Mxfp4;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::stats::{self, Control, PairStats, TensorStats, CHUNK};
+use crate::stats::{self, Control, PairStats, RowOrder, TensorStats, CHUNK};
 use crate::tensor::{Storage, Tensor};
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -90,7 +92,7 @@ pub fn tensor_stats(q: &dyn Dequantize, ctl: &Control) -> Result<TensorStats> {
         .into_par_iter()
         .map_init(Vec::new, |buf, band| {
             ctl.check()?;
-            let values = Band::decode(Side::Quantized(q), band, width, buf)?;
+            let values = Band::decode(Side::Quantized(q), None, band, width, buf)?;
             let s = stats::tensor_stats(&values.tensor, &Control::default());
             *buf = values.into_buffer();
             s
@@ -110,6 +112,21 @@ pub fn pair_stats(
     epsilon: f64,
     ctl: &Control,
 ) -> Result<(TensorStats, TensorStats, PairStats)> {
+    pair_stats_reordered(a, b, None, None, epsilon, ctl)
+}
+
+/// `pair_stats` with either side's rows read in another order than stored (a GGUF q/k weight
+/// with llama.cpp's row permutation undone, `crate::gguf::llama_qk_rows`): logical row r of
+/// that side is its stored row `rows[r]` of the `[rows, width]` matrix both sides are read as.
+/// Each side's statistics do not depend on the order; the change metrics pair logical rows.
+pub fn pair_stats_reordered(
+    a: Side,
+    b: Side,
+    a_rows: Option<RowOrder>,
+    b_rows: Option<RowOrder>,
+    epsilon: f64,
+    ctl: &Control,
+) -> Result<(TensorStats, TensorStats, PairStats)> {
     let (rows, width) = match (a, b) {
         (Side::Quantized(q), _) | (_, Side::Quantized(q)) => q.matrix(),
         (Side::Dense(t), _) => (1, t.numel()),
@@ -125,14 +142,17 @@ pub fn pair_stats(
             )));
         }
     }
+    for order in [a_rows, b_rows].into_iter().flatten() {
+        check_permutation(order.rows, rows)?;
+    }
     let parts = bands(rows, width)
         .into_par_iter()
         .map_init(
             || (Vec::new(), Vec::new()),
             |(ba, bb), band| {
                 ctl.check()?;
-                let va = Band::decode(a.side(), band.clone(), width, ba)?;
-                let vb = Band::decode(b.side(), band, width, bb)?;
+                let va = Band::decode(a.side(), a_rows, band.clone(), width, ba)?;
+                let vb = Band::decode(b.side(), b_rows, band, width, bb)?;
                 let r = stats::pair_stats(&va.tensor, &vb.tensor, epsilon, &Control::default());
                 (*ba, *bb) = (va.into_buffer(), vb.into_buffer());
                 r
@@ -149,6 +169,22 @@ pub fn pair_stats(
         sb.merge(y);
         p.merge(z);
     }))
+}
+
+/// A row order must name each of the `rows` rows once.
+fn check_permutation(order: &[usize], rows: usize) -> Result<()> {
+    let mut seen = vec![false; rows];
+    let fits = order.len() == rows
+        && order
+            .iter()
+            .all(|&r| r < rows && !std::mem::replace(&mut seen[r], true));
+    if !fits {
+        return Err(Error::Invalid(format!(
+            "a row order of {} entries is not a permutation of the {rows} rows",
+            order.len()
+        )));
+    }
+    Ok(())
 }
 
 fn merged<'a, T: Default + 'a>(
@@ -199,14 +235,23 @@ impl<'a> Resident<'a> {
 
 /// The values of one band as a tensor the `stats` kernels read: a quantized side decoded into
 /// an f32 buffer, a contiguous dense side sliced in place (its own dtype), any other dense side
-/// (strided, sparse) decoded to f64.
+/// (strided, sparse, rows in another order) decoded to f64.
 struct Band {
     tensor: Tensor,
     buffer: Option<Arc<F32Buffer>>,
 }
 
 impl Band {
-    fn decode(side: Side, rows: Range<usize>, width: usize, buf: &mut Vec<f32>) -> Result<Band> {
+    fn decode(
+        side: Side,
+        order: Option<RowOrder>,
+        rows: Range<usize>,
+        width: usize,
+        buf: &mut Vec<f32>,
+    ) -> Result<Band> {
+        if let Some(order) = order {
+            return Band::decode_rows(side, &order.rows[rows], width, buf);
+        }
         let (start, n) = (rows.start * width, rows.len() * width);
         match side {
             Side::Quantized(q) => Ok(Band::f32(buf, n, |out| q.decode_rows(rows.start, out))),
@@ -235,6 +280,57 @@ impl Band {
             Side::Dense(t) => {
                 let values = stats::to_f64(t, start, Some(n))?;
                 let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                Ok(Band {
+                    tensor: Tensor::contiguous(
+                        "band".into(),
+                        DType::F64,
+                        vec![n],
+                        Storage::from_vec(bytes),
+                    ),
+                    buffer: None,
+                })
+            }
+        }
+    }
+
+    /// The stored rows `stored`, one at a time, in that order.
+    fn decode_rows(side: Side, stored: &[usize], width: usize, buf: &mut Vec<f32>) -> Result<Band> {
+        let n = stored.len() * width;
+        match side {
+            Side::Quantized(q) => Ok(Band::f32(buf, n, |out| {
+                for (row, &r) in out.chunks_exact_mut(width.max(1)).zip(stored) {
+                    q.decode_rows(r, row);
+                }
+            })),
+            // Rows of whole blocks (or of plain values) copied as stored: the kernels decode
+            // them as they decode the tensor itself.
+            Side::Dense(t)
+                if t.contiguous_bytes().is_some() && t.dtype.bytes_for(width).is_some() =>
+            {
+                let (bytes, row) = (
+                    t.contiguous_bytes().unwrap_or_default(),
+                    t.dtype.bytes_for(width).unwrap_or(0),
+                );
+                let mut band = Vec::with_capacity(row * stored.len());
+                for &r in stored {
+                    band.extend_from_slice(&bytes[r * row..(r + 1) * row]);
+                }
+                Ok(Band {
+                    tensor: Tensor::contiguous(
+                        "band".into(),
+                        t.dtype,
+                        vec![n],
+                        Storage::from_vec(band),
+                    ),
+                    buffer: None,
+                })
+            }
+            Side::Dense(t) => {
+                let mut bytes = Vec::with_capacity(8 * n);
+                for &r in stored {
+                    let values = stats::to_f64(t, r * width, Some(width))?;
+                    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+                }
                 Ok(Band {
                     tensor: Tensor::contiguous(
                         "band".into(),

@@ -189,6 +189,139 @@ fn gptq_desc_act_over_several_bands() {
     }
 }
 
+/// AutoGPTQ's 3-bit `pack` loop, ported as written: 10 codes, one split over two words (2 + 1
+/// bits), 10 codes, one split (1 + 2 bits), 10 codes: 32 codes in 3 words. `codes[i]` is the
+/// i-th code of the run along the packed axis.
+#[allow(clippy::needless_range_loop)] // the reference's index loops, kept to compare line by line
+fn autogptq_pack3(codes: &[u32]) -> Vec<u32> {
+    let mut out = vec![0u32; codes.len() / 32 * 3];
+    let (mut i, mut row) = (0, 0);
+    while row < out.len() {
+        for j in i..i + 10 {
+            out[row] |= codes[j] << (3 * (j - i));
+        }
+        i += 10;
+        out[row] |= codes[i] << 30;
+        row += 1;
+        out[row] |= (codes[i] >> 2) & 1;
+        i += 1;
+        for j in i..i + 10 {
+            out[row] |= codes[j] << (3 * (j - i) + 1);
+        }
+        i += 10;
+        out[row] |= codes[i] << 31;
+        row += 1;
+        out[row] |= (codes[i] >> 1) & 3;
+        i += 1;
+        for j in i..i + 10 {
+            out[row] |= codes[j] << (3 * (j - i) + 2);
+        }
+        i += 10;
+        row += 1;
+    }
+    out
+}
+
+#[test]
+fn gptq_3bit_codes_straddle_words() {
+    let c = Codes::new(1056, 384, 3, 3, true);
+    // qweight [K*3/32, N]: column n's K codes packed down its words.
+    let mut qweight = vec![0u32; c.k / 32 * 3 * c.n];
+    for n in 0..c.n {
+        let column: Vec<u32> = (0..c.k).map(|k| c.code[n * c.k + k]).collect();
+        for (j, w) in autogptq_pack3(&column).into_iter().enumerate() {
+            qweight[j * c.n + n] = w;
+        }
+    }
+    // qzeros [G, N*3/32]: zeros minus 1 packed along N.
+    let qzeros: Vec<u32> = (0..c.groups)
+        .flat_map(|g| {
+            let row: Vec<u32> = (0..c.n)
+                .map(|n| c.zero[g * c.n + n].wrapping_sub(1) & 7)
+                .collect();
+            autogptq_pack3(&row)
+        })
+        .collect();
+    let g_idx: Vec<u8> = c
+        .group_of
+        .iter()
+        .flat_map(|&g| (g as i32).to_le_bytes())
+        .collect();
+    let (qw, qz, sc) = (
+        i32_tensor("qweight", &[c.k / 32 * 3, c.n], &qweight),
+        i32_tensor("qzeros", &[c.groups, c.n / 32 * 3], &qzeros),
+        c.scales(),
+    );
+    let gi = tensor("g_idx", DType::I32, &[c.k], g_idx);
+    check(
+        &IntPacked::gptq(&qw, &qz, &sc, Some(&gi), 3, true).unwrap(),
+        &c.expected(),
+    );
+}
+
+/// A dense little-endian bit stream written bit by bit: code i at bits [i*bits, (i+1)*bits),
+/// as compressed-tensors' `pack_to_int32` lays out each packed row.
+fn pack_stream(codes: &[u32], bits: usize) -> Vec<u32> {
+    let mut out = vec![0u32; (codes.len() * bits).div_ceil(32)];
+    for (i, &c) in codes.iter().enumerate() {
+        for b in 0..bits {
+            let at = i * bits + b;
+            out[at / 32] |= ((c >> b) & 1) << (at % 32);
+        }
+    }
+    out
+}
+
+#[test]
+fn pack_quantized_asymmetric_with_packed_zero_points() {
+    for bits in [3, 4, 5, 8] {
+        // 100 columns: rows end inside a word; 70 rows: the zero points' columns too.
+        let c = Codes::new(70, 100, bits, 4, false);
+        let words = (c.k * bits).div_ceil(32);
+        let packed: Vec<u32> = (0..c.n)
+            .flat_map(|n| pack_stream(&c.code[n * c.k..(n + 1) * c.k], bits))
+            .collect();
+        // weight_zero_point [ceil(N*b/32), G]: column g is group g's zeros packed along N.
+        let zp_words = (c.n * bits).div_ceil(32);
+        let mut zp = vec![0u32; zp_words * c.groups];
+        for g in 0..c.groups {
+            let column = pack_stream(&c.zero[g * c.n..(g + 1) * c.n], bits);
+            for (j, w) in column.into_iter().enumerate() {
+                zp[j * c.groups + g] = w;
+            }
+        }
+        let by_row: Vec<f32> = (0..c.n)
+            .flat_map(|n| (0..c.groups).map(move |g| (n, g)))
+            .map(|(n, g)| c.scale[g * c.n + n])
+            .collect();
+        let (p, s, z) = (
+            i32_tensor("packed", &[c.n, words], &packed),
+            f32_tensor("scale", &[c.n, c.groups], &by_row),
+            i32_tensor("zero_point", &[zp_words, c.groups], &zp),
+        );
+        check(
+            &IntPacked::pack_quantized(&p, &s, Some(&z), c.n, c.k, bits).unwrap(),
+            &c.expected(),
+        );
+    }
+}
+
+#[test]
+fn pack_quantized_per_tensor_zero_point_is_signed() {
+    let (n, k, bits) = (40, 64, 3);
+    let codes: Vec<u32> = random(9, n * k).iter().map(|x| x & 7).collect();
+    let packed: Vec<u32> = codes.chunks(k).flat_map(|r| pack_stream(r, bits)).collect();
+    let p = i32_tensor("packed", &[n, k * bits / 32], &packed);
+    let s = f32_tensor("scale", &[1], &[0.125]);
+    let z = tensor("zero_point", DType::I8, &[1], vec![(-2i8) as u8]);
+    // stored codes are q + 4: W = (q - z) * s = (code - 4 + 2) * s
+    let expected: Vec<f32> = codes.iter().map(|&c| (c as f32 - 2.0) * 0.125).collect();
+    check(
+        &IntPacked::pack_quantized(&p, &s, Some(&z), n, k, bits).unwrap(),
+        &expected,
+    );
+}
+
 #[test]
 fn awq_interleaved_columns() {
     let c = Codes::new(600, 256, 4, 2, false);
@@ -228,7 +361,7 @@ fn pack_quantized_rows_offset_by_half_the_range() {
         f32_tensor("scale", &[c.n, c.groups], &by_row),
     );
     check(
-        &IntPacked::pack_quantized(&p, &s, c.n, c.k, 4).unwrap(),
+        &IntPacked::pack_quantized(&p, &s, None, c.n, c.k, 4).unwrap(),
         &c.expected(),
     );
 }
@@ -371,7 +504,8 @@ fn parts_that_do_not_fit_are_errors() {
     assert!(err.to_string().contains("g_idx"), "{err}");
     let wide = f32_tensor("scales", &[1, 60], &[1.0; 60]);
     assert!(IntPacked::gptq(&qw, &qz, &wide, None, 4, true).is_err());
-    assert!(IntPacked::gptq(&qw, &qz, &sc, None, 3, true).is_err());
+    assert!(IntPacked::gptq(&qw, &qz, &sc, None, 5, true).is_err());
+    assert!(IntPacked::gptq(&qw, &qz, &sc, None, 3, true).is_err()); // 16 rows: not 3-bit
     let w = tensor("weight", DType::F8E4M3, &[10, 10], vec![0; 100]);
     assert!(Fp8Scaled::new(&w, &f32_tensor("s", &[2, 2], &[1.0; 4]), 128, 128).is_err());
     let short = tensor("weight", DType::U8, &[10], vec![0; 10]);
@@ -425,4 +559,71 @@ fn pair_with_an_f16_tensor_of_odd_width() {
     assert!(p.diff_count > 0);
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
     assert!(close(p.sum_sq_diff, wp.sum_sq_diff) && close(p.dot, wp.dot) && close(y.m2, wy.m2));
+}
+
+#[test]
+fn rows_read_in_a_given_order_on_either_side() {
+    // 1024 rows of 300: several bands; 8 heads of 128 rows permuted as llama.cpp stores q/k.
+    let (rows, width) = (1024, 300);
+    let codes: Vec<u8> = random(16, rows * width).iter().map(|x| *x as u8).collect();
+    let scb: Vec<f32> = random(17, rows).iter().map(|x| (x % 900) as f32).collect();
+    let (w, s) = (
+        tensor("weight", DType::I8, &[rows, width], codes),
+        f32_tensor("SCB", &[rows], &scb),
+    );
+    let q = BnbInt8::new(&w, &s).unwrap();
+    let exact = values(&q, 0..rows).unwrap();
+    let order = crate::gguf::llama_qk_rows(rows, 8).unwrap();
+    // Stored row order[r] holds logical row r, as in a GGUF q/k weight.
+    let mut stored = vec![0f32; rows * width];
+    for (r, &at) in order.iter().enumerate() {
+        stored[at * width..(at + 1) * width].copy_from_slice(&exact[r * width..(r + 1) * width]);
+    }
+    let permuted = f32_tensor("permuted", &[rows, width], &stored);
+    let ctl = Control::default();
+    let by = |threads: usize, a: Side, b: Side, ra, rb| {
+        pool(threads)
+            .install(|| pair_stats_reordered(a, b, ra, rb, 0.0, &ctl))
+            .unwrap()
+    };
+    let rows_of = RowOrder { rows: &order };
+    let (qs, ds) = (Side::Quantized(&q), Side::Dense(&permuted));
+    for threads in [1, 3] {
+        let (x, y, p) = by(threads, qs, ds, None, Some(rows_of));
+        assert_eq!((p.diff_count, p.max_abs_diff), (0, 0.0));
+        assert_eq!(p.compared, (rows * width) as u64);
+        assert_eq!((x.min, x.max), (y.min, y.max));
+        assert_eq!(by(threads, ds, qs, Some(rows_of), None).2.diff_count, 0);
+    }
+    assert_eq!(
+        by(1, qs, ds, None, Some(rows_of)),
+        by(3, qs, ds, None, Some(rows_of))
+    );
+    // Left undone, the rows do not pair; the quantized side read permuted pairs them again.
+    assert!(by(1, qs, ds, None, None).2.diff_count > 0);
+    let mut inverse = vec![0; rows];
+    order
+        .iter()
+        .enumerate()
+        .for_each(|(r, &at)| inverse[at] = r);
+    let inv = RowOrder { rows: &inverse };
+    assert_eq!(by(1, ds, qs, None, Some(inv)).2.diff_count, 0);
+    // A strided dense side (the permuted rows stored transposed) is read row by row.
+    let mut columns = vec![0f32; rows * width];
+    for r in 0..rows {
+        for c in 0..width {
+            columns[c * rows + r] = stored[r * width + c];
+        }
+    }
+    let mut strided = f32_tensor("strided", &[width, rows], &columns);
+    (strided.shape, strided.strides) = (vec![rows, width], Some(vec![1, rows]));
+    let (_, _, p) = by(3, qs, Side::Dense(&strided), None, Some(rows_of));
+    assert_eq!((p.diff_count, p.compared), (0, (rows * width) as u64));
+    // Not a permutation of the rows: an error, not a panic.
+    let mut twice = order.clone();
+    twice[1] = twice[0];
+    for bad in [&twice[..], &order[..rows - 1]] {
+        let err = pair_stats_reordered(qs, ds, None, Some(RowOrder { rows: bad }), 0.0, &ctl);
+        assert!(err.unwrap_err().to_string().contains("not a permutation"));
+    }
 }
