@@ -76,9 +76,13 @@ def _blocks(src, local: str, scales: Optional[np.ndarray], threads: int) -> Iter
 
 
 def coded_names(src) -> Set[str]:
-    """The integer tensors of ``src`` that have a usable scale (headers only)."""
-    return {n for n, (dtype, _, _) in src.tensor_infos().items()
-            if not (is_float(dtype) or dtype == "bool") and scale_name(src, n) is not None}
+    """The integer tensors of ``src`` that have a usable scale (headers only). The dtypes are
+    judged once each, not once per tensor (100k-tensor models hold a handful of dtypes)."""
+    infos = src.tensor_infos()
+    integer = {d for d in {info[0] for info in infos.values()} if not (is_float(d) or d == "bool")}
+    if not integer:
+        return set()
+    return {n for n, (dtype, _, _) in infos.items() if dtype in integer and scale_name(src, n) is not None}
 
 
 def dequantized_names(a, b, names: List[str], b_own: Optional[Dict[str, str]] = None) -> List[str]:
