@@ -20,8 +20,9 @@
 
 use super::decode::{decode_contiguous, View};
 use super::dispatch::fold_chunks;
-use super::{api, Control, BLOCK};
+use super::{Control, BLOCK};
 use crate::error::Result;
+use crate::sparse::Entries;
 use crate::tensor::Tensor;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -222,10 +223,11 @@ impl OnLanes for Rows<'_, '_> {
 /// the tiles read them from L1; spans are at least 64 elements.
 const SPANS_BUDGET: usize = 4096;
 
-/// A tensor decoded a span at a time: dense through its view, sparse through `to_f64`.
+/// A tensor decoded a span at a time: dense through its view, sparse from its entries (read
+/// once, here, not once per span).
 enum Source<'a> {
     Dense(View<'a>),
-    Sparse(&'a Tensor),
+    Sparse(Entries),
 }
 
 impl Source<'_> {
@@ -253,12 +255,11 @@ impl Source<'_> {
     }
 
     #[inline(always)]
-    fn read(&self, start: usize, out: &mut [f64]) -> Result<()> {
+    fn read(&self, start: usize, out: &mut [f64]) {
         match self {
             Source::Dense(v) => decode(v, start, out),
-            Source::Sparse(t) => out.copy_from_slice(&api::to_f64(t, start, Some(out.len()))?),
+            Source::Sparse(e) => e.fill(start, out),
         }
-        Ok(())
     }
 }
 
@@ -273,8 +274,8 @@ pub(crate) fn cross_products(
     let tensors: Vec<&Tensor> = a.iter().chain(b).collect();
     let sources = tensors
         .iter()
-        .map(|t| match t.sparse {
-            Some(_) => Ok(Source::Sparse(t)),
+        .map(|t| match Entries::of(t)? {
+            Some(e) => Ok(Source::Sparse(e)),
             None => View::new(t).map(Source::Dense),
         })
         .collect::<Result<Vec<_>>>()?;
@@ -299,14 +300,10 @@ pub(crate) fn cross_products(
         numel,
         &dtypes,
         ctl,
-        Ok(vec![0.0; sums]),
+        vec![0.0; sums],
         chunk,
-        |total, part| match (total.as_mut(), part) {
-            (Ok(t), Ok(p)) => t.iter_mut().zip(p).for_each(|(t, p)| *t += p),
-            (Ok(_), Err(e)) => *total = Err(e),
-            (Err(_), _) => {}
-        },
-    )??;
+        |total, part| total.iter_mut().zip(part).for_each(|(t, p)| *t += p),
+    )?;
     for s in &sources {
         if let Source::Dense(v) = s {
             v.intact()?;
@@ -326,9 +323,9 @@ struct GramChunk<'a, 'v> {
 }
 
 impl OnLanes for GramChunk<'_, '_> {
-    type Out = Result<Vec<f64>>;
+    type Out = Vec<f64>;
     #[inline(always)]
-    unsafe fn run<L: Lanes>(self) -> Result<Vec<f64>> {
+    unsafe fn run<L: Lanes>(self) -> Vec<f64> {
         let GramChunk {
             sources,
             na,
@@ -345,13 +342,13 @@ impl OnLanes for GramChunk<'_, '_> {
             let padded = n.next_multiple_of(4); // zeros add nothing
             for (src, buf) in sources.iter().zip(bufs.chunks_exact_mut(span)) {
                 src.prefetch(at + span, span);
-                src.read(at, &mut buf[..n])?;
+                src.read(at, &mut buf[..n]);
                 buf[n..padded].fill(0.0);
             }
             gram_span::<L>(&bufs, span, padded, na, nb, &mut lanes);
             at += n;
         }
-        Ok(lanes.iter().map(lane_total).collect())
+        lanes.iter().map(lane_total).collect()
     }
 }
 
@@ -583,7 +580,7 @@ mod tests {
         };
         // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
         let (simd, portable) = unsafe { (on_avx2(chunk()), chunk().run::<[f64; 4]>()) };
-        assert_eq!(simd.unwrap(), portable.unwrap());
+        assert_eq!(simd, portable);
         let (va, vb) = (View::new(&a[0]).unwrap(), View::new(&b[1]).unwrap());
         let (mut simd, mut portable) = ([[0f64; 3]; 3], [[0f64; 3]; 3]);
         unsafe {
