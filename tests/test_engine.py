@@ -225,6 +225,33 @@ def test_similarity_inner_products_from_the_core_match_numpy():
         np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
 
 
+def test_row_and_cross_products_match_numpy_and_not_the_thread_count(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(5)
+    shape = (300, 2 * 2048 + 13)  # rows longer than the core's decode block, ragged
+    xa = {f"w{i}": rng.standard_normal(shape).astype(np.float16 if i % 2 else np.float32) for i in range(3)}
+    xb = {n: (v + 0.1 * rng.standard_normal(shape)).astype(np.float32) for n, v in xa.items()}
+    save_file(xa, str(tmp_path / "a.safetensors"))
+    save_file(xb, str(tmp_path / "b.safetensors"))
+    ma, mb = _core.open(str(tmp_path / "a.safetensors")), _core.open(str(tmp_path / "b.safetensors"))
+    x, y = xa["w1"].astype(np.float64), xb["w1"].astype(np.float64)
+    rows = [_core.row_products(ma, "w1", mb, "w1", shape[0], shape[1], t) for t in (1, 2)]
+    assert rows[0] == rows[1]
+    got = np.frombuffer(rows[0]).reshape(-1, 3)
+    np.testing.assert_allclose(got, np.stack([(x * y).sum(1), (x * x).sum(1), (y * y).sum(1)], 1), rtol=1e-12)
+    names = sorted(xa)
+    cross = [_core.cross_dots(ma, names, mb, names, t) for t in (1, 2)]
+    assert cross[0] == cross[1]
+    va = np.stack([xa[n].astype(np.float64).ravel() for n in names])
+    vb = np.stack([xb[n].astype(np.float64).ravel() for n in names])
+    dots, sq_a, sq_b = (np.frombuffer(r) for r in cross[0])
+    np.testing.assert_allclose(dots.reshape(3, 3), va @ vb.T, rtol=1e-12)
+    np.testing.assert_allclose(sq_a, (va * va).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(sq_b, (vb * vb).sum(1), rtol=1e-12)
+
+
 @pytest.mark.parametrize("a,b", [
     ("examples/base.safetensors", "examples/finetuned.safetensors"),
     ("examples/llama-tiny.safetensors", "examples/llama-tiny-Q4_K.gguf"),

@@ -445,7 +445,8 @@ pub(crate) fn to_f64(t: &Tensor, p: &SparseParts, start: usize, count: usize) ->
     Ok(out)
 }
 
-/// `stats::row_products` when either tensor is sparse: a row of each at a time.
+/// `stats::row_products` when either tensor is sparse: a row of each at a time, summed by the
+/// same lanes.
 pub(crate) fn row_products(
     a: &Tensor,
     b: &Tensor,
@@ -459,9 +460,9 @@ pub(crate) fn row_products(
         .map(|r| {
             ctl.check()?;
             let (x, y) = (va.read(r * width, width)?, vb.read(r * width, width)?);
-            Ok(x.iter().zip(&y).fold([0.0; 3], |s, (p, q)| {
-                [s[0] + p * q, s[1] + p * p, s[2] + q * q]
-            }))
+            let mut sums = stats::RowSums::default();
+            sums.add(&x, &y);
+            Ok(sums.total())
         })
         .collect()
 }
@@ -594,6 +595,18 @@ mod tests {
         let want_rows = stats::row_products(&da, &db, 3, shape[1], &ctl).unwrap();
         for (r, w) in rows.iter().zip(&want_rows) {
             assert!(r.iter().zip(w).all(|(x, y)| close(*x, *y)));
+        }
+        let gram = crate::gram::cross_dots(&[sa, da.clone()], &[db.clone(), sb], &ctl).unwrap();
+        let want = crate::gram::cross_dots(&[da.clone(), da], &[db.clone(), db], &ctl).unwrap();
+        for (x, y) in [
+            (gram.dots, want.dots),
+            (gram.sq_a, want.sq_a),
+            (gram.sq_b, want.sq_b),
+        ] {
+            assert!(
+                x.iter().zip(&y).all(|(x, y)| close(*x, *y)),
+                "{x:?} vs {y:?}"
+            );
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::decode::View;
 use super::dispatch::{chunk_pair, chunk_stats, fold_chunks, stored_bytes};
+use super::products;
 use super::stream::{stream_fold, streams};
 use super::{Control, PairStats, TensorStats, BLOCK, CHUNK};
 use crate::dtype::DType;
@@ -213,7 +214,7 @@ pub fn histogram(t: &Tensor, bins: usize, lo: f64, hi: f64, ctl: &Control) -> Re
 
 /// For each of the first `rows` rows of two tensors read as [_, width] in C order: a.b, a.a and
 /// b.b over the row (the embedding analysis: each row's cosine and norms, without a float64
-/// copy of either matrix).
+/// copy of either matrix). Summed in fixed lanes (`products`): independent of the thread count.
 pub fn row_products(
     a: &Tensor,
     b: &Tensor,
@@ -242,22 +243,7 @@ pub fn row_products(
         .enumerate()
         .try_for_each(|(task, sums)| {
             ctl.check()?;
-            let (mut x, mut y) = (vec![0f64; BLOCK], vec![0f64; BLOCK]);
-            for (r, s) in sums.iter_mut().enumerate() {
-                let row = (task * per_task + r) * width;
-                let mut i = 0;
-                while i < width {
-                    let n = BLOCK.min(width - i);
-                    va.decode(row + i, &mut x[..n]);
-                    vb.decode(row + i, &mut y[..n]);
-                    for (p, q) in x[..n].iter().zip(&y[..n]) {
-                        s[0] += p * q;
-                        s[1] += p * p;
-                        s[2] += q * q;
-                    }
-                    i += n;
-                }
-            }
+            products::rows(&va, &vb, task * per_task, width, sums);
             let n = sums.len() * width;
             ctl.advance(stored_bytes(a.dtype, n) + stored_bytes(b.dtype, n));
             Ok(())

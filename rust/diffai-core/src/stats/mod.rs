@@ -27,7 +27,8 @@
 //! Where things are: `api` (the public entry points), `summary` (the result types and their
 //! merges), `decode` (bytes of any dtype/layout to f64 or f32), `block` (the generic block
 //! kernels), `fused` (the SIMD block kernels), `dispatch` (chunk drivers per ISA and the
-//! parallel fold), `stream` (streamed storages).
+//! parallel fold), `stream` (streamed storages), `products` (row and cross-tensor inner
+//! products for the analyses).
 
 mod api;
 mod block;
@@ -35,6 +36,7 @@ mod decode;
 mod dispatch;
 #[cfg(target_arch = "x86_64")]
 mod fused;
+mod products;
 mod stream;
 mod summary;
 #[cfg(test)]
@@ -46,6 +48,7 @@ pub use api::{
 };
 #[cfg(target_arch = "x86_64")]
 pub(crate) use dispatch::cpu_has_avx2;
+pub(crate) use products::{cross_products, RowSums};
 pub use summary::{PairStats, TensorStats};
 
 use crate::error::{Error, Result};

@@ -1,0 +1,592 @@
+//! Inner-product kernels: per-row a.b, a.a, b.b (`row_products`, the embedding analysis) and
+//! the Gram of two sets of tensors (`crate::gram::cross_dots`, the similarity matrix).
+//!
+//! How the sums stay exact, reproducible and fast:
+//! - Every sum is kept in fixed f64 lanes: element k of a run goes to lane k % 4 (rows: k % 8,
+//!   two vectors), lanes are added pairwise at the end, and tensors are cut into fixed `CHUNK`s
+//!   summed in index order. No result depends on the thread count or the decode span.
+//! - On x86_64 with AVX2+FMA a vector of lanes is one ymm register updated by fused
+//!   multiply-adds; elsewhere four scalars updated by a multiply then an add. The two agree bit
+//!   for bit whenever the products are exact, as they are for f32, bf16, f16, fp8 and 8/16-bit
+//!   integers (two 24-bit significands multiply exactly in f64); f64 inputs round once instead
+//!   of twice.
+//! - Elements are decoded a span at a time into reused f64 buffers inside the SIMD-compiled
+//!   function, so the dtype conversion is vectorised too and nothing is allocated per span.
+//! - The Gram is computed in register tiles of 4 a tensors x 2 b tensors (8 independent
+//!   accumulators: each loaded vector feeds 2 or 4 fused multiply-adds), the squared norms 8
+//!   tensors at a time; the spans of all tensors stay in L1 while every tile reads them, and
+//!   the next span of each tensor is prefetched (the hardware prefetcher loses track of a
+//!   dozen or more short streams: a third of the time on a 2x2 GB pair).
+
+use super::decode::{decode_contiguous, View};
+use super::dispatch::fold_chunks;
+use super::{Control, BLOCK};
+use crate::error::Result;
+use crate::sparse::Entries;
+use crate::tensor::Tensor;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Four f64 lanes and the operations the kernels need; see the module notes for why the two
+/// implementations give the same sums.
+///
+/// # Safety
+/// Every method is `#[inline(always)]` and must run on a CPU with the implementation's
+/// features; pointers must be valid for 4 f64.
+trait Lanes: Copy {
+    unsafe fn load(p: *const f64) -> Self;
+    unsafe fn store(self, p: *mut f64);
+    /// self + x * y.
+    unsafe fn mul_add(self, x: Self, y: Self) -> Self;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes for __m256d {
+    #[inline(always)]
+    unsafe fn load(p: *const f64) -> Self {
+        _mm256_loadu_pd(p)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f64) {
+        _mm256_storeu_pd(p, self)
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, x: Self, y: Self) -> Self {
+        _mm256_fmadd_pd(x, y, self)
+    }
+}
+
+impl Lanes for [f64; 4] {
+    #[inline(always)]
+    unsafe fn load(p: *const f64) -> Self {
+        p.cast::<[f64; 4]>().read_unaligned()
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f64) {
+        p.cast::<[f64; 4]>().write_unaligned(self)
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, x: Self, y: Self) -> Self {
+        std::array::from_fn(|l| self[l] + x[l] * y[l])
+    }
+}
+
+/// A computation written once over `Lanes`.
+trait OnLanes {
+    type Out;
+    /// # Safety
+    /// The CPU has `L`'s features; implementations are `#[inline(always)]` so that they are
+    /// compiled with them.
+    unsafe fn run<L: Lanes>(self) -> Self::Out;
+}
+
+/// Runs `k` with AVX2+FMA lanes when the CPU has them, portable lanes otherwise.
+fn on_best_lanes<K: OnLanes>(k: K) -> K::Out {
+    #[cfg(target_arch = "x86_64")]
+    if super::cpu_has_avx2() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
+        return unsafe { on_avx2(k) };
+    }
+    // SAFETY: portable lanes need no CPU feature.
+    unsafe { k.run::<[f64; 4]>() }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn on_avx2<K: OnLanes>(k: K) -> K::Out {
+    k.run::<__m256d>()
+}
+
+/// Pairwise sum of four lanes.
+fn lane_total(l: &[f64; 4]) -> f64 {
+    (l[0] + l[1]) + (l[2] + l[3])
+}
+
+/// `View::decode`, with a plain run of a plain dtype decoded here so that the conversion is
+/// inlined into (and vectorised by) the SIMD-compiled caller.
+#[inline(always)]
+fn decode(v: &View, start: usize, out: &mut [f64]) {
+    if v.strided.is_none() && v.rows.is_none() && v.dtype.codec().is_none() {
+        let size = v.dtype.size();
+        decode_contiguous(v.dtype, &v.bytes()[start * size..][..out.len() * size], out)
+    } else {
+        v.decode(start, out)
+    }
+}
+
+// --- rows ------------------------------------------------------------------------------------
+
+/// Running a.b, a.a and b.b over a row in 8 lanes (two vectors): element k adds to lane k % 8.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RowSums {
+    lanes: [[f64; 8]; 3],
+}
+
+impl RowSums {
+    /// Adds x.y, x.x and y.y; all but a row's last run must be a multiple of 8 long.
+    pub(crate) fn add(&mut self, x: &[f64], y: &[f64]) {
+        struct Add<'a>(&'a mut RowSums, &'a [f64], &'a [f64]);
+        impl OnLanes for Add<'_> {
+            type Out = ();
+            #[inline(always)]
+            unsafe fn run<L: Lanes>(self) {
+                self.0.add_in::<L>(self.1, self.2)
+            }
+        }
+        on_best_lanes(Add(self, x, y))
+    }
+
+    /// [a.b, a.a, b.b].
+    pub(crate) fn total(&self) -> [f64; 3] {
+        self.lanes
+            .map(|l| lane_total(&[l[0], l[1], l[2], l[3]]) + lane_total(&[l[4], l[5], l[6], l[7]]))
+    }
+
+    /// # Safety
+    /// The CPU has `L`'s features.
+    #[inline(always)]
+    unsafe fn add_in<L: Lanes>(&mut self, x: &[f64], y: &[f64]) {
+        let n = x.len().min(y.len());
+        let full = n - n % 8;
+        let p = |s: usize, h: usize| self.lanes[s][4 * h..].as_ptr();
+        let (mut d0, mut d1) = (L::load(p(0, 0)), L::load(p(0, 1)));
+        let (mut a0, mut a1) = (L::load(p(1, 0)), L::load(p(1, 1)));
+        let (mut b0, mut b1) = (L::load(p(2, 0)), L::load(p(2, 1)));
+        let (px, py) = (x.as_ptr(), y.as_ptr());
+        let mut k = 0;
+        while k < full {
+            // SAFETY: k + 8 <= full <= both lengths.
+            let (x0, x1) = (L::load(px.add(k)), L::load(px.add(k + 4)));
+            let (y0, y1) = (L::load(py.add(k)), L::load(py.add(k + 4)));
+            d0 = d0.mul_add(x0, y0);
+            d1 = d1.mul_add(x1, y1);
+            a0 = a0.mul_add(x0, x0);
+            a1 = a1.mul_add(x1, x1);
+            b0 = b0.mul_add(y0, y0);
+            b1 = b1.mul_add(y1, y1);
+            k += 8;
+        }
+        if full < n {
+            // The ragged end as if padded with zeros (which add nothing).
+            let (mut tx, mut ty) = ([0f64; 8], [0f64; 8]);
+            tx[..n - full].copy_from_slice(&x[full..n]);
+            ty[..n - full].copy_from_slice(&y[full..n]);
+            let (x0, x1) = (L::load(tx.as_ptr()), L::load(tx[4..].as_ptr()));
+            let (y0, y1) = (L::load(ty.as_ptr()), L::load(ty[4..].as_ptr()));
+            d0 = d0.mul_add(x0, y0);
+            d1 = d1.mul_add(x1, y1);
+            a0 = a0.mul_add(x0, x0);
+            a1 = a1.mul_add(x1, x1);
+            b0 = b0.mul_add(y0, y0);
+            b1 = b1.mul_add(y1, y1);
+        }
+        for (s, (v0, v1)) in [(d0, d1), (a0, a1), (b0, b1)].into_iter().enumerate() {
+            v0.store(self.lanes[s].as_mut_ptr());
+            v1.store(self.lanes[s][4..].as_mut_ptr());
+        }
+    }
+}
+
+/// `RowSums` of consecutive rows of two dense views: row `first + r` into `out[r]`.
+pub(super) fn rows(va: &View, vb: &View, first: usize, width: usize, out: &mut [[f64; 3]]) {
+    on_best_lanes(Rows(va, vb, first, width, out))
+}
+
+/// `rows`' arguments: the views, the first row, the width and the sums of each row.
+struct Rows<'a, 'v>(&'a View<'v>, &'a View<'v>, usize, usize, &'a mut [[f64; 3]]);
+
+impl OnLanes for Rows<'_, '_> {
+    type Out = ();
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) {
+        let Rows(va, vb, first, width, out) = self;
+        let (mut x, mut y) = ([0f64; BLOCK], [0f64; BLOCK]);
+        for (r, o) in out.iter_mut().enumerate() {
+            let row = (first + r) * width;
+            let mut sums = RowSums::default();
+            let mut i = 0;
+            while i < width {
+                let n = BLOCK.min(width - i);
+                decode(va, row + i, &mut x[..n]);
+                decode(vb, row + i, &mut y[..n]);
+                sums.add_in::<L>(&x[..n], &y[..n]);
+                i += n;
+            }
+            *o = sums.total();
+        }
+    }
+}
+
+// --- Gram ------------------------------------------------------------------------------------
+
+/// Elements of the f64 span buffers of all tensors together (32 KB, an L1 data cache), so that
+/// the tiles read them from L1; spans are at least 64 elements.
+const SPANS_BUDGET: usize = 4096;
+
+/// A tensor decoded a span at a time: dense through its view, sparse from its entries (read
+/// once, here, not once per span).
+enum Source<'a> {
+    Dense(View<'a>),
+    Sparse(Entries),
+}
+
+impl Source<'_> {
+    /// Asks the CPU to start loading elements [start, start + n) of a contiguous tensor into L2:
+    /// the hardware prefetcher does not follow a dozen or more streams read a span at a time,
+    /// and prefetches into L1 stalled on its few line-fill buffers.
+    #[inline(always)]
+    fn prefetch(&self, start: usize, n: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Source::Dense(v) = self {
+            if v.strided.is_some() || v.rows.is_some() || v.dtype.codec().is_some() {
+                return;
+            }
+            let size = v.dtype.size();
+            let bytes = v.bytes();
+            let (lo, hi) = (
+                (start * size).min(bytes.len()),
+                ((start + n) * size).min(bytes.len()),
+            );
+            for at in (lo..hi).step_by(64) {
+                // SAFETY: a prefetch of an address inside the slice; it never faults.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(bytes.as_ptr().add(at) as *const i8) };
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn read(&self, start: usize, out: &mut [f64]) {
+        match self {
+            Source::Dense(v) => decode(v, start, out),
+            Source::Sparse(e) => e.fill(start, out),
+        }
+    }
+}
+
+/// For tensors a_0.. and b_0.. of `numel` elements each: <a_i, b_j> at `[i * b.len() + j]`,
+/// then ||a_i||^2, then ||b_j||^2, in one pass over them.
+pub(crate) fn cross_products(
+    a: &[Tensor],
+    b: &[Tensor],
+    numel: usize,
+    ctl: &Control,
+) -> Result<Vec<f64>> {
+    let tensors: Vec<&Tensor> = a.iter().chain(b).collect();
+    let sources = tensors
+        .iter()
+        .map(|t| match Entries::of(t)? {
+            Some(e) => Ok(Source::Sparse(e)),
+            None => View::new(t).map(Source::Dense),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (na, nb) = (a.len(), b.len());
+    let sums = na * nb + na + nb;
+    if na == 0 || nb == 0 {
+        return Ok(vec![0.0; sums]);
+    }
+    let dtypes: Vec<_> = tensors.iter().map(|t| t.dtype).collect();
+    let span = (SPANS_BUDGET / (na + nb)).clamp(64, BLOCK) / 8 * 8;
+    let chunk = |start, end| {
+        on_best_lanes(GramChunk {
+            sources: &sources,
+            na,
+            nb,
+            span,
+            start,
+            end,
+        })
+    };
+    let total = fold_chunks(
+        numel,
+        &dtypes,
+        ctl,
+        vec![0.0; sums],
+        chunk,
+        |total, part| total.iter_mut().zip(part).for_each(|(t, p)| *t += p),
+    )?;
+    for s in &sources {
+        if let Source::Dense(v) = s {
+            v.intact()?;
+        }
+    }
+    Ok(total)
+}
+
+/// The Gram sums of elements [start, end) (a `CHUNK`), a span of every tensor at a time.
+struct GramChunk<'a, 'v> {
+    sources: &'a [Source<'v>],
+    na: usize,
+    nb: usize,
+    span: usize,
+    start: usize,
+    end: usize,
+}
+
+impl OnLanes for GramChunk<'_, '_> {
+    type Out = Vec<f64>;
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) -> Vec<f64> {
+        let GramChunk {
+            sources,
+            na,
+            nb,
+            span,
+            start,
+            end,
+        } = self;
+        let mut bufs = vec![0f64; sources.len() * span];
+        let mut lanes = vec![[0f64; 4]; na * nb + sources.len()];
+        let mut at = start;
+        while at < end {
+            let n = span.min(end - at);
+            let padded = n.next_multiple_of(4); // zeros add nothing
+            for (src, buf) in sources.iter().zip(bufs.chunks_exact_mut(span)) {
+                src.prefetch(at + span, span);
+                src.read(at, &mut buf[..n]);
+                buf[n..padded].fill(0.0);
+            }
+            gram_span::<L>(&bufs, span, padded, na, nb, &mut lanes);
+            at += n;
+        }
+        lanes.iter().map(lane_total).collect()
+    }
+}
+
+/// Adds a span's products to the lanes: `lanes[i * nb + j]` += a_i * b_j and
+/// `lanes[na * nb + s]` += stream s squared. `bufs` holds the na + nb streams (a's first)
+/// `stride` apart, `len` (a multiple of 4) elements each.
+///
+/// # Safety
+/// The CPU has `L`'s features.
+#[inline(always)]
+unsafe fn gram_span<L: Lanes>(
+    bufs: &[f64],
+    stride: usize,
+    len: usize,
+    na: usize,
+    nb: usize,
+    lanes: &mut [[f64; 4]],
+) {
+    let streams = na + nb;
+    assert!(len.is_multiple_of(4) && len <= stride && bufs.len() >= streams * stride);
+    assert!(na > 0 && nb > 0 && lanes.len() == na * nb + streams);
+    // SAFETY (every pointer read below): s < streams and k + 4 <= len <= stride.
+    let stream = |s: usize| bufs.as_ptr().add(s * stride);
+    // Tiles of 4 a x 2 b tensors. Past the last tensor of a side its last one is repeated:
+    // those sums are computed twice, identically, and stored twice.
+    for i0 in (0..na).step_by(4) {
+        let rows: [usize; 4] = std::array::from_fn(|r| (i0 + r).min(na - 1));
+        let x = rows.map(stream);
+        for j0 in (0..nb).step_by(2) {
+            let cols: [usize; 2] = std::array::from_fn(|c| (j0 + c).min(nb - 1));
+            let y = cols.map(|j| stream(na + j));
+            let at = |r: usize, c: usize| rows[r] * nb + cols[c];
+            let mut s: [[L; 2]; 4] =
+                std::array::from_fn(|r| std::array::from_fn(|c| L::load(lanes[at(r, c)].as_ptr())));
+            let mut k = 0;
+            while k < len {
+                let (y0, y1) = (L::load(y[0].add(k)), L::load(y[1].add(k)));
+                for (sr, xr) in s.iter_mut().zip(x) {
+                    let xk = L::load(xr.add(k));
+                    sr[0] = sr[0].mul_add(xk, y0);
+                    sr[1] = sr[1].mul_add(xk, y1);
+                }
+                k += 4;
+            }
+            for (r, sr) in s.iter().enumerate() {
+                for (c, v) in sr.iter().enumerate() {
+                    v.store(lanes[at(r, c)].as_mut_ptr());
+                }
+            }
+        }
+    }
+    // The squared norms, 8 streams at a time (8 independent accumulators), repeated likewise.
+    let squares = &mut lanes[na * nb..];
+    for s0 in (0..streams).step_by(8) {
+        let ids: [usize; 8] = std::array::from_fn(|q| (s0 + q).min(streams - 1));
+        let p = ids.map(stream);
+        let mut s: [L; 8] = std::array::from_fn(|q| L::load(squares[ids[q]].as_ptr()));
+        let mut k = 0;
+        while k < len {
+            for (sq, pq) in s.iter_mut().zip(p) {
+                let v = L::load(pq.add(k));
+                *sq = sq.mul_add(v, v);
+            }
+            k += 4;
+        }
+        for (q, v) in s.iter().enumerate() {
+            v.store(squares[ids[q]].as_mut_ptr());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+    use crate::stats::{row_products, CHUNK};
+    use crate::tensor::Storage;
+
+    /// `n` pseudo-random values (a fixed LCG) of mixed sign and magnitude, stored as `dtype`
+    /// (f32, bf16 or f16), and the values the tensor holds as f64.
+    fn tensor(dtype: DType, n: usize, seed: u64) -> (Tensor, Vec<f64>) {
+        let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+        let (mut bytes, mut held) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.45) * 2f64.powi((x % 7) as i32);
+            let v = v as f32;
+            match dtype {
+                DType::F32 => {
+                    bytes.extend(v.to_le_bytes());
+                    held.push(v as f64);
+                }
+                DType::BF16 => {
+                    let h = half::bf16::from_f32(v);
+                    bytes.extend(h.to_le_bytes());
+                    held.push(h.to_f64());
+                }
+                _ => {
+                    let h = half::f16::from_f32(v);
+                    bytes.extend(h.to_le_bytes());
+                    held.push(h.to_f64());
+                }
+            }
+        }
+        let t = Tensor::contiguous("t".into(), dtype, vec![n], Storage::from_vec(bytes));
+        (t, held)
+    }
+
+    /// x.y summed exactly enough to judge 1e-12 (Neumaier's compensated sum).
+    fn exact_dot(x: &[f64], y: &[f64]) -> f64 {
+        let (mut sum, mut carry) = (0f64, 0f64);
+        for (p, q) in x.iter().zip(y) {
+            let v = p * q; // exact for these dtypes
+            let t = sum + v;
+            carry += if sum.abs() >= v.abs() {
+                (sum - t) + v
+            } else {
+                (v - t) + sum
+            };
+            sum = t;
+        }
+        sum + carry
+    }
+
+    fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f)
+    }
+
+    #[test]
+    fn cross_products_match_exact_sums_in_every_dtype() {
+        // Several chunks with a ragged end; 3 x 5 tensors: partial tiles on both sides.
+        let n = CHUNK * 2 + 37;
+        let dtypes = [DType::F32, DType::BF16, DType::F16, DType::F32, DType::BF16];
+        let (a, va): (Vec<_>, Vec<_>) = (0..3).map(|i| tensor(dtypes[i], n, i as u64)).unzip();
+        let (b, vb): (Vec<_>, Vec<_>) = (0..5)
+            .map(|j| tensor(dtypes[4 - j], n, 10 + j as u64))
+            .unzip();
+        let got = cross_products(&a, &b, n, &Control::default()).unwrap();
+        let sq: Vec<f64> = va.iter().chain(&vb).map(|x| exact_dot(x, x)).collect();
+        for (s, want) in sq.iter().enumerate() {
+            let g = got[15 + s];
+            assert!(
+                (g - want).abs() <= 1e-12 * want,
+                "square {s}: {g} vs {want}"
+            );
+        }
+        for i in 0..3 {
+            for j in 0..5 {
+                let (g, want) = (got[i * 5 + j], exact_dot(&va[i], &vb[j]));
+                let scale = (sq[i] * sq[3 + j]).sqrt(); // a cosine's denominator
+                assert!((g - want).abs() <= 1e-12 * scale, "{i},{j}: {g} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn sums_do_not_depend_on_the_thread_count() {
+        let n = CHUNK * 3 + 5;
+        let (a, _): (Vec<_>, Vec<_>) = (0..2).map(|i| tensor(DType::F32, n, i)).unzip();
+        let (b, _): (Vec<_>, Vec<_>) = (0..3).map(|j| tensor(DType::BF16, n, 7 + j)).unzip();
+        let gram = |threads| {
+            in_pool(threads, || {
+                cross_products(&a, &b, n, &Control::default()).unwrap()
+            })
+        };
+        let one = gram(1);
+        for threads in [2, 3] {
+            assert!(one
+                .iter()
+                .zip(gram(threads))
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+        let (rows, width) = (n / 1000, 1000); // many row tasks
+        let rows_of = |threads| {
+            in_pool(threads, || {
+                row_products(&a[0], &b[1], rows, width, &Control::default()).unwrap()
+            })
+        };
+        let one = rows_of(1);
+        for threads in [2, 3] {
+            assert_eq!(one, rows_of(threads));
+        }
+    }
+
+    #[test]
+    fn row_products_match_exact_sums_across_blocks() {
+        let (rows, width) = (5, 2 * BLOCK + 13); // rows longer than a block, ragged
+        let (a, va) = tensor(DType::BF16, rows * width + 7, 1);
+        let (b, vb) = tensor(DType::F16, rows * width, 2);
+        let got = row_products(&a, &b, rows, width, &Control::default()).unwrap();
+        for (r, g) in got.iter().enumerate() {
+            let (x, y) = (&va[r * width..][..width], &vb[r * width..][..width]);
+            let want = [exact_dot(x, y), exact_dot(x, x), exact_dot(y, y)];
+            let scale = (want[1] * want[2]).sqrt();
+            assert!((g[0] - want[0]).abs() <= 1e-12 * scale, "row {r}");
+            assert!((g[1] - want[1]).abs() <= 1e-12 * want[1], "row {r}");
+            assert!((g[2] - want[2]).abs() <= 1e-12 * want[2], "row {r}");
+        }
+    }
+
+    /// The AVX2+FMA lanes and the portable ones give the same bits on exact products.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn simd_and_portable_lanes_agree_bit_for_bit() {
+        if !crate::stats::cpu_has_avx2() {
+            return;
+        }
+        let n = 3 * 1000 + 3;
+        let (a, _): (Vec<_>, Vec<_>) = (0..5).map(|i| tensor(DType::F32, n, i)).unzip();
+        let (b, _): (Vec<_>, Vec<_>) = (0..3).map(|j| tensor(DType::F16, n, 9 + j)).unzip();
+        let sources: Vec<_> = a
+            .iter()
+            .chain(&b)
+            .map(|t| Source::Dense(View::new(t).unwrap()))
+            .collect();
+        let chunk = || GramChunk {
+            sources: &sources,
+            na: 5,
+            nb: 3,
+            span: 64,
+            start: 0,
+            end: n,
+        };
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+        let (simd, portable) = unsafe { (on_avx2(chunk()), chunk().run::<[f64; 4]>()) };
+        assert_eq!(simd, portable);
+        let (va, vb) = (View::new(&a[0]).unwrap(), View::new(&b[1]).unwrap());
+        let (mut simd, mut portable) = ([[0f64; 3]; 3], [[0f64; 3]; 3]);
+        unsafe {
+            on_avx2(Rows(&va, &vb, 0, 1000, &mut simd));
+            Rows(&va, &vb, 0, 1000, &mut portable).run::<[f64; 4]>();
+        }
+        assert_eq!(simd, portable);
+    }
+}
