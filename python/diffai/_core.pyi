@@ -210,6 +210,8 @@ def quantized_pair(
     b_spec: Optional[Tuple[str, Dict[str, str], Dict[str, float]]],
     epsilon: float = 0.0,
     threads: int = 0,
+    a_heads: Optional[int] = None,
+    b_heads: Optional[int] = None,
 ) -> Tuple[Tuple[int, Optional[float], Optional[float], Optional[float], Optional[float], int, int, int],
            Tuple[int, Optional[float], Optional[float], Optional[float], Optional[float], int, int, int],
            ChangeMetrics]: ...
