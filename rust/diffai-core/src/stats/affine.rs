@@ -50,16 +50,36 @@ pub(crate) struct RunsCodec {
 }
 
 /// The values of a span of blocks summed around a shift (the mean of the first block's first
-/// run, or of a first block that was decoded), run j of every block in lane j: the lanes are
-/// independent, so the sums vectorize, and they are added in a fixed order at the end.
+/// run, or of a first block that was decoded): run j of every summarized block in lane j (the
+/// lanes are independent, so the sums vectorize), decoded blocks apart (so that the lanes stay
+/// whole vectors), all added in a fixed order at the end.
 pub(super) struct RunSums {
     shift: f64,
     count: u64,
-    s1: [f64; RUNS],
-    s2: [f64; RUNS],
-    lo: [f32; RUNS],
-    hi: [f32; RUNS],
-    zeros: [u32; RUNS],
+    lanes: Sums<RUNS>,
+    decoded: Sums<1>,
+}
+
+/// Sums of offsets from the shift and of squared deviations, min, max and zeros, per lane.
+#[derive(Clone, Copy)]
+struct Sums<const N: usize> {
+    s1: [f64; N],
+    s2: [f64; N],
+    lo: [f32; N],
+    hi: [f32; N],
+    zeros: [u32; N],
+}
+
+impl<const N: usize> Sums<N> {
+    fn new() -> Self {
+        Sums {
+            s1: [0.0; N],
+            s2: [0.0; N],
+            lo: [f32::INFINITY; N],
+            hi: [f32::NEG_INFINITY; N],
+            zeros: [0; N],
+        }
+    }
 }
 
 impl RunSums {
@@ -67,11 +87,8 @@ impl RunSums {
         RunSums {
             shift: 0.0,
             count: 0,
-            s1: [0.0; RUNS],
-            s2: [0.0; RUNS],
-            lo: [f32::INFINITY; RUNS],
-            hi: [f32::NEG_INFINITY; RUNS],
-            zeros: [0; RUNS],
+            lanes: Sums::new(),
+            decoded: Sums::new(),
         }
     }
 
@@ -86,18 +103,26 @@ impl RunSums {
         if self.count == 0 {
             self.shift = mean[0];
         }
+        let mut l = self.lanes;
         for (j, mean) in mean.into_iter().enumerate() {
-            let (a, s1, s2) = (r.a[j] as f64, r.sum_q[j] as f64, r.sum_q2[j] as f64);
-            let m2 = a * a * (n * s2 - s1 * s1) * inv;
+            let (a, q1, q2) = (r.a[j] as f64, r.sum_q[j] as f64, r.sum_q2[j] as f64);
+            let m2 = a * a * (n * q2 - q1 * q1) * inv;
             let d = mean - self.shift;
-            self.s1[j] += n * d;
-            self.s2[j] += m2 + n * d * d;
+            l.s1[j] += n * d;
+            l.s2[j] += m2 + n * d * d;
+            // Finite values: plain compares, no NaN handling.
             let level = |q: u8| r.a[j] * q as f32 - r.b[j];
             let (first, last) = (level(r.q_min[j]), level(r.q_max[j]));
-            self.lo[j] = self.lo[j].min(first).min(last);
-            self.hi[j] = self.hi[j].max(first).max(last);
-            self.zeros[j] += r.zeros[j];
+            let (low, high) = if first < last {
+                (first, last)
+            } else {
+                (last, first)
+            };
+            l.lo[j] = if low < l.lo[j] { low } else { l.lo[j] };
+            l.hi[j] = if high > l.hi[j] { high } else { l.hi[j] };
+            l.zeros[j] += r.zeros[j];
         }
+        self.lanes = l;
         self.count += r.len as u64 * RUNS as u64;
     }
 
@@ -106,31 +131,31 @@ impl RunSums {
         if self.count == 0 {
             self.shift = s.mean;
         }
-        let n = s.finite as f64;
-        let d = s.mean - self.shift;
-        self.s1[0] += n * d;
-        self.s2[0] += s.m2 + n * d * d;
-        self.lo[0] = self.lo[0].min(s.min as f32);
-        self.hi[0] = self.hi[0].max(s.max as f32);
-        self.zeros[0] += s.zero_count as u32;
+        let (n, d, o) = (s.finite as f64, s.mean - self.shift, &mut self.decoded);
+        o.s1[0] += n * d;
+        o.s2[0] += s.m2 + n * d * d;
+        o.lo[0] = o.lo[0].min(s.min as f32);
+        o.hi[0] = o.hi[0].max(s.max as f32);
+        o.zeros[0] += s.zero_count as u32;
         self.count += s.finite;
     }
 
     pub(super) fn finish(&self) -> TensorStats {
+        let (l, o) = (&self.lanes, &self.decoded);
+        let lo = l.lo.iter().fold(o.lo[0], |m, &v| m.min(v));
+        let hi = l.hi.iter().fold(o.hi[0], |m, &v| m.max(v));
+        let zeros = l.zeros.iter().map(|&z| z as u64).sum::<u64>() + o.zeros[0] as u64;
         let mut s = TensorStats {
             numel: self.count,
             finite: self.count,
-            min: self.lo.iter().fold(f32::INFINITY, |m, &v| m.min(v)) as f64,
-            max: self.hi.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64,
-            zero_count: self.zeros.iter().map(|&z| z as u64).sum(),
+            min: lo as f64,
+            max: hi as f64,
+            zero_count: zeros,
             ..TensorStats::default()
         };
-        set_moments(
-            &mut s,
-            self.shift,
-            self.s1.iter().sum(),
-            self.s2.iter().sum(),
-        );
+        let s1 = l.s1.iter().sum::<f64>() + o.s1[0];
+        let s2 = l.s2.iter().sum::<f64>() + o.s2[0];
+        set_moments(&mut s, self.shift, s1, s2);
         s
     }
 }
