@@ -46,6 +46,7 @@ mod cursor;
 mod fp4;
 mod grids;
 mod iquants;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // see `stats::affine`
 mod kquant_runs;
 mod kquants;
 mod legacy;
@@ -100,6 +101,7 @@ pub(crate) fn codec(dtype: DType) -> Option<&'static BlockCodec> {
 }
 
 /// The runs codec of a dtype whose statistics are taken from its codes (`stats::affine`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn runs_codec(dtype: DType) -> Option<&'static crate::stats::RunsCodec> {
     match dtype {
         DType::Q4_K => Some(&kquant_runs::Q4_K_RUNS),
