@@ -127,6 +127,26 @@ def test_pair_metrics_of_every_type(typed_pair):
         assert_exact_stats(r.after, values_b[name])
 
 
+def test_q4_k_statistics_from_code_sums_at_any_thread_count(tmp_path):
+    """Q4_K statistics are taken from each block's code sums when all its values are exact in f32,
+    and from its decoded values otherwise: a tensor of 2.5 parallel chunks mixing both (dmin drawn
+    apart from d in every other block, some orders of magnitude away) gives the reference's
+    statistics, bit-identical with 1 and 2 threads."""
+    rng = np.random.default_rng(21)
+    raw = random_blocks(Q.Q4_K, 80, 8192, rng)
+    blocks = raw.reshape(-1, 144)
+    dmin = (rng.standard_normal(len(blocks)) * rng.choice([1e-4, 1e-2, 1.0, 50.0], len(blocks)))
+    blocks[::2, 2:4] = dmin[::2].astype(np.float16).view(np.uint8).reshape(-1, 2)
+    write(tmp_path / "q4k.gguf", {"w": (raw, Q.Q4_K)})
+    (one,) = diffai.inspect(tmp_path / "q4k.gguf", threads=1)
+    (two,) = diffai.inspect(tmp_path / "q4k.gguf", threads=2)
+    fields = ("numel", "mean", "std", "min", "max", "zero_count", "nan_count", "inf_count")
+    stats = [[getattr(r.tensors[0].stats, f) for f in fields] for r in (one, two)]
+    assert stats[0] == stats[1]
+    assert one.tensors[0].stats.zero_count > 0
+    assert_exact_stats(one.tensors[0].stats, dequantize(raw, Q.Q4_K))
+
+
 def test_quantized_by_the_reference_quantizer(tmp_path):
     """Blocks as llama.cpp's quantizers make them, for the types gguf-py can quantize."""
     rng = np.random.default_rng(7)

@@ -82,7 +82,7 @@ fn q3_k(b: &[u8; 110], out: &mut [f32; 256]) {
 
 /// The 8 six-bit scales and minimums of Q4_K/Q5_K, packed in 12 bytes.
 #[inline(always)]
-fn scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(super) fn scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
     for j in 0..4 {
         sc[j] = s[j] & 0x3F;

@@ -3,7 +3,8 @@
 //! then the tensor data at an aligned start. The data stays in the memory map; the ggml
 //! block-quantized types are decoded block by block by the statistics kernels through the
 //! codecs below (`legacy`: Q4_0..Q8_0, `kquants`: Q2_K..Q8_K, `iquants`: IQ1..IQ4 with their
-//! grids, `ternary`: TQ1_0/TQ2_0, `fp4`: MXFP4/NVFP4).
+//! grids, `ternary`: TQ1_0/TQ2_0, `fp4`: MXFP4/NVFP4). For the statistics of a Q4_K tensor the
+//! blocks are not decoded but summarized from their codes (`kquant_runs`).
 //!
 //! Every count, length, dimension and offset is checked against the file size before anything
 //! is allocated or sliced, with overflow-checked arithmetic.
@@ -45,6 +46,8 @@ mod cursor;
 mod fp4;
 mod grids;
 mod iquants;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // see `stats::affine`
+mod kquant_runs;
 mod kquants;
 mod legacy;
 mod metadata;
@@ -95,6 +98,15 @@ pub(crate) fn codec(dtype: DType) -> Option<&'static BlockCodec> {
         DType::NVFP4 => &fp4::NVFP4,
         _ => return None,
     })
+}
+
+/// The runs codec of a dtype whose statistics are taken from its codes (`stats::affine`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn runs_codec(dtype: DType) -> Option<&'static crate::stats::RunsCodec> {
+    match dtype {
+        DType::Q4_K => Some(&kquant_runs::Q4_K_RUNS),
+        _ => None,
+    }
 }
 
 /// A ggml type id (`enum ggml_type`) as a dtype, or the name of a type diffai does not decode.

@@ -1,11 +1,15 @@
 //! Chunk drivers, compiled for the baseline, AVX2 and AVX-512, and chosen at run time; and the
 //! parallel fold of a tensor's chunks in order.
 
+#[cfg(target_arch = "x86_64")]
+use super::affine::RunSums;
 use super::block::{block_pair, block_stats};
 use super::decode::View;
 #[cfg(target_arch = "x86_64")]
 use super::fused;
 use super::{Control, PairStats, TensorStats, BLOCK, CHUNK};
+#[cfg(target_arch = "x86_64")]
+use super::{RunsCodec, MAX_BLOCK_ELEMS};
 use crate::dtype::DType;
 use crate::error::Result;
 use rayon::prelude::*;
@@ -124,7 +128,7 @@ macro_rules! fused_drivers {
         pub(super) mod $m {
             use super::fused::{block_pair, block_stats, Bf16, Load, F32};
             use super::{as_bytes, chunk_pair_body, chunk_stats_body, fused_kind, DType, BLOCK};
-            use super::{PairStats, TensorStats, View};
+            use super::{PairStats, RunSums, RunsCodec, TensorStats, View, MAX_BLOCK_ELEMS};
 
             type L = $lanes;
 
@@ -207,6 +211,48 @@ macro_rules! fused_drivers {
                 })
             }
 
+            /// A dtype with a runs codec (`stats::affine`): whole blocks summarized from their
+            /// codes; a block that cannot be is decoded and summed as in `stats_buffered`.
+            ///
+            /// # Safety
+            /// The CPU must have the module's features.
+            #[target_feature(enable = $features)]
+            unsafe fn stats_runs(
+                v: &View,
+                runs: &RunsCodec,
+                start: usize,
+                end: usize,
+            ) -> TensorStats {
+                let (elems, size) = (runs.elems, runs.bytes);
+                let mut summaries = [None; BLOCK / MAX_BLOCK_ELEMS];
+                let mut values = [0f32; MAX_BLOCK_ELEMS];
+                chunk_stats_body(v, start, end, |i, n| {
+                    let (count, first) = (n / elems, i / elems);
+                    let whole = i % elems == 0 && n % elems == 0;
+                    if !whole || v.rows.is_some() || count > summaries.len() || elems > values.len()
+                    {
+                        return None;
+                    }
+                    let blocks = &v.bytes()[first * size..(first + count) * size];
+                    (runs.summarize)(blocks, &mut summaries[..count]);
+                    let mut sums = RunSums::new();
+                    for (k, summary) in summaries[..count].iter().enumerate() {
+                        match summary {
+                            Some(r) => sums.add_runs(r),
+                            None => {
+                                let decode = v.dtype.codec()?.decode;
+                                decode(&blocks[k * size..(k + 1) * size], &mut values[..elems]);
+                                // SAFETY: the buffer holds `elems` f32; the features are this
+                                // function's.
+                                let s = unsafe { block_s2(as_bytes(&values[..elems]), 0, elems)? };
+                                sums.add_stats(&s);
+                            }
+                        }
+                    }
+                    Some(sums.finish())
+                })
+            }
+
             /// A pair where either side is block-quantized: both through f32 buffers.
             ///
             /// # Safety
@@ -240,7 +286,10 @@ macro_rules! fused_drivers {
                     match fused_kind(v)? {
                         DType::F32 => Some(stats::<F32>(v, start, end)),
                         DType::BF16 => Some(stats::<Bf16>(v, start, end)),
-                        _ => Some(stats_buffered(v, start, end)),
+                        dtype => Some(match crate::gguf::runs_codec(dtype) {
+                            Some(runs) => stats_runs(v, runs, start, end),
+                            None => stats_buffered(v, start, end),
+                        }),
                     }
                 }
             }

@@ -21,15 +21,20 @@
 //!   merge; NaN/Inf blocks and tails not a multiple of the lane count take the path above).
 //! - Block-quantized (GGUF) tensors are decoded a block at a time into an L1 f32 buffer and
 //!   summed by a kernel with two accumulator chains (on AVX2, min/max/zeros on f32 lanes).
+//!   Q4_K is not decoded: each run of 32 values `a * q - b` is summarized by its codes' integer
+//!   sums, min and max (`affine`), where every value is exact in f32.
 //! - A `RowOrder` reads a tensor's rows in another order than stored, in the same kernels
 //!   (`pair_stats_reordered`: GGUF q/k rows compared in Hugging Face order).
 //!
 //! Where things are: `api` (the public entry points), `summary` (the result types and their
 //! merges), `decode` (bytes of any dtype/layout to f64 or f32), `block` (the generic block
-//! kernels), `fused` (the SIMD block kernels), `dispatch` (chunk drivers per ISA and the
-//! parallel fold), `stream` (streamed storages), `products` (row and cross-tensor inner
-//! products for the analyses).
+//! kernels), `fused` (the SIMD block kernels), `affine` (statistics from quantization codes),
+//! `dispatch` (chunk drivers per ISA and the parallel fold), `stream` (streamed storages),
+//! `products` (row and cross-tensor inner products for the analyses).
 
+// Read by the x86_64 chunk drivers only (elsewhere Q4_K is decoded like every block type).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+mod affine;
 mod api;
 mod block;
 mod decode;
@@ -42,6 +47,7 @@ mod summary;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use affine::{AffineRuns, RunsCodec, RUNS};
 pub(crate) use api::to_i64;
 pub use api::{
     histogram, pair_stats, pair_stats_reordered, row_products, tensor_stats, to_f64, RowOrder,
