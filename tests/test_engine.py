@@ -250,6 +250,40 @@ def test_row_and_cross_products_match_numpy_and_not_the_thread_count(tmp_path):
     np.testing.assert_allclose(dots.reshape(3, 3), va @ vb.T, rtol=1e-12)
     np.testing.assert_allclose(sq_a, (va * va).sum(1), rtol=1e-12)
     np.testing.assert_allclose(sq_b, (vb * vb).sum(1), rtol=1e-12)
+    # Without the squared norms: the same products, bit for bit, and empty norms.
+    assert _core.cross_dots(ma, names, mb, names, 1, False) == (cross[0][0], b"", b"")
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf")])
+def test_similarity_matrix_takes_the_diffs_norms_only_of_finite_tensors(tmp_path, bad):
+    """Finite tensors: the matrix divides by the diff's norms (||b|| is ChangeMetrics.l2_b); a NaN
+    or Inf, where the diff's norms leave positions out, has the core sum the norms as numpy does."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from diffai.analyses import run_analyses
+
+    rng = np.random.default_rng(9)
+    xa = {f"w{i}": rng.standard_normal((70, 33)).astype(np.float32) for i in range(3)}
+    xb = {n: (v + 0.3 * rng.standard_normal(v.shape)).astype(np.float32) for n, v in xa.items()}
+    if bad is not None:
+        xb["w1"][5, 7] = bad
+    save_file(xa, str(tmp_path / "a.safetensors"))
+    save_file(xb, str(tmp_path / "b.safetensors"))
+    result = diffai.diff(str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"))
+    run_analyses(result, ["similarity-matrix"])
+    matrix = next(x for x in result.analyses if x.name == "SimilarityMatrix").details["matrix"]
+    names = matrix["tensors"]
+    assert sorted(names) == sorted(xa)
+    va = np.stack([xa[n].astype(np.float64).ravel() for n in names])
+    vb = np.stack([xb[n].astype(np.float64).ravel() for n in names])
+    with np.errstate(invalid="ignore"):
+        want = va @ vb.T / np.sqrt((va * va).sum(1))[:, None] / np.sqrt((vb * vb).sum(1))[None, :]
+    np.testing.assert_allclose(matrix["cosine_a_rows_b_cols"], want, rtol=1e-12)
+    for c in result.comparisons:
+        b = xb[c.name].astype(np.float64).ravel()
+        b = b[np.isfinite(b)]
+        np.testing.assert_allclose(c.change.l2_b, np.sqrt(b @ b), rtol=1e-12)
 
 
 @pytest.mark.parametrize("a,b", [

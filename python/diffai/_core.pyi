@@ -53,6 +53,7 @@ class ChangeMetrics:
     compared: int
     l2_diff: float
     l2_a: float
+    l2_b: float
     def __init__(
         self,
         max_abs_diff: Optional[float],
@@ -63,6 +64,7 @@ class ChangeMetrics:
         compared: int,
         l2_diff: float = 0.0,
         l2_a: float = 0.0,
+        l2_b: float = 0.0,
     ) -> None: ...
     def to_dict(self) -> Dict[str, Any]: ...
     def to_json(self, ensure_ascii: bool = True) -> str: ...
@@ -217,6 +219,6 @@ def quantized_pair(
            ChangeMetrics]: ...
 def value_blocks(model: Model, name: str, block: int, threads: int = 0) -> ValueBlocks: ...
 def cross_dots(
-    a: Model, names_a: Sequence[str], b: Model, names_b: Sequence[str], threads: int = 0
+    a: Model, names_a: Sequence[str], b: Model, names_b: Sequence[str], threads: int = 0, squares: bool = True
 ) -> Optional[Tuple[bytes, bytes, bytes]]: ...
 def row_products(a: Model, name_a: str, b: Model, name_b: str, rows: int, width: int, threads: int = 0) -> bytes: ...

@@ -230,4 +230,5 @@ class _PairSums:
         cos = (max(-1.0, min(1.0, self.dot / math.sqrt(self.aa * self.bb)))
                if self.aa > 0 and self.bb > 0 else None)
         return ChangeMetrics(self.max_abs if some else None, self.sum_abs / self.compared if some else None,
-                             rel, cos, self.changed, self.compared, math.sqrt(self.sum_sq), math.sqrt(self.aa))
+                             rel, cos, self.changed, self.compared, math.sqrt(self.sum_sq), math.sqrt(self.aa),
+                             math.sqrt(self.bb))

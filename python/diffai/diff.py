@@ -192,8 +192,8 @@ class DiffResult:
         ``status``, ``dtype_a``/``dtype_b`` (object arrays; None for a side without the tensor),
         ``numel_*``, ``nan_count_*``, ``inf_count_*``, ``zero_count_*``, ``changed_elements``,
         ``compared`` (int64, -1: none), ``mean_*``, ``std_*``, ``min_*``, ``max_*``,
-        ``max_abs_diff``, ``mean_abs_diff``, ``rel_l2``, ``cosine``, ``l2_diff``, ``l2_a``
-        (float64, NaN: none). A renamed tensor has status "renamed" here."""
+        ``max_abs_diff``, ``mean_abs_diff``, ``rel_l2``, ``cosine``, ``l2_diff``, ``l2_a``,
+        ``l2_b`` (float64, NaN: none). A renamed tensor has status "renamed" here."""
         import numpy as np
 
         parts = [p.columns() for p in self._parts if isinstance(p, _Rows)]
@@ -609,7 +609,7 @@ class _Rows:
                 for stat in ("nan_count", "inf_count", "zero_count"):
                     out[f"{stat}_{side}"] = _set(out[f"{stat}_{side}"], k, getattr(st, stat), -1)
             if c.change is not None:
-                for stat in ("max_abs_diff", "mean_abs_diff", "rel_l2", "cosine", "l2_diff", "l2_a"):
+                for stat in ("max_abs_diff", "mean_abs_diff", "rel_l2", "cosine", "l2_diff", "l2_a", "l2_b"):
                     out[stat] = _set(out[stat], k, getattr(c.change, stat), np.nan)
                 for stat in ("changed_elements", "compared"):
                     out[stat] = _set(out[stat], k, getattr(c.change, stat), -1)

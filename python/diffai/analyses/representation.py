@@ -156,20 +156,35 @@ def _cross_cosines(ctx: Context, names: List[str]) -> List[List[float]]:
     """cos(a_i, b_j) for every pair of the named same-shape tensors: the inner products summed by
     the core in one pass over them (``_core.cross_dots``) or, for tensors of several files,
     compressed or stored as integer codes with a scale, here a block at a time (one block of each
-    tensor in memory, not all of them as float64)."""
-    gram, na2, nb2 = _core_cross_dots(ctx, names) or _block_cross_dots(ctx, names)
+    tensor in memory, not all of them as float64). The norms come from the diff when every
+    element of these tensors is finite (its norms are over the positions finite on both sides:
+    then all of them, the same sums up to rounding order), sparing the core a fifth of its
+    multiply-adds; otherwise they are summed with the products."""
+    by_name = {c.name: c for c in ctx.paired}
+    finite = all(st.nan_count == 0 and st.inf_count == 0
+                 for n in names for st in (by_name[n].a, by_name[n].b))
+    core = _core_cross_dots(ctx, names, squares=not finite)
+    gram, na2, nb2 = core or _block_cross_dots(ctx, names)
+    if core is not None and finite:
+        l2_a = np.array([by_name[n].change.l2_a for n in names])
+        l2_b = np.array([by_name[n].change.l2_b for n in names])
+    else:
+        l2_a, l2_b = np.sqrt(na2), np.sqrt(nb2)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (gram / np.sqrt(na2)[:, None] / np.sqrt(nb2)[None, :]).tolist()
+        return (gram / l2_a[:, None] / l2_b[None, :]).tolist()
 
 
-def _core_cross_dots(ctx: Context, names: List[str]) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _core_cross_dots(ctx: Context, names: List[str],
+                     squares: bool = True) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(gram, ||a_i||^2, ||b_j||^2) from the core, the squared norms empty unless ``squares``;
+    None when the tensors are not all in one file per side, in memory as stored."""
     sides = [[ctx.source(n, side) for n in names] for side in ("a", "b")]
     models = [{id(src.model) for src, _ in side} for side in sides]
     if len(models[0]) != 1 or len(models[1]) != 1 or any(ctx.scales(n, s) is not None for n in names for s in "ab"):
         return None
     (src_a, _), (src_b, _) = sides[0][0], sides[1][0]
     raw = _core.cross_dots(src_a.model, [local for _, local in sides[0]], src_b.model,
-                           [local for _, local in sides[1]], ctx.threads)
+                           [local for _, local in sides[1]], ctx.threads, squares)
     if raw is None:
         return None
     dots, sq_a, sq_b = (np.frombuffer(r, dtype=np.float64) for r in raw)

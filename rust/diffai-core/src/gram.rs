@@ -8,7 +8,8 @@
 use crate::stats::{self, Control};
 use crate::{Error, Result, Tensor};
 
-/// `dots[i * b.len() + j]` = <a_i, b_j>; `sq_a[i]` = ||a_i||^2; `sq_b[j]` = ||b_j||^2.
+/// `dots[i * b.len() + j]` = <a_i, b_j>; `sq_a[i]` = ||a_i||^2; `sq_b[j]` = ||b_j||^2 (both
+/// empty when not asked for).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CrossDots {
     pub dots: Vec<f64>,
@@ -17,8 +18,9 @@ pub struct CrossDots {
 }
 
 /// Inner products of every tensor of `a` with every tensor of `b` (all of one element count,
-/// read in C order).
-pub fn cross_dots(a: &[Tensor], b: &[Tensor], ctl: &Control) -> Result<CrossDots> {
+/// read in C order) and, when `squares`, their squared norms (a caller holding the diff's
+/// norms of finite tensors has them already).
+pub fn cross_dots(a: &[Tensor], b: &[Tensor], squares: bool, ctl: &Control) -> Result<CrossDots> {
     let numel = a.first().or(b.first()).map_or(0, Tensor::numel);
     if let Some(t) = a.iter().chain(b).find(|t| t.numel() != numel) {
         return Err(Error::Invalid(format!(
@@ -27,9 +29,13 @@ pub fn cross_dots(a: &[Tensor], b: &[Tensor], ctl: &Control) -> Result<CrossDots
             t.numel()
         )));
     }
-    let mut sums = stats::cross_products(a, b, numel, ctl)?;
-    let sq_b = sums.split_off(a.len() * b.len() + a.len());
-    let sq_a = sums.split_off(a.len() * b.len());
+    let mut sums = stats::cross_products(a, b, numel, squares, ctl)?;
+    let (sq_a, sq_b) = if squares {
+        let sq_b = sums.split_off(a.len() * b.len() + a.len());
+        (sums.split_off(a.len() * b.len()), sq_b)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     Ok(CrossDots {
         dots: sums,
         sq_a,
@@ -63,18 +69,17 @@ mod tests {
                 .map(|(a, b)| *a as f64 * *b as f64)
                 .sum::<f64>()
         };
-        let d = cross_dots(
-            &[f32_tensor(&x), f32_tensor(&y)],
-            &[f32_tensor(&y)],
-            &Control::default(),
-        )
-        .unwrap();
+        let (a, b) = ([f32_tensor(&x), f32_tensor(&y)], [f32_tensor(&y)]);
+        let d = cross_dots(&a, &b, true, &Control::default()).unwrap();
         assert_eq!(d.dots, vec![want(&x, &y), want(&y, &y)]);
         assert_eq!(d.sq_a, vec![want(&x, &x), want(&y, &y)]);
         assert_eq!(d.sq_b, vec![want(&y, &y)]);
+        let dots_only = cross_dots(&a, &b, false, &Control::default()).unwrap();
+        assert_eq!((dots_only.dots, dots_only.sq_a.len()), (d.dots, 0));
         assert!(cross_dots(
             &[f32_tensor(&x)],
             &[f32_tensor(&[1.0])],
+            true,
             &Control::default()
         )
         .is_err());
@@ -84,6 +89,7 @@ mod tests {
         let d = cross_dots(
             &[t(&x), t(&y), t(&z)],
             &[t(&z), t(&x), t(&y)],
+            true,
             &Control::default(),
         )
         .unwrap();

@@ -596,8 +596,10 @@ mod tests {
         for (r, w) in rows.iter().zip(&want_rows) {
             assert!(r.iter().zip(w).all(|(x, y)| close(*x, *y)));
         }
-        let gram = crate::gram::cross_dots(&[sa, da.clone()], &[db.clone(), sb], &ctl).unwrap();
-        let want = crate::gram::cross_dots(&[da.clone(), da], &[db.clone(), db], &ctl).unwrap();
+        let gram =
+            crate::gram::cross_dots(&[sa, da.clone()], &[db.clone(), sb], true, &ctl).unwrap();
+        let want =
+            crate::gram::cross_dots(&[da.clone(), da], &[db.clone(), db], true, &ctl).unwrap();
         for (x, y) in [
             (gram.dots, want.dots),
             (gram.sq_a, want.sq_a),

@@ -608,7 +608,7 @@ impl ModelDiffRows {
             )?;
         }
         type Change = fn(&diffai_core::stats::PairStats) -> Option<f64>;
-        let change: [(&str, Change); 6] = [
+        let change: [(&str, Change); 7] = [
             ("max_abs_diff", |p| {
                 (p.compared > 0).then_some(p.max_abs_diff)
             }),
@@ -617,6 +617,7 @@ impl ModelDiffRows {
             ("cosine", |p| p.cosine()),
             ("l2_diff", |p| Some(p.sum_sq_diff.sqrt())),
             ("l2_a", |p| Some(p.sum_sq_a.sqrt())),
+            ("l2_b", |p| Some(p.sum_sq_b.sqrt())),
         ];
         for (key, g) in change {
             d.set_item(

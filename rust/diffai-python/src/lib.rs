@@ -530,11 +530,11 @@ fn row_products<'py>(
 }
 
 /// `(dots, sq_a, sq_b)` as native f64 bytes: <a_i, b_j> for every a tensor `names_a[i]` and b
-/// tensor `names_b[j]` (row-major), and each one's squared norm, summed in one pass
-/// (`diffai_core::gram`). None when a tensor is not in memory as it is (compressed): the caller
+/// tensor `names_b[j]` (row-major), and, when `squares`, each one's squared norm (else empty
+/// bytes), summed in one pass (`diffai_core::gram`). None when a tensor is not in memory as it is (compressed): the caller
 /// reads it block by block instead.
 #[pyfunction]
-#[pyo3(signature = (a, names_a, b, names_b, threads=0))]
+#[pyo3(signature = (a, names_a, b, names_b, threads=0, squares=true))]
 #[allow(clippy::type_complexity)]
 fn cross_dots<'py>(
     py: Python<'py>,
@@ -543,6 +543,7 @@ fn cross_dots<'py>(
     b: &Model,
     names_b: Vec<PyBackedStr>,
     threads: i64,
+    squares: bool,
 ) -> PyResult<
     Option<(
         Bound<'py, PyBytes>,
@@ -562,7 +563,7 @@ fn cross_dots<'py>(
         return Ok(None);
     }
     let d = run(py, threads, None, move |ctl| {
-        diffai_core::gram::cross_dots(&ta, &tb, ctl)
+        diffai_core::gram::cross_dots(&ta, &tb, squares, ctl)
     })?;
     Ok(Some((
         f64_bytes(py, &d.dots)?,

@@ -256,8 +256,9 @@ impl TensorStats {
 
 /// Elementwise change between two tensors of the same shape. Differences, norms and the
 /// cosine are over positions where both elements are finite; ``changed_elements`` counts every
-/// position that differs (by more than epsilon; NaN against NaN is equal). ``l2_diff`` and
-/// ``l2_a`` (||b - a||, ||a||) serve the analyses: they are neither serialised nor compared.
+/// position that differs (by more than epsilon; NaN against NaN is equal). ``l2_diff``, ``l2_a``
+/// and ``l2_b`` (||b - a||, ||a||, ||b||) serve the analyses: they are neither serialised nor
+/// compared.
 #[pyclass(frozen, module = "diffai._core", get_all)]
 pub struct ChangeMetrics {
     max_abs_diff: Option<f64>,
@@ -270,6 +271,7 @@ pub struct ChangeMetrics {
     compared: u64,
     l2_diff: f64,
     l2_a: f64,
+    l2_b: f64,
 }
 
 impl ChangeMetrics {
@@ -285,6 +287,7 @@ impl ChangeMetrics {
                 compared: p.compared,
                 l2_diff: p.sum_sq_diff.sqrt(),
                 l2_a: p.sum_sq_a.sqrt(),
+                l2_b: p.sum_sq_b.sqrt(),
             },
         )
     }
@@ -319,7 +322,7 @@ impl ChangeMetrics {
 impl ChangeMetrics {
     #[new]
     #[pyo3(signature = (max_abs_diff, mean_abs_diff, rel_l2, cosine, changed_elements, compared,
-                        l2_diff=0.0, l2_a=0.0))]
+                        l2_diff=0.0, l2_a=0.0, l2_b=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_abs_diff: Option<f64>,
@@ -330,6 +333,7 @@ impl ChangeMetrics {
         compared: u64,
         l2_diff: f64,
         l2_a: f64,
+        l2_b: f64,
     ) -> Self {
         ChangeMetrics {
             max_abs_diff,
@@ -340,6 +344,7 @@ impl ChangeMetrics {
             compared,
             l2_diff,
             l2_a,
+            l2_b,
         }
     }
 
@@ -362,7 +367,7 @@ impl ChangeMetrics {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!(
             "ChangeMetrics(max_abs_diff={}, mean_abs_diff={}, rel_l2={}, cosine={}, \
-             changed_elements={}, compared={}, l2_diff={}, l2_a={})",
+             changed_elements={}, compared={}, l2_diff={}, l2_a={}, l2_b={})",
             repr(py, self.max_abs_diff)?,
             repr(py, self.mean_abs_diff)?,
             repr(py, self.rel_l2)?,
@@ -370,7 +375,8 @@ impl ChangeMetrics {
             self.changed_elements,
             self.compared,
             repr(py, self.l2_diff)?,
-            repr(py, self.l2_a)?
+            repr(py, self.l2_a)?,
+            repr(py, self.l2_b)?
         ))
     }
 
@@ -386,6 +392,7 @@ impl ChangeMetrics {
             c.compared,
             c.l2_diff,
             c.l2_a,
+            c.l2_b,
         );
         Ok((slf.get_type().into_any(), args.into_py_any(py)?))
     }
