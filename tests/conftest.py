@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -10,6 +11,14 @@ import numpy as np
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load_script(relative: str):
+    """A script of the tests folder (a fixture maker) loaded as a module, by its path."""
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, Path(__file__).parent / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def reference_stats(values) -> dict:

@@ -6,9 +6,7 @@ from diffai's reader. Fixtures: tests/fixtures/quantized/make_fixtures.py, made 
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,16 +14,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import diffai  # noqa: E402
+from conftest import load_script  # noqa: E402
 from diffai.analyses import REGISTRY, AnalysisConfig, run_analyses  # noqa: E402
 from diffai.analyses import common  # noqa: E402
 from diffai.analyses.common import Context  # noqa: E402
 from diffai.analyses.representation import adjusted_rand_index, kmeans  # noqa: E402
 from diffai.analyses.roles import roles  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location(
-    "make_fixtures", Path(__file__).parent / "fixtures" / "quantized" / "make_fixtures.py")
-mk = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mk)
+mk = load_script("fixtures/quantized/make_fixtures.py")  # the quantized fixtures' maker
 
 Q = "model.layers.0.self_attn.q_proj.weight"
 D = "model.layers.0.mlp.down_proj.weight"

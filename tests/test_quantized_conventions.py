@@ -20,13 +20,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import diffai  # noqa: E402
+from conftest import load_script  # noqa: E402
 from diffai import quantized  # noqa: E402
 from diffai.sources import open_file  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location(
-    "make_fixtures", Path(__file__).parent / "fixtures" / "quantized" / "make_fixtures.py")
-mk = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mk)
+mk = load_script("fixtures/quantized/make_fixtures.py")  # the quantized fixtures' maker
 
 Q = "model.layers.0.self_attn.q_proj.weight"
 D = "model.layers.0.mlp.down_proj.weight"

@@ -277,19 +277,21 @@ impl Band {
                     buffer: None,
                 })
             }
-            Side::Dense(t) => {
-                let values = stats::to_f64(t, start, Some(n))?;
-                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                Ok(Band {
-                    tensor: Tensor::contiguous(
-                        "band".into(),
-                        DType::F64,
-                        vec![n],
-                        Storage::from_vec(bytes),
-                    ),
-                    buffer: None,
-                })
-            }
+            Side::Dense(t) => Ok(Band::f64(&stats::to_f64(t, start, Some(n))?)),
+        }
+    }
+
+    /// Values of any other layout, decoded to f64 (which the kernels read as they are).
+    fn f64(values: &[f64]) -> Band {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Band {
+            tensor: Tensor::contiguous(
+                "band".into(),
+                DType::F64,
+                vec![values.len()],
+                Storage::from_vec(bytes),
+            ),
+            buffer: None,
         }
     }
 
@@ -326,20 +328,11 @@ impl Band {
                 })
             }
             Side::Dense(t) => {
-                let mut bytes = Vec::with_capacity(8 * n);
+                let mut values = Vec::with_capacity(n);
                 for &r in stored {
-                    let values = stats::to_f64(t, r * width, Some(width))?;
-                    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+                    values.extend(stats::to_f64(t, r * width, Some(width))?);
                 }
-                Ok(Band {
-                    tensor: Tensor::contiguous(
-                        "band".into(),
-                        DType::F64,
-                        vec![n],
-                        Storage::from_vec(bytes),
-                    ),
-                    buffer: None,
-                })
+                Ok(Band::f64(&values))
             }
         }
     }
