@@ -199,30 +199,48 @@ def _sq_dists(x: np.ndarray, c: np.ndarray, xx: Optional[np.ndarray] = None) -> 
     return np.maximum(xx[:, None] + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T), 0.0)
 
 
+def kmeans_pp(x: np.ndarray, k: int, seed: int, xx: Optional[np.ndarray] = None) -> np.ndarray:
+    """k-means++ seeding from a fixed seed: k centres (rows of x). The first j centres for k are
+    those for j (the same draws in the same order), so one seeding serves every k up to this one."""
+    if xx is None:
+        xx = (x * x).sum(1)
+    rng = np.random.default_rng(seed)
+    centres = [x[rng.integers(len(x))]]
+    for _ in range(1, k):
+        d2 = _sq_dists(x, np.asarray(centres), xx).min(axis=1)
+        total = d2.sum()
+        centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
+    return np.asarray(centres)
+
+
 def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, start: Optional[np.ndarray] = None) -> np.ndarray:
     """Lloyd's k-means from the centres ``start`` or, without them, k-means++ seeding from a fixed
     seed; returns labels."""
     xx = (x * x).sum(1)
-    if start is None:
-        rng = np.random.default_rng(seed)
-        centres = [x[rng.integers(len(x))]]
-        for _ in range(1, k):
-            d2 = _sq_dists(x, np.asarray(centres), xx).min(axis=1)
-            total = d2.sum()
-            centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
-        start = np.asarray(centres)
-    c = np.asarray(start, dtype=float)
+    c = np.asarray(kmeans_pp(x, k, seed, xx) if start is None else start, dtype=float)
     labels = np.zeros(len(x), dtype=int)
     for i in range(iters):
         new = np.argmin(_sq_dists(x, c, xx), axis=1)
         if i and np.array_equal(new, labels):
             break
         labels = new
-        # Each cluster's mean (what .mean(0) computes, without its per-call overhead); an empty
-        # cluster keeps its centre.
-        counts = np.bincount(labels, minlength=k).tolist()
-        c = np.asarray([np.add.reduce(x[labels == j], axis=0) / n if n else c[j] for j, n in enumerate(counts)])
+        c = _cluster_means(x, labels, c)
     return labels
+
+
+def _cluster_means(x: np.ndarray, labels: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Each cluster's mean; an empty cluster keeps its centre. The sums add the rows in order, as
+    ``x[labels == j].sum(0)`` does (np.add.at: one call for every cluster); a single column would
+    be summed pairwise by .sum(0), so it is summed that way."""
+    k = len(centres)
+    if x.shape[1] == 1:
+        counts = np.bincount(labels, minlength=k).tolist()
+        return np.asarray([np.add.reduce(x[labels == j], axis=0) / n if n else centres[j]
+                           for j, n in enumerate(counts)])
+    counts = np.bincount(labels, minlength=k)
+    sums = np.zeros_like(centres)
+    np.add.at(sums, labels, x)
+    return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centres)
 
 
 def distances(x: np.ndarray) -> np.ndarray:
@@ -256,10 +274,11 @@ def silhouette(d: np.ndarray, labels: np.ndarray) -> float:
 
 
 def adjusted_rand_index(x: np.ndarray, y: np.ndarray) -> float:
-    _, xi = np.unique(x, return_inverse=True)
-    _, yi = np.unique(y, return_inverse=True)
-    table = np.zeros((xi.max() + 1, yi.max() + 1))
-    np.add.at(table, (xi, yi), 1)
+    """ARI of two groupings given as non-negative integer labels (k-means labels). Labels no row
+    carries add empty rows or columns to the contingency table, which add nothing to its sums of
+    pair counts (exact: whole numbers)."""
+    ny = int(y.max()) + 1
+    table = np.bincount(x * ny + y, minlength=(int(x.max()) + 1) * ny).reshape(-1, ny).astype(float)
     comb = lambda v: v * (v - 1) / 2  # noqa: E731 - pairs among v items
     index = comb(table).sum()
     rows, cols, total = comb(table.sum(1)).sum(), comb(table.sum(0)).sum(), comb(len(x))
@@ -288,7 +307,8 @@ def clustering_change(ctx: Context) -> Analysis:
             continue
         ks = range(2, min(cfg.cluster_max_k, len(a) - 1) + 1)
         dist_a = distances(a)
-        labelings = {k: kmeans(a, k, cfg.seed) for k in ks}
+        seeds = kmeans_pp(a, ks[-1], cfg.seed)  # every k's seeding is a prefix of these
+        labelings = {k: kmeans(a, k, cfg.seed, start=seeds[:k]) for k in ks}
         score, k = max((silhouette(dist_a, labels), k) for k, labels in labelings.items())
         la = labelings[k]
         # b starts from a's centroids: a fresh start would add k-means' own initialisation noise.
