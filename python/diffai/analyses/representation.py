@@ -224,23 +224,11 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, start: Optional[n
         if i and np.array_equal(new, labels):
             break
         labels = new
-        c = _cluster_means(x, labels, c)
-    return labels
-
-
-def _cluster_means(x: np.ndarray, labels: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Each cluster's mean; an empty cluster keeps its centre. The sums add the rows in order, as
-    ``x[labels == j].sum(0)`` does (np.add.at: one call for every cluster); a single column would
-    be summed pairwise by .sum(0), so it is summed that way."""
-    k = len(centres)
-    if x.shape[1] == 1:
+        # Each cluster's mean (what .mean(0) computes, without its per-call overhead); an empty
+        # cluster keeps its centre.
         counts = np.bincount(labels, minlength=k).tolist()
-        return np.asarray([np.add.reduce(x[labels == j], axis=0) / n if n else centres[j]
-                           for j, n in enumerate(counts)])
-    counts = np.bincount(labels, minlength=k)
-    sums = np.zeros_like(centres)
-    np.add.at(sums, labels, x)
-    return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centres)
+        c = np.asarray([np.add.reduce(x[labels == j], axis=0) / n if n else c[j] for j, n in enumerate(counts)])
+    return labels
 
 
 def distances(x: np.ndarray) -> np.ndarray:
