@@ -282,15 +282,20 @@ def clustering_change(ctx: Context) -> Analysis:
     if not ctx.has_stats:
         return Analysis.na("ClusteringChange", NO_STATS)
     cfg = ctx.config
-    mats = [c for c in ctx.paired if len(c.a.shape) == 2 and c.change.changed_elements > 0 and c.a.shape[0] >= 4]
-    small = [c for c in mats if c.a.shape[0] <= cfg.cluster_max_rows and c.a.numel * 8 <= BLOCK_BYTES]
+    # Rows of the paired tensors, screened from their columns (the change figures read once).
+    pairs = ctx.paired_columns
+    shapes = [c.a.shape for c in ctx.paired]
+    mats = [i for i, (shape, changed) in enumerate(zip(shapes, pairs.changed))
+            if len(shape) == 2 and changed > 0 and shape[0] >= 4]
+    small = [i for i in mats if shapes[i][0] <= cfg.cluster_max_rows and pairs.numel[i] * 8 <= BLOCK_BYTES]
     if not small:
         return Analysis.na("ClusteringChange", "no changed 2-D weight with 4.." f"{cfg.cluster_max_rows} rows"
                                                f" (--cluster-max-rows) and at most {BLOCK_BYTES // 8} values")
-    small.sort(key=lambda c: c.change.rel_l2 or 0.0, reverse=True)
+    rel = [r or 0.0 for r in pairs.rel_l2]
+    small.sort(key=rel.__getitem__, reverse=True)
     rows = []
-    for c in small[: cfg.cluster_max_layers]:
-        a, b = ctx.values(c.name, "a"), ctx.values(c.name, "b")
+    for name in (pairs.names[i] for i in small[: cfg.cluster_max_layers]):
+        a, b = ctx.values(name, "a"), ctx.values(name, "b")
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             continue
         ks = range(2, min(cfg.cluster_max_k, len(a) - 1) + 1)
@@ -303,7 +308,7 @@ def clustering_change(ctx: Context) -> Analysis:
         centroids = np.asarray([a[la == j].mean(0) for j in range(k) if np.any(la == j)])
         lb = kmeans(b, len(centroids), cfg.seed, start=centroids)
         cold = [adjusted_rand_index(la, kmeans(b, k, s)) for s in range(cfg.seed, cfg.seed + COLD_SEEDS)]
-        rows.append({"name": c.name, "rows": len(a), "k": k, "silhouette_a": score,
+        rows.append({"name": name, "rows": len(a), "k": k, "silhouette_a": score,
                      "ari": adjusted_rand_index(la, lb), "ari_fresh_start_min": min(cold),
                      "ari_fresh_start_max": max(cold)})
     if not rows:
