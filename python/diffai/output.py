@@ -462,7 +462,9 @@ def _sparse(result) -> bool:
     return any(src is not None and src.model.sparse for _, *pair in result.sources for src in pair)
 
 
-_STATS_LINE = "  ~ %s: mean=%s->%s, std=%s->%s, max_abs_diff=%s, rel_l2=%s, cosine=%s, changed=%d/%d"
+# A stats line's text around its seven figures, whose formats `_num_specs` chooses per value.
+_STATS_PIECES = ("  ~ %s: mean=", "->", ", std=", "->", ", max_abs_diff=", ", rel_l2=", ", cosine=",
+                 ", changed=%d/%d\n")
 
 
 def _stats_lines(t: Dict[str, Any], special: bool) -> Optional[List[str]]:
@@ -488,23 +490,26 @@ def _stats_lines(t: Dict[str, Any], special: bool) -> Optional[List[str]]:
         return None
     if not names:
         return []
-    table = np.empty((len(names), 10), dtype=object)
-    table[:, 0] = names
+    # Every line's format (its figures' formats in place), then every line written by one %-format.
+    formats = np.empty((len(names), 2 * len(_STATS_PIECES) - 1), dtype=object)
+    formats[:, 0::2] = _STATS_PIECES
+    values = np.empty((len(names), 10), dtype=object)
+    values[:, 0] = names
     for j, x in enumerate(floats):
-        table[:, j + 1] = _nums(x)
+        formats[:, 2 * j + 1] = _num_specs(x)
+        values[:, j + 1] = x.tolist()
     for j, x in enumerate(counts):
-        table[:, j + 8] = x.tolist()
-    return ("\n".join([_STATS_LINE] * len(names)) % tuple(table.ravel().tolist())).split("\n")
+        values[:, j + 8] = x.tolist()
+    return ("".join(formats.ravel().tolist()) % tuple(values.ravel().tolist()))[:-1].split("\n")
 
 
-def _nums(x: "np.ndarray") -> List[str]:
-    """``num`` of every (finite) value of a float64 column: its format chosen per value by the
-    same rules, then all of them written by one %-format."""
+def _num_specs(x: "np.ndarray") -> "np.ndarray":
+    """The %-format with which ``num`` writes each (finite) value of a float64 column, chosen per
+    value by the same rules."""
     magnitude = np.abs(x)
     whole = x == np.floor(x)
-    spec = np.where((magnitude >= 1e-3) & (magnitude < 1e5) & ~whole, "%.4f",
+    return np.where((magnitude >= 1e-3) & (magnitude < 1e5) & ~whole, "%.4f",
                     np.where(whole & (magnitude < 1e12), "%d", "%.4g"))
-    return ("\x00".join(spec.tolist()) % tuple(x.tolist())).split("\x00")
 
 
 def inspect_text(results, style: Style = plain) -> str:

@@ -214,19 +214,25 @@ def _sq_dists(x: np.ndarray, c: np.ndarray, xx: Optional[np.ndarray] = None) -> 
     return np.maximum(xx[:, None] + (c * c).sum(1)[None, :] - 2.0 * (x @ c.T), 0.0)
 
 
+def kmeans_pp(x: np.ndarray, k: int, seed: int, xx: Optional[np.ndarray] = None) -> np.ndarray:
+    """k-means++ seeding from a fixed seed: k centres (rows of x). The first j centres for k are
+    those for j (the same draws in the same order), so one seeding serves every k up to this one."""
+    if xx is None:
+        xx = (x * x).sum(1)
+    rng = np.random.default_rng(seed)
+    centres = [x[rng.integers(len(x))]]
+    for _ in range(1, k):
+        d2 = _sq_dists(x, np.asarray(centres), xx).min(axis=1)
+        total = d2.sum()
+        centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
+    return np.asarray(centres)
+
+
 def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, start: Optional[np.ndarray] = None) -> np.ndarray:
     """Lloyd's k-means from the centres ``start`` or, without them, k-means++ seeding from a fixed
     seed; returns labels."""
     xx = (x * x).sum(1)
-    if start is None:
-        rng = np.random.default_rng(seed)
-        centres = [x[rng.integers(len(x))]]
-        for _ in range(1, k):
-            d2 = _sq_dists(x, np.asarray(centres), xx).min(axis=1)
-            total = d2.sum()
-            centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
-        start = np.asarray(centres)
-    c = np.asarray(start, dtype=float)
+    c = np.asarray(kmeans_pp(x, k, seed, xx) if start is None else start, dtype=float)
     labels = np.zeros(len(x), dtype=int)
     for i in range(iters):
         new = np.argmin(_sq_dists(x, c, xx), axis=1)
@@ -271,10 +277,11 @@ def silhouette(d: np.ndarray, labels: np.ndarray) -> float:
 
 
 def adjusted_rand_index(x: np.ndarray, y: np.ndarray) -> float:
-    _, xi = np.unique(x, return_inverse=True)
-    _, yi = np.unique(y, return_inverse=True)
-    table = np.zeros((xi.max() + 1, yi.max() + 1))
-    np.add.at(table, (xi, yi), 1)
+    """ARI of two groupings given as non-negative integer labels (k-means labels). Labels no row
+    carries add empty rows or columns to the contingency table, which add nothing to its sums of
+    pair counts (exact: whole numbers)."""
+    ny = int(y.max()) + 1
+    table = np.bincount(x * ny + y, minlength=(int(x.max()) + 1) * ny).reshape(-1, ny).astype(float)
     comb = lambda v: v * (v - 1) / 2  # noqa: E731 - pairs among v items
     index = comb(table).sum()
     rows, cols, total = comb(table.sum(1)).sum(), comb(table.sum(0)).sum(), comb(len(x))
@@ -290,27 +297,33 @@ def clustering_change(ctx: Context) -> Analysis:
     if not ctx.has_stats:
         return Analysis.na("ClusteringChange", NO_STATS)
     cfg = ctx.config
-    mats = [c for c in ctx.paired if len(c.a.shape) == 2 and c.change.changed_elements > 0 and c.a.shape[0] >= 4]
-    small = [c for c in mats if c.a.shape[0] <= cfg.cluster_max_rows and c.a.numel * 8 <= BLOCK_BYTES]
+    # Rows of the paired tensors, screened from their columns (the change figures read once).
+    pairs = ctx.paired_columns
+    shapes = [c.a.shape for c in ctx.paired]
+    mats = [i for i, (shape, changed) in enumerate(zip(shapes, pairs.changed))
+            if len(shape) == 2 and changed > 0 and shape[0] >= 4]
+    small = [i for i in mats if shapes[i][0] <= cfg.cluster_max_rows and pairs.numel[i] * 8 <= BLOCK_BYTES]
     if not small:
         return Analysis.na("ClusteringChange", "no changed 2-D weight with 4.." f"{cfg.cluster_max_rows} rows"
                                                f" (--cluster-max-rows) and at most {BLOCK_BYTES // 8} values")
-    small.sort(key=lambda c: c.change.rel_l2 or 0.0, reverse=True)
+    rel = [r or 0.0 for r in pairs.rel_l2]
+    small.sort(key=rel.__getitem__, reverse=True)
     rows = []
-    for c in small[: cfg.cluster_max_layers]:
-        a, b = ctx.values(c.name, "a"), ctx.values(c.name, "b")
+    for name in (pairs.names[i] for i in small[: cfg.cluster_max_layers]):
+        a, b = ctx.values(name, "a"), ctx.values(name, "b")
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             continue
         ks = range(2, min(cfg.cluster_max_k, len(a) - 1) + 1)
         dist_a = distances(a)
-        labelings = {k: kmeans(a, k, cfg.seed) for k in ks}
+        seeds = kmeans_pp(a, ks[-1], cfg.seed)  # every k's seeding is a prefix of these
+        labelings = {k: kmeans(a, k, cfg.seed, start=seeds[:k]) for k in ks}
         score, k = max((silhouette(dist_a, labels), k) for k, labels in labelings.items())
         la = labelings[k]
         # b starts from a's centroids: a fresh start would add k-means' own initialisation noise.
         centroids = np.asarray([a[la == j].mean(0) for j in range(k) if np.any(la == j)])
         lb = kmeans(b, len(centroids), cfg.seed, start=centroids)
         cold = [adjusted_rand_index(la, kmeans(b, k, s)) for s in range(cfg.seed, cfg.seed + COLD_SEEDS)]
-        rows.append({"name": c.name, "rows": len(a), "k": k, "silhouette_a": score,
+        rows.append({"name": name, "rows": len(a), "k": k, "silhouette_a": score,
                      "ari": adjusted_rand_index(la, lb), "ari_fresh_start_min": min(cold),
                      "ari_fresh_start_max": max(cold)})
     if not rows:
