@@ -393,6 +393,10 @@ def measure(spec, timeout=3600):
     """Runs one task in a fresh process; returns seconds, peak private bytes, VmHWM, result."""
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # An installed package runs from compiled bytecode (pip compiles it at install); with
+    # PYTHONDONTWRITEBYTECODE (set on some CI machines) every run would recompile diffai's
+    # sources first, ~50-80 ms of each process that is not diffai's work.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
     try:
