@@ -32,34 +32,58 @@ pub fn push_str(out: &mut String, s: &str, ensure_ascii: bool) {
 /// those, the closest to `x`, ties to even), positional when 1e-4 <= |x| < 1e16 (with ".0" if
 /// whole), else one digit, the rest after a point, and a signed exponent of at least two digits.
 pub fn push_float(out: &mut String, x: f64) {
-    // The same digits from zmij (shortest, closest), whose layout ("0.001", "1.5e16") differs.
+    // The same digits from zmij (shortest, closest), whose layout ("0.001", "1.5e16") differs:
+    // its text is read once, byte by byte (this runs for every figure of every record).
     let mut buffer = zmij::Buffer::new();
-    let text = buffer.format_finite(x.abs());
-    let (mantissa, exp) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
-    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let all = whole.bytes().chain(fraction.bytes());
-    let leading = all.clone().take_while(|&b| b == b'0').count();
-    let mut buf = [0u8; 40]; // at most 17 significant digits, plus zeros zmij may pad with
-    let mut len = 0;
-    for b in all.skip(leading).take(buf.len()) {
-        buf[len] = b;
-        len += 1;
+    let text = buffer.format_finite(x.abs()).as_bytes();
+    let (mut digits, mut len) = ([0u8; 40], 0); // significant digits: at most 17, plus padding
+    let (mut before_point, mut leading, mut in_fraction, mut exp) = (0i32, 0i32, false, 0i32);
+    let mut rest = text.iter();
+    for &c in rest.by_ref() {
+        match c {
+            b'.' => in_fraction = true,
+            b'e' | b'E' => break,
+            _ => {
+                before_point += i32::from(!in_fraction);
+                if len == 0 && c == b'0' {
+                    leading += 1;
+                } else if len < digits.len() {
+                    digits[len] = c;
+                    len += 1;
+                }
+            }
+        }
     }
-    let digits = match buf[..len].iter().rposition(|&b| b != b'0') {
-        Some(last) => &buf[..=last],
-        None => b"0".as_slice(), // zero
-    };
+    let mut negative = false;
+    for &c in rest {
+        match c {
+            b'-' => negative = true,
+            b'0'..=b'9' => exp = exp * 10 + i32::from(c - b'0'),
+            _ => {}
+        }
+    }
+    if negative {
+        exp = -exp;
+    }
+    while len > 0 && digits[len - 1] == b'0' {
+        len -= 1;
+    }
+    let zero = len == 0;
+    if zero {
+        digits[0] = b'0';
+        len = 1;
+    }
     // The value is 0.d1d2... x 10^point.
-    let point = if digits == b"0" {
+    let point = if zero {
         1
     } else {
-        (whole.len() - leading) as i32 + exp.parse::<i32>().unwrap_or(0)
+        before_point - leading + exp
     };
-    let digits = std::str::from_utf8(digits).unwrap_or("0");
+    let digits = std::str::from_utf8(&digits[..len]).unwrap_or("0");
     if x.is_sign_negative() {
         out.push('-');
     }
-    let n = digits.len() as i32;
+    let n = len as i32;
     if -4 < point && point <= 16 {
         if point <= 0 {
             out.push_str("0.");
@@ -82,10 +106,17 @@ pub fn push_float(out: &mut String, x: f64) {
         }
         let e = point - 1;
         out.push_str(if e < 0 { "e-" } else { "e+" });
-        if e.abs() < 10 {
+        let e = e.unsigned_abs();
+        if e < 10 {
             out.push('0');
         }
-        out.push_str(&e.abs().to_string());
+        if e >= 100 {
+            out.push(char::from(b'0' + (e / 100) as u8));
+        }
+        if e >= 10 {
+            out.push(char::from(b'0' + (e / 10 % 10) as u8));
+        }
+        out.push(char::from(b'0' + (e % 10) as u8));
     }
 }
 
@@ -135,6 +166,13 @@ mod tests {
             (f64::NAN, "\"nan\""),
             (f64::NEG_INFINITY, "\"-inf\""),
             (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (1e-100, "1e-100"),
+            (1.5e16, "1.5e+16"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (0.00012, "0.00012"),
+            (0.000012, "1.2e-05"),
+            (100.0, "100.0"),
         ];
         for (x, want) in cases {
             assert_eq!(float(x), want);
