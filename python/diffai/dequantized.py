@@ -75,14 +75,20 @@ def _blocks(src, local: str, scales: Optional[np.ndarray], threads: int) -> Iter
     return scaled_blocks(_core.value_blocks(src.model, local, BLOCK_ELEMENTS, threads), scales, width)
 
 
+def integer_dtypes(src) -> Set[str]:
+    """The integer (not float, not bool) dtypes of ``src``'s tensors, which a scale could turn
+    into values. Each dtype is judged once, not once per tensor (100k-tensor models hold a
+    handful of dtypes)."""
+    return {d for d in {info[0] for info in src.tensor_infos().values()} if not (is_float(d) or d == "bool")}
+
+
 def coded_names(src) -> Set[str]:
-    """The integer tensors of ``src`` that have a usable scale (headers only). The dtypes are
-    judged once each, not once per tensor (100k-tensor models hold a handful of dtypes)."""
-    infos = src.tensor_infos()
-    integer = {d for d in {info[0] for info in infos.values()} if not (is_float(d) or d == "bool")}
+    """The integer tensors of ``src`` that have a usable scale (headers only)."""
+    integer = integer_dtypes(src)
     if not integer:
         return set()
-    return {n for n, (dtype, _, _) in infos.items() if dtype in integer and scale_name(src, n) is not None}
+    return {n for n, (dtype, _, _) in src.tensor_infos().items()
+            if dtype in integer and scale_name(src, n) is not None}
 
 
 def dequantized_names(a, b, names: List[str], b_own: Optional[Dict[str, str]] = None) -> List[str]:

@@ -336,9 +336,7 @@ class Context:
             return False
         known = self._holds_codes_by_source.get(id(src))
         if known is None:
-            dtypes = {dtype for dtype, _, _ in src.tensor_infos().values()}
-            known = self._holds_codes_by_source[id(src)] = any(
-                not dequantized.is_float(dtype) and dtype != "bool" for dtype in dtypes)
+            known = self._holds_codes_by_source[id(src)] = bool(dequantized.integer_dtypes(src))
         return known
 
     # --- quantized logical weights (diffai.quantized): one name for several stored parts, whose

@@ -35,8 +35,9 @@ CONCENTRATED_SHARE = 0.5  # one layer group with this share of the squared updat
 def layer_impact(ctx: Context) -> Analysis:
     if not ctx.has_stats:
         return Analysis.na("LayerImpact", NO_STATS)
-    if requantized_reason(ctx):
-        return Analysis.na("LayerImpact", requantized_reason(ctx))
+    requantized = requantized_reason(ctx)
+    if requantized:
+        return Analysis.na("LayerImpact", requantized)
     if not ctx.paired:
         return Analysis.na("LayerImpact", "no tensor is present with the same shape in both files")
     groups = ctx.paired_groups
@@ -65,8 +66,9 @@ def review_friendly(ctx: Context) -> Analysis:
     sentences.append(f"{s.changed} of {s.changed + s.unchanged + s.reshaped + s.removed + s.renamed} tensors "
                      "changed values"
                      + (f"; {', '.join(structure)}" if structure else "; no structural change") + ".")
-    if requantized_reason(ctx):
-        sentences.append(requantized_reason(ctx)[0].upper() + requantized_reason(ctx)[1:] + ".")
+    requantized = requantized_reason(ctx)
+    if requantized:
+        sentences.append(requantized[0].upper() + requantized[1:] + ".")
     elif ctx.has_stats and ctx.paired:
         delta, weight = ctx.paired_update
         rel = safe_div(delta, weight)

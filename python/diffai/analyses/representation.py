@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .. import _core
+from ..records import TensorComparison
 from .common import BLOCK_BYTES, Analysis, Context, Table, grade, safe_div
 from .roles import EMBEDDING, roles
 from .training import NO_STATS
@@ -125,14 +126,18 @@ def similarity_matrix(ctx: Context) -> Analysis:
     # sorted(...)[:top_k] without sorting all (the same unless a NaN makes the order arbitrary)
     lowest = (heapq.nsmallest(ctx.config.top_k, cos, key=cos.get) if not any(v != v for v in cos.values())
               else sorted(cos, key=cos.get)[: ctx.config.top_k])
-    by_shape: Dict[Tuple[int, ...], List[str]] = {}
+    by_shape: Dict[Tuple[int, ...], List[TensorComparison]] = {}
     logical = ctx.result.quantized  # quantized logical weights: no tensor the core's cross products read
+    left_out = 0
     for c in pairs:
-        if c.name not in logical:
-            by_shape.setdefault(c.a.shape, []).append(c.name)
-    shape, names = max(by_shape.items(), key=lambda kv: len(kv[1])) if by_shape else (None, [])
-    names = names[: ctx.config.similarity_max_tensors]
-    matrix = _cross_cosines(ctx, names) if len(names) > 1 else None
+        if c.name in logical:
+            left_out += 1
+        else:
+            by_shape.setdefault(c.a.shape, []).append(c)
+    shape, group = max(by_shape.items(), key=lambda kv: len(kv[1])) if by_shape else (None, [])
+    group = group[: ctx.config.similarity_max_tensors]
+    names = [c.name for c in group]
+    matrix = _cross_cosines(ctx, group) if len(group) > 1 else None
     mean_cos = float(np.mean(list(cos.values())))
     summary: Dict[str, Any] = {"similarity": similarity_verdict(cos[lowest[0]], mean_cos), "mean_cosine": mean_cos,
                                "min_cosine": cos[lowest[0]], "least_similar": lowest}
@@ -142,7 +147,6 @@ def similarity_matrix(ctx: Context) -> Analysis:
         summary["matrix_tensors"] = len(names)
         summary["diagonal_dominant"] = float(np.mean(np.argmax(m, axis=1) == np.arange(len(names))))
     details: Dict[str, Any] = {"cosine": cos, "matrix": {"tensors": names, "cosine_a_rows_b_cols": matrix}}
-    left_out = sum(1 for c in pairs if c.name in logical)
     if left_out:
         details["matrix_without"] = f"{left_out} quantized logical weights (decoded by their reader, not read here)"
     return Analysis(
@@ -152,22 +156,21 @@ def similarity_matrix(ctx: Context) -> Analysis:
     )
 
 
-def _cross_cosines(ctx: Context, names: List[str]) -> List[List[float]]:
-    """cos(a_i, b_j) for every pair of the named same-shape tensors: the inner products summed by
+def _cross_cosines(ctx: Context, group: List[TensorComparison]) -> List[List[float]]:
+    """cos(a_i, b_j) for every pair of the group's same-shape tensors: the inner products summed by
     the core in one pass over them (``_core.cross_dots``) or, for tensors of several files,
     compressed or stored as integer codes with a scale, here a block at a time (one block of each
     tensor in memory, not all of them as float64). The norms come from the diff when every
     element of these tensors is finite (its norms are over the positions finite on both sides:
     then all of them, the same sums up to rounding order), sparing the core a fifth of its
     multiply-adds; otherwise they are summed with the products."""
-    by_name = {c.name: c for c in ctx.paired}
-    finite = all(st.nan_count == 0 and st.inf_count == 0
-                 for n in names for st in (by_name[n].a, by_name[n].b))
+    names = [c.name for c in group]
+    finite = all(st.nan_count == 0 and st.inf_count == 0 for c in group for st in (c.a, c.b))
     core = _core_cross_dots(ctx, names, squares=not finite)
     gram, na2, nb2 = core or _block_cross_dots(ctx, names)
     if core is not None and finite:
-        l2_a = np.array([by_name[n].change.l2_a for n in names])
-        l2_b = np.array([by_name[n].change.l2_b for n in names])
+        l2_a = np.array([c.change.l2_a for c in group])
+        l2_b = np.array([c.change.l2_b for c in group])
     else:
         l2_a, l2_b = np.sqrt(na2), np.sqrt(nb2)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -67,12 +67,10 @@ def _roles(ctx: Context) -> Dict[str, str]:
         a, b = c.a, c.b
         rank = max(len(a.shape), len(b.shape)) if a is not None and b is not None \
             else len((a if a is not None else b).shape)
-        not_float = ((a is not None and not is_float(a.dtype)) or (b is not None and not is_float(b.dtype))) \
-            and _not_float(ctx, c)
-        key = (template, rank, not_float)
+        key = (template, rank, _not_float(ctx, c))
         role = decided.get(key)
         if role is None:
-            role = decided[key] = _name_role(template, rank, not_float)
+            role = decided[key] = _name_role(*key)
         out[name] = role
     return out
 
@@ -109,8 +107,9 @@ def _role(ctx: Context, c) -> str:
 def _not_float(ctx: Context, c) -> bool:
     """Whether a side holds values that are not floats. A quantized logical weight's storage
     (``gptq-int4 g128``) is no float dtype, but its values are: its reader decodes them."""
-    return any(st is not None and not is_float(st.dtype) and ctx.logical(c.name, side) is None
-               for side, st in (("a", c.a), ("b", c.b)))
+    a, b = c.a, c.b  # the dtype first: most tensors are float, and then no lookup is made
+    return ((a is not None and not is_float(a.dtype) and ctx.logical(c.name, "a") is None)
+            or (b is not None and not is_float(b.dtype) and ctx.logical(c.name, "b") is None))
 
 
 def _name_role(name: str, rank: int, not_float: bool) -> str:

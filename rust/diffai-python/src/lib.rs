@@ -531,8 +531,8 @@ fn row_products<'py>(
 
 /// `(dots, sq_a, sq_b)` as native f64 bytes: <a_i, b_j> for every a tensor `names_a[i]` and b
 /// tensor `names_b[j]` (row-major), and, when `squares`, each one's squared norm (else empty
-/// bytes), summed in one pass (`diffai_core::gram`). None when a tensor is not in memory as it is (compressed): the caller
-/// reads it block by block instead.
+/// bytes), summed in one pass (`diffai_core::gram`). None when a tensor is not in memory as it
+/// is (compressed): the caller reads it block by block instead.
 #[pyfunction]
 #[pyo3(signature = (a, names_a, b, names_b, threads=0, squares=true))]
 #[allow(clippy::type_complexity)]
