@@ -136,3 +136,52 @@ fn needs_pyyaml(s: &str) -> bool {
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_by_yaml_1_1_as_the_json_writer_writes_them() {
+        // PyYAML's safe_load of each gives the float (or the string) json.loads gives.
+        for (x, want) in [
+            (Some(1e-5), "1.0e-05"),
+            (Some(-5e-324), "-5.0e-324"),
+            (Some(1e16), "1.0e+16"),
+            (Some(1.5e16), "1.5e+16"),
+            (Some(0.0001), "0.0001"),
+            (Some(-0.0), "-0.0"),
+            (Some(f64::NAN), "nan"),
+            (Some(f64::INFINITY), "inf"),
+            (Some(f64::NEG_INFINITY), "\"-inf\""),
+            (None, "null"),
+        ] {
+            let mut s = String::new();
+            push_number(&mut s, x);
+            assert_eq!(s, want);
+        }
+    }
+
+    #[test]
+    fn strings_plain_only_when_they_read_back_as_themselves() {
+        for (s, want) in [
+            ("fc1.weight", "fc1.weight"),
+            ("a/b-c_0", "a/b-c_0"),
+            ("nan", "nan"),
+            ("Yes", "\"Yes\""),
+            ("NULL", "\"NULL\""),
+            ("1e3", "\"1e3\""),
+            ("", "\"\""),
+            ("a b", "\"a b\""),
+            ("q\"\\", "\"q\\\"\\\\\""),
+            ("caf\u{e9}", "\"caf\u{e9}\""),
+            ("model.safetensors::w", "\"model.safetensors::w\""),
+        ] {
+            let mut out = String::new();
+            push_plain_or_quoted(&mut out, s);
+            assert_eq!(out, want);
+        }
+        assert!(needs_pyyaml("a\u{85}") && needs_pyyaml("\u{2028}") && needs_pyyaml("\u{7f}"));
+        assert!(!needs_pyyaml("caf\u{e9}\u{1F600}\u{feff}") && !needs_pyyaml("\t\"\\"));
+    }
+}
