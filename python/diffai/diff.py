@@ -598,7 +598,7 @@ class _Rows:
         if self.core.elsewhere():  # pairs compared here: every record's JSON line, as json_lines
             return self.json_lines(False)
         items = self.core.yaml_lines()
-        if None in items:  # rare: names that need PyYAML's escapes
+        if None in items:  # rare: names or dtypes that need PyYAML's escapes
             items = [y if y is not None else j for y, j in zip(items, self.core.json_lines(False))]
         return items
 

@@ -151,6 +151,8 @@ def _not_yaml_printable() -> "re.Pattern[str]":
     return re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 # A name written unquoted reads back as the same string: no YAML indicator, number, bool or null.
+# The core's YAML writer (rust/diffai-core/src/diff/yaml.rs) applies the same rules, and those of
+# _needs_pyyaml: tests/test_yaml_core.py holds the two to the same bytes.
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 _YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}
 
