@@ -187,6 +187,15 @@ class DiffResult:
         return [line for p in self._parts
                 for line in (p.json_lines(ensure_ascii) if isinstance(p, _Rows) else (p.json_line(ensure_ascii),))]
 
+    def record_yaml_items(self) -> List[str]:
+        """Each record as its YAML list item where the core writes it from its rows, else as its
+        JSON line (``ensure_ascii=False``; it starts with "{") for ``output.to_yaml`` to rewrite:
+        records made in Python or already made into objects, and strings that need PyYAML."""
+        if self._records is not None:
+            return [r.json_line(False) for r in self._records]
+        return [line for p in self._parts
+                for line in (p.yaml_items() if isinstance(p, _Rows) else (p.json_line(False),))]
+
     def table(self) -> Dict[str, Any]:
         """Every tensor name as columns (numpy arrays, one entry per comparison): ``name``,
         ``status``, ``dtype_a``/``dtype_b`` (object arrays; None for a side without the tensor),
@@ -582,6 +591,16 @@ class _Rows:
         if None in lines:  # records of pairs compared here (dequantized) are written here
             return [r.json_line(ensure_ascii) for r in self.records()]
         return lines
+
+    def yaml_items(self) -> List[str]:
+        """The records' YAML from the core, or their JSON lines where the core leaves them (see
+        ``DiffResult.record_yaml_items``)."""
+        if self.core.elsewhere():  # pairs compared here: every record's JSON line, as json_lines
+            return self.json_lines(False)
+        items = self.core.yaml_lines()
+        if None in items:  # rare: names or dtypes that need PyYAML's escapes
+            items = [y if y is not None else j for y, j in zip(items, self.core.json_lines(False))]
+        return items
 
     def core_columns(self) -> Dict[str, Any]:
         """The core's columns as it gives them (lists and bytes), made once."""

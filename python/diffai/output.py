@@ -133,11 +133,12 @@ def _layout(v: Any, pad: str) -> str:
 
 def to_yaml(result) -> str:
     """The JSON list as block YAML (as in the guide): analyses laid out as in JSON, then each record
-    as ``- Kind:`` with its name and values below, statistics one ``key: value`` line each. Written
-    from the records' JSON lines (tensor records: the core's, no Python object per tensor): PyYAML
-    represents values in Python even with libyaml's emitter, 10 s for a 20,000-tensor diff."""
+    as ``- Kind:`` with its name and values below, statistics one ``key: value`` line each. Tensor
+    records are written by the core (rust/diffai-core/src/diff/yaml.rs, no Python object per
+    tensor), the others rewritten here from their JSON lines: PyYAML represents values in Python
+    even with libyaml's emitter, 10 s for a 20,000-tensor diff."""
     head = dump_yaml(_analyses_json(result)) if _json_analyses(result) else ""
-    return head + _yaml_records(result.record_json_lines(ensure_ascii=False)) or "[]\n"
+    return head + _yaml_records(result.record_yaml_items()) or "[]\n"
 
 
 # JSON is YAML flow syntax, except that YAML 1.1 (PyYAML) reads a float without a decimal point
@@ -150,6 +151,8 @@ def _not_yaml_printable() -> "re.Pattern[str]":
     return re.compile("[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 # A name written unquoted reads back as the same string: no YAML indicator, number, bool or null.
+# The core's YAML writer (rust/diffai-core/src/diff/yaml.rs) applies the same rules, and those of
+# _needs_pyyaml: tests/test_yaml_core.py holds the two to the same bytes.
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 _YAML_WORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}
 
@@ -197,13 +200,18 @@ _MEMBER_STRING = re.compile(r': ("[^"]*")')
 
 
 def _yaml_records(lines: List[str]) -> str:
-    """Records' JSON lines as YAML list items. A statistics record whose text is ASCII without a
-    backslash (so every '"' delimits a string, and no string holds one) is cut after its name;
-    what follows, objects and null, is rewritten as text for all such records at once."""
+    """Records' JSON lines as YAML list items (a line that is one already, "- Kind:...", stays).
+    A statistics record whose text is ASCII without a backslash (so every '"' delimits a string,
+    and no string holds one) is cut after its name; what follows, objects and null, is rewritten
+    as text for all such records at once."""
     heads: List[str] = []
     bodies: List[Optional[str]] = []
     plain_name, words = _PLAIN_NAME.fullmatch, _YAML_WORDS
     for line in lines:
+        if line[0] == "-":  # written by the core
+            heads.append(line)
+            bodies.append(None)
+            continue
         kind_end = line.find('"', 2)
         name_end = line.find('"', kind_end + 5)  # the name's closing quote (no backslash: no quote in it)
         kind = line[2:kind_end]

@@ -409,6 +409,26 @@ impl ModelDiffRows {
             .transpose()?;
         TensorComparison::row(py, name, status, sa, sb, change)
     }
+
+    /// `write` of each record row, in order, on the diff's worker threads.
+    fn record_texts(
+        &self,
+        py: Python<'_>,
+        write: impl Fn(&Row, &[diffai_core::Tensor], &[diffai_core::Tensor], &str) -> Option<String>
+            + Send
+            + Sync
+            + 'static,
+    ) -> PyResult<Vec<Option<String>>> {
+        let (ma, mb) = (self.a.get().inner.clone(), self.b.get().inner.clone());
+        let (diff, prefix) = (self.diff.clone(), self.prefix.clone());
+        run(py, self.threads as i64, None, move |_| {
+            use rayon::prelude::*;
+            Ok((diff.rows.par_iter())
+                .filter(|r| r.status.is_record())
+                .map(|r| write(r, &ma.tensors, &mb.tensors, &prefix))
+                .collect())
+        })
+    }
 }
 
 #[pymethods]
@@ -515,17 +535,15 @@ impl ModelDiffRows {
     /// worker threads.
     #[pyo3(signature = (ensure_ascii=true))]
     fn json_lines(&self, py: Python<'_>, ensure_ascii: bool) -> PyResult<Vec<Option<String>>> {
-        let (ma, mb) = (self.a.get().inner.clone(), self.b.get().inner.clone());
-        let (diff, prefix) = (self.diff.clone(), self.prefix.clone());
-        run(py, self.threads as i64, None, move |_| {
-            use rayon::prelude::*;
-            Ok((diff.rows.par_iter())
-                .filter(|r| r.status.is_record())
-                .map(|r| {
-                    diff::json::record_line(r, &ma.tensors, &mb.tensors, &prefix, ensure_ascii)
-                })
-                .collect())
+        self.record_texts(py, move |r, a, b, prefix| {
+            diff::json::record_line(r, a, b, prefix, ensure_ascii)
         })
+    }
+
+    /// The YAML list item of each record row, in order (None: a row the caller compared, or
+    /// whose strings need PyYAML's escapes), written by the core (`diffai_core::diff::yaml`).
+    fn yaml_lines(&self, py: Python<'_>) -> PyResult<Vec<Option<String>>> {
+        self.record_texts(py, diff::yaml::record_item)
     }
 
     /// The rows as columns: `name`, `status`, `dtype_a`, `dtype_b` as lists; every statistic as

@@ -14,6 +14,7 @@ pub mod options;
 pub mod scalars;
 #[cfg(test)]
 mod tests;
+pub mod yaml;
 
 pub use options::{DiffOptions, NameFilter};
 
