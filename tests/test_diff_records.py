@@ -250,3 +250,15 @@ print("ok")
     for _ in range(3):  # exits while the drop threads may still run
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
         assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+
+
+def test_an_empty_tensor_name_is_a_name_like_any_other():
+    """A mapping may hold the key "": it pairs with b's "" (alignment once refused it as a
+    prefix stripped to nothing, though no prefix was asked for)."""
+    a = {"": np.arange(3, dtype=np.float32), "w": np.ones(2, np.float32)}
+    b = {"": np.arange(3, dtype=np.float32) * 2, "w": np.ones(2, np.float32)}
+    result = diffai.diff(a, b)
+    (rec,) = result.records
+    assert isinstance(rec, TensorStatsChanged) and rec.name == ""
+    assert_change(rec.change, a[""].astype(np.float64), b[""].astype(np.float64))
+    assert (result.summary.changed, result.summary.unchanged) == (1, 1)

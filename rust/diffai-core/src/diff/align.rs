@@ -99,7 +99,7 @@ fn keyed<'a>(
 }
 
 /// Each name without `prefix` (names lacking it kept), in order; None when two collide or a
-/// name would become empty.
+/// name would become empty (a name that is empty already, which a mapping may hold, stays).
 fn stripped<'a>(names: impl Iterator<Item = &'a str>, prefix: &str) -> Option<Vec<&'a str>> {
     let mut seen = FxHashSet::default();
     let mut out = Vec::new();
@@ -109,7 +109,7 @@ fn stripped<'a>(names: impl Iterator<Item = &'a str>, prefix: &str) -> Option<Ve
         } else {
             n.strip_prefix(prefix).unwrap_or(n)
         };
-        if key.is_empty() || !seen.insert(key) {
+        if (key.is_empty() && !n.is_empty()) || !seen.insert(key) {
             return None;
         }
         out.push(key);
@@ -276,5 +276,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!((p.same, p.added), (vec![(0, 0)], vec![1]));
+    }
+
+    #[test]
+    fn an_empty_name_pairs_unless_stripping_makes_it() {
+        let a = model(&[("", 1), ("x", 2)]);
+        let p = pair(&a, &a, ("", None), ("", None)).unwrap();
+        assert_eq!(p.same, vec![(0, 0), (1, 1)]);
+        // "module." stripped from "module." itself would leave no name.
+        let e = pair(&model(&[("module.", 1)]), &a, ("module.", None), ("", None));
+        assert!(e.is_err());
     }
 }
