@@ -65,18 +65,43 @@ class Table:
         return f"Table({self.title!r}, {self.columns!r}, {self.rows!r})"
 
 
-@dataclass
 class Analysis:
     """One analysis outcome. ``summary`` is the text line (and the head of the JSON record),
     ``details`` are JSON-only lists, ``tables`` feed the Markdown/HTML report, ``failed`` lists
-    checks that make the exit status 1 (regression test, degradation alert)."""
+    checks that make the exit status 1 (regression test, degradation alert). ``details`` may be
+    given as a function that makes them, called on first use: text output never asks, and the
+    per-tensor lists of a 20k-tensor model cost more than the analysis."""
 
-    name: str
-    summary: Dict[str, Any] = field(default_factory=dict)
-    details: Dict[str, Any] = field(default_factory=dict)
-    tables: List[Table] = field(default_factory=list)
-    failed: List[str] = field(default_factory=list)
-    not_applicable: Optional[str] = None
+    def __init__(self, name: str, summary: Optional[Dict[str, Any]] = None,
+                 details: Union[Dict[str, Any], Callable[[], Dict[str, Any]], None] = None,
+                 tables: Optional[List[Table]] = None, failed: Optional[List[str]] = None,
+                 not_applicable: Optional[str] = None) -> None:
+        self.name = name
+        self.summary = {} if summary is None else summary
+        self._details = {} if details is None else details
+        self.tables = [] if tables is None else tables
+        self.failed = [] if failed is None else failed
+        self.not_applicable = not_applicable
+
+    @property
+    def details(self) -> Dict[str, Any]:
+        if callable(self._details):
+            self._details = self._details()
+        return self._details
+
+    @details.setter
+    def details(self, value: Dict[str, Any]) -> None:
+        self._details = value
+
+    def __repr__(self) -> str:
+        return (f"Analysis({self.name!r}, summary={self.summary!r}, details={self.details!r}, tables={self.tables!r}, "
+                f"failed={self.failed!r}, not_applicable={self.not_applicable!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Analysis):
+            return NotImplemented
+        return (self.name, self.summary, self.details, self.tables, self.failed, self.not_applicable) == \
+            (other.name, other.summary, other.details, other.tables, other.failed, other.not_applicable)
 
     @classmethod
     def na(cls, name: str, reason: str) -> "Analysis":

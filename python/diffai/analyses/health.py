@@ -249,7 +249,11 @@ def _weight_mb(ctx: Context) -> float:
 
 
 def regression_checks(ctx: Context) -> List[Dict[str, Any]]:
-    """The configured CI checks, each {check, passed, detail}."""
+    """The configured CI checks, each {check, passed, detail}, run once per context."""
+    return ctx.memo("regression checks", lambda: _regression_checks(ctx))
+
+
+def _regression_checks(ctx: Context) -> List[Dict[str, Any]]:
     cfg = ctx.config
     checks = []
     if ctx.has_stats:
@@ -301,7 +305,11 @@ def alert_on_degradation(ctx: Context) -> Analysis:
 def assess_risk(ctx: Context) -> Dict[str, Any]:
     """Risk level with every reason: high for NaN/Inf, exploding, collapsed or reshaped/removed
     tensors; medium for std shifts, dtype changes, added or renamed tensors or a large jump; low
-    otherwise."""
+    otherwise. Computed once per context (three analyses report it)."""
+    return ctx.memo("risk", lambda: _assess_risk(ctx))
+
+
+def _assess_risk(ctx: Context) -> Dict[str, Any]:
     cfg = ctx.config
     high: List[str] = []
     medium: List[str] = []
@@ -310,14 +318,14 @@ def assess_risk(ctx: Context) -> Dict[str, Any]:
         for f in find_anomalies(ctx):
             (high if f["severity"] in ("high", "critical") else medium).append(f"{f['name']}: {'; '.join(f['issues'])}")
         updates = tensor_updates(ctx)
-        jumps = [r["name"] for r in updates if r["jumping"]]
+        jumps = updates.jumping
         if jumps:
             medium.append(f"{len(jumps)} weight tensors changed by more than {cfg.large_jump_above} relative: "
-                          + ", ".join(jumps[: cfg.top_k]))
-        from_zero = sorted((r for r in updates if r["from_zero"]), key=lambda r: r["update_norm"], reverse=True)
+                          + ", ".join(updates.names[i] for i in jumps[: cfg.top_k]))
+        from_zero = updates.from_zero_by_norm()
         if from_zero:
             notes.append(f"{len(from_zero)} tensors moved from all-zero (absolute update ||delta||): "
-                         + ", ".join(f"{r['name']} ({r['update_norm']:.4g})" for r in from_zero[: cfg.top_k]))
+                         + ", ".join(f"{updates.names[i]} ({updates.norms[i]:.4g})" for i in from_zero[: cfg.top_k]))
     for status, bucket in (("reshaped", high), ("removed", high), ("added", medium)):
         names = [c.name for c in ctx.model if c.status == status]
         if names:
