@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from functools import cached_property, lru_cache
+from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -190,6 +191,19 @@ def layer_group(name: str) -> str:
     return ".".join(parts[:-1]) or name
 
 
+def group_sums(keys: List[Any], *columns: List[int]) -> Dict[Any, List[int]]:
+    """key -> the sums of each integer column over the rows of that key, keys in order of first
+    appearance (whole numbers: exact in any order)."""
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    rows = np.fromiter(map(index.__getitem__, keys), dtype=np.intp, count=len(keys))
+    sums = []
+    for column in columns:
+        out = np.zeros(len(index), dtype=np.int64)
+        np.add.at(out, rows, np.asarray(column, dtype=np.int64))
+        sums.append(out.tolist())
+    return {k: [s[i] for s in sums] for k, i in index.items()}
+
+
 EMBED_MODULE = re.compile(r"embed|(^|[._])(wte|wpe|emb|tok_emb\w*|word_emb\w*|position_emb\w*|shared)$", re.IGNORECASE)
 _FAMILY_PATTERNS = [
     ("recurrent", re.compile(r"lstm|gru|rnn|weight_[ih]h|bias_[ih]h")),
@@ -206,24 +220,27 @@ _ROLE_FAMILY = {"norm_scale": "norm", "norm_shift": "norm", "norm_stat": "norm",
 def families(shapes: Dict[str, Tuple[int, ...]], roles: Dict[str, str]) -> Dict[str, str]:
     """Inferred layer family of every tensor: from its role (norm, embedding, buffer,
     quantization scale), else per module (name minus its last part) from name patterns, then from
-    the module weight's rank (4-D/3-D: conv, 2-D: linear)."""
-    modules: Dict[str, List[str]] = {}
-    out: Dict[str, str] = {}
-    for name in shapes:
-        fam = _ROLE_FAMILY.get(roles.get(name, ""))
-        if fam:
-            out[name] = fam
-        else:
-            modules.setdefault(name.rsplit(".", 1)[0] if "." in name else name, []).append(name)
-    for module, names in modules.items():
-        fam = next((f for f, pat in _FAMILY_PATTERNS if pat.search(module.lower())), None)
-        if fam is None:
-            ranks = [len(shapes[n]) for n in names if n.endswith("weight")] or [len(shapes[n]) for n in names]
-            rank = max(ranks)
-            fam = "conv" if rank >= 3 else "linear" if rank == 2 else "other"
-        for n in names:
-            out[n] = fam
-    return out
+    the module weight's rank (4-D/3-D: conv, 2-D: linear). Decided once per module, not per
+    tensor."""
+    names = list(shapes)
+    by_role = [_ROLE_FAMILY.get(roles.get(n, "")) for n in names]
+    modules = [n.rsplit(".", 1)[0] if "." in n else n for n in names]
+    # Modules of the names no role decides, in order.
+    module_family: Dict[str, Optional[str]] = dict.fromkeys(m for m, f in zip(modules, by_role) if f is None)
+    for module in module_family:
+        module_family[module] = next((f for f, pat in _FAMILY_PATTERNS if pat.search(module.lower())), None)
+    undecided = {m: i for i, m in enumerate(m for m, f in module_family.items() if f is None)}
+    if undecided:  # the largest rank of the module's weights (names ending in "weight"), else of its tensors
+        rows = [i for i, (m, f) in enumerate(zip(modules, by_role)) if f is None and m in undecided]
+        module = np.fromiter((undecided[modules[i]] for i in rows), dtype=np.intp, count=len(rows))
+        rank = np.fromiter((len(shapes[names[i]]) for i in rows), dtype=np.intp, count=len(rows))
+        weight = np.fromiter((names[i].endswith("weight") for i in rows), dtype=bool, count=len(rows))
+        top_any, top_weight = np.full(len(undecided), -1), np.full(len(undecided), -1)
+        np.maximum.at(top_any, module, rank)
+        np.maximum.at(top_weight, module[weight], rank[weight])
+        for m, r in zip(undecided, np.where(top_weight >= 0, top_weight, top_any).tolist()):
+            module_family[m] = "conv" if r >= 3 else "linear" if r == 2 else "other"
+    return {n: f if f is not None else module_family[m] for n, m, f in zip(names, modules, by_role)}
 
 
 # Memory the analyses hold as float64 values: a few blocks of large tensors, and recent tensors.
@@ -236,16 +253,26 @@ class SideTensors:
     20k-tensor model is walked once per side, not once per figure)."""
 
     def __init__(self, model: List[TensorComparison], side: str) -> None:
-        pairs = [(c.name, st) for c, st in ((c, getattr(c, side)) for c in model) if st is not None]
-        self.names = [n for n, _ in pairs]
-        self.stats = [st for _, st in pairs]
-        self.shapes = [st.shape for st in self.stats]
-        self.dtypes = [st.dtype for st in self.stats]
-        self.numel = [st.numel for st in self.stats]
-        self.nbytes = [st.nbytes for st in self.stats]
+        stats = list(map(attrgetter(side), model))
+        if None in stats:
+            self.names = [c.name for c, st in zip(model, stats) if st is not None]
+            stats = [st for st in stats if st is not None]
+        else:
+            self.names = [c.name for c in model]
+        self.stats = stats
+        self.shapes = list(map(attrgetter("shape"), stats))
+        self.dtypes = list(map(attrgetter("dtype"), stats))
+        self.numel = list(map(attrgetter("numel"), stats))
+        self.nbytes = list(map(attrgetter("nbytes"), stats))
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def alike(self, other: "SideTensors") -> bool:
+        """The same names with the same shapes, dtypes, sizes and bytes (what the structural
+        figures of a side depend on)."""
+        return (self.names == other.names and self.shapes == other.shapes and self.dtypes == other.dtypes
+                and self.numel == other.numel and self.nbytes == other.nbytes)
 
 
 class Context:
@@ -295,6 +322,12 @@ class Context:
     def side(self, side: str) -> SideTensors:
         """The model tensors of side "a" or "b" as columns (made once)."""
         return self.memo(f"side {side}", lambda: SideTensors(self.model, side))
+
+    @cached_property
+    def sides_alike(self) -> bool:
+        """Whether b's model tensors are a's in structure (`SideTensors.alike`): then every
+        structural figure of b (families, parameters and bytes per family or dtype, FLOPs) is a's."""
+        return self.side("b").alike(self.side("a"))
 
     @property
     def has_stats(self) -> bool:
@@ -547,17 +580,20 @@ def global_update(pairs: PairedColumns) -> Tuple[float, float]:
 
 
 def per_group_update(pairs: PairedColumns) -> Dict[str, Dict[str, float]]:
-    """layer group -> {delta2, weight2, params, changed}: summed squared norms and counts."""
-    groups: Dict[str, Dict[str, float]] = {}
-    for layer, d, w, numel, changed in zip(pairs.layers, pairs.l2_diff, pairs.l2_a, pairs.numel, pairs.changed):
-        g = groups.get(layer)
-        if g is None:
-            g = groups[layer] = {"delta2": 0.0, "weight2": 0.0, "params": 0, "changed": 0}
-        g["delta2"] += d ** 2
-        g["weight2"] += w ** 2
-        g["params"] += numel
-        g["changed"] += changed
-    return groups
+    """layer group -> {delta2, weight2, params, changed}: summed squared norms and counts. The
+    squares are summed tensor by tensor in order (``np.add.at`` adds in index order), the float64
+    sums of a loop over the tensors."""
+    index = {k: i for i, k in enumerate(dict.fromkeys(pairs.layers))}
+    rows = np.fromiter(map(index.__getitem__, pairs.layers), dtype=np.intp, count=len(pairs.layers))
+    squares = []
+    for column in (pairs.l2_diff, pairs.l2_a):
+        out = np.zeros(len(index))
+        # d ** 2 as Python computes it (libm's pow, which differs from d * d in the last bit now and then)
+        np.add.at(out, rows, np.array([d ** 2 for d in column], dtype=np.float64))
+        squares.append(out.tolist())
+    counts = group_sums(pairs.layers, pairs.numel, pairs.changed)
+    return {layer: {"delta2": squares[0][i], "weight2": squares[1][i], "params": counts[layer][0],
+                    "changed": counts[layer][1]} for layer, i in index.items()}
 
 
 def ranked_groups(pairs: Union[List[TensorComparison], PairedColumns]) -> List[Dict[str, Any]]:
