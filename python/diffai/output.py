@@ -503,13 +503,18 @@ def _stats_lines(t: Dict[str, Any], special: bool) -> Optional[List[str]]:
     return ("".join(formats.ravel().tolist()) % tuple(values.ravel().tolist()))[:-1].split("\n")
 
 
+# The %-formats `num` writes a finite float with, as one object array: indexing it gives each
+# value its format without making a string per value.
+_NUM_SPECS = np.array(["%.4f", "%d", "%.4g"], dtype=object)
+
+
 def _num_specs(x: "np.ndarray") -> "np.ndarray":
     """The %-format with which ``num`` writes each (finite) value of a float64 column, chosen per
-    value by the same rules."""
+    value by the same rules (an object array of `_NUM_SPECS`' strings)."""
     magnitude = np.abs(x)
     whole = x == np.floor(x)
-    return np.where((magnitude >= 1e-3) & (magnitude < 1e5) & ~whole, "%.4f",
-                    np.where(whole & (magnitude < 1e12), "%d", "%.4g"))
+    return _NUM_SPECS[np.where((magnitude >= 1e-3) & (magnitude < 1e5) & ~whole, 0,
+                               np.where(whole & (magnitude < 1e12), 1, 2))]
 
 
 def inspect_text(results, style: Style = plain) -> str:

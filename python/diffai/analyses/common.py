@@ -191,6 +191,21 @@ def layer_group(name: str) -> str:
     return ".".join(parts[:-1]) or name
 
 
+def layer_groups(names: List[str]) -> List[str]:
+    """`layer_group` of every name. Where a layer group ends depends only on where the name's
+    components and digits are, so for ASCII names it is found once per name with its digits
+    written 0 (a 20k-tensor model has a few dozen) and cut from each name at that length."""
+    joined = "\x00".join(names)
+    templates = joined.translate(ZERO_DIGITS).split("\x00") if joined.isascii() else []
+    if len(templates) != len(names):  # non-ASCII names (Unicode digits count), or a name holding NUL
+        return [layer_group(n) for n in names]
+    length: Dict[str, int] = {}
+    for template in templates:
+        if template not in length:
+            length[template] = len(layer_group(template))
+    return [n[:length[t]] for n, t in zip(names, templates)]
+
+
 def group_sums(keys: List[Any], *columns: List[int]) -> Dict[Any, List[int]]:
     """key -> the sums of each integer column over the rows of that key, keys in order of first
     appearance (whole numbers: exact in any order)."""
@@ -203,6 +218,10 @@ def group_sums(keys: List[Any], *columns: List[int]) -> Dict[Any, List[int]]:
         sums.append(out.tolist())
     return {k: [s[i] for s in sums] for k, i in index.items()}
 
+
+# Every ASCII digit written 0 (str.translate): names equal but for their digits, for rules that
+# cannot tell digits apart.
+ZERO_DIGITS = str.maketrans("0123456789", "0000000000")
 
 EMBED_MODULE = re.compile(r"embed|(^|[._])(wte|wpe|emb|tok_emb\w*|word_emb\w*|position_emb\w*|shared)$", re.IGNORECASE)
 _FAMILY_PATTERNS = [
@@ -223,24 +242,29 @@ def families(shapes: Dict[str, Tuple[int, ...]], roles: Dict[str, str]) -> Dict[
     the module weight's rank (4-D/3-D: conv, 2-D: linear). Decided once per module, not per
     tensor."""
     names = list(shapes)
-    by_role = [_ROLE_FAMILY.get(roles.get(n, "")) for n in names]
+    by_role = list(map(_ROLE_FAMILY.get, map(roles.get, names)))
     modules = [n.rsplit(".", 1)[0] if "." in n else n for n in names]
-    # Modules of the names no role decides, in order.
+    # Modules of the names no role decides, in order, decided by their names' patterns (which see
+    # digits only through \w: once per module with its digits written 0).
     module_family: Dict[str, Optional[str]] = dict.fromkeys(m for m, f in zip(modules, by_role) if f is None)
+    by_pattern: Dict[str, Optional[str]] = {}
     for module in module_family:
-        module_family[module] = next((f for f, pat in _FAMILY_PATTERNS if pat.search(module.lower())), None)
+        template = module.translate(ZERO_DIGITS)
+        if template not in by_pattern:
+            by_pattern[template] = next((f for f, pat in _FAMILY_PATTERNS if pat.search(template.lower())), None)
+        module_family[module] = by_pattern[template]
     undecided = {m: i for i, m in enumerate(m for m, f in module_family.items() if f is None)}
     if undecided:  # the largest rank of the module's weights (names ending in "weight"), else of its tensors
-        rows = [i for i, (m, f) in enumerate(zip(modules, by_role)) if f is None and m in undecided]
-        module = np.fromiter((undecided[modules[i]] for i in rows), dtype=np.intp, count=len(rows))
-        rank = np.fromiter((len(shapes[names[i]]) for i in rows), dtype=np.intp, count=len(rows))
-        weight = np.fromiter((names[i].endswith("weight") for i in rows), dtype=bool, count=len(rows))
+        module = np.array([undecided.get(m, -1) if f is None else -1 for m, f in zip(modules, by_role)], dtype=np.intp)
+        rank = np.array(list(map(len, map(shapes.__getitem__, names))), dtype=np.intp)
+        weight = np.array([n.endswith("weight") for n in names], dtype=bool)
+        counted = module >= 0
         top_any, top_weight = np.full(len(undecided), -1), np.full(len(undecided), -1)
-        np.maximum.at(top_any, module, rank)
-        np.maximum.at(top_weight, module[weight], rank[weight])
+        np.maximum.at(top_any, module[counted], rank[counted])
+        np.maximum.at(top_weight, module[counted & weight], rank[counted & weight])
         for m, r in zip(undecided, np.where(top_weight >= 0, top_weight, top_any).tolist()):
             module_family[m] = "conv" if r >= 3 else "linear" if r == 2 else "other"
-    return {n: f if f is not None else module_family[m] for n, m, f in zip(names, modules, by_role)}
+    return dict(zip(names, [f or module_family[m] for m, f in zip(modules, by_role)]))
 
 
 # Memory the analyses hold as float64 values: a few blocks of large tensors, and recent tensors.
@@ -560,14 +584,14 @@ class PairedColumns:
     analyses of a 20k-tensor model share one walk over them)."""
 
     def __init__(self, comparisons: List[TensorComparison], layers: Optional[List[str]] = None) -> None:
-        changes = [c.change for c in comparisons]
-        self.names = [c.name for c in comparisons]
-        self.l2_diff = [ch.l2_diff for ch in changes]
-        self.l2_a = [ch.l2_a for ch in changes]
-        self.rel_l2 = [ch.rel_l2 for ch in changes]
-        self.changed = [ch.changed_elements for ch in changes]
-        self.numel = [c.a.numel for c in comparisons]
-        self.layers = layers if layers is not None else [layer_group(n) for n in self.names]
+        changes = list(map(attrgetter("change"), comparisons))
+        self.names = list(map(attrgetter("name"), comparisons))
+        self.l2_diff = list(map(attrgetter("l2_diff"), changes))
+        self.l2_a = list(map(attrgetter("l2_a"), changes))
+        self.rel_l2 = list(map(attrgetter("rel_l2"), changes))
+        self.changed = list(map(attrgetter("changed_elements"), changes))
+        self.numel = list(map(attrgetter("a.numel"), comparisons))
+        self.layers = layers if layers is not None else layer_groups(self.names)
 
 
 def global_update(pairs: PairedColumns) -> Tuple[float, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from operator import attrgetter
 from statistics import median
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -84,10 +85,9 @@ def _candidates(ctx: Context) -> List[Any]:
     over the table's columns at once with looser limits (the rules decide per tensor): those with
     NaN/Inf, added, a std of 0, or a magnitude or std beyond a limit. Every tensor of b when the
     result has no table for its comparisons."""
-    in_b = [c for c in ctx.model if c.b is not None]
     t = ctx.columns
     if t is None or not len(ctx.model_rows):
-        return in_b
+        return [c for c in ctx.model if c.b is not None]
     cfg = ctx.config
     col = {k: t[k][ctx.model_rows] for k in ("nan_count_b", "inf_count_b", "numel_a", "numel_b", "min_a", "max_a",
                                              "min_b", "max_b", "std_a", "std_b")}
@@ -167,17 +167,22 @@ def _relations(ctx: Context, role: Dict[str, str], found: _Findings) -> None:
     """Rules on how b's contents relate to a's: re-initialised (most weights unrelated to a),
     swapped/copied between same-shape tensors, or one tensor unrelated to a."""
     cfg = ctx.config
-    paired = [c for c in ctx.paired if c.change.cosine is not None]
-    eligible = [c for c in paired if role[c.name] in RULES["reinitialised"][1] and c.a.numel >= MIN_COSINE_NUMEL]
-    low = [c for c in eligible if c.change.cosine < cfg.unrelated_cosine]
+    # Screened over the paired tensors' columns: (index, role, numel, cosine) of those with a cosine.
+    paired = ctx.paired
+    measured = [(i, role[name], numel, cos) for i, (name, numel, cos)
+                in enumerate(zip(ctx.paired_columns.names, ctx.paired_columns.numel,
+                                 map(attrgetter("change.cosine"), paired))) if cos is not None]
+    reinitialised = RULES["reinitialised"][1]
+    eligible = [(i, cos) for i, r, numel, cos in measured if r in reinitialised and numel >= MIN_COSINE_NUMEL]
+    low = [paired[i] for i, cos in eligible if cos < cfg.unrelated_cosine]
     if len(eligible) >= 2 and 2 * len(low) >= len(eligible):
         for c in low:
             found.add(c.name, "reinitialised", f"cos(a, b)={c.change.cosine:.3g} < {cfg.unrelated_cosine:g}, "
                                                f"as for {len(low)} of {len(eligible)} weight tensors (re-initialised "
                                                "or another run, or trained far from a)")
         return
-    candidates = [c for c in paired if role[c.name] in LEARNED and c.a.numel >= MIN_SWAP_NUMEL
-                  and c.change.cosine < cfg.swap_cosine]
+    candidates = [paired[i] for i, r, numel, cos in measured
+                  if r in LEARNED and numel >= MIN_SWAP_NUMEL and cos < cfg.swap_cosine]
     matches = _best_matches(ctx, role, candidates) if candidates else {}
     for c in candidates:
         j, cos = matches.get(c.name, (None, None))
