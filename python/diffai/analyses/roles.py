@@ -71,13 +71,14 @@ def _roles(ctx: Context) -> Dict[str, str]:
     for key in dict.fromkeys(keys):
         template, rank_a, rank_b, dtype_a, dtype_b = key
         # A side that is not float needs the per-name look (a quantized logical weight's values are floats).
-        per_name = holds_codes or template.endswith(QUANT_SUFFIXES) or any(
+        by_name = holds_codes or template.endswith(QUANT_SUFFIXES) or any(
             d is not None and not is_float(d) for d in (dtype_a, dtype_b))
-        by_key[key] = None if per_name else _name_role(template, max(rank_a, rank_b), False)
+        by_key[key] = None if by_name else _name_role(template, max(rank_a, rank_b), False)
     out = dict(zip(names, map(by_key.__getitem__, keys)))
+    per_name = {key for key, role in by_key.items() if role is None}
     decided: Dict[Tuple[str, int, bool], str] = {}
-    for k, (c, key) in enumerate(zip(ctx.all, keys)):
-        if by_key[key] is not None:
+    for c, key in zip(ctx.all, keys) if per_name else ():
+        if key not in per_name:
             continue
         name = c.name
         if holds_codes or name.endswith(QUANT_SUFFIXES):
