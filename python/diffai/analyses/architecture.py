@@ -83,13 +83,13 @@ def architecture_comparison(ctx: Context) -> Analysis:
     names_a, names_b = ctx.side("a").names, ctx.side("b").names
     da = _depth(names_a)
     db = da if names_b == names_a else _depth(names_b)
-    added = [c.name for c in ctx.model if c.status == "added"]
-    removed = [c.name for c in ctx.model if c.status == "removed"]
+    added = [c.name for c in ctx.with_status("added")]
+    removed = [c.name for c in ctx.with_status("removed")]
     renamed = [f"{old} -> {new}" for old, new in ctx.renamed.items()]
     # Quantization scales come with the storage format, not the architecture.
     role = roles(ctx)
     structural = sum(1 for n in [*added, *removed, *ctx.renamed] if role[n] != QUANT_SCALE)
-    reshaped = [f"{c.name} {list(c.a.shape)}->{list(c.b.shape)}" for c in ctx.model if c.status == "reshaped"]
+    reshaped = [f"{c.name} {list(c.a.shape)}->{list(c.b.shape)}" for c in ctx.with_status("reshaped")]
     fams = sorted(set(fa) | set(fb))
     return Analysis(
         "ArchitectureComparison",

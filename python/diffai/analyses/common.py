@@ -379,6 +379,24 @@ class Context:
         """`global_update` of the paired tensors, which several analyses report."""
         return global_update(self.paired_columns)
 
+    def with_status(self, status: str) -> List[TensorComparison]:
+        """The model tensors of one status ("added", "reshaped" ...), in order."""
+        def find() -> List[TensorComparison]:
+            if status not in self.model_status_set:
+                return []  # what most statuses hold: no pass over the tensors
+            return [c for c, s in zip(self.model, self.model_statuses) if s == status]
+
+        return self.memo(f"status {status}", find)
+
+    @cached_property
+    def model_statuses(self) -> List[str]:
+        """The status of every model tensor, in order."""
+        return list(map(attrgetter("status"), self.model))
+
+    @cached_property
+    def model_status_set(self) -> set:
+        return set(self.model_statuses)
+
     @cached_property
     def paired(self) -> List[TensorComparison]:
         """Float model tensors present on both sides with the same shape and a change measurement.
@@ -386,10 +404,17 @@ class Context:
         weights: their jumps would swamp the update norms. Integer codes with a scale count: the
         diff compared them as dequantized values (``result.dequantized``); so do quantized logical
         weights stored alike on both sides (``result.quantized``), not `requantized` ones."""
-        quantized_pairs, requantized = self.result.quantized, {c.name for c in self.requantized}
-        return [c for c in self.model if c.status in ("changed", "unchanged") and c.change is not None
-                and ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in self.result.dequantized
-                     or c.name in quantized_pairs) and c.name not in requantized]
+        changes = map(attrgetter("change"), self.model)
+        measured = [c for c, status, change in zip(self.model, self.model_statuses, changes)
+                    if (status == "changed" or status == "unchanged") and change is not None]
+        quantized_pairs = self.result.quantized
+        dtypes = set(map(attrgetter("a.dtype"), measured)) | set(map(attrgetter("b.dtype"), measured))
+        if all(map(is_float, dtypes)) and not quantized_pairs:
+            return measured  # every pair float and no logical weight (the common case: no test per tensor)
+        requantized = {c.name for c in self.requantized}
+        dequantized = self.result.dequantized
+        return [c for c in measured if ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in dequantized
+                                        or c.name in quantized_pairs) and c.name not in requantized]
 
     @cached_property
     def requantized(self) -> List[TensorComparison]:

@@ -332,13 +332,14 @@ def _assess_risk(ctx: Context) -> Dict[str, Any]:
             notes.append(f"{len(from_zero)} tensors moved from all-zero (absolute update ||delta||): "
                          + ", ".join(f"{updates.names[i]} ({updates.norms[i]:.4g})" for i in from_zero[: cfg.top_k]))
     for status, bucket in (("reshaped", high), ("removed", high), ("added", medium)):
-        names = [c.name for c in ctx.model if c.status == status]
+        names = [c.name for c in ctx.with_status(status)]
         if names:
             bucket.append(f"{len(names)} tensors {status}: " + ", ".join(names[: cfg.top_k]))
     if ctx.renamed:  # same values under a new name: loading needs a key remap, nothing was lost
         medium.append(f"{len(ctx.renamed)} tensors renamed: "
                       + ", ".join(f"{old} -> {new}" for old, new in list(ctx.renamed.items())[: cfg.top_k]))
-    retyped = [c.name for c in ctx.model if c.a is not None and c.b is not None and c.a.dtype != c.b.dtype]
+    retyped = [] if ctx.sides_alike else [c.name for c in ctx.model if c.a is not None and c.b is not None
+                                          and c.a.dtype != c.b.dtype]
     if retyped:
         medium.append(f"{len(retyped)} tensors changed dtype")
     level = "high" if high else "medium" if medium else "low"

@@ -79,7 +79,8 @@ class TensorUpdates:
         return [{"name": name, "role": role[name], "update_ratio": ratio, "update_norm": norm,
                  "update_rms": self.rms(i), "changed": changed, "from_zero": i in from_zero,
                  "jumping": i in jumping}
-                for i, (name, ratio, norm, changed) in enumerate(zip(self.names, self.ratios, self.norms, self.changed))]
+                for i, (name, ratio, norm, changed)
+                in enumerate(zip(self.names, self.ratios, self.norms, self.changed))]
 
 
 def tensor_updates(ctx: Context) -> TensorUpdates:
