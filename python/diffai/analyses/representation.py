@@ -7,6 +7,7 @@ import heapq
 import json
 import math
 import re
+from operator import attrgetter
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -242,10 +243,14 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, start: Optional[n
         if i and np.array_equal(new, labels):
             break
         labels = new
-        # Each cluster's mean (what .mean(0) computes, without its per-call overhead); an empty
-        # cluster keeps its centre.
+        # Each cluster's mean (what .mean(0) computes, without its per-call overhead), summed over
+        # its rows in order (a stable sort by label makes them one slice each: the sums of
+        # x[labels == j], bit for bit); an empty cluster keeps its centre.
         counts = np.bincount(labels, minlength=k).tolist()
-        c = np.asarray([np.add.reduce(x[labels == j], axis=0) / n if n else c[j] for j, n in enumerate(counts)])
+        grouped = x[np.argsort(labels, kind="stable")]
+        ends = np.cumsum(counts).tolist()
+        c = np.asarray([np.add.reduce(grouped[end - n:end], axis=0) / n if n else c[j]
+                        for j, (n, end) in enumerate(zip(counts, ends))])
     return labels
 
 
@@ -302,17 +307,20 @@ def clustering_change(ctx: Context) -> Analysis:
     cfg = ctx.config
     # Rows of the paired tensors, screened from their columns (the change figures read once).
     pairs = ctx.paired_columns
-    shapes = [c.a.shape for c in ctx.paired]
+    shapes = list(map(attrgetter("a.shape"), ctx.paired))
     mats = [i for i, (shape, changed) in enumerate(zip(shapes, pairs.changed))
-            if len(shape) == 2 and changed > 0 and shape[0] >= 4]
+            if changed > 0 and len(shape) == 2 and shape[0] >= 4]
     small = [i for i in mats if shapes[i][0] <= cfg.cluster_max_rows and pairs.numel[i] * 8 <= BLOCK_BYTES]
     if not small:
         return Analysis.na("ClusteringChange", "no changed 2-D weight with 4.." f"{cfg.cluster_max_rows} rows"
                                                f" (--cluster-max-rows) and at most {BLOCK_BYTES // 8} values")
     rel = [r or 0.0 for r in pairs.rel_l2]
-    small.sort(key=rel.__getitem__, reverse=True)
+    if any(r != r for r in rel):  # NaN orders no list: the order a full sort leaves them in
+        chosen = sorted(small, key=rel.__getitem__, reverse=True)[: cfg.cluster_max_layers]
+    else:  # the most changed first, ties in order (what the sort gives, without sorting them all)
+        chosen = heapq.nlargest(cfg.cluster_max_layers, small, key=rel.__getitem__)
     rows = []
-    for name in (pairs.names[i] for i in small[: cfg.cluster_max_layers]):
+    for name in (pairs.names[i] for i in chosen):
         a, b = ctx.values(name, "a"), ctx.values(name, "b")
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             continue
