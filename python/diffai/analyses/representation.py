@@ -375,9 +375,9 @@ def attention_layers(ctx: Context, side: str) -> Dict[str, Dict[str, str]]:
 
 def _attention_layers(ctx: Context, side: str) -> Dict[str, Dict[str, str]]:
     layers: Dict[str, Dict[str, str]] = {}
-    for c in ctx.model:
-        if not c.name.endswith("weight"):  # what both patterns end with: one test for most names
-            continue
+    # What both patterns end with: one test per name, shared by both sides.
+    weights = ctx.memo("weight tensors", lambda: [c for c in ctx.model if c.name.endswith("weight")])
+    for c in weights:
         st = getattr(c, side)
         if st is None or len(st.shape) != 2:
             continue

@@ -90,7 +90,11 @@ def tensor_updates(ctx: Context) -> TensorUpdates:
 
 def non_finite_in_b(ctx: Context) -> List[str]:
     """Model tensors of b with NaN/Inf that a did not have (the same counts)."""
-    return [c.name for c in ctx.model if c.b is not None and ((c.b.nan_count or 0) or (c.b.inf_count or 0))
+    t = ctx.columns
+    # Those with NaN/Inf in b, screened over the table's columns when the result has one.
+    model = ctx.model if t is None else [ctx.model[i] for i in np.flatnonzero(
+        (t["nan_count_b"][ctx.model_rows] > 0) | (t["inf_count_b"][ctx.model_rows] > 0))]
+    return [c.name for c in model if c.b is not None and ((c.b.nan_count or 0) or (c.b.inf_count or 0))
             and (c.a is None or (c.a.nan_count, c.a.inf_count) != (c.b.nan_count, c.b.inf_count))]
 
 
