@@ -101,3 +101,15 @@ def test_group_sums_keep_first_appearance_order_and_exact_sums():
     big = [2 ** 40 + 1, 3, 2 ** 40 + 5, 7, 11]
     assert group_sums(keys, big, [1, 1, 1, 1, 1]) == {"b": [2 ** 41 + 6, 2], "a": [14, 2], "c": [7, 1]}
     assert list(group_sums(keys, big)) == ["b", "a", "c"]
+
+
+def test_kmeans_plus_plus_draw_is_numpys_choice():
+    from diffai.analyses.representation import _draw
+    for seed in range(200):
+        g = np.random.default_rng(seed)
+        weights = g.random(int(g.integers(2, 300))) ** 3
+        weights[g.random(len(weights)) < 0.2] = 0.0
+        p = weights / weights.sum()
+        theirs, ours = np.random.default_rng(seed + 1), np.random.default_rng(seed + 1)
+        assert [theirs.choice(len(p), p=p) for _ in range(4)] == [_draw(ours, p) for _ in range(4)]
+        assert theirs.random() == ours.random()  # the same draws consumed
