@@ -463,7 +463,7 @@ def _sparse(result) -> bool:
     return any(src is not None and src.model.sparse for _, *pair in result.sources for src in pair)
 
 
-# A stats line's text around its seven figures, whose formats `_num_specs` chooses per value.
+# A stats line's text around its seven figures, whose formats `_num_spec_index` chooses per value.
 _STATS_PIECES = ("  ~ %s: mean=", "->", ", std=", "->", ", max_abs_diff=", ", rel_l2=", ", cosine=",
                  ", changed=%d/%d\n")
 
