@@ -7,6 +7,7 @@ import functools
 import json
 import math
 import re
+from itertools import chain
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -470,7 +471,7 @@ def _sparse(result) -> bool:
     return any(src is not None and src.model.sparse for _, *pair in result.sources for src in pair)
 
 
-# A stats line's text around its seven figures, whose formats `_num_specs` chooses per value.
+# A stats line's text around its seven figures, whose formats `_num_spec_index` chooses per value.
 _STATS_PIECES = ("  ~ %s: mean=", "->", ", std=", "->", ", max_abs_diff=", ", rel_l2=", ", cosine=",
                  ", changed=%d/%d\n")
 
@@ -498,26 +499,39 @@ def _stats_lines(t: Dict[str, Any], special: bool) -> Optional[List[str]]:
         return None
     if not names:
         return []
-    # Every line's format (its figures' formats in place), then every line written by one %-format.
-    formats = np.empty((len(names), 2 * len(_STATS_PIECES) - 1), dtype=object)
-    formats[:, 0::2] = _STATS_PIECES
-    values = np.empty((len(names), 10), dtype=object)
-    values[:, 0] = names
-    for j, x in enumerate(floats):
-        formats[:, 2 * j + 1] = _num_specs(x)
-        values[:, j + 1] = x.tolist()
-    for j, x in enumerate(counts):
-        values[:, j + 8] = x.tolist()
-    return ("".join(formats.ravel().tolist()) % tuple(values.ravel().tolist()))[:-1].split("\n")
+    # Each line's format (its figures' %-formats in place), made once per combination of them, then
+    # every line written by one %-format.
+    code = np.zeros(len(names), dtype=np.intp)  # the figures' format indices as digits in base 3
+    for x in floats:
+        code = code * len(_NUM_SPECS) + _num_spec_index(x)
+    line_formats = np.empty(len(_NUM_SPECS) ** len(floats), dtype=object)
+    for combination in np.flatnonzero(np.bincount(code)).tolist():
+        line_formats[combination] = _line_format(combination, len(floats))
+    values = zip(names, *(x.tolist() for x in floats), *(x.tolist() for x in counts))
+    return ("".join(line_formats[code].tolist()) % tuple(chain.from_iterable(values)))[:-1].split("\n")
 
 
-def _num_specs(x: "np.ndarray") -> "np.ndarray":
-    """The %-format with which ``num`` writes each (finite) value of a float64 column, chosen per
-    value by the same rules."""
+# The %-formats `num` writes a finite float with.
+_NUM_SPECS = ("%.4f", "%d", "%.4g")
+
+
+def _num_spec_index(x: "np.ndarray") -> "np.ndarray":
+    """Which of `_NUM_SPECS` ``num`` writes each (finite) value of a float64 column with, chosen
+    per value by the same rules."""
     magnitude = np.abs(x)
     whole = x == np.floor(x)
-    return np.where((magnitude >= 1e-3) & (magnitude < 1e5) & ~whole, "%.4f",
-                    np.where(whole & (magnitude < 1e12), "%d", "%.4g"))
+    return np.where((magnitude >= 1e-3) & (magnitude < 1e5) & ~whole, 0, np.where(whole & (magnitude < 1e12), 1, 2))
+
+
+def _line_format(combination: int, figures: int) -> str:
+    """A stats line's %-format with its figures' formats given by ``combination`` (their
+    `_NUM_SPECS` indices as base-3 digits, the first figure's most significant)."""
+    specs = []
+    for _ in range(figures):
+        combination, index = divmod(combination, len(_NUM_SPECS))
+        specs.append(_NUM_SPECS[index])
+    pieces = [piece for pair in zip(_STATS_PIECES, reversed(specs)) for piece in pair]
+    return "".join(pieces) + _STATS_PIECES[-1]
 
 
 def inspect_text(results, style: Style = plain) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any, Callable, Dict, List, Optional
 
+from ..diff import gc_paused
 from .common import Analysis, AnalysisConfig, Context, Table
 
 
@@ -68,9 +69,10 @@ def run_analyses(result, selected: Optional[List[str]] = None, config: Optional[
     unknown = [s for s in selected or [] if s not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown analyses: {', '.join(unknown)}")
-    ctx = Context(result, config or AnalysisConfig())
     chosen = [f for f in REGISTRY if f in selected] if selected is not None else list(REGISTRY)
-    out = [REGISTRY[f](ctx) for f in chosen]
+    with gc_paused():  # the per-tensor objects the analyses make hold no reference cycle
+        ctx = Context(result, config or AnalysisConfig())
+        out = [REGISTRY[f](ctx) for f in chosen]
     if selected is None:
         out = [a for a in out if a.not_applicable is None]
     result.analyses = out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from functools import cached_property, lru_cache
+from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -65,18 +66,43 @@ class Table:
         return f"Table({self.title!r}, {self.columns!r}, {self.rows!r})"
 
 
-@dataclass
 class Analysis:
     """One analysis outcome. ``summary`` is the text line (and the head of the JSON record),
     ``details`` are JSON-only lists, ``tables`` feed the Markdown/HTML report, ``failed`` lists
-    checks that make the exit status 1 (regression test, degradation alert)."""
+    checks that make the exit status 1 (regression test, degradation alert). ``details`` may be
+    given as a function that makes them, called on first use: text output never asks, and the
+    per-tensor lists of a 20k-tensor model cost more than the analysis."""
 
-    name: str
-    summary: Dict[str, Any] = field(default_factory=dict)
-    details: Dict[str, Any] = field(default_factory=dict)
-    tables: List[Table] = field(default_factory=list)
-    failed: List[str] = field(default_factory=list)
-    not_applicable: Optional[str] = None
+    def __init__(self, name: str, summary: Optional[Dict[str, Any]] = None,
+                 details: Union[Dict[str, Any], Callable[[], Dict[str, Any]], None] = None,
+                 tables: Optional[List[Table]] = None, failed: Optional[List[str]] = None,
+                 not_applicable: Optional[str] = None) -> None:
+        self.name = name
+        self.summary = {} if summary is None else summary
+        self._details = {} if details is None else details
+        self.tables = [] if tables is None else tables
+        self.failed = [] if failed is None else failed
+        self.not_applicable = not_applicable
+
+    @property
+    def details(self) -> Dict[str, Any]:
+        if callable(self._details):
+            self._details = self._details()
+        return self._details
+
+    @details.setter
+    def details(self, value: Dict[str, Any]) -> None:
+        self._details = value
+
+    def __repr__(self) -> str:
+        return (f"Analysis({self.name!r}, summary={self.summary!r}, details={self.details!r}, tables={self.tables!r}, "
+                f"failed={self.failed!r}, not_applicable={self.not_applicable!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Analysis):
+            return NotImplemented
+        return (self.name, self.summary, self.details, self.tables, self.failed, self.not_applicable) == \
+            (other.name, other.summary, other.details, other.tables, other.failed, other.not_applicable)
 
     @classmethod
     def na(cls, name: str, reason: str) -> "Analysis":
@@ -165,6 +191,38 @@ def layer_group(name: str) -> str:
     return ".".join(parts[:-1]) or name
 
 
+def layer_groups(names: List[str]) -> List[str]:
+    """`layer_group` of every name. Where a layer group ends depends only on where the name's
+    components and digits are, so for ASCII names it is found once per name with its digits
+    written 0 (a 20k-tensor model has a few dozen) and cut from each name at that length."""
+    joined = "\x00".join(names)
+    templates = joined.translate(ZERO_DIGITS).split("\x00") if joined.isascii() else []
+    if len(templates) != len(names):  # non-ASCII names (Unicode digits count), or a name holding NUL
+        return [layer_group(n) for n in names]
+    length: Dict[str, int] = {}
+    for template in templates:
+        if template not in length:
+            length[template] = len(layer_group(template))
+    return [n[:length[t]] for n, t in zip(names, templates)]
+
+
+def group_sums(keys: List[Any], *columns: List[int]) -> Dict[Any, List[int]]:
+    """key -> the sums of each integer column over the rows of that key, keys in order of first
+    appearance (whole numbers: exact in any order)."""
+    index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    rows = np.fromiter(map(index.__getitem__, keys), dtype=np.intp, count=len(keys))
+    sums = []
+    for column in columns:
+        out = np.zeros(len(index), dtype=np.int64)
+        np.add.at(out, rows, np.asarray(column, dtype=np.int64))
+        sums.append(out.tolist())
+    return {k: [s[i] for s in sums] for k, i in index.items()}
+
+
+# Every ASCII digit written 0 (str.translate): names equal but for their digits, for rules that
+# cannot tell digits apart.
+ZERO_DIGITS = str.maketrans("0123456789", "0000000000")
+
 EMBED_MODULE = re.compile(r"embed|(^|[._])(wte|wpe|emb|tok_emb\w*|word_emb\w*|position_emb\w*|shared)$", re.IGNORECASE)
 _FAMILY_PATTERNS = [
     ("recurrent", re.compile(r"lstm|gru|rnn|weight_[ih]h|bias_[ih]h")),
@@ -181,24 +239,32 @@ _ROLE_FAMILY = {"norm_scale": "norm", "norm_shift": "norm", "norm_stat": "norm",
 def families(shapes: Dict[str, Tuple[int, ...]], roles: Dict[str, str]) -> Dict[str, str]:
     """Inferred layer family of every tensor: from its role (norm, embedding, buffer,
     quantization scale), else per module (name minus its last part) from name patterns, then from
-    the module weight's rank (4-D/3-D: conv, 2-D: linear)."""
-    modules: Dict[str, List[str]] = {}
-    out: Dict[str, str] = {}
-    for name in shapes:
-        fam = _ROLE_FAMILY.get(roles.get(name, ""))
-        if fam:
-            out[name] = fam
-        else:
-            modules.setdefault(name.rsplit(".", 1)[0] if "." in name else name, []).append(name)
-    for module, names in modules.items():
-        fam = next((f for f, pat in _FAMILY_PATTERNS if pat.search(module.lower())), None)
-        if fam is None:
-            ranks = [len(shapes[n]) for n in names if n.endswith("weight")] or [len(shapes[n]) for n in names]
-            rank = max(ranks)
-            fam = "conv" if rank >= 3 else "linear" if rank == 2 else "other"
-        for n in names:
-            out[n] = fam
-    return out
+    the module weight's rank (4-D/3-D: conv, 2-D: linear). Decided once per module, not per
+    tensor."""
+    names = list(shapes)
+    by_role = list(map(_ROLE_FAMILY.get, map(roles.get, names)))
+    modules = [n.rsplit(".", 1)[0] if "." in n else n for n in names]
+    # Modules of the names no role decides, in order, decided by their names' patterns (which see
+    # digits only through \w: once per module with its digits written 0).
+    module_family: Dict[str, Optional[str]] = dict.fromkeys(m for m, f in zip(modules, by_role) if f is None)
+    by_pattern: Dict[str, Optional[str]] = {}
+    for module in module_family:
+        template = module.translate(ZERO_DIGITS)
+        if template not in by_pattern:
+            by_pattern[template] = next((f for f, pat in _FAMILY_PATTERNS if pat.search(template.lower())), None)
+        module_family[module] = by_pattern[template]
+    undecided = {m: i for i, m in enumerate(m for m, f in module_family.items() if f is None)}
+    if undecided:  # the largest rank of the module's weights (names ending in "weight"), else of its tensors
+        module = np.array([undecided.get(m, -1) if f is None else -1 for m, f in zip(modules, by_role)], dtype=np.intp)
+        rank = np.array(list(map(len, map(shapes.__getitem__, names))), dtype=np.intp)
+        weight = np.array([n.endswith("weight") for n in names], dtype=bool)
+        counted = module >= 0
+        top_any, top_weight = np.full(len(undecided), -1), np.full(len(undecided), -1)
+        np.maximum.at(top_any, module[counted], rank[counted])
+        np.maximum.at(top_weight, module[counted & weight], rank[counted & weight])
+        for m, r in zip(undecided, np.where(top_weight >= 0, top_weight, top_any).tolist()):
+            module_family[m] = "conv" if r >= 3 else "linear" if r == 2 else "other"
+    return dict(zip(names, [f or module_family[m] for m, f in zip(modules, by_role)]))
 
 
 # Memory the analyses hold as float64 values: a few blocks of large tensors, and recent tensors.
@@ -211,16 +277,26 @@ class SideTensors:
     20k-tensor model is walked once per side, not once per figure)."""
 
     def __init__(self, model: List[TensorComparison], side: str) -> None:
-        pairs = [(c.name, st) for c, st in ((c, getattr(c, side)) for c in model) if st is not None]
-        self.names = [n for n, _ in pairs]
-        self.stats = [st for _, st in pairs]
-        self.shapes = [st.shape for st in self.stats]
-        self.dtypes = [st.dtype for st in self.stats]
-        self.numel = [st.numel for st in self.stats]
-        self.nbytes = [st.nbytes for st in self.stats]
+        stats = list(map(attrgetter(side), model))
+        if None in stats:
+            self.names = [c.name for c, st in zip(model, stats) if st is not None]
+            stats = [st for st in stats if st is not None]
+        else:
+            self.names = [c.name for c in model]
+        self.stats = stats
+        self.shapes = list(map(attrgetter("shape"), stats))
+        self.dtypes = list(map(attrgetter("dtype"), stats))
+        self.numel = list(map(attrgetter("numel"), stats))
+        self.nbytes = list(map(attrgetter("nbytes"), stats))
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def alike(self, other: "SideTensors") -> bool:
+        """The same names with the same shapes, dtypes, sizes and bytes (what the structural
+        figures of a side depend on)."""
+        return (self.names == other.names and self.shapes == other.shapes and self.dtypes == other.dtypes
+                and self.numel == other.numel and self.nbytes == other.nbytes)
 
 
 class Context:
@@ -271,6 +347,12 @@ class Context:
         """The model tensors of side "a" or "b" as columns (made once)."""
         return self.memo(f"side {side}", lambda: SideTensors(self.model, side))
 
+    @cached_property
+    def sides_alike(self) -> bool:
+        """Whether b's model tensors are a's in structure (`SideTensors.alike`): then every
+        structural figure of b (families, parameters and bytes per family or dtype, FLOPs) is a's."""
+        return self.side("b").alike(self.side("a"))
+
     @property
     def has_stats(self) -> bool:
         return not self.result.options.shape_only
@@ -297,6 +379,24 @@ class Context:
         """`global_update` of the paired tensors, which several analyses report."""
         return global_update(self.paired_columns)
 
+    def with_status(self, status: str) -> List[TensorComparison]:
+        """The model tensors of one status ("added", "reshaped" ...), in order."""
+        def find() -> List[TensorComparison]:
+            if status not in self.model_status_set:
+                return []  # what most statuses hold: no pass over the tensors
+            return [c for c, s in zip(self.model, self.model_statuses) if s == status]
+
+        return self.memo(f"status {status}", find)
+
+    @cached_property
+    def model_statuses(self) -> List[str]:
+        """The status of every model tensor, in order."""
+        return list(map(attrgetter("status"), self.model))
+
+    @cached_property
+    def model_status_set(self) -> set:
+        return set(self.model_statuses)
+
     @cached_property
     def paired(self) -> List[TensorComparison]:
         """Float model tensors present on both sides with the same shape and a change measurement.
@@ -304,10 +404,17 @@ class Context:
         weights: their jumps would swamp the update norms. Integer codes with a scale count: the
         diff compared them as dequantized values (``result.dequantized``); so do quantized logical
         weights stored alike on both sides (``result.quantized``), not `requantized` ones."""
-        quantized_pairs, requantized = self.result.quantized, {c.name for c in self.requantized}
-        return [c for c in self.model if c.status in ("changed", "unchanged") and c.change is not None
-                and ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in self.result.dequantized
-                     or c.name in quantized_pairs) and c.name not in requantized]
+        changes = map(attrgetter("change"), self.model)
+        measured = [c for c, status, change in zip(self.model, self.model_statuses, changes)
+                    if (status == "changed" or status == "unchanged") and change is not None]
+        quantized_pairs = self.result.quantized
+        dtypes = set(map(attrgetter("a.dtype"), measured)) | set(map(attrgetter("b.dtype"), measured))
+        if all(map(is_float, dtypes)) and not quantized_pairs:
+            return measured  # every pair float and no logical weight (the common case: no test per tensor)
+        requantized = {c.name for c in self.requantized}
+        dequantized = self.result.dequantized
+        return [c for c in measured if ((is_float(c.a.dtype) and is_float(c.b.dtype)) or c.name in dequantized
+                                        or c.name in quantized_pairs) and c.name not in requantized]
 
     @cached_property
     def requantized(self) -> List[TensorComparison]:
@@ -502,14 +609,14 @@ class PairedColumns:
     analyses of a 20k-tensor model share one walk over them)."""
 
     def __init__(self, comparisons: List[TensorComparison], layers: Optional[List[str]] = None) -> None:
-        changes = [c.change for c in comparisons]
-        self.names = [c.name for c in comparisons]
-        self.l2_diff = [ch.l2_diff for ch in changes]
-        self.l2_a = [ch.l2_a for ch in changes]
-        self.rel_l2 = [ch.rel_l2 for ch in changes]
-        self.changed = [ch.changed_elements for ch in changes]
-        self.numel = [c.a.numel for c in comparisons]
-        self.layers = layers if layers is not None else [layer_group(n) for n in self.names]
+        changes = list(map(attrgetter("change"), comparisons))
+        self.names = list(map(attrgetter("name"), comparisons))
+        self.l2_diff = list(map(attrgetter("l2_diff"), changes))
+        self.l2_a = list(map(attrgetter("l2_a"), changes))
+        self.rel_l2 = list(map(attrgetter("rel_l2"), changes))
+        self.changed = list(map(attrgetter("changed_elements"), changes))
+        self.numel = list(map(attrgetter("a.numel"), comparisons))
+        self.layers = layers if layers is not None else layer_groups(self.names)
 
 
 def global_update(pairs: PairedColumns) -> Tuple[float, float]:
@@ -522,17 +629,20 @@ def global_update(pairs: PairedColumns) -> Tuple[float, float]:
 
 
 def per_group_update(pairs: PairedColumns) -> Dict[str, Dict[str, float]]:
-    """layer group -> {delta2, weight2, params, changed}: summed squared norms and counts."""
-    groups: Dict[str, Dict[str, float]] = {}
-    for layer, d, w, numel, changed in zip(pairs.layers, pairs.l2_diff, pairs.l2_a, pairs.numel, pairs.changed):
-        g = groups.get(layer)
-        if g is None:
-            g = groups[layer] = {"delta2": 0.0, "weight2": 0.0, "params": 0, "changed": 0}
-        g["delta2"] += d ** 2
-        g["weight2"] += w ** 2
-        g["params"] += numel
-        g["changed"] += changed
-    return groups
+    """layer group -> {delta2, weight2, params, changed}: summed squared norms and counts. The
+    squares are summed tensor by tensor in order (``np.add.at`` adds in index order), the float64
+    sums of a loop over the tensors."""
+    index = {k: i for i, k in enumerate(dict.fromkeys(pairs.layers))}
+    rows = np.fromiter(map(index.__getitem__, pairs.layers), dtype=np.intp, count=len(pairs.layers))
+    squares = []
+    for column in (pairs.l2_diff, pairs.l2_a):
+        out = np.zeros(len(index))
+        # d ** 2 as Python computes it (libm's pow, which differs from d * d in the last bit now and then)
+        np.add.at(out, rows, np.array([d ** 2 for d in column], dtype=np.float64))
+        squares.append(out.tolist())
+    counts = group_sums(pairs.layers, pairs.numel, pairs.changed)
+    return {layer: {"delta2": squares[0][i], "weight2": squares[1][i], "params": counts[layer][0],
+                    "changed": counts[layer][1]} for layer, i in index.items()}
 
 
 def ranked_groups(pairs: Union[List[TensorComparison], PairedColumns]) -> List[Dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from operator import attrgetter
 from statistics import median
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -84,10 +85,9 @@ def _candidates(ctx: Context) -> List[Any]:
     over the table's columns at once with looser limits (the rules decide per tensor): those with
     NaN/Inf, added, a std of 0, or a magnitude or std beyond a limit. Every tensor of b when the
     result has no table for its comparisons."""
-    in_b = [c for c in ctx.model if c.b is not None]
     t = ctx.columns
     if t is None or not len(ctx.model_rows):
-        return in_b
+        return [c for c in ctx.model if c.b is not None]
     cfg = ctx.config
     col = {k: t[k][ctx.model_rows] for k in ("nan_count_b", "inf_count_b", "numel_a", "numel_b", "min_a", "max_a",
                                              "min_b", "max_b", "std_a", "std_b")}
@@ -167,17 +167,22 @@ def _relations(ctx: Context, role: Dict[str, str], found: _Findings) -> None:
     """Rules on how b's contents relate to a's: re-initialised (most weights unrelated to a),
     swapped/copied between same-shape tensors, or one tensor unrelated to a."""
     cfg = ctx.config
-    paired = [c for c in ctx.paired if c.change.cosine is not None]
-    eligible = [c for c in paired if role[c.name] in RULES["reinitialised"][1] and c.a.numel >= MIN_COSINE_NUMEL]
-    low = [c for c in eligible if c.change.cosine < cfg.unrelated_cosine]
+    # Screened over the paired tensors' columns: (index, role, numel, cosine) of those with a cosine.
+    paired = ctx.paired
+    measured = [(i, role[name], numel, cos) for i, (name, numel, cos)
+                in enumerate(zip(ctx.paired_columns.names, ctx.paired_columns.numel,
+                                 map(attrgetter("change.cosine"), paired))) if cos is not None]
+    reinitialised = RULES["reinitialised"][1]
+    eligible = [(i, cos) for i, r, numel, cos in measured if r in reinitialised and numel >= MIN_COSINE_NUMEL]
+    low = [paired[i] for i, cos in eligible if cos < cfg.unrelated_cosine]
     if len(eligible) >= 2 and 2 * len(low) >= len(eligible):
         for c in low:
             found.add(c.name, "reinitialised", f"cos(a, b)={c.change.cosine:.3g} < {cfg.unrelated_cosine:g}, "
                                                f"as for {len(low)} of {len(eligible)} weight tensors (re-initialised "
                                                "or another run, or trained far from a)")
         return
-    candidates = [c for c in paired if role[c.name] in LEARNED and c.a.numel >= MIN_SWAP_NUMEL
-                  and c.change.cosine < cfg.swap_cosine]
+    candidates = [paired[i] for i, r, numel, cos in measured
+                  if r in LEARNED and numel >= MIN_SWAP_NUMEL and cos < cfg.swap_cosine]
     matches = _best_matches(ctx, role, candidates) if candidates else {}
     for c in candidates:
         j, cos = matches.get(c.name, (None, None))
@@ -249,7 +254,11 @@ def _weight_mb(ctx: Context) -> float:
 
 
 def regression_checks(ctx: Context) -> List[Dict[str, Any]]:
-    """The configured CI checks, each {check, passed, detail}."""
+    """The configured CI checks, each {check, passed, detail}, run once per context."""
+    return ctx.memo("regression checks", lambda: _regression_checks(ctx))
+
+
+def _regression_checks(ctx: Context) -> List[Dict[str, Any]]:
     cfg = ctx.config
     checks = []
     if ctx.has_stats:
@@ -301,7 +310,11 @@ def alert_on_degradation(ctx: Context) -> Analysis:
 def assess_risk(ctx: Context) -> Dict[str, Any]:
     """Risk level with every reason: high for NaN/Inf, exploding, collapsed or reshaped/removed
     tensors; medium for std shifts, dtype changes, added or renamed tensors or a large jump; low
-    otherwise."""
+    otherwise. Computed once per context (three analyses report it)."""
+    return ctx.memo("risk", lambda: _assess_risk(ctx))
+
+
+def _assess_risk(ctx: Context) -> Dict[str, Any]:
     cfg = ctx.config
     high: List[str] = []
     medium: List[str] = []
@@ -310,22 +323,23 @@ def assess_risk(ctx: Context) -> Dict[str, Any]:
         for f in find_anomalies(ctx):
             (high if f["severity"] in ("high", "critical") else medium).append(f"{f['name']}: {'; '.join(f['issues'])}")
         updates = tensor_updates(ctx)
-        jumps = [r["name"] for r in updates if r["jumping"]]
+        jumps = updates.jumping
         if jumps:
             medium.append(f"{len(jumps)} weight tensors changed by more than {cfg.large_jump_above} relative: "
-                          + ", ".join(jumps[: cfg.top_k]))
-        from_zero = sorted((r for r in updates if r["from_zero"]), key=lambda r: r["update_norm"], reverse=True)
+                          + ", ".join(updates.names[i] for i in jumps[: cfg.top_k]))
+        from_zero = updates.from_zero_by_norm()
         if from_zero:
             notes.append(f"{len(from_zero)} tensors moved from all-zero (absolute update ||delta||): "
-                         + ", ".join(f"{r['name']} ({r['update_norm']:.4g})" for r in from_zero[: cfg.top_k]))
+                         + ", ".join(f"{updates.names[i]} ({updates.norms[i]:.4g})" for i in from_zero[: cfg.top_k]))
     for status, bucket in (("reshaped", high), ("removed", high), ("added", medium)):
-        names = [c.name for c in ctx.model if c.status == status]
+        names = [c.name for c in ctx.with_status(status)]
         if names:
             bucket.append(f"{len(names)} tensors {status}: " + ", ".join(names[: cfg.top_k]))
     if ctx.renamed:  # same values under a new name: loading needs a key remap, nothing was lost
         medium.append(f"{len(ctx.renamed)} tensors renamed: "
                       + ", ".join(f"{old} -> {new}" for old, new in list(ctx.renamed.items())[: cfg.top_k]))
-    retyped = [c.name for c in ctx.model if c.a is not None and c.b is not None and c.a.dtype != c.b.dtype]
+    retyped = [] if ctx.sides_alike else [c.name for c in ctx.model if c.a is not None and c.b is not None
+                                          and c.a.dtype != c.b.dtype]
     if retyped:
         medium.append(f"{len(retyped)} tensors changed dtype")
     level = "high" if high else "medium" if medium else "low"

@@ -7,6 +7,7 @@ import heapq
 import json
 import math
 import re
+from operator import attrgetter
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -227,8 +228,17 @@ def kmeans_pp(x: np.ndarray, k: int, seed: int, xx: Optional[np.ndarray] = None)
     for _ in range(1, k):
         d2 = _sq_dists(x, np.asarray(centres), xx).min(axis=1)
         total = d2.sum()
-        centres.append(x[rng.choice(len(x), p=d2 / total)] if total > 0 else x[rng.integers(len(x))])
+        centres.append(x[_draw(rng, d2 / total)] if total > 0 else x[rng.integers(len(x))])
     return np.asarray(centres)
+
+
+def _draw(rng: np.random.Generator, p: np.ndarray) -> int:
+    """``rng.choice(len(p), p=p)``, drawn as numpy's Generator.choice draws it (one uniform
+    searched in the cumulative sums of p, scaled to end at 1), without its checks of p (valid
+    here: non-negative weights over their positive sum), which took most of k-means++'s time."""
+    cdf = p.cumsum()
+    cdf /= cdf[-1]
+    return int(cdf.searchsorted(rng.random(), side="right"))
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, start: Optional[np.ndarray] = None) -> np.ndarray:
@@ -242,10 +252,14 @@ def kmeans(x: np.ndarray, k: int, seed: int, iters: int = 100, start: Optional[n
         if i and np.array_equal(new, labels):
             break
         labels = new
-        # Each cluster's mean (what .mean(0) computes, without its per-call overhead); an empty
-        # cluster keeps its centre.
+        # Each cluster's mean (what .mean(0) computes, without its per-call overhead), summed over
+        # its rows in order (a stable sort by label makes them one slice each: the sums of
+        # x[labels == j], bit for bit); an empty cluster keeps its centre.
         counts = np.bincount(labels, minlength=k).tolist()
-        c = np.asarray([np.add.reduce(x[labels == j], axis=0) / n if n else c[j] for j, n in enumerate(counts)])
+        grouped = x[np.argsort(labels, kind="stable")]
+        ends = np.cumsum(counts).tolist()
+        c = np.asarray([np.add.reduce(grouped[end - n:end], axis=0) / n if n else c[j]
+                        for j, (n, end) in enumerate(zip(counts, ends))])
     return labels
 
 
@@ -302,17 +316,20 @@ def clustering_change(ctx: Context) -> Analysis:
     cfg = ctx.config
     # Rows of the paired tensors, screened from their columns (the change figures read once).
     pairs = ctx.paired_columns
-    shapes = [c.a.shape for c in ctx.paired]
+    shapes = list(map(attrgetter("a.shape"), ctx.paired))
     mats = [i for i, (shape, changed) in enumerate(zip(shapes, pairs.changed))
-            if len(shape) == 2 and changed > 0 and shape[0] >= 4]
+            if changed > 0 and len(shape) == 2 and shape[0] >= 4]
     small = [i for i in mats if shapes[i][0] <= cfg.cluster_max_rows and pairs.numel[i] * 8 <= BLOCK_BYTES]
     if not small:
         return Analysis.na("ClusteringChange", "no changed 2-D weight with 4.." f"{cfg.cluster_max_rows} rows"
                                                f" (--cluster-max-rows) and at most {BLOCK_BYTES // 8} values")
     rel = [r or 0.0 for r in pairs.rel_l2]
-    small.sort(key=rel.__getitem__, reverse=True)
+    if any(r != r for r in rel):  # NaN orders no list: the order a full sort leaves them in
+        chosen = sorted(small, key=rel.__getitem__, reverse=True)[: cfg.cluster_max_layers]
+    else:  # the most changed first, ties in order (what the sort gives, without sorting them all)
+        chosen = heapq.nlargest(cfg.cluster_max_layers, small, key=rel.__getitem__)
     rows = []
-    for name in (pairs.names[i] for i in small[: cfg.cluster_max_layers]):
+    for name in (pairs.names[i] for i in chosen):
         a, b = ctx.values(name, "a"), ctx.values(name, "b")
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             continue
@@ -367,9 +384,9 @@ def attention_layers(ctx: Context, side: str) -> Dict[str, Dict[str, str]]:
 
 def _attention_layers(ctx: Context, side: str) -> Dict[str, Dict[str, str]]:
     layers: Dict[str, Dict[str, str]] = {}
-    for c in ctx.model:
-        if not c.name.endswith("weight"):  # what both patterns end with: one test for most names
-            continue
+    # What both patterns end with: one test per name, shared by both sides.
+    weights = ctx.memo("weight tensors", lambda: [c for c in ctx.model if c.name.endswith("weight")])
+    for c in weights:
         st = getattr(c, side)
         if st is None or len(st.shape) != 2:
             continue

@@ -5,9 +5,10 @@ per role. docs/analyses.md ("Tensor roles") lists the same rules in the same ord
 from __future__ import annotations
 
 import re
+from operator import attrgetter
 from typing import Dict, Optional, Tuple
 
-from .common import EMBED_MODULE, Context, is_float, is_optimizer_state
+from .common import EMBED_MODULE, ZERO_DIGITS, Context, is_float, is_optimizer_state
 
 WEIGHT = "weight"  # a matrix or kernel (>= 2-D float)
 BIAS = "bias"
@@ -43,34 +44,50 @@ def roles(ctx: Context) -> Dict[str, str]:
     return ctx.memo("roles", lambda: _roles(ctx))
 
 
-# Runs of ASCII digits: no rule below tells one digit run from another (the patterns see digits
-# only through \d, \w and [0-9]-free literals), so names equal but for them share a role.
-_DIGITS = re.compile(r"[0-9]+")
+# ASCII digits: no rule below tells one digit from another (the patterns see digits only through
+# \d, \w and [0-9]-free literals, and repeat them freely), so names equal but for their digits
+# share a role: each decided once with every digit written 0 (ZERO_DIGITS).
 
 
 def _roles(ctx: Context) -> Dict[str, str]:
     """Each name's role. The rules that look at a tensor's siblings (a scale beside integer codes)
     run per name; the others depend only on the name's pattern, rank and whether a side is not
-    float, so each such combination is decided once (a 20k-tensor model has a few dozen)."""
+    float, so each such combination is decided once (a 20k-tensor model has a few dozen), from
+    columns of every tensor's ranks and dtypes."""
     names = ctx.names
-    templates = _DIGITS.sub("0", "\x00".join(names)).split("\x00")
+    templates = "\x00".join(names).translate(ZERO_DIGITS).split("\x00")
     if len(templates) != len(names):  # a name holding NUL
-        templates = [_DIGITS.sub("0", n) for n in names]
+        templates = [n.translate(ZERO_DIGITS) for n in names]
     holds_codes = any(ctx.holds_codes(src) for _, a, b in ctx.result.sources for src in (a, b))
-    out: Dict[str, str] = {}
+    sides = [list(map(attrgetter(side), ctx.all)) for side in ("a", "b")]
+    # (template, rank of a, rank of b, dtype of a, dtype of b) of every tensor: -1 and None for a
+    # side without it.
+    ranks = [[len(st.shape) if st is not None else -1 for st in stats] if None in stats
+             else list(map(len, map(attrgetter("shape"), stats))) for stats in sides]
+    dtypes = [[st.dtype if st is not None else None for st in stats] if None in stats
+              else list(map(attrgetter("dtype"), stats)) for stats in sides]
+    keys = list(zip(templates, *ranks, *dtypes))
+    by_key: Dict[Tuple[str, int, int, Optional[str], Optional[str]], Optional[str]] = {}
+    for key in dict.fromkeys(keys):
+        template, rank_a, rank_b, dtype_a, dtype_b = key
+        # A side that is not float needs the per-name look (a quantized logical weight's values are floats).
+        by_name = holds_codes or template.endswith(QUANT_SUFFIXES) or any(
+            d is not None and not is_float(d) for d in (dtype_a, dtype_b))
+        by_key[key] = None if by_name else _name_role(template, max(rank_a, rank_b), False)
+    out = dict(zip(names, map(by_key.__getitem__, keys)))
+    per_name = {key for key, role in by_key.items() if role is None}
     decided: Dict[Tuple[str, int, bool], str] = {}
-    for c, template in zip(ctx.all, templates):
+    for c, key in zip(ctx.all, keys) if per_name else ():
+        if key not in per_name:
+            continue
         name = c.name
         if holds_codes or name.endswith(QUANT_SUFFIXES):
             out[name] = _role(ctx, c)
             continue
-        a, b = c.a, c.b
-        rank = max(len(a.shape), len(b.shape)) if a is not None and b is not None \
-            else len((a if a is not None else b).shape)
-        key = (template, rank, _not_float(ctx, c))
-        role = decided.get(key)
+        rule = (key[0], max(key[1], key[2]), _not_float(ctx, c))
+        role = decided.get(rule)
         if role is None:
-            role = decided[key] = _name_role(*key)
+            role = decided[rule] = _name_role(*rule)
         out[name] = role
     return out
 

@@ -36,28 +36,65 @@ def requantized_reason(ctx: Context) -> Optional[str]:
             "their difference from a is quantization error, not an update (quantization_analysis measures it)")
 
 
-def tensor_updates(ctx: Context) -> List[Dict[str, Any]]:
-    """Per paired tensor: ``update_ratio`` ||delta||/||W_a|| (None when ||W_a|| = 0), the absolute
-    ``update_norm`` ||delta|| and ``update_rms`` ||delta||/sqrt(n), ``from_zero`` (a was all zero and
-    it moved), ``jumping`` (ratio above --large-jump-above, for the roles in roles.JUMP_ROLES)."""
-    def compute() -> List[Dict[str, Any]]:
-        role = roles(ctx)
-        limit = ctx.config.large_jump_above
-        p = ctx.paired_columns
-        out = []
-        for name, ratio, norm, numel, changed, weight in zip(p.names, p.rel_l2, p.l2_diff, p.numel, p.changed, p.l2_a):
-            r = role[name]
-            out.append({"name": name, "role": r, "update_ratio": ratio, "update_norm": norm,
-                        "update_rms": norm / math.sqrt(numel) if numel else 0.0, "changed": changed,
-                        "from_zero": weight == 0 and norm > 0, "jumping": r in JUMP_ROLES and (ratio or 0) > limit})
-        return out
+class TensorUpdates:
+    """Per paired tensor (`Context.paired` order), as columns: ``update_ratio`` ||delta||/||W_a||
+    (None when ||W_a|| = 0), the absolute ``update_norm`` ||delta||, ``changed`` elements, and the
+    rows that are ``from_zero`` (a was all zero and it moved) and ``jumping`` (ratio above
+    --large-jump-above, for the roles in roles.JUMP_ROLES). ``rows()`` makes one dict per tensor
+    (adding its role and ``update_rms`` ||delta||/sqrt(n)) for the JSON details and the tables."""
 
-    return ctx.memo("tensor updates", compute)
+    def __init__(self, ctx: Context) -> None:
+        p = ctx.paired_columns
+        self._ctx, self._numel = ctx, p.numel
+        self._rows: Optional[List[Dict[str, Any]]] = None
+        self.names, self.ratios, self.norms, self.changed = p.names, p.rel_l2, p.l2_diff, p.changed
+        limit = ctx.config.large_jump_above
+        with np.errstate(invalid="ignore"):
+            above = np.flatnonzero(np.array([0.0 if r is None else r for r in self.ratios], dtype=float)
+                                   > limit).tolist()
+        role = roles(ctx)
+        self.jumping = [i for i in above if role[self.names[i]] in JUMP_ROLES]
+        norms = np.array(self.norms, dtype=float)
+        self.from_zero = np.flatnonzero((np.array(p.l2_a, dtype=float) == 0) & (norms > 0)).tolist()
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def rms(self, i: int) -> float:
+        numel = self._numel[i]
+        return self.norms[i] / math.sqrt(numel) if numel else 0.0
+
+    def from_zero_by_norm(self) -> List[int]:
+        """`from_zero`, largest update first."""
+        return sorted(self.from_zero, key=self.norms.__getitem__, reverse=True)
+
+    def rows(self) -> List[Dict[str, Any]]:
+        if self._rows is None:
+            self._rows = self._make_rows()
+        return self._rows
+
+    def _make_rows(self) -> List[Dict[str, Any]]:
+        role = roles(self._ctx)
+        jumping, from_zero = set(self.jumping), set(self.from_zero)
+        return [{"name": name, "role": role[name], "update_ratio": ratio, "update_norm": norm,
+                 "update_rms": self.rms(i), "changed": changed, "from_zero": i in from_zero,
+                 "jumping": i in jumping}
+                for i, (name, ratio, norm, changed)
+                in enumerate(zip(self.names, self.ratios, self.norms, self.changed))]
+
+
+def tensor_updates(ctx: Context) -> TensorUpdates:
+    """`TensorUpdates` of the paired tensors, made once per context."""
+    return ctx.memo("tensor updates", lambda: TensorUpdates(ctx))
 
 
 def non_finite_in_b(ctx: Context) -> List[str]:
     """Model tensors of b with NaN/Inf that a did not have (the same counts)."""
-    return [c.name for c in ctx.model if c.b is not None and ((c.b.nan_count or 0) or (c.b.inf_count or 0))
+    t = ctx.columns
+    # Those with NaN/Inf in b, screened over the table's columns when the result has one.
+    model = ctx.model if t is None else [ctx.model[i] for i in np.flatnonzero(
+        (t["nan_count_b"][ctx.model_rows] > 0) | (t["inf_count_b"][ctx.model_rows] > 0))]
+    return [c.name for c in model if c.b is not None and ((c.b.nan_count or 0) or (c.b.inf_count or 0))
             and (c.a is None or (c.a.nan_count, c.a.inf_count) != (c.b.nan_count, c.b.inf_count))]
 
 
@@ -106,10 +143,9 @@ def convergence(ctx: Context) -> Analysis:
         return Analysis.na("ConvergenceAnalysis", reason)
     delta, weight = ctx.paired_update
     rel = safe_div(delta, weight)
-    rows = tensor_updates(ctx)
-    ratios = [r["update_ratio"] for r in rows if r["update_ratio"] is not None]
-    jumping = [r["name"] for r in rows if r["jumping"]]
-    from_zero = sorted((r for r in rows if r["from_zero"]), key=lambda r: r["update_norm"], reverse=True)
+    updates = tensor_updates(ctx)
+    ratios = [r for r in updates.ratios if r is not None]
+    from_zero = updates.from_zero_by_norm()
     broken = non_finite_in_b(ctx)
     return Analysis(
         "ConvergenceAnalysis",
@@ -120,12 +156,12 @@ def convergence(ctx: Context) -> Analysis:
             "converged_below": ctx.config.converged_below,
             "large_jump_above": ctx.config.large_jump_above,
             "max_tensor_rel_update": max(ratios) if ratios else None,
-            "tensors_jumping": len(jumping),
+            "tensors_jumping": len(updates.jumping),
             "moved_from_zero": len(from_zero),
         },
-        details={"jumping": jumping,
-                 "moved_from_zero": [{"name": r["name"], "update_norm": r["update_norm"],
-                                      "update_rms": r["update_rms"]} for r in from_zero],
+        details={"jumping": [updates.names[i] for i in updates.jumping],
+                 "moved_from_zero": [{"name": updates.names[i], "update_norm": updates.norms[i],
+                                      "update_rms": updates.rms(i)} for i in from_zero],
                  "note": "two checkpoints give one update; trend and oscillation need 3+ checkpoints; a tensor "
                          "that was all zero in a has no ratio and is listed with its absolute update"},
     )
@@ -214,17 +250,19 @@ def gradient(ctx: Context) -> Analysis:
     reason = _pairs_or_reason(ctx)
     if reason:
         return Analysis.na("GradientAnalysis", reason)
-    rows = tensor_updates(ctx)
-    ratios = [r["update_ratio"] for r in rows if r["update_ratio"] is not None]
-    frozen = [r["name"] for r in rows if r["changed"] == 0]
-    jumping = [r["name"] for r in rows if r["jumping"]]
-    from_zero = [r["name"] for r in rows if r["from_zero"]]
-    worst = max(rows, key=lambda r: r["update_ratio"] or 0.0)
+    updates = tensor_updates(ctx)
+    ratios = [r for r in updates.ratios if r is not None]
+    frozen = [name for name, changed in zip(updates.names, updates.changed) if changed == 0]
+    jumping = [updates.names[i] for i in updates.jumping]
+    from_zero = [updates.names[i] for i in updates.from_zero]
+    ratios_or_zero = [r or 0.0 for r in updates.ratios]
+    worst = ratios_or_zero.index(max(ratios_or_zero))  # the first of the largest, as max(rows, key=...) picks
+    worst_ratio = updates.ratios[worst]
     summary: Dict[str, Any] = {
-        "updates": "frozen" if len(frozen) == len(rows) else "jumping" if jumping else "normal",
+        "updates": "frozen" if len(frozen) == len(updates) else "jumping" if jumping else "normal",
         "median_update_ratio": median(ratios) if ratios else None,
-        "max_update_ratio": worst["update_ratio"],
-        "max_ratio_tensor": worst["name"] if worst["update_ratio"] else None,
+        "max_update_ratio": worst_ratio,
+        "max_ratio_tensor": updates.names[worst] if worst_ratio else None,
         "frozen": len(frozen),
         "jumping": len(jumping),
         "moved_from_zero": len(from_zero),
@@ -232,10 +270,11 @@ def gradient(ctx: Context) -> Analysis:
     tables = [Table("Update per tensor: ratio ||delta||/||W_a|| (n/a when W_a = 0) and absolute ||delta||",
                     ["tensor", "role", "ratio", "update norm", "update RMS", "changed elements"],
                     lambda: [[r["name"], r["role"], r["update_ratio"], r["update_norm"], r["update_rms"], r["changed"]]
-                             for r in rows])]
+                             for r in updates.rows()])]
     moments = []
-    numel = {c.name: c.b.numel for c in ctx.model if c.b is not None}
-    for name, st in adam_state(ctx, "b").items():
+    state = adam_state(ctx, "b")
+    numel = {c.name: c.b.numel for c in ctx.model if c.b is not None} if state else {}
+    for name, st in state.items():
         means = adam_means(ctx, "b", st)
         moments.append({
             "name": name,
@@ -257,7 +296,7 @@ def gradient(ctx: Context) -> Analysis:
                                  "model's parameters by shape)" if any(_STATE.match(c.name) for c in ctx.optimizer)
                                  else "n/a (no Adam exp_avg/exp_avg_sq in checkpoint b)")
     return Analysis("GradientAnalysis", summary=summary,
-                    details={"tensors": rows, "frozen_tensors": frozen, "jumping_tensors": jumping,
+                    details=lambda: {"tensors": updates.rows(), "frozen_tensors": frozen, "jumping_tensors": jumping,
                              "moved_from_zero": from_zero, "adam_moments": moments},
                     tables=tables)
 

@@ -119,7 +119,7 @@ def _histograms(ctx: Context, config: AnalysisConfig) -> List[str]:
     """Weight histograms of the tensors that moved most, ranked as "What changed most" ranks them:
     a tensor all zero in a (no relative change) that moved comes first, titled with its absolute
     update ||delta|| (the training analyses' ``update_norm``)."""
-    updates = {r["name"]: r for r in tensor_updates(ctx)}
+    updates = {r["name"]: r for r in tensor_updates(ctx).rows()}
     floats = [c for c in ctx.paired if c.a.min is not None and c.b.min is not None and change_rank(c) > 0]
     floats.sort(key=change_rank, reverse=True)
     charts = []

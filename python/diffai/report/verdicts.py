@@ -144,9 +144,9 @@ def change_rank(c) -> float:
 
 def _structure(ctx: Context, top: int) -> str:
     """Added, removed, renamed and reshaped tensors by name (the first ``top`` of each)."""
-    by_status = {status: [c.name for c in ctx.model if c.status == status] for status in ("added", "removed")}
+    by_status = {status: [c.name for c in ctx.with_status(status)] for status in ("added", "removed")}
     by_status["renamed"] = [f"{old} \u2192 {new}" for old, new in ctx.renamed.items()]
-    by_status["reshaped"] = [c.name for c in ctx.model if c.status == "reshaped"]
+    by_status["reshaped"] = [c.name for c in ctx.with_status("reshaped")]
     parts = []
     for status, names in by_status.items():
         if names:
@@ -164,7 +164,7 @@ def changed_most(ctx: Context, top: int) -> str:
     moved = [c for c in ctx.paired if change_rank(c) > 0]
     moved.sort(key=change_rank, reverse=True)
     if not groups and not moved:
-        changed = sum(1 for c in ctx.model if c.status == "changed")
+        changed = len(ctx.with_status("changed"))
         return (f"<p>No float tensor's values moved (measured over finite elements); {changed} tensors differ in "
                 "other ways (see the table).</p>" + _structure(ctx, top))
     layer_rows = "".join(
