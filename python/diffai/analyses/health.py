@@ -92,7 +92,7 @@ def _candidates(ctx: Context) -> List[Any]:
     col = {k: t[k][ctx.model_rows] for k in ("nan_count_b", "inf_count_b", "numel_a", "numel_b", "min_a", "max_a",
                                              "min_b", "max_b", "std_a", "std_b")}
     slack = 1 - 1e-9  # the limits a little looser than the rules' own (float rounding)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         peak_a = np.maximum(np.abs(col["min_a"]), np.abs(col["max_a"]))
         peak_b = np.maximum(np.abs(col["min_b"]), np.abs(col["max_b"]))
         ratio = col["std_b"] / col["std_a"]
