@@ -494,7 +494,17 @@ fn values<'py>(
     threads: i64,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let t = model.tensor(name)?;
-    let vals = run(py, threads, None, move |_| stats::to_f64(&t, start, count))?;
+    diffai_core::threads::check(threads).map_err(to_py_err)?;
+    // A few mapped or in-memory chunks' worth (what clustering reads, 32 small matrices per run)
+    // is decoded right here without the GIL: a worker thread and a pool hand-off cost ~1 ms per
+    // call on a busy machine, more than the decoding, and there is nothing to cancel.
+    let small = count.unwrap_or(t.numel().saturating_sub(start)) <= stats::CHUNK;
+    let vals = if small && t.storage.resident().is_some() && t.sparse.is_none() {
+        py.allow_threads(|| stats::to_f64(&t, start, count))
+            .map_err(to_py_err)?
+    } else {
+        run(py, threads, None, move |_| stats::to_f64(&t, start, count))?
+    };
     f64_bytes(py, &vals)
 }
 

@@ -274,9 +274,14 @@ pub fn to_f64(t: &Tensor, start: usize, count: Option<usize>) -> Result<Vec<f64>
     }
     let v = View::new(t)?;
     let mut out = vec![0f64; end - start];
-    out.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, o)| v.decode(start + c * CHUNK, o));
+    if out.len() <= CHUNK {
+        // On the calling thread: handing one chunk to the pool costs more than decoding it.
+        v.decode(start, &mut out);
+    } else {
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, o)| v.decode(start + c * CHUNK, o));
+    }
     v.intact()?;
     Ok(out)
 }
