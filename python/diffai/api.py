@@ -31,6 +31,7 @@ def diff(
     progress: Optional[Progress] = None,
     align: bool = True,
     strip_prefix: Optional[str] = None,
+    similarity_max_tensors: int = 0,
 ) -> DiffResult:
     """Compare two models tensor by tensor.
 
@@ -44,6 +45,10 @@ def diff(
     pairs more tensors (``result.alignments`` says which); ``strip_prefix="A:B"`` strips A from
     a's names and B from b's instead. A tensor removed and one added with the same contents are a
     :class:`TensorRenamed`.
+
+    ``similarity_max_tensors`` (0: none): the similarity matrix that ``run_analyses`` may compute
+    next is summed in the diff's own pass over up to this many same-shape tensors (give it
+    ``AnalysisConfig.similarity_max_tensors``), instead of reading them again afterwards.
     """
     opts = DiffOptions(
         epsilon=epsilon,
@@ -56,6 +61,7 @@ def diff(
         progress=progress,
         align=align,
         strip_prefix=strip_prefix,
+        similarity_max_tensors=similarity_max_tensors,
     )
     with gc_paused():
         return diff_inputs(*load_pair(_input(a, "diff"), _input(b, "diff"), format), opts)

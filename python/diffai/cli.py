@@ -30,7 +30,7 @@ from . import __version__
 from .analyses import REGISTRY, AnalysisConfig, failed_checks, run_analyses
 from .api import diff as run_diff
 from .api import inspect as run_inspect
-from .diff import check_threads
+from .diff import GRAM_MAX_TENSORS, check_threads
 from .errors import DiffaiError
 from .output import (check_text, dump_yaml, dumps, escape_controls, inspect_json, inspect_text, plain, to_json,
                      to_text, to_yaml)
@@ -293,6 +293,9 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
     # text shows every analysis that applies, and so does a report).
     machine = output in ("json", "yaml") and not markdown_output
     analyse = not no_analysis and (selected is not None or not machine or report_path is not None)
+    # The similarity matrix (an analysis, or the report's heatmap) summed in the diff's pass.
+    if analyse and (selected is None or "similarity-matrix" in selected or report_path is not None):
+        diff_args["similarity_max_tensors"] = min(max(config.similarity_max_tensors, 0), GRAM_MAX_TENSORS)
     with _progress(quiet) as progress:
         if len(inputs) == 2:
             result = run_diff(inputs[0], inputs[1], progress=progress, **diff_args)

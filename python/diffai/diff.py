@@ -33,6 +33,8 @@ from .shards import ShardSet, single_model
 from .sources import Folder, Source, load_pair
 
 Progress = Callable[[int, int], None]
+# The most tensors whose similarity-matrix products the diff's pass sums (DiffOptions).
+GRAM_MAX_TENSORS: int = _core.DiffOptions.GRAM_MAX_TENSORS
 
 
 @dataclass
@@ -41,7 +43,9 @@ class DiffOptions:
     not count as changes. ``path``: keep only names containing it. ``ignore_keys_regex``: drop
     names matching it. ``shape_only``: read headers only. ``threads``: 0 uses every core.
     ``align``: strip wrapper prefixes (``module.``, ``_orig_mod.``, ...) when that pairs more
-    tensors; ``strip_prefix``: ``"A:B"`` strips A from a's names and B from b's instead."""
+    tensors; ``strip_prefix``: ``"A:B"`` strips A from a's names and B from b's instead.
+    ``similarity_max_tensors``: sum the similarity matrix's inner products over up to this many
+    same-shape tensors in the diff's own pass (0: none; the analysis then reads them again)."""
 
     epsilon: float = 0.0
     path: Optional[str] = None
@@ -53,6 +57,7 @@ class DiffOptions:
     progress: Optional[Progress] = None
     align: bool = True
     strip_prefix: Optional[str] = None
+    similarity_max_tensors: int = 0
 
     def __post_init__(self) -> None:
         if self.epsilon is None:
@@ -63,8 +68,15 @@ class DiffOptions:
             epsilon = float(self.epsilon)
         except (TypeError, ValueError):
             raise DiffaiError(f"epsilon must be a finite number >= 0, got {self.epsilon!r}") from None
-        self.core = _core.DiffOptions(epsilon, self.path, self.ignore_keys_regex, self.align,
-                                      self.strip_prefix, self.shape_only, self.threads)
+        gram = self.similarity_max_tensors
+        if isinstance(gram, bool) or not isinstance(gram, int):
+            raise DiffaiError(f"similarity_max_tensors must be a whole number (0: none), got {gram!r}")
+        try:
+            self.core = _core.DiffOptions(epsilon, self.path, self.ignore_keys_regex, self.align,
+                                          self.strip_prefix, self.shape_only, self.threads, gram)
+        except OverflowError:
+            raise DiffaiError(f"similarity_max_tensors must be between 0 (none) and {GRAM_MAX_TENSORS}, "
+                              f"got {gram}") from None
 
     @property
     def filters(self) -> bool:
@@ -209,6 +221,23 @@ class DiffResult:
         if not parts:
             return {}
         return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+    def similarity_gram(self, names: List[str]) -> Optional[Any]:
+        """<a_p, b_q> of the named tensors (a numpy matrix, rows and columns in the order given),
+        when the diff summed them in its pass (``DiffOptions.similarity_max_tensors``) over a
+        group holding them all; else None."""
+        import numpy as np
+
+        for p in self._parts:
+            gram = p.core.gram() if isinstance(p, _Rows) else None
+            if gram is None:
+                continue
+            index = {n: k for k, n in enumerate(gram[0])}
+            if all(n in index for n in names):
+                rows = [index[n] for n in names]
+                dots = np.frombuffer(gram[1], dtype=np.float64).reshape(len(index), len(index))
+                return dots[np.ix_(rows, rows)]
+        return None
 
     @property
     def has_differences(self) -> bool:

@@ -158,21 +158,25 @@ def similarity_matrix(ctx: Context) -> Analysis:
 
 
 def _cross_cosines(ctx: Context, group: List[TensorComparison]) -> List[List[float]]:
-    """cos(a_i, b_j) for every pair of the group's same-shape tensors: the inner products summed by
-    the core in one pass over them (``_core.cross_dots``) or, for tensors of several files,
-    compressed or stored as integer codes with a scale, here a block at a time (one block of each
-    tensor in memory, not all of them as float64). The norms come from the diff when every
+    """cos(a_i, b_j) for every pair of the group's same-shape tensors. The inner products were
+    summed by the diff in its own pass when it was asked to (``DiffOptions.similarity_max_tensors``)
+    and its group holds this one; otherwise the core sums them in a second pass over these tensors
+    (``_core.cross_dots``, the same sums bit for bit) or, for tensors of several files, compressed
+    or stored as integer codes with a scale, they are summed here a block at a time (one block of
+    each tensor in memory, not all of them as float64). The norms come from the diff when every
     element of these tensors is finite (its norms are over the positions finite on both sides:
     then all of them, the same sums up to rounding order), sparing the core a fifth of its
-    multiply-adds; otherwise they are summed with the products."""
+    multiply-adds; otherwise they are summed with the products (the diff's pass does not)."""
     names = [c.name for c in group]
     finite = all(st.nan_count == 0 and st.inf_count == 0 for c in group for st in (c.a, c.b))
-    core = _core_cross_dots(ctx, names, squares=not finite)
-    gram, na2, nb2 = core or _block_cross_dots(ctx, names)
-    if core is not None and finite:
+    fused = ctx.result.similarity_gram(names) if finite else None
+    core = None if fused is not None else _core_cross_dots(ctx, names, squares=not finite)
+    if fused is not None or (core is not None and finite):
+        gram = fused if fused is not None else core[0]
         l2_a = np.array([c.change.l2_a for c in group])
         l2_b = np.array([c.change.l2_b for c in group])
     else:
+        gram, na2, nb2 = core or _block_cross_dots(ctx, names)
         l2_a, l2_b = np.sqrt(na2), np.sqrt(nb2)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (gram / l2_a[:, None] / l2_b[None, :]).tolist()

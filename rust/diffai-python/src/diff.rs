@@ -22,7 +22,8 @@ pub struct PyDiffOptions {
 impl PyDiffOptions {
     #[new]
     #[pyo3(signature = (epsilon=0.0, path=None, ignore_keys_regex=None, align=true, strip_prefix=None,
-                        shape_only=false, threads=0))]
+                        shape_only=false, threads=0, gram_max_tensors=0))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         epsilon: f64,
         path: Option<String>,
@@ -31,6 +32,7 @@ impl PyDiffOptions {
         strip_prefix: Option<&str>,
         shape_only: bool,
         threads: i64,
+        gram_max_tensors: i64,
     ) -> PyResult<Self> {
         let inner = diff::DiffOptions::new(
             epsilon,
@@ -41,9 +43,14 @@ impl PyDiffOptions {
             shape_only,
             threads,
         )
+        .and_then(|o| o.with_gram_max_tensors(gram_max_tensors))
         .map_err(to_py_err)?;
         Ok(PyDiffOptions { inner })
     }
+
+    /// The most pairs whose Gram the diff's pass sums (`gram_max_tensors`).
+    #[classattr]
+    const GRAM_MAX_TENSORS: usize = diff::GRAM_MAX_TENSORS;
 
     #[getter]
     fn threads(&self) -> usize {
@@ -520,6 +527,24 @@ impl ModelDiffRows {
     #[getter]
     fn metadata_changed(&self) -> Vec<String> {
         self.diff.metadata_changed.clone()
+    }
+
+    /// The similarity matrix's inner products summed in the diff's pass (`gram_max_tensors`):
+    /// `(a's names, <a_p, b_q> as native float64 bytes, row-major)`, or None.
+    #[allow(clippy::type_complexity)]
+    fn gram<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<(Vec<Py<PyString>>, Bound<'py, PyBytes>)>> {
+        let Some(g) = &self.diff.gram else {
+            return Ok(None);
+        };
+        let a = self.a.get();
+        let names = (g.a.iter())
+            .map(|&i| self.name(py, a, i))
+            .collect::<PyResult<_>>()?;
+        let bytes: Vec<u8> = g.dots.iter().flat_map(|x| x.to_ne_bytes()).collect();
+        Ok(Some((names, PyBytes::new(py, &bytes))))
     }
 
     /// `(name, side, reason, unread)` for entries a reader could not read.

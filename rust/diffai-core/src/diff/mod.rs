@@ -9,6 +9,7 @@
 
 pub mod align;
 pub mod fold;
+pub mod gram;
 pub mod json;
 pub mod options;
 pub mod scalars;
@@ -16,7 +17,8 @@ pub mod scalars;
 mod tests;
 pub mod yaml;
 
-pub use options::{DiffOptions, NameFilter};
+pub use gram::Gram;
+pub use options::{DiffOptions, NameFilter, GRAM_MAX_TENSORS};
 
 use crate::stats::{self, Control, PairStats, TensorStats};
 use crate::{DType, Format, Model, Result, Scalar, Skipped, Tensor};
@@ -202,6 +204,9 @@ pub struct ModelDiff {
     pub scalars_changed: Vec<String>,
     pub metadata_changed: Vec<String>,
     pub skipped: Vec<SkippedEntry>,
+    /// The similarity matrix's inner products over the group `gram::group` chose, when asked
+    /// for (`DiffOptions::gram_max_tensors`) and there is one.
+    pub gram: Option<Gram>,
 }
 
 /// What is compared with what: names as they are or after stripping prefixes (`opts.align`,
@@ -360,6 +365,12 @@ pub fn compare(
         )));
     }
 
+    let grouped = if opts.shape_only {
+        Vec::new()
+    } else {
+        gram::group(a, b, &by_kernel, opts.gram_max_tensors)
+    };
+    let mut gram = None;
     let (single_a, single_b, pairs) = if opts.shape_only {
         (
             vec![None; only_a.len()],
@@ -383,19 +394,46 @@ pub fn compare(
             .par_iter()
             .map(|&j| read(&tb[j], b.opaque.contains(&j)))
             .collect::<Result<Vec<_>>>()?;
-        let pairs = (by_kernel.par_iter())
-            .map(|&(i, j)| {
-                stats::pair_stats_reordered(
-                    &ta[i],
-                    &tb[j],
-                    a.rows_of(i),
-                    b.rows_of(j),
-                    opts.epsilon,
-                    ctl,
-                )
-                .map(Some)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // The Gram's group in one pass of its own (its chunks in parallel), beside the others.
+        let in_group: FxHashSet<usize> = grouped.iter().map(|p| p.0).collect();
+        let (fused, others) = rayon::join(
+            || {
+                let tensors: Vec<_> = grouped.iter().map(|&(i, j)| (&ta[i], &tb[j])).collect();
+                stats::pair_stats_gram(&tensors, opts.epsilon, ctl)
+            },
+            || {
+                (by_kernel.par_iter())
+                    .map(|&(i, j)| {
+                        if in_group.contains(&i) {
+                            return Ok(None);
+                        }
+                        stats::pair_stats_reordered(
+                            &ta[i],
+                            &tb[j],
+                            a.rows_of(i),
+                            b.rows_of(j),
+                            opts.epsilon,
+                            ctl,
+                        )
+                        .map(Some)
+                    })
+                    .collect::<Result<Vec<_>>>()
+            },
+        );
+        let (fused, dots) = fused?;
+        let mut pairs = others?;
+        let fused: FxHashMap<usize, Compared> = grouped.iter().map(|p| p.0).zip(fused).collect();
+        for (s, &(i, _)) in pairs.iter_mut().zip(&by_kernel) {
+            if let Some(f) = fused.get(&i) {
+                *s = Some(*f);
+            }
+        }
+        if !grouped.is_empty() {
+            gram = Some(Gram {
+                a: grouped.iter().map(|p| p.0).collect(),
+                dots,
+            });
+        }
         (single_a, single_b, pairs)
     };
     let single_a: FxHashMap<usize, Option<TensorStats>> =
@@ -426,7 +464,10 @@ pub fn compare(
     }
     let renamed_to: FxHashSet<usize> = renames.values().map(|r: &(usize, _)| r.0).collect();
 
-    let mut out = ModelDiff::default();
+    let mut out = ModelDiff {
+        gram,
+        ..ModelDiff::default()
+    };
     let push = |out: &mut ModelDiff, row: Row| {
         let s = &mut out.summary;
         s.count(row.status);

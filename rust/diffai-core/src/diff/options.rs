@@ -54,7 +54,9 @@ impl NameFilter {
 /// The options of one diff. `epsilon`: element (and float scalar) differences up to this size
 /// are no change. `align`: strip wrapper prefixes (`module.`, ...) when that pairs more tensors;
 /// `strip_prefix`: (prefix stripped from a's names, from b's) instead. `shape_only`: headers
-/// only. `threads`: worker threads (0: every core).
+/// only. `threads`: worker threads (0: every core). `gram_max_tensors`: sum the similarity
+/// matrix's inner products over up to this many same-shape pairs in the diff's pass
+/// (`diff::gram`; 0: none).
 #[derive(Clone, Debug, Default)]
 pub struct DiffOptions {
     pub epsilon: f64,
@@ -63,7 +65,12 @@ pub struct DiffOptions {
     pub strip_prefix: Option<(String, String)>,
     pub shape_only: bool,
     pub threads: usize,
+    pub gram_max_tensors: usize,
 }
+
+/// The most pairs whose Gram the diff's pass sums: a block of each (up to 2 x 8 KB of f32) is
+/// in cache together, and a chunk's lanes (n^2 x 32 bytes) are held per worker.
+pub const GRAM_MAX_TENSORS: usize = 256;
 
 impl DiffOptions {
     /// Options from what a user typed: `ignore_keys_regex` is a regular expression searched in
@@ -102,7 +109,23 @@ impl DiffOptions {
             strip_prefix: strip_prefix.map(parse_strip_prefix).transpose()?,
             shape_only,
             threads: threads::check(threads)?,
+            gram_max_tensors: 0,
         })
+    }
+
+    /// These options with the similarity matrix's Gram requested over up to `tensors` pairs
+    /// (0: none; at most `GRAM_MAX_TENSORS`).
+    pub fn with_gram_max_tensors(mut self, tensors: i64) -> Result<DiffOptions> {
+        self.gram_max_tensors = usize::try_from(tensors)
+            .ok()
+            .filter(|&n| n <= GRAM_MAX_TENSORS)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "similarity_max_tensors (the Gram summed in the diff's pass) must be \
+                     between 0 (none) and {GRAM_MAX_TENSORS}, got {tensors}"
+                ))
+            })?;
+        Ok(self)
     }
 }
 
@@ -152,6 +175,16 @@ mod tests {
         assert!(opts(0.0, None, Some("nocolon"), 0).is_err());
         assert!(opts(0.0, None, Some(":"), 0).is_err());
         assert!(opts(0.0, None, None, -1).is_err());
+        for bad in [-1, GRAM_MAX_TENSORS as i64 + 1] {
+            let e = opts(0.0, None, None, 0).unwrap().with_gram_max_tensors(bad);
+            assert!(e
+                .unwrap_err()
+                .to_string()
+                .starts_with("similarity_max_tensors"));
+        }
+        let o = opts(0.0, None, None, 0).unwrap();
+        assert_eq!(o.gram_max_tensors, 0);
+        assert_eq!(o.with_gram_max_tensors(24).unwrap().gram_max_tensors, 24);
     }
 
     #[test]

@@ -427,3 +427,177 @@ fn a_filter_may_name_either_side_of_a_pair_known_by_two_names() {
         assert!(p.hits.path + p.hits.ignore > 0);
     }
 }
+
+// --- the similarity matrix's Gram in the diff's pass (`gram`) ---------------------------------
+
+/// `n` pseudo-random values (a fixed LCG) of mixed sign and magnitude stored as `dtype` (f32 or
+/// bf16), a NaN and an infinity at `specials`, and the values held as f64.
+fn values(
+    name: &str,
+    dtype: DType,
+    shape: &[usize],
+    seed: u64,
+    specials: &[usize],
+) -> (Tensor, Vec<f64>) {
+    let n: usize = shape.iter().product();
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let (mut bytes, mut held) = (Vec::new(), Vec::new());
+    for k in 0..n {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut v = ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.45) as f32 * (1 << (x % 5)) as f32;
+        if let Some(s) = specials.iter().position(|&at| at == k) {
+            v = [f32::NAN, f32::INFINITY][s % 2];
+        }
+        if dtype == DType::BF16 {
+            let h = half::bf16::from_f32(v);
+            bytes.extend(h.to_le_bytes());
+            held.push(h.to_f64());
+        } else {
+            bytes.extend(v.to_le_bytes());
+            held.push(v as f64);
+        }
+    }
+    let t = Tensor::contiguous(name.into(), dtype, shape.to_vec(), Storage::from_vec(bytes));
+    (t, held)
+}
+
+fn with_gram(max: i64) -> DiffOptions {
+    opts().with_gram_max_tensors(max).unwrap()
+}
+
+fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// x.y summed exactly enough to judge 1e-12 (Neumaier's compensated sum).
+fn exact_dot(x: &[f64], y: &[f64]) -> f64 {
+    let (mut sum, mut carry) = (0f64, 0f64);
+    for (p, q) in x.iter().zip(y) {
+        let v = p * q; // exact for f32 and bf16
+        let t = sum + v;
+        carry += if sum.abs() >= v.abs() {
+            (sum - t) + v
+        } else {
+            (v - t) + sum
+        };
+        sum = t;
+    }
+    sum + carry
+}
+
+#[test]
+fn the_fused_pass_keeps_every_statistic_and_sums_cross_dots_gram() {
+    let chunk = crate::stats::CHUNK;
+    for numel in [1, 7, 2047, 2048 + 5, chunk + 3 * 2048 + 11, 2 * chunk + 1] {
+        for dtypes in [
+            [DType::F32, DType::F32],
+            [DType::BF16, DType::BF16],
+            [DType::F32, DType::BF16],
+        ] {
+            let shape = [numel];
+            // Three pairs; a NaN and an infinity in one tensor (the generic kernels' blocks).
+            let specials = [numel / 2, numel - 1];
+            let side = |dtype: DType, seed: u64| -> (Vec<Tensor>, Vec<Vec<f64>>) {
+                (0..3)
+                    .map(|k| {
+                        let sp: &[usize] = if k == 1 && seed == 0 { &specials } else { &[] };
+                        values(&format!("t{k}"), dtype, &shape, seed + k as u64, sp)
+                    })
+                    .unzip()
+            };
+            let ((ta, va), (tb, vb)) = (side(dtypes[0], 0), side(dtypes[1], 10));
+            let (a, b) = (
+                model(Format::Safetensors, ta.clone()),
+                model(Format::Safetensors, tb.clone()),
+            );
+            let plain = in_pool(1, || run(&a, &b, &opts()).1);
+            assert_eq!(plain.gram, None);
+            let want = crate::gram::cross_dots(&ta, &tb, false, &Control::default()).unwrap();
+            for threads in [1, 2, 3] {
+                let fused = in_pool(threads, || run(&a, &b, &with_gram(24)).1);
+                let what = format!("{numel} {dtypes:?} {threads} threads");
+                // Every statistic bit for bit (Debug shows -0.0 and every digit).
+                assert_eq!(
+                    format!("{:?}", fused.rows),
+                    format!("{:?}", plain.rows),
+                    "{what}"
+                );
+                let gram = fused.gram.expect("a group of three");
+                assert_eq!(gram.a, vec![0, 1, 2], "{what}");
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&gram.dots), bits(&want.dots), "{what}");
+                for (p, x) in va.iter().enumerate().filter(|(p, _)| *p != 1) {
+                    for (q, y) in vb.iter().enumerate() {
+                        let exact = exact_dot(x, y);
+                        let scale = (exact_dot(x, x) * exact_dot(y, y)).sqrt();
+                        let got = gram.dots[p * 3 + q];
+                        assert!(
+                            (got - exact).abs() <= 1e-12 * scale,
+                            "{what} {p},{q}: {got} vs {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_gram_group_is_the_first_largest_shape_group_read_plainly() {
+    let t = |name: &str, dtype: DType, shape: &[usize], seed: u64| {
+        values(name, dtype, shape, seed, &[]).0
+    };
+    let mut strided = t("strided", DType::F32, &[4, 2], 9);
+    strided.strides = Some(vec![1, 4]);
+    let mut ints = t("ints", DType::F32, &[4, 2], 9);
+    ints.dtype = DType::I32;
+    let tensors = |seed: u64| {
+        vec![
+            t("x0", DType::F32, &[3], seed),
+            t("w0", DType::F32, &[4, 2], seed + 1),
+            strided.clone(),
+            ints.clone(),
+            t("x1", DType::BF16, &[3], seed + 2),
+            t("w1", DType::BF16, &[4, 2], seed + 3),
+            t("w2", DType::F32, &[4, 2], seed + 4),
+            t("x2", DType::F32, &[3], seed + 5),
+            t("empty0", DType::F32, &[0, 2], seed),
+            t("empty1", DType::F32, &[0, 2], seed),
+        ]
+    };
+    let (a, b) = (
+        model(Format::Safetensors, tensors(0)),
+        model(Format::Safetensors, tensors(20)),
+    );
+    // [3] and [4, 2] both hold three plain pairs: the first seen wins; a limit cuts it.
+    assert_eq!(run(&a, &b, &with_gram(24)).1.gram.unwrap().a, vec![0, 4, 7]);
+    assert_eq!(run(&a, &b, &with_gram(2)).1.gram.unwrap().a, vec![0, 4]);
+    // Fewer than two pairs: none; headers only: none.
+    assert_eq!(run(&a, &b, &with_gram(1)).1.gram, None);
+    let headers = DiffOptions::new(0.0, None, None, true, None, true, 1)
+        .unwrap()
+        .with_gram_max_tensors(24)
+        .unwrap();
+    assert_eq!(run(&a, &b, &headers).1.gram, None);
+    // A pair the caller compares is not the kernels' to sum: [4, 2] is now the largest group.
+    let (sa, sb) = (Side::of(&a), Side::of(&b));
+    let p = plan(&sa, &sb, &with_gram(24), "").unwrap();
+    let elsewhere: FxHashMap<usize, Elsewhere> = [(0, Elsewhere::default())].into_iter().collect();
+    let d = compare(
+        &sa,
+        &sb,
+        &p,
+        &with_gram(24),
+        "",
+        &elsewhere,
+        &Control::default(),
+    )
+    .unwrap();
+    assert_eq!(d.gram.unwrap().a, vec![1, 5, 6]);
+}

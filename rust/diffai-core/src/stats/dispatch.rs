@@ -84,13 +84,7 @@ pub(super) fn chunk_pair_body(
         let (x, y, z) = fast(i, n).unwrap_or_else(|| {
             ba.resize(BLOCK, 0f64);
             bb.resize(BLOCK, 0f64);
-            va.decode(i, &mut ba[..n]);
-            vb.decode(i, &mut bb[..n]);
-            (
-                block_stats(&ba[..n]),
-                block_stats(&bb[..n]),
-                block_pair(&ba[..n], &bb[..n], eps),
-            )
+            generic_block_pair(va, vb, i, eps, &mut ba[..n], &mut bb[..n])
         });
         sa.merge(&x);
         sb.merge(&y);
@@ -98,6 +92,21 @@ pub(super) fn chunk_pair_body(
         i += n;
     }
     (sa, sb, p)
+}
+
+/// A block of a pair by the generic kernels: decoded into `ba`/`bb` (the block's length) first.
+#[inline(always)]
+fn generic_block_pair(
+    va: &View,
+    vb: &View,
+    i: usize,
+    eps: f64,
+    ba: &mut [f64],
+    bb: &mut [f64],
+) -> (TensorStats, TensorStats, PairStats) {
+    va.decode(i, ba);
+    vb.decode(i, bb);
+    (block_stats(ba), block_stats(bb), block_pair(ba, bb, eps))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -274,6 +283,31 @@ macro_rules! fused_drivers {
                 })
             }
 
+            /// One block of a pair of views neither block-quantized nor reordered, as `pair`
+            /// computes it; `None` when the generic kernels compute it.
+            ///
+            /// # Safety
+            /// The CPU must have the module's features.
+            pub(in crate::stats) unsafe fn block_pair_plain(
+                va: &View,
+                vb: &View,
+                i: usize,
+                n: usize,
+                eps: f64,
+            ) -> Option<(TensorStats, TensorStats, PairStats)> {
+                let (a, b) = (va.bytes(), vb.bytes());
+                // SAFETY: the caller checked the features; the views' kinds are matched here.
+                unsafe {
+                    match (fused_kind(va)?, fused_kind(vb)?) {
+                        (DType::F32, DType::F32) => block_p::<F32, F32>(a, b, i, n, eps),
+                        (DType::F32, DType::BF16) => block_p::<F32, Bf16>(a, b, i, n, eps),
+                        (DType::BF16, DType::F32) => block_p::<Bf16, F32>(a, b, i, n, eps),
+                        (DType::BF16, DType::BF16) => block_p::<Bf16, Bf16>(a, b, i, n, eps),
+                        _ => None,
+                    }
+                }
+            }
+
             /// # Safety
             /// The CPU must have the module's features.
             pub(in crate::stats) unsafe fn chunk_stats(
@@ -383,6 +417,41 @@ pub(super) fn chunk_pair(
         }
     }
     chunk_pair_body(va, vb, start, end, eps, |_, _| None)
+}
+
+/// One block [i, i + n) of a pair exactly as `chunk_pair` computes each block of its chunk, so
+/// that merging a chunk's blocks in order gives `chunk_pair`'s result bit for bit (the diff's
+/// pass that also sums the similarity matrix's products, `products::pair_stats_gram`). The
+/// views are neither block-quantized nor reordered (those blocks `chunk_pair` reads through f32
+/// buffers); `scratch`: decode buffers of `BLOCK` elements for the generic kernels.
+pub(super) fn block_pair_plain(
+    va: &View,
+    vb: &View,
+    i: usize,
+    n: usize,
+    eps: f64,
+    scratch: &mut [Vec<f64>; 2],
+) -> (TensorStats, TensorStats, PairStats) {
+    debug_assert!(va.dtype.codec().is_none() && vb.dtype.codec().is_none());
+    debug_assert!(va.rows.is_none() && vb.rows.is_none());
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY (both calls): the CPU supports every feature the functions were compiled for.
+        let fast = if cpu_has_avx512() {
+            unsafe { fused_avx512::block_pair_plain(va, vb, i, n, eps) }
+        } else if cpu_has_avx2() {
+            unsafe { fused_avx2::block_pair_plain(va, vb, i, n, eps) }
+        } else {
+            None
+        };
+        if let Some(r) = fast {
+            return r;
+        }
+    }
+    let [ba, bb] = scratch;
+    ba.resize(BLOCK, 0f64);
+    bb.resize(BLOCK, 0f64);
+    generic_block_pair(va, vb, i, eps, &mut ba[..n], &mut bb[..n])
 }
 
 /// The dtype of a view the fused kernels handle: contiguous f32 or bf16 read in place, or a
