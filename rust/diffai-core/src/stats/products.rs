@@ -202,20 +202,35 @@ impl OnLanes for Rows<'_, '_> {
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
         let Rows(va, vb, first, width, out) = self;
-        let (mut x, mut y) = ([0f64; BLOCK], [0f64; BLOCK]);
-        for (r, o) in out.iter_mut().enumerate() {
-            let row = (first + r) * width;
-            let mut sums = RowSums::default();
-            let mut i = 0;
-            while i < width {
-                let n = BLOCK.min(width - i);
-                decode(va, row + i, &mut x[..n]);
-                decode(vb, row + i, &mut y[..n]);
-                sums.add_in::<L>(&x[..n], &y[..n]);
-                i += n;
-            }
-            *o = sums.total();
+        rows_in::<L>(va, vb, first, width, out)
+    }
+}
+
+/// `rows` on `L`'s lanes (also `pair_stats_rows`'s, so that the two give the same bits).
+///
+/// # Safety
+/// The CPU has `L`'s features.
+#[inline(always)]
+unsafe fn rows_in<L: Lanes>(
+    va: &View,
+    vb: &View,
+    first: usize,
+    width: usize,
+    out: &mut [[f64; 3]],
+) {
+    let (mut x, mut y) = ([0f64; BLOCK], [0f64; BLOCK]);
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = (first + r) * width;
+        let mut sums = RowSums::default();
+        let mut i = 0;
+        while i < width {
+            let n = BLOCK.min(width - i);
+            decode(va, row + i, &mut x[..n]);
+            decode(vb, row + i, &mut y[..n]);
+            sums.add_in::<L>(&x[..n], &y[..n]);
+            i += n;
         }
+        *o = sums.total();
     }
 }
 
@@ -510,23 +525,112 @@ impl OnLanes for PairsChunk<'_, '_> {
         let mut at = start;
         while at < end {
             let stop = (at + RUN_BLOCKS * BLOCK).min(end);
-            for (p, (sa, sb, change)) in stats.iter_mut().enumerate() {
-                let (va, vb) = (views[p], views[k + p]);
-                let mut i = at;
-                while i < stop {
-                    // Blocks as `chunk_pair` cuts them, merged in the same order.
-                    let n = BLOCK.min(stop - i);
-                    let (x, y, z) = block_pair_plain(va, vb, i, n, epsilon, &mut scratch);
-                    sa.merge(&x);
-                    sb.merge(&y);
-                    change.merge(&z);
-                    i += n;
-                }
+            for (p, compared) in stats.iter_mut().enumerate() {
+                add_blocks(
+                    compared,
+                    views[p],
+                    views[k + p],
+                    at,
+                    stop,
+                    epsilon,
+                    &mut scratch,
+                );
             }
             gram.add::<L>(sources, at, stop);
             at = stop;
         }
         (stats, gram.totals())
+    }
+}
+
+/// Merges the statistics of elements [at, stop) of a pair into `compared`: blocks as
+/// `chunk_pair` cuts them (from a chunk's start), merged in the same order.
+fn add_blocks(
+    compared: &mut Compared,
+    va: &View,
+    vb: &View,
+    at: usize,
+    stop: usize,
+    epsilon: f64,
+    scratch: &mut [Vec<f64>; 2],
+) {
+    let (sa, sb, change) = compared;
+    let mut i = at;
+    while i < stop {
+        let n = BLOCK.min(stop - i);
+        let (x, y, z) = block_pair_plain(va, vb, i, n, epsilon, scratch);
+        sa.merge(&x);
+        sb.merge(&y);
+        change.merge(&z);
+        i += n;
+    }
+}
+
+// --- the diff's pass with per-row products ----------------------------------------------------
+
+/// `pair_stats` of a pair of `reads_plain` matrices of `width` columns and, in the same pass,
+/// `row_products` of all their rows: a few blocks at a time (`RUN_BLOCKS`), their statistics by
+/// the diff's kernels, then the rows starting among them (read to their end, mostly from
+/// cache), by `rows`' own code. Both equal the separate calls' bit for bit, whatever the
+/// thread count: the same blocks in the same order, each row summed whole by one worker.
+pub(crate) fn pair_stats_rows(
+    a: &Tensor,
+    b: &Tensor,
+    width: usize,
+    epsilon: f64,
+    ctl: &Control,
+) -> Result<(Compared, Vec<[f64; 3]>)> {
+    let numel = a.numel();
+    if let Some(t) = [a, b].into_iter().find(|t| {
+        !reads_plain(t) || t.numel() != numel || width == 0 || !numel.is_multiple_of(width)
+    }) {
+        return Err(Error::Invalid(format!(
+            "{}: not a dense float matrix of {numel} elements in rows of {width}",
+            t.name
+        )));
+    }
+    let (va, vb) = (View::new(a)?, View::new(b)?);
+    let chunk = |start, end| on_best_lanes(RowsChunk(&va, &vb, width, epsilon, start, end));
+    let total = fold_chunks(
+        numel,
+        &[a.dtype, b.dtype],
+        ctl,
+        (Compared::default(), Vec::with_capacity(numel / width)),
+        chunk,
+        |(stats, rows), (part_stats, part_rows)| {
+            stats.0.merge(&part_stats.0);
+            stats.1.merge(&part_stats.1);
+            stats.2.merge(&part_stats.2);
+            rows.extend(part_rows);
+        },
+    )?;
+    va.intact()?;
+    vb.intact()?;
+    Ok(total)
+}
+
+/// `pair_stats_rows`' work on elements [start, end) (a `CHUNK`): the views, the width, epsilon,
+/// start and end; the rows are those starting in [start, end).
+struct RowsChunk<'a, 'v>(&'a View<'v>, &'a View<'v>, usize, f64, usize, usize);
+
+impl OnLanes for RowsChunk<'_, '_> {
+    type Out = (Compared, Vec<[f64; 3]>);
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) -> Self::Out {
+        let RowsChunk(va, vb, width, epsilon, start, end) = self;
+        let mut stats = Compared::default();
+        let mut rows = vec![[0f64; 3]; end.div_ceil(width) - start.div_ceil(width)];
+        let mut scratch = [Vec::new(), Vec::new()];
+        let (mut at, mut done) = (start, 0);
+        while at < end {
+            let stop = (at + RUN_BLOCKS * BLOCK).min(end);
+            add_blocks(&mut stats, va, vb, at, stop, epsilon, &mut scratch);
+            let (first, last) = (at.div_ceil(width), stop.div_ceil(width));
+            rows_in::<L>(va, vb, first, width, &mut rows[done..][..last - first]);
+            done += last - first;
+            at = stop;
+        }
+        (stats, rows)
     }
 }
 
