@@ -17,8 +17,11 @@
 //!   tensors at a time; the spans of all tensors stay in L1 while every tile reads them, and
 //!   the next span of each tensor is prefetched (the hardware prefetcher loses track of a
 //!   dozen or more short streams: a third of the time on a 2x2 GB pair).
+//! - Rows of stored f32 and bf16 are loaded straight into the lanes (`rows_straight`): the
+//!   same values in the same lanes and order, without the f64 buffers.
 //! - The diff can sum the Gram in its own pass (`pair_stats_gram`): each group of blocks of the
-//!   chosen pairs gets its statistics by the diff's kernels, then its products from cache.
+//!   chosen pairs gets its statistics by the diff's kernels, then its products from cache; and
+//!   the per-row products likewise (`pair_stats_rows`).
 
 use super::decode::{decode_contiguous, View};
 use super::dispatch::{block_pair_plain, fold_chunks};
