@@ -122,6 +122,7 @@ class DiffOptions:
         shape_only: bool = False,
         threads: int = 0,
         gram_max_tensors: int = 0,
+        row_products: Optional[str] = None,  # a regex on a 2-D pair's module: its rows' products
     ) -> None: ...
     GRAM_MAX_TENSORS: int  # the most pairs whose Gram the diff's pass sums
     @property
@@ -143,6 +144,8 @@ class ModelDiffRows:
     def elsewhere(self) -> List[Tuple[int, Optional[str], Optional[str]]]: ...
     # (a's names, <a_p, b_q> as float64 bytes) summed in the diff's pass (gram_max_tensors), or None
     def gram(self) -> Optional[Tuple[List[str], bytes]]: ...
+    # (a's name, [a.b, a.a, b.b] per row as float64 bytes) summed in the diff's pass (row_products)
+    def row_products(self) -> List[Tuple[str, bytes]]: ...
     @property
     def summary(self) -> Dict[str, int]: ...
     @property

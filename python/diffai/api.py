@@ -32,6 +32,7 @@ def diff(
     align: bool = True,
     strip_prefix: Optional[str] = None,
     similarity_max_tensors: int = 0,
+    embedding_rows: bool = False,
 ) -> DiffResult:
     """Compare two models tensor by tensor.
 
@@ -49,6 +50,8 @@ def diff(
     ``similarity_max_tensors`` (0: none): the similarity matrix that ``run_analyses`` may compute
     next is summed in the diff's own pass over up to this many same-shape tensors (give it
     ``AnalysisConfig.similarity_max_tensors``), instead of reading them again afterwards.
+    ``embedding_rows``: likewise the embedding analysis's per-row products of the embedding
+    matrices.
     """
     opts = DiffOptions(
         epsilon=epsilon,
@@ -62,6 +65,7 @@ def diff(
         align=align,
         strip_prefix=strip_prefix,
         similarity_max_tensors=similarity_max_tensors,
+        embedding_rows=embedding_rows,
     )
     with gc_paused():
         return diff_inputs(*load_pair(_input(a, "diff"), _input(b, "diff"), format), opts)

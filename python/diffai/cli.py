@@ -296,6 +296,9 @@ def diff_command(inputs: List[str], check: bool, output: str, epsilon: float, pa
     # The similarity matrix (an analysis, or the report's heatmap) summed in the diff's pass.
     if analyse and (selected is None or "similarity-matrix" in selected or report_path is not None):
         diff_args["similarity_max_tensors"] = min(max(config.similarity_max_tensors, 0), GRAM_MAX_TENSORS)
+    # Likewise the embedding analysis's per-row products.
+    if analyse and (selected is None or "embedding-analysis" in selected or report_path is not None):
+        diff_args["embedding_rows"] = True
     with _progress(quiet) as progress:
         if len(inputs) == 2:
             result = run_diff(inputs[0], inputs[1], progress=progress, **diff_args)

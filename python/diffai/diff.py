@@ -45,7 +45,9 @@ class DiffOptions:
     ``align``: strip wrapper prefixes (``module.``, ``_orig_mod.``, ...) when that pairs more
     tensors; ``strip_prefix``: ``"A:B"`` strips A from a's names and B from b's instead.
     ``similarity_max_tensors``: sum the similarity matrix's inner products over up to this many
-    same-shape tensors in the diff's own pass (0: none; the analysis then reads them again)."""
+    same-shape tensors in the diff's own pass (0: none; the analysis then reads them again).
+    ``embedding_rows``: sum the embedding matrices' per-row products (the embedding analysis's
+    inputs) in the diff's own pass too."""
 
     epsilon: float = 0.0
     path: Optional[str] = None
@@ -58,6 +60,7 @@ class DiffOptions:
     align: bool = True
     strip_prefix: Optional[str] = None
     similarity_max_tensors: int = 0
+    embedding_rows: bool = False
 
     def __post_init__(self) -> None:
         if self.epsilon is None:
@@ -71,9 +74,15 @@ class DiffOptions:
         gram = self.similarity_max_tensors
         if isinstance(gram, bool) or not isinstance(gram, int):
             raise DiffaiError(f"similarity_max_tensors must be a whole number (0: none), got {gram!r}")
+        if not isinstance(self.embedding_rows, bool):
+            raise DiffaiError(f"embedding_rows must be True or False, got {self.embedding_rows!r}")
+        # The embedding role's rule on a name's module (``analyses.roles``), for the core's regex.
+        from .analyses.common import EMBED_MODULE
+
+        rows = "(?i)" + EMBED_MODULE.pattern if self.embedding_rows else None
         try:
             self.core = _core.DiffOptions(epsilon, self.path, self.ignore_keys_regex, self.align,
-                                          self.strip_prefix, self.shape_only, self.threads, gram)
+                                          self.strip_prefix, self.shape_only, self.threads, gram, rows)
         except OverflowError:
             raise DiffaiError(f"similarity_max_tensors must be between 0 (none) and {GRAM_MAX_TENSORS}, "
                               f"got {gram}") from None
@@ -237,6 +246,18 @@ class DiffResult:
                 rows = [index[n] for n in names]
                 dots = np.frombuffer(gram[1], dtype=np.float64).reshape(len(index), len(index))
                 return dots[np.ix_(rows, rows)]
+        return None
+
+    def embedding_rows(self, name: str, rows: int) -> Optional[Any]:
+        """[a.b, a.a, b.b] of each of the ``rows`` rows of the named matrix pair (a float64
+        array of shape (rows, 3)) when the diff summed them in its pass
+        (``DiffOptions.embedding_rows``) over exactly those rows; else None."""
+        import numpy as np
+
+        for p in self._parts:
+            for got, raw in p.core.row_products() if isinstance(p, _Rows) else ():
+                if got == name and len(raw) == rows * 3 * 8:
+                    return np.frombuffer(raw, dtype=np.float64).reshape(rows, 3)
         return None
 
     @property

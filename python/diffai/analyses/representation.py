@@ -21,10 +21,14 @@ from .training import NO_STATS
 
 def _row_norms_and_cosines(ctx: Context, name: str, rows: int, width: int) -> Tuple[np.ndarray, ...]:
     """||a_i||, ||b_i|| and cos(a_i, b_i) for the first ``rows`` rows of a 2-D tensor on both
-    sides (summed by the core, row by row: no float64 copy of either matrix)."""
-    (src_a, name_a), (src_b, name_b) = ctx.source(name, "a"), ctx.source(name, "b")
-    raw = _core.row_products(src_a.model, name_a, src_b.model, name_b, rows, width, ctx.threads)
-    dot, na2, nb2 = np.frombuffer(raw, dtype=np.float64).reshape(rows, 3).T
+    sides (summed by the core, row by row: no float64 copy of either matrix; in the diff's own
+    pass when it was asked to, ``DiffOptions.embedding_rows``, else here)."""
+    sums = ctx.result.embedding_rows(name, rows)
+    if sums is None:
+        (src_a, name_a), (src_b, name_b) = ctx.source(name, "a"), ctx.source(name, "b")
+        raw = _core.row_products(src_a.model, name_a, src_b.model, name_b, rows, width, ctx.threads)
+        sums = np.frombuffer(raw, dtype=np.float64).reshape(rows, 3)
+    dot, na2, nb2 = sums.T
     na, nb = np.sqrt(na2), np.sqrt(nb2)
     with np.errstate(invalid="ignore", divide="ignore"):
         return na, nb, dot / (na * nb)

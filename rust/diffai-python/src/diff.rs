@@ -22,7 +22,8 @@ pub struct PyDiffOptions {
 impl PyDiffOptions {
     #[new]
     #[pyo3(signature = (epsilon=0.0, path=None, ignore_keys_regex=None, align=true, strip_prefix=None,
-                        shape_only=false, threads=0, gram_max_tensors=0))]
+                        shape_only=false, threads=0, gram_max_tensors=0,
+                        row_products=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         epsilon: f64,
@@ -33,6 +34,7 @@ impl PyDiffOptions {
         shape_only: bool,
         threads: i64,
         gram_max_tensors: i64,
+        row_products: Option<&str>,
     ) -> PyResult<Self> {
         let inner = diff::DiffOptions::new(
             epsilon,
@@ -44,6 +46,7 @@ impl PyDiffOptions {
             threads,
         )
         .and_then(|o| o.with_gram_max_tensors(gram_max_tensors))
+        .and_then(|o| o.with_row_products(row_products))
         .map_err(to_py_err)?;
         Ok(PyDiffOptions { inner })
     }
@@ -545,6 +548,26 @@ impl ModelDiffRows {
             .collect::<PyResult<_>>()?;
         let bytes: Vec<u8> = g.dots.iter().flat_map(|x| x.to_ne_bytes()).collect();
         Ok(Some((names, PyBytes::new(py, &bytes))))
+    }
+
+    /// The embedding analysis's per-row products summed in the diff's pass (`row_products`):
+    /// `(a's name, [a.b, a.a, b.b] of each row as native float64 bytes)` per matrix.
+    fn row_products<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Vec<(Py<PyString>, Bound<'py, PyBytes>)>> {
+        let a = self.a.get();
+        (self.diff.row_products.iter())
+            .map(|r| {
+                let bytes: Vec<u8> = r
+                    .sums
+                    .iter()
+                    .flatten()
+                    .flat_map(|x| x.to_ne_bytes())
+                    .collect();
+                Ok((self.name(py, a, r.a)?, PyBytes::new(py, &bytes)))
+            })
+            .collect()
     }
 
     /// `(name, side, reason, unread)` for entries a reader could not read.

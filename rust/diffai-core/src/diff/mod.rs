@@ -12,6 +12,7 @@ pub mod fold;
 pub mod gram;
 pub mod json;
 pub mod options;
+pub mod rows;
 pub mod scalars;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ pub mod yaml;
 
 pub use gram::Gram;
 pub use options::{DiffOptions, NameFilter, GRAM_MAX_TENSORS};
+pub use rows::RowProducts;
 
 use crate::stats::{self, Control, PairStats, TensorStats};
 use crate::{DType, Format, Model, Result, Scalar, Skipped, Tensor};
@@ -207,6 +209,9 @@ pub struct ModelDiff {
     /// The similarity matrix's inner products over the group `gram::group` chose, when asked
     /// for (`DiffOptions::gram_max_tensors`) and there is one.
     pub gram: Option<Gram>,
+    /// The embedding analysis's per-row products of the pairs `rows::pairs` chose, when asked
+    /// for (`DiffOptions::row_products`), in record order.
+    pub row_products: Vec<RowProducts>,
 }
 
 /// What is compared with what: names as they are or after stripping prefixes (`opts.align`,
@@ -370,6 +375,13 @@ pub fn compare(
     } else {
         gram::group(a, b, &by_kernel, opts.gram_max_tensors)
     };
+    let rowed = if opts.shape_only {
+        Vec::new()
+    } else {
+        let module = opts.row_products.as_ref();
+        rows::pairs(a, b, &by_kernel, &grouped, module, prefix)
+    };
+    let mut row_products = Vec::new();
     let mut gram = None;
     let (single_a, single_b, pairs) = if opts.shape_only {
         (
@@ -396,6 +408,7 @@ pub fn compare(
             .collect::<Result<Vec<_>>>()?;
         // The Gram's group in one pass of its own (its chunks in parallel), beside the others.
         let in_group: FxHashSet<usize> = grouped.iter().map(|p| p.0).collect();
+        let with_rows: FxHashSet<usize> = rowed.iter().map(|p| p.0).collect();
         let (fused, others) = rayon::join(
             || {
                 let tensors: Vec<_> = grouped.iter().map(|&(i, j)| (&ta[i], &tb[j])).collect();
@@ -405,7 +418,13 @@ pub fn compare(
                 (by_kernel.par_iter())
                     .map(|&(i, j)| {
                         if in_group.contains(&i) {
-                            return Ok(None);
+                            return Ok((None, None));
+                        }
+                        if with_rows.contains(&i) {
+                            let width = ta[i].shape[1];
+                            let (s, sums) =
+                                stats::pair_stats_rows(&ta[i], &tb[j], width, opts.epsilon, ctl)?;
+                            return Ok((Some(s), Some(sums)));
                         }
                         stats::pair_stats_reordered(
                             &ta[i],
@@ -415,13 +434,16 @@ pub fn compare(
                             opts.epsilon,
                             ctl,
                         )
-                        .map(Some)
+                        .map(|s| (Some(s), None))
                     })
                     .collect::<Result<Vec<_>>>()
             },
         );
         let (fused, dots) = fused?;
-        let mut pairs = others?;
+        let (mut pairs, sums): (Vec<_>, Vec<_>) = others?.into_iter().unzip();
+        row_products = (by_kernel.iter().zip(sums))
+            .filter_map(|(&(i, _), sums)| Some(RowProducts { a: i, sums: sums? }))
+            .collect();
         let fused: FxHashMap<usize, Compared> = grouped.iter().map(|p| p.0).zip(fused).collect();
         for (s, &(i, _)) in pairs.iter_mut().zip(&by_kernel) {
             if let Some(f) = fused.get(&i) {
@@ -466,6 +488,7 @@ pub fn compare(
 
     let mut out = ModelDiff {
         gram,
+        row_products,
         ..ModelDiff::default()
     };
     let push = |out: &mut ModelDiff, row: Row| {

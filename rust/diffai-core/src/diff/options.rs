@@ -56,7 +56,8 @@ impl NameFilter {
 /// `strip_prefix`: (prefix stripped from a's names, from b's) instead. `shape_only`: headers
 /// only. `threads`: worker threads (0: every core). `gram_max_tensors`: sum the similarity
 /// matrix's inner products over up to this many same-shape pairs in the diff's pass
-/// (`diff::gram`; 0: none).
+/// (`diff::gram`; 0: none). `row_products`: sum a.b, a.a and b.b of each row of the 2-D pairs
+/// whose module (the name before its last '.') it matches in the diff's pass (`diff::rows`).
 #[derive(Clone, Debug, Default)]
 pub struct DiffOptions {
     pub epsilon: f64,
@@ -66,6 +67,7 @@ pub struct DiffOptions {
     pub shape_only: bool,
     pub threads: usize,
     pub gram_max_tensors: usize,
+    pub row_products: Option<Regex>,
 }
 
 /// The most pairs whose Gram the diff's pass sums: a block of each (up to 2 x 8 KB of f32) is
@@ -110,6 +112,7 @@ impl DiffOptions {
             shape_only,
             threads: threads::check(threads)?,
             gram_max_tensors: 0,
+            row_products: None,
         })
     }
 
@@ -125,6 +128,18 @@ impl DiffOptions {
                      between 0 (none) and {GRAM_MAX_TENSORS}, got {tensors}"
                 ))
             })?;
+        Ok(self)
+    }
+
+    /// These options with per-row products requested for the 2-D pairs whose module matches
+    /// `module_regex` (searched; None or empty: none).
+    pub fn with_row_products(mut self, module_regex: Option<&str>) -> Result<DiffOptions> {
+        self.row_products = match module_regex {
+            Some(re) if !re.is_empty() => Some(Regex::new(re).map_err(|e| {
+                Error::Invalid(format!("invalid row_products module regex {re:?}: {e}"))
+            })?),
+            _ => None,
+        };
         Ok(self)
     }
 }

@@ -601,3 +601,118 @@ fn the_gram_group_is_the_first_largest_shape_group_read_plainly() {
     .unwrap();
     assert_eq!(d.gram.unwrap().a, vec![1, 5, 6]);
 }
+
+// --- the embedding analysis's per-row products in the diff's pass (`rows`) -------------------
+
+fn with_rows(module: &str) -> DiffOptions {
+    opts().with_row_products(Some(module)).unwrap()
+}
+
+#[test]
+fn the_fused_pass_keeps_every_statistic_and_sums_row_products() {
+    // Widths below, at and above a block, ragged; element counts within one chunk and across
+    // several, not multiples of a block or a chunk.
+    for (rows, width) in [
+        (3, 1),
+        (5, 7),
+        (40_001, 7),
+        (700, 1000),
+        (150, 2053),
+        (90, 6147),
+    ] {
+        for dtypes in [
+            [DType::F32, DType::F32],
+            [DType::BF16, DType::BF16],
+            [DType::F32, DType::BF16],
+        ] {
+            let shape = [rows, width];
+            let numel = rows * width;
+            // A NaN and an infinity in b's last row (the generic kernels' blocks there).
+            let specials = [numel - width, numel - 1];
+            let (ta, va) = values("m.embed.weight", dtypes[0], &shape, 1, &[]);
+            let (tb, vb) = values("m.embed.weight", dtypes[1], &shape, 2, &specials);
+            let (a, b) = (
+                model(Format::Safetensors, vec![ta.clone()]),
+                model(Format::Safetensors, vec![tb.clone()]),
+            );
+            let plain = in_pool(1, || run(&a, &b, &opts()).1);
+            assert!(plain.row_products.is_empty());
+            let want = stats::row_products(&ta, &tb, rows, width, &Control::default()).unwrap();
+            let bits = |v: &[[f64; 3]]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for threads in [1, 2, 3] {
+                let fused = in_pool(threads, || run(&a, &b, &with_rows("embed")).1);
+                let what = format!("{rows}x{width} {dtypes:?} {threads} threads");
+                // Every statistic bit for bit (Debug shows -0.0 and every digit).
+                assert_eq!(
+                    format!("{:?}", fused.rows),
+                    format!("{:?}", plain.rows),
+                    "{what}"
+                );
+                let [got] = &fused.row_products[..] else {
+                    panic!("{what}: one matrix, got {:?}", fused.row_products.len());
+                };
+                assert_eq!(got.a, 0);
+                assert_eq!(bits(&got.sums), bits(&want), "{what}");
+            }
+            // Against exact sums (b's last row holds the NaN and the infinity).
+            for r in (0..rows - 1).step_by((rows / 7).max(1)) {
+                let (x, y) = (&va[r * width..][..width], &vb[r * width..][..width]);
+                let exact = [exact_dot(x, y), exact_dot(x, x), exact_dot(y, y)];
+                let scale = (exact[1] * exact[2]).sqrt();
+                for (s, (g, e)) in want[r].iter().zip(exact).enumerate() {
+                    let scale = [scale, exact[1], exact[2]][s];
+                    assert!(
+                        (g - e).abs() <= 1e-12 * scale,
+                        "row {r} sum {s}: {g} vs {e}"
+                    );
+                }
+            }
+            assert!(want[rows - 1][0].is_nan() && want[rows - 1][2].is_nan());
+        }
+    }
+}
+
+#[test]
+fn row_products_are_summed_for_plain_2d_pairs_whose_module_matches() {
+    let t = |name: &str, shape: &[usize], seed: u64| values(name, DType::F32, shape, seed, &[]).0;
+    let mut ints = t("ints.embed.w", &[4, 2], 9);
+    ints.dtype = DType::I32;
+    let tensors = |seed: u64| {
+        vec![
+            t("tok.embed.weight", &[4, 3], seed),
+            t("embed", &[4, 3], seed + 1),       // no module
+            t("x.embed.bias", &[3], seed + 2),   // 1-D
+            t("head.weight", &[4, 3], seed + 3), // another module
+            ints.clone(),
+            t("pos.EMBED.weight", &[2, 5], seed + 4),
+            t("w0", &[6, 6], seed + 5),
+            t("w1", &[6, 6], seed + 6),
+        ]
+    };
+    let (a, b) = (
+        model(Format::Safetensors, tensors(0)),
+        model(Format::Safetensors, tensors(20)),
+    );
+    let chosen = |o: &DiffOptions| -> Vec<usize> {
+        run(&a, &b, o).1.row_products.iter().map(|r| r.a).collect()
+    };
+    assert_eq!(chosen(&with_rows("(?i)embed")), vec![0, 5]);
+    assert_eq!(chosen(&with_rows("embed")), vec![0]);
+    assert_eq!(chosen(&with_rows("^w")), Vec::<usize>::new());
+    // The similarity matrix's group is summed in its own pass: its pairs' rows are not here.
+    let both = with_rows("^head$|^tok").with_gram_max_tensors(8).unwrap();
+    let d = run(&a, &b, &both).1;
+    assert_eq!(d.gram.unwrap().a, vec![0, 1, 3]);
+    assert!(d.row_products.is_empty());
+    assert!(opts().with_row_products(Some("(")).is_err());
+    assert!(opts()
+        .with_row_products(Some(""))
+        .unwrap()
+        .row_products
+        .is_none());
+    let headers = DiffOptions::new(0.0, None, None, true, None, true, 1)
+        .unwrap()
+        .with_row_products(Some("embed"))
+        .unwrap();
+    assert!(run(&a, &b, &headers).1.row_products.is_empty());
+}

@@ -54,7 +54,7 @@ pub use api::{
 };
 #[cfg(target_arch = "x86_64")]
 pub(crate) use dispatch::cpu_has_avx2;
-pub(crate) use products::{cross_products, pair_stats_gram, reads_plain, RowSums};
+pub(crate) use products::{cross_products, pair_stats_gram, pair_stats_rows, reads_plain, RowSums};
 pub use summary::{PairStats, TensorStats};
 
 use crate::error::{Error, Result};

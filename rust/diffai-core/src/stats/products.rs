@@ -17,12 +17,16 @@
 //!   tensors at a time; the spans of all tensors stay in L1 while every tile reads them, and
 //!   the next span of each tensor is prefetched (the hardware prefetcher loses track of a
 //!   dozen or more short streams: a third of the time on a 2x2 GB pair).
+//! - Rows of stored f32 and bf16 are loaded straight into the lanes (`rows_straight`): the
+//!   same values in the same lanes and order, without the f64 buffers.
 //! - The diff can sum the Gram in its own pass (`pair_stats_gram`): each group of blocks of the
-//!   chosen pairs gets its statistics by the diff's kernels, then its products from cache.
+//!   chosen pairs gets its statistics by the diff's kernels, then its products from cache; and
+//!   the per-row products likewise (`pair_stats_rows`).
 
 use super::decode::{decode_contiguous, View};
 use super::dispatch::{block_pair_plain, fold_chunks};
 use super::{Control, PairStats, TensorStats, BLOCK};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::sparse::Entries;
 use crate::tensor::Tensor;
@@ -40,6 +44,10 @@ trait Lanes: Copy {
     unsafe fn store(self, p: *mut f64);
     /// self + x * y.
     unsafe fn mul_add(self, x: Self, y: Self) -> Self;
+    /// Four stored little-endian f32 (at `p`), exactly.
+    unsafe fn load_f32(p: *const u8) -> Self;
+    /// Four stored little-endian bf16 (at `p`), exactly.
+    unsafe fn load_bf16(p: *const u8) -> Self;
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -56,6 +64,15 @@ impl Lanes for __m256d {
     unsafe fn mul_add(self, x: Self, y: Self) -> Self {
         _mm256_fmadd_pd(x, y, self)
     }
+    #[inline(always)]
+    unsafe fn load_f32(p: *const u8) -> Self {
+        _mm256_cvtps_pd(_mm_loadu_ps(p.cast()))
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u8) -> Self {
+        let bits = _mm_slli_epi32::<16>(_mm_cvtepu16_epi32(_mm_loadl_epi64(p.cast())));
+        _mm256_cvtps_pd(_mm_castsi128_ps(bits))
+    }
 }
 
 impl Lanes for [f64; 4] {
@@ -70,6 +87,17 @@ impl Lanes for [f64; 4] {
     #[inline(always)]
     unsafe fn mul_add(self, x: Self, y: Self) -> Self {
         std::array::from_fn(|l| self[l] + x[l] * y[l])
+    }
+    #[inline(always)]
+    unsafe fn load_f32(p: *const u8) -> Self {
+        std::array::from_fn(|l| f32::from_le_bytes(p.add(4 * l).cast::<[u8; 4]>().read()) as f64)
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u8) -> Self {
+        std::array::from_fn(|l| {
+            let h = u16::from_le_bytes(p.add(2 * l).cast::<[u8; 2]>().read());
+            f32::from_bits((h as u32) << 16) as f64
+        })
     }
 }
 
@@ -149,17 +177,41 @@ impl RowSums {
     #[inline(always)]
     unsafe fn add_in<L: Lanes>(&mut self, x: &[f64], y: &[f64]) {
         let n = x.len().min(y.len());
+        let (px, py) = (x.as_ptr(), y.as_ptr());
+        // SAFETY: `add_with` loads at k + 4 < n only.
+        self.add_with::<L>(
+            n,
+            |k| L::load(px.add(k)),
+            |k| L::load(py.add(k)),
+            |tx, ty| {
+                tx.copy_from_slice(&x[n - tx.len()..n]);
+                ty.copy_from_slice(&y[n - ty.len()..n]);
+            },
+        )
+    }
+
+    /// Adds elements [0, n) of x and y: `x(k)`, `y(k)` load elements k..k + 4 (k + 8 <= n),
+    /// `ragged` writes the last n % 8 into the slices it is given.
+    ///
+    /// # Safety
+    /// The CPU has `L`'s features; the loads are valid for k + 8 <= n.
+    #[inline(always)]
+    unsafe fn add_with<L: Lanes>(
+        &mut self,
+        n: usize,
+        x: impl Fn(usize) -> L,
+        y: impl Fn(usize) -> L,
+        ragged: impl FnOnce(&mut [f64], &mut [f64]),
+    ) {
         let full = n - n % 8;
         let p = |s: usize, h: usize| self.lanes[s][4 * h..].as_ptr();
         let (mut d0, mut d1) = (L::load(p(0, 0)), L::load(p(0, 1)));
         let (mut a0, mut a1) = (L::load(p(1, 0)), L::load(p(1, 1)));
         let (mut b0, mut b1) = (L::load(p(2, 0)), L::load(p(2, 1)));
-        let (px, py) = (x.as_ptr(), y.as_ptr());
         let mut k = 0;
         while k < full {
-            // SAFETY: k + 8 <= full <= both lengths.
-            let (x0, x1) = (L::load(px.add(k)), L::load(px.add(k + 4)));
-            let (y0, y1) = (L::load(py.add(k)), L::load(py.add(k + 4)));
+            let (x0, x1) = (x(k), x(k + 4));
+            let (y0, y1) = (y(k), y(k + 4));
             d0 = d0.mul_add(x0, y0);
             d1 = d1.mul_add(x1, y1);
             a0 = a0.mul_add(x0, x0);
@@ -171,8 +223,7 @@ impl RowSums {
         if full < n {
             // The ragged end as if padded with zeros (which add nothing).
             let (mut tx, mut ty) = ([0f64; 8], [0f64; 8]);
-            tx[..n - full].copy_from_slice(&x[full..n]);
-            ty[..n - full].copy_from_slice(&y[full..n]);
+            ragged(&mut tx[..n - full], &mut ty[..n - full]);
             let (x0, x1) = (L::load(tx.as_ptr()), L::load(tx[4..].as_ptr()));
             let (y0, y1) = (L::load(ty.as_ptr()), L::load(ty[4..].as_ptr()));
             d0 = d0.mul_add(x0, y0);
@@ -202,20 +253,104 @@ impl OnLanes for Rows<'_, '_> {
     #[inline(always)]
     unsafe fn run<L: Lanes>(self) {
         let Rows(va, vb, first, width, out) = self;
-        let (mut x, mut y) = ([0f64; BLOCK], [0f64; BLOCK]);
-        for (r, o) in out.iter_mut().enumerate() {
-            let row = (first + r) * width;
-            let mut sums = RowSums::default();
-            let mut i = 0;
-            while i < width {
-                let n = BLOCK.min(width - i);
-                decode(va, row + i, &mut x[..n]);
-                decode(vb, row + i, &mut y[..n]);
-                sums.add_in::<L>(&x[..n], &y[..n]);
-                i += n;
-            }
-            *o = sums.total();
+        rows_in::<L>(va, vb, first, width, out)
+    }
+}
+
+/// `rows` on `L`'s lanes (also `pair_stats_rows`'s, so that the two give the same bits).
+///
+/// # Safety
+/// The CPU has `L`'s features.
+#[inline(always)]
+unsafe fn rows_in<L: Lanes>(
+    va: &View,
+    vb: &View,
+    first: usize,
+    width: usize,
+    out: &mut [[f64; 3]],
+) {
+    // Stored f32 and bf16 are loaded straight into the lanes: the same values in the same lanes
+    // and order as through the f64 buffers below, without writing and reading them again.
+    let plain = |v: &View| v.strided.is_none() && v.rows.is_none() && v.dtype.codec().is_none();
+    if plain(va) && plain(vb) {
+        let rows = (va, vb, first, width, &mut *out);
+        match (va.dtype, vb.dtype) {
+            (DType::F32, DType::F32) => return rows_straight::<L, F32, F32>(rows),
+            (DType::F32, DType::BF16) => return rows_straight::<L, F32, Bf16>(rows),
+            (DType::BF16, DType::F32) => return rows_straight::<L, Bf16, F32>(rows),
+            (DType::BF16, DType::BF16) => return rows_straight::<L, Bf16, Bf16>(rows),
+            _ => {}
         }
+    }
+    let (mut x, mut y) = ([0f64; BLOCK], [0f64; BLOCK]);
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = (first + r) * width;
+        let mut sums = RowSums::default();
+        let mut i = 0;
+        while i < width {
+            let n = BLOCK.min(width - i);
+            decode(va, row + i, &mut x[..n]);
+            decode(vb, row + i, &mut y[..n]);
+            sums.add_in::<L>(&x[..n], &y[..n]);
+            i += n;
+        }
+        *o = sums.total();
+    }
+}
+
+/// A stored dtype whose elements `rows_straight` loads straight into lanes.
+trait Stored {
+    const SIZE: usize;
+    /// # Safety
+    /// The CPU has `L`'s features; `p` is valid for 4 elements.
+    unsafe fn load<L: Lanes>(p: *const u8) -> L;
+}
+
+struct F32;
+struct Bf16;
+
+impl Stored for F32 {
+    const SIZE: usize = 4;
+    #[inline(always)]
+    unsafe fn load<L: Lanes>(p: *const u8) -> L {
+        L::load_f32(p)
+    }
+}
+
+impl Stored for Bf16 {
+    const SIZE: usize = 2;
+    #[inline(always)]
+    unsafe fn load<L: Lanes>(p: *const u8) -> L {
+        L::load_bf16(p)
+    }
+}
+
+/// `rows_in` of two plain views stored as `X` and `Y`.
+///
+/// # Safety
+/// The CPU has `L`'s features.
+#[inline(always)]
+unsafe fn rows_straight<L: Lanes, X: Stored, Y: Stored>(
+    (va, vb, first, width, out): (&View, &View, usize, usize, &mut [[f64; 3]]),
+) {
+    let (bx, by) = (va.bytes(), vb.bytes());
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = (first + r) * width;
+        let px = bx[row * X::SIZE..][..width * X::SIZE].as_ptr();
+        let py = by[row * Y::SIZE..][..width * Y::SIZE].as_ptr();
+        let mut sums = RowSums::default();
+        // SAFETY: the loads stay inside the rows sliced above (k + 8 <= width).
+        sums.add_with::<L>(
+            width,
+            |k| X::load(px.add(k * X::SIZE)),
+            |k| Y::load(py.add(k * Y::SIZE)),
+            |tx, ty| {
+                let at = row + width - tx.len();
+                decode(va, at, tx);
+                decode(vb, at, ty);
+            },
+        );
+        *o = sums.total();
     }
 }
 
@@ -510,23 +645,112 @@ impl OnLanes for PairsChunk<'_, '_> {
         let mut at = start;
         while at < end {
             let stop = (at + RUN_BLOCKS * BLOCK).min(end);
-            for (p, (sa, sb, change)) in stats.iter_mut().enumerate() {
-                let (va, vb) = (views[p], views[k + p]);
-                let mut i = at;
-                while i < stop {
-                    // Blocks as `chunk_pair` cuts them, merged in the same order.
-                    let n = BLOCK.min(stop - i);
-                    let (x, y, z) = block_pair_plain(va, vb, i, n, epsilon, &mut scratch);
-                    sa.merge(&x);
-                    sb.merge(&y);
-                    change.merge(&z);
-                    i += n;
-                }
+            for (p, compared) in stats.iter_mut().enumerate() {
+                add_blocks(
+                    compared,
+                    views[p],
+                    views[k + p],
+                    at,
+                    stop,
+                    epsilon,
+                    &mut scratch,
+                );
             }
             gram.add::<L>(sources, at, stop);
             at = stop;
         }
         (stats, gram.totals())
+    }
+}
+
+/// Merges the statistics of elements [at, stop) of a pair into `compared`: blocks as
+/// `chunk_pair` cuts them (from a chunk's start), merged in the same order.
+fn add_blocks(
+    compared: &mut Compared,
+    va: &View,
+    vb: &View,
+    at: usize,
+    stop: usize,
+    epsilon: f64,
+    scratch: &mut [Vec<f64>; 2],
+) {
+    let (sa, sb, change) = compared;
+    let mut i = at;
+    while i < stop {
+        let n = BLOCK.min(stop - i);
+        let (x, y, z) = block_pair_plain(va, vb, i, n, epsilon, scratch);
+        sa.merge(&x);
+        sb.merge(&y);
+        change.merge(&z);
+        i += n;
+    }
+}
+
+// --- the diff's pass with per-row products ----------------------------------------------------
+
+/// `pair_stats` of a pair of `reads_plain` matrices of `width` columns and, in the same pass,
+/// `row_products` of all their rows: a few blocks at a time (`RUN_BLOCKS`), their statistics by
+/// the diff's kernels, then the rows starting among them (read to their end, mostly from
+/// cache), by `rows`' own code. Both equal the separate calls' bit for bit, whatever the
+/// thread count: the same blocks in the same order, each row summed whole by one worker.
+pub(crate) fn pair_stats_rows(
+    a: &Tensor,
+    b: &Tensor,
+    width: usize,
+    epsilon: f64,
+    ctl: &Control,
+) -> Result<(Compared, Vec<[f64; 3]>)> {
+    let numel = a.numel();
+    if let Some(t) = [a, b].into_iter().find(|t| {
+        !reads_plain(t) || t.numel() != numel || width == 0 || !numel.is_multiple_of(width)
+    }) {
+        return Err(Error::Invalid(format!(
+            "{}: not a dense float matrix of {numel} elements in rows of {width}",
+            t.name
+        )));
+    }
+    let (va, vb) = (View::new(a)?, View::new(b)?);
+    let chunk = |start, end| on_best_lanes(RowsChunk(&va, &vb, width, epsilon, start, end));
+    let total = fold_chunks(
+        numel,
+        &[a.dtype, b.dtype],
+        ctl,
+        (Compared::default(), Vec::with_capacity(numel / width)),
+        chunk,
+        |(stats, rows), (part_stats, part_rows)| {
+            stats.0.merge(&part_stats.0);
+            stats.1.merge(&part_stats.1);
+            stats.2.merge(&part_stats.2);
+            rows.extend(part_rows);
+        },
+    )?;
+    va.intact()?;
+    vb.intact()?;
+    Ok(total)
+}
+
+/// `pair_stats_rows`' work on elements [start, end) (a `CHUNK`): the views, the width, epsilon,
+/// start and end; the rows are those starting in [start, end).
+struct RowsChunk<'a, 'v>(&'a View<'v>, &'a View<'v>, usize, f64, usize, usize);
+
+impl OnLanes for RowsChunk<'_, '_> {
+    type Out = (Compared, Vec<[f64; 3]>);
+    #[inline(always)]
+    unsafe fn run<L: Lanes>(self) -> Self::Out {
+        let RowsChunk(va, vb, width, epsilon, start, end) = self;
+        let mut stats = Compared::default();
+        let mut rows = vec![[0f64; 3]; end.div_ceil(width) - start.div_ceil(width)];
+        let mut scratch = [Vec::new(), Vec::new()];
+        let (mut at, mut done) = (start, 0);
+        while at < end {
+            let stop = (at + RUN_BLOCKS * BLOCK).min(end);
+            add_blocks(&mut stats, va, vb, at, stop, epsilon, &mut scratch);
+            let (first, last) = (at.div_ceil(width), stop.div_ceil(width));
+            rows_in::<L>(va, vb, first, width, &mut rows[done..][..last - first]);
+            done += last - first;
+            at = stop;
+        }
+        (stats, rows)
     }
 }
 
@@ -738,6 +962,35 @@ mod tests {
         }
     }
 
+    /// Stored f32 and bf16 rows loaded straight into the lanes give the bits of the same values
+    /// decoded through f64 buffers (stored here as f64, exactly).
+    #[test]
+    fn row_products_loaded_straight_equal_the_buffered_ones() {
+        for (dtype, width) in [
+            (DType::F32, 2 * BLOCK + 13),
+            (DType::BF16, 7),
+            (DType::BF16, 999),
+        ] {
+            let rows = 3 * CHUNK / width + 1;
+            let (a, va) = tensor(dtype, rows * width, 3);
+            let (b, vb) = tensor(DType::BF16, rows * width, 4);
+            let as_f64 = |v: &[f64]| {
+                let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Tensor::contiguous(
+                    "f64".into(),
+                    DType::F64,
+                    vec![v.len()],
+                    Storage::from_vec(bytes),
+                )
+            };
+            let ctl = Control::default();
+            let straight = row_products(&a, &b, rows, width, &ctl).unwrap();
+            let buffered = row_products(&as_f64(&va), &as_f64(&vb), rows, width, &ctl).unwrap();
+            let bits = |v: &[[f64; 3]]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&straight), bits(&buffered), "{dtype:?} {width}");
+        }
+    }
+
     /// The AVX2+FMA lanes and the portable ones give the same bits on exact products.
     #[cfg(target_arch = "x86_64")]
     #[test]
@@ -765,12 +1018,15 @@ mod tests {
         // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
         let (simd, portable) = unsafe { (on_avx2(chunk()), chunk().run::<[f64; 4]>()) };
         assert_eq!(simd, portable);
-        let (va, vb) = (View::new(&a[0]).unwrap(), View::new(&b[1]).unwrap());
-        let (mut simd, mut portable) = ([[0f64; 3]; 3], [[0f64; 3]; 3]);
-        unsafe {
-            on_avx2(Rows(&va, &vb, 0, 1000, &mut simd));
-            Rows(&va, &vb, 0, 1000, &mut portable).run::<[f64; 4]>();
+        // Rows through f64 buffers (f16), and loaded straight (f32 with f32).
+        for (x, y) in [(&a[0], &b[1]), (&a[0], &a[1])] {
+            let (va, vb) = (View::new(x).unwrap(), View::new(y).unwrap());
+            let (mut simd, mut portable) = ([[0f64; 3]; 3], [[0f64; 3]; 3]);
+            unsafe {
+                on_avx2(Rows(&va, &vb, 0, 1000, &mut simd));
+                Rows(&va, &vb, 0, 1000, &mut portable).run::<[f64; 4]>();
+            }
+            assert_eq!(simd, portable);
         }
-        assert_eq!(simd, portable);
     }
 }
