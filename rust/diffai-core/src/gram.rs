@@ -46,17 +46,7 @@ pub fn cross_dots(a: &[Tensor], b: &[Tensor], squares: bool, ctl: &Control) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DType, Storage};
-
-    fn f32_tensor(values: &[f32]) -> Tensor {
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Tensor::contiguous(
-            "t".into(),
-            DType::F32,
-            vec![values.len()],
-            Storage::from_vec(bytes),
-        )
-    }
+    use crate::testing::f32_vector;
 
     #[test]
     fn sums_every_pair_across_spans() {
@@ -69,7 +59,10 @@ mod tests {
                 .map(|(a, b)| *a as f64 * *b as f64)
                 .sum::<f64>()
         };
-        let (a, b) = ([f32_tensor(&x), f32_tensor(&y)], [f32_tensor(&y)]);
+        let (a, b) = (
+            [f32_vector("t", &x), f32_vector("t", &y)],
+            [f32_vector("t", &y)],
+        );
         let d = cross_dots(&a, &b, true, &Control::default()).unwrap();
         assert_eq!(d.dots, vec![want(&x, &y), want(&y, &y)]);
         assert_eq!(d.sq_a, vec![want(&x, &x), want(&y, &y)]);
@@ -77,15 +70,15 @@ mod tests {
         let dots_only = cross_dots(&a, &b, false, &Control::default()).unwrap();
         assert_eq!((dots_only.dots, dots_only.sq_a.len()), (d.dots, 0));
         assert!(cross_dots(
-            &[f32_tensor(&x)],
-            &[f32_tensor(&[1.0])],
+            &[f32_vector("t", &x)],
+            &[f32_vector("t", &[1.0])],
             true,
             &Control::default()
         )
         .is_err());
         // Three by three: the odd last row and column of the two-by-two tiles.
         let z: Vec<f32> = (0..n).map(|i| ((i * 13) % 11) as f32 - 5.0).collect();
-        let t = |v: &[f32]| f32_tensor(v);
+        let t = |v: &[f32]| f32_vector("t", v);
         let d = cross_dots(
             &[t(&x), t(&y), t(&z)],
             &[t(&z), t(&x), t(&y)],

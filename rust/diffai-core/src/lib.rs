@@ -26,6 +26,8 @@ pub mod shards;
 pub mod sparse;
 pub mod stats;
 pub mod tensor;
+#[cfg(test)]
+mod testing;
 pub mod threads;
 
 pub use dtype::DType;

@@ -470,15 +470,11 @@ pub(crate) fn row_products(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::f32_tensor;
 
     fn i64_tensor(shape: Vec<usize>, values: &[i64]) -> Tensor {
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         Tensor::contiguous("idx".into(), DType::I64, shape, Storage::from_vec(bytes))
-    }
-
-    fn f32_tensor(shape: Vec<usize>, values: &[f32]) -> Tensor {
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Tensor::contiguous("v".into(), DType::F32, shape, Storage::from_vec(bytes))
     }
 
     /// A COO tensor of `shape` (2-D) from (row, col, value) entries, duplicates allowed.
@@ -491,7 +487,7 @@ mod tests {
         let parts = SparseParts {
             layout: SparseLayout::Coo,
             indices: vec![i64_tensor(vec![2, nnz], &idx)],
-            values: f32_tensor(vec![nnz], &vals),
+            values: f32_tensor("v", &[nnz], &vals),
         };
         sparse_tensor("s".into(), shape.to_vec(), parts).unwrap()
     }
@@ -622,7 +618,7 @@ mod tests {
                 i64_tensor(vec![4], &[0, 2, 2, 4]),
                 i64_tensor(vec![4], &[1, 3, 0, 3]),
             ],
-            values: f32_tensor(vec![4], &[1.0, 2.0, 3.0, 4.0]),
+            values: f32_tensor("v", &[4], &[1.0, 2.0, 3.0, 4.0]),
         };
         let t = sparse_tensor("csr".into(), vec![3, 4], csr).unwrap();
         let d = [0.0, 1.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 4.0];
@@ -631,7 +627,7 @@ mod tests {
         let bsr = SparseParts {
             layout: SparseLayout::Bsr,
             indices: vec![i64_tensor(vec![2], &[0, 1]), i64_tensor(vec![1], &[1])],
-            values: f32_tensor(vec![1, 2, 2], &[1.0, 2.0, 3.0, 4.0]),
+            values: f32_tensor("v", &[1, 2, 2], &[1.0, 2.0, 3.0, 4.0]),
         };
         let t = sparse_tensor("bsr".into(), vec![2, 4], bsr).unwrap();
         assert_eq!(
@@ -656,7 +652,7 @@ mod tests {
         let parts = |idx: &[i64], shape| SparseParts {
             layout: SparseLayout::Coo,
             indices: vec![i64_tensor(shape, idx)],
-            values: f32_tensor(vec![2], &[1.0, 2.0]),
+            values: f32_tensor("v", &[2], &[1.0, 2.0]),
         };
         // Values for 2 entries, indices for 1.
         assert!(sparse_tensor("s".into(), vec![4], parts(&[0], vec![1, 1])).is_err());
@@ -674,7 +670,7 @@ mod tests {
                 i64_tensor(vec![3], &[0, 2, 1]),
                 i64_tensor(vec![2], &[0, 1]),
             ],
-            values: f32_tensor(vec![2], &[1.0, 2.0]),
+            values: f32_tensor("v", &[2], &[1.0, 2.0]),
         };
         let t = sparse_tensor("c".into(), vec![2, 2], csr).unwrap();
         assert!(stats::tensor_stats(&t, &Control::default()).is_err());

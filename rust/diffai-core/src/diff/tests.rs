@@ -1,17 +1,8 @@
 //! The engine end to end on small in-memory models, against values worked out by hand.
 
 use super::*;
+use crate::testing::{exact_dot, f32_vector, in_pool, lcg_tensor};
 use crate::{DType, Storage};
-
-fn f32_tensor(name: &str, values: &[f32]) -> Tensor {
-    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    Tensor::contiguous(
-        name.into(),
-        DType::F32,
-        vec![values.len()],
-        Storage::from_vec(bytes),
-    )
-}
 
 fn model(format: Format, tensors: Vec<Tensor>) -> Model {
     let mut m = Model::new(format);
@@ -48,21 +39,21 @@ fn rows_follow_a_then_b_with_the_change_rule_renames_and_counts() {
     let a = model(
         Format::Safetensors,
         vec![
-            f32_tensor("same", &[1.0, 2.0]),
-            f32_tensor("changed", &[1.0, 2.0]),
-            f32_tensor("reshaped", &[1.0]),
-            f32_tensor("old_name", &[5.0, 6.0, 7.0]),
-            f32_tensor("gone", &[9.0]),
+            f32_vector("same", &[1.0, 2.0]),
+            f32_vector("changed", &[1.0, 2.0]),
+            f32_vector("reshaped", &[1.0]),
+            f32_vector("old_name", &[5.0, 6.0, 7.0]),
+            f32_vector("gone", &[9.0]),
         ],
     );
     let b = model(
         Format::Safetensors,
         vec![
-            f32_tensor("new_name", &[5.0, 6.0, 7.0]),
-            f32_tensor("same", &[1.0, 2.0]),
-            f32_tensor("changed", &[1.0, 2.5]),
-            f32_tensor("reshaped", &[1.0, 1.0]),
-            f32_tensor("fresh", &[0.0]),
+            f32_vector("new_name", &[5.0, 6.0, 7.0]),
+            f32_vector("same", &[1.0, 2.0]),
+            f32_vector("changed", &[1.0, 2.5]),
+            f32_vector("reshaped", &[1.0, 1.0]),
+            f32_vector("fresh", &[0.0]),
         ],
     );
     let (_, d) = run(&a, &b, &opts());
@@ -121,7 +112,7 @@ fn rows_follow_a_then_b_with_the_change_rule_renames_and_counts() {
 
 #[test]
 fn a_dtype_change_is_a_change_even_with_equal_values() {
-    let a = model(Format::Safetensors, vec![f32_tensor("w", &[1.0])]);
+    let a = model(Format::Safetensors, vec![f32_vector("w", &[1.0])]);
     let mut t = Tensor::contiguous(
         "w".into(),
         DType::F64,
@@ -138,15 +129,15 @@ fn wrapper_prefix_is_aligned_and_filters_apply_to_own_names() {
     let a = model(
         Format::Safetensors,
         vec![
-            f32_tensor("fc.weight", &[1.0]),
-            f32_tensor("fc.bias", &[0.0]),
+            f32_vector("fc.weight", &[1.0]),
+            f32_vector("fc.bias", &[0.0]),
         ],
     );
     let b = model(
         Format::Safetensors,
         vec![
-            f32_tensor("module.fc.weight", &[2.0]),
-            f32_tensor("module.fc.bias", &[0.0]),
+            f32_vector("module.fc.weight", &[2.0]),
+            f32_vector("module.fc.bias", &[0.0]),
         ],
     );
     let (p, d) = run(&a, &b, &opts());
@@ -179,8 +170,8 @@ fn wrapper_prefix_is_aligned_and_filters_apply_to_own_names() {
 
 #[test]
 fn two_npy_arrays_compare_whatever_their_names() {
-    let a = model(Format::Npy, vec![f32_tensor("x", &[1.0, 2.0])]);
-    let b = model(Format::Npy, vec![f32_tensor("y", &[1.0, 2.0])]);
+    let a = model(Format::Npy, vec![f32_vector("x", &[1.0, 2.0])]);
+    let b = model(Format::Npy, vec![f32_vector("y", &[1.0, 2.0])]);
     let (p, d) = run(&a, &b, &opts());
     assert!(p.b_renamed);
     assert_eq!(statuses(&d), ["unchanged"]);
@@ -224,11 +215,11 @@ fn scalars_metadata_and_unread_entries() {
 fn record_lines_are_json_in_the_schema_order() {
     let a = model(
         Format::Safetensors,
-        vec![f32_tensor("w\"1", &[1.0, 1.0]), f32_tensor("same", &[0.0])],
+        vec![f32_vector("w\"1", &[1.0, 1.0]), f32_vector("same", &[0.0])],
     );
     let b = model(
         Format::Safetensors,
-        vec![f32_tensor("w\"1", &[1.0, 3.0]), f32_tensor("same", &[0.0])],
+        vec![f32_vector("w\"1", &[1.0, 3.0]), f32_vector("same", &[0.0])],
     );
     let (_, d) = run(&a, &b, &opts());
     let lines: Vec<_> = d
@@ -277,11 +268,11 @@ fn record_lines_are_json_in_the_schema_order() {
 fn pairs_compared_elsewhere_get_the_change_rule() {
     let a = model(
         Format::Safetensors,
-        vec![f32_tensor("w", &[1.0, 2.0]), f32_tensor("v", &[1.0])],
+        vec![f32_vector("w", &[1.0, 2.0]), f32_vector("v", &[1.0])],
     );
     let b = model(
         Format::Safetensors,
-        vec![f32_tensor("w", &[1.0, 2.0]), f32_tensor("v", &[1.0])],
+        vec![f32_vector("w", &[1.0, 2.0]), f32_vector("v", &[1.0])],
     );
     let (sa, sb) = (Side::of(&a), Side::of(&b));
     let ctl = Control::default();
@@ -309,11 +300,11 @@ fn pairs_compared_elsewhere_get_the_change_rule() {
 fn keys_pair_names_and_opaque_tensors_are_left_to_the_caller() {
     let a = model(
         Format::Gguf,
-        vec![f32_tensor("blk.0.w", &[1.0]), f32_tensor("lone", &[2.0])],
+        vec![f32_vector("blk.0.w", &[1.0]), f32_vector("lone", &[2.0])],
     );
     let b = model(
         Format::Safetensors,
-        vec![f32_tensor("layers.0.w", &[1.0]), f32_tensor("q", &[3.0])],
+        vec![f32_vector("layers.0.w", &[1.0]), f32_vector("q", &[3.0])],
     );
     let keys: FxHashMap<String, String> = [("blk.0.w".to_string(), "layers.0.w".to_string())]
         .into_iter()
@@ -346,7 +337,7 @@ fn keys_pair_names_and_opaque_tensors_are_left_to_the_caller() {
     assert!(!d.rows[1].elsewhere && d.rows[1].stats_a.is_some());
     assert!(d.rows[2].elsewhere && d.rows[2].stats_b.is_none()); // never read here
                                                                  // A pair holding an opaque tensor that the caller did not compare is refused.
-    let b2 = model(Format::Safetensors, vec![f32_tensor("layers.0.w", &[1.0])]);
+    let b2 = model(Format::Safetensors, vec![f32_vector("layers.0.w", &[1.0])]);
     let first: FxHashSet<usize> = [0].into_iter().collect();
     let sb2 = Side {
         opaque: &first,
@@ -372,8 +363,8 @@ fn an_added_tensor_named_like_an_aligned_a_tensor_is_not_taken_for_its_partner()
     let a = model(
         Format::Safetensors,
         vec![
-            f32_tensor("module.x", &[1.0, 2.0]),
-            f32_tensor("module.y", &[3.0, 4.0, 5.0]),
+            f32_vector("module.x", &[1.0, 2.0]),
+            f32_vector("module.y", &[3.0, 4.0, 5.0]),
         ],
     );
     let (_, d) = run(&a, &a, &opts);
@@ -382,8 +373,8 @@ fn an_added_tensor_named_like_an_aligned_a_tensor_is_not_taken_for_its_partner()
     let b = model(
         Format::Safetensors,
         vec![
-            f32_tensor("x", &[1.0, 2.0, 3.0]),
-            f32_tensor("module.x", &[7.0, 8.0]),
+            f32_vector("x", &[1.0, 2.0, 3.0]),
+            f32_vector("module.x", &[7.0, 8.0]),
         ],
     );
     let (_, d) = run(&a, &b, &opts);
@@ -397,13 +388,13 @@ fn an_added_tensor_named_like_an_aligned_a_tensor_is_not_taken_for_its_partner()
 fn a_filter_may_name_either_side_of_a_pair_known_by_two_names() {
     let a = model(
         Format::Gguf,
-        vec![f32_tensor("blk.0.w", &[1.0]), f32_tensor("blk.1.w", &[2.0])],
+        vec![f32_vector("blk.0.w", &[1.0]), f32_vector("blk.1.w", &[2.0])],
     );
     let b = model(
         Format::Safetensors,
         vec![
-            f32_tensor("layers.0.w", &[1.0]),
-            f32_tensor("layers.1.w", &[3.0]),
+            f32_vector("layers.0.w", &[1.0]),
+            f32_vector("layers.1.w", &[3.0]),
         ],
     );
     let keys: FxHashMap<String, String> = [("blk.0.w", "layers.0.w"), ("blk.1.w", "layers.1.w")]
@@ -430,65 +421,8 @@ fn a_filter_may_name_either_side_of_a_pair_known_by_two_names() {
 
 // --- the similarity matrix's Gram in the diff's pass (`gram`) ---------------------------------
 
-/// `n` pseudo-random values (a fixed LCG) of mixed sign and magnitude stored as `dtype` (f32 or
-/// bf16), a NaN and an infinity at `specials`, and the values held as f64.
-fn values(
-    name: &str,
-    dtype: DType,
-    shape: &[usize],
-    seed: u64,
-    specials: &[usize],
-) -> (Tensor, Vec<f64>) {
-    let n: usize = shape.iter().product();
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let (mut bytes, mut held) = (Vec::new(), Vec::new());
-    for k in 0..n {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let mut v = ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.45) as f32 * (1 << (x % 5)) as f32;
-        if let Some(s) = specials.iter().position(|&at| at == k) {
-            v = [f32::NAN, f32::INFINITY][s % 2];
-        }
-        if dtype == DType::BF16 {
-            let h = half::bf16::from_f32(v);
-            bytes.extend(h.to_le_bytes());
-            held.push(h.to_f64());
-        } else {
-            bytes.extend(v.to_le_bytes());
-            held.push(v as f64);
-        }
-    }
-    let t = Tensor::contiguous(name.into(), dtype, shape.to_vec(), Storage::from_vec(bytes));
-    (t, held)
-}
-
 fn with_gram(max: i64) -> DiffOptions {
     opts().with_gram_max_tensors(max).unwrap()
-}
-
-fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
-}
-
-/// x.y summed exactly enough to judge 1e-12 (Neumaier's compensated sum).
-fn exact_dot(x: &[f64], y: &[f64]) -> f64 {
-    let (mut sum, mut carry) = (0f64, 0f64);
-    for (p, q) in x.iter().zip(y) {
-        let v = p * q; // exact for f32 and bf16
-        let t = sum + v;
-        carry += if sum.abs() >= v.abs() {
-            (sum - t) + v
-        } else {
-            (v - t) + sum
-        };
-        sum = t;
-    }
-    sum + carry
 }
 
 #[test]
@@ -507,7 +441,7 @@ fn the_fused_pass_keeps_every_statistic_and_sums_cross_dots_gram() {
                 (0..3)
                     .map(|k| {
                         let sp: &[usize] = if k == 1 && seed == 0 { &specials } else { &[] };
-                        values(&format!("t{k}"), dtype, &shape, seed + k as u64, sp)
+                        lcg_tensor(&format!("t{k}"), dtype, &shape, seed + k as u64, sp)
                     })
                     .unzip()
             };
@@ -551,7 +485,7 @@ fn the_fused_pass_keeps_every_statistic_and_sums_cross_dots_gram() {
 #[test]
 fn the_gram_group_is_the_first_largest_shape_group_read_plainly() {
     let t = |name: &str, dtype: DType, shape: &[usize], seed: u64| {
-        values(name, dtype, shape, seed, &[]).0
+        lcg_tensor(name, dtype, shape, seed, &[]).0
     };
     let mut strided = t("strided", DType::F32, &[4, 2], 9);
     strided.strides = Some(vec![1, 4]);
@@ -629,8 +563,8 @@ fn the_fused_pass_keeps_every_statistic_and_sums_row_products() {
             let numel = rows * width;
             // A NaN and an infinity in b's last row (the generic kernels' blocks there).
             let specials = [numel - width, numel - 1];
-            let (ta, va) = values("m.embed.weight", dtypes[0], &shape, 1, &[]);
-            let (tb, vb) = values("m.embed.weight", dtypes[1], &shape, 2, &specials);
+            let (ta, va) = lcg_tensor("m.embed.weight", dtypes[0], &shape, 1, &[]);
+            let (tb, vb) = lcg_tensor("m.embed.weight", dtypes[1], &shape, 2, &specials);
             let (a, b) = (
                 model(Format::Safetensors, vec![ta.clone()]),
                 model(Format::Safetensors, vec![tb.clone()]),
@@ -674,7 +608,8 @@ fn the_fused_pass_keeps_every_statistic_and_sums_row_products() {
 
 #[test]
 fn row_products_are_summed_for_plain_2d_pairs_whose_module_matches() {
-    let t = |name: &str, shape: &[usize], seed: u64| values(name, DType::F32, shape, seed, &[]).0;
+    let t =
+        |name: &str, shape: &[usize], seed: u64| lcg_tensor(name, DType::F32, shape, seed, &[]).0;
     let mut ints = t("ints.embed.w", &[4, 2], 9);
     ints.dtype = DType::I32;
     let tensors = |seed: u64| {

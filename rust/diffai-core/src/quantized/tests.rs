@@ -4,14 +4,10 @@
 
 use super::*;
 use crate::stats::tensor_stats as dense_stats;
+use crate::testing::f32_tensor;
 
 fn tensor(name: &str, dtype: DType, shape: &[usize], bytes: Vec<u8>) -> Tensor {
     Tensor::contiguous(name.into(), dtype, shape.to_vec(), Storage::from_vec(bytes))
-}
-
-fn f32_tensor(name: &str, shape: &[usize], values: &[f32]) -> Tensor {
-    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    tensor(name, DType::F32, shape, bytes)
 }
 
 fn i32_tensor(name: &str, shape: &[usize], words: &[u32]) -> Tensor {

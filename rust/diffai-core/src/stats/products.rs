@@ -831,61 +831,11 @@ mod tests {
     use crate::dtype::DType;
     use crate::stats::{row_products, CHUNK};
     use crate::tensor::Storage;
+    use crate::testing::{exact_dot, in_pool, lcg_tensor};
 
-    /// `n` pseudo-random values (a fixed LCG) of mixed sign and magnitude, stored as `dtype`
-    /// (f32, bf16 or f16), and the values the tensor holds as f64.
+    /// `n` pseudo-random values stored as `dtype`, and the values the tensor holds as f64.
     fn tensor(dtype: DType, n: usize, seed: u64) -> (Tensor, Vec<f64>) {
-        let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-        let (mut bytes, mut held) = (Vec::new(), Vec::new());
-        for _ in 0..n {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let v = ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.45) * 2f64.powi((x % 7) as i32);
-            let v = v as f32;
-            match dtype {
-                DType::F32 => {
-                    bytes.extend(v.to_le_bytes());
-                    held.push(v as f64);
-                }
-                DType::BF16 => {
-                    let h = half::bf16::from_f32(v);
-                    bytes.extend(h.to_le_bytes());
-                    held.push(h.to_f64());
-                }
-                _ => {
-                    let h = half::f16::from_f32(v);
-                    bytes.extend(h.to_le_bytes());
-                    held.push(h.to_f64());
-                }
-            }
-        }
-        let t = Tensor::contiguous("t".into(), dtype, vec![n], Storage::from_vec(bytes));
-        (t, held)
-    }
-
-    /// x.y summed exactly enough to judge 1e-12 (Neumaier's compensated sum).
-    fn exact_dot(x: &[f64], y: &[f64]) -> f64 {
-        let (mut sum, mut carry) = (0f64, 0f64);
-        for (p, q) in x.iter().zip(y) {
-            let v = p * q; // exact for these dtypes
-            let t = sum + v;
-            carry += if sum.abs() >= v.abs() {
-                (sum - t) + v
-            } else {
-                (v - t) + sum
-            };
-            sum = t;
-        }
-        sum + carry
-    }
-
-    fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(f)
+        lcg_tensor("t", dtype, &[n], seed, &[])
     }
 
     #[test]

@@ -5,16 +5,7 @@ use super::dispatch::{cpu_has_avx2, cpu_has_avx512, fused_avx2, fused_avx512};
 use super::*;
 use crate::dtype::DType;
 use crate::tensor::{Storage, Tensor};
-
-fn f32_tensor(values: &[f32]) -> Tensor {
-    let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    Tensor::contiguous(
-        "t".into(),
-        DType::F32,
-        vec![values.len()],
-        Storage::from_vec(bytes),
-    )
-}
+use crate::testing::f32_vector;
 
 fn reference(values: &[f64]) -> (f64, f64) {
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
@@ -33,7 +24,7 @@ fn stats_match_two_pass_reference_across_chunks_with_nan_and_inf() {
     vals[5] = f32::NAN;
     vals[CHUNK + 3] = f32::INFINITY;
     vals[n - 1] = f32::NEG_INFINITY;
-    let s = tensor_stats(&f32_tensor(&vals), &Control::default()).unwrap();
+    let s = tensor_stats(&f32_vector("t", &vals), &Control::default()).unwrap();
     let as64: Vec<f64> = vals.iter().map(|&v| v as f64).collect();
     let (mean, std) = reference(&as64);
     assert_eq!(s.numel, n as u64);
@@ -52,8 +43,8 @@ fn stats_match_two_pass_reference_across_chunks_with_nan_and_inf() {
 
 #[test]
 fn row_products_over_the_first_rows() {
-    let a = f32_tensor(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
-    let b = f32_tensor(&[2.0, 0.0, -1.0, 1.0, 1.0, 1.0]);
+    let a = f32_vector("t", &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    let b = f32_vector("t", &[2.0, 0.0, -1.0, 1.0, 1.0, 1.0]);
     let ctl = Control::default();
     let got = row_products(&a, &b, 2, 3, &ctl).unwrap();
     assert_eq!(got, [[-1.0, 14.0, 5.0], [15.0, 77.0, 3.0]]);
@@ -65,7 +56,7 @@ fn variance_is_accurate_with_a_large_mean() {
     let vals: Vec<f32> = (0..100_001)
         .map(|i| 1.0e6 + ((i % 17) as f32 - 8.0) * 0.125)
         .collect();
-    let s = tensor_stats(&f32_tensor(&vals), &Control::default()).unwrap();
+    let s = tensor_stats(&f32_vector("t", &vals), &Control::default()).unwrap();
     let (_, std) = reference(&vals.iter().map(|&v| v as f64).collect::<Vec<_>>());
     assert!(
         (s.std().unwrap() - std).abs() / std < 1e-9,
@@ -80,8 +71,13 @@ fn pair_metrics_and_permutation_is_a_change() {
     let a: Vec<f32> = (0..5000).map(|i| i as f32).collect();
     let mut b = a.clone();
     b.swap(10, 20);
-    let (sa, sb, p) =
-        pair_stats(&f32_tensor(&a), &f32_tensor(&b), 0.0, &Control::default()).unwrap();
+    let (sa, sb, p) = pair_stats(
+        &f32_vector("t", &a),
+        &f32_vector("t", &b),
+        0.0,
+        &Control::default(),
+    )
+    .unwrap();
     assert_eq!(sa.mean, sb.mean);
     assert_eq!(p.diff_count, 2);
     assert_eq!(p.max_abs_diff, 10.0);
@@ -153,7 +149,7 @@ fn fused_paths_match_the_generic_path() {
                 b[2 * BLOCK + 5] = f32::NAN;
                 b[4 * BLOCK + 9] = f32::NEG_INFINITY;
             }
-            let (fa, fb, ba, bb) = (f32_tensor(&a), f32_tensor(&b), bf16(&a), bf16(&b));
+            let (fa, fb, ba, bb) = (f32_vector("t", &a), f32_vector("t", &b), bf16(&a), bf16(&b));
             for (ta, tb) in [(&fa, &fb), (&ba, &bb), (&fa, &bb), (&ba, &fb)] {
                 let (va, vb) = (View::new(ta).unwrap(), View::new(tb).unwrap());
                 let eps = 0.01;
