@@ -208,16 +208,18 @@ impl RowSums {
         let (mut d0, mut d1) = (L::load(p(0, 0)), L::load(p(0, 1)));
         let (mut a0, mut a1) = (L::load(p(1, 0)), L::load(p(1, 1)));
         let (mut b0, mut b1) = (L::load(p(2, 0)), L::load(p(2, 1)));
-        let mut k = 0;
-        while k < full {
-            let (x0, x1) = (x(k), x(k + 4));
-            let (y0, y1) = (y(k), y(k + 4));
+        // Eight elements of each: x0/y0 the first four, x1/y1 the next.
+        let mut step = |x0: L, x1: L, y0: L, y1: L| {
             d0 = d0.mul_add(x0, y0);
             d1 = d1.mul_add(x1, y1);
             a0 = a0.mul_add(x0, x0);
             a1 = a1.mul_add(x1, x1);
             b0 = b0.mul_add(y0, y0);
             b1 = b1.mul_add(y1, y1);
+        };
+        let mut k = 0;
+        while k < full {
+            step(x(k), x(k + 4), y(k), y(k + 4));
             k += 8;
         }
         if full < n {
@@ -226,12 +228,7 @@ impl RowSums {
             ragged(&mut tx[..n - full], &mut ty[..n - full]);
             let (x0, x1) = (L::load(tx.as_ptr()), L::load(tx[4..].as_ptr()));
             let (y0, y1) = (L::load(ty.as_ptr()), L::load(ty[4..].as_ptr()));
-            d0 = d0.mul_add(x0, y0);
-            d1 = d1.mul_add(x1, y1);
-            a0 = a0.mul_add(x0, x0);
-            a1 = a1.mul_add(x1, x1);
-            b0 = b0.mul_add(y0, y0);
-            b1 = b1.mul_add(y1, y1);
+            step(x0, x1, y0, y1);
         }
         for (s, (v0, v1)) in [(d0, d1), (a0, a1), (b0, b1)].into_iter().enumerate() {
             v0.store(self.lanes[s].as_mut_ptr());
