@@ -367,11 +367,9 @@ pub(crate) fn pair_stats(
             stats::pair_stats(&x, &y, epsilon, ctl)
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut total: (TensorStats, TensorStats, PairStats) = Default::default();
-    for (x, y, z) in parts {
-        total.0.merge(&x);
-        total.1.merge(&y);
-        total.2.merge(&z);
+    let mut total = stats::Compared::default();
+    for part in &parts {
+        stats::merge_compared(&mut total, part);
     }
     Ok(total)
 }

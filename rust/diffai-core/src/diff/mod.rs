@@ -22,7 +22,7 @@ pub use gram::Gram;
 pub use options::{DiffOptions, NameFilter, GRAM_MAX_TENSORS};
 pub use rows::RowProducts;
 
-use crate::stats::{self, Control, PairStats, TensorStats};
+use crate::stats::{self, Compared, Control, PairStats, TensorStats};
 use crate::{DType, Format, Model, Result, Scalar, Skipped, Tensor};
 use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -322,9 +322,6 @@ impl Plan {
         only_a.chain(only_b).chain(same).map(|n| n as u64).sum()
     }
 }
-
-/// A pair's statistics: a's, b's, and the change between them.
-type Compared = (TensorStats, TensorStats, PairStats);
 
 /// What the caller found comparing a pair itself: how many elements differ, and whether the
 /// two sides' stored types differ (a logical weight's representation is the caller's to name).

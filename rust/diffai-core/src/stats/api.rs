@@ -4,7 +4,7 @@ use super::decode::View;
 use super::dispatch::{chunk_pair, chunk_stats, fold_chunks, stored_bytes};
 use super::products;
 use super::stream::{stream_fold, streams};
-use super::{Control, PairStats, TensorStats, BLOCK, CHUNK};
+use super::{merge_compared, Control, PairStats, TensorStats, BLOCK, CHUNK};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::sparse;
@@ -62,11 +62,7 @@ pub fn pair_stats(
                 }
                 (x, y, p)
             },
-            |(sa, sb, p), (x, y, z)| {
-                sa.merge(&x);
-                sb.merge(&y);
-                p.merge(&z);
-            },
+            |total, part| merge_compared(total, &part),
         );
     }
     pair_views(a, b, View::new(a)?, View::new(b)?, epsilon, ctl)
@@ -123,11 +119,7 @@ fn pair_views(
         ctl,
         Default::default(),
         |s, e| chunk_pair(&va, &vb, s, e, epsilon),
-        |(sa, sb, p), (x, y, z)| {
-            sa.merge(&x);
-            sb.merge(&y);
-            p.merge(&z);
-        },
+        |total, part| merge_compared(total, &part),
     )?;
     if a.dtype == b.dtype && matches!(a.dtype, DType::I64 | DType::U64) {
         p.diff_count = exact_int_diff_count(&va, &vb, epsilon);

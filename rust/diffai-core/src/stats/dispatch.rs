@@ -7,7 +7,7 @@ use super::block::{block_pair, block_stats};
 use super::decode::View;
 #[cfg(target_arch = "x86_64")]
 use super::fused;
-use super::{Control, PairStats, TensorStats, BLOCK, CHUNK};
+use super::{merge_compared, Compared, Control, PairStats, TensorStats, BLOCK, CHUNK};
 #[cfg(target_arch = "x86_64")]
 use super::{RunsCodec, MAX_BLOCK_ELEMS};
 use crate::dtype::DType;
@@ -73,25 +73,19 @@ pub(super) fn chunk_pair_body(
     mut fast: impl FnMut(usize, usize) -> Option<(TensorStats, TensorStats, PairStats)>,
 ) -> (TensorStats, TensorStats, PairStats) {
     let (mut ba, mut bb) = (Vec::new(), Vec::new()); // as in chunk_stats_body
-    let (mut sa, mut sb, mut p) = (
-        TensorStats::default(),
-        TensorStats::default(),
-        PairStats::default(),
-    );
+    let mut total = Compared::default();
     let mut i = start;
     while i < end {
         let n = BLOCK.min(end - i);
-        let (x, y, z) = fast(i, n).unwrap_or_else(|| {
+        let block = fast(i, n).unwrap_or_else(|| {
             ba.resize(BLOCK, 0f64);
             bb.resize(BLOCK, 0f64);
             generic_block_pair(va, vb, i, eps, &mut ba[..n], &mut bb[..n])
         });
-        sa.merge(&x);
-        sb.merge(&y);
-        p.merge(&z);
+        merge_compared(&mut total, &block);
         i += n;
     }
-    (sa, sb, p)
+    total
 }
 
 /// A block of a pair by the generic kernels: decoded into `ba`/`bb` (the block's length) first.

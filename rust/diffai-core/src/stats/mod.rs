@@ -55,7 +55,8 @@ pub use api::{
 #[cfg(target_arch = "x86_64")]
 pub(crate) use dispatch::cpu_has_avx2;
 pub(crate) use products::{cross_products, pair_stats_gram, pair_stats_rows, reads_plain, RowSums};
-pub use summary::{PairStats, TensorStats};
+pub(crate) use summary::merge_compared;
+pub use summary::{Compared, PairStats, TensorStats};
 
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -25,7 +25,7 @@
 
 use super::decode::{decode_contiguous, View};
 use super::dispatch::{block_pair_plain, fold_chunks};
-use super::{Control, PairStats, TensorStats, BLOCK};
+use super::{merge_compared, Compared, Control, BLOCK};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::sparse::Entries;
@@ -548,9 +548,6 @@ pub(crate) fn reads_plain(t: &Tensor) -> bool {
 /// statistics took a third longer), and the runs of every tensor stay in L2/L3 for the products.
 const RUN_BLOCKS: usize = 4;
 
-/// A pair's statistics: a's, b's and the change between them (`api::pair_stats`).
-type Compared = (TensorStats, TensorStats, PairStats);
-
 /// `pair_stats` of every pair (all of one element count, all `reads_plain`) and the Gram
 /// <a_p, b_q> of all of them (`[p * pairs.len() + q]`), in one pass: a few blocks at a time
 /// (`RUN_BLOCKS`), each pair's block statistics by the diff's kernels (`block_pair_plain`), then
@@ -598,10 +595,8 @@ pub(crate) fn pair_stats_gram(
         (vec![Compared::default(); k], vec![0.0; k * k]),
         chunk,
         |(stats, gram), (part_stats, part_gram)| {
-            for ((sa, sb, p), (x, y, z)) in stats.iter_mut().zip(part_stats) {
-                sa.merge(&x);
-                sb.merge(&y);
-                p.merge(&z);
+            for (total, part) in stats.iter_mut().zip(&part_stats) {
+                merge_compared(total, part);
             }
             gram.iter_mut().zip(part_gram).for_each(|(t, p)| *t += p);
         },
@@ -671,14 +666,10 @@ fn add_blocks(
     epsilon: f64,
     scratch: &mut [Vec<f64>; 2],
 ) {
-    let (sa, sb, change) = compared;
     let mut i = at;
     while i < stop {
         let n = BLOCK.min(stop - i);
-        let (x, y, z) = block_pair_plain(va, vb, i, n, epsilon, scratch);
-        sa.merge(&x);
-        sb.merge(&y);
-        change.merge(&z);
+        merge_compared(compared, &block_pair_plain(va, vb, i, n, epsilon, scratch));
         i += n;
     }
 }
@@ -715,9 +706,7 @@ pub(crate) fn pair_stats_rows(
         (Compared::default(), Vec::with_capacity(numel / width)),
         chunk,
         |(stats, rows), (part_stats, part_rows)| {
-            stats.0.merge(&part_stats.0);
-            stats.1.merge(&part_stats.1);
-            stats.2.merge(&part_stats.2);
+            merge_compared(stats, &part_stats);
             rows.extend(part_rows);
         },
     )?;

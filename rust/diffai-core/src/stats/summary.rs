@@ -119,3 +119,14 @@ impl PairStats {
             .then(|| (self.dot / (self.sum_sq_a.sqrt() * self.sum_sq_b.sqrt())).clamp(-1.0, 1.0))
     }
 }
+
+/// A compared pair's statistics: a's, b's and their change.
+pub type Compared = (TensorStats, TensorStats, PairStats);
+
+/// Merges `part`, the statistics of elements that follow `total`'s, into `total`.
+#[inline]
+pub(crate) fn merge_compared(total: &mut Compared, part: &Compared) {
+    total.0.merge(&part.0);
+    total.1.merge(&part.1);
+    total.2.merge(&part.2);
+}
