@@ -125,6 +125,10 @@ class _Task:
         kind = self.spec["kind"]
         if kind == "diffai_process":
             return  # the call imports diffai itself, as a fresh `diffai` process does
+        if kind == "diffai_cli":  # the command's process, before numpy loads
+            from diffai.__main__ import command_environment
+
+            command_environment()
         import numpy  # noqa: F401
 
         if kind.startswith("diffai"):
@@ -152,7 +156,8 @@ class _Task:
         """The command line as a user first runs it: every analysis that applies, text output
         (to /dev/null)."""
         import contextlib
-        from diffai.cli import main
+
+        from diffai.__main__ import main
 
         with open(os.devnull, "w") as out, contextlib.redirect_stdout(out):
             try:
@@ -171,7 +176,7 @@ class _Task:
         import contextlib
 
         with open(os.devnull, "w") as out, contextlib.redirect_stdout(out):
-            from diffai.cli import main
+            from diffai.__main__ import main  # the installed command's entry point
 
             try:
                 main(argv)

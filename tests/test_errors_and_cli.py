@@ -279,6 +279,43 @@ def test_no_color_and_help_and_completion(monkeypatch):
     assert "complete -o nosort -F _diffai_completion diffai" in completion.stdout
 
 
+def _python(code: str, **env: str) -> str:
+    """stdout of `code` run in a fresh interpreter, OPENBLAS_NUM_THREADS unset unless given."""
+    base = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                          env={**base, **env}).stdout.split()
+
+
+_COMMAND = """
+import os, sys
+import diffai
+print("numpy" in sys.modules)
+from diffai.__main__ import main
+try:
+    main(["--version"])
+except SystemExit:
+    pass
+print(os.environ.get("OPENBLAS_NUM_THREADS"), "numpy" in sys.modules)
+"""
+
+
+def test_the_command_runs_numpy_blas_on_one_thread_unless_the_user_says():
+    # `import diffai` loads no numpy, so the command can set OpenBLAS's threads before it loads.
+    first, *_, threads, numpy_loaded = _python(_COMMAND)
+    assert (first, threads, numpy_loaded) == ("False", "1", "True")
+    first, *_, threads, numpy_loaded = _python(_COMMAND, OPENBLAS_NUM_THREADS="3")
+    assert (first, threads, numpy_loaded) == ("False", "3", "True")
+    # A library user's process is left alone.
+    assert _python("import os, diffai; diffai.diff; print(os.environ.get('OPENBLAS_NUM_THREADS'))") == ["None"]
+
+
+def test_diffai_diff_is_the_function_whichever_module_loads_first():
+    code = "import diffai.analyses, diffai.cli, diffai; print(diffai.diff.__module__, diffai.inspect.__module__)"
+    assert _python(code) == ["diffai.api", "diffai.api"]
+    code = "import diffai; print(sorted(set(diffai.__all__) - set(dir(diffai))), [getattr(diffai, n) for n in diffai.__all__][0])"
+    assert _python(code) == ["[]", "<class", "'diffai.records.Alignment'>"]
+
+
 def test_progress_bar_waits_a_second_and_is_cleared(monkeypatch):
     import io
     import time

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _core
-from .diff import DiffOptions, DiffResult, Progress, check_threads, diff_inputs, gc_paused, is_model_file
+from .diffing import DiffOptions, DiffResult, Progress, check_threads, diff_inputs, gc_paused, is_model_file
 from .errors import DiffaiError
 from .records import TensorStats
 from .sources import Folder, Input, Source, load, load_pair

@@ -30,7 +30,7 @@ from . import __version__
 from .analyses import REGISTRY, AnalysisConfig, failed_checks, run_analyses
 from .api import diff as run_diff
 from .api import inspect as run_inspect
-from .diff import GRAM_MAX_TENSORS, check_threads
+from .diffing import GRAM_MAX_TENSORS, check_threads
 from .errors import DiffaiError
 from .output import (check_text, dump_yaml, dumps, escape_controls, inspect_json, inspect_text, plain, to_json,
                      to_text, to_yaml)

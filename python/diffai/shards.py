@@ -230,7 +230,7 @@ def single_model(x: Union[Source, Folder], format: Optional[str] = None) -> Sour
     tokenizer files) as that model, to compare it with a single file."""
     if isinstance(x, Source):
         return x
-    from .diff import is_model_file
+    from .diffing import is_model_file
     from .sources import load
 
     models = [entry for entry in x.files.values() if is_model_file(entry)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any, Callable, Dict, List, Optional
 
-from ..diff import gc_paused
+from ..diffing import gc_paused
 from .common import Analysis, AnalysisConfig, Context, Table
 
 
