@@ -179,6 +179,7 @@ def test_table_columns_hold_every_comparison_computed_from_the_arrays():
     k = list(t["name"]).index("caf\u00e9.w")
     x, y = a["caf\u00e9.w"].astype(np.float64), b["caf\u00e9.w"].astype(np.float64)
     assert t["mean_a"][k] == pytest.approx(np.mean(x[np.isfinite(x)]))
+    assert t["mean_b"][k] == pytest.approx(np.mean(y[np.isfinite(y)]))
     assert t["max_b"][k] == 1.5 and t["nan_count_a"][k] == 1 and t["inf_count_b"][k] == 1
     assert t["max_abs_diff"][k] == pytest.approx(0.5) and t["changed_elements"][k] == 2  # 1->1.5, inf->-inf
     assert t["compared"][k] == 1

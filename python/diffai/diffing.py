@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from . import _core, dequantized, gguf_names, quantized
 from .errors import DiffaiError
+from .names import EMBED_MODULE
 from .records import (
     Alignment,
     EntrySkipped,
@@ -76,9 +77,6 @@ class DiffOptions:
             raise DiffaiError(f"similarity_max_tensors must be a whole number (0: none), got {gram!r}")
         if not isinstance(self.embedding_rows, bool):
             raise DiffaiError(f"embedding_rows must be True or False, got {self.embedding_rows!r}")
-        # The embedding role's rule on a name's module (``analyses.roles``), for the core's regex.
-        from .analyses.common import EMBED_MODULE
-
         rows = "(?i)" + EMBED_MODULE.pattern if self.embedding_rows else None
         try:
             self.core = _core.DiffOptions(epsilon, self.path, self.ignore_keys_regex, self.align,

@@ -7,13 +7,14 @@ import math
 import re
 from functools import cached_property, lru_cache
 from operator import attrgetter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from .. import _core, dequantized, quantized
 from ..errors import DiffaiError
+from ..names import EMBED_MODULE
 from ..output import num
 from ..records import TensorComparison
 
@@ -223,7 +224,6 @@ def group_sums(keys: List[Any], *columns: List[int]) -> Dict[Any, List[int]]:
 # cannot tell digits apart.
 ZERO_DIGITS = str.maketrans("0123456789", "0000000000")
 
-EMBED_MODULE = re.compile(r"embed|(^|[._])(wte|wpe|emb|tok_emb\w*|word_emb\w*|position_emb\w*|shared)$", re.IGNORECASE)
 _FAMILY_PATTERNS = [
     ("recurrent", re.compile(r"lstm|gru|rnn|weight_[ih]h|bias_[ih]h")),
     ("attention", re.compile(r"(^|[._])([qkvo]|qkv)_?proj|(^|[._])(query|key|value|in_proj\w*|out_proj|c_attn|qkv"

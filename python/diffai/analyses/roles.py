@@ -8,7 +8,8 @@ import re
 from operator import attrgetter
 from typing import Dict, Optional, Tuple
 
-from .common import EMBED_MODULE, ZERO_DIGITS, Context, is_float, is_optimizer_state
+from ..names import EMBED_MODULE
+from .common import ZERO_DIGITS, Context, is_float, is_optimizer_state
 
 WEIGHT = "weight"  # a matrix or kernel (>= 2-D float)
 BIAS = "bias"
