@@ -127,7 +127,7 @@ pub(super) unsafe fn chunk_pair_avx2(
 /// `chunk_stats`/`chunk_pair` return `None` when a view is not contiguous f32/bf16.
 #[cfg(target_arch = "x86_64")]
 macro_rules! fused_drivers {
-    ($m:ident, $lanes:ty, $features:literal, $buffer_stats:path) => {
+    ($m:ident, $lanes:ty, $features:literal, $buffer_stats:path, $pair_f32:path) => {
         pub(super) mod $m {
             use super::fused::{block_pair, block_stats, Bf16, Load, F32};
             use super::{as_bytes, chunk_pair_body, chunk_stats_body, fused_kind, DType, BLOCK};
@@ -173,6 +173,23 @@ macro_rules! fused_drivers {
                 unsafe { block_pair::<L, A, B>(a, b, i, n, eps) }
             }
 
+            /// `block_p::<F32, F32>`, bit for bit, by the ISA's f32 kernel (`$pair_f32`).
+            ///
+            /// # Safety
+            /// As `fused::block_pair`, with the module's features.
+            #[target_feature(enable = $features)]
+            #[inline(never)]
+            unsafe fn block_pf32(
+                a: &[u8],
+                b: &[u8],
+                i: usize,
+                n: usize,
+                eps: f64,
+            ) -> Option<(TensorStats, TensorStats, PairStats)> {
+                // SAFETY: as this function's contract.
+                unsafe { $pair_f32(a, b, i, n, eps) }
+            }
+
             /// # Safety
             /// The CPU must have the module's features; `v` is contiguous and of dtype `A`.
             #[target_feature(enable = $features)]
@@ -197,6 +214,24 @@ macro_rules! fused_drivers {
                 // SAFETY: as this function's contract.
                 chunk_pair_body(va, vb, start, end, eps, |i, n| unsafe {
                     block_p::<A, B>(va.bytes(), vb.bytes(), i, n, eps)
+                })
+            }
+
+            /// `pair::<F32, F32>` by `block_pf32`.
+            ///
+            /// # Safety
+            /// The CPU must have the module's features; `va`/`vb` are contiguous f32.
+            #[target_feature(enable = $features)]
+            unsafe fn pair_f32(
+                va: &View,
+                vb: &View,
+                start: usize,
+                end: usize,
+                eps: f64,
+            ) -> (TensorStats, TensorStats, PairStats) {
+                // SAFETY: as this function's contract.
+                chunk_pair_body(va, vb, start, end, eps, |i, n| unsafe {
+                    block_pf32(va.bytes(), vb.bytes(), i, n, eps)
                 })
             }
 
@@ -273,7 +308,7 @@ macro_rules! fused_drivers {
                     va.decode_f32(i, &mut x[..n]);
                     vb.decode_f32(i, &mut y[..n]);
                     // SAFETY: both buffers hold n f32; the features are this function's.
-                    unsafe { block_p::<F32, F32>(as_bytes(&x[..n]), as_bytes(&y[..n]), 0, n, eps) }
+                    unsafe { block_pf32(as_bytes(&x[..n]), as_bytes(&y[..n]), 0, n, eps) }
                 })
             }
 
@@ -293,7 +328,7 @@ macro_rules! fused_drivers {
                 // SAFETY: the caller checked the features; the views' kinds are matched here.
                 unsafe {
                     match (fused_kind(va)?, fused_kind(vb)?) {
-                        (DType::F32, DType::F32) => block_p::<F32, F32>(a, b, i, n, eps),
+                        (DType::F32, DType::F32) => block_pf32(a, b, i, n, eps),
                         (DType::F32, DType::BF16) => block_p::<F32, Bf16>(a, b, i, n, eps),
                         (DType::BF16, DType::F32) => block_p::<Bf16, F32>(a, b, i, n, eps),
                         (DType::BF16, DType::BF16) => block_p::<Bf16, Bf16>(a, b, i, n, eps),
@@ -343,7 +378,7 @@ macro_rules! fused_drivers {
                         {
                             pair_buffered(va, vb, start, end, eps)
                         }
-                        (DType::F32, DType::F32) => pair::<F32, F32>(va, vb, start, end, eps),
+                        (DType::F32, DType::F32) => pair_f32(va, vb, start, end, eps),
                         (DType::F32, _) => pair::<F32, Bf16>(va, vb, start, end, eps),
                         (_, DType::F32) => pair::<Bf16, F32>(va, vb, start, end, eps),
                         _ => pair::<Bf16, Bf16>(va, vb, start, end, eps),
@@ -359,14 +394,16 @@ fused_drivers!(
     fused_avx2,
     super::fused::Avx2,
     "avx2,fma,f16c",
-    super::fused::block_stats_f32_avx2
+    super::fused::block_stats_f32_avx2,
+    super::fused::block_pair_f32_avx2
 );
 #[cfg(target_arch = "x86_64")]
 fused_drivers!(
     fused_avx512,
     super::fused::Avx512,
     "avx512f,avx512dq,avx2,fma,f16c",
-    super::fused::block_stats_two_chains::<super::fused::Avx512, super::fused::F32>
+    super::fused::block_stats_two_chains::<super::fused::Avx512, super::fused::F32>,
+    super::fused::block_pair::<super::fused::Avx512, super::fused::F32, super::fused::F32>
 );
 
 pub(super) fn chunk_stats(v: &View, start: usize, end: usize) -> TensorStats {

@@ -426,6 +426,176 @@ pub(super) unsafe fn block_stats_f32_avx2(bytes: &[u8], i: usize, n: usize) -> O
         Avx2::hsum(_mm256_add_pd(s1e, s1o)),
         Avx2::hsum(_mm256_add_pd(s2e, s2o)),
     );
+    f32_lanes_stats(n, first, t1, t2, mn, mx, zeros, tail_zeros)
+}
+
+/// `block_pair::<Avx2, F32, F32>` with the same f64 sums in the same lanes and order (each 8
+/// values are its two steps of 4, low half first), but both tensors' min, max and zero counts
+/// taken on 8 f32 lanes (exact: the values are f32), as `block_stats_f32_avx2` does for one
+/// tensor: a sixth fewer instructions per pair of values.
+///
+/// # Safety
+/// As `block_stats`, with AVX2 and FMA.
+#[inline(always)]
+pub(super) unsafe fn block_pair_f32_avx2(
+    a: &[u8],
+    b: &[u8],
+    i: usize,
+    n: usize,
+    eps: f64,
+) -> Option<(TensorStats, TensorStats, PairStats)> {
+    let pa = span::<Avx2, F32>(a, i, n)?.as_ptr() as *const f32;
+    let pb = span::<Avx2, F32>(b, i, n)?.as_ptr() as *const f32;
+    // SAFETY (all loads): both spans hold n f32, n is a multiple of 4, each load ends by n.
+    let (first_a, first_b) = (pa.read_unaligned(), pb.read_unaligned());
+    let mut sums = PairSums::new(first_a, first_b, eps);
+    let (mut mna, mut mxa) = (_mm256_set1_ps(first_a), _mm256_set1_ps(first_a));
+    let (mut mnb, mut mxb) = (_mm256_set1_ps(first_b), _mm256_set1_ps(first_b));
+    let (mut za, mut zb) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    let zero = _mm256_setzero_ps();
+    let mut k = 0;
+    while k + 8 <= n {
+        let (va, vb) = (_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)));
+        mna = _mm256_min_ps(mna, va);
+        mxa = _mm256_max_ps(mxa, va);
+        za = _mm256_sub_epi32(
+            za,
+            _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(va, zero)),
+        );
+        mnb = _mm256_min_ps(mnb, vb);
+        mxb = _mm256_max_ps(mxb, vb);
+        zb = _mm256_sub_epi32(
+            zb,
+            _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(vb, zero)),
+        );
+        sums.step(
+            _mm256_cvtps_pd(_mm256_castps256_ps128(va)),
+            _mm256_cvtps_pd(_mm256_castps256_ps128(vb)),
+        );
+        sums.step(
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(va)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(vb)),
+        );
+        k += 8;
+    }
+    let (mut tail_a, mut tail_b) = (0, 0);
+    if k < n {
+        // The last 4 values: twice in the f32 lanes' min and max (harmless), zeros counted here.
+        let (va, vb) = (_mm_loadu_ps(pa.add(k)), _mm_loadu_ps(pb.add(k)));
+        let (wa, wb) = (_mm256_set_m128(va, va), _mm256_set_m128(vb, vb));
+        mna = _mm256_min_ps(mna, wa);
+        mxa = _mm256_max_ps(mxa, wa);
+        mnb = _mm256_min_ps(mnb, wb);
+        mxb = _mm256_max_ps(mxb, wb);
+        tail_a = (k..n)
+            .filter(|&j| pa.add(j).read_unaligned() == 0.0)
+            .count();
+        tail_b = (k..n)
+            .filter(|&j| pb.add(j).read_unaligned() == 0.0)
+            .count();
+        sums.step(_mm256_cvtps_pd(va), _mm256_cvtps_pd(vb));
+    }
+    let pair = PairStats {
+        numel: n as u64,
+        compared: n as u64,
+        diff_count: Avx2::hcount(sums.nd),
+        max_abs_diff: Avx2::hfold(sums.mxd, 0.0, f64::max),
+        sum_abs_diff: Avx2::hsum(sums.sad),
+        sum_sq_diff: Avx2::hsum(sums.sdd),
+        dot: Avx2::hsum(sums.dot),
+        sum_sq_a: Avx2::hsum(sums.qa),
+        sum_sq_b: Avx2::hsum(sums.qb),
+    };
+    // Same finiteness tests as `block_pair` (and `Moments::finish`).
+    if !(pair.sum_sq_diff.is_finite() && pair.sum_sq_a.is_finite() && pair.sum_sq_b.is_finite()) {
+        return None;
+    }
+    let (t1a, t2a) = (Avx2::hsum(sums.s1a), Avx2::hsum(sums.s2a));
+    let (t1b, t2b) = (Avx2::hsum(sums.s1b), Avx2::hsum(sums.s2b));
+    Some((
+        f32_lanes_stats(n, first_a, t1a, t2a, mna, mxa, za, tail_a)?,
+        f32_lanes_stats(n, first_b, t1b, t2b, mnb, mxb, zb, tail_b)?,
+        pair,
+    ))
+}
+
+/// `block_pair`'s f64 sums over steps of 4 values of a pair (a's and b's shifted moments, and
+/// those of their difference), for `block_pair_f32_avx2`.
+struct PairSums {
+    shift_a: __m256d,
+    shift_b: __m256d,
+    eps: __m256d,
+    s1a: __m256d,
+    s2a: __m256d,
+    s1b: __m256d,
+    s2b: __m256d,
+    mxd: __m256d,
+    sad: __m256d,
+    sdd: __m256d,
+    dot: __m256d,
+    qa: __m256d,
+    qb: __m256d,
+    nd: __m256i,
+}
+
+impl PairSums {
+    #[inline(always)]
+    unsafe fn new(first_a: f32, first_b: f32, eps: f64) -> Self {
+        let z = _mm256_setzero_pd();
+        PairSums {
+            shift_a: _mm256_set1_pd(first_a as f64),
+            shift_b: _mm256_set1_pd(first_b as f64),
+            eps: _mm256_set1_pd(eps),
+            s1a: z,
+            s2a: z,
+            s1b: z,
+            s2b: z,
+            mxd: z,
+            sad: z,
+            sdd: z,
+            dot: z,
+            qa: z,
+            qb: z,
+            nd: _mm256_setzero_si256(),
+        }
+    }
+
+    /// The f64 part of `block_pair`'s loop body (`Moments::add` without min/max/zeros).
+    #[inline(always)]
+    unsafe fn step(&mut self, x: __m256d, y: __m256d) {
+        let dx = _mm256_sub_pd(x, self.shift_a);
+        self.s1a = _mm256_add_pd(self.s1a, dx);
+        self.s2a = _mm256_fmadd_pd(dx, dx, self.s2a);
+        let dy = _mm256_sub_pd(y, self.shift_b);
+        self.s1b = _mm256_add_pd(self.s1b, dy);
+        self.s2b = _mm256_fmadd_pd(dy, dy, self.s2b);
+        let d = _mm256_sub_pd(y, x);
+        let ad = Avx2::abs(d);
+        self.mxd = Avx2::max(self.mxd, ad);
+        self.sad = _mm256_add_pd(self.sad, ad);
+        self.sdd = _mm256_fmadd_pd(d, d, self.sdd);
+        self.dot = _mm256_fmadd_pd(x, y, self.dot);
+        self.qa = _mm256_fmadd_pd(x, x, self.qa);
+        self.qb = _mm256_fmadd_pd(y, y, self.qb);
+        self.nd = Avx2::count_gt(self.nd, ad, self.eps);
+    }
+}
+
+/// A block's statistics from its f64 moment sums `t1`, `t2` (shifted by `first`) and its min,
+/// max and zero counts on 8 f32 lanes (plus `tail_zeros` counted apart); `None` unless the sums
+/// are finite.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn f32_lanes_stats(
+    n: usize,
+    first: f32,
+    t1: f64,
+    t2: f64,
+    mn: __m256,
+    mx: __m256,
+    zeros: __m256i,
+    tail_zeros: usize,
+) -> Option<TensorStats> {
     if !(t1.is_finite() && t2.is_finite()) {
         return None;
     }
