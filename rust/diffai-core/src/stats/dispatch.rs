@@ -127,9 +127,9 @@ pub(super) unsafe fn chunk_pair_avx2(
 /// `chunk_stats`/`chunk_pair` return `None` when a view is not contiguous f32/bf16.
 #[cfg(target_arch = "x86_64")]
 macro_rules! fused_drivers {
-    ($m:ident, $lanes:ty, $features:literal, $buffer_stats:path, $pair_f32:path) => {
+    ($m:ident, $lanes:ty, $features:literal, $buffer_stats:path, $pair_kernel:ident) => {
         pub(super) mod $m {
-            use super::fused::{block_pair, block_stats, Bf16, Load, F32};
+            use super::fused::{block_stats, $pair_kernel, Bf16, F32Lanes, Load, F32};
             use super::{as_bytes, chunk_pair_body, chunk_stats_body, fused_kind, DType, BLOCK};
             use super::{PairStats, RunSums, RunsCodec, TensorStats, View, MAX_BLOCK_ELEMS};
 
@@ -158,28 +158,13 @@ macro_rules! fused_drivers {
                 unsafe { $buffer_stats(x, i, n) }
             }
 
-            /// # Safety
-            /// As `fused::block_pair`, with the module's features.
-            #[target_feature(enable = $features)]
-            #[inline(never)]
-            unsafe fn block_p<A: Load<L>, B: Load<L>>(
-                a: &[u8],
-                b: &[u8],
-                i: usize,
-                n: usize,
-                eps: f64,
-            ) -> Option<(TensorStats, TensorStats, PairStats)> {
-                // SAFETY: as this function's contract.
-                unsafe { block_pair::<L, A, B>(a, b, i, n, eps) }
-            }
-
-            /// `block_p::<F32, F32>`, bit for bit, by the ISA's f32 kernel (`$pair_f32`).
+            /// `fused::block_pair`, by the ISA's pair kernel (`$pair_kernel`, the same bits).
             ///
             /// # Safety
             /// As `fused::block_pair`, with the module's features.
             #[target_feature(enable = $features)]
             #[inline(never)]
-            unsafe fn block_pf32(
+            unsafe fn block_p<A: Load<L> + F32Lanes, B: Load<L> + F32Lanes>(
                 a: &[u8],
                 b: &[u8],
                 i: usize,
@@ -187,7 +172,7 @@ macro_rules! fused_drivers {
                 eps: f64,
             ) -> Option<(TensorStats, TensorStats, PairStats)> {
                 // SAFETY: as this function's contract.
-                unsafe { $pair_f32(a, b, i, n, eps) }
+                unsafe { $pair_kernel::<A, B>(a, b, i, n, eps) }
             }
 
             /// # Safety
@@ -204,7 +189,7 @@ macro_rules! fused_drivers {
             /// The CPU must have the module's features; `va`/`vb` are contiguous and of dtypes
             /// `A`/`B`.
             #[target_feature(enable = $features)]
-            unsafe fn pair<A: Load<L>, B: Load<L>>(
+            unsafe fn pair<A: Load<L> + F32Lanes, B: Load<L> + F32Lanes>(
                 va: &View,
                 vb: &View,
                 start: usize,
@@ -214,24 +199,6 @@ macro_rules! fused_drivers {
                 // SAFETY: as this function's contract.
                 chunk_pair_body(va, vb, start, end, eps, |i, n| unsafe {
                     block_p::<A, B>(va.bytes(), vb.bytes(), i, n, eps)
-                })
-            }
-
-            /// `pair::<F32, F32>` by `block_pf32`.
-            ///
-            /// # Safety
-            /// The CPU must have the module's features; `va`/`vb` are contiguous f32.
-            #[target_feature(enable = $features)]
-            unsafe fn pair_f32(
-                va: &View,
-                vb: &View,
-                start: usize,
-                end: usize,
-                eps: f64,
-            ) -> (TensorStats, TensorStats, PairStats) {
-                // SAFETY: as this function's contract.
-                chunk_pair_body(va, vb, start, end, eps, |i, n| unsafe {
-                    block_pf32(va.bytes(), vb.bytes(), i, n, eps)
                 })
             }
 
@@ -308,7 +275,7 @@ macro_rules! fused_drivers {
                     va.decode_f32(i, &mut x[..n]);
                     vb.decode_f32(i, &mut y[..n]);
                     // SAFETY: both buffers hold n f32; the features are this function's.
-                    unsafe { block_pf32(as_bytes(&x[..n]), as_bytes(&y[..n]), 0, n, eps) }
+                    unsafe { block_p::<F32, F32>(as_bytes(&x[..n]), as_bytes(&y[..n]), 0, n, eps) }
                 })
             }
 
@@ -328,7 +295,7 @@ macro_rules! fused_drivers {
                 // SAFETY: the caller checked the features; the views' kinds are matched here.
                 unsafe {
                     match (fused_kind(va)?, fused_kind(vb)?) {
-                        (DType::F32, DType::F32) => block_pf32(a, b, i, n, eps),
+                        (DType::F32, DType::F32) => block_p::<F32, F32>(a, b, i, n, eps),
                         (DType::F32, DType::BF16) => block_p::<F32, Bf16>(a, b, i, n, eps),
                         (DType::BF16, DType::F32) => block_p::<Bf16, F32>(a, b, i, n, eps),
                         (DType::BF16, DType::BF16) => block_p::<Bf16, Bf16>(a, b, i, n, eps),
@@ -378,7 +345,7 @@ macro_rules! fused_drivers {
                         {
                             pair_buffered(va, vb, start, end, eps)
                         }
-                        (DType::F32, DType::F32) => pair_f32(va, vb, start, end, eps),
+                        (DType::F32, DType::F32) => pair::<F32, F32>(va, vb, start, end, eps),
                         (DType::F32, _) => pair::<F32, Bf16>(va, vb, start, end, eps),
                         (_, DType::F32) => pair::<Bf16, F32>(va, vb, start, end, eps),
                         _ => pair::<Bf16, Bf16>(va, vb, start, end, eps),
@@ -395,7 +362,7 @@ fused_drivers!(
     super::fused::Avx2,
     "avx2,fma,f16c",
     super::fused::block_stats_f32_avx2,
-    super::fused::block_pair_f32_avx2
+    block_pair_f32_lanes
 );
 #[cfg(target_arch = "x86_64")]
 fused_drivers!(
@@ -403,7 +370,7 @@ fused_drivers!(
     super::fused::Avx512,
     "avx512f,avx512dq,avx2,fma,f16c",
     super::fused::block_stats_two_chains::<super::fused::Avx512, super::fused::F32>,
-    super::fused::block_pair::<super::fused::Avx512, super::fused::F32, super::fused::F32>
+    block_pair_avx512
 );
 
 pub(super) fn chunk_stats(v: &View, start: usize, end: usize) -> TensorStats {

@@ -231,6 +231,49 @@ impl Load<Avx2> for Bf16 {
     }
 }
 
+/// A stored dtype read as f32 lanes (exactly), 8 or 4 values at a time: the AVX2 pair kernel
+/// takes min, max and zero counts on them before widening to f64.
+pub(super) trait F32Lanes {
+    /// Bytes per element.
+    const SIZE: usize;
+    /// Whether a pair of tensors of this dtype is summed in one pass (see `block_pair_f32_lanes`).
+    const ONE_PASS: bool;
+    /// # Safety
+    /// AVX2; `p` is valid for 8 elements.
+    unsafe fn load8(p: *const u8) -> __m256;
+    /// # Safety
+    /// AVX2; `p` is valid for 4 elements.
+    unsafe fn load4(p: *const u8) -> __m128;
+}
+
+impl F32Lanes for F32 {
+    const SIZE: usize = 4;
+    const ONE_PASS: bool = true;
+    #[inline(always)]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        _mm256_loadu_ps(p as *const f32)
+    }
+    #[inline(always)]
+    unsafe fn load4(p: *const u8) -> __m128 {
+        _mm_loadu_ps(p as *const f32)
+    }
+}
+
+impl F32Lanes for Bf16 {
+    const SIZE: usize = 2;
+    const ONE_PASS: bool = false;
+    #[inline(always)]
+    unsafe fn load8(p: *const u8) -> __m256 {
+        let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w))
+    }
+    #[inline(always)]
+    unsafe fn load4(p: *const u8) -> __m128 {
+        let w = _mm_cvtepu16_epi32(_mm_loadl_epi64(p as *const __m128i));
+        _mm_castsi128_ps(_mm_slli_epi32::<16>(w))
+    }
+}
+
 impl Load<Avx512> for F32 {
     const SIZE: usize = 4;
     #[inline(always)]
@@ -429,106 +472,158 @@ pub(super) unsafe fn block_stats_f32_avx2(bytes: &[u8], i: usize, n: usize) -> O
     f32_lanes_stats(n, first, t1, t2, mn, mx, zeros, tail_zeros)
 }
 
-/// `block_pair::<Avx2, F32, F32>` with the same f64 sums in the same lanes and order (each 8
+/// `block_pair::<Avx2, A, B>` with the same f64 sums in the same lanes and order (each 8
 /// values are its two steps of 4, low half first), but both tensors' min, max and zero counts
-/// taken on 8 f32 lanes (exact: the values are f32), as `block_stats_f32_avx2` does for one
-/// tensor: a sixth fewer instructions per pair of values.
+/// taken on 8 f32 lanes (exact: f32 and bf16 values are f32), as `block_stats_f32_avx2` does for
+/// one tensor. Its 17 accumulators do not fit 16 registers: f32 pairs still run fastest in one
+/// pass, but with bf16 the spilled accumulators made a chain through memory, so those pairs
+/// take two passes over the block (in L1 for the second): 1.29 -> 1.20 CPU-s on the bf16
+/// decoder pair, where one pass on f32 pairs is 0.55 against 0.59. Before: 1.43 and 0.84.
 ///
 /// # Safety
 /// As `block_stats`, with AVX2 and FMA.
 #[inline(always)]
-pub(super) unsafe fn block_pair_f32_avx2(
+pub(super) unsafe fn block_pair_f32_lanes<A: F32Lanes, B: F32Lanes>(
     a: &[u8],
     b: &[u8],
     i: usize,
     n: usize,
     eps: f64,
 ) -> Option<(TensorStats, TensorStats, PairStats)> {
-    let pa = span::<Avx2, F32>(a, i, n)?.as_ptr() as *const f32;
-    let pb = span::<Avx2, F32>(b, i, n)?.as_ptr() as *const f32;
-    // SAFETY (all loads): both spans hold n f32, n is a multiple of 4, each load ends by n.
-    let (first_a, first_b) = (pa.read_unaligned(), pb.read_unaligned());
-    let mut sums = PairSums::new(first_a, first_b, eps);
-    let (mut mna, mut mxa) = (_mm256_set1_ps(first_a), _mm256_set1_ps(first_a));
-    let (mut mnb, mut mxb) = (_mm256_set1_ps(first_b), _mm256_set1_ps(first_b));
-    let (mut za, mut zb) = (_mm256_setzero_si256(), _mm256_setzero_si256());
-    let zero = _mm256_setzero_ps();
+    if n == 0 || !n.is_multiple_of(4) {
+        return None;
+    }
+    let pa = a[i * A::SIZE..(i + n) * A::SIZE].as_ptr();
+    let pb = b[i * B::SIZE..(i + n) * B::SIZE].as_ptr();
+    // SAFETY (all loads): both spans hold n elements, n is a multiple of 4, each load ends by n.
+    let halves = |v: __m256| {
+        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        (lo, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)))
+    };
+    let whole = n / 8 * 8;
+    let (first_a, first_b) = (_mm_cvtss_f32(A::load4(pa)), _mm_cvtss_f32(B::load4(pb)));
+    let (mut ma, mut mb) = (F32Moments::new(first_a), F32Moments::new(first_b));
+    let mut d = DiffSums::new(eps);
+    // Each accumulator takes its steps of 4 values in order, whichever loop adds them.
+    let one_pass = A::ONE_PASS && B::ONE_PASS;
     let mut k = 0;
-    while k + 8 <= n {
-        let (va, vb) = (_mm256_loadu_ps(pa.add(k)), _mm256_loadu_ps(pb.add(k)));
-        mna = _mm256_min_ps(mna, va);
-        mxa = _mm256_max_ps(mxa, va);
-        za = _mm256_sub_epi32(
-            za,
-            _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(va, zero)),
-        );
-        mnb = _mm256_min_ps(mnb, vb);
-        mxb = _mm256_max_ps(mxb, vb);
-        zb = _mm256_sub_epi32(
-            zb,
-            _mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(vb, zero)),
-        );
-        sums.step(
-            _mm256_cvtps_pd(_mm256_castps256_ps128(va)),
-            _mm256_cvtps_pd(_mm256_castps256_ps128(vb)),
-        );
-        sums.step(
-            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(va)),
-            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(vb)),
-        );
+    while k < whole {
+        let (va, vb) = (A::load8(pa.add(k * A::SIZE)), B::load8(pb.add(k * B::SIZE)));
+        let (x, y) = (halves(va), halves(vb));
+        ma.lanes8(va);
+        mb.lanes8(vb);
+        ma.sums(x.0);
+        mb.sums(y.0);
+        if one_pass {
+            d.step(x.0, y.0);
+        }
+        ma.sums(x.1);
+        mb.sums(y.1);
+        if one_pass {
+            d.step(x.1, y.1);
+        }
         k += 8;
     }
-    let (mut tail_a, mut tail_b) = (0, 0);
+    if !one_pass {
+        k = 0;
+        while k < whole {
+            let (va, vb) = (A::load8(pa.add(k * A::SIZE)), B::load8(pb.add(k * B::SIZE)));
+            let (x, y) = (halves(va), halves(vb));
+            d.step(x.0, y.0);
+            d.step(x.1, y.1);
+            k += 8;
+        }
+    }
     if k < n {
-        // The last 4 values: twice in the f32 lanes' min and max (harmless), zeros counted here.
-        let (va, vb) = (_mm_loadu_ps(pa.add(k)), _mm_loadu_ps(pb.add(k)));
-        let (wa, wb) = (_mm256_set_m128(va, va), _mm256_set_m128(vb, vb));
-        mna = _mm256_min_ps(mna, wa);
-        mxa = _mm256_max_ps(mxa, wa);
-        mnb = _mm256_min_ps(mnb, wb);
-        mxb = _mm256_max_ps(mxb, wb);
-        tail_a = (k..n)
-            .filter(|&j| pa.add(j).read_unaligned() == 0.0)
-            .count();
-        tail_b = (k..n)
-            .filter(|&j| pb.add(j).read_unaligned() == 0.0)
-            .count();
-        sums.step(_mm256_cvtps_pd(va), _mm256_cvtps_pd(vb));
+        let (va, vb) = (A::load4(pa.add(k * A::SIZE)), B::load4(pb.add(k * B::SIZE)));
+        ma.add4(va);
+        mb.add4(vb);
+        d.step(_mm256_cvtps_pd(va), _mm256_cvtps_pd(vb));
     }
     let pair = PairStats {
         numel: n as u64,
         compared: n as u64,
-        diff_count: Avx2::hcount(sums.nd),
-        max_abs_diff: Avx2::hfold(sums.mxd, 0.0, f64::max),
-        sum_abs_diff: Avx2::hsum(sums.sad),
-        sum_sq_diff: Avx2::hsum(sums.sdd),
-        dot: Avx2::hsum(sums.dot),
-        sum_sq_a: Avx2::hsum(sums.qa),
-        sum_sq_b: Avx2::hsum(sums.qb),
+        diff_count: Avx2::hcount(d.nd),
+        max_abs_diff: Avx2::hfold(d.mxd, 0.0, f64::max),
+        sum_abs_diff: Avx2::hsum(d.sad),
+        sum_sq_diff: Avx2::hsum(d.sdd),
+        dot: Avx2::hsum(d.dot),
+        sum_sq_a: Avx2::hsum(d.qa),
+        sum_sq_b: Avx2::hsum(d.qb),
     };
     // Same finiteness tests as `block_pair` (and `Moments::finish`).
     if !(pair.sum_sq_diff.is_finite() && pair.sum_sq_a.is_finite() && pair.sum_sq_b.is_finite()) {
         return None;
     }
-    let (t1a, t2a) = (Avx2::hsum(sums.s1a), Avx2::hsum(sums.s2a));
-    let (t1b, t2b) = (Avx2::hsum(sums.s1b), Avx2::hsum(sums.s2b));
-    Some((
-        f32_lanes_stats(n, first_a, t1a, t2a, mna, mxa, za, tail_a)?,
-        f32_lanes_stats(n, first_b, t1b, t2b, mnb, mxb, zb, tail_b)?,
-        pair,
-    ))
+    Some((ma.finish(n)?, mb.finish(n)?, pair))
 }
 
-/// `block_pair`'s f64 sums over steps of 4 values of a pair (a's and b's shifted moments, and
-/// those of their difference), for `block_pair_f32_avx2`.
-struct PairSums {
-    shift_a: __m256d,
-    shift_b: __m256d,
+/// `block_pair_f32_lanes`' accumulators of one tensor: `Moments`' f64 sums (shifted by the
+/// block's first value), with min, max and zeros on 8 f32 lanes.
+struct F32Moments {
+    first: f32,
+    shift: __m256d,
+    s1: __m256d,
+    s2: __m256d,
+    mn: __m256,
+    mx: __m256,
+    zeros: __m256i,
+    tail_zeros: usize,
+}
+
+impl F32Moments {
+    #[inline(always)]
+    unsafe fn new(first: f32) -> Self {
+        F32Moments {
+            first,
+            shift: _mm256_set1_pd(first as f64),
+            s1: _mm256_setzero_pd(),
+            s2: _mm256_setzero_pd(),
+            mn: _mm256_set1_ps(first),
+            mx: _mm256_set1_ps(first),
+            zeros: _mm256_setzero_si256(),
+            tail_zeros: 0,
+        }
+    }
+
+    /// `Moments::add` of one step of 4 values (the sums only).
+    #[inline(always)]
+    unsafe fn sums(&mut self, x: __m256d) {
+        let d = _mm256_sub_pd(x, self.shift);
+        self.s1 = _mm256_add_pd(self.s1, d);
+        self.s2 = _mm256_fmadd_pd(d, d, self.s2);
+    }
+
+    /// Min, max and zeros of 8 values (their sums are two steps of `sums`).
+    #[inline(always)]
+    unsafe fn lanes8(&mut self, v: __m256) {
+        self.mn = _mm256_min_ps(self.mn, v);
+        self.mx = _mm256_max_ps(self.mx, v);
+        let is_zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, _mm256_setzero_ps());
+        self.zeros = _mm256_sub_epi32(self.zeros, _mm256_castps_si256(is_zero));
+    }
+
+    /// The last 4 values (twice in the f32 lanes' min and max, which is harmless).
+    #[inline(always)]
+    unsafe fn add4(&mut self, v: __m128) {
+        let twice = _mm256_set_m128(v, v);
+        self.mn = _mm256_min_ps(self.mn, twice);
+        self.mx = _mm256_max_ps(self.mx, twice);
+        self.tail_zeros = _mm_movemask_ps(_mm_cmpeq_ps(v, _mm_setzero_ps())).count_ones() as usize;
+        self.sums(_mm256_cvtps_pd(v));
+    }
+
+    #[inline(always)]
+    unsafe fn finish(&self, n: usize) -> Option<TensorStats> {
+        let (t1, t2) = (Avx2::hsum(self.s1), Avx2::hsum(self.s2));
+        let (mn, mx, zeros) = (self.mn, self.mx, self.zeros);
+        f32_lanes_stats(n, self.first, t1, t2, mn, mx, zeros, self.tail_zeros)
+    }
+}
+
+/// `block_pair`'s sums of a pair's difference (and its inner products) over steps of 4 values.
+struct DiffSums {
     eps: __m256d,
-    s1a: __m256d,
-    s2a: __m256d,
-    s1b: __m256d,
-    s2b: __m256d,
     mxd: __m256d,
     sad: __m256d,
     sdd: __m256d,
@@ -538,18 +633,12 @@ struct PairSums {
     nd: __m256i,
 }
 
-impl PairSums {
+impl DiffSums {
     #[inline(always)]
-    unsafe fn new(first_a: f32, first_b: f32, eps: f64) -> Self {
+    unsafe fn new(eps: f64) -> Self {
         let z = _mm256_setzero_pd();
-        PairSums {
-            shift_a: _mm256_set1_pd(first_a as f64),
-            shift_b: _mm256_set1_pd(first_b as f64),
+        DiffSums {
             eps: _mm256_set1_pd(eps),
-            s1a: z,
-            s2a: z,
-            s1b: z,
-            s2b: z,
             mxd: z,
             sad: z,
             sdd: z,
@@ -560,15 +649,9 @@ impl PairSums {
         }
     }
 
-    /// The f64 part of `block_pair`'s loop body (`Moments::add` without min/max/zeros).
+    /// The difference's part of `block_pair`'s loop body.
     #[inline(always)]
     unsafe fn step(&mut self, x: __m256d, y: __m256d) {
-        let dx = _mm256_sub_pd(x, self.shift_a);
-        self.s1a = _mm256_add_pd(self.s1a, dx);
-        self.s2a = _mm256_fmadd_pd(dx, dx, self.s2a);
-        let dy = _mm256_sub_pd(y, self.shift_b);
-        self.s1b = _mm256_add_pd(self.s1b, dy);
-        self.s2b = _mm256_fmadd_pd(dy, dy, self.s2b);
         let d = _mm256_sub_pd(y, x);
         let ad = Avx2::abs(d);
         self.mxd = Avx2::max(self.mxd, ad);
@@ -579,6 +662,21 @@ impl PairSums {
         self.qb = _mm256_fmadd_pd(y, y, self.qb);
         self.nd = Avx2::count_gt(self.nd, ad, self.eps);
     }
+}
+
+/// `block_pair` for AVX-512 under the name and bounds the ISA drivers call the pair kernel by.
+///
+/// # Safety
+/// As `block_stats`, with AVX-512.
+#[inline(always)]
+pub(super) unsafe fn block_pair_avx512<A: Load<Avx512>, B: Load<Avx512>>(
+    a: &[u8],
+    b: &[u8],
+    i: usize,
+    n: usize,
+    eps: f64,
+) -> Option<(TensorStats, TensorStats, PairStats)> {
+    block_pair::<Avx512, A, B>(a, b, i, n, eps)
 }
 
 /// A block's statistics from its f64 moment sums `t1`, `t2` (shifted by `first`) and its min,

@@ -243,13 +243,14 @@ fn f32_buffer_kernel_matches_the_two_chain_kernel() {
     assert!(unsafe { block_stats_f32_avx2(&with_nan, 0, 2048) }.is_none());
 }
 
-/// The AVX2 kernel of f32 pairs gives bit for bit what `block_pair::<Avx2, F32, F32>` gives
-/// (same f64 sums in the same lanes; min/max/zeros on f32 lanes), with zeros of both signs, a
-/// 4-value tail, equal and differing values, and a NaN or Inf block refused by both.
+/// The AVX2 pair kernel on f32 lanes gives bit for bit what `block_pair::<Avx2, A, B>` gives
+/// (same f64 sums in the same lanes; min/max/zeros on f32 lanes) for f32, bf16 and mixed pairs,
+/// with zeros of both signs, a 4-value tail, equal and differing values, and a NaN or Inf block
+/// refused by both.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn f32_pair_kernel_matches_the_generic_pair_kernel_bit_for_bit() {
-    use super::fused::{block_pair, block_pair_f32_avx2, Avx2, F32};
+fn f32_lanes_pair_kernel_matches_the_generic_pair_kernel_bit_for_bit() {
+    use super::fused::{block_pair, block_pair_f32_lanes, Avx2, Bf16, F32Lanes, Load, F32};
     if !cpu_has_avx2() {
         return;
     }
@@ -272,41 +273,54 @@ fn f32_pair_kernel_matches_the_generic_pair_kernel_bit_for_bit() {
         .collect();
     b[10] = 0.0;
     b[1001] = 3.0e4;
-    let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    let (ba, bb) = (bytes(&a), bytes(&b));
-    let bits = |s: &TensorStats| (s.mean.to_bits(), s.m2.to_bits());
-    for eps in [0.0, 0.01] {
-        for (i, n) in [(0, 2048), (4, 2044), (0, 4), (8, 12), (12, 2048), (0, 2060)] {
-            // SAFETY: the CPU has AVX2 (checked above with FMA and F16C); n is a multiple of 4.
-            let (got, want) = unsafe {
-                (
-                    block_pair_f32_avx2(&ba, &bb, i, n, eps).unwrap(),
-                    block_pair::<Avx2, F32, F32>(&ba, &bb, i, n, eps).unwrap(),
-                )
-            };
-            let what = format!("eps {eps} at {i} n {n}");
-            assert_eq!(got, want, "{what}");
-            assert_eq!(
-                (bits(&got.0), bits(&got.1)),
-                (bits(&want.0), bits(&want.1)),
-                "{what}"
-            );
-            let sums = |p: &PairStats| {
-                [p.sum_abs_diff, p.sum_sq_diff, p.dot, p.sum_sq_a, p.sum_sq_b].map(f64::to_bits)
-            };
-            assert_eq!(sums(&got.2), sums(&want.2), "{what}");
-            if n >= 2048 {
-                assert!(got.2.diff_count > 0 && got.0.zero_count > 0, "{what}");
+    let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    // bf16: the high half of each f32 (truncated: the values need not round-trip).
+    let bf16_bytes = |v: &[f32]| -> Vec<u8> {
+        v.iter()
+            .flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
+            .collect()
+    };
+    fn check<A: Load<Avx2> + F32Lanes, B: Load<Avx2> + F32Lanes>(a: &[u8], b: &[u8], len: usize) {
+        let bits = |s: &TensorStats| (s.mean.to_bits(), s.m2.to_bits());
+        let sums = |p: &PairStats| {
+            [p.sum_abs_diff, p.sum_sq_diff, p.dot, p.sum_sq_a, p.sum_sq_b].map(f64::to_bits)
+        };
+        for eps in [0.0, 0.01] {
+            for (i, n) in [(0, 2048), (4, 2044), (0, 4), (8, 12), (12, 2048), (0, len)] {
+                // SAFETY: the CPU has AVX2 (checked by the caller with FMA and F16C); n is a
+                // multiple of 4 and i + n <= len.
+                let (got, want) = unsafe {
+                    (
+                        block_pair_f32_lanes::<A, B>(a, b, i, n, eps).unwrap(),
+                        block_pair::<Avx2, A, B>(a, b, i, n, eps).unwrap(),
+                    )
+                };
+                let what = format!("eps {eps} at {i} n {n}");
+                assert_eq!(got, want, "{what}");
+                assert_eq!(
+                    (bits(&got.0), bits(&got.1)),
+                    (bits(&want.0), bits(&want.1)),
+                    "{what}"
+                );
+                assert_eq!(sums(&got.2), sums(&want.2), "{what}");
+                if n >= 2048 {
+                    assert!(got.2.diff_count > 0 && got.0.zero_count > 0, "{what}");
+                }
             }
         }
     }
+    let (fa, fb, ha, hb) = (f32_bytes(&a), f32_bytes(&b), bf16_bytes(&a), bf16_bytes(&b));
+    check::<F32, F32>(&fa, &fb, a.len());
+    check::<F32, Bf16>(&fa, &hb, a.len());
+    check::<Bf16, F32>(&ha, &fb, a.len());
+    check::<Bf16, Bf16>(&ha, &hb, a.len());
     for bad in [f32::NAN, f32::INFINITY] {
-        let mut with_bad = bb.clone();
+        let mut with_bad = fb.clone();
         with_bad[2040 * 4..2041 * 4].copy_from_slice(&bad.to_le_bytes());
         // SAFETY: as above.
         unsafe {
-            assert!(block_pair_f32_avx2(&ba, &with_bad, 0, 2048, 0.0).is_none());
-            assert!(block_pair_f32_avx2(&with_bad, &ba, 2040, 8, 0.0).is_none());
+            assert!(block_pair_f32_lanes::<F32, F32>(&fa, &with_bad, 0, 2048, 0.0).is_none());
+            assert!(block_pair_f32_lanes::<F32, Bf16>(&with_bad, &hb, 2040, 8, 0.0).is_none());
         }
     }
 }
