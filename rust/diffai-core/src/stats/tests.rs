@@ -207,6 +207,19 @@ fn fp8_tables_match_known_values() {
     assert!(e5[0x7d].is_nan());
 }
 
+/// `n` values for the kernels' bit-for-bit tests: zeros of both signs every 7 values, the others
+/// spread over [-0.72, 0.78].
+#[cfg(target_arch = "x86_64")]
+fn kernel_values(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| match i % 7 {
+            0 => 0.0,
+            3 => -0.0,
+            _ => ((i * 7919 % 1000) as f32 - 480.5) * 1.5e-3,
+        })
+        .collect()
+}
+
 /// The AVX2 kernel of f32 buffers gives exactly the statistics of the generic two-chain kernel
 /// it replaces (same sums in the same chains; min/max/zeros on f32 lanes), with zeros, a 4-value
 /// tail, and a NaN block refused by both.
@@ -217,13 +230,7 @@ fn f32_buffer_kernel_matches_the_two_chain_kernel() {
     if !cpu_has_avx2() {
         return;
     }
-    let values: Vec<f32> = (0..2052)
-        .map(|i| match i % 7 {
-            0 => 0.0,
-            3 => -0.0,
-            _ => ((i * 7919 % 1000) as f32 - 480.5) * 1.5e-3,
-        })
-        .collect();
+    let values = kernel_values(2052);
     let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
     for (i, n) in [(0, 2048), (4, 2044), (0, 4), (8, 12), (0, 2052)] {
         // SAFETY: the CPU has AVX2 (checked above with FMA and F16C); n is a multiple of 4.
@@ -254,13 +261,7 @@ fn f32_lanes_pair_kernel_matches_the_generic_pair_kernel_bit_for_bit() {
     if !cpu_has_avx2() {
         return;
     }
-    let a: Vec<f32> = (0..2060)
-        .map(|i| match i % 7 {
-            0 => 0.0,
-            3 => -0.0,
-            _ => ((i * 7919 % 1000) as f32 - 480.5) * 1.5e-3,
-        })
-        .collect();
+    let a = kernel_values(2060);
     // b: a moved at every third value, a zero where a is not, and a large value once.
     let mut b: Vec<f32> = (a.iter().enumerate())
         .map(|(i, &x)| {
