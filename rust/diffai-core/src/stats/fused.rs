@@ -477,8 +477,8 @@ pub(super) unsafe fn block_stats_f32_avx2(bytes: &[u8], i: usize, n: usize) -> O
 /// taken on 8 f32 lanes (exact: f32 and bf16 values are f32), as `block_stats_f32_avx2` does for
 /// one tensor. Its 17 accumulators do not fit 16 registers: f32 pairs still run fastest in one
 /// pass, but with bf16 the spilled accumulators made a chain through memory, so those pairs
-/// take two passes over the block (in L1 for the second): 1.29 -> 1.20 CPU-s on the bf16
-/// decoder pair, where one pass on f32 pairs is 0.55 against 0.59. Before: 1.43 and 0.84.
+/// take two passes over the block (in L1 for the second). In process, CPU-s: the bf16 decoder
+/// pair 1.43 -> 1.22 (1.32 in one pass), the tall f32 pair 0.84 -> 0.61 (0.63 in two).
 ///
 /// # Safety
 /// As `block_stats`, with AVX2 and FMA.
@@ -496,10 +496,6 @@ pub(super) unsafe fn block_pair_f32_lanes<A: F32Lanes, B: F32Lanes>(
     let pa = a[i * A::SIZE..(i + n) * A::SIZE].as_ptr();
     let pb = b[i * B::SIZE..(i + n) * B::SIZE].as_ptr();
     // SAFETY (all loads): both spans hold n elements, n is a multiple of 4, each load ends by n.
-    let halves = |v: __m256| {
-        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-        (lo, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)))
-    };
     let whole = n / 8 * 8;
     let (first_a, first_b) = (_mm_cvtss_f32(A::load4(pa)), _mm_cvtss_f32(B::load4(pb)));
     let (mut ma, mut mb) = (F32Moments::new(first_a), F32Moments::new(first_b));
@@ -556,6 +552,13 @@ pub(super) unsafe fn block_pair_f32_lanes<A: F32Lanes, B: F32Lanes>(
         return None;
     }
     Some((ma.finish(n)?, mb.finish(n)?, pair))
+}
+
+/// 8 f32 lanes as two vectors of 4 f64 (low half first), exactly.
+#[inline(always)]
+unsafe fn halves(v: __m256) -> (__m256d, __m256d) {
+    let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+    (lo, _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)))
 }
 
 /// `block_pair_f32_lanes`' accumulators of one tensor: `Moments`' f64 sums (shifted by the
