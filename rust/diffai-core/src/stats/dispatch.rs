@@ -127,9 +127,9 @@ pub(super) unsafe fn chunk_pair_avx2(
 /// `chunk_stats`/`chunk_pair` return `None` when a view is not contiguous f32/bf16.
 #[cfg(target_arch = "x86_64")]
 macro_rules! fused_drivers {
-    ($m:ident, $lanes:ty, $features:literal, $buffer_stats:path, $pair_kernel:ident) => {
+    ($m:ident, $lanes:ty, $features:literal, $buffer_stats:path, $stats_kernel:ident, $pair_kernel:ident) => {
         pub(super) mod $m {
-            use super::fused::{block_stats, $pair_kernel, Bf16, F32Lanes, Load, F32};
+            use super::fused::{$pair_kernel, $stats_kernel, Bf16, F32Lanes, Load, F32};
             use super::{as_bytes, chunk_pair_body, chunk_stats_body, fused_kind, DType, BLOCK};
             use super::{PairStats, RunSums, RunsCodec, TensorStats, View, MAX_BLOCK_ELEMS};
 
@@ -138,13 +138,19 @@ macro_rules! fused_drivers {
             // The block kernels get functions of their own (not inlined into the chunk loop) so
             // their accumulators stay in registers instead of competing with the decode path.
 
+            /// `fused::block_stats`, by the ISA's kernel (`$stats_kernel`, the same bits).
+            ///
             /// # Safety
             /// As `fused::block_stats`, with the module's features.
             #[target_feature(enable = $features)]
             #[inline(never)]
-            unsafe fn block_s<A: Load<L>>(x: &[u8], i: usize, n: usize) -> Option<TensorStats> {
+            unsafe fn block_s<A: Load<L> + F32Lanes>(
+                x: &[u8],
+                i: usize,
+                n: usize,
+            ) -> Option<TensorStats> {
                 // SAFETY: as this function's contract.
-                unsafe { block_stats::<L, A>(x, i, n) }
+                unsafe { $stats_kernel::<A>(x, i, n) }
             }
 
             /// The statistics of an f32 buffer (`$buffer_stats`).
@@ -178,7 +184,11 @@ macro_rules! fused_drivers {
             /// # Safety
             /// The CPU must have the module's features; `v` is contiguous and of dtype `A`.
             #[target_feature(enable = $features)]
-            unsafe fn stats<A: Load<L>>(v: &View, start: usize, end: usize) -> TensorStats {
+            unsafe fn stats<A: Load<L> + F32Lanes>(
+                v: &View,
+                start: usize,
+                end: usize,
+            ) -> TensorStats {
                 // SAFETY: as this function's contract.
                 chunk_stats_body(v, start, end, |i, n| unsafe {
                     block_s::<A>(v.bytes(), i, n)
@@ -362,6 +372,7 @@ fused_drivers!(
     super::fused::Avx2,
     "avx2,fma,f16c",
     super::fused::block_stats_f32_avx2,
+    block_stats_f32_lanes,
     block_pair_f32_lanes
 );
 #[cfg(target_arch = "x86_64")]
@@ -370,6 +381,7 @@ fused_drivers!(
     super::fused::Avx512,
     "avx512f,avx512dq,avx2,fma,f16c",
     super::fused::block_stats_two_chains::<super::fused::Avx512, super::fused::F32>,
+    block_stats_avx512,
     block_pair_avx512
 );
 

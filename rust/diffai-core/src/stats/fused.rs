@@ -472,6 +472,52 @@ pub(super) unsafe fn block_stats_f32_avx2(bytes: &[u8], i: usize, n: usize) -> O
     f32_lanes_stats(n, first, t1, t2, mn, mx, zeros, tail_zeros)
 }
 
+/// `block_stats::<Avx2, A>` with the same f64 sums in the same lanes and order, but min, max
+/// and zeros on 8 f32 lanes (exact: f32 and bf16 values are f32), as the pair kernel below.
+///
+/// # Safety
+/// As `block_stats`, with AVX2 and FMA.
+#[inline(always)]
+pub(super) unsafe fn block_stats_f32_lanes<A: F32Lanes>(
+    bytes: &[u8],
+    i: usize,
+    n: usize,
+) -> Option<TensorStats> {
+    if n == 0 || !n.is_multiple_of(4) {
+        return None;
+    }
+    let p = bytes[i * A::SIZE..(i + n) * A::SIZE].as_ptr();
+    // SAFETY (all loads): the span holds n elements, n is a multiple of 4, each load ends by n.
+    let mut m = F32Moments::new(_mm_cvtss_f32(A::load4(p)));
+    let whole = n / 8 * 8;
+    let mut k = 0;
+    while k < whole {
+        let v = A::load8(p.add(k * A::SIZE));
+        let (lo, hi) = halves(v);
+        m.lanes8(v);
+        m.sums(lo);
+        m.sums(hi);
+        k += 8;
+    }
+    if k < n {
+        m.add4(A::load4(p.add(k * A::SIZE)));
+    }
+    m.finish(n)
+}
+
+/// `block_stats` for AVX-512 under the name and bounds the ISA drivers call the kernel by.
+///
+/// # Safety
+/// As `block_stats`, with AVX-512.
+#[inline(always)]
+pub(super) unsafe fn block_stats_avx512<A: Load<Avx512>>(
+    bytes: &[u8],
+    i: usize,
+    n: usize,
+) -> Option<TensorStats> {
+    block_stats::<Avx512, A>(bytes, i, n)
+}
+
 /// `block_pair::<Avx2, A, B>` with the same f64 sums in the same lanes and order (each 8
 /// values are its two steps of 4, low half first), but both tensors' min, max and zero counts
 /// taken on 8 f32 lanes (exact: f32 and bf16 values are f32), as `block_stats_f32_avx2` does for

@@ -325,3 +325,48 @@ fn f32_lanes_pair_kernel_matches_the_generic_pair_kernel_bit_for_bit() {
         }
     }
 }
+
+/// The AVX2 single-tensor kernel on f32 lanes gives bit for bit what `block_stats::<Avx2, A>`
+/// gives for f32 and bf16, with zeros of both signs, a 4-value tail, and NaN/Inf blocks refused.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn f32_lanes_stats_kernel_matches_the_generic_kernel_bit_for_bit() {
+    use super::fused::{block_stats, block_stats_f32_lanes, Avx2, Bf16, F32Lanes, Load, F32};
+    if !cpu_has_avx2() {
+        return;
+    }
+    fn check<A: Load<Avx2> + F32Lanes>(bytes: &[u8], len: usize) {
+        for (i, n) in [(0, 2048), (4, 2044), (0, 4), (8, 12), (12, 2048), (0, len)] {
+            // SAFETY: the CPU has AVX2 (checked by the caller with FMA and F16C); n is a
+            // multiple of 4 and i + n <= len.
+            let (got, want) = unsafe {
+                (
+                    block_stats_f32_lanes::<A>(bytes, i, n).unwrap(),
+                    block_stats::<Avx2, A>(bytes, i, n).unwrap(),
+                )
+            };
+            assert_eq!(got, want, "{i} {n}");
+            assert_eq!(
+                (got.mean.to_bits(), got.m2.to_bits()),
+                (want.mean.to_bits(), want.m2.to_bits())
+            );
+        }
+    }
+    let mut values = kernel_values(2060);
+    values[1001] = 3.0e4;
+    let f32_bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let bf16_bytes: Vec<u8> = (values.iter())
+        .flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
+        .collect();
+    check::<F32>(&f32_bytes, values.len());
+    check::<Bf16>(&bf16_bytes, values.len());
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut with_bad = f32_bytes.clone();
+        with_bad[2041 * 4..2042 * 4].copy_from_slice(&bad.to_le_bytes());
+        // SAFETY: as above.
+        unsafe {
+            assert!(block_stats_f32_lanes::<F32>(&with_bad, 0, 2048).is_none());
+            assert!(block_stats_f32_lanes::<F32>(&with_bad, 2040, 4).is_none());
+        }
+    }
+}
