@@ -47,9 +47,4 @@ def __dir__() -> list:
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Alignment", "ChangeMetrics", "DiffOptions", "DiffResult", "DiffaiError", "EntrySkipped", "FileChanged",
-    "InspectResult",
-    "MetadataChanged", "Record", "ScalarChanged", "Summary", "TensorAdded", "TensorComparison", "TensorInfo",
-    "TensorRemoved", "TensorRenamed", "TensorShapeChanged", "TensorStats", "TensorStatsChanged", "diff", "inspect",
-]
+__all__ = sorted(["DiffaiError", *_HOME])
