@@ -428,48 +428,26 @@ pub(super) unsafe fn block_stats_two_chains<L: Lanes, A: Load<L>>(
 #[inline(always)]
 pub(super) unsafe fn block_stats_f32_avx2(bytes: &[u8], i: usize, n: usize) -> Option<TensorStats> {
     let x = span::<Avx2, F32>(bytes, i, n)?;
-    let p = x.as_ptr() as *const f32;
+    let p = x.as_ptr();
     // SAFETY (all loads): `x` holds n f32, n is a multiple of 4, and each load ends by n.
-    let first = p.read_unaligned();
-    let shift = _mm256_set1_pd(first as f64);
-    let z = _mm256_setzero_pd();
-    let (mut s1e, mut s2e, mut s1o, mut s2o) = (z, z, z, z);
-    let (mut mn, mut mx) = (_mm256_set1_ps(first), _mm256_set1_ps(first));
-    let mut zeros = _mm256_setzero_si256();
+    let first = _mm_cvtss_f32(F32::load4(p));
+    // Both chains' sums are shifted by the first value; min, max and zeros are the even one's.
+    let (mut even, mut odd) = (F32Moments::new(first), F32Moments::new(first));
     let mut k = 0;
     while k + 8 <= n {
-        let v = _mm256_loadu_ps(p.add(k));
-        mn = _mm256_min_ps(mn, v);
-        mx = _mm256_max_ps(mx, v);
-        let is_zero = _mm256_cmp_ps::<_CMP_EQ_OQ>(v, _mm256_setzero_ps());
-        zeros = _mm256_sub_epi32(zeros, _mm256_castps_si256(is_zero));
-        let even = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), shift);
-        let odd = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)), shift);
-        s1e = _mm256_add_pd(s1e, even);
-        s2e = _mm256_fmadd_pd(even, even, s2e);
-        s1o = _mm256_add_pd(s1o, odd);
-        s2o = _mm256_fmadd_pd(odd, odd, s2o);
+        let v = F32::load8(p.add(4 * k));
+        let (lo, hi) = halves(v);
+        even.lanes8(v);
+        even.sums(lo);
+        odd.sums(hi);
         k += 8;
     }
-    let mut tail_zeros = 0;
     if k < n {
         // The last 4 values, into the even chain as `block_stats_two_chains` does.
-        let v = _mm_loadu_ps(p.add(k));
-        let twice = _mm256_set_m128(v, v);
-        mn = _mm256_min_ps(mn, twice);
-        mx = _mm256_max_ps(mx, twice);
-        tail_zeros = (0..4)
-            .filter(|&j| p.add(k + j).read_unaligned() == 0.0)
-            .count();
-        let even = _mm256_sub_pd(_mm256_cvtps_pd(v), shift);
-        s1e = _mm256_add_pd(s1e, even);
-        s2e = _mm256_fmadd_pd(even, even, s2e);
+        even.add4(F32::load4(p.add(4 * k)));
     }
-    let (t1, t2) = (
-        Avx2::hsum(_mm256_add_pd(s1e, s1o)),
-        Avx2::hsum(_mm256_add_pd(s2e, s2o)),
-    );
-    f32_lanes_stats(n, first, t1, t2, mn, mx, zeros, tail_zeros)
+    even.absorb_sums(&odd);
+    even.finish(n)
 }
 
 /// `block_stats::<Avx2, A>` with the same f64 sums in the same lanes and order, but min, max
@@ -652,6 +630,13 @@ impl F32Moments {
         self.zeros = _mm256_sub_epi32(self.zeros, _mm256_castps_si256(is_zero));
     }
 
+    /// Adds the sums of a second chain over the same block (same shift).
+    #[inline(always)]
+    unsafe fn absorb_sums(&mut self, o: &Self) {
+        self.s1 = _mm256_add_pd(self.s1, o.s1);
+        self.s2 = _mm256_add_pd(self.s2, o.s2);
+    }
+
     /// The last 4 values (twice in the f32 lanes' min and max, which is harmless).
     #[inline(always)]
     unsafe fn add4(&mut self, v: __m128) {
@@ -662,11 +647,27 @@ impl F32Moments {
         self.sums(_mm256_cvtps_pd(v));
     }
 
+    /// The block's statistics of `n` values; `None` unless the sums are finite.
     #[inline(always)]
     unsafe fn finish(&self, n: usize) -> Option<TensorStats> {
         let (t1, t2) = (Avx2::hsum(self.s1), Avx2::hsum(self.s2));
-        let (mn, mx, zeros) = (self.mn, self.mx, self.zeros);
-        f32_lanes_stats(n, self.first, t1, t2, mn, mx, zeros, self.tail_zeros)
+        if !(t1.is_finite() && t2.is_finite()) {
+            return None;
+        }
+        let (mut lo, mut hi, mut counts) = ([0f32; 8], [0f32; 8], [0i32; 8]);
+        _mm256_storeu_ps(lo.as_mut_ptr(), self.mn);
+        _mm256_storeu_ps(hi.as_mut_ptr(), self.mx);
+        _mm256_storeu_si256(counts.as_mut_ptr() as *mut __m256i, self.zeros);
+        let mut s = TensorStats {
+            numel: n as u64,
+            finite: n as u64,
+            min: lo.iter().fold(f64::INFINITY, |m, &v| m.min(v as f64)),
+            max: hi.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64)),
+            zero_count: counts.iter().map(|&c| c as u64).sum::<u64>() + self.tail_zeros as u64,
+            ..TensorStats::default()
+        };
+        super::block::set_moments(&mut s, self.first as f64, t1, t2);
+        Some(s)
     }
 }
 
@@ -726,40 +727,6 @@ pub(super) unsafe fn block_pair_avx512<A: Load<Avx512>, B: Load<Avx512>>(
     eps: f64,
 ) -> Option<(TensorStats, TensorStats, PairStats)> {
     block_pair::<Avx512, A, B>(a, b, i, n, eps)
-}
-
-/// A block's statistics from its f64 moment sums `t1`, `t2` (shifted by `first`) and its min,
-/// max and zero counts on 8 f32 lanes (plus `tail_zeros` counted apart); `None` unless the sums
-/// are finite.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn f32_lanes_stats(
-    n: usize,
-    first: f32,
-    t1: f64,
-    t2: f64,
-    mn: __m256,
-    mx: __m256,
-    zeros: __m256i,
-    tail_zeros: usize,
-) -> Option<TensorStats> {
-    if !(t1.is_finite() && t2.is_finite()) {
-        return None;
-    }
-    let (mut lo, mut hi, mut counts) = ([0f32; 8], [0f32; 8], [0i32; 8]);
-    _mm256_storeu_ps(lo.as_mut_ptr(), mn);
-    _mm256_storeu_ps(hi.as_mut_ptr(), mx);
-    _mm256_storeu_si256(counts.as_mut_ptr() as *mut __m256i, zeros);
-    let mut s = TensorStats {
-        numel: n as u64,
-        finite: n as u64,
-        min: lo.iter().fold(f64::INFINITY, |m, &v| m.min(v as f64)),
-        max: hi.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64)),
-        zero_count: counts.iter().map(|&c| c as u64).sum::<u64>() + tail_zeros as u64,
-        ..TensorStats::default()
-    };
-    super::block::set_moments(&mut s, first as f64, t1, t2);
-    Some(s)
 }
 
 /// Statistics of both tensors and of their difference over elements [i, i + n).
